@@ -1,0 +1,165 @@
+"""``poflow``: upload POs, inspect their workflow, run the demo, serve the Shopify emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import click
+
+from poflow_dagster import config
+from poflow_dagster.domain.errors import PoflowError
+
+
+class PoflowGroup(click.Group):
+    """Every known failure is one line on stderr, ``error: <code>: <message>``, exit 2; never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except PoflowError as error:
+            click.echo(f"error: {error.code}: {error.message}", err=True)
+            sys.exit(2)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except Exception as error:  # pragma: no cover - last resort, still one line
+            if os.environ.get("POFLOW_DEBUG"):
+                raise
+            message = " ".join(f"{type(error).__name__}: {error}".split())
+            click.echo(f"error: internal_error: {message} (set POFLOW_DEBUG=1 for details)", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=PoflowGroup)
+def main() -> None:
+    """poflow: purchase orders in, Shopify products out (on Dagster)."""
+
+
+def _db():
+    from poflow_dagster.store.db import get_database
+
+    return get_database(config.database_url())
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--merchant", "merchant_id", required=True, help="Merchant id (created with defaults if new).")
+def upload(file: Path, merchant_id: str) -> None:
+    """Register FILE as an upload of MERCHANT and print its id (the sensor picks it up)."""
+    from poflow_dagster.intake import upload_file
+
+    record = upload_file(_db(), config.poflow_home(), merchant_id, file)
+    if record.duplicate_of:
+        click.echo(f"note: same bytes as upload {record.duplicate_of}; recorded as a duplicate, no new PO", err=True)
+    click.echo(record.id)
+
+
+@main.command()
+@click.argument("upload_id")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def status(upload_id: str, fmt: str) -> None:
+    """Print an upload's workflow row and its per-stage durations."""
+    from poflow_dagster.status_view import render_status, status_json
+    from poflow_dagster.store.workflow import status_report
+
+    report = status_report(_db(), upload_id)
+    click.echo(json.dumps(status_json(report), indent=2) if fmt == "json" else render_status(report))
+
+
+@main.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json")
+def extract(file: Path, fmt: str) -> None:
+    """Parse FILE and print the PO (JSON contract, money as decimal strings)."""
+    from poflow_dagster.extraction import extract_file
+    from poflow_dagster.pipeline.metadata import po_lines_markdown
+
+    if not file.is_file():
+        raise PoflowError("file_not_found", f"{file} is not a readable file")
+    parsed = extract_file(file, filename=file.name)
+    click.echo(json.dumps(parsed.to_contract(), indent=2, ensure_ascii=False) if fmt == "json" else po_lines_markdown(parsed))
+
+
+@main.command()
+@click.argument("upload_id")
+def run(upload_id: str) -> None:
+    """Process one upload now, in this process (no daemon needed), and print its outcome."""
+    import dagster as dg
+
+    from poflow_dagster.definitions import defs
+    from poflow_dagster.pipeline.local import run_upload
+
+    with dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.local_temp() as instance:
+        result = run_upload(defs, instance, _db(), upload_id)
+    if not result.success:
+        raise PoflowError("run_failed", f"{result.failed_step}: {result.error}")
+    click.echo(f"{upload_id}: completed in {result.seconds:.2f}s, checks {result.checks_passed}/{len(result.checks)}")
+
+
+@main.group()
+def merchant() -> None:
+    """Merchant settings."""
+
+
+@merchant.command("set")
+@click.argument("merchant_id")
+@click.option("--name")
+@click.option("--markup", "markup", help="Markup percent on unit cost, e.g. 40 or 37.5.")
+@click.option("--sync/--no-sync", "sync", default=None, help="Turn Shopify sync on or off.")
+@click.option("--shop-url", help="The merchant's shop, e.g. https://acme.myshopify.com.")
+@click.option("--token-env", help="NAME of the environment variable holding the shop's access token.")
+def merchant_set(merchant_id, name, markup, sync, shop_url, token_env) -> None:
+    """Create or update a merchant."""
+    from poflow_dagster.store.merchants import configure_merchant
+
+    try:
+        markup_value = Decimal(markup) if markup is not None else None
+    except InvalidOperation:
+        raise PoflowError("invalid_markup", f"{markup!r} is not a number") from None
+    with _db().session() as session:
+        m = configure_merchant(
+            session, merchant_id, name=name, markup_percent=markup_value, shopify_sync_enabled=sync,
+            shop_url=shop_url, shopify_token_env=token_env,
+        )
+        click.echo(
+            f"{m.id}: markup {m.markup_percent}%, shopify sync {'on' if m.shopify_sync_enabled else 'off'}, "
+            f"shop {m.shop_url or 'default'}, token env {m.shopify_token_env or '-'}"
+        )
+
+
+@main.command("db-upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations (also done automatically on first use)."""
+    from poflow_dagster.store.db import Database
+
+    database = Database(config.database_url())
+    database.migrate()
+    click.echo("database is up to date")
+
+
+@main.command("shopify-emulator")
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", default=8787, type=int)
+@click.option("--state", type=click.Path(path_type=Path), help="SQLite file to keep products in (default: memory).")
+@click.option("--token", help="Only accept this access token (default: any non-empty token).")
+def shopify_emulator(host: str, port: int, state: Path | None, token: str | None) -> None:
+    """Serve the bundled Shopify Admin GraphQL emulator until interrupted."""
+    from poflow_dagster.shopify.emulator import serve_forever
+
+    serve_forever(host, port, state, access_token=token)
+
+
+@main.command()
+@click.option("--merchant", "merchant_id", help="Merchant id to use (default: a new demo-<time> merchant).")
+def demo(merchant_id: str | None) -> None:
+    """Run the bundled sample POs end to end on the embedded defaults and print a summary."""
+    from poflow_dagster.demo import run_demo
+
+    sys.exit(run_demo(merchant_id))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

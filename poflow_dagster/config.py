@@ -1,0 +1,40 @@
+"""Environment configuration. Every variable has an embedded default, read when used (not at import)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_SHOPIFY_API_VERSION = "2025-07"
+
+
+def poflow_home() -> Path:
+    """``POFLOW_HOME`` (default ``./.poflow``): uploads store, inbox, SQLite database, emulator state."""
+    return Path(os.environ.get("POFLOW_HOME") or ".poflow").resolve()
+
+
+def database_url() -> str:
+    """``POFLOW_DATABASE_URL``; default a SQLite file under ``POFLOW_HOME``."""
+    url = os.environ.get("POFLOW_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{poflow_home() / 'poflow.sqlite3'}"
+
+
+def redis_url() -> str | None:
+    """``REDIS_URL``; unset means progress goes to the database and logs only."""
+    return os.environ.get("REDIS_URL") or None
+
+
+def shopify_shop_url() -> str | None:
+    """``SHOPIFY_SHOP_URL``; unset means the bundled local emulator."""
+    return (os.environ.get("SHOPIFY_SHOP_URL") or "").rstrip("/") or None
+
+
+def shopify_api_version() -> str:
+    return os.environ.get("SHOPIFY_API_VERSION") or DEFAULT_SHOPIFY_API_VERSION
+
+
+def default_markup_percent() -> str:
+    """Markup for merchants created implicitly by their first upload."""
+    return os.environ.get("POFLOW_DEFAULT_MARKUP_PERCENT") or "40"

@@ -1,0 +1,35 @@
+"""The one ``Definitions`` of poflow: PO assets and checks, jobs, sensors and resources."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from poflow_dagster.pipeline.assets import purchase_order
+from poflow_dagster.pipeline.checks import po_saved_correctly, shopify_matches_drafts
+from poflow_dagster.pipeline.images import product_images
+from poflow_dagster.pipeline.jobs import image_job, po_job
+from poflow_dagster.pipeline.sensors import image_attachment_sensor, po_failure_sensor, upload_sensor
+from poflow_dagster.resources import DatabaseResource, ProgressResource, ShopifyResource, StorageResource
+
+
+def _shopify() -> ShopifyResource:
+    # Secrets come through dg.EnvVar (never logged); unset means the bundled emulator needs none.
+    if os.environ.get("SHOPIFY_ACCESS_TOKEN"):
+        return ShopifyResource(access_token=dg.EnvVar("SHOPIFY_ACCESS_TOKEN"))
+    return ShopifyResource()
+
+
+defs = dg.Definitions(
+    assets=[purchase_order, product_images],
+    asset_checks=[po_saved_correctly, shopify_matches_drafts],
+    jobs=[po_job, image_job],
+    sensors=[upload_sensor, po_failure_sensor, image_attachment_sensor],
+    resources={
+        "db": DatabaseResource(),
+        "storage": StorageResource(),
+        "shopify": _shopify(),
+        "progress": ProgressResource(),
+    },
+)

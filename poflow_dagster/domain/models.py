@@ -1,0 +1,85 @@
+"""The parsed purchase order: the one shape every extractor returns and every stage consumes."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Severity = Literal["info", "warning", "error"]
+
+
+class Issue(BaseModel):
+    """Something a reviewer should know about a parsed PO (stable ``code``)."""
+
+    code: str
+    severity: Severity = "warning"
+    message: str
+
+
+class POLine(BaseModel):
+    """One ordered item. SKUs are strings (zero padding kept); numbers are Decimal."""
+
+    line_no: int
+    sku: str | None = None
+    description: str | None = None
+    quantity: Decimal | None = None
+    unit_cost: Decimal | None = None
+    line_total: Decimal | None = None
+
+
+class ParsedPO(BaseModel):
+    """A purchase order as read from one document. Unknown values are ``None``."""
+
+    po_number: str | None = None
+    supplier_name: str | None = None
+    order_date: dt.date | None = None
+    currency: str | None = None  # ISO 4217
+    subtotal: Decimal | None = None
+    tax: Decimal | None = None
+    shipping: Decimal | None = None
+    total: Decimal | None = None
+    lines: list[POLine] = Field(default_factory=list)
+    issues: list[Issue] = Field(default_factory=list)
+    source_format: str = "unknown"  # csv | tsv | xlsx | ...
+    extractor: str = "unknown"  # which extractor produced it
+
+    def lines_sum(self) -> Decimal:
+        """Sum of line totals (missing totals count as quantity x unit cost, else 0)."""
+        total = Decimal("0")
+        for line in self.lines:
+            if line.line_total is not None:
+                total += line.line_total
+            elif line.quantity is not None and line.unit_cost is not None:
+                total += line.quantity * line.unit_cost
+        return total
+
+    def to_contract(self) -> dict:
+        """The JSON contract of ``poflow extract --format json`` (money as decimal strings)."""
+
+        def s(value: Decimal | None) -> str | None:
+            return None if value is None else format(value, "f")
+
+        return {
+            "po_number": self.po_number,
+            "supplier_name": self.supplier_name,
+            "order_date": self.order_date.isoformat() if self.order_date else None,
+            "currency": self.currency,
+            "subtotal": s(self.subtotal),
+            "tax": s(self.tax),
+            "shipping": s(self.shipping),
+            "total": s(self.total),
+            "lines": [
+                {
+                    "sku": line.sku,
+                    "description": line.description,
+                    "quantity": s(line.quantity),
+                    "unit_cost": s(line.unit_cost),
+                    "line_total": s(line.line_total),
+                }
+                for line in self.lines
+            ],
+            "issues": [issue.model_dump() for issue in self.issues],
+        }

@@ -1,0 +1,23 @@
+"""The purchase order as a graph-backed asset: one partition per upload, one op per stage."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from poflow_dagster.pipeline.ops import ai_parsing, database_save, product_draft_creation, shopify_sync, status_update
+from poflow_dagster.pipeline.partitions import po_uploads
+
+
+@dg.graph_asset(partitions_def=po_uploads, group_name="purchase_orders", kinds={"python", "shopify"})
+def purchase_order() -> dict:
+    """One uploaded purchase order, end to end:
+    ``ai_parsing`` → ``database_save`` → ``product_draft_creation`` → ``shopify_sync`` → ``status_update``.
+
+    The partition key is the upload id. The value is the PO's summary; every step's output carries
+    its duration, counts and the parsed lines.
+    """
+    parsed = ai_parsing()
+    saved = database_save(parsed)
+    drafts = product_draft_creation(parsed, saved)
+    synced = shopify_sync(drafts)
+    return status_update(parsed, saved, drafts, synced)

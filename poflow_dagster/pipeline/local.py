@@ -1,0 +1,69 @@
+"""Run one upload's PO job (and then its image job) in this process, on a given Dagster instance.
+
+Used by ``poflow demo``, ``poflow run`` and the end-to-end tests; the daemon path (sensors) runs the
+very same jobs. A failed run goes through the same failure recording as ``po_failure_sensor``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import dagster as dg
+
+from poflow_dagster.pipeline.partitions import po_uploads
+from poflow_dagster.store.db import Database
+from poflow_dagster.store.workflow import record_run_failure
+
+
+@dataclass
+class LocalRunResult:
+    upload_id: str
+    run_id: str
+    success: bool
+    seconds: float
+    checks: dict[str, bool] = field(default_factory=dict)
+    summary: dict | None = None
+    failed_step: str | None = None
+    error: str | None = None
+    image_run_success: bool | None = None
+
+    @property
+    def checks_passed(self) -> int:
+        return sum(self.checks.values())
+
+
+def run_upload(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    db: Database,
+    upload_id: str,
+    *,
+    resources: dict | None = None,
+    with_images: bool = True,
+) -> LocalRunResult:
+    """Execute ``po_job`` for partition ``upload_id``; on success run ``image_job`` after it."""
+    if not instance.has_dynamic_partition(po_uploads.name, upload_id):
+        instance.add_dynamic_partitions(po_uploads.name, [upload_id])
+    started = time.perf_counter()
+    result = defs.resolve_job_def("po_job").execute_in_process(
+        partition_key=upload_id, instance=instance, raise_on_error=False, resources=resources
+    )
+    seconds = time.perf_counter() - started
+    run = LocalRunResult(upload_id=upload_id, run_id=result.run_id, success=result.success, seconds=seconds)
+    run.checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    if result.success:
+        run.summary = result.output_for_node("purchase_order")
+    else:
+        failures = result.get_step_failure_events()
+        step_key = failures[0].step_key if failures else None
+        error = failures[0].step_failure_data.error if failures else None
+        run.failed_step = step_key
+        run.error = error.message if error else "run failed"
+        record_run_failure(db, upload_id, result.run_id, step_key, run.error)
+    if result.success and with_images:
+        images = defs.resolve_job_def("image_job").execute_in_process(
+            partition_key=upload_id, instance=instance, raise_on_error=False, resources=resources
+        )
+        run.image_run_success = images.success
+    return run

@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from poflow_dagster import config
+from poflow_dagster.shopify.client import ShopifyClient
+from poflow_dagster.shopify.connection import ShopTarget, resolve_shop
+from poflow_dagster.store.schema import Merchant
+
+
+class ShopifyResource(dg.ConfigurableResource):
+    """Shopify Admin GraphQL access. Unconfigured, it talks to the bundled local emulator."""
+
+    shop_url: str = dg.Field(default="", description="Shop URL; empty = SHOPIFY_SHOP_URL or the local emulator.")
+    access_token: str = dg.Field(default="", description="Admin API token (set it with dg.EnvVar; never logged).")
+    api_version: str = dg.Field(default="", description="Admin API version; empty = SHOPIFY_API_VERSION or the default.")
+    home: str = dg.Field(default="", description="Where the emulator keeps state; empty = POFLOW_HOME.")
+
+    def target_for(self, merchant: Merchant) -> ShopTarget:
+        from pathlib import Path
+
+        return resolve_shop(
+            merchant_shop_url=merchant.shop_url,
+            merchant_token_env=merchant.shopify_token_env,
+            default_shop_url=self.shop_url or config.shopify_shop_url(),
+            default_token=self.access_token or os.environ.get("SHOPIFY_ACCESS_TOKEN") or None,
+            home=Path(self.home).resolve() if self.home else config.poflow_home(),
+        )
+
+    def client_for(self, target: ShopTarget) -> ShopifyClient:
+        return ShopifyClient(target.url, target.token, self.api_version or config.shopify_api_version())

@@ -1,0 +1,74 @@
+"""How ``poflow status`` shows an upload: its workflow row and per-stage durations."""
+
+from __future__ import annotations
+
+from poflow_dagster.store.workflow import StatusReport
+
+
+def status_json(report: StatusReport) -> dict:
+    upload, workflow = report.upload, report.workflow
+    return {
+        "upload_id": upload.id,
+        "merchant_id": upload.merchant_id,
+        "file": upload.original_filename,
+        "sha256": upload.sha256,
+        "upload_status": upload.status,
+        "duplicate_of": upload.duplicate_of,
+        "error_code": upload.error_code,
+        "error_message": upload.error_message,
+        "workflow": None
+        if workflow is None
+        else {
+            "status": workflow.status,
+            "run_id": workflow.run_id,
+            "current_stage": workflow.current_stage,
+            "progress_percent": workflow.progress_percent,
+            "error_code": workflow.error_code,
+            "error_message": workflow.error_message,
+            "started_at": workflow.started_at.isoformat() if workflow.started_at else None,
+            "completed_at": workflow.completed_at.isoformat() if workflow.completed_at else None,
+        },
+        "stages": [
+            {
+                "stage": s.stage,
+                "run_id": s.run_id,
+                "outcome": s.outcome,
+                "attempts": s.attempts,
+                "duration_ms": s.duration_ms,
+                "items": s.items,
+                "error_code": s.error_code,
+            }
+            for s in report.stages
+        ],
+    }
+
+
+def render_status(report: StatusReport) -> str:
+    data = status_json(report)
+    lines = [
+        f"upload      {data['upload_id']}  ({data['file']}, merchant {data['merchant_id']})",
+        f"upload state {data['upload_status']}"
+        + (f"  duplicate of {data['duplicate_of']}" if data["duplicate_of"] else ""),
+    ]
+    if data["error_code"]:
+        lines.append(f"error       {data['error_code']}: {data['error_message']}")
+    workflow = data["workflow"]
+    if workflow is None:
+        lines.append("workflow    not started")
+    else:
+        lines += [
+            f"workflow    {workflow['status']}  {workflow['progress_percent']}%  stage {workflow['current_stage'] or '-'}",
+            f"run         {workflow['run_id'] or '-'}",
+            f"started     {workflow['started_at'] or '-'}",
+            f"completed   {workflow['completed_at'] or '-'}",
+        ]
+        if workflow["error_code"]:
+            lines.append(f"reason      {workflow['error_code']}: {workflow['error_message']}")
+    if data["stages"]:
+        lines.append("")
+        lines.append(f"{'stage':<24}{'outcome':<10}{'attempts':>9}{'items':>7}{'seconds':>10}")
+        for s in data["stages"]:
+            seconds = "-" if s["duration_ms"] is None else f"{s['duration_ms'] / 1000:.3f}"
+            items = "-" if s["items"] is None else str(s["items"])
+            lines.append(f"{s['stage']:<24}{s['outcome']:<10}{s['attempts']:>9}{items:>7}{seconds:>10}")
+    return "\n".join(lines)

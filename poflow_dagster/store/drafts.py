@@ -1,0 +1,135 @@
+"""Product drafts and their Shopify links, matched by (merchant, SKU) so re-runs never duplicate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from poflow_dagster.domain.drafts import DraftPlan, plan_drafts
+from poflow_dagster.domain.models import ParsedPO
+from poflow_dagster.store.db import Database
+from poflow_dagster.store.schema import LineItem, ProductDraft, PurchaseOrder, ShopifyProduct
+from poflow_dagster.store.types import utcnow
+
+
+@dataclass(frozen=True)
+class DraftRecord:
+    id: int
+    sku: str
+    title: str
+    description: str | None
+    price: Decimal
+    unit_cost: Decimal
+    created: bool  # False: an existing draft of this SKU was updated
+
+
+def upsert_drafts(db: Database, merchant_id: str, upload_id: str, plans: list[DraftPlan]) -> list[DraftRecord]:
+    """Create or update one draft per planned SKU, in one transaction."""
+    records: list[DraftRecord] = []
+    with db.session() as session:
+        existing = {
+            draft.sku: draft
+            for draft in session.scalars(
+                select(ProductDraft).where(
+                    ProductDraft.merchant_id == merchant_id, ProductDraft.sku.in_([plan.sku for plan in plans])
+                )
+            )
+        }
+        for plan in plans:
+            draft = existing.get(plan.sku)
+            created = draft is None
+            if draft is None:
+                draft = ProductDraft(merchant_id=merchant_id, sku=plan.sku)
+                session.add(draft)
+            draft.title = plan.title
+            draft.description = plan.description
+            draft.unit_cost = plan.unit_cost
+            draft.price = plan.price
+            draft.currency = plan.currency
+            draft.source_upload_id = upload_id
+            session.flush()
+            records.append(_record(draft, created))
+    return records
+
+
+def drafts_for_upload(db: Database, upload_id: str) -> list[DraftRecord]:
+    """The merchant's drafts for the SKUs on this upload's PO, in PO order."""
+    with db.session() as session:
+        po = session.scalar(select(PurchaseOrder).where(PurchaseOrder.upload_id == upload_id))
+        if po is None:
+            return []
+        skus = list(
+            dict.fromkeys(
+                sku for sku in session.scalars(
+                    select(LineItem.sku).where(LineItem.po_id == po.id).order_by(LineItem.line_no)
+                ) if sku
+            )
+        )
+        drafts = {
+            draft.sku: draft
+            for draft in session.scalars(
+                select(ProductDraft).where(ProductDraft.merchant_id == po.merchant_id, ProductDraft.sku.in_(skus))
+            )
+        }
+        return [_record(drafts[sku], False) for sku in skus if sku in drafts]
+
+
+def record_shopify_links(db: Database, shop_url: str, links: list[tuple[int, str, str, str, Decimal]]) -> None:
+    """Remember where each draft lives in Shopify: ``(draft_id, handle, product_gid, variant_gid, price)``."""
+    with db.session() as session:
+        existing = {
+            link.draft_id: link
+            for link in session.scalars(
+                select(ShopifyProduct).where(ShopifyProduct.draft_id.in_([row[0] for row in links]))
+            )
+        }
+        for draft_id, handle, product_gid, variant_gid, price in links:
+            link = existing.get(draft_id) or ShopifyProduct(draft_id=draft_id)
+            link.shop_url = shop_url
+            link.handle = handle
+            link.product_gid = product_gid
+            link.variant_gid = variant_gid
+            link.synced_price = price
+            link.synced_at = utcnow()
+            session.add(link)
+
+
+def count_shopify_links(db: Database, draft_ids: list[int]) -> int:
+    with db.session() as session:
+        return len(list(session.scalars(select(ShopifyProduct.id).where(ShopifyProduct.draft_id.in_(draft_ids)))))
+
+
+def _record(draft: ProductDraft, created: bool) -> DraftRecord:
+    return DraftRecord(
+        id=draft.id,
+        sku=draft.sku,
+        title=draft.title,
+        description=draft.description,
+        price=draft.price,
+        unit_cost=draft.unit_cost,
+        created=created,
+    )
+
+
+@dataclass(frozen=True)
+class DraftOutcome:
+    drafts: list[DraftRecord]
+    skipped: list[str]  # lines that got no draft, and why
+
+
+def create_drafts_for_po(db: Database, upload_id: str, po: ParsedPO) -> DraftOutcome:
+    """One draft per distinct SKU of the PO, priced with the merchant's markup; re-runs update, never add."""
+    from poflow_dagster.store.uploads import merchant_for_upload
+
+    merchant = merchant_for_upload(db, upload_id)
+    plans, skipped = plan_drafts(po, merchant.markup_percent)
+    for attempt in range(3):  # a concurrent PO of the same merchant may insert the same SKU first
+        try:
+            return DraftOutcome(upsert_drafts(db, merchant.id, upload_id, plans), skipped)
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")

@@ -1,0 +1,134 @@
+"""Saving a parsed PO: one transaction; saving the same upload again replaces it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from poflow_dagster.domain.models import ParsedPO
+from poflow_dagster.store.db import Database
+from poflow_dagster.store.schema import LineItem, PurchaseOrder, Supplier
+from poflow_dagster.store.uploads import get_upload
+
+
+@dataclass(frozen=True)
+class SavedPO:
+    po_id: int
+    upload_id: str
+    line_count: int
+    replaced: bool  # an earlier save of this upload was replaced
+
+
+def normalize_supplier_name(name: str) -> str:
+    return " ".join(name.casefold().split())
+
+
+def ensure_supplier(session: Session, merchant_id: str, name: str | None) -> Supplier | None:
+    if not name or not name.strip():
+        return None
+    normalized = normalize_supplier_name(name)
+    supplier = session.scalar(
+        select(Supplier).where(Supplier.merchant_id == merchant_id, Supplier.normalized_name == normalized)
+    )
+    if supplier is None:
+        supplier = Supplier(merchant_id=merchant_id, name=name.strip(), normalized_name=normalized)
+        session.add(supplier)
+        session.flush()
+    return supplier
+
+
+def save_purchase_order(db: Database, upload_id: str, parsed: ParsedPO) -> SavedPO:
+    """Write the PO and its lines in one transaction, replacing any earlier save of this upload."""
+    with db.session() as session:
+        upload = get_upload(session, upload_id)
+        supplier = ensure_supplier(session, upload.merchant_id, parsed.supplier_name)
+        po = session.scalar(select(PurchaseOrder).where(PurchaseOrder.upload_id == upload_id))
+        replaced = po is not None
+        if po is None:
+            po = PurchaseOrder(upload_id=upload_id, merchant_id=upload.merchant_id)
+        else:
+            po.lines.clear()
+            session.flush()  # delete old lines before re-inserting the same line numbers
+        po.supplier_id = supplier.id if supplier else None
+        po.po_number = parsed.po_number
+        po.order_date = parsed.order_date
+        po.currency = parsed.currency
+        po.subtotal = parsed.subtotal
+        po.tax = parsed.tax
+        po.shipping = parsed.shipping
+        po.total = parsed.total
+        po.source_format = parsed.source_format
+        po.extractor = parsed.extractor
+        po.issues = [issue.model_dump() for issue in parsed.issues]
+        session.add(po)
+        po.lines.extend(
+            LineItem(
+                line_no=line.line_no,
+                sku=line.sku,
+                description=line.description,
+                quantity=line.quantity,
+                unit_cost=line.unit_cost,
+                line_total=line.line_total,
+            )
+            for line in parsed.lines
+        )
+        session.flush()
+        return SavedPO(po_id=po.id, upload_id=upload_id, line_count=len(parsed.lines), replaced=replaced)
+
+
+@dataclass(frozen=True)
+class POIntegrity:
+    """What the database holds for one upload's PO, for the ``po_saved_correctly`` check."""
+
+    po_count: int
+    line_count: int
+    lines_sum: Decimal
+    subtotal: Decimal | None
+    orphan_lines: int
+
+
+def po_integrity(db: Database, upload_id: str) -> POIntegrity:
+    with db.session() as session:
+        pos = list(session.scalars(select(PurchaseOrder).where(PurchaseOrder.upload_id == upload_id)))
+        lines = [line for po in pos for line in po.lines]
+        lines_sum = sum(
+            (
+                line.line_total
+                if line.line_total is not None
+                else (line.quantity or Decimal(0)) * (line.unit_cost or Decimal(0))
+                for line in lines
+            ),
+            Decimal(0),
+        )
+        orphans = session.scalar(
+            select(func.count(LineItem.id))
+            .outerjoin(PurchaseOrder, LineItem.po_id == PurchaseOrder.id)
+            .where(PurchaseOrder.id.is_(None))
+        )
+        return POIntegrity(
+            po_count=len(pos),
+            line_count=len(lines),
+            lines_sum=lines_sum,
+            subtotal=pos[0].subtotal if pos else None,
+            orphan_lines=int(orphans or 0),
+        )
+
+
+TOLERANCE = Decimal("0.01")
+
+
+def saved_po_problems(integrity: POIntegrity, expected_lines: int, expected_subtotal: Decimal | None) -> list[str]:
+    """Why the saved PO differs from what was parsed (empty = saved correctly)."""
+    problems: list[str] = []
+    if integrity.po_count != 1:
+        problems.append(f"{integrity.po_count} purchase orders saved for this upload, expected 1")
+    if integrity.line_count != expected_lines:
+        problems.append(f"{integrity.line_count} lines in the database, {expected_lines} parsed")
+    if expected_subtotal is not None and abs(integrity.lines_sum - expected_subtotal) > TOLERANCE:
+        problems.append(f"lines sum to {integrity.lines_sum}, the PO subtotal is {expected_subtotal}")
+    if integrity.orphan_lines:
+        problems.append(f"{integrity.orphan_lines} line items belong to no purchase order")
+    return problems

@@ -1,0 +1,201 @@
+"""The app database (SQLAlchemy 2 typed ORM). Identical on SQLite and PostgreSQL.
+
+Migrations live in ``store/migrations``; a test compares them against these models.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from poflow_dagster.store.types import Money, Quantity, UTCDateTime, utcnow
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Merchant(Base):
+    """A Shopify merchant and its per-merchant pipeline configuration."""
+
+    __tablename__ = "merchants"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    markup_percent: Mapped[Decimal] = mapped_column(Money())
+    shopify_sync_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    shop_url: Mapped[str | None] = mapped_column(String(500))
+    #: The *name* of the environment variable holding this shop's access token (never the token).
+    shopify_token_env: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Supplier(Base):
+    __tablename__ = "suppliers"
+    __table_args__ = (UniqueConstraint("merchant_id", "normalized_name", name="uq_suppliers_merchant_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    name: Mapped[str] = mapped_column(String(300))
+    normalized_name: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Upload(Base):
+    """One uploaded file. ``seq`` orders uploads for the sensor cursor; ``id`` is the partition key."""
+
+    __tablename__ = "uploads"
+    __table_args__ = (
+        # The same bytes for one merchant are stored once; later copies point at the first.
+        Index(
+            "uq_uploads_merchant_sha256_original",
+            "merchant_id",
+            "sha256",
+            unique=True,
+            sqlite_where=text("duplicate_of IS NULL"),
+            postgresql_where=text("duplicate_of IS NULL"),
+        ),
+    )
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    original_filename: Mapped[str] = mapped_column(String(500))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    mime_type: Mapped[str] = mapped_column(String(200))
+    stored_path: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(20), default="cli")  # cli | inbox | api
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    duplicate_of: Mapped[str | None] = mapped_column(ForeignKey("uploads.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class PurchaseOrder(Base):
+    """A saved PO: exactly one per (non-duplicate) upload."""
+
+    __tablename__ = "purchase_orders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    upload_id: Mapped[str] = mapped_column(ForeignKey("uploads.id"), unique=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    supplier_id: Mapped[int | None] = mapped_column(ForeignKey("suppliers.id"))
+    po_number: Mapped[str | None] = mapped_column(String(100))
+    order_date: Mapped[dt.date | None]
+    currency: Mapped[str | None] = mapped_column(String(3))
+    subtotal: Mapped[Decimal | None] = mapped_column(Money())
+    tax: Mapped[Decimal | None] = mapped_column(Money())
+    shipping: Mapped[Decimal | None] = mapped_column(Money())
+    total: Mapped[Decimal | None] = mapped_column(Money())
+    source_format: Mapped[str] = mapped_column(String(20))
+    extractor: Mapped[str] = mapped_column(String(40))
+    issues: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    lines: Mapped[list[LineItem]] = relationship(
+        back_populates="purchase_order", cascade="all, delete-orphan", order_by="LineItem.line_no"
+    )
+
+
+class LineItem(Base):
+    __tablename__ = "line_items"
+    __table_args__ = (UniqueConstraint("po_id", "line_no", name="uq_line_items_po_line"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    po_id: Mapped[int] = mapped_column(ForeignKey("purchase_orders.id", ondelete="CASCADE"), index=True)
+    line_no: Mapped[int] = mapped_column(Integer)
+    sku: Mapped[str | None] = mapped_column(String(100))
+    description: Mapped[str | None] = mapped_column(Text)
+    quantity: Mapped[Decimal | None] = mapped_column(Quantity())
+    unit_cost: Mapped[Decimal | None] = mapped_column(Money())
+    line_total: Mapped[Decimal | None] = mapped_column(Money())
+
+    purchase_order: Mapped[PurchaseOrder] = relationship(back_populates="lines")
+
+
+class ProductDraft(Base):
+    """The merchant's product for one SKU; POs update it, never duplicate it."""
+
+    __tablename__ = "product_drafts"
+    __table_args__ = (UniqueConstraint("merchant_id", "sku", name="uq_product_drafts_merchant_sku"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    sku: Mapped[str] = mapped_column(String(100))
+    title: Mapped[str] = mapped_column(String(500))
+    description: Mapped[str | None] = mapped_column(Text)
+    unit_cost: Mapped[Decimal] = mapped_column(Money())
+    price: Mapped[Decimal] = mapped_column(Money())
+    currency: Mapped[str | None] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(20), default="draft")
+    source_upload_id: Mapped[str | None] = mapped_column(ForeignKey("uploads.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class ShopifyProduct(Base):
+    """Where a draft lives in Shopify."""
+
+    __tablename__ = "shopify_products"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    draft_id: Mapped[int] = mapped_column(ForeignKey("product_drafts.id", ondelete="CASCADE"), unique=True)
+    shop_url: Mapped[str] = mapped_column(String(500))
+    handle: Mapped[str] = mapped_column(String(255))
+    product_gid: Mapped[str] = mapped_column(String(100))
+    variant_gid: Mapped[str] = mapped_column(String(100))
+    synced_price: Mapped[Decimal] = mapped_column(Money())
+    synced_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class WorkflowExecution(Base):
+    """Where an upload's PO workflow is now (one row per upload; ``run_id`` is the latest run)."""
+
+    __tablename__ = "workflow_executions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    upload_id: Mapped[str] = mapped_column(ForeignKey("uploads.id"), unique=True)
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    current_stage: Mapped[str | None] = mapped_column(String(40))
+    progress_percent: Mapped[int] = mapped_column(Integer, default=0)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class StageMetric(Base):
+    """How one stage went in one run (retries in the same run raise ``attempts``)."""
+
+    __tablename__ = "stage_metrics"
+    __table_args__ = (UniqueConstraint("run_id", "stage", name="uq_stage_metrics_run_stage"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    upload_id: Mapped[str] = mapped_column(ForeignKey("uploads.id"), index=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    stage: Mapped[str] = mapped_column(String(40))
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    items: Mapped[int | None] = mapped_column(Integer)
+    bytes: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    outcome: Mapped[str] = mapped_column(String(20))  # running | success | failed | skipped
+    error_code: Mapped[str | None] = mapped_column(String(64))

@@ -1,0 +1,197 @@
+"""Workflow status (one row per upload) and per-stage metrics (one row per run and stage)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from poflow_dagster.domain.stages import STAGE_PROGRESS, Stage, UploadStatus, WorkflowStatus
+from poflow_dagster.store.db import Database
+from poflow_dagster.store.schema import StageMetric, Upload, WorkflowExecution
+from poflow_dagster.store.types import utcnow
+from poflow_dagster.store.uploads import get_upload, set_upload_status
+
+
+def _workflow(session: Session, upload_id: str) -> WorkflowExecution:
+    workflow = session.scalar(select(WorkflowExecution).where(WorkflowExecution.upload_id == upload_id))
+    if workflow is None:
+        get_upload(session, upload_id)  # unknown upload -> clear error
+        workflow = WorkflowExecution(upload_id=upload_id, status=WorkflowStatus.PENDING, progress_percent=0)
+        session.add(workflow)
+        session.flush()
+    return workflow
+
+
+def mark_pending(db: Database, upload_id: str) -> None:
+    """A run was requested for this upload (sensor): the workflow exists from now on."""
+    _retry_on_conflict(lambda session: _workflow(session, upload_id), db)
+
+
+def stage_started(db: Database, upload_id: str, run_id: str, stage: Stage, attempt: int) -> None:
+    """A stage (op) began: the workflow shows it; its metrics row counts the attempt."""
+
+    def work(session: Session) -> None:
+        now = utcnow()
+        if stage in STAGE_PROGRESS:  # side stages (images) run after completion and leave the workflow alone
+            _enter_stage(session, upload_id, run_id, stage, now)
+        metric = _metric(session, run_id, stage)
+        if metric is None:
+            session.add(
+                StageMetric(
+                    upload_id=upload_id, run_id=run_id, stage=stage.value, started_at=now,
+                    attempts=attempt, outcome="running",
+                )
+            )
+        else:
+            metric.started_at = now
+            metric.attempts = attempt
+            metric.outcome = "running"
+            metric.ended_at = None
+            metric.error_code = None
+
+    _retry_on_conflict(work, db)
+
+
+def _enter_stage(session: Session, upload_id: str, run_id: str, stage: Stage, now: dt.datetime) -> None:
+    workflow = _workflow(session, upload_id)
+    if workflow.run_id != run_id:  # a new run (first run, re-run, re-execution from failure)
+        workflow.run_id = run_id
+        workflow.started_at = now
+        workflow.progress_percent = 0
+    if workflow.status != WorkflowStatus.PROCESSING:
+        workflow.status = WorkflowStatus.PROCESSING
+        workflow.error_code = None
+        workflow.error_message = None
+        workflow.completed_at = None
+        set_upload_status(session, upload_id, UploadStatus.PROCESSING)
+    workflow.current_stage = stage.value
+
+
+def stage_finished(
+    db: Database,
+    upload_id: str,
+    run_id: str,
+    stage: Stage,
+    *,
+    outcome: str,
+    items: int | None = None,
+    bytes_: int | None = None,
+    error_code: str | None = None,
+) -> int:
+    """Close the stage's metrics row; on success advance the workflow's progress. Returns duration in ms."""
+    with db.session() as session:
+        now = utcnow()
+        metric = _metric(session, run_id, stage)
+        if metric is None:  # finished without a recorded start (should not happen): record a zero-length stage
+            metric = StageMetric(upload_id=upload_id, run_id=run_id, stage=stage.value, started_at=now, attempts=1)
+            session.add(metric)
+        metric.ended_at = now
+        metric.duration_ms = max(0, int((now - metric.started_at).total_seconds() * 1000))
+        metric.outcome = outcome
+        metric.items = items
+        metric.bytes = bytes_
+        metric.error_code = error_code
+        if outcome in ("success", "skipped") and stage in STAGE_PROGRESS:
+            workflow = _workflow(session, upload_id)
+            workflow.progress_percent = max(workflow.progress_percent, STAGE_PROGRESS[stage])
+        return metric.duration_ms
+
+
+def mark_completed(db: Database, upload_id: str, run_id: str) -> None:
+    with db.session() as session:
+        workflow = _workflow(session, upload_id)
+        workflow.run_id = run_id
+        workflow.status = WorkflowStatus.COMPLETED
+        workflow.current_stage = Stage.STATUS_UPDATE.value
+        workflow.progress_percent = 100
+        workflow.completed_at = utcnow()
+        workflow.error_code = None
+        workflow.error_message = None
+        set_upload_status(session, upload_id, UploadStatus.COMPLETED)
+
+
+def mark_failed(
+    db: Database, upload_id: str, *, run_id: str | None, stage: str | None, code: str, message: str
+) -> None:
+    """The upload and its workflow failed at ``stage`` for a one-line reason. Idempotent."""
+    message = " ".join(message.split())[:2000]
+    with db.session() as session:
+        workflow = _workflow(session, upload_id)
+        workflow.run_id = run_id or workflow.run_id
+        workflow.status = WorkflowStatus.FAILED
+        workflow.current_stage = stage or workflow.current_stage
+        workflow.error_code = code
+        workflow.error_message = message
+        workflow.completed_at = utcnow()
+        set_upload_status(
+            session, upload_id, UploadStatus.FAILED, error_code=code, error_message=f"{stage or 'run'}: {message}"
+        )
+
+
+@dataclass(frozen=True)
+class StageRow:
+    stage: str
+    run_id: str
+    outcome: str
+    attempts: int
+    duration_ms: int | None
+    items: int | None
+    error_code: str | None
+    started_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    upload: Upload
+    workflow: WorkflowExecution | None
+    stages: list[StageRow]
+
+
+def status_report(db: Database, upload_id: str) -> StatusReport:
+    """Everything ``poflow status`` shows: the upload, its workflow row and the latest run's stages."""
+    with db.session() as session:
+        upload = get_upload(session, upload_id)
+        workflow = session.scalar(select(WorkflowExecution).where(WorkflowExecution.upload_id == upload_id))
+        metrics = list(
+            session.scalars(
+                select(StageMetric).where(StageMetric.upload_id == upload_id).order_by(StageMetric.started_at, StageMetric.id)
+            )
+        )
+        latest_run = workflow.run_id if workflow is not None else None
+        latest_side = {m.stage: m for m in metrics if m.stage not in _PO_STAGES}  # last image run etc.
+        shown = [m for m in metrics if m.stage in _PO_STAGES and m.run_id == latest_run] + list(latest_side.values())
+        stages = [
+            StageRow(m.stage, m.run_id, m.outcome, m.attempts, m.duration_ms, m.items, m.error_code, m.started_at)
+            for m in shown
+        ]
+        return StatusReport(upload=upload, workflow=workflow, stages=stages)
+
+
+_PO_STAGES = frozenset(stage.value for stage in STAGE_PROGRESS)
+
+
+def _metric(session: Session, run_id: str, stage: Stage) -> StageMetric | None:
+    return session.scalar(select(StageMetric).where(StageMetric.run_id == run_id, StageMetric.stage == stage.value))
+
+
+def _retry_on_conflict(work, db: Database, attempts: int = 3):
+    """Run ``work(session)`` in a transaction, retrying if a concurrent writer won a unique race."""
+    for attempt in range(attempts):
+        try:
+            with db.session() as session:
+                return work(session)
+        except IntegrityError:
+            if attempt == attempts - 1:
+                raise
+
+
+def record_run_failure(db: Database, upload_id: str, run_id: str, step_key: str | None, error_text: str | None) -> None:
+    """What ``po_failure_sensor`` (and the demo) do with a failed PO run: mark it failed, with stage and reason."""
+    from poflow_dagster.domain.failures import failure_reason
+
+    reason = failure_reason(step_key, error_text)
+    mark_failed(db, upload_id, run_id=run_id, stage=reason.stage, code=reason.code, message=reason.message)

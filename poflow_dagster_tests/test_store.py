@@ -1,0 +1,133 @@
+"""The app database on SQLite and PostgreSQL: exact money, UTC, replace-not-duplicate, migrations."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from poflow_dagster.domain.drafts import plan_drafts
+from poflow_dagster.domain.models import ParsedPO, POLine
+from poflow_dagster.store.drafts import create_drafts_for_po, drafts_for_upload
+from poflow_dagster.store.merchants import configure_merchant
+from poflow_dagster.store.purchase_orders import po_integrity, save_purchase_order, saved_po_problems
+from poflow_dagster.store.schema import Base, LineItem, ProductDraft, PurchaseOrder, Upload
+from poflow_dagster.store.uploads import StoredFile, register_upload
+from poflow_dagster.store.workflow import mark_completed, stage_finished, stage_started, status_report
+from poflow_dagster.domain.stages import Stage
+
+
+def _stored(sha: str = "a" * 64, name: str = "po.csv") -> StoredFile:
+    return StoredFile(sha256=sha, size_bytes=10, mime_type="text/csv", stored_path=f"/tmp/{name}", original_filename=name)
+
+
+def _po(lines: list[tuple[str, str, str]], subtotal: str | None = None) -> ParsedPO:
+    parsed = [
+        POLine(line_no=i, sku=sku, description=f"item {sku}", quantity=Decimal(q), unit_cost=Decimal(c),
+               line_total=Decimal(q) * Decimal(c))
+        for i, (sku, q, c) in enumerate(lines, start=1)
+    ]
+    return ParsedPO(po_number="PO-1", supplier_name="ACME  Corp", currency="USD", lines=parsed,
+                    subtotal=Decimal(subtotal) if subtotal else None, source_format="csv", extractor="test")
+
+
+def test_migrations_match_the_models(db):
+    with db.engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diffs == []
+
+
+def test_money_is_exact_and_times_are_utc(db):
+    upload = register_upload(db, "m1", _stored())
+    po = _po([("00042", "3", "0.10"), ("B-7", "1", "1234567.8901")], subtotal="1234568.1901")
+    save_purchase_order(db, upload.id, po)
+    with db.session() as session:
+        saved = session.scalar(sa.select(PurchaseOrder))
+        costs = [line.unit_cost for line in saved.lines]
+        assert costs == [Decimal("0.10"), Decimal("1234567.8901")]
+        assert all(isinstance(c, Decimal) for c in costs)
+        assert saved.lines[0].line_total == Decimal("0.30")  # not 0.30000000000000004
+        assert saved.lines[0].quantity == Decimal("3")
+        assert saved.lines[0].sku == "00042"
+        assert saved.subtotal == Decimal("1234568.1901")
+        assert saved.created_at.tzinfo is not None and saved.created_at.utcoffset() == dt.timedelta(0)
+
+
+def test_saving_the_same_upload_twice_replaces(db):
+    upload = register_upload(db, "m1", _stored())
+    first = save_purchase_order(db, upload.id, _po([("A", "1", "2.00"), ("B", "2", "3.00"), ("C", "1", "1.00")]))
+    second = save_purchase_order(db, upload.id, _po([("A", "1", "2.00"), ("B", "2", "3.50")], subtotal="9.00"))
+    assert second.po_id == first.po_id and second.replaced and not first.replaced
+    with db.session() as session:
+        assert session.scalar(sa.select(sa.func.count(PurchaseOrder.id))) == 1
+        assert session.scalar(sa.select(sa.func.count(LineItem.id))) == 2
+    integrity = po_integrity(db, upload.id)
+    assert integrity.lines_sum == Decimal("9.00")
+    assert saved_po_problems(integrity, 2, Decimal("9.00")) == []
+    assert saved_po_problems(integrity, 3, Decimal("9.50")) == [
+        "2 lines in the database, 3 parsed",
+        "lines sum to 9.00, the PO subtotal is 9.50",
+    ]
+
+
+def test_same_bytes_twice_is_a_duplicate_per_merchant(db):
+    first = register_upload(db, "m1", _stored())
+    second = register_upload(db, "m1", _stored(name="copy.csv"))
+    other_merchant = register_upload(db, "m2", _stored())
+    assert first.duplicate_of is None and first.status == "received"
+    assert second.duplicate_of == first.id and second.status == "duplicate"
+    assert other_merchant.duplicate_of is None
+    with db.session() as session:
+        seqs = list(session.scalars(sa.select(Upload.seq).order_by(Upload.seq)))
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3
+
+
+def test_drafts_match_existing_sku_and_use_markup(db):
+    with db.session() as session:
+        configure_merchant(session, "m1", markup_percent=Decimal("50"))
+    up1 = register_upload(db, "m1", _stored("1" * 64))
+    up2 = register_upload(db, "m1", _stored("2" * 64))
+    po1 = _po([("A", "1", "10.00"), ("B", "1", "3.33"), ("A", "2", "10.00")])
+    save_purchase_order(db, up1.id, po1)
+    out1 = create_drafts_for_po(db, up1.id, po1)
+    assert [(d.sku, d.price, d.created) for d in out1.drafts] == [("A", Decimal("15.00"), True), ("B", Decimal("5.00"), True)]
+    again = create_drafts_for_po(db, up1.id, po1)  # re-run: updates, never adds
+    assert [d.created for d in again.drafts] == [False, False]
+    po2 = _po([("B", "5", "4.00")])
+    save_purchase_order(db, up2.id, po2)
+    out2 = create_drafts_for_po(db, up2.id, po2)
+    assert out2.drafts[0].id == out1.drafts[1].id and out2.drafts[0].price == Decimal("6.00")
+    with db.session() as session:
+        assert session.scalar(sa.select(sa.func.count(ProductDraft.id))) == 2
+    assert [d.sku for d in drafts_for_upload(db, up1.id)] == ["A", "B"]
+
+
+def test_plan_drafts_skips_lines_without_sku_or_cost():
+    po = ParsedPO(lines=[
+        POLine(line_no=1, sku=None, description="freight", quantity=Decimal(1), unit_cost=Decimal(5)),
+        POLine(line_no=2, sku="X", quantity=Decimal(4), line_total=Decimal("10.00")),
+        POLine(line_no=3, sku="Y", quantity=None, unit_cost=None),
+    ])
+    plans, skipped = plan_drafts(po, Decimal("40"))
+    assert [(p.sku, p.unit_cost, p.price, p.title) for p in plans] == [("X", Decimal("2.50"), Decimal("3.50"), "X")]
+    assert skipped == ["line 1: no SKU", "line 3: SKU Y has no unit cost"]
+
+
+def test_workflow_and_stage_metrics(db):
+    upload = register_upload(db, "m1", _stored())
+    stage_started(db, upload.id, "run-1", Stage.AI_PARSING, 1)
+    stage_started(db, upload.id, "run-1", Stage.AI_PARSING, 2)  # a retry in the same run
+    stage_finished(db, upload.id, "run-1", Stage.AI_PARSING, outcome="success", items=3)
+    report = status_report(db, upload.id)
+    assert report.workflow.status == "processing" and report.workflow.progress_percent == 20
+    assert [(s.stage, s.attempts, s.outcome, s.items) for s in report.stages] == [("ai_parsing", 2, "success", 3)]
+    stage_started(db, upload.id, "run-1", Stage.IMAGE_ATTACHMENT, 1)  # side stage leaves the workflow alone
+    assert status_report(db, upload.id).workflow.current_stage == "ai_parsing"
+    mark_completed(db, upload.id, "run-1")
+    report = status_report(db, upload.id)
+    assert report.workflow.status == "completed" and report.upload.status == "completed"
+    assert report.workflow.completed_at.tzinfo is not None
