@@ -92,8 +92,10 @@ def run(upload_id: str) -> None:
     from poflow_dagster.definitions import defs
     from poflow_dagster.pipeline.local import run_upload
 
-    with dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.local_temp() as instance:
-        result = run_upload(defs, instance, _db(), upload_id)
+    with dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.local_temp(
+        overrides={"telemetry": {"enabled": False}}
+    ) as instance:
+        result = run_upload(defs, instance, _db(), upload_id, log_level="WARNING")
     if not result.success:
         raise PoflowError("run_failed", f"{result.failed_step}: {result.error}")
     click.echo(f"{upload_id}: completed in {result.seconds:.2f}s, checks {result.checks_passed}/{len(result.checks)}")

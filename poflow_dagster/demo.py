@@ -36,8 +36,10 @@ def run_demo(merchant_id: str | None = None) -> int:
         click.echo(f"poflow demo: merchant {merchant_id}, home {home}, database {_safe(db.url)}, shop {shop.url}")
         uploads = [upload_file(db, home, merchant_id, path) for path in samples]
         duplicate = upload_file(db, home, merchant_id, samples[0])
-        with tempfile.TemporaryDirectory(prefix="poflow-dagster-") as tmp, dg.DagsterInstance.local_temp(tmp) as instance:
-            results = [run_upload(defs, instance, db, upload.id) for upload in uploads]
+        with tempfile.TemporaryDirectory(prefix="poflow-dagster-") as tmp, dg.DagsterInstance.local_temp(
+            tmp, overrides={"telemetry": {"enabled": False}}
+        ) as instance:
+            results = [run_upload(defs, instance, db, upload.id, log_level="ERROR") for upload in uploads]
         products_in_shop = shop.count_products()
     _print_table(uploads, results)
     click.echo(

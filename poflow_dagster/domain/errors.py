@@ -17,3 +17,8 @@ class PoflowError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
+
+    def __reduce__(self):
+        # Errors cross process boundaries (Dagster pickles step failures): rebuild from code + message.
+        return (self.__class__, (self.code, self.message))
+

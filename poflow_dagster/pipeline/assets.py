@@ -1,6 +1,6 @@
 """The purchase order as a graph-backed asset: one partition per upload, one op per stage."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Dagster reads these type hints at definition time.
 
 import dagster as dg
 

@@ -1,6 +1,6 @@
 """Per-partition checks that the database and Shopify hold exactly what the PO says."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Dagster reads these type hints at definition time.
 
 import warnings
 from decimal import Decimal

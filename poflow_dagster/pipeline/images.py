@@ -1,6 +1,6 @@
 """Product images: a side stage that runs after the PO is complete and never holds it back."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Dagster reads these type hints at definition time.
 
 import dagster as dg
 

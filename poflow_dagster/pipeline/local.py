@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from poflow_dagster.pipeline.partitions import po_uploads
+from poflow_dagster.pipeline.sensors import root_error_message
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.workflow import record_run_failure
 
@@ -41,13 +42,15 @@ def run_upload(
     *,
     resources: dict | None = None,
     with_images: bool = True,
+    log_level: str = "DEBUG",
 ) -> LocalRunResult:
     """Execute ``po_job`` for partition ``upload_id``; on success run ``image_job`` after it."""
     if not instance.has_dynamic_partition(po_uploads.name, upload_id):
         instance.add_dynamic_partitions(po_uploads.name, [upload_id])
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     started = time.perf_counter()
     result = defs.resolve_job_def("po_job").execute_in_process(
-        partition_key=upload_id, instance=instance, raise_on_error=False, resources=resources
+        partition_key=upload_id, instance=instance, raise_on_error=False, resources=resources, run_config=run_config
     )
     seconds = time.perf_counter() - started
     run = LocalRunResult(upload_id=upload_id, run_id=result.run_id, success=result.success, seconds=seconds)
@@ -59,11 +62,11 @@ def run_upload(
         step_key = failures[0].step_key if failures else None
         error = failures[0].step_failure_data.error if failures else None
         run.failed_step = step_key
-        run.error = error.message if error else "run failed"
+        run.error = root_error_message(error) or "run failed"
         record_run_failure(db, upload_id, result.run_id, step_key, run.error)
     if result.success and with_images:
         images = defs.resolve_job_def("image_job").execute_in_process(
-            partition_key=upload_id, instance=instance, raise_on_error=False, resources=resources
+            partition_key=upload_id, instance=instance, raise_on_error=False, resources=resources, run_config=run_config
         )
         run.image_run_success = images.success
     return run

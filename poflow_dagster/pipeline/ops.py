@@ -1,6 +1,6 @@
 """The PO stages as ops. Each is short: call one core function, record the stage, attach metadata."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Dagster reads these type hints at definition time.
 
 from dataclasses import dataclass, field
 

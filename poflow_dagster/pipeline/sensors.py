@@ -1,6 +1,6 @@
 """Sensors: uploads start PO runs; finished runs start image runs; failed runs mark the upload failed."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: Dagster reads these type hints at definition time.
 
 import dagster as dg
 
@@ -53,11 +53,17 @@ def po_failure_sensor(context: dg.RunFailureSensorContext, db: DatabaseResource)
     step_failures = context.get_step_failure_events()
     if step_failures:
         event = step_failures[0]
-        error = event.step_failure_data.error
-        text = error.message if error else event.message
+        text = root_error_message(event.step_failure_data.error) or event.message
         record_run_failure(db.database, upload_id, context.dagster_run.run_id, event.step_key, text)
     else:
         record_run_failure(db.database, upload_id, context.dagster_run.run_id, None, context.failure_event.message)
+
+
+def root_error_message(error) -> str | None:
+    """The innermost error's message: Dagster wraps user errors in a 'while executing op' error."""
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return error.message.strip() if error is not None else None
 
 
 @dg.run_status_sensor(

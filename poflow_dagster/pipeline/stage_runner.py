@@ -68,6 +68,7 @@ def run_stage(
         if error.code in RETRYABLE_CODES:
             raise
         if stage in STAGE_PROGRESS:  # a side stage (images) never fails the PO
+            mark_failed(
                 db, upload_id, run_id=run_id, stage=stage.value, code=error.code, message=error.message
             )
         _publish(progress, upload_id, run_id, stage, "failed", message=str(error))

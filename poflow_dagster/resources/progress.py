@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import dagster as dg
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from poflow_dagster import config
 from poflow_dagster.store.progress_bus import ProgressBus, ProgressEvent
@@ -10,7 +10,7 @@ from poflow_dagster.store.progress_bus import ProgressBus, ProgressEvent
 class ProgressResource(dg.ConfigurableResource):
     """Progress events for frontends: Redis pub/sub + stream when ``REDIS_URL`` is set, logs otherwise."""
 
-    redis_url: str = dg.Field(default="", description="Redis URL; empty = REDIS_URL or no bus.")
+    redis_url: str = Field(default="", description="Redis URL; empty = REDIS_URL or no bus.")
     _bus: ProgressBus | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:

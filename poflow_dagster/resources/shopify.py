@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 
 import dagster as dg
+from pydantic import Field
 
 from poflow_dagster import config
 from poflow_dagster.shopify.client import ShopifyClient
@@ -13,10 +14,11 @@ from poflow_dagster.store.schema import Merchant
 class ShopifyResource(dg.ConfigurableResource):
     """Shopify Admin GraphQL access. Unconfigured, it talks to the bundled local emulator."""
 
-    shop_url: str = dg.Field(default="", description="Shop URL; empty = SHOPIFY_SHOP_URL or the local emulator.")
-    access_token: str = dg.Field(default="", description="Admin API token (set it with dg.EnvVar; never logged).")
-    api_version: str = dg.Field(default="", description="Admin API version; empty = SHOPIFY_API_VERSION or the default.")
-    home: str = dg.Field(default="", description="Where the emulator keeps state; empty = POFLOW_HOME.")
+    shop_url: str = Field(default="", description="Shop URL; empty = SHOPIFY_SHOP_URL or the local emulator.")
+    access_token: str = Field(default="", description="Admin API token (set it with dg.EnvVar; never logged).")
+    api_version: str = Field(default="", description="Admin API version; empty = SHOPIFY_API_VERSION or the default.")
+    home: str = Field(default="", description="Where the emulator keeps state; empty = POFLOW_HOME.")
+    max_attempts: int = Field(default=5, description="HTTP attempts per GraphQL call (throttling, 429, 5xx).")
 
     def target_for(self, merchant: Merchant) -> ShopTarget:
         from pathlib import Path
@@ -30,4 +32,6 @@ class ShopifyResource(dg.ConfigurableResource):
         )
 
     def client_for(self, target: ShopTarget) -> ShopifyClient:
-        return ShopifyClient(target.url, target.token, self.api_version or config.shopify_api_version())
+        return ShopifyClient(
+            target.url, target.token, self.api_version or config.shopify_api_version(), max_attempts=self.max_attempts
+        )

@@ -1,0 +1,107 @@
+"""End to end: the real po_job (graph asset + checks) on SQLite and PostgreSQL, against the emulator."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import dagster as dg
+import sqlalchemy as sa
+
+from poflow_dagster.definitions import defs
+from poflow_dagster.intake import upload_file
+from poflow_dagster.pipeline.local import run_upload
+from poflow_dagster.samples import SAMPLE_EXPECTATIONS
+from poflow_dagster.store.merchants import configure_merchant
+from poflow_dagster.store.schema import LineItem, ProductDraft, PurchaseOrder, ShopifyProduct, StageMetric
+from poflow_dagster.store.workflow import status_report
+
+PO_STAGES = ["ai_parsing", "database_save", "product_draft_creation", "shopify_sync", "status_update"]
+
+
+def _counts(db) -> dict[str, int]:
+    with db.session() as session:
+        return {
+            model.__tablename__: session.scalar(sa.select(sa.func.count()).select_from(model))
+            for model in (PurchaseOrder, LineItem, ProductDraft, ShopifyProduct)
+        }
+
+
+def test_sample_po_end_to_end_and_rerun_is_idempotent(home, db, shop, instance, samples):
+    name = "acme-po-1001.csv"
+    expected = SAMPLE_EXPECTATIONS[name]
+    upload = upload_file(db, home, "acme", samples[name])
+
+    result = run_upload(defs, instance, db, upload.id)
+
+    assert result.success, result.error
+    assert result.checks == {"po_saved_correctly": True, "shopify_matches_drafts": True}
+    assert result.image_run_success is True
+    summary = result.summary
+    assert summary["po_number"] == expected["po_number"]
+    assert summary["line_count"] == expected["line_count"]
+    assert Decimal(summary["subtotal"]) == expected["subtotal"]
+    report = status_report(db, upload.id)
+    assert (report.workflow.status, report.workflow.progress_percent, report.upload.status) == ("completed", 100, "completed")
+    assert [s.stage for s in report.stages if s.run_id == result.run_id] == PO_STAGES
+    assert all(s.outcome == "success" and s.duration_ms is not None for s in report.stages if s.stage in PO_STAGES)
+    images = [s for s in report.stages if s.stage == "image_attachment"]
+    assert len(images) == 1 and images[0].outcome == "skipped"
+    counts = _counts(db)
+    distinct_skus = summary["drafts"]
+    assert counts == {"purchase_orders": 1, "line_items": expected["line_count"], "product_drafts": distinct_skus,
+                      "shopify_products": distinct_skus}
+    assert shop.count_products() == distinct_skus
+
+    # Output metadata the UI shows: durations, counts and the parsed lines as a table.
+    materialization = instance.get_latest_materialization_event(dg.AssetKey("purchase_order")).asset_materialization
+    assert materialization.partition == upload.id
+    assert materialization.metadata["line_count"].value == expected["line_count"]
+    assert "| # | SKU |" in materialization.metadata["parsed_po"].value
+    assert materialization.metadata["duration_ms"].value >= 0
+
+    # Re-running the partition changes nothing: no second PO, line, draft or Shopify product.
+    again = run_upload(defs, instance, db, upload.id)
+    assert again.success and all(again.checks.values())
+    assert _counts(db) == counts and shop.count_products() == distinct_skus
+    with db.session() as session:
+        metric_rows = session.scalar(sa.select(sa.func.count(StageMetric.id)).where(StageMetric.stage == "ai_parsing"))
+    assert metric_rows == 2  # one per run
+
+
+def test_every_sample_format_completes(home, db, shop, instance, samples):
+    for name, path in samples.items():
+        upload = upload_file(db, home, "multi", path)
+        result = run_upload(defs, instance, db, upload.id, with_images=False)
+        assert result.success, (name, result.error)
+        assert all(result.checks.values()) and len(result.checks) == 2
+        assert result.summary["line_count"] == SAMPLE_EXPECTATIONS[name]["line_count"]
+
+
+def test_sync_off_skips_shopify_and_says_so(home, db, shop, instance, samples):
+    with db.session() as session:
+        configure_merchant(session, "quiet", shopify_sync_enabled=False)
+    upload = upload_file(db, home, "quiet", samples["acme-po-1001.csv"])
+    result = run_upload(defs, instance, db, upload.id)
+    assert result.success and result.summary["shopify_sync"] == "skipped"
+    assert result.checks["shopify_matches_drafts"] is True
+    assert shop.count_products() == 0
+    step = [e for e in instance.all_logs(result.run_id) if e.is_dagster_event and e.dagster_event.is_successful_output
+            and e.dagster_event.step_key.endswith("shopify_sync")][0]
+    metadata = step.dagster_event.event_specific_data.metadata
+    assert "Shopify sync is off" in metadata["skipped"].value and metadata["outcome"].value == "skipped"
+
+
+def test_unsupported_document_fails_cleanly_and_keeps_the_file(home, db, shop, instance, tmp_path: Path):
+    pdf = tmp_path / "scan.csv"
+    pdf.write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj <<>> endobj\n")
+    upload = upload_file(db, home, "acme", pdf)
+    result = run_upload(defs, instance, db, upload.id)
+    assert not result.success and result.failed_step == "purchase_order.ai_parsing"
+    report = status_report(db, upload.id)
+    assert report.workflow.status == "failed" and report.workflow.current_stage == "ai_parsing"
+    assert report.workflow.error_code == "unsupported_format"
+    assert "\n" not in report.workflow.error_message and "Traceback" not in report.workflow.error_message
+    assert report.upload.status == "failed" and report.upload.error_code == "unsupported_format"
+    assert Path(report.upload.stored_path).read_bytes() == pdf.read_bytes()
+    assert _counts(db)["purchase_orders"] == 0
