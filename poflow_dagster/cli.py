@@ -116,16 +116,20 @@ def merchant() -> None:
 def merchant_set(merchant_id, name, markup, sync, shop_url, token_env) -> None:
     """Create or update a merchant."""
     from poflow_dagster.store.merchants import configure_merchant
+    from poflow_dagster.store.schema import Merchant
 
     try:
         markup_value = Decimal(markup) if markup is not None else None
     except InvalidOperation:
         raise PoflowError("invalid_markup", f"{markup!r} is not a number") from None
-    with _db().session() as session:
-        m = configure_merchant(
+    database = _db()
+    with database.session() as session:
+        configure_merchant(
             session, merchant_id, name=name, markup_percent=markup_value, shopify_sync_enabled=sync,
             shop_url=shop_url, shopify_token_env=token_env,
         )
+    with database.session() as session:  # print what was stored, read back
+        m = session.get(Merchant, merchant_id)
         click.echo(
             f"{m.id}: markup {m.markup_percent}%, shopify sync {'on' if m.shopify_sync_enabled else 'off'}, "
             f"shop {m.shop_url or 'default'}, token env {m.shopify_token_env or '-'}"

@@ -1,0 +1,28 @@
+"""`poflow demo`, the README's first command, on a fresh home with nothing configured."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from poflow_dagster.samples import SAMPLE_EXPECTATIONS
+
+
+def test_demo_runs_every_sample_and_exits_zero(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("POFLOW_", "SHOPIFY_", "REDIS_URL", "OPENAI_", "DAGSTER_HOME"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "poflow_dagster.cli", "demo"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    for name, expected in SAMPLE_EXPECTATIONS.items():
+        row = next(line for line in out.splitlines() if name in line)
+        cells = row.split()
+        assert expected["po_number"] in cells and str(expected["line_count"]) in cells and "2/2" in cells
+    assert "recorded as duplicate of" in out
+    assert (tmp_path / ".poflow" / "poflow.sqlite3").exists()  # the embedded default database
+    assert "Traceback" not in result.stderr
