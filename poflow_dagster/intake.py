@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,8 +86,6 @@ def ingest_inbox(db: Database, home: Path, *, limit: int = 100, min_age_seconds:
     Files younger than ``min_age_seconds`` are left for the next pass (they may still be being written);
     names starting with ``.`` are ignored.
     """
-    import time
-
     uploads: list[Upload] = []
     rejected: list[tuple[Path, str]] = []
     root = inbox_dir(home)

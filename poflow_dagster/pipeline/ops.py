@@ -124,8 +124,8 @@ def shopify_sync(
     Skipped, and says so, when the merchant has Shopify sync turned off.
     """
     database = db.database
-    merchant = merchant_for_upload(database, context.partition_key)
     with run_stage(context, Stage.SHOPIFY_SYNC, database, progress) as stage:
+        merchant = merchant_for_upload(database, context.partition_key)
         if not merchant.shopify_sync_enabled:
             stage.outcome, stage.items = "skipped", 0
             summary = SyncSummary(shop_url=None, skipped_reason=f"Shopify sync is off for merchant {merchant.id}")
