@@ -21,6 +21,5 @@ class ProgressResource(dg.ConfigurableResource):
             self._bus.close()
 
     def publish(self, event: ProgressEvent) -> None:
-        if self._bus is None:
-            self._bus = ProgressBus(self.redis_url or config.redis_url())
+        assert self._bus is not None, "resource not set up"
         self._bus.publish(event)
