@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -43,8 +43,12 @@ class ParsedPO(BaseModel):
     total: Decimal | None = None
     lines: list[POLine] = Field(default_factory=list)
     issues: list[Issue] = Field(default_factory=list)
-    source_format: str = "unknown"  # csv | tsv | xlsx | ...
-    extractor: str = "unknown"  # which extractor produced it
+    source_format: str = "unknown"  # csv | tsv | xlsx | pdf | image | x12 | ubl | text
+    extractor: str = "unknown"  # which extractor produced it: spreadsheet | pdf_text | x12_850 | ubl | llm
+    #: 0..1 where the extractor can judge it (the LLM reports one); None = deterministic, fully trusted.
+    confidence: float | None = None
+    #: How extraction went (pages, windows, tokens, cost, retries): stage metadata, not part of the JSON contract.
+    stats: dict[str, Any] = Field(default_factory=dict)
 
     def lines_sum(self) -> Decimal:
         """Sum of line totals (missing totals count as quantity x unit cost, else 0)."""
