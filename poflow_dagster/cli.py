@@ -87,6 +87,10 @@ def extract(file: Path, fmt: str) -> None:
 @click.argument("upload_id")
 def run(upload_id: str) -> None:
     """Process one upload now, in this process (no daemon needed), and print its outcome."""
+    _run_now(upload_id)
+
+
+def _run_now(upload_id: str) -> None:
     import dagster as dg
 
     from poflow_dagster.definitions import defs
@@ -98,7 +102,28 @@ def run(upload_id: str) -> None:
         result = run_upload(defs, instance, _db(), upload_id, log_level="WARNING")
     if not result.success:
         raise PoflowError("run_failed", f"{result.failed_step}: {result.error}")
-    click.echo(f"{upload_id}: completed in {result.seconds:.2f}s, checks {result.checks_passed}/{len(result.checks)}")
+    from poflow_dagster.store.workflow import status_report
+
+    state = status_report(_db(), upload_id).workflow
+    click.echo(
+        f"{upload_id}: {state.status if state else 'not started'} in {result.seconds:.2f}s, "
+        f"checks {result.checks_passed}/{len(result.checks)}"
+    )
+
+
+@main.command()
+@click.argument("upload_id")
+@click.option("--by", "approved_by", default=lambda: os.environ.get("USER") or "unknown", help="Who approves.")
+@click.option("--now", is_flag=True, help="Continue the PO in this process instead of waiting for the sensor.")
+def approve(upload_id: str, approved_by: str, now: bool) -> None:
+    """Let a PO waiting for review (needs_review) continue to Shopify sync in a new run."""
+    from poflow_dagster.store.review import approve_upload
+
+    approve_upload(_db(), upload_id, approved_by)
+    if now:
+        _run_now(upload_id)
+    else:
+        click.echo(f"{upload_id}: approved; upload_sensor starts its continuation run")
 
 
 @main.group()

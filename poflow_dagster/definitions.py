@@ -11,7 +11,7 @@ from poflow_dagster.pipeline.checks import po_saved_correctly, shopify_matches_d
 from poflow_dagster.pipeline.images import product_images
 from poflow_dagster.pipeline.jobs import image_job, po_job
 from poflow_dagster.pipeline.sensors import image_attachment_sensor, po_failure_sensor, upload_sensor
-from poflow_dagster.resources import DatabaseResource, ProgressResource, ShopifyResource, StorageResource
+from poflow_dagster.resources import DatabaseResource, LLMResource, ProgressResource, ShopifyResource, StorageResource
 
 
 def _shopify() -> ShopifyResource:
@@ -19,6 +19,12 @@ def _shopify() -> ShopifyResource:
     if os.environ.get("SHOPIFY_ACCESS_TOKEN"):
         return ShopifyResource(access_token=dg.EnvVar("SHOPIFY_ACCESS_TOKEN"))
     return ShopifyResource()
+
+
+def _llm() -> LLMResource:
+    if os.environ.get("OPENAI_API_KEY"):
+        return LLMResource(api_key=dg.EnvVar("OPENAI_API_KEY"))
+    return LLMResource()
 
 
 defs = dg.Definitions(
@@ -31,5 +37,6 @@ defs = dg.Definitions(
         "storage": StorageResource(),
         "shopify": _shopify(),
         "progress": ProgressResource(),
+        "llm": _llm(),
     },
 )

@@ -85,7 +85,7 @@ def test_samples_are_sniffed_by_content_not_name(sample_paths: dict[str, Path], 
 def test_extension_mismatch_is_reported_as_info(sample_paths: dict[str, Path]) -> None:
     po = extract_file(sample_paths["lumiere-commande-3003.xlsx"], filename="order.csv")
     assert po.source_format == "xlsx"
-    assert [i.code for i in po.issues if i.code == "extension_mismatch"] == ["extension_mismatch"]
+    assert [i.code for i in po.issues if i.code == "EXTENSION_MISMATCH"] == ["EXTENSION_MISMATCH"]
 
 
 # --- table reading -----------------------------------------------------------------------
@@ -140,8 +140,8 @@ def test_totals_rows_are_not_items(tmp_path: Path) -> None:
     assert po.shipping == Decimal("7.00")
     assert po.total == Decimal("37.81")
     codes = {i.code for i in po.issues}
-    assert "discount_not_applied" in codes
-    assert "subtotal_mismatch" not in codes
+    assert "DISCOUNT_NOT_APPLIED" in codes
+    assert "SUBTOTAL_MISMATCH" not in codes
 
 
 def test_summary_row_with_total_quantity_is_not_an_item(tmp_path: Path) -> None:
@@ -243,14 +243,14 @@ def test_missing_values_are_derived(tmp_path: Path) -> None:
 def test_consistency_warnings(tmp_path: Path) -> None:
     content = "Description,Qty,Price,Total\nA,2,5.00,11.00\n,,Subtotal,99.00\n,,Total,50.00\n"
     codes = {i.code for i in extract_file(write(tmp_path, "po.csv", content)).issues}
-    assert {"line_total_mismatch", "subtotal_mismatch", "total_mismatch"} <= codes
+    assert {"LINE_AMOUNT_MISMATCH", "SUBTOTAL_MISMATCH", "TOTAL_MISMATCH"} <= codes
 
 
 def test_quantities_with_units_and_unreadable_numbers(tmp_path: Path) -> None:
     content = "Description,Qty,Price\nBolts,12 pcs,0.10\nNuts,5 Stk.,0.20\nWashers,lots,0.05\n"
     po = extract_file(write(tmp_path, "po.csv", content))
     assert [line.quantity for line in po.lines] == [Decimal(12), Decimal(5), None]
-    assert any(i.code == "unreadable_number" and "lots" in i.message for i in po.issues)
+    assert any(i.code == "UNREADABLE_NUMBER" and "lots" in i.message for i in po.issues)
 
 
 def test_blank_rows_and_repeated_headers_are_skipped(tmp_path: Path) -> None:
@@ -347,8 +347,7 @@ def test_binary_file_named_csv(tmp_path: Path) -> None:
 def test_pdf_named_xlsx(tmp_path: Path) -> None:
     path = write(tmp_path, "po.xlsx", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n")
     error = error_of(path, filename="po.xlsx")
-    assert error.code == "unsupported_format"
-    assert "PDF" in error.message
+    assert error.code == "corrupt_pdf"  # read as the PDF it is (content, not name), and it is damaged
 
 
 def test_zip_that_is_not_xlsx(tmp_path: Path) -> None:
@@ -361,19 +360,20 @@ def test_zip_that_is_not_xlsx(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("content", "kind"),
+    ("content", "kind", "code"),
     [
-        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "image"),
-        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 64, "xls"),
-        (b"ISA*00*          *00*          *ZZ*SENDER~", "edi"),
-        (b'<?xml version="1.0"?><Order><Line/></Order>', "xml"),
-        (b"Just some words in a note\nwithout any table at all\n", "text"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, "image", "needs_ocr_or_llm"),  # no OPENAI_API_KEY here
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 64, "xls", "unsupported_format"),
+        (b"ISA*00*          *00*          *ZZ*SENDER~", "edi", "malformed_edi"),
+        (b'<?xml version="1.0"?><Order><Line/></Order>', "xml", "unsupported_xml"),
+        (b"Just some words in a note\nwithout any table at all\n", "text", "needs_ocr_or_llm"),
     ],
 )
-def test_other_formats_are_unsupported(tmp_path: Path, content: bytes, kind: str) -> None:
+def test_each_format_gets_its_own_clear_code(tmp_path: Path, content: bytes, kind: str, code: str, monkeypatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     path = write(tmp_path, "po.csv", content)
     assert detect_format(path) == kind
-    assert error_of(path).code == "unsupported_format"
+    assert error_of(path).code == code
 
 
 def test_header_only_csv(tmp_path: Path) -> None:
@@ -458,4 +458,15 @@ def test_damaged_inputs_only_raise_poflow_errors(sample_paths: dict[str, Path], 
                     "unreadable_spreadsheet",
                     "no_line_items",
                     "empty_file",
+                    "needs_ocr_or_llm",  # a damaged table can read as free text
                 }, error
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"a," * (3 * 1024 * 1024), b"x" * (5 * 1024 * 1024), b'SKU,Qty\n"' + b"y" * (5 * 1024 * 1024) + b'",1\n'],
+    ids=["cells", "one-token", "quoted-field"],
+)
+def test_a_5mb_single_line_is_refused_clearly(tmp_path: Path, content: bytes) -> None:
+    error = error_of(write(tmp_path, "po.csv", content))
+    assert error.code == "line_too_long" and "\n" not in error.message

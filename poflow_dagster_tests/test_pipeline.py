@@ -92,7 +92,7 @@ def test_sync_off_skips_shopify_and_says_so(home, db, shop, instance, samples):
     assert "Shopify sync is off" in metadata["skipped"].value and metadata["outcome"].value == "skipped"
 
 
-def test_unsupported_document_fails_cleanly_and_keeps_the_file(home, db, shop, instance, tmp_path: Path):
+def test_unreadable_document_fails_cleanly_and_keeps_the_file(home, db, shop, instance, tmp_path: Path):
     pdf = tmp_path / "scan.csv"
     pdf.write_bytes(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj <<>> endobj\n")
     upload = upload_file(db, home, "acme", pdf)
@@ -100,8 +100,8 @@ def test_unsupported_document_fails_cleanly_and_keeps_the_file(home, db, shop, i
     assert not result.success and result.failed_step == "purchase_order.ai_parsing"
     report = status_report(db, upload.id)
     assert report.workflow.status == "failed" and report.workflow.current_stage == "ai_parsing"
-    assert report.workflow.error_code == "unsupported_format"
+    assert report.workflow.error_code == "corrupt_pdf"  # a PDF by content (named .csv), and damaged
     assert "\n" not in report.workflow.error_message and "Traceback" not in report.workflow.error_message
-    assert report.upload.status == "failed" and report.upload.error_code == "unsupported_format"
+    assert report.upload.status == "failed" and report.upload.error_code == "corrupt_pdf"
     assert Path(report.upload.stored_path).read_bytes() == pdf.read_bytes()
     assert _counts(db)["purchase_orders"] == 0

@@ -6,17 +6,23 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 Severity = Literal["info", "warning", "error"]
 
 
 class Issue(BaseModel):
-    """Something a reviewer should know about a parsed PO (stable ``code``)."""
+    """Something a reviewer should know about a parsed PO: a stable upper-case ``code``
+    (``SUBTOTAL_MISMATCH``), a severity (``error`` stops the PO for review) and one line of text."""
 
     code: str
     severity: Severity = "warning"
     message: str
+
+    @field_validator("code")
+    @classmethod
+    def _upper_snake(cls, code: str) -> str:
+        return code.strip().upper()
 
 
 class POLine(BaseModel):

@@ -39,3 +39,4 @@ class UploadStatus(StrEnum):
     FAILED = "failed"
     DUPLICATE = "duplicate"
     NEEDS_REVIEW = "needs_review"
+    APPROVED = "approved"  # reviewed; its continuation run is about to start

@@ -8,8 +8,14 @@ message:
 * ``empty_file`` - 0 bytes or only whitespace;
 * ``file_too_large`` - over ``MAX_FILE_BYTES``, an xlsx expanding beyond
   ``spreadsheet.MAX_XLSX_UNCOMPRESSED_BYTES``, or more than ``spreadsheet.MAX_ROWS`` rows;
-* ``unsupported_format`` - anything other than CSV/TSV/XLSX (PDF, images, EDI, XML,
-  zip archives that are not workbooks, binary data, text without a table);
+* ``unsupported_format`` - formats no extractor reads (Word, legacy XLS, ODS, archives, HTML, JSON,
+  binary data);
+* ``needs_ocr_or_llm`` - a scan or photo (or a document no deterministic extractor can map) and no
+  LLM configured (``OPENAI_API_KEY``);
+* PDF: ``encrypted_pdf``, ``corrupt_pdf``, ``too_many_pages``; EDI: ``malformed_edi``,
+  ``unsupported_edi_transaction``; XML: ``malformed_xml``, ``unsafe_xml``, ``unsupported_xml``;
+  LLM: ``llm_truncated``, ``llm_bad_response``, ``llm_refused``, ``llm_auth_failed``, ``llm_unavailable``,
+  ``llm_rate_limited``;
 * ``unreadable_spreadsheet`` - a damaged xlsx;
 * ``no_line_items`` - no item table, or a table without items;
 * ``unreadable_file`` - the stored file cannot be read (missing, permissions);
@@ -19,10 +25,13 @@ message:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import Issue, ParsedPO
+from poflow_dagster.domain.reconcile import reconcile
 from poflow_dagster.extraction import spreadsheet
 from poflow_dagster.extraction.sniff import (
     FORMAT_DESCRIPTIONS,
@@ -31,30 +40,48 @@ from poflow_dagster.extraction.sniff import (
     detect_format,
 )
 
+if TYPE_CHECKING:
+    from poflow_dagster.extraction.llm import LLMPage, LLMSettings
+
 __all__ = ["MAX_FILE_BYTES", "SUPPORTED_FORMATS", "extract_file"]
+
+ProgressCallback = Callable[[int, int], None]
 
 logger = logging.getLogger(__name__)
 
 #: Uploads larger than this are refused before being read.
 MAX_FILE_BYTES = 50 * 1024 * 1024
 
-#: Formats ``extract_file`` can read (values of ``sniff.detect_format``).
-SUPPORTED_FORMATS = frozenset({"csv", "tsv", "xlsx"})
+#: No text line of a real PO is this long; such a file is refused before any parser sees it.
+MAX_LINE_BYTES = 1024 * 1024
+
+#: Formats ``extract_file`` can read (values of ``sniff.detect_format``); images and plain text need an LLM.
+SUPPORTED_FORMATS = frozenset({"csv", "tsv", "xlsx", "pdf", "edi", "xml", "image", "text"})
 
 # Extensions that are unsurprising for each sniffed format (anything else -> info issue).
 _EXPECTED_EXTENSIONS: dict[str, frozenset[str]] = {
     "csv": frozenset({".csv", ".txt"}),
     "tsv": frozenset({".tsv", ".tab", ".txt", ".csv"}),
     "xlsx": frozenset({".xlsx", ".xlsm"}),
+    "pdf": frozenset({".pdf"}),
+    "x12": frozenset({".edi", ".x12", ".850", ".txt", ".dat"}),
+    "ubl": frozenset({".xml", ".ubl"}),
 }
 
 
-def extract_file(path: Path, *, filename: str | None = None) -> ParsedPO:
-    """Extract a purchase order from the file at ``path``.
+def extract_file(
+    path: Path,
+    *,
+    filename: str | None = None,
+    llm: LLMSettings | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> ParsedPO:
+    """Extract a purchase order from the file at ``path`` and reconcile its numbers.
 
-    ``filename`` is the name the merchant uploaded (used in messages only; the
-    stored file may be content-addressed). Raises :class:`PoflowError` for any
-    problem with the input (codes listed in the module docstring).
+    ``filename`` is the name the merchant uploaded (used in messages only; the stored file may be
+    content-addressed). ``llm`` enables the LLM path (scans, photos, documents no deterministic
+    extractor maps); ``on_progress(done, total)`` reports LLM windows. Raises :class:`PoflowError`
+    for any problem with the input (codes listed in the module docstring).
     """
     path = Path(path)
     display = filename or path.name
@@ -70,7 +97,7 @@ def extract_file(path: Path, *, filename: str | None = None) -> ParsedPO:
             f"{display} is {size / 1_048_576:.1f} MB; the limit is {MAX_FILE_BYTES / 1_048_576:.0f} MB",
         )
     try:
-        po = _extract(path, display)
+        po = _extract(path, display, llm, on_progress)
     except PoflowError:
         raise
     except OSError as exc:
@@ -80,31 +107,113 @@ def extract_file(path: Path, *, filename: str | None = None) -> ParsedPO:
         raise PoflowError(
             "extraction_failed", f"could not extract {display}: unexpected {type(exc).__name__}"
         ) from exc
+    if not po.lines:
+        raise PoflowError("no_line_items", f"{display} has no order lines: it does not look like a purchase order")
     _note_extension_mismatch(po, filename)
-    return po
+    return reconcile(po)
 
 
-def _extract(path: Path, display: str) -> ParsedPO:
-    """Sniff the format and run the matching extractor."""
+def _extract(path: Path, display: str, llm: LLMSettings | None, on_progress: ProgressCallback | None) -> ParsedPO:
+    """Sniff the format and run the matching extractor: deterministic where the structure allows."""
     fmt = detect_format(path)
     if fmt == "empty":
         raise PoflowError("empty_file", f"{display} contains only whitespace")
+    if fmt in ("csv", "tsv", "text", "edi", "unknown") and _has_overlong_line(path):
+        raise PoflowError("line_too_long", f"{display} has a line longer than {MAX_LINE_BYTES // 1024} KB; "
+                                           "it is not a readable purchase order")
     if fmt not in SUPPORTED_FORMATS:
         description = FORMAT_DESCRIPTIONS.get(fmt, FORMAT_DESCRIPTIONS["unknown"])
         raise PoflowError(
             "unsupported_format",
-            f"{display} looks like {description}; only CSV, TSV and XLSX purchase orders can be read",
+            f"{display} looks like {description}; poflow reads spreadsheets, PDFs, scans, EDI X12 850 and UBL XML",
         )
     if fmt == "xlsx":
         return spreadsheet.extract_xlsx(path)
+    if fmt == "pdf":
+        return _extract_pdf(path, display, llm, on_progress)
+    if fmt == "image":
+        return _with_llm(lambda: [_image_page(path)], "image", display, llm, on_progress, why="it is an image")
+    if fmt == "xml":
+        from poflow_dagster.extraction.ubl import extract_ubl
 
+        return extract_ubl(path.read_bytes())
     decoded = decode_text(path.read_bytes())
     if decoded is None:
         raise PoflowError(
             "unsupported_format", f"{display} starts like text but contains binary data or an unknown encoding"
         )
+    if fmt == "edi":
+        from poflow_dagster.extraction.x12 import extract_x12_850
+
+        return extract_x12_850(decoded.text)
+    if fmt == "text":
+        from poflow_dagster.extraction.llm import LLMPage
+
+        return _with_llm(lambda: [LLMPage(number=1, text=decoded.text)], "text", display, llm, on_progress,
+                         why="it is free text without a table")
     delimiter = detect_delimiter(decoded.text) or ("\t" if fmt == "tsv" else ",")
     return spreadsheet.extract_delimited(decoded.text, delimiter=delimiter, source_format=fmt)
+
+
+def _extract_pdf(path: Path, display: str, llm: LLMSettings | None, on_progress: ProgressCallback | None) -> ParsedPO:
+    from poflow_dagster.extraction import pdf
+    from poflow_dagster.extraction.llm import LLMPage
+
+    document = pdf.read_pdf(path)
+    if pdf.is_scanned(document):
+        def rendered() -> list[LLMPage]:
+            numbers = [page.number for page in document.pages]
+            images = pdf.render_pages_png(path, numbers)
+            return [LLMPage(number=n, png=png) for n, png in zip(numbers, images, strict=True)]
+
+        return _with_llm(rendered, "pdf", display, llm, on_progress, why="it is a scanned PDF without a text layer")
+    po = pdf.extract_pdf_po(document)
+    if po is not None:
+        return po
+    return _with_llm(
+        lambda: [LLMPage(number=page.number, text=page.text) for page in document.pages],
+        "pdf", display, llm, on_progress, why="no order table could be found in its text",
+    )
+
+
+def _image_page(path: Path) -> LLMPage:
+    """A photo or scan as one PNG page (JPEG, TIFF, … converted; huge images scaled down)."""
+    import io
+
+    from PIL import Image
+
+    from poflow_dagster.extraction.llm import LLMPage
+
+    try:
+        with Image.open(path) as image:
+            image.thumbnail((3000, 3000))
+            buffer = io.BytesIO()
+            image.convert("RGB").save(buffer, format="PNG")
+    except (OSError, Image.DecompressionBombError, ValueError) as error:
+        raise PoflowError("unreadable_image", f"{path.name}: {error}") from None
+    return LLMPage(number=1, png=buffer.getvalue())
+
+
+def _with_llm(
+    pages: Callable[[], list[LLMPage]],
+    source_format: str,
+    display: str,
+    llm: LLMSettings | None,
+    on_progress: ProgressCallback | None,
+    *,
+    why: str,
+) -> ParsedPO:
+    if llm is None:
+        raise PoflowError("needs_ocr_or_llm", f"{display} needs an LLM because {why}; set OPENAI_API_KEY")
+    from poflow_dagster.extraction.llm import extract_with_llm
+
+    return extract_with_llm(pages(), llm, source_format=source_format, on_progress=on_progress)
+
+
+def _has_overlong_line(path: Path) -> bool:
+    """True if some line is longer than ``MAX_LINE_BYTES`` (files are capped at ``MAX_FILE_BYTES``)."""
+    with path.open("rb") as handle:
+        return any(len(line) > MAX_LINE_BYTES for line in handle)
 
 
 def _note_extension_mismatch(po: ParsedPO, filename: str | None) -> None:
@@ -116,7 +225,7 @@ def _note_extension_mismatch(po: ParsedPO, filename: str | None) -> None:
     if expected is not None and extension not in expected:
         po.issues.append(
             Issue(
-                code="extension_mismatch",
+                code="EXTENSION_MISMATCH",
                 severity="info",
                 message=f"{filename} was read as {po.source_format.upper()} (its content), not by its extension",
             )

@@ -187,16 +187,21 @@ def _classify_text(text: str) -> str:
         return "html" if "<html" in lowered else "xml"
     if lowered.startswith(("<!doctype html", "<html")):
         return "html"
-    if lowered.startswith("<") and re.match(r"<[a-z_][\w:.-]*[\s>/]", lowered):
+    if lowered.startswith("<") and re.match(r"<(?:!--|[a-z_][\w:.-]*[\s>/])", lowered):
         return "xml"
-    if stripped.startswith(("ISA*", "ISA|", "UNA:", "UNB+")):
-        return "edi"
+    if re.match(r"ISA[^\w\s]", stripped) or stripped.startswith(("UNA:", "UNB+")):
+        return "edi"  # X12: the element separator is whatever follows "ISA"
     if stripped[:1] in "{[" and stripped.rstrip()[-1:] in "}]":
         return "json"
     delimiter = detect_delimiter(text)
     if delimiter is None:
-        return "text"
+        return "text" if _has_words(stripped) else "unknown"
     return "tsv" if delimiter == "\t" else "csv"
+
+
+def _has_words(text: str, minimum: int = 5) -> bool:
+    """Free text worth reading: a handful of real words, not symbol soup from a mis-decoded binary."""
+    return len(re.findall(r"[^\W\d_]{2,}", text[:SNIFF_BYTES])) >= minimum
 
 
 def detect_format(path: Path) -> str:

@@ -625,7 +625,7 @@ def extract_rows(
         )
     if skipped:
         po.issues.append(
-            Issue(code="rows_skipped", severity="info", message=f"{skipped} row(s) in the item table were not items and were skipped")
+            Issue(code="ROWS_SKIPPED", severity="info", message=f"{skipped} row(s) in the item table were not items and were skipped")
         )
 
     if po.currency is None:
@@ -646,13 +646,13 @@ def _apply_header_fields(po: ParsedPO, fields: dict[str, Cell], ctx: _Context) -
     if raw_date is not None:
         po.order_date = parse_date(raw_date, day_first=bool(ctx.decimal_comma))
         if po.order_date is None:
-            ctx.issues.append(Issue(code="unreadable_date", message=f"could not read the order date {str(raw_date)!r}"))
+            ctx.issues.append(Issue(code="UNREADABLE_DATE", message=f"could not read the order date {str(raw_date)!r}"))
     raw_currency = fields.get("currency")
     if raw_currency is not None:
         code = detect_currency(_text(raw_currency))
         po.currency = code
         if code is None:
-            ctx.issues.append(Issue(code="unreadable_currency", message=f"unknown currency {str(raw_currency)!r}"))
+            ctx.issues.append(Issue(code="UNREADABLE_CURRENCY", message=f"unknown currency {str(raw_currency)!r}"))
 
 
 def _apply_summary(po: ParsedPO, summary: _Summary, ctx: _Context) -> None:
@@ -670,7 +670,7 @@ def _apply_summary(po: ParsedPO, summary: _Summary, ctx: _Context) -> None:
         po.total = amount
     elif summary.kind == "discount":
         ctx.issues.append(
-            Issue(code="discount_not_applied", message=f"a discount of {format(abs(amount), 'f')} is listed but not applied to the lines")
+            Issue(code="DISCOUNT_NOT_APPLIED", message=f"a discount of {format(abs(amount), 'f')} is listed but not applied to the lines")
         )
 
 
@@ -688,7 +688,7 @@ def _item_line(row: Row, cols: dict[str, int], ctx: _Context, *, line_no: int) -
         if value is None and _text(raw[name]) is not None:
             ctx.issues.append(
                 Issue(
-                    code="unreadable_number",
+                    code="UNREADABLE_NUMBER",
                     message=f"line {line_no}: could not read {name.replace('_', ' ')} {_text(raw[name])!r}",
                 )
             )
@@ -699,15 +699,6 @@ def _item_line(row: Row, cols: dict[str, int], ctx: _Context, *, line_no: int) -
         line_total = (quantity * unit_cost).quantize(CENT, rounding=ROUND_HALF_UP)
     elif unit_cost is None and quantity and line_total is not None:
         unit_cost = (line_total / quantity).quantize(CENT, rounding=ROUND_HALF_UP)
-    elif quantity is not None and unit_cost is not None and line_total is not None:
-        if abs(quantity * unit_cost - line_total) > CENT:
-            ctx.issues.append(
-                Issue(
-                    code="line_total_mismatch",
-                    message=f"line {line_no}: {format(quantity, 'f')} x {format(unit_cost, 'f')} "
-                    f"is not the line total {format(line_total, 'f')}",
-                )
-            )
     return POLine(
         line_no=line_no,
         sku=sku,
@@ -719,29 +710,12 @@ def _item_line(row: Row, cols: dict[str, int], ctx: _Context, *, line_no: int) -
 
 
 def _check(po: ParsedPO, ctx: _Context) -> None:
-    """Consistency and completeness warnings for reviewers."""
-    if po.subtotal is not None and abs(po.lines_sum() - po.subtotal) > CENT:
-        ctx.issues.append(
-            Issue(
-                code="subtotal_mismatch",
-                message=f"lines add up to {format(po.lines_sum(), 'f')} but the subtotal is {format(po.subtotal, 'f')}",
-            )
-        )
-    if po.total is not None:
-        base = po.subtotal if po.subtotal is not None else po.lines_sum()
-        expected = base + (po.tax or 0) + (po.shipping or 0)
-        if abs(expected - po.total) > CENT:
-            ctx.issues.append(
-                Issue(
-                    code="total_mismatch",
-                    message=f"subtotal + tax + shipping is {format(expected, 'f')} but the total is {format(po.total, 'f')}",
-                )
-            )
+    """Completeness warnings for reviewers (arithmetic is checked for every format by ``reconcile``)."""
     for name, code in (
-        ("po_number", "missing_po_number"),
-        ("supplier_name", "missing_supplier"),
-        ("order_date", "missing_order_date"),
-        ("currency", "missing_currency"),
+        ("po_number", "MISSING_PO_NUMBER"),
+        ("supplier_name", "MISSING_SUPPLIER"),
+        ("order_date", "MISSING_ORDER_DATE"),
+        ("currency", "MISSING_CURRENCY"),
     ):
         if getattr(po, name) is None:
             ctx.issues.append(Issue(code=code, message=f"no {name.replace('_', ' ')} found in the document"))

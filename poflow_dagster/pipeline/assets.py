@@ -14,10 +14,11 @@ def purchase_order() -> dict:
     ``ai_parsing`` → ``database_save`` → ``product_draft_creation`` → ``shopify_sync`` → ``status_update``.
 
     The partition key is the upload id. The value is the PO's summary; every step's output carries
-    its duration, counts and the parsed lines.
+    its duration, counts and the parsed lines. A PO whose numbers don't add up stops before Shopify
+    (``needs_review``, reasons in the metadata) until ``poflow approve`` lets a new run continue.
     """
     parsed = ai_parsing()
     saved = database_save(parsed)
     drafts = product_draft_creation(parsed, saved)
-    synced = shopify_sync(drafts)
+    synced = shopify_sync(parsed, drafts)
     return status_update(parsed, saved, drafts, synced)

@@ -47,13 +47,15 @@ def po_saved_correctly(context: dg.AssetCheckExecutionContext, purchase_order: d
 
 @dg.asset_check(asset=purchase_order, partitions_def=po_uploads)
 def shopify_matches_drafts(
-    context: dg.AssetCheckExecutionContext, db: DatabaseResource, shopify: ShopifyResource
+    context: dg.AssetCheckExecutionContext, purchase_order: dict, db: DatabaseResource, shopify: ShopifyResource
 ) -> dg.AssetCheckResult:
     """For every product draft of this PO, Shopify (queried back through our client) holds a product
-    with that SKU, price and status."""
+    with that SKU, price and status. Nothing to check while the PO waits for review."""
     database = db.database
     merchant = merchant_for_upload(database, context.partition_key)
     drafts = drafts_for_upload(database, context.partition_key)
+    if purchase_order.get("shopify_sync") == "held_for_review":
+        return dg.AssetCheckResult(passed=True, metadata={"skipped": "held for review: not synced yet", "drafts": len(drafts)})
     if not merchant.shopify_sync_enabled:
         return dg.AssetCheckResult(
             passed=True, metadata={"skipped": f"Shopify sync is off for merchant {merchant.id}", "drafts": len(drafts)}

@@ -56,7 +56,8 @@ def run_upload(
     run = LocalRunResult(upload_id=upload_id, run_id=result.run_id, success=result.success, seconds=seconds)
     run.checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
     if result.success:
-        run.summary = result.output_for_node("purchase_order")
+        materialized = any(e.step_key == "purchase_order.status_update" for e in result.get_step_success_events())
+        run.summary = result.output_for_node("purchase_order") if materialized else None  # None: duplicate PO
     else:
         failures = result.get_step_failure_events()
         step_key = failures[0].step_key if failures else None
@@ -64,7 +65,7 @@ def run_upload(
         run.failed_step = step_key
         run.error = root_error_message(error) or "run failed"
         record_run_failure(db, upload_id, result.run_id, step_key, run.error)
-    if result.success and with_images:
+    if run.summary is not None and with_images:
         images = defs.resolve_job_def("image_job").execute_in_process(
             partition_key=upload_id, instance=instance, raise_on_error=False, resources=resources, run_config=run_config
         )

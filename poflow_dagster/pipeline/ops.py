@@ -7,16 +7,19 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from poflow_dagster.domain.models import ParsedPO
-from poflow_dagster.domain.stages import Stage
+from poflow_dagster.domain.reconcile import needs_review, review_reasons
+from poflow_dagster.domain.stages import STAGE_PROGRESS, Stage
 from poflow_dagster.parsing import parse_upload
 from poflow_dagster.pipeline.metadata import md_text, po_lines_markdown
 from poflow_dagster.pipeline.stage_runner import run_stage
-from poflow_dagster.resources import DatabaseResource, ProgressResource, ShopifyResource
+from poflow_dagster.resources import DatabaseResource, LLMResource, ProgressResource, ShopifyResource
 from poflow_dagster.shopify.publish import publish_drafts
 from poflow_dagster.store.drafts import DraftRecord, create_drafts_for_po
 from poflow_dagster.store.purchase_orders import SavedPO, save_purchase_order
+from poflow_dagster.store.progress_bus import ProgressEvent
+from poflow_dagster.store.review import is_approved
 from poflow_dagster.store.uploads import merchant_for_upload, upload_info
-from poflow_dagster.store.workflow import mark_completed
+from poflow_dagster.store.workflow import mark_completed, mark_duplicate_po, mark_needs_review, set_progress
 
 #: For stages that call the network (LLM, Shopify): three more tries, 0.5 s, 1 s, 2 s apart (± jitter).
 NETWORK_RETRY = dg.RetryPolicy(max_retries=3, delay=0.5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
@@ -30,34 +33,69 @@ class SyncSummary:
     products: list[tuple[str, str]] = field(default_factory=list)  # (sku, product gid)
     created: int = 0
     skipped_reason: str | None = None
+    held_for_review: list[str] = field(default_factory=list)  # error issues nobody approved yet
 
 
-@dg.op(retry_policy=NETWORK_RETRY, tags={"poflow/stage": Stage.AI_PARSING.value})
-def ai_parsing(context: dg.OpExecutionContext, db: DatabaseResource, progress: ProgressResource) -> ParsedPO:
-    """Read the uploaded document (CSV, TSV, XLSX, …) into a structured purchase order.
+class ParsingConfig(dg.Config):
+    force_reparse: bool = False
+    """Parse the document again even if this upload's bytes were parsed before (e.g. after an extractor fix)."""
 
-    Unreadable or unsupported documents fail here with a stable code; the upload is marked failed
-    and the original file is kept.
+
+@dg.op(
+    retry_policy=NETWORK_RETRY,
+    tags={"poflow/stage": Stage.AI_PARSING.value},
+    out=dg.Out(ParsedPO, is_required=False),
+)
+def ai_parsing(
+    context: dg.OpExecutionContext,
+    config: ParsingConfig,
+    db: DatabaseResource,
+    llm: LLMResource,
+    progress: ProgressResource,
+):
+    """Read the uploaded document (spreadsheet, PDF, scan, EDI X12 850, UBL XML) into a purchase order
+    and check its arithmetic.
+
+    Unreadable documents fail here with a stable code (the upload is marked failed, the file kept). A PO
+    with the same supplier and PO number as an earlier upload is recorded as its duplicate and goes no
+    further. A parse is cached per upload, so later runs of this partition reuse it.
     """
     database = db.database
+    upload_id = context.partition_key
+
+    def window_done(done: int, total: int) -> None:
+        percent = STAGE_PROGRESS[Stage.AI_PARSING] * done // max(total, 1)
+        set_progress(database, upload_id, percent)
+        progress.publish(ProgressEvent(upload_id=upload_id, run_id=context.run_id, stage=Stage.AI_PARSING.value,
+                                       status="progress", progress_percent=percent, message=f"window {done}/{total}"))
+
     with run_stage(context, Stage.AI_PARSING, database, progress) as stage:
-        upload = upload_info(database, context.partition_key)
-        parsed = parse_upload(upload)
+        upload = upload_info(database, upload_id)
+        outcome = parse_upload(database, upload, llm=llm.settings(), force=config.force_reparse, on_progress=window_done)
+        parsed = outcome.parsed
         stage.items, stage.bytes = len(parsed.lines), upload.size_bytes
-    context.add_output_metadata(
-        {
-            **stage.metadata(),
-            "file": upload.original_filename,
-            "bytes": upload.size_bytes,
-            "format": parsed.source_format,
-            "extractor": parsed.extractor,
-            "po_number": parsed.po_number or "",
-            "lines": len(parsed.lines),
-            "issues": len(parsed.issues),
-            "parsed_po": dg.MetadataValue.md(po_lines_markdown(parsed)),
-        }
-    )
-    return parsed
+        stage.outcome = "reused" if outcome.reused else "success"
+        if outcome.duplicate_of:
+            stage.notes = [f"same supplier and PO number as upload {outcome.duplicate_of}: recorded as its duplicate"]
+    meta = {
+        **stage.metadata(),
+        "file": upload.original_filename,
+        "bytes": upload.size_bytes,
+        "format": parsed.source_format,
+        "extractor": parsed.extractor,
+        "po_number": parsed.po_number or "",
+        "lines": len(parsed.lines),
+        "issues": len(parsed.issues),
+        "needs_review": needs_review(parsed),
+        "parsed_po": dg.MetadataValue.md(po_lines_markdown(parsed)),
+        **{f"extraction_{k}": v for k, v in parsed.stats.items() if isinstance(v, (int, float, str))},
+    }
+    if outcome.duplicate_of:
+        mark_duplicate_po(database, upload_id, context.run_id, outcome.duplicate_of)
+        context.log.info(f"duplicate of upload {outcome.duplicate_of}; no second PO")
+        context.log_event(dg.AssetObservation(asset_key="purchase_order", partition=upload_id, metadata=meta))
+        return
+    yield dg.Output(parsed, metadata=meta)
 
 
 @dg.op(tags={"poflow/stage": Stage.DATABASE_SAVE.value})
@@ -69,6 +107,7 @@ def database_save(
     with run_stage(context, Stage.DATABASE_SAVE, database, progress) as stage:
         saved = save_purchase_order(database, context.partition_key, parsed)
         stage.items = saved.line_count
+        stage.outcome = "reused" if saved.unchanged else "success"
     context.add_output_metadata(
         {
             **stage.metadata(),
@@ -95,6 +134,8 @@ def product_draft_creation(
         outcome = create_drafts_for_po(database, saved.upload_id, parsed)
         stage.items = len(outcome.drafts)
         stage.notes = outcome.skipped
+        if outcome.drafts and not any(d.changed for d in outcome.drafts):
+            stage.outcome = "reused"
     rows = ["| SKU | Title | Cost | Price | New |", "|---|---|---:|---:|---|"] + [
         f"| {md_text(d.sku)} | {md_text(d.title)} | {d.unit_cost} | {d.price} | {'yes' if d.created else 'updated'} |"
         for d in outcome.drafts
@@ -114,6 +155,7 @@ def product_draft_creation(
 @dg.op(retry_policy=NETWORK_RETRY, tags={"poflow/stage": Stage.SHOPIFY_SYNC.value})
 def shopify_sync(
     context: dg.OpExecutionContext,
+    parsed: ParsedPO,
     drafts: list[DraftRecord],
     db: DatabaseResource,
     shopify: ShopifyResource,
@@ -121,12 +163,17 @@ def shopify_sync(
 ) -> SyncSummary:
     """Upsert every draft into Shopify through the Admin GraphQL API (``productSet`` by handle: idempotent).
 
-    Skipped, and says so, when the merchant has Shopify sync turned off.
+    Held back, and says why, while the PO has error-severity issues nobody approved (``poflow approve``);
+    skipped, and says so, when the merchant has Shopify sync turned off.
     """
     database = db.database
     with run_stage(context, Stage.SHOPIFY_SYNC, database, progress) as stage:
         merchant = merchant_for_upload(database, context.partition_key)
-        if not merchant.shopify_sync_enabled:
+        if needs_review(parsed) and not is_approved(database, context.partition_key):
+            stage.outcome, stage.items = "skipped", 0
+            summary = SyncSummary(shop_url=None, skipped_reason="held for review: the PO has error-severity issues",
+                                  held_for_review=review_reasons(parsed))
+        elif not merchant.shopify_sync_enabled:
             stage.outcome, stage.items = "skipped", 0
             summary = SyncSummary(shop_url=None, skipped_reason=f"Shopify sync is off for merchant {merchant.id}")
         else:
@@ -142,6 +189,8 @@ def shopify_sync(
     meta: dict[str, dg.RawMetadataValue] = {**stage.metadata(), "products": len(summary.products)}
     if summary.skipped_reason:
         meta["skipped"] = summary.skipped_reason
+        if summary.held_for_review:
+            meta["review_reasons"] = dg.MetadataValue.md("\n".join(f"- {md_text(r)}" for r in summary.held_for_review))
     else:
         meta["shop"] = summary.shop_url or ""
         meta["products_created"] = summary.created
@@ -162,10 +211,14 @@ def status_update(
     db: DatabaseResource,
     progress: ProgressResource,
 ) -> dict:
-    """Mark the upload and its workflow completed; the PO's summary becomes the asset's value."""
+    """Mark the upload and its workflow completed, or ``needs_review`` with the reasons when the PO was
+    held back before Shopify; the PO's summary becomes the asset's value."""
     database = db.database
     with run_stage(context, Stage.STATUS_UPDATE, database, progress) as stage:
-        mark_completed(database, context.partition_key, context.run_id)
+        if sync.held_for_review:
+            mark_needs_review(database, context.partition_key, context.run_id, sync.held_for_review)
+        else:
+            mark_completed(database, context.partition_key, context.run_id)
         stage.items = 1
     summary = {
         "upload_id": context.partition_key,
@@ -178,12 +231,17 @@ def status_update(
         "total": None if parsed.total is None else format(parsed.total, "f"),
         "drafts": len(drafts),
         "shopify_products": len(sync.products),
-        "shopify_sync": "skipped" if sync.skipped_reason else "done",
+        "shopify_sync": "held_for_review" if sync.held_for_review else ("skipped" if sync.skipped_reason else "done"),
+        "status": "needs_review" if sync.held_for_review else "completed",
+        "issues": [f"{i.code} ({i.severity}): {i.message}" for i in parsed.issues],
     }
     context.add_output_metadata(
         {
             **stage.metadata(),
-            **{k: ("" if v is None else v) for k, v in summary.items()},
+            **{k: ("" if v is None else v) for k, v in summary.items() if k != "issues"},
+            "review_reasons": dg.MetadataValue.md(
+                "\n".join(f"- {md_text(r)}" for r in sync.held_for_review) or "none"
+            ),
             "parsed_po": dg.MetadataValue.md(po_lines_markdown(parsed)),
         }
     )

@@ -9,6 +9,7 @@ from poflow_dagster.intake import ingest_inbox
 from poflow_dagster.pipeline.jobs import image_job, po_job
 from poflow_dagster.pipeline.partitions import po_uploads
 from poflow_dagster.resources import DatabaseResource, StorageResource
+from poflow_dagster.store.review import pending_approvals
 from poflow_dagster.store.uploads import uploads_after
 from poflow_dagster.store.workflow import mark_pending, record_run_failure
 
@@ -27,7 +28,8 @@ def upload_requests(db, after_seq: int, limit: int = UPLOAD_BATCH) -> tuple[list
 @dg.sensor(job=po_job, default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=1)
 def upload_sensor(context: dg.SensorEvaluationContext, db: DatabaseResource, storage: StorageResource):
     """Turns inbox files into uploads, then adds one ``po_uploads`` partition and requests one run
-    (run key = upload id) per new upload. Duplicates of earlier uploads get no run."""
+    (run key = upload id) per new upload. Duplicates of earlier uploads get no run. Approved POs
+    (``poflow approve``) get one continuation run each."""
     database = db.database
     inbox = ingest_inbox(database, storage.root)
     for path, reason in inbox.rejected:
@@ -35,10 +37,13 @@ def upload_sensor(context: dg.SensorEvaluationContext, db: DatabaseResource, sto
     upload_ids, cursor = upload_requests(database, int(context.cursor or 0))
     for upload_id in upload_ids:
         mark_pending(database, upload_id)
-    if not upload_ids and str(cursor) == (context.cursor or "0"):
-        return dg.SkipReason("no new uploads")
+    # Approved POs continue in a new run of their partition (run key per approval: requested once).
+    approvals = pending_approvals(database, UPLOAD_BATCH)
+    if not upload_ids and not approvals and str(cursor) == (context.cursor or "0"):
+        return dg.SkipReason("no new uploads or approvals")
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(partition_key=uid, run_key=uid) for uid in upload_ids],
+        run_requests=[dg.RunRequest(partition_key=uid, run_key=uid) for uid in upload_ids]
+        + [dg.RunRequest(partition_key=a.upload_id, run_key=a.run_key) for a in approvals],
         dynamic_partitions_requests=[po_uploads.build_add_request(upload_ids)] if upload_ids else [],
         cursor=str(cursor),
     )

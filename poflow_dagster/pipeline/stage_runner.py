@@ -27,7 +27,7 @@ class StageRun:
     attempt: int
     items: int | None = None
     bytes: int | None = None
-    outcome: str = "success"  # or "skipped"
+    outcome: str = "success"  # or "skipped", or "reused" (an earlier run's result was still right)
     duration_ms: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -92,7 +92,7 @@ def _publish(
             run_id=run_id,
             stage=stage.value,
             status=status,
-            progress_percent=_percent(stage, done=status in ("succeeded", "skipped")),
+            progress_percent=_percent(stage, done=status in ("succeeded", "skipped", "reused")),
             message=message,
         )
     )

@@ -23,7 +23,8 @@ class DraftRecord:
     description: str | None
     price: Decimal
     unit_cost: Decimal
-    created: bool  # False: an existing draft of this SKU was updated
+    created: bool  # False: an existing draft of this SKU was updated (or left as it was)
+    changed: bool = True  # False: the draft already said exactly this; nothing was written
 
 
 def upsert_drafts(db: Database, merchant_id: str, upload_id: str, plans: list[DraftPlan]) -> list[DraftRecord]:
@@ -41,6 +42,9 @@ def upsert_drafts(db: Database, merchant_id: str, upload_id: str, plans: list[Dr
         for plan in plans:
             draft = existing.get(plan.sku)
             created = draft is None
+            if draft is not None and _same(draft, plan):
+                records.append(_record(draft, created=False, changed=False))
+                continue
             if draft is None:
                 draft = ProductDraft(merchant_id=merchant_id, sku=plan.sku)
                 session.add(draft)
@@ -53,6 +57,12 @@ def upsert_drafts(db: Database, merchant_id: str, upload_id: str, plans: list[Dr
             session.flush()
             records.append(_record(draft, created))
     return records
+
+
+def _same(draft: ProductDraft, plan: DraftPlan) -> bool:
+    return (draft.title, draft.description, draft.unit_cost, draft.price, draft.currency) == (
+        plan.title, plan.description, plan.unit_cost, plan.price, plan.currency
+    )
 
 
 def drafts_for_upload(db: Database, upload_id: str) -> list[DraftRecord]:
@@ -102,7 +112,7 @@ def count_shopify_links(db: Database, draft_ids: list[int]) -> int:
         return len(list(session.scalars(select(ShopifyProduct.id).where(ShopifyProduct.draft_id.in_(draft_ids)))))
 
 
-def _record(draft: ProductDraft, created: bool) -> DraftRecord:
+def _record(draft: ProductDraft, created: bool, changed: bool = True) -> DraftRecord:
     return DraftRecord(
         id=draft.id,
         sku=draft.sku,
@@ -111,6 +121,7 @@ def _record(draft: ProductDraft, created: bool) -> DraftRecord:
         price=draft.price,
         unit_cost=draft.unit_cost,
         created=created,
+        changed=changed,
     )
 
 

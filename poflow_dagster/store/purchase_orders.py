@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from poflow_dagster.domain.models import ParsedPO
 from poflow_dagster.store.db import Database
+from poflow_dagster.store.parse_cache import parsed_hash
 from poflow_dagster.store.schema import LineItem, PurchaseOrder, Supplier
 from poflow_dagster.store.uploads import get_upload
 
@@ -20,6 +21,7 @@ class SavedPO:
     upload_id: str
     line_count: int
     replaced: bool  # an earlier save of this upload was replaced
+    unchanged: bool = False  # an identical save existed: nothing was written
 
 
 def normalize_supplier_name(name: str) -> str:
@@ -41,8 +43,16 @@ def ensure_supplier(session: Session, merchant_id: str, name: str | None) -> Sup
 
 
 def save_purchase_order(db: Database, upload_id: str, parsed: ParsedPO) -> SavedPO:
-    """Write the PO and its lines in one transaction, replacing any earlier save of this upload."""
+    """Write the PO and its lines in one transaction, replacing any earlier save of this upload.
+
+    An identical earlier save (same parsed content) is left as it is.
+    """
+    content_hash = parsed_hash(parsed)
     with db.session() as session:
+        existing = session.scalar(select(PurchaseOrder).where(PurchaseOrder.upload_id == upload_id))
+        if existing is not None and existing.content_hash == content_hash:
+            return SavedPO(po_id=existing.id, upload_id=upload_id, line_count=len(existing.lines), replaced=False,
+                           unchanged=True)
         upload = get_upload(session, upload_id)
         supplier = ensure_supplier(session, upload.merchant_id, parsed.supplier_name)
         po = session.scalar(select(PurchaseOrder).where(PurchaseOrder.upload_id == upload_id))
@@ -63,6 +73,7 @@ def save_purchase_order(db: Database, upload_id: str, parsed: ParsedPO) -> Saved
         po.source_format = parsed.source_format
         po.extractor = parsed.extractor
         po.issues = [issue.model_dump() for issue in parsed.issues]
+        po.content_hash = content_hash
         session.add(po)
         po.lines.extend(
             LineItem(
@@ -132,3 +143,30 @@ def saved_po_problems(integrity: POIntegrity, expected_lines: int, expected_subt
     if integrity.orphan_lines:
         problems.append(f"{integrity.orphan_lines} line items belong to no purchase order")
     return problems
+
+
+def find_duplicate_po(db: Database, upload_id: str, parsed: ParsedPO) -> str | None:
+    """The earlier upload whose saved PO has the same supplier and PO number for this merchant, if any."""
+    if not parsed.po_number or not parsed.supplier_name:
+        return None
+    with db.session() as session:
+        upload = get_upload(session, upload_id)
+        supplier = session.scalar(
+            select(Supplier).where(
+                Supplier.merchant_id == upload.merchant_id,
+                Supplier.normalized_name == normalize_supplier_name(parsed.supplier_name),
+            )
+        )
+        if supplier is None:
+            return None
+        return session.scalar(
+            select(PurchaseOrder.upload_id)
+            .where(
+                PurchaseOrder.merchant_id == upload.merchant_id,
+                PurchaseOrder.supplier_id == supplier.id,
+                PurchaseOrder.po_number == parsed.po_number,
+                PurchaseOrder.upload_id != upload_id,
+            )
+            .order_by(PurchaseOrder.id)
+            .limit(1)
+        )

@@ -81,18 +81,34 @@ class Upload(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     duplicate_of: Mapped[str | None] = mapped_column(ForeignKey("uploads.id"))
+    #: A reviewer let a PO with error-severity issues continue (``poflow approve``).
+    approved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    approved_by: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class ParseResult(Base):
+    """The parsed PO of an upload, kept so later runs (approval, re-runs) never parse or pay an LLM twice."""
+
+    __tablename__ = "parse_results"
+
+    upload_id: Mapped[str] = mapped_column(ForeignKey("uploads.id"), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    extractor: Mapped[str] = mapped_column(String(40))
+    parsed_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
 class PurchaseOrder(Base):
     """A saved PO: exactly one per (non-duplicate) upload."""
 
     __tablename__ = "purchase_orders"
+    __table_args__ = (Index("ix_purchase_orders_merchant_po_number", "merchant_id", "po_number"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     upload_id: Mapped[str] = mapped_column(ForeignKey("uploads.id"), unique=True)
-    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
     supplier_id: Mapped[int | None] = mapped_column(ForeignKey("suppliers.id"))
     po_number: Mapped[str | None] = mapped_column(String(100))
     order_date: Mapped[dt.date | None]
@@ -104,6 +120,8 @@ class PurchaseOrder(Base):
     source_format: Mapped[str] = mapped_column(String(20))
     extractor: Mapped[str] = mapped_column(String(40))
     issues: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    #: sha256 of the parsed PO it was saved from: an identical re-save is skipped.
+    content_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

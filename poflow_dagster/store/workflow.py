@@ -95,7 +95,7 @@ def stage_finished(
         metric.items = items
         metric.bytes = bytes_
         metric.error_code = error_code
-        if outcome in ("success", "skipped") and stage in STAGE_PROGRESS:
+        if outcome in ("success", "skipped", "reused") and stage in STAGE_PROGRESS:
             workflow = _workflow(session, upload_id)
             workflow.progress_percent = max(workflow.progress_percent, STAGE_PROGRESS[stage])
         return metric.duration_ms
@@ -195,3 +195,43 @@ def record_run_failure(db: Database, upload_id: str, run_id: str, step_key: str 
 
     reason = failure_reason(step_key, error_text)
     mark_failed(db, upload_id, run_id=run_id, stage=reason.stage, code=reason.code, message=reason.message)
+
+
+def mark_needs_review(db: Database, upload_id: str, run_id: str, reasons: list[str]) -> None:
+    """The PO stopped before Shopify sync: a person must look at ``reasons`` and approve it."""
+    message = "; ".join(reasons)[:2000]
+    with db.session() as session:
+        workflow = _workflow(session, upload_id)
+        workflow.run_id = run_id
+        workflow.status = WorkflowStatus.NEEDS_REVIEW
+        workflow.current_stage = Stage.STATUS_UPDATE.value
+        workflow.error_code = "needs_review"
+        workflow.error_message = message
+        workflow.completed_at = utcnow()
+        set_upload_status(session, upload_id, UploadStatus.NEEDS_REVIEW, error_code="needs_review", error_message=message)
+
+
+def mark_duplicate_po(db: Database, upload_id: str, run_id: str, original_upload_id: str) -> None:
+    """Same supplier and PO number as an earlier upload: recorded as its duplicate, no second PO."""
+    message = f"same supplier and PO number as upload {original_upload_id}; no second PO was created"
+    with db.session() as session:
+        upload = get_upload(session, upload_id)
+        upload.status = UploadStatus.DUPLICATE
+        upload.duplicate_of = original_upload_id
+        upload.error_code = "duplicate_po"
+        upload.error_message = message
+        workflow = _workflow(session, upload_id)
+        workflow.run_id = run_id
+        workflow.status = WorkflowStatus.COMPLETED
+        workflow.current_stage = Stage.AI_PARSING.value
+        workflow.progress_percent = 100
+        workflow.error_code = "duplicate_po"
+        workflow.error_message = message
+        workflow.completed_at = utcnow()
+
+
+def set_progress(db: Database, upload_id: str, percent: int) -> None:
+    """Progress inside a stage (e.g. LLM windows done); never goes backwards within a run."""
+    with db.session() as session:
+        workflow = _workflow(session, upload_id)
+        workflow.progress_percent = max(workflow.progress_percent, min(percent, 100))

@@ -1,0 +1,923 @@
+"""Text PDFs: reading, scanned-page detection, page rendering and a deterministic PO extractor.
+
+* :func:`read_pdf` opens a PDF with pdfplumber and keeps, per page, the text, the
+  words with their positions and the ruled tables pdfplumber finds. Input problems
+  are :class:`PoflowError` s: ``encrypted_pdf``, ``corrupt_pdf``, ``too_many_pages``.
+* :func:`is_scanned` says whether (almost) no page has a text layer.
+* :func:`render_pages_png` renders pages to PNG with pypdfium2 (for the vision path).
+* :func:`extract_pdf_po` maps a text PDF to a :class:`ParsedPO`, or returns ``None``
+  when it finds no item table (another path takes over then).
+
+How the extractor sees a page: a list of visual *lines* (top to bottom), each a list
+of *cells* with x positions. Ruled tables come from pdfplumber's table finder (one
+cell per table cell); all other text is grouped into lines by position and split
+into cells at wide horizontal gaps. The item header is the line whose cells best
+match the column synonyms of :mod:`.spreadsheet` (any of its languages); the cells
+of the following lines are assigned to the header's columns by horizontal overlap.
+Repeated header lines (continued pages) re-anchor the columns, page footers such as
+``Page 1 of 2`` are dropped, Subtotal/Tax/Shipping/Total lines fill the totals, and
+after a grand total no more items are read until the header repeats. Header fields
+(PO number, supplier, date, currency) are ``Label: value`` pairs (same cell, next
+cell, or the cell below) outside the item table. No arithmetic is done here.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from poflow_dagster.domain.errors import PoflowError
+from poflow_dagster.domain.models import Issue, ParsedPO, POLine
+from poflow_dagster.extraction.numbers import (
+    detect_currency,
+    guess_decimal_comma,
+    parse_date,
+    parse_decimal,
+)
+from poflow_dagster.extraction.spreadsheet import (
+    _COLUMN_INDEX,
+    _LABEL_INDEX,
+    _SUMMARY_INDEX,
+    _TITLE_PO_RE,
+    _Context,
+    _header_columns,
+    _index,
+    _lookup,
+    _norm,
+)
+
+__all__ = [
+    "MAX_PAGES",
+    "MIN_TEXT_CHARS",
+    "PdfCell",
+    "PdfDocument",
+    "PdfPage",
+    "PdfTable",
+    "PdfTableRow",
+    "PdfWord",
+    "extract_pdf_po",
+    "is_scanned",
+    "read_pdf",
+    "render_pages_png",
+]
+
+#: Default page limit of :func:`read_pdf`.
+MAX_PAGES = 200
+#: A page with fewer non-blank characters than this counts as having no text layer.
+MIN_TEXT_CHARS = 25
+#: ``%%EOF`` must occur this close to the end of the file (PDF spec: 1024; some slack).
+_EOF_WINDOW = 2048
+
+
+# --- the document model ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PdfWord:
+    """One word on a page; coordinates in points from the top-left corner."""
+
+    text: str
+    x0: float
+    x1: float
+    top: float
+    bottom: float
+
+
+@dataclass(frozen=True)
+class PdfCell:
+    """One cell of a ruled table (text with line breaks turned into spaces)."""
+
+    text: str
+    x0: float
+    x1: float
+
+
+@dataclass(frozen=True)
+class PdfTableRow:
+    """One row of a ruled table; merged or empty cells are left out."""
+
+    top: float
+    bottom: float
+    cells: list[PdfCell]
+
+
+@dataclass(frozen=True)
+class PdfTable:
+    """A ruled table found by pdfplumber (``bbox`` = x0, top, x1, bottom)."""
+
+    bbox: tuple[float, float, float, float]
+    rows: list[PdfTableRow]
+
+
+@dataclass(frozen=True)
+class PdfPage:
+    """One page: its text, words and ruled tables. ``number`` is 1-based."""
+
+    number: int
+    text: str
+    words: list[PdfWord]
+    has_text: bool
+    width: float = 0.0
+    height: float = 0.0
+    tables: list[PdfTable] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PdfDocument:
+    """The pages of a PDF as read by :func:`read_pdf`."""
+
+    pages: list[PdfPage]
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def read_pdf(path: Path, *, max_pages: int = MAX_PAGES) -> PdfDocument:
+    """Read every page of the PDF at ``path`` (text, words, ruled tables).
+
+    Raises ``PoflowError`` ``encrypted_pdf`` (a password is needed to open it),
+    ``corrupt_pdf`` (truncated, damaged or not a PDF) or ``too_many_pages``.
+    ``OSError`` from opening the file itself is not translated.
+    """
+    path = Path(path)
+    with path.open("rb") as handle:
+        _check_envelope(handle)
+        try:
+            return _read(handle, max_pages)
+        except PoflowError:
+            raise
+        except Exception as exc:  # pdfminer raises many types for damaged files
+            raise _error_for(exc) from None
+
+
+def _check_envelope(handle: io.BufferedReader) -> None:
+    """``corrupt_pdf`` unless the file starts with ``%PDF-`` and ends with ``%%EOF``."""
+    head = handle.read(1024)
+    if b"%PDF-" not in head:
+        raise PoflowError("corrupt_pdf", "the file is not a PDF (no %PDF header)")
+    size = handle.seek(0, io.SEEK_END)
+    handle.seek(max(0, size - 8 * _EOF_WINDOW))
+    tail = handle.read().rstrip(b"\x00\t\n\x0c\r ")
+    if b"%%EOF" not in tail[-_EOF_WINDOW:]:
+        raise PoflowError("corrupt_pdf", "the PDF is truncated (no %%EOF marker at the end)")
+    handle.seek(0)
+
+
+def _read(handle: io.BufferedReader, max_pages: int) -> PdfDocument:
+    """Open with pdfplumber and read the pages (exceptions are translated by the caller)."""
+    import pdfplumber  # local import: only PDF uploads need it
+
+    with pdfplumber.open(handle) as pdf:
+        count = len(pdf.pages)
+        if count > max_pages:
+            raise PoflowError("too_many_pages", f"the PDF has {count} pages; the limit is {max_pages}")
+        if count == 0:
+            raise PoflowError("corrupt_pdf", "the PDF has no pages")
+        pages = []
+        for number, page in enumerate(pdf.pages, start=1):
+            pages.append(_read_page(page, number))
+            page.close()  # drop pdfplumber's per-page caches
+        return PdfDocument(pages=pages)
+
+
+def _read_page(page: Any, number: int) -> PdfPage:
+    """Text, words and ruled tables of one pdfplumber page."""
+    text = page.extract_text() or ""
+    words = [
+        PdfWord(str(w["text"]), float(w["x0"]), float(w["x1"]), float(w["top"]), float(w["bottom"]))
+        for w in page.extract_words()
+    ]
+    chars = sum(1 for c in text if not c.isspace())
+    tables = _read_tables(page) if words else []
+    return PdfPage(
+        number=number,
+        text=text,
+        words=words,
+        has_text=chars >= MIN_TEXT_CHARS,
+        width=float(page.width),
+        height=float(page.height),
+        tables=tables,
+    )
+
+
+def _read_tables(page: Any) -> list[PdfTable]:
+    """Ruled tables with at least two columns, as rows of positioned cells."""
+    tables = []
+    for table in page.find_tables():
+        texts = table.extract()
+        rows = []
+        for row, row_texts in zip(table.rows, texts):
+            cells = [
+                PdfCell(" ".join(text.split()), float(box[0]), float(box[2]))
+                for box, text in zip(row.cells, row_texts)
+                if box is not None and text and text.strip()
+            ]
+            if cells:
+                rows.append(PdfTableRow(float(row.bbox[1]), float(row.bbox[3]), cells))
+        if rows and max(len(r.cells) for r in rows) >= 2 and not _has_stacked_numbers(texts):
+            x0, top, x1, bottom = (float(v) for v in table.bbox)
+            tables.append(PdfTable((x0, top, x1, bottom), rows))
+    return tables
+
+
+def _has_stacked_numbers(texts: list[list[str | None]]) -> bool:
+    """True if a cell holds several numbers on separate lines (rows not ruled apart)."""
+    for row in texts:
+        for text in row:
+            lines = [s for s in (text or "").splitlines() if s.strip()]
+            if len(lines) >= 2 and all(parse_decimal(s) is not None for s in lines):
+                return True
+    return False
+
+
+def _error_for(exc: Exception) -> PoflowError:
+    """Translate a pdfminer/pdfplumber exception into ``encrypted_pdf`` or ``corrupt_pdf``."""
+    from pdfminer.pdfdocument import PDFEncryptionError, PDFPasswordIncorrect
+    from pdfplumber.utils.exceptions import PdfminerException
+
+    inner: BaseException = exc
+    if isinstance(exc, PdfminerException) and exc.args and isinstance(exc.args[0], BaseException):
+        inner = exc.args[0]
+    if isinstance(inner, (PDFPasswordIncorrect, PDFEncryptionError)):
+        return PoflowError("encrypted_pdf", "the PDF is password-protected; upload an unprotected copy")
+    return PoflowError("corrupt_pdf", f"the PDF is damaged and cannot be read ({type(inner).__name__})")
+
+
+# --- scanned documents and rendering ---------------------------------------------------------
+
+
+def is_scanned(doc: PdfDocument) -> bool:
+    """True when (almost) no page has extractable text: at most one page in ten."""
+    text_pages = sum(1 for page in doc.pages if page.has_text)
+    return text_pages == 0 or text_pages * 10 <= len(doc.pages)
+
+
+def render_pages_png(
+    path: Path, page_numbers: list[int], *, dpi: int = 150, max_pixels: int = 4_000_000
+) -> list[bytes]:
+    """Render the given 1-based pages to PNG bytes with pypdfium2.
+
+    A page that would exceed ``max_pixels`` at ``dpi`` is rendered smaller. Raises
+    ``encrypted_pdf`` / ``corrupt_pdf`` for unreadable files, ``ValueError`` for a
+    page number outside the document; ``OSError`` from reading the file is not translated.
+    pypdfium2 is not thread-safe: call this from one thread at a time per process.
+    """
+    import pypdfium2 as pdfium  # local import: only the vision path needs it
+
+    data = Path(path).read_bytes()
+    try:
+        pdf = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as exc:
+        if getattr(exc, "err_code", None) == 4 or "password" in str(exc).lower():
+            raise PoflowError("encrypted_pdf", "the PDF is password-protected; upload an unprotected copy") from None
+        raise PoflowError("corrupt_pdf", "the PDF is damaged and cannot be rendered") from None
+    try:
+        return [_render_page(pdf, number, len(pdf), dpi, max_pixels) for number in page_numbers]
+    finally:
+        pdf.close()
+
+
+def _render_page(pdf: Any, number: int, count: int, dpi: int, max_pixels: int) -> bytes:
+    """One page as PNG bytes, scaled to ``dpi`` but at most ``max_pixels`` pixels."""
+    if not 1 <= number <= count:
+        raise ValueError(f"page {number} is outside the document (1..{count})")
+    page = pdf[number - 1]
+    try:
+        width, height = page.get_size()
+        scale = dpi / 72
+        if width * height * scale * scale > max_pixels:
+            scale = math.sqrt(max_pixels / (width * height)) * 0.995  # margin for rounding up
+        image = page.render(scale=scale).to_pil()
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+    finally:
+        page.close()
+
+
+# --- layout: lines of positioned cells -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Cell:
+    """A run of text on one line (a phrase, or a ruled-table cell)."""
+
+    text: str
+    x0: float
+    x1: float
+    words: tuple[PdfWord, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Line:
+    """One visual line (or ruled-table row) of a page, cells left to right."""
+
+    page: int
+    top: float
+    bottom: float
+    cells: tuple[_Cell, ...]
+
+    @property
+    def text(self) -> str:
+        return " ".join(cell.text for cell in self.cells)
+
+    @property
+    def height(self) -> float:
+        heights = [w.bottom - w.top for c in self.cells for w in c.words]
+        return sorted(heights)[len(heights) // 2] if heights else self.bottom - self.top
+
+
+def _document_lines(doc: PdfDocument) -> list[_Line]:
+    """All lines of the document in reading order (page, then top to bottom)."""
+    lines: list[_Line] = []
+    for page in doc.pages:
+        page_lines = [_table_line(page.number, row) for table in page.tables for row in table.rows]
+        free = [w for w in page.words if not any(_inside(w, t.bbox) for t in page.tables)]
+        page_lines += [_word_line(page.number, row) for row in _group_rows(free)]
+        lines += sorted(page_lines, key=lambda line: (line.top, line.cells[0].x0))
+    return lines
+
+
+def _inside(word: PdfWord, bbox: tuple[float, float, float, float]) -> bool:
+    cx, cy = (word.x0 + word.x1) / 2, (word.top + word.bottom) / 2
+    return bbox[0] <= cx <= bbox[2] and bbox[1] <= cy <= bbox[3]
+
+
+def _table_line(page: int, row: PdfTableRow) -> _Line:
+    return _Line(page, row.top, row.bottom, tuple(_Cell(c.text, c.x0, c.x1) for c in row.cells))
+
+
+def _group_rows(words: Sequence[PdfWord]) -> list[list[PdfWord]]:
+    """Group words into visual lines (vertical centre within the line's band)."""
+    rows: list[list[PdfWord]] = []
+    band = (0.0, 0.0)
+    for word in sorted(words, key=lambda w: (w.top, w.x0)):
+        middle = (word.top + word.bottom) / 2
+        if rows and band[0] <= middle <= band[1]:
+            rows[-1].append(word)
+        else:
+            rows.append([word])
+            band = (word.top, word.bottom)
+    return rows
+
+
+def _word_line(page: int, words: list[PdfWord]) -> _Line:
+    """A line of words split into cells wherever the gap is wider than about two spaces."""
+    words = sorted(words, key=lambda w: w.x0)
+    groups: list[list[PdfWord]] = [[words[0]]]
+    for prev, word in zip(words, words[1:]):
+        gap = word.x0 - prev.x1
+        if gap > max(3.0, 0.5 * (prev.bottom - prev.top)):
+            groups.append([word])
+        else:
+            groups[-1].append(word)
+    cells = tuple(_cell_of(group) for group in groups)
+    return _Line(page, min(w.top for w in words), max(w.bottom for w in words), cells)
+
+
+def _cell_of(words: Sequence[PdfWord]) -> _Cell:
+    return _Cell(" ".join(w.text for w in words), words[0].x0, max(w.x1 for w in words), tuple(words))
+
+
+# --- the item header -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Column:
+    """A header cell: the field it holds (None = a column we do not read) and its span."""
+
+    name: str | None
+    x0: float
+    x1: float
+
+
+_MAX_SYNONYM_WORDS = 4
+
+
+def _split_header_cell(cell: _Cell) -> list[_Cell]:
+    """Split a cell like ``Qty Unit Price`` (labels set close together) into one cell per label."""
+    if len(cell.words) < 2 or _norm(cell.text) in _COLUMN_INDEX:
+        return [cell]
+    words = cell.words
+    best: list[list[int] | None] = [None] * (len(words) + 1)  # end index -> segment starts
+    best[0] = []
+    for end in range(1, len(words) + 1):
+        for start in range(max(0, end - _MAX_SYNONYM_WORDS), end):
+            key = _norm(" ".join(w.text for w in words[start:end]))
+            prior, current = best[start], best[end]
+            if prior is not None and key in _COLUMN_INDEX and (current is None or len(prior) + 1 < len(current)):
+                best[end] = [*prior, start]
+    starts = best[len(words)]
+    if not starts or len(starts) < 2:
+        return [cell]
+    bounds = [*starts, len(words)]
+    return [_cell_of(words[a:b]) for a, b in zip(bounds, bounds[1:])]
+
+
+def _header_of(cells: Sequence[_Cell]) -> list[_Column] | None:
+    """The columns if the cells qualify as an item header row, else None."""
+    parts = [part for cell in cells for part in _split_header_cell(cell)]
+    mapping = _header_columns([c.text for c in parts])
+    if mapping is None:
+        return None
+    names = {index: name for name, index in mapping.items()}
+    return [_Column(names.get(i), c.x0, c.x1) for i, c in enumerate(parts)]
+
+
+def _header_at(lines: Sequence[_Line], index: int) -> tuple[list[_Column], int] | None:
+    """The header starting at ``lines[index]`` and how many lines it spans.
+
+    A header may be printed on two lines (``Unit`` over ``Price``): the line below is
+    merged in when it is close, has no digits and sits under the header's cells, and
+    the merged header maps more fields.
+    """
+    single = _header_of(lines[index].cells)
+    if index + 1 < len(lines) and _stackable(lines[index], lines[index + 1]):
+        double = _header_of(_stack(lines[index], lines[index + 1]))
+        if double is not None and (single is None or len(_fields(double)) > len(_fields(single))):
+            return double, 2
+    return (single, 1) if single is not None else None
+
+
+def _stackable(upper: _Line, lower: _Line) -> bool:
+    """True if ``lower`` can be the second line of a header printed on two lines."""
+    if lower.page != upper.page or lower.top - upper.bottom > 0.8 * upper.height:
+        return False
+    if any(ch.isdigit() for ch in lower.text):
+        return False
+    return all(any(_overlap(c.x0, c.x1, u.x0, u.x1) > 0 for u in upper.cells) for c in lower.cells)
+
+
+def _stack(upper: _Line, lower: _Line) -> list[_Cell]:
+    """Upper cells with the text of the lower cells under them appended."""
+    below: dict[int, list[_Cell]] = {}
+    for cell in lower.cells:
+        best = max(
+            range(len(upper.cells)),
+            key=lambda i: _overlap(cell.x0, cell.x1, upper.cells[i].x0, upper.cells[i].x1),
+        )
+        below.setdefault(best, []).append(cell)
+    stacked = []
+    for i, cell in enumerate(upper.cells):
+        extra = below.get(i, [])
+        if not extra:
+            stacked.append(cell)
+            continue
+        parts = [cell, *extra]
+        stacked.append(
+            _Cell(
+                " ".join(p.text for p in parts),
+                min(p.x0 for p in parts),
+                max(p.x1 for p in parts),
+                tuple(w for p in parts for w in p.words),
+            )
+        )
+    return stacked
+
+
+def _fields(columns: Sequence[_Column]) -> set[str]:
+    return {c.name for c in columns if c.name}
+
+
+# --- the item table --------------------------------------------------------------------------
+
+_PAGE_RE = re.compile(
+    r"^(?:page|seite|pagina|página|pag\.?|p\.|blatt|feuille|hoja|sivu|strona)\s*\d+"
+    r"(?:\s*(?:of|von|de|di|sur|van|z|/)\s*\d+)?\.?$",
+    re.IGNORECASE,
+)
+_BARE_PAGE_RE = re.compile(r"^(?:-\s*\d+\s*-|\d+\s*/\s*\d+)$")
+_CARRY_LABELS = frozenset(
+    {
+        "page total", "page subtotal", "subtotal page", "carried forward", "brought forward",
+        "carry forward", "carried over", "continued", "to be continued", "ubertrag", "uebertrag",
+        "seitensumme", "a reporter", "report", "suma y sigue", "riporto", "transporte",
+    }
+)
+
+
+@dataclass
+class _Table:
+    """What the item table yielded."""
+
+    lines: list[POLine] = field(default_factory=list)
+    totals: dict[str, Decimal] = field(default_factory=dict)
+    money_texts: list[str] = field(default_factory=list)
+    used: set[int] = field(default_factory=set)  # indexes of lines that belong to the table
+    issues: list[Issue] = field(default_factory=list)
+
+
+@dataclass
+class _Row:
+    """A body line with its cells assigned to the header's columns."""
+
+    line: _Line
+    by_column: dict[int, list[_Cell]]
+    columns: list[_Column]
+
+    def text(self, name: str) -> str | None:
+        parts = [c.text for i, cells in sorted(self.by_column.items()) if self.columns[i].name == name for c in cells]
+        joined = " ".join(parts).strip()
+        return joined or None
+
+    def column_of(self, cell: _Cell) -> str | None:
+        for i, cells in self.by_column.items():
+            if any(c is cell for c in cells):
+                return self.columns[i].name
+        return None
+
+
+def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
+    return min(a1, b1) - max(a0, b0)
+
+
+def _best_column(x0: float, x1: float, columns: Sequence[_Column]) -> int:
+    """The column overlapping ``[x0, x1]`` most, else the nearest one."""
+    scores = [_overlap(x0, x1, c.x0, c.x1) for c in columns]
+    return max(range(len(columns)), key=lambda i: scores[i])
+
+
+def _assign(line: _Line, columns: list[_Column]) -> _Row:
+    """Assign the line's cells (or, for a cell spanning several columns, its words) to columns."""
+    by_column: dict[int, list[_Cell]] = {}
+    for cell in line.cells:
+        spanned = sum(1 for c in columns if _overlap(cell.x0, cell.x1, c.x0, c.x1) > 0)
+        parts = [_cell_of([w]) for w in cell.words] if spanned > 1 and len(cell.words) > 1 else [cell]
+        for part in parts:
+            by_column.setdefault(_best_column(part.x0, part.x1, columns), []).append(part)
+    for index, cells in by_column.items():  # re-join words that went to the same column
+        if len(cells) > 1 and all(len(c.words) == 1 for c in cells):
+            by_column[index] = [_cell_of([w for c in cells for w in c.words])]
+    return _Row(line, by_column, columns)
+
+
+def _drop_page_marks(line: _Line) -> _Line | None:
+    """The line without ``Page 1 of 2`` cells; None if nothing else is on it."""
+    if _BARE_PAGE_RE.match(line.text.strip()) or _PAGE_RE.match(line.text.strip()):
+        return None
+    cells = tuple(c for c in line.cells if not _PAGE_RE.match(c.text.strip()))
+    return _Line(line.page, line.top, line.bottom, cells) if cells else None
+
+
+def _read_table(lines: list[_Line], start: int, header: tuple[list[_Column], int], ctx: _Context) -> _Table:
+    """Read items and totals from the lines after the header at ``lines[start]``."""
+    columns, span = header
+    table = _Table(used=set(range(start, start + span)))
+    main_fields = _fields(columns)
+    closed = False
+    last_item: tuple[POLine, _Line, _Cell] | None = None
+    index = start + span
+    while index < len(lines):
+        line, index = _drop_page_marks(lines[index]), index + 1
+        if line is None:
+            table.used.add(index - 1)
+            continue
+        repeated = _header_at(lines, index - 1)
+        if repeated is not None and len(_fields(repeated[0]) & main_fields) >= max(2, len(main_fields) - 1):
+            (columns, span), closed, last_item = repeated, False, None
+            table.used.update(range(index - 1, index - 1 + span))
+            index += span - 1
+            continue
+        row = _assign(line, columns)
+        outcome = _summary(row, ctx)
+        if outcome is not None:
+            table.used.add(index - 1)
+            last_item = None
+            if outcome[0] != "carry":
+                closed = _apply_summary(table, outcome) or closed
+            continue
+        if closed:
+            continue
+        if last_item is not None and _continue_description(row, last_item):
+            table.used.add(index - 1)
+            last_item = (last_item[0], line, last_item[2])
+            continue
+        last_item = _read_item(table, row, ctx, index - 1)
+    return table
+
+
+def _read_item(table: _Table, row: _Row, ctx: _Context, index: int) -> tuple[POLine, _Line, _Cell] | None:
+    """Add the row as an item if it is one; return what a wrapped description line needs."""
+    item = _item(row, ctx, line_no=len(table.lines) + 1, issues=table.issues)
+    if item is None:
+        return None
+    table.lines.append(item)
+    table.used.add(index)
+    table.money_texts += [t for t in (row.text("unit_cost"), row.text("line_total")) if t]
+    descriptions = [c for i, cells in row.by_column.items() if row.columns[i].name == "description" for c in cells]
+    return (item, row.line, descriptions[0]) if descriptions else None
+
+
+def _summary(row: _Row, ctx: _Context) -> tuple[str, Decimal, list[str]] | None:
+    """``(kind, amount, texts)`` if the row is a totals line (``kind="carry"`` for page totals)."""
+    cells = row.line.cells
+    for position, cell in enumerate(cells):
+        if len(cell.text) > 60:
+            continue
+        label, amount_text = _label_and_amount(cell.text, ctx)
+        if _norm(label) in _CARRY_LABELS:
+            return None if _looks_like_item(row, cell, exact=False, ctx=ctx) else ("carry", Decimal(0), [])
+        hit = _lookup(label, _SUMMARY_INDEX, prefix=True, suffix=True)
+        if hit is None:
+            continue
+        if _looks_like_item(row, cell, exact=hit[2], ctx=ctx):
+            return None
+        later = [
+            c.text for c in cells[position + 1 :] if parse_decimal(c.text, decimal_comma=ctx.decimal_comma) is not None
+        ]
+        text = later[-1] if later else amount_text
+        amount = parse_decimal(text, decimal_comma=ctx.decimal_comma) if text else None
+        if amount is None:
+            continue
+        return hit[0], amount, [cell.text, text]
+    return None
+
+
+def _label_and_amount(text: str, ctx: _Context) -> tuple[str, str | None]:
+    """Split ``Label: 12.00`` or ``Total EUR 1.234,56`` into the label and the amount text."""
+    label, sep, rest = text.partition(":")
+    if sep:
+        return label, rest.strip() or None
+    tokens = text.split()
+    for k in (3, 2, 1):
+        if len(tokens) > k:
+            tail = " ".join(tokens[-k:])
+            if parse_decimal(tail, decimal_comma=ctx.decimal_comma) is not None:
+                return " ".join(tokens[:-k]), tail
+    return text, None
+
+
+def _looks_like_item(row: _Row, label_cell: _Cell, *, exact: bool, ctx: _Context) -> bool:
+    """Guard items such as ``SHIP-1 | Shipping box | 10`` (same rule as the spreadsheet reader)."""
+    label_column = row.column_of(label_cell)
+
+    def number_in(name: str) -> bool:
+        return label_column != name and ctx.parse(row.text(name), quantity=name == "quantity") is not None
+
+    has_qty = number_in("quantity")
+    if not exact or not has_qty:
+        return has_qty
+    other_names = {"sku", "description"} - {label_column}
+    return number_in("unit_cost") or any(row.text(name) for name in other_names)
+
+
+def _apply_summary(table: _Table, outcome: tuple[str, Decimal, list[str]]) -> bool:
+    """Store a totals value; True when it was the grand total (the item list ends)."""
+    kind, amount, texts = outcome
+    table.money_texts += texts
+    totals = table.totals
+    if kind == "subtotal":
+        totals.setdefault("subtotal", amount)
+    elif kind in ("tax", "shipping"):
+        totals[kind] = totals.get(kind, Decimal(0)) + amount
+    elif kind == "total":
+        totals["total"] = amount
+        return True
+    elif kind == "discount":
+        message = f"a discount of {format(abs(amount), 'f')} is listed but not applied to the lines"
+        table.issues.append(Issue(code="DISCOUNT_NOT_APPLIED", message=message))
+    return False
+
+
+def _item(row: _Row, ctx: _Context, *, line_no: int, issues: list[Issue]) -> POLine | None:
+    """A POLine if the row has an SKU or description and at least one number."""
+    sku, description = row.text("sku"), row.text("description")
+    if sku is None and description is None:
+        return None
+    raw = {name: row.text(name) for name in ("quantity", "unit_cost", "line_total")}
+    parsed = {name: ctx.parse(value, quantity=name == "quantity") for name, value in raw.items()}
+    if all(value is None for value in parsed.values()):
+        return None
+    for name, value in parsed.items():
+        if value is None and raw[name] is not None:
+            message = f"line {line_no}: could not read {name.replace('_', ' ')} {raw[name]!r}"
+            issues.append(Issue(code="UNREADABLE_NUMBER", message=message))
+    return POLine(line_no=line_no, sku=sku, description=description, **parsed)
+
+
+def _continue_description(row: _Row, last: tuple[POLine, _Line, _Cell]) -> bool:
+    """Append a wrapped description line (only description text, aligned, right below) to the last item."""
+    item, prev, desc_cell = last
+    names = {row.columns[i].name for i in row.by_column}
+    line = row.line
+    if names != {"description"} or line.page != prev.page or not desc_cell.words:
+        return False
+    aligned = abs(line.cells[0].x0 - desc_cell.x0) <= 3.0
+    close = line.top - prev.bottom <= 0.6 * prev.height
+    if not (aligned and close):
+        return False
+    item.description = f"{item.description} {row.text('description')}".strip()
+    return True
+
+
+def _find_table(lines: list[_Line], ctx: _Context) -> tuple[_Table, list[_Column]] | None:
+    """The first header candidate (most columns first) whose table yields items."""
+    candidates = [(i, found) for i in range(len(lines)) if (found := _header_at(lines, i)) is not None]
+    candidates.sort(key=lambda c: (-len(_fields(c[1][0])), c[0]))
+    for index, header in candidates[:5]:
+        table = _read_table(lines, index, header, ctx)
+        if table.lines:
+            return table, header[0]
+    return None
+
+
+# --- header fields ---------------------------------------------------------------------------
+
+#: Extra header labels seen on PDFs (invoices, document numbers).
+_EXTRA_LABELS: dict[str, tuple[str, ...]] = {
+    "po_number": (
+        "invoice", "invoice no", "invoice number", "invoice id", "po ref", "po reference",
+        "purchase order ref", "document no", "document number", "rechnungsnummer", "rechnung nr",
+        "numero de facture", "facture no", "numero de factura", "factuurnummer",
+    ),
+    "supplier_name": ("supplier details", "vendor details", "bill from", "remit to", "issued by"),
+    "order_date": (
+        "invoice date", "document date", "date of order", "date issued", "dated", "ordered on",
+        "rechnungsdatum", "date de facture", "fecha de factura", "factuurdatum",
+    ),
+}
+_FIELD_INDEX = {**_index(_EXTRA_LABELS), **_LABEL_INDEX}
+_CURRENCY_HINT_RE = re.compile(
+    r"\b(?:currency|amounts? in|prices? in|w[äa]hrung|devise|moneda|valuta)\b", re.IGNORECASE
+)
+_PO_TITLE_RE = re.compile(r"\bpurchase\s+order\s*[:#]?\s*([A-Z0-9][\w\-/.]*\d[\w\-/]*)\s*$", re.IGNORECASE)
+_PO_PREFIX_RE = re.compile(r"^(?:#|no\.?|nr\.?|n[°º])\s*", re.IGNORECASE)
+
+
+def _field_label(text: str) -> str | None:
+    hit = _lookup(text, _FIELD_INDEX, prefix=False)
+    return hit[0] if hit else None
+
+
+def _is_label(text: str) -> bool:
+    """True for ``PO Number`` / ``Date:`` (labels carry no digits unless they end with a colon)."""
+    label, sep, rest = text.partition(":")
+    if rest.strip() or (not sep and any(ch.isdigit() for ch in label)):
+        return False
+    return _field_label(label) is not None
+
+
+def _clean_value(name: str, value: str | None, day_first: bool) -> str | None:
+    """The value if it is plausible for the field (normalised), else None."""
+    if value is None:
+        return None
+    value = value.strip().strip(":").strip()
+    if not value or _is_label(value):
+        return None
+    if name == "po_number":
+        value = _PO_PREFIX_RE.sub("", value)
+        ok = any(ch.isdigit() for ch in value) and len(value) <= 40 and value.count(" ") <= 2
+        return value if ok else None
+    if name == "order_date":
+        return value if parse_date(value, day_first=day_first) is not None else None
+    if name == "currency":
+        return value if detect_currency(value) else None
+    ok = len(value) <= 80 and parse_decimal(value) is None
+    return value if ok else None
+
+
+def _value_candidates(
+    lines: list[_Line], i: int, j: int, inline: str | None, colon: bool, label_row: bool
+) -> list[str]:
+    """Where a label's value may be: after the colon, the next cell right, the cell below.
+
+    In a row of bare labels (``Vendor   Date   Terms``) the values are below, so the
+    cell below is tried before the cell to the right.
+    """
+    cells = lines[i].cells
+    right = [cells[j + 1].text] if j + 1 < len(cells) else []
+    below: list[str] = []
+    if (colon or label_row) and i + 1 < len(lines) and lines[i + 1].page == lines[i].page:
+        label = cells[j]
+        below = [c.text for c in lines[i + 1].cells if _overlap(c.x0, c.x1, label.x0 - 2, label.x1 + 40) > 0][:1]
+    if inline:
+        return [inline]
+    return below + right if label_row and not colon else right + below
+
+
+def _header_fields(lines: list[_Line], skip: set[int], day_first: bool) -> tuple[dict[str, str], list[str]]:
+    """Header fields from the lines outside the item table; also the raw unreadable dates."""
+    found: dict[str, str] = {}
+    bad_dates: list[str] = []
+    for i, line in enumerate(lines):
+        if i in skip:
+            continue
+        label_row = sum(1 for c in line.cells if _is_label(c.text)) >= 2
+        for j, cell in enumerate(line.cells):
+            label, sep, inline = cell.text.partition(":")
+            name = _field_label(label)
+            if name is None:
+                _inline_pair(cell.text, found, day_first)
+                continue
+            if name in found:
+                continue
+            candidates = _value_candidates(lines, i, j, inline.strip() or None, bool(sep), label_row)
+            candidates = [c for c in candidates if not _is_label(c)]
+            value = next((v for c in candidates if (v := _clean_value(name, c, day_first)) is not None), None)
+            if value is not None:
+                found[name] = value
+            elif name == "order_date" and candidates:
+                bad_dates.append(candidates[0])
+    if "po_number" not in found:
+        _po_from_title(lines, skip, found)
+    return found, bad_dates
+
+
+def _inline_pair(text: str, found: dict[str, str], day_first: bool) -> None:
+    """``Date 14.09.2026`` / ``PO No PO-1001`` written without a colon (strictly validated)."""
+    words = text.split()
+    for n in range(min(len(words) - 1, 4), 0, -1):
+        name = _field_label(" ".join(words[:n]))
+        if name is None or name in found or name == "supplier_name":
+            continue
+        value = _clean_value(name, " ".join(words[n:]), day_first)
+        if value is not None:
+            found[name] = value
+        return
+
+
+def _po_from_title(lines: list[_Line], skip: set[int], found: dict[str, str]) -> None:
+    """Fallback: a title such as ``Purchase Order #1001`` or ``PURCHASE ORDER PO-1001``."""
+    for i, line in enumerate(lines):
+        if i in skip:
+            continue
+        for cell in line.cells:
+            m = _TITLE_PO_RE.search(cell.text) or _PO_TITLE_RE.search(cell.text)
+            if m:
+                found["po_number"] = m.group(1)
+                return
+
+
+# --- currency --------------------------------------------------------------------------------
+
+
+def _currency(
+    fields: dict[str, str],
+    table: _Table,
+    columns: list[_Column],
+    header: list[_Line],
+    lines: list[_Line],
+    skip: set[int],
+) -> str | None:
+    """Currency: the labelled field, else votes from money headers and cells, else a ``prices in`` note."""
+    if "currency" in fields:
+        return detect_currency(fields["currency"])
+    votes: Counter[str] = Counter()
+    money = [c for c in columns if c.name in ("unit_cost", "line_total")]
+    for cell in (c for line in header for c in line.cells):
+        if any(_overlap(cell.x0, cell.x1, c.x0, c.x1) > 0 for c in money):
+            code = detect_currency(cell.text)
+            if code:
+                votes[code] += 1
+    for text in table.money_texts:
+        code = detect_currency(text)
+        if code:
+            votes[code] += 1
+    if votes:
+        return votes.most_common(1)[0][0]
+    for i, line in enumerate(lines):
+        if i not in skip and _CURRENCY_HINT_RE.search(line.text):
+            code = detect_currency(line.text)
+            if code:
+                return code
+    return None
+
+
+# --- the extractor ---------------------------------------------------------------------------
+
+
+def extract_pdf_po(doc: PdfDocument) -> ParsedPO | None:
+    """Extract a PO from a text PDF; None when no item table with items is found."""
+    lines = [line for line in _document_lines(doc) if line.cells]
+    if not lines:
+        return None
+    ctx = _Context(decimal_comma=guess_decimal_comma(c.text for line in lines for c in line.cells))
+    found = _find_table(lines, ctx)
+    if found is None:
+        return None
+    table, columns = found
+    header_index = min(table.used)
+    day_first = bool(ctx.decimal_comma)
+    fields, bad_dates = _header_fields(lines, table.used, day_first)
+
+    po = ParsedPO(source_format="pdf", extractor="pdf_text", stats={"pages": len(doc.pages)})
+    po.po_number = fields.get("po_number")
+    po.supplier_name = fields.get("supplier_name")
+    po.order_date = parse_date(fields["order_date"], day_first=day_first) if "order_date" in fields else None
+    if po.order_date is None and bad_dates:
+        ctx.issues.append(Issue(code="UNREADABLE_DATE", message=f"could not read the order date {bad_dates[0]!r}"))
+    po.currency = _currency(fields, table, columns, lines[header_index : header_index + 2], lines, table.used)
+    po.subtotal = table.totals.get("subtotal")
+    po.tax = table.totals.get("tax")
+    po.shipping = table.totals.get("shipping")
+    po.total = table.totals.get("total")
+    po.lines = table.lines
+    po.issues = [*ctx.issues, *table.issues]
+    return po

@@ -1,0 +1,396 @@
+"""Read UBL 2.x Order and Invoice documents (incl. Peppol BIS 3) into a :class:`ParsedPO`.
+
+Parsing goes through :mod:`defusedxml` with DTDs forbidden, so entity expansion
+(billion laughs) and external entities (XXE) are refused before anything is read.
+Elements are matched on namespace URIs, never on prefixes (``cbc:``/``cac:`` may be
+spelled differently or be default namespaces). A Peppol Standard Business Document
+(SBDH) envelope around the payload is unwrapped.
+
+Mapping (``Order`` / ``Invoice``):
+
+* ``cbc:ID`` -> po_number (Invoice: ``cac:OrderReference/cbc:ID`` when present, an
+  info issue says which was used), ``cbc:IssueDate`` -> order_date;
+* ``cbc:DocumentCurrencyCode`` -> currency (else the ``currencyID`` of the amounts);
+* ``SellerSupplierParty`` / ``AccountingSupplierParty`` ``cac:Party`` ``PartyName/Name``
+  (else ``PartyLegalEntity/RegistrationName``) -> supplier_name;
+* lines ``cac:OrderLine/cac:LineItem`` / ``cac:InvoiceLine``: ``cbc:Quantity`` /
+  ``cbc:InvoicedQuantity``, ``cac:Price/cbc:PriceAmount`` divided by ``cbc:BaseQuantity``
+  when that is not 1, ``cbc:LineExtensionAmount`` -> line_total, ``cac:Item/cbc:Name``
+  (else ``cbc:Description``), SKU from Sellers-, Buyers-, then StandardItemIdentification;
+* ``AnticipatedMonetaryTotal`` / ``LegalMonetaryTotal``: ``LineExtensionAmount`` ->
+  subtotal, ``PayableAmount`` -> total; ``cac:TaxTotal/cbc:TaxAmount`` -> tax; document
+  level freight charges (``ChargeIndicator`` true) -> shipping.
+
+Errors (:class:`PoflowError`): ``malformed_xml``, ``unsafe_xml``, ``unsupported_xml``,
+``no_line_items``; never a raw exception.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from xml.etree.ElementTree import Element, ParseError
+
+import defusedxml
+import defusedxml.ElementTree as safe_et
+
+from poflow_dagster.domain.errors import PoflowError
+from poflow_dagster.domain.models import Issue, ParsedPO, POLine
+
+__all__ = ["NAMESPACES", "extract_ubl"]
+
+_UBL = "urn:oasis:names:specification:ubl:schema:xsd:"
+#: Prefixes used in this module's paths -> the namespace URIs they stand for.
+NAMESPACES = {
+    "cbc": _UBL + "CommonBasicComponents-2",
+    "cac": _UBL + "CommonAggregateComponents-2",
+    "order": _UBL + "Order-2",
+    "invoice": _UBL + "Invoice-2",
+}
+_SBDH = "http://www.unece.org/cefact/namespaces/StandardBusinessDocumentHeader"
+
+CENT = Decimal("0.01")
+_PRICE_PLACES = Decimal("0.000001")
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where Order and Invoice keep the same information."""
+
+    kind: str
+    supplier: str
+    line: str
+    quantity: str
+    totals: str
+
+
+_LAYOUTS = {
+    f"{{{NAMESPACES['order']}}}Order": _Layout(
+        "order", "cac:SellerSupplierParty", "cac:OrderLine/cac:LineItem", "cbc:Quantity", "cac:AnticipatedMonetaryTotal"
+    ),
+    f"{{{NAMESPACES['invoice']}}}Invoice": _Layout(
+        "invoice", "cac:AccountingSupplierParty", "cac:InvoiceLine", "cbc:InvoicedQuantity", "cac:LegalMonetaryTotal"
+    ),
+}
+
+_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})(Z|[+-]\d{2}:\d{2})?")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+#: UNTDID 7161 charge reason codes for freight: freight service, delivery, shipping and
+#: handling, cartage, transportation by vendor.
+FREIGHT_REASON_CODES = frozenset({"FC", "DL", "SAA", "CAB", "TV"})
+_FREIGHT_WORDS = re.compile(
+    r"\b(freight|shipping|shipment|delivery|carriage|postage|transport|fracht|versand|porto|frakt|livraison)\b",
+    re.IGNORECASE,
+)
+_SKU_PATHS = (
+    "cac:Item/cac:SellersItemIdentification/cbc:ID",
+    "cac:Item/cac:BuyersItemIdentification/cbc:ID",
+    "cac:Item/cac:StandardItemIdentification/cbc:ID",
+)
+
+
+# --- parsing ----------------------------------------------------------------------------------
+
+
+def _parse(data: bytes) -> Element:
+    """Parse with defusedxml (no DTDs, entities or external references)."""
+    try:
+        return safe_et.fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except defusedxml.DefusedXmlException as exc:
+        raise PoflowError("unsafe_xml", f"refused: the XML contains {_unsafe_construct(exc)}") from None
+    except ParseError as exc:
+        raise PoflowError("malformed_xml", f"the XML is not well-formed: {exc}") from None
+    except (ValueError, UnicodeError, LookupError) as exc:
+        raise PoflowError("malformed_xml", f"the XML could not be decoded: {exc}") from None
+
+
+def _unsafe_construct(exc: defusedxml.DefusedXmlException) -> str:
+    """Name what defusedxml refused (a DTD, an entity declaration, an external reference)."""
+    if isinstance(exc, defusedxml.DTDForbidden):
+        return f"a document type declaration (<!DOCTYPE {exc.name}>); DTDs and entities are not allowed"
+    if isinstance(exc, defusedxml.EntitiesForbidden):
+        return f"an entity declaration ({exc.name}); entity expansion is not allowed"
+    if isinstance(exc, defusedxml.ExternalReferenceForbidden):
+        return "a reference to an external resource, which is not allowed"
+    return "a construct that is not allowed (DTD, entity or external reference)"
+
+
+def _split_tag(tag: str) -> tuple[str | None, str]:
+    """``{uri}Local`` -> (uri, Local)."""
+    if tag.startswith("{"):
+        uri, _, local = tag[1:].partition("}")
+        return uri, local
+    return None, tag
+
+
+def _document(root: Element) -> tuple[Element, _Layout]:
+    """The UBL Order/Invoice element (unwrapping an SBDH envelope) and its layout."""
+    if root.tag == f"{{{_SBDH}}}StandardBusinessDocument":
+        payload = next((child for child in root if child.tag in _LAYOUTS), None)
+        if payload is not None:
+            root = payload
+    layout = _LAYOUTS.get(root.tag) if isinstance(root.tag, str) else None
+    if layout is None:
+        uri, local = _split_tag(str(root.tag))
+        where = f"namespace {uri!r}" if uri else "no namespace"
+        raise PoflowError(
+            "unsupported_xml",
+            f"root element <{local}> in {where}; only UBL 2.x Order and Invoice documents can be read",
+        )
+    return root, layout
+
+
+# --- values -----------------------------------------------------------------------------------
+
+
+def _text(el: Element | None) -> str | None:
+    """Stripped text of an element; ``None`` when missing or blank."""
+    if el is None or el.text is None:
+        return None
+    return " ".join(el.text.split()) or None
+
+
+def _find_text(el: Element, path: str) -> str | None:
+    """Text at a namespace-aware path below ``el``."""
+    return _text(el.find(path, NAMESPACES))
+
+
+def _money(value: Decimal | None) -> Decimal | None:
+    """Show money with at least cents (``189.6`` -> ``189.60``); finer prices are kept."""
+    if value is None:
+        return None
+    exponent = value.as_tuple().exponent
+    return value.quantize(CENT) if isinstance(exponent, int) and exponent > -2 else value
+
+
+def _iso_date(raw: str) -> dt.date | None:
+    """xs:date (``2024-03-01``, optionally with a time zone) -> date; ``None`` when invalid."""
+    m = _DATE.fullmatch(raw)
+    if not m:
+        return None
+    try:
+        return dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    except ValueError:
+        return None
+
+
+class _Reader:
+    """Reads values from one UBL document and collects issues about them."""
+
+    def __init__(self, doc: Element, layout: _Layout) -> None:
+        self.doc = doc
+        self.layout = layout
+        self.issues: list[Issue] = []
+
+    def number(self, el: Element, path: str, what: str, *, money: bool = False) -> Decimal | None:
+        """xs:decimal at ``path``; an ``unreadable_number`` issue when present but invalid."""
+        raw = _find_text(el, path)
+        if raw is None:
+            return None
+        if not _DECIMAL.fullmatch(raw):
+            self.issues.append(Issue(code="UNREADABLE_NUMBER", message=f"could not read {what} {raw!r}"))
+            return None
+        value = Decimal(raw)
+        return _money(value) if money else value
+
+    # header
+
+    def po_number(self) -> str | None:
+        """Order: cbc:ID. Invoice: the referenced order's ID, else the invoice number (info issue)."""
+        own = _find_text(self.doc, "cbc:ID")
+        if self.layout.kind == "order":
+            return own
+        ordered = _find_text(self.doc, "cac:OrderReference/cbc:ID")
+        if ordered:
+            message = f"PO number taken from the invoice's order reference (cac:OrderReference); invoice {own}"
+            self.issues.append(Issue(code="PO_NUMBER_SOURCE", severity="info", message=message))
+            return ordered
+        message = "the invoice has no order reference; its invoice number (cbc:ID) is used as the PO number"
+        self.issues.append(Issue(code="PO_NUMBER_SOURCE", severity="info", message=message))
+        return own
+
+    def order_date(self) -> dt.date | None:
+        """cbc:IssueDate (an Invoice's OrderReference/IssueDate wins when present)."""
+        raw = None
+        if self.layout.kind == "invoice":
+            raw = _find_text(self.doc, "cac:OrderReference/cbc:IssueDate")
+        raw = raw or _find_text(self.doc, "cbc:IssueDate")
+        if raw is None:
+            return None
+        value = _iso_date(raw)
+        if value is None:
+            self.issues.append(Issue(code="UNREADABLE_DATE", message=f"could not read the issue date {raw!r}"))
+        return value
+
+    def currency(self) -> str | None:
+        """cbc:DocumentCurrencyCode, else the most common currencyID attribute."""
+        code = _find_text(self.doc, "cbc:DocumentCurrencyCode")
+        if code is None:
+            votes = Counter(el.get("currencyID", "").strip().upper() for el in self.doc.iter() if el.get("currencyID"))
+            code = votes.most_common(1)[0][0] if votes else None
+        if code is None:
+            return None
+        if not _CURRENCY.fullmatch(code.upper()):
+            self.issues.append(Issue(code="UNREADABLE_CURRENCY", message=f"unknown currency {code!r}"))
+            return None
+        return code.upper()
+
+    def supplier(self) -> str | None:
+        """PartyName/Name, else PartyLegalEntity/RegistrationName of the supplier party."""
+        party = self.doc.find(f"{self.layout.supplier}/cac:Party", NAMESPACES)
+        if party is None:
+            return None
+        return _find_text(party, "cac:PartyName/cbc:Name") or _find_text(
+            party, "cac:PartyLegalEntity/cbc:RegistrationName"
+        )
+
+    # lines
+
+    def lines(self) -> list[POLine]:
+        """Every OrderLine/LineItem or InvoiceLine, numbered from 1."""
+        elements = self.doc.findall(self.layout.line, NAMESPACES)
+        if not elements:
+            raise PoflowError("no_line_items", f"the UBL {self.layout.kind} has no {self.layout.line} elements")
+        return [self.line(el, line_no) for line_no, el in enumerate(elements, start=1)]
+
+    def line(self, el: Element, line_no: int) -> POLine:
+        """One POLine from a line element."""
+        quantity = self.number(el, self.layout.quantity, f"line {line_no}: quantity")
+        unit_cost = self.unit_cost(el, line_no)
+        line_total = self.number(el, "cbc:LineExtensionAmount", f"line {line_no}: line amount", money=True)
+        if line_total is None and quantity is not None and unit_cost is not None:
+            line_total = (quantity * unit_cost).quantize(CENT, rounding=ROUND_HALF_UP)
+        return POLine(
+            line_no=line_no,
+            sku=next((sku for sku in (_find_text(el, p) for p in _SKU_PATHS) if sku), None),
+            description=_find_text(el, "cac:Item/cbc:Name") or _find_text(el, "cac:Item/cbc:Description"),
+            quantity=quantity,
+            unit_cost=unit_cost,
+            line_total=line_total,
+        )
+
+    def unit_cost(self, el: Element, line_no: int) -> Decimal | None:
+        """Price/PriceAmount per one unit (divided by Price/BaseQuantity when that is not 1)."""
+        price = self.number(el, "cac:Price/cbc:PriceAmount", f"line {line_no}: price", money=True)
+        base = self.number(el, "cac:Price/cbc:BaseQuantity", f"line {line_no}: base quantity")
+        if price is None or base is None or base in (0, 1):
+            return price
+        message = f"line {line_no}: price {format(price, 'f')} is for {format(base, 'f')} units (cbc:BaseQuantity)"
+        self.issues.append(Issue(code="PRICE_PER_BASE_QUANTITY", severity="info", message=message))
+        return _money((price / base).quantize(_PRICE_PLACES, rounding=ROUND_HALF_UP).normalize())
+
+    # totals
+
+    def totals(self, po: ParsedPO) -> None:
+        """Subtotal/total from the monetary total, tax from TaxTotal, shipping from charges."""
+        block = self.doc.find(self.layout.totals, NAMESPACES)
+        if block is not None:
+            po.subtotal = self.number(block, "cbc:LineExtensionAmount", "line extension amount", money=True)
+            po.total = self.number(block, "cbc:PayableAmount", "payable amount", money=True)
+            if po.total is None:
+                po.total = self.number(block, "cbc:TaxInclusiveAmount", "tax inclusive amount", money=True)
+            self._note_prepaid(block)
+        po.tax = self.tax(po.currency)
+        po.shipping = self.shipping()
+
+    def _note_prepaid(self, block: Element) -> None:
+        """PayableAmount excludes prepaid amounts: say so when there is one."""
+        prepaid = self.number(block, "cbc:PrepaidAmount", "prepaid amount", money=True)
+        if prepaid:
+            message = f"{format(prepaid, 'f')} was prepaid; the total is the payable amount"
+            self.issues.append(Issue(code="PREPAID_AMOUNT", severity="info", message=message))
+
+    def tax(self, currency: str | None) -> Decimal | None:
+        """The document TaxTotal/TaxAmount in the document currency (a tax-currency copy is skipped)."""
+        for total in self.doc.findall("cac:TaxTotal", NAMESPACES):
+            amount = total.find("cbc:TaxAmount", NAMESPACES)
+            if amount is None or (currency and amount.get("currencyID", currency).strip().upper() != currency):
+                continue
+            return self.number(total, "cbc:TaxAmount", "tax amount", money=True)
+        return None
+
+    def shipping(self) -> Decimal | None:
+        """Sum of document-level freight charges; other allowances/charges become an issue."""
+        freight: list[Decimal] = []
+        others: list[str] = []
+        for charge in self.doc.findall("cac:AllowanceCharge", NAMESPACES):
+            amount = self.number(charge, "cbc:Amount", "allowance/charge amount", money=True)
+            if _is_charge(charge) and _is_freight(charge):
+                if amount is not None:
+                    freight.append(amount)
+            else:
+                others.append(_describe_charge(charge, amount))
+        if others:
+            message = f"allowances/charges not mapped to shipping: {', '.join(others)}"
+            self.issues.append(Issue(code="CHARGES_NOT_APPLIED", message=message))
+        return _money(sum(freight, Decimal(0))) if freight else None
+
+
+def _is_charge(charge: Element) -> bool:
+    """cbc:ChargeIndicator is true (a charge, not an allowance)."""
+    return (_find_text(charge, "cbc:ChargeIndicator") or "").lower() in ("true", "1")
+
+
+def _is_freight(charge: Element) -> bool:
+    """The reason code or text says freight / delivery / shipping."""
+    code = (_find_text(charge, "cbc:AllowanceChargeReasonCode") or "").upper()
+    reasons = " ".join(_text(el) or "" for el in charge.findall("cbc:AllowanceChargeReason", NAMESPACES))
+    return code in FREIGHT_REASON_CODES or bool(_FREIGHT_WORDS.search(reasons))
+
+
+def _describe_charge(charge: Element, amount: Decimal | None) -> str:
+    """``charge Insurance 25.00`` style label for an issue message."""
+    kind = "charge" if _is_charge(charge) else "allowance"
+    reason = _find_text(charge, "cbc:AllowanceChargeReason") or _find_text(charge, "cbc:AllowanceChargeReasonCode")
+    value = "?" if amount is None else format(amount, "f")
+    return f"{kind} {reason or '?'} {value}"
+
+
+def _units(lines: Iterable[Element], quantity_path: str) -> list[str | None]:
+    """The unitCode of each line's quantity."""
+    units: list[str | None] = []
+    for el in lines:
+        quantity = el.find(quantity_path, NAMESPACES)
+        units.append(None if quantity is None else quantity.get("unitCode"))
+    return units
+
+
+# --- entry point ------------------------------------------------------------------------------
+
+
+def extract_ubl(data: bytes) -> ParsedPO:
+    """Extract a purchase order from a UBL 2.x Order or Invoice document.
+
+    Raises :class:`PoflowError` with ``malformed_xml``, ``unsafe_xml``,
+    ``unsupported_xml`` or ``no_line_items``; never a raw exception.
+    """
+    try:
+        return _extract(data)
+    except PoflowError:
+        raise
+    except Exception as exc:  # a bug, not the input: keep the cause for the logs
+        raise PoflowError(
+            "extraction_failed", f"could not read the UBL document: unexpected {type(exc).__name__}"
+        ) from exc
+
+
+def _extract(data: bytes) -> ParsedPO:
+    """Parse, identify the document, read header, lines and totals."""
+    doc, layout = _document(_parse(data))
+    reader = _Reader(doc, layout)
+    po = ParsedPO(source_format="ubl", extractor="ubl")
+    po.po_number = reader.po_number()
+    po.order_date = reader.order_date()
+    po.currency = reader.currency()
+    po.supplier_name = reader.supplier()
+    po.lines = reader.lines()
+    reader.totals(po)
+    po.issues = reader.issues
+    po.stats["document"] = layout.kind
+    po.stats["line_units"] = _units(doc.findall(layout.line, NAMESPACES), layout.quantity)
+    return po

@@ -1,0 +1,269 @@
+"""A local OpenAI chat-completions server for tests and benchmarks (real HTTP, no mocks).
+
+``POST /v1/chat/completions`` answers in the OpenAI wire format (``id``,
+``object: "chat.completion"``, ``choices[0].message.content`` as a JSON string,
+``message.refusal``, ``finish_reason``, ``usage``). What it answers is scripted: a
+*behaviour* callable receives the parsed request body and returns a :class:`Reply`
+(content, refusal, truncation, an HTTP error such as 429 with ``Retry-After: 0``,
+malformed JSON, a delay). Every request is recorded with its start/end times, so
+tests can check what was sent (images, model, ``response_format``) and whether calls
+overlapped.
+
+Use the ``openai_server`` pytest fixture (import it into a test module), or
+``start_openai_server()`` as a context manager (benchmarks).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+__all__ = [
+    "API_KEY",
+    "OpenAIServer",
+    "RecordedRequest",
+    "Reply",
+    "image_urls",
+    "max_overlap",
+    "openai_server",
+    "request_text",
+    "start_openai_server",
+]
+
+#: The key the server accepts (anything else -> HTTP 401).
+API_KEY = "sk-test-poflow-0123456789"
+
+
+@dataclass
+class Reply:
+    """One scripted answer. ``content`` may be a dict (sent as a JSON string) or raw text."""
+
+    content: dict[str, Any] | str | None = None
+    refusal: str | None = None
+    finish_reason: str = "stop"
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    error_code: str | None = None
+    delay: float = 0.0
+    prompt_tokens: int = 100
+    completion_tokens: int = 50
+
+    @classmethod
+    def json(cls, payload: dict[str, Any], **kwargs: Any) -> Reply:
+        """A normal answer whose content is ``payload`` serialised as JSON."""
+        return cls(content=payload, **kwargs)
+
+    @classmethod
+    def truncated(cls, payload: dict[str, Any] | None = None, **kwargs: Any) -> Reply:
+        """``finish_reason: "length"`` with the first half of the JSON (cut mid-way)."""
+        text = json.dumps(payload or {"po_number": "PO-1", "lines": [{"sku": "A"}]})
+        return cls(content=text[: len(text) // 2], finish_reason="length", **kwargs)
+
+    @classmethod
+    def refused(cls, text: str = "I'm sorry, I can't help with that.", **kwargs: Any) -> Reply:
+        return cls(content=None, refusal=text, **kwargs)
+
+    @classmethod
+    def malformed(cls, text: str = '{"po_number": "PO-1", "lines": [', **kwargs: Any) -> Reply:
+        return cls(content=text, **kwargs)
+
+    @classmethod
+    def rate_limited(cls, retry_after: str = "0", **kwargs: Any) -> Reply:
+        """HTTP 429 with ``Retry-After`` (the SDK retries it)."""
+        return cls(status=429, headers={"Retry-After": retry_after}, error_code="rate_limit_exceeded", **kwargs)
+
+    @classmethod
+    def error(cls, status: int, code: str | None = None, **kwargs: Any) -> Reply:
+        return cls(status=status, error_code=code, **kwargs)
+
+
+Behaviour = Callable[[dict[str, Any]], Reply]
+
+
+@dataclass
+class RecordedRequest:
+    """A request the server received (body parsed from JSON) and when it was served."""
+
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    started: float
+    finished: float = 0.0
+    status: int = 0
+
+
+class OpenAIServer:
+    """Handle on a running server: its ``base_url``, the ``behaviour`` and the ``requests``."""
+
+    def __init__(self, httpd: ThreadingHTTPServer) -> None:
+        self._httpd = httpd
+        self._lock = threading.Lock()
+        self.behaviour: Behaviour = lambda body: Reply.json({})
+        self.requests: list[RecordedRequest] = []
+
+    @property
+    def base_url(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+    def completion_requests(self) -> list[RecordedRequest]:
+        """Requests to ``/v1/chat/completions`` in arrival order."""
+        with self._lock:
+            return [r for r in self.requests if r.path.endswith("/chat/completions")]
+
+
+def completion_body(reply: Reply, model: str) -> dict[str, Any]:
+    """The ``chat.completion`` object for a 200 reply."""
+    content = json.dumps(reply.content) if isinstance(reply.content, dict) else reply.content
+    return {
+        "id": f"chatcmpl-{time.monotonic_ns()}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": reply.refusal},
+                "finish_reason": reply.finish_reason,
+                "logprobs": None,
+            }
+        ],
+        "usage": {
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": reply.completion_tokens,
+            "total_tokens": reply.prompt_tokens + reply.completion_tokens,
+        },
+    }
+
+
+def error_body(status: int, code: str | None, message: str | None = None) -> dict[str, Any]:
+    """An OpenAI-style error object."""
+    text = message or f"scripted HTTP {status}"
+    return {"error": {"message": text, "type": "scripted_error", "param": None, "code": code}}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, like the real API
+    disable_nagle_algorithm = True  # headers and body are separate writes: avoid 40 ms delayed-ACK stalls
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        """Silence per-request logging."""
+
+    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
+        started = time.monotonic()
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length)
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = {"_unparsed": raw.decode("utf-8", "replace")}
+        record = RecordedRequest(self.path, dict(self.headers.items()), body, started)
+        self.server.handle.record(record)
+        status, headers, payload = self._answer(body)
+        record.finished, record.status = time.monotonic(), status
+        self._send(status, headers, payload)
+
+    def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
+        """Status, extra headers and JSON payload for one request."""
+        if not self.path.rstrip("/").endswith("/v1/chat/completions"):
+            return 404, {}, error_body(404, "not_found", f"no route {self.path}")
+        if self.headers.get("Authorization") != f"Bearer {API_KEY}":
+            return 401, {}, error_body(401, "invalid_api_key", "Incorrect API key provided")
+        reply = self.server.handle.behaviour(body)
+        if reply.delay:
+            time.sleep(reply.delay)
+        if reply.status != 200:
+            return reply.status, reply.headers, error_body(reply.status, reply.error_code)
+        return 200, reply.headers, completion_body(reply, str(body.get("model", "")))
+
+    def _send(self, status: int, headers: dict[str, str], payload: dict[str, Any]) -> None:
+        data = json.dumps(payload).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    handle: OpenAIServer
+
+
+@contextmanager
+def start_openai_server(behaviour: Behaviour | None = None) -> Iterator[OpenAIServer]:
+    """Run the server on a free localhost port in a background thread."""
+    httpd = _Server(("127.0.0.1", 0), _Handler)
+    httpd.handle = OpenAIServer(httpd)
+    if behaviour is not None:
+        httpd.handle.behaviour = behaviour
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield httpd.handle
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def openai_server() -> Iterator[OpenAIServer]:
+    """A fresh local chat-completions server (set ``.behaviour`` in the test)."""
+    with start_openai_server() as server:
+        yield server
+
+
+# --- helpers for inspecting recorded requests --------------------------------------------
+
+
+def _user_parts(body: dict[str, Any]) -> list[dict[str, Any]]:
+    parts: list[dict[str, Any]] = []
+    for message in body.get("messages", []):
+        content = message.get("content")
+        if message.get("role") != "user":
+            continue
+        if isinstance(content, str):
+            parts.append({"type": "text", "text": content})
+        elif isinstance(content, list):
+            parts.extend(part for part in content if isinstance(part, dict))
+    return parts
+
+
+def request_text(body: dict[str, Any]) -> str:
+    """All text the user message carries (joined by newlines)."""
+    return "\n".join(part.get("text", "") for part in _user_parts(body) if part.get("type") == "text")
+
+
+def image_urls(body: dict[str, Any]) -> list[str]:
+    """The ``image_url.url`` of every image part in the user message."""
+    return [
+        part["image_url"]["url"]
+        for part in _user_parts(body)
+        if part.get("type") == "image_url" and isinstance(part.get("image_url"), dict)
+    ]
+
+
+def max_overlap(requests: list[RecordedRequest]) -> int:
+    """Largest number of requests being served at the same moment."""
+    events = sorted([(r.started, 1) for r in requests] + [(r.finished, -1) for r in requests])
+    current = peak = 0
+    for _, step in events:
+        current += step
+        peak = max(peak, current)
+    return peak

@@ -1,0 +1,46 @@
+"""Reconciliation: every stable code fires when its rule is broken, and only then."""
+
+from __future__ import annotations
+
+from decimal import Decimal as D
+
+from poflow_dagster.domain.models import ParsedPO, POLine
+from poflow_dagster.domain.reconcile import needs_review, reconcile, review_reasons
+
+
+def _po(*lines, **fields) -> ParsedPO:
+    return ParsedPO(lines=[
+        POLine(line_no=i, sku=sku, description=desc, quantity=D(q) if q is not None else None,
+               unit_cost=D(c) if c is not None else None, line_total=D(t) if t is not None else None)
+        for i, (sku, desc, q, c, t) in enumerate(lines, start=1)
+    ], **fields)
+
+
+def codes(po: ParsedPO) -> dict[str, str]:
+    return {i.code: i.severity for i in reconcile(po).issues}
+
+
+def test_consistent_po_has_no_issues_and_needs_no_review():
+    po = _po(("A", "a", "2", "5.00", "10.00"), ("B", "b", "1", "0.335", "0.34"),
+             subtotal=D("10.34"), tax=D("1.00"), shipping=D("2.00"), total=D("13.34"))
+    assert codes(po) == {} and not needs_review(reconcile(po))
+
+
+def test_each_rule():
+    assert codes(_po(("A", "a", "2", "5.00", "11.00"))) == {"LINE_AMOUNT_MISMATCH": "error"}
+    assert codes(_po(("A", "a", "2", "5.00", "10.00"), subtotal=D("12.00"))) == {"SUBTOTAL_MISMATCH": "error"}
+    assert codes(_po(("A", "a", "2", "5.00", "10.00"), subtotal=D("10.00"), tax=D("1"), total=D("10.00"))) == {
+        "TOTAL_MISMATCH": "error"}
+    assert codes(_po(("A", "a", "-2", "5.00", "-10.00"))) == {"NEGATIVE_QUANTITY": "error"}
+    assert codes(_po((None, "freight", "1", "5.00", "5.00"))) == {"MISSING_SKU": "warning"}
+    assert codes(_po(("A", "a", "1", "5.00", "5.00"), ("A", "a", "1", "5.00", "5.00"))) == {"DUPLICATE_LINE": "warning"}
+    assert codes(_po(("A", "a", "1", "5.00", "5.00"), confidence=0.4)) == {"LOW_CONFIDENCE": "error"}
+
+
+def test_total_without_subtotal_uses_the_lines_and_reconcile_is_idempotent():
+    po = _po(("A", "a", "2", "5.00", "10.00"), tax=D("2.00"), total=D("12.00"))
+    once = reconcile(po)
+    assert once.issues == [] and reconcile(once).issues == []
+    bad = reconcile(reconcile(_po(("A", "a", "2", "5.00", "11.00"))))
+    assert [i.code for i in bad.issues] == ["LINE_AMOUNT_MISMATCH"]
+    assert review_reasons(bad) == ["LINE_AMOUNT_MISMATCH: line 1: 2 x 5.00 = 10.00, but the line says 11.00"]
