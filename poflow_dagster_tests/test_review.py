@@ -20,7 +20,7 @@ BAD_PO = (
     "SKU,Description,Qty,Unit Cost,Line Total\n"
     "W-1,Widget,2,5.00,11.00\n"
     "W-2,Gadget,1,3.00,3.00\n"
-    ",,,Subtotal,14.00\n"
+    ",,,Subtotal,13.00\n"  # the lines say 14.00: the document contradicts itself
 )
 
 
@@ -39,6 +39,7 @@ def test_needs_review_then_approve_continues_without_redoing_work(home, db, shop
     report = status_report(db, upload.id)
     assert report.workflow.status == "needs_review" and report.upload.status == "needs_review"
     assert "LINE_AMOUNT_MISMATCH" in report.workflow.error_message
+    assert "SUBTOTAL_MISMATCH" in report.workflow.error_message
     assert shop.count_products() == 0  # stopped before Shopify
     assert first.checks == {"po_saved_correctly": True, "shopify_matches_drafts": True}
     materialization = instance.get_latest_materialization_event(dg.AssetKey("purchase_order")).asset_materialization

@@ -27,12 +27,13 @@ def _problems_markdown(problems: list[str]) -> dg.MetadataValue:
 @dg.asset_check(asset=purchase_order, partitions_def=po_uploads, blocking=True)
 def po_saved_correctly(context: dg.AssetCheckExecutionContext, purchase_order: dict, db: DatabaseResource):
     """The database holds this PO once, with as many lines as were parsed, summing to its subtotal
-    (within 0.01), and no line items without a PO."""
+    (within 0.01), and no line items without a PO. When the document itself does not add up (the PO is
+    held for review with ``SUBTOTAL_MISMATCH``), the lines must sum to what was parsed instead."""
     integrity = po_integrity(db.database, context.partition_key)
     subtotal = purchase_order.get("subtotal")
-    problems = saved_po_problems(
-        integrity, purchase_order["line_count"], None if subtotal is None else Decimal(subtotal)
-    )
+    document_inconsistent = any(issue.startswith("SUBTOTAL_MISMATCH") for issue in purchase_order["issues"])
+    expected_sum = purchase_order["lines_sum"] if subtotal is None or document_inconsistent else subtotal
+    problems = saved_po_problems(integrity, purchase_order["line_count"], Decimal(expected_sum))
     return dg.AssetCheckResult(
         passed=not problems,
         metadata={
@@ -40,6 +41,7 @@ def po_saved_correctly(context: dg.AssetCheckExecutionContext, purchase_order: d
             "lines_parsed": purchase_order["line_count"],
             "lines_sum": format(integrity.lines_sum, "f"),
             "subtotal": subtotal or "not stated",
+            "compared_with": "parsed lines" if expected_sum != subtotal else "subtotal",
             "problems": _problems_markdown(problems),
         },
     )

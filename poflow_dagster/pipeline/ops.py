@@ -228,6 +228,7 @@ def status_update(
         "currency": parsed.currency,
         "line_count": len(parsed.lines),
         "subtotal": None if parsed.subtotal is None else format(parsed.subtotal, "f"),
+        "lines_sum": format(parsed.lines_sum(), "f"),
         "total": None if parsed.total is None else format(parsed.total, "f"),
         "drafts": len(drafts),
         "shopify_products": len(sync.products),

@@ -1,0 +1,84 @@
+"""A scanned PO through the real pipeline: the LLM path via the real openai client and a local
+server speaking the OpenAI wire format; per-window progress; tokens and cost in the stage metadata."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+
+import dagster as dg
+import redis
+
+from poflow_dagster.definitions import defs
+from poflow_dagster.intake import upload_file
+from poflow_dagster.pipeline.local import run_upload
+from poflow_dagster.store.progress_bus import STREAM_KEY
+from poflow_dagster.store.workflow import status_report
+from poflow_dagster_tests.openai_server import API_KEY, Reply, image_urls, start_openai_server
+from poflow_dagster_tests.pdf_fixtures import make_scanned_pdf
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+LINES = [("00042", "Widget", "2", "5.00"), ("B-7", "Gadget", "1", "12.50"), ("C-9", "Sprocket", "4", "0.25")]
+
+
+def _scripted_po():
+    """Each call reads one page: the header everywhere, one distinct line per call, totals everywhere."""
+    counter = itertools.count()
+    lock = threading.Lock()
+
+    def behaviour(body) -> Reply:
+        with lock:
+            sku, description, quantity, cost = LINES[next(counter) % len(LINES)]
+        return Reply.json({
+            "po_number": "SC-500", "supplier_name": "Scan & Co", "order_date": "2026-03-03", "currency": "USD",
+            "subtotal": "23.50", "tax": None, "shipping": None, "total": "23.50", "confidence": 0.95,
+            "lines": [{"sku": sku, "description": description, "quantity": quantity, "unit_cost": cost,
+                       "line_total": format(float(quantity) * float(cost), ".2f"), "confidence": 0.95}],
+        }, prompt_tokens=1000, completion_tokens=200)
+
+    return behaviour
+
+
+def test_scanned_pdf_is_read_by_the_llm_end_to_end(home, db, shop, instance, tmp_path, monkeypatch):
+    scan = make_scanned_pdf(tmp_path / "scan.pdf", pages=3)
+    with start_openai_server(_scripted_po()) as server:
+        monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("POFLOW_LLM_WINDOW_PAGES", "1")
+        monkeypatch.setenv("REDIS_URL", REDIS_URL)
+        upload = upload_file(db, home, "acme", scan)
+        result = run_upload(defs, instance, db, upload.id, with_images=False)
+        requests = server.completion_requests()
+
+    assert result.success, result.error
+    assert result.summary["po_number"] == "SC-500" and result.summary["line_count"] == 3
+    assert status_report(db, upload.id).workflow.status == "completed" and all(result.checks.values())
+    assert len(requests) == 3 and all(len(image_urls(r.body)) == 1 for r in requests)
+    assert all(url.startswith("data:image/png;base64,") for r in requests for url in image_urls(r.body))
+
+    parsing = next(
+        e.dagster_event.event_specific_data.metadata
+        for e in instance.all_logs(result.run_id)
+        if e.is_dagster_event and e.dagster_event.is_successful_output and e.dagster_event.step_key.endswith("ai_parsing")
+    )
+    assert parsing["extractor"].value == "llm" and parsing["extraction_windows"].value == 3
+    assert parsing["extraction_prompt_tokens"].value == 3000
+    assert parsing["extraction_completion_tokens"].value == 600
+    assert "extraction_cost" in parsing
+
+    client = redis.Redis.from_url(REDIS_URL)
+    events = [json.loads(f[b"event"]) for _, f in client.xrevrange(STREAM_KEY, count=200)]
+    client.close()
+    windows = sorted(e["message"] for e in events if e["upload_id"] == upload.id and e["status"] == "progress")
+    assert windows == ["window 1/3", "window 2/3", "window 3/3"]
+
+
+def test_a_scan_without_an_llm_fails_with_needs_ocr_or_llm(home, db, shop, instance, tmp_path):
+    scan = make_scanned_pdf(tmp_path / "scan.pdf", pages=1)
+    upload = upload_file(db, home, "acme", scan)
+    result = run_upload(defs, instance, db, upload.id)
+    assert not result.success
+    report = status_report(db, upload.id)
+    assert report.workflow.error_code == "needs_ocr_or_llm" and report.upload.status == "failed"
+    assert report.upload.error_message.startswith("ai_parsing: ") and "\n" not in report.upload.error_message
