@@ -71,16 +71,24 @@ def status(upload_id: str, fmt: str) -> None:
 
 @main.command()
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json")
+@click.option("--format", "fmt", type=click.Choice(["json", "table", "csv"]), default="json")
 def extract(file: Path, fmt: str) -> None:
-    """Parse FILE and print the PO (JSON contract, money as decimal strings)."""
+    """Parse FILE and print the PO: JSON (the contract; money as decimal strings), a table, or the
+    lines as CSV for spreadsheets (formula cells neutralised)."""
+    from poflow_dagster.csv_export import po_lines_csv
     from poflow_dagster.extraction import extract_file
+    from poflow_dagster.extraction.llm import LLMSettings
     from poflow_dagster.pipeline.metadata import po_lines_markdown
 
     if not file.is_file():
         raise PoflowError("file_not_found", f"{file} is not a readable file")
-    parsed = extract_file(file, filename=file.name)
-    click.echo(json.dumps(parsed.to_contract(), indent=2, ensure_ascii=False) if fmt == "json" else po_lines_markdown(parsed))
+    parsed = extract_file(file, filename=file.name, llm=LLMSettings.from_env())
+    if fmt == "json":
+        click.echo(json.dumps(parsed.to_contract(), indent=2, ensure_ascii=False))
+    elif fmt == "csv":
+        click.echo(po_lines_csv(parsed), nl=False)
+    else:
+        click.echo(po_lines_markdown(parsed))
 
 
 @main.command()

@@ -9,7 +9,6 @@ total = subtotal + tax + shipping. Output is byte-for-byte deterministic.
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import io
 import re
@@ -18,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
+
+from poflow_dagster.csv_export import write_rows
 
 __all__ = [
     "SAMPLES",
@@ -193,10 +194,7 @@ _MONTHS_EN = (
 
 
 def _delimited(rows: Sequence[Sequence[str]], delimiter: str) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\r\n")
-    writer.writerows(rows)
-    return buffer.getvalue()
+    return write_rows(rows, delimiter)
 
 
 def _render_acme(po: SamplePO) -> bytes:

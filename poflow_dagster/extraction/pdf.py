@@ -42,15 +42,15 @@ from poflow_dagster.extraction.numbers import (
     parse_decimal,
 )
 from poflow_dagster.extraction.spreadsheet import (
-    _COLUMN_INDEX,
-    _LABEL_INDEX,
-    _SUMMARY_INDEX,
-    _TITLE_PO_RE,
-    _Context,
-    _header_columns,
-    _index,
-    _lookup,
-    _norm,
+    COLUMN_INDEX,
+    LABEL_INDEX,
+    SUMMARY_INDEX,
+    TITLE_PO_RE,
+    ParseContext,
+    header_columns,
+    synonym_index,
+    lookup_synonym,
+    normalize_label,
 )
 
 __all__ = [
@@ -403,16 +403,16 @@ _MAX_SYNONYM_WORDS = 4
 
 def _split_header_cell(cell: _Cell) -> list[_Cell]:
     """Split a cell like ``Qty Unit Price`` (labels set close together) into one cell per label."""
-    if len(cell.words) < 2 or _norm(cell.text) in _COLUMN_INDEX:
+    if len(cell.words) < 2 or normalize_label(cell.text) in COLUMN_INDEX:
         return [cell]
     words = cell.words
     best: list[list[int] | None] = [None] * (len(words) + 1)  # end index -> segment starts
     best[0] = []
     for end in range(1, len(words) + 1):
         for start in range(max(0, end - _MAX_SYNONYM_WORDS), end):
-            key = _norm(" ".join(w.text for w in words[start:end]))
+            key = normalize_label(" ".join(w.text for w in words[start:end]))
             prior, current = best[start], best[end]
-            if prior is not None and key in _COLUMN_INDEX and (current is None or len(prior) + 1 < len(current)):
+            if prior is not None and key in COLUMN_INDEX and (current is None or len(prior) + 1 < len(current)):
                 best[end] = [*prior, start]
     starts = best[len(words)]
     if not starts or len(starts) < 2:
@@ -424,7 +424,7 @@ def _split_header_cell(cell: _Cell) -> list[_Cell]:
 def _header_of(cells: Sequence[_Cell]) -> list[_Column] | None:
     """The columns if the cells qualify as an item header row, else None."""
     parts = [part for cell in cells for part in _split_header_cell(cell)]
-    mapping = _header_columns([c.text for c in parts])
+    mapping = header_columns([c.text for c in parts])
     if mapping is None:
         return None
     names = {index: name for name, index in mapping.items()}
@@ -566,7 +566,7 @@ def _drop_page_marks(line: _Line) -> _Line | None:
     return _Line(line.page, line.top, line.bottom, cells) if cells else None
 
 
-def _read_table(lines: list[_Line], start: int, header: tuple[list[_Column], int], ctx: _Context) -> _Table:
+def _read_table(lines: list[_Line], start: int, header: tuple[list[_Column], int], ctx: ParseContext) -> _Table:
     """Read items and totals from the lines after the header at ``lines[start]``."""
     columns, span = header
     table = _Table(used=set(range(start, start + span)))
@@ -603,7 +603,7 @@ def _read_table(lines: list[_Line], start: int, header: tuple[list[_Column], int
     return table
 
 
-def _read_item(table: _Table, row: _Row, ctx: _Context, index: int) -> tuple[POLine, _Line, _Cell] | None:
+def _read_item(table: _Table, row: _Row, ctx: ParseContext, index: int) -> tuple[POLine, _Line, _Cell] | None:
     """Add the row as an item if it is one; return what a wrapped description line needs."""
     item = _item(row, ctx, line_no=len(table.lines) + 1, issues=table.issues)
     if item is None:
@@ -615,16 +615,16 @@ def _read_item(table: _Table, row: _Row, ctx: _Context, index: int) -> tuple[POL
     return (item, row.line, descriptions[0]) if descriptions else None
 
 
-def _summary(row: _Row, ctx: _Context) -> tuple[str, Decimal, list[str]] | None:
+def _summary(row: _Row, ctx: ParseContext) -> tuple[str, Decimal, list[str]] | None:
     """``(kind, amount, texts)`` if the row is a totals line (``kind="carry"`` for page totals)."""
     cells = row.line.cells
     for position, cell in enumerate(cells):
         if len(cell.text) > 60:
             continue
         label, amount_text = _label_and_amount(cell.text, ctx)
-        if _norm(label) in _CARRY_LABELS:
+        if normalize_label(label) in _CARRY_LABELS:
             return None if _looks_like_item(row, cell, exact=False, ctx=ctx) else ("carry", Decimal(0), [])
-        hit = _lookup(label, _SUMMARY_INDEX, prefix=True, suffix=True)
+        hit = lookup_synonym(label, SUMMARY_INDEX, prefix=True, suffix=True)
         if hit is None:
             continue
         if _looks_like_item(row, cell, exact=hit[2], ctx=ctx):
@@ -640,7 +640,7 @@ def _summary(row: _Row, ctx: _Context) -> tuple[str, Decimal, list[str]] | None:
     return None
 
 
-def _label_and_amount(text: str, ctx: _Context) -> tuple[str, str | None]:
+def _label_and_amount(text: str, ctx: ParseContext) -> tuple[str, str | None]:
     """Split ``Label: 12.00`` or ``Total EUR 1.234,56`` into the label and the amount text."""
     label, sep, rest = text.partition(":")
     if sep:
@@ -654,7 +654,7 @@ def _label_and_amount(text: str, ctx: _Context) -> tuple[str, str | None]:
     return text, None
 
 
-def _looks_like_item(row: _Row, label_cell: _Cell, *, exact: bool, ctx: _Context) -> bool:
+def _looks_like_item(row: _Row, label_cell: _Cell, *, exact: bool, ctx: ParseContext) -> bool:
     """Guard items such as ``SHIP-1 | Shipping box | 10`` (same rule as the spreadsheet reader)."""
     label_column = row.column_of(label_cell)
 
@@ -686,7 +686,7 @@ def _apply_summary(table: _Table, outcome: tuple[str, Decimal, list[str]]) -> bo
     return False
 
 
-def _item(row: _Row, ctx: _Context, *, line_no: int, issues: list[Issue]) -> POLine | None:
+def _item(row: _Row, ctx: ParseContext, *, line_no: int, issues: list[Issue]) -> POLine | None:
     """A POLine if the row has an SKU or description and at least one number."""
     sku, description = row.text("sku"), row.text("description")
     if sku is None and description is None:
@@ -717,7 +717,7 @@ def _continue_description(row: _Row, last: tuple[POLine, _Line, _Cell]) -> bool:
     return True
 
 
-def _find_table(lines: list[_Line], ctx: _Context) -> tuple[_Table, list[_Column]] | None:
+def _find_table(lines: list[_Line], ctx: ParseContext) -> tuple[_Table, list[_Column]] | None:
     """The first header candidate (most columns first) whose table yields items."""
     candidates = [(i, found) for i in range(len(lines)) if (found := _header_at(lines, i)) is not None]
     candidates.sort(key=lambda c: (-len(_fields(c[1][0])), c[0]))
@@ -743,7 +743,7 @@ _EXTRA_LABELS: dict[str, tuple[str, ...]] = {
         "rechnungsdatum", "date de facture", "fecha de factura", "factuurdatum",
     ),
 }
-_FIELD_INDEX = {**_index(_EXTRA_LABELS), **_LABEL_INDEX}
+_FIELD_INDEX = {**synonym_index(_EXTRA_LABELS), **LABEL_INDEX}
 _CURRENCY_HINT_RE = re.compile(
     r"\b(?:currency|amounts? in|prices? in|w[äa]hrung|devise|moneda|valuta)\b", re.IGNORECASE
 )
@@ -752,7 +752,7 @@ _PO_PREFIX_RE = re.compile(r"^(?:#|no\.?|nr\.?|n[°º])\s*", re.IGNORECASE)
 
 
 def _field_label(text: str) -> str | None:
-    hit = _lookup(text, _FIELD_INDEX, prefix=False)
+    hit = lookup_synonym(text, _FIELD_INDEX, prefix=False)
     return hit[0] if hit else None
 
 
@@ -849,7 +849,7 @@ def _po_from_title(lines: list[_Line], skip: set[int], found: dict[str, str]) ->
         if i in skip:
             continue
         for cell in line.cells:
-            m = _TITLE_PO_RE.search(cell.text) or _PO_TITLE_RE.search(cell.text)
+            m = TITLE_PO_RE.search(cell.text) or _PO_TITLE_RE.search(cell.text)
             if m:
                 found["po_number"] = m.group(1)
                 return
@@ -898,7 +898,7 @@ def extract_pdf_po(doc: PdfDocument) -> ParsedPO | None:
     lines = [line for line in _document_lines(doc) if line.cells]
     if not lines:
         return None
-    ctx = _Context(decimal_comma=guess_decimal_comma(c.text for line in lines for c in line.cells))
+    ctx = ParseContext(decimal_comma=guess_decimal_comma(c.text for line in lines for c in line.cells))
     found = _find_table(lines, ctx)
     if found is None:
         return None

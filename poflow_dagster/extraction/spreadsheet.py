@@ -45,6 +45,16 @@ from poflow_dagster.extraction.numbers import (
 )
 
 __all__ = [
+    # Shared with the PDF extractor: the multilingual vocabulary and the table-reading context.
+    "COLUMN_INDEX",
+    "LABEL_INDEX",
+    "SUMMARY_INDEX",
+    "TITLE_PO_RE",
+    "ParseContext",
+    "header_columns",
+    "lookup_synonym",
+    "normalize_label",
+    "synonym_index",
     "MAX_COLUMNS",
     "MAX_ROWS",
     "MAX_XLSX_UNCOMPRESSED_BYTES",
@@ -69,7 +79,7 @@ Cell = object  # str | int | float | Decimal | date | datetime | None
 Row = list[Cell]
 
 
-# --- vocabulary (all entries are written in normalised form, see _norm) -------------------
+# --- vocabulary (all entries are written in normalised form, see normalize_label) -------------------
 
 COLUMN_SYNONYMS: dict[str, tuple[str, ...]] = {
     "sku": (
@@ -250,7 +260,7 @@ SUMMARY_LABELS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _index(table: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, int]]:
+def synonym_index(table: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, int]]:
     """Map each normalised synonym to (field, rank); the first field listing it wins."""
     out: dict[str, tuple[str, int]] = {}
     for name, synonyms in table.items():
@@ -259,9 +269,9 @@ def _index(table: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, int]]:
     return out
 
 
-_COLUMN_INDEX = _index(COLUMN_SYNONYMS)
-_LABEL_INDEX = _index(HEADER_FIELD_LABELS)
-_SUMMARY_INDEX = _index(SUMMARY_LABELS)
+COLUMN_INDEX = synonym_index(COLUMN_SYNONYMS)
+LABEL_INDEX = synonym_index(HEADER_FIELD_LABELS)
+SUMMARY_INDEX = synonym_index(SUMMARY_LABELS)
 _LOWER_ISO = frozenset(code.lower() for code in ISO_CURRENCIES)
 
 
@@ -272,7 +282,7 @@ _EXCEL_TEXT_RE = re.compile(r'="(.*)"')
 
 
 @functools.lru_cache(maxsize=8192)
-def _norm(text: str) -> str:
+def normalize_label(text: str) -> str:
     """Normalise a label: case, accents, punctuation, ``#``/``N°``, units and codes removed.
 
     ``"Prix unitaire (EUR)"`` -> ``"prix unitaire"``, ``"N° de commande"`` ->
@@ -289,7 +299,7 @@ def _norm(text: str) -> str:
     return " ".join(tokens)
 
 
-def _lookup(
+def lookup_synonym(
     text: str, index: dict[str, tuple[str, int]], *, prefix: bool, suffix: bool = False
 ) -> tuple[str, int, bool] | None:
     """Find ``text`` in a synonym index.
@@ -298,7 +308,7 @@ def _lookup(
     (``"Unit price excl. VAT"`` -> ``unit price``), then the longest it ends with
     (``"County tax"`` -> ``tax``). Returns (field, rank, exact) or None.
     """
-    key = _norm(text)
+    key = normalize_label(text)
     if not key:
         return None
     if key in index:
@@ -359,7 +369,7 @@ _QTY_TIMES_RE = re.compile(r"^x\s*", re.IGNORECASE)
 
 
 @dataclass
-class _Context:
+class ParseContext:
     """Document-wide parsing settings and collected issues."""
 
     decimal_comma: bool | None
@@ -398,7 +408,7 @@ def _match_header(row: Sequence[Cell]) -> dict[str, tuple[int, int, bool]]:
     for col, value in enumerate(row):
         if not isinstance(value, str) or len(value) > 60:
             continue
-        hit = _lookup(value, _COLUMN_INDEX, prefix=True)
+        hit = lookup_synonym(value, COLUMN_INDEX, prefix=True)
         if hit is None:
             continue
         name, rank, exact = hit
@@ -408,14 +418,14 @@ def _match_header(row: Sequence[Cell]) -> dict[str, tuple[int, int, bool]]:
     return best
 
 
-def _header_columns(row: Sequence[Cell]) -> dict[str, int] | None:
+def header_columns(row: Sequence[Cell]) -> dict[str, int] | None:
     """Column mapping if ``row`` qualifies as the item header, else None."""
     best = _match_header(row)
     columns = {name: col for name, (col, _, _) in best.items()}
     # An "Item"/"Artikel" column next to a real description column is the item code.
     if "sku" not in columns and "description" in columns:
         for col, value in enumerate(row):
-            if isinstance(value, str) and col not in columns.values() and _norm(value) in _ITEM_AS_SKU:
+            if isinstance(value, str) and col not in columns.values() and normalize_label(value) in _ITEM_AS_SKU:
                 columns["sku"] = col
                 break
     has_name = "sku" in columns or "description" in columns
@@ -427,7 +437,7 @@ def _find_header(rows: Sequence[Row]) -> _Header | None:
     """The row (within HEADER_SCAN_ROWS) with the most distinct column synonyms."""
     best: _Header | None = None
     for index, row in enumerate(rows[:HEADER_SCAN_ROWS]):
-        columns = _header_columns(row)
+        columns = header_columns(row)
         if columns is not None and (best is None or len(columns) > len(best.columns)):
             best = _Header(index, columns)
     return best
@@ -437,7 +447,7 @@ def _find_header(rows: Sequence[Row]) -> _Header | None:
 
 
 def _is_label(value: Cell) -> bool:
-    return isinstance(value, str) and _lookup(value.partition(":")[0], _LABEL_INDEX, prefix=False) is not None
+    return isinstance(value, str) and lookup_synonym(value.partition(":")[0], LABEL_INDEX, prefix=False) is not None
 
 
 def _read_header_fields(rows: Sequence[Row]) -> dict[str, Cell]:
@@ -453,7 +463,7 @@ def _read_header_fields(rows: Sequence[Row]) -> dict[str, Cell]:
             if not isinstance(value, str) or not value.strip():
                 continue
             label, sep, inline = value.partition(":")
-            hit = _lookup(label, _LABEL_INDEX, prefix=False)
+            hit = lookup_synonym(label, LABEL_INDEX, prefix=False)
             if hit is None or hit[0] in found:
                 continue
             field_value: Cell = inline.strip() or None
@@ -469,7 +479,7 @@ def _read_header_fields(rows: Sequence[Row]) -> dict[str, Cell]:
     return found
 
 
-_TITLE_PO_RE = re.compile(
+TITLE_PO_RE = re.compile(
     r"\b(?:purchase order|PO|bestellung|commande|pedido|ordine|bestelling)\s*"
     r"(?:no\.?|nr\.?|number|n[°º]|#)\s*:?\s*([A-Z0-9][\w\-/.]*\d[\w\-/]*)",
     re.IGNORECASE,
@@ -481,7 +491,7 @@ def _po_number_from_title(rows: Sequence[Row]) -> dict[str, Cell]:
     for row in rows:
         for value in row:
             if isinstance(value, str):
-                m = _TITLE_PO_RE.search(value)
+                m = TITLE_PO_RE.search(value)
                 if m:
                     return {"po_number": m.group(1)}
     return {}
@@ -496,13 +506,13 @@ class _Summary:
     amount: Decimal | None
 
 
-def _summary_row(row: Row, header: _Header, ctx: _Context) -> _Summary | None:
+def _summary_row(row: Row, header: _Header, ctx: ParseContext) -> _Summary | None:
     """If ``row`` is a subtotal/tax/shipping/total (etc.) row, return its kind and amount."""
     for col, value in enumerate(row):
         if not isinstance(value, str) or not value.strip() or len(value) > 60:
             continue
         label, sep, inline = value.partition(":")
-        hit = _lookup(label, _SUMMARY_INDEX, prefix=True, suffix=True)
+        hit = lookup_synonym(label, SUMMARY_INDEX, prefix=True, suffix=True)
         if hit is None:
             continue
         kind, _, exact = hit
@@ -517,7 +527,7 @@ def _summary_row(row: Row, header: _Header, ctx: _Context) -> _Summary | None:
     return None
 
 
-def _looks_like_item(row: Row, header: _Header, *, label_col: int, exact: bool, ctx: _Context) -> bool:
+def _looks_like_item(row: Row, header: _Header, *, label_col: int, exact: bool, ctx: ParseContext) -> bool:
     """Guard against items such as ``SHIP-1 | Shipping box | 10`` being read as totals.
 
     A label that merely starts/ends with a keyword ("Shipping box large") is an item
@@ -597,7 +607,7 @@ def extract_rows(
             "no item table found: expected a header row with a description or SKU column "
             "and a quantity or price column",
         )
-    ctx = _Context(decimal_comma=guess_decimal_comma(c for row in rows for c in row))
+    ctx = ParseContext(decimal_comma=guess_decimal_comma(c for row in rows for c in row))
     po = ParsedPO(source_format=source_format, extractor="spreadsheet")
 
     _apply_header_fields(po, _read_header_fields(rows[: header.row_index]), ctx)
@@ -613,7 +623,7 @@ def extract_rows(
             continue
         line = _item_line(row, cols, ctx, line_no=len(po.lines) + 1)
         if line is None:
-            if _header_columns(row) is None:  # a repeated header (printed pages) is not news
+            if header_columns(row) is None:  # a repeated header (printed pages) is not news
                 skipped += 1
             continue
         po.lines.append(line)
@@ -638,7 +648,7 @@ def extract_rows(
     return po
 
 
-def _apply_header_fields(po: ParsedPO, fields: dict[str, Cell], ctx: _Context) -> None:
+def _apply_header_fields(po: ParsedPO, fields: dict[str, Cell], ctx: ParseContext) -> None:
     """Fill po_number / supplier / date / currency from the header fields."""
     po.po_number = _text(fields.get("po_number"))
     po.supplier_name = _text(fields.get("supplier_name"))
@@ -655,7 +665,7 @@ def _apply_header_fields(po: ParsedPO, fields: dict[str, Cell], ctx: _Context) -
             ctx.issues.append(Issue(code="UNREADABLE_CURRENCY", message=f"unknown currency {str(raw_currency)!r}"))
 
 
-def _apply_summary(po: ParsedPO, summary: _Summary, ctx: _Context) -> None:
+def _apply_summary(po: ParsedPO, summary: _Summary, ctx: ParseContext) -> None:
     """Store a totals-block value (taxes and shipping add up, the last total wins)."""
     amount = _money(summary.amount)
     if amount is None:
@@ -674,7 +684,7 @@ def _apply_summary(po: ParsedPO, summary: _Summary, ctx: _Context) -> None:
         )
 
 
-def _item_line(row: Row, cols: dict[str, int], ctx: _Context, *, line_no: int) -> POLine | None:
+def _item_line(row: Row, cols: dict[str, int], ctx: ParseContext, *, line_no: int) -> POLine | None:
     """Build a POLine from an item row, or None if the row is not an item."""
     sku = _text(_cell(row, cols.get("sku")))
     description = _text(_cell(row, cols.get("description")))
@@ -709,7 +719,7 @@ def _item_line(row: Row, cols: dict[str, int], ctx: _Context, *, line_no: int) -
     )
 
 
-def _check(po: ParsedPO, ctx: _Context) -> None:
+def _check(po: ParsedPO, ctx: ParseContext) -> None:
     """Completeness warnings for reviewers (arithmetic is checked for every format by ``reconcile``)."""
     for name, code in (
         ("po_number", "MISSING_PO_NUMBER"),
