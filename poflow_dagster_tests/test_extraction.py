@@ -470,3 +470,53 @@ def test_damaged_inputs_only_raise_poflow_errors(sample_paths: dict[str, Path], 
 def test_a_5mb_single_line_is_refused_clearly(tmp_path: Path, content: bytes) -> None:
     error = error_of(write(tmp_path, "po.csv", content))
     assert error.code == "line_too_long" and "\n" not in error.message
+
+
+def test_quoted_multiline_descriptions(tmp_path: Path) -> None:
+    content = 'SKU,Description,Qty,Unit Price\nA-1,"Widget\nblue, large",2,5.00\nB-2,"Gadget ""pro""",1,3.50\n'
+    po = extract_file(write(tmp_path, "po.csv", content))
+    assert [(l.sku, l.description, l.quantity) for l in po.lines] == [
+        ("A-1", "Widget blue, large", Decimal("2")), ("B-2", 'Gadget "pro"', Decimal("1"))]
+
+
+def test_erp_export_with_po_fields_repeated_on_every_row(tmp_path: Path) -> None:
+    content = (
+        "PO Number,Order Date,Vendor,Currency,Item No,Description,Qty,Unit Cost,Amount\n"
+        "PO-9001,2026-04-02,Fabrikam Ltd,CAD,00017,Bolt,10,0.50,5.00\n"
+        "PO-9001,2026-04-02,Fabrikam Ltd,CAD,00018,Nut,20,0.25,5.00\n"
+        "PO-9001,2026-04-02,Fabrikam Ltd,CAD,00019,Washer,100,0.05,5.00\n"
+    )
+    po = extract_file(write(tmp_path, "export.csv", content))
+    assert (po.po_number, po.supplier_name, po.currency) == ("PO-9001", "Fabrikam Ltd", "CAD")
+    assert po.order_date == dt.date(2026, 4, 2)
+    assert [l.sku for l in po.lines] == ["00017", "00018", "00019"]
+    assert [l.line_total for l in po.lines] == [Decimal("5.00")] * 3
+
+
+def test_xlsx_with_merged_cells(tmp_path: Path) -> None:
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    ws = wb.active
+    ws["A1"] = "Purchase Order PO-4242"
+    ws.merge_cells("A1:E1")
+    ws["A2"], ws["B2"] = "Supplier:", "Contoso GmbH"
+    ws.merge_cells("B2:E2")
+    ws.append(["SKU", "Description", None, "Qty", "Unit Price"])
+    ws.merge_cells("B3:C3")  # the description header spans two columns
+    ws.append(["X-1", "Merged description", None, 3, 2.5])
+    ws.merge_cells("B4:C4")
+    ws.append(["X-2", "Plain", None, 1, 10])
+    ws.merge_cells("B5:C5")
+    path = tmp_path / "merged.xlsx"
+    wb.save(path)
+    po = extract_file(path)
+    assert (po.po_number, po.supplier_name) == ("PO-4242", "Contoso GmbH")
+    assert [(l.sku, l.description, l.quantity, l.unit_cost) for l in po.lines] == [
+        ("X-1", "Merged description", Decimal("3"), Decimal("2.5")), ("X-2", "Plain", Decimal("1"), Decimal("10"))]
+
+
+def test_a_file_with_several_pos_is_refused(tmp_path: Path) -> None:
+    content = "PO Number,Item No,Description,Qty,Unit Cost\nPO-1,A,a,1,1.00\nPO-2,B,b,1,1.00\n"
+    error = error_of(write(tmp_path, "two.csv", content))
+    assert error.code == "multiple_pos" and "PO-1, PO-2" in error.message

@@ -851,7 +851,7 @@ def _po_from_title(lines: list[_Line], skip: set[int], found: dict[str, str]) ->
         for cell in line.cells:
             m = TITLE_PO_RE.search(cell.text) or _PO_TITLE_RE.search(cell.text)
             if m:
-                found["po_number"] = m.group(1)
+                found["po_number"] = next(g for g in m.groups() if g)
                 return
 
 

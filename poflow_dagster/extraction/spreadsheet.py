@@ -342,7 +342,7 @@ def _text(value: Cell) -> str | None:
         return str(int(value))
     if isinstance(value, (int, float, Decimal)):
         return format(to_decimal(value), "f")
-    text = str(value).strip()
+    text = " ".join(str(value).split())  # one line of plain text: a quoted multi-line cell becomes one line
     m = _EXCEL_TEXT_RE.fullmatch(text) if text.startswith("=") else None  # Excel's keep-zeros trick
     if m:
         text = m.group(1).strip()
@@ -481,7 +481,9 @@ def _read_header_fields(rows: Sequence[Row]) -> dict[str, Cell]:
 
 TITLE_PO_RE = re.compile(
     r"\b(?:purchase order|PO|bestellung|commande|pedido|ordine|bestelling)\s*"
-    r"(?:no\.?|nr\.?|number|n[°º]|#)\s*:?\s*([A-Z0-9][\w\-/.]*\d[\w\-/]*)",
+    r"(?:(?:no\.?|nr\.?|number|n[°º]|#)\s*:?\s*([A-Z0-9][\w\-/.]*\d[\w\-/]*)"
+    # "Purchase Order PO-4242": no "No."/"#", but an id that starts with letters (not a date or a year)
+    r"|([A-Z]{1,6}[-/]?\d[\w\-/]*))",
     re.IGNORECASE,
 )
 
@@ -493,7 +495,7 @@ def _po_number_from_title(rows: Sequence[Row]) -> dict[str, Cell]:
             if isinstance(value, str):
                 m = TITLE_PO_RE.search(value)
                 if m:
-                    return {"po_number": m.group(1)}
+                    return {"po_number": m.group(1) or m.group(2)}
     return {}
 
 
@@ -610,7 +612,10 @@ def extract_rows(
     ctx = ParseContext(decimal_comma=guess_decimal_comma(c for row in rows for c in row))
     po = ParsedPO(source_format=source_format, extractor="spreadsheet")
 
-    _apply_header_fields(po, _read_header_fields(rows[: header.row_index]), ctx)
+    fields = _read_header_fields(rows[: header.row_index])
+    for name, value in _fields_repeated_on_rows(rows, header).items():
+        fields.setdefault(name, value)
+    _apply_header_fields(po, fields, ctx)
 
     cols = header.columns
     skipped = 0
@@ -646,6 +651,28 @@ def extract_rows(
     _check(po, ctx)
     po.issues[:0] = ctx.issues
     return po
+
+
+def _fields_repeated_on_rows(rows: Sequence[Row], header: _Header) -> dict[str, Cell]:
+    """PO number / supplier / date / currency given as columns of the item table (ERP exports repeat
+    them on every row). A file holding several POs is refused: one PO per upload."""
+    header_row = rows[header.row_index]
+    columns: dict[str, int] = {}
+    for col, value in enumerate(header_row):
+        if isinstance(value, str) and col not in header.columns.values():
+            hit = lookup_synonym(value.partition(":")[0], LABEL_INDEX, prefix=False)
+            if hit is not None:
+                columns.setdefault(hit[0], col)
+    found: dict[str, Cell] = {}
+    for name, col in columns.items():
+        values = [_cell(row, col) for row in rows[header.row_index + 1 :]]
+        distinct = list(dict.fromkeys(_text(v) for v in values if _text(v) is not None))
+        if name == "po_number" and len(distinct) > 1:
+            shown = ", ".join(distinct[:3]) + (", …" if len(distinct) > 3 else "")
+            raise PoflowError("multiple_pos", f"the file holds {len(distinct)} purchase orders ({shown}); upload one PO per file")
+        if distinct:
+            found[name] = next(v for v in values if _text(v) == distinct[0])
+    return found
 
 
 def _apply_header_fields(po: ParsedPO, fields: dict[str, Cell], ctx: ParseContext) -> None:
