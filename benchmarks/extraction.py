@@ -25,8 +25,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from poflow_dagster.domain.models import ParsedPO  # noqa: E402
 from poflow_dagster.extraction import extract_file  # noqa: E402
 from poflow_dagster.samples import SAMPLES, generate_samples  # noqa: E402
-from poflow_dagster_tests import edi_fixtures as edi  # noqa: E402
-from poflow_dagster_tests import pdf_fixtures as pdfs  # noqa: E402
+from poflow_dagster.samples import edi_documents as edi  # noqa: E402
+from poflow_dagster.samples import pdf_documents as pdfs  # noqa: E402
 
 FIELDS = ("po_number", "supplier_name", "order_date", "currency", "subtotal", "tax", "shipping", "total")
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.extraction.pdf import extract_pdf_po, is_scanned, read_pdf, render_pages_png
-from poflow_dagster_tests.pdf_fixtures import (
+from poflow_dagster.samples.pdf_documents import (
     POSpec,
     euro_po_spec,
     long_date_po_spec,

@@ -12,7 +12,7 @@ from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import ParsedPO
 from poflow_dagster.extraction.sniff import detect_format
 from poflow_dagster.extraction.ubl import extract_ubl
-from poflow_dagster_tests.edi_fixtures import (
+from poflow_dagster.samples.edi_documents import (
     ALL_DEFAULT,
     CII_NS,
     ODD_PREFIXES,

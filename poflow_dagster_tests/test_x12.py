@@ -12,7 +12,7 @@ from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import ParsedPO
 from poflow_dagster.extraction.sniff import detect_format
 from poflow_dagster.extraction.x12 import extract_x12_850, read_delimiters
-from poflow_dagster_tests.edi_fixtures import (
+from poflow_dagster.samples.edi_documents import (
     PIPE_NEWLINE,
     STAR_TILDE,
     TILDE_CRLF,
