@@ -100,6 +100,14 @@ _DOT_VOTE_RE = re.compile(r"\d,\d{3}\.\d|\d\.\d{1,2}(?!\d)(?![.,]\d)")
 _EN_GROUPED_RE = re.compile(r"\d,\d{3}\.\d")
 
 
+def as_money(value: Decimal | None) -> Decimal | None:
+    """Money with at least cents (``189.6`` -> ``189.60``); finer prices (``18.333``) are kept."""
+    if value is None or not value.is_finite():
+        return value
+    exponent = value.as_tuple().exponent
+    return value.quantize(Decimal("0.01")) if isinstance(exponent, int) and exponent > -2 else value
+
+
 def to_decimal(value: float | int | Decimal) -> Decimal:
     """Convert a native number (e.g. an xlsx cell) to Decimal without binary noise.
 

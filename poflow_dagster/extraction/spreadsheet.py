@@ -36,6 +36,7 @@ from pathlib import Path
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import Issue, ParsedPO, POLine
 from poflow_dagster.extraction.numbers import (
+    as_money,
     ISO_CURRENCIES,
     detect_currency,
     guess_decimal_comma,
@@ -349,12 +350,6 @@ def _text(value: Cell) -> str | None:
     return text or None
 
 
-def _money(value: Decimal | None) -> Decimal | None:
-    """Show money with at least cents (``189.6`` -> ``189.60``); finer prices are kept."""
-    if value is None or not value.is_finite():
-        return value
-    exponent = value.as_tuple().exponent
-    return value.quantize(CENT) if isinstance(exponent, int) and exponent > -2 else value
 
 
 def _is_blank(row: Sequence[Cell]) -> bool:
@@ -694,7 +689,7 @@ def _apply_header_fields(po: ParsedPO, fields: dict[str, Cell], ctx: ParseContex
 
 def _apply_summary(po: ParsedPO, summary: _Summary, ctx: ParseContext) -> None:
     """Store a totals-block value (taxes and shipping add up, the last total wins)."""
-    amount = _money(summary.amount)
+    amount = as_money(summary.amount)
     if amount is None:
         return
     if summary.kind == "subtotal" and po.subtotal is None:
@@ -730,7 +725,7 @@ def _item_line(row: Row, cols: dict[str, int], ctx: ParseContext, *, line_no: in
                 )
             )
     quantity = parsed["quantity"]
-    unit_cost, line_total = _money(parsed["unit_cost"]), _money(parsed["line_total"])
+    unit_cost, line_total = as_money(parsed["unit_cost"]), as_money(parsed["line_total"])
 
     if line_total is None and quantity is not None and unit_cost is not None:
         line_total = (quantity * unit_cost).quantize(CENT, rounding=ROUND_HALF_UP)

@@ -22,7 +22,7 @@ Mapping (``Order`` / ``Invoice``):
   level freight charges (``ChargeIndicator`` true) -> shipping.
 
 Errors (:class:`PoflowError`): ``malformed_xml``, ``unsafe_xml``, ``unsupported_xml``,
-``no_line_items``; never a raw exception.
+``no_line_items``.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import defusedxml
 import defusedxml.ElementTree as safe_et
 
 from poflow_dagster.domain.errors import PoflowError
+from poflow_dagster.extraction.numbers import as_money
 from poflow_dagster.domain.models import Issue, ParsedPO, POLine
 
 __all__ = ["NAMESPACES", "extract_ubl"]
@@ -160,12 +161,6 @@ def _find_text(el: Element, path: str) -> str | None:
     return _text(el.find(path, NAMESPACES))
 
 
-def _money(value: Decimal | None) -> Decimal | None:
-    """Show money with at least cents (``189.6`` -> ``189.60``); finer prices are kept."""
-    if value is None:
-        return None
-    exponent = value.as_tuple().exponent
-    return value.quantize(CENT) if isinstance(exponent, int) and exponent > -2 else value
 
 
 def _iso_date(raw: str) -> dt.date | None:
@@ -196,7 +191,7 @@ class _Reader:
             self.issues.append(Issue(code="UNREADABLE_NUMBER", message=f"could not read {what} {raw!r}"))
             return None
         value = Decimal(raw)
-        return _money(value) if money else value
+        return as_money(value) if money else value
 
     # header
 
@@ -282,7 +277,7 @@ class _Reader:
             return price
         message = f"line {line_no}: price {format(price, 'f')} is for {format(base, 'f')} units (cbc:BaseQuantity)"
         self.issues.append(Issue(code="PRICE_PER_BASE_QUANTITY", severity="info", message=message))
-        return _money((price / base).quantize(_PRICE_PLACES, rounding=ROUND_HALF_UP).normalize())
+        return as_money((price / base).quantize(_PRICE_PLACES, rounding=ROUND_HALF_UP).normalize())
 
     # totals
 
@@ -328,7 +323,7 @@ class _Reader:
         if others:
             message = f"allowances/charges not mapped to shipping: {', '.join(others)}"
             self.issues.append(Issue(code="CHARGES_NOT_APPLIED", message=message))
-        return _money(sum(freight, Decimal(0))) if freight else None
+        return as_money(sum(freight, Decimal(0))) if freight else None
 
 
 def _is_charge(charge: Element) -> bool:
@@ -367,20 +362,8 @@ def extract_ubl(data: bytes) -> ParsedPO:
     """Extract a purchase order from a UBL 2.x Order or Invoice document.
 
     Raises :class:`PoflowError` with ``malformed_xml``, ``unsafe_xml``,
-    ``unsupported_xml`` or ``no_line_items``; never a raw exception.
+    ``unsupported_xml`` or ``no_line_items``.
     """
-    try:
-        return _extract(data)
-    except PoflowError:
-        raise
-    except Exception as exc:  # a bug, not the input: keep the cause for the logs
-        raise PoflowError(
-            "extraction_failed", f"could not read the UBL document: unexpected {type(exc).__name__}"
-        ) from exc
-
-
-def _extract(data: bytes) -> ParsedPO:
-    """Parse, identify the document, read header, lines and totals."""
     doc, layout = _document(_parse(data))
     reader = _Reader(doc, layout)
     po = ParsedPO(source_format="ubl", extractor="ubl")

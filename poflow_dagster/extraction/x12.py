@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 
 from poflow_dagster.domain.errors import PoflowError
+from poflow_dagster.extraction.numbers import as_money
 from poflow_dagster.domain.models import Issue, ParsedPO, POLine
 
 __all__ = ["ISA_LENGTH", "Delimiters", "extract_x12_850", "read_delimiters", "split_segments"]
@@ -216,12 +217,6 @@ def _implied_cents(raw: str) -> Decimal | None:
     return Decimal(raw).scaleb(-2) if re.fullmatch(r"[+-]?\d+", raw) else None
 
 
-def _money(value: Decimal | None) -> Decimal | None:
-    """Show money with at least cents (``189.6`` -> ``189.60``); finer prices are kept."""
-    if value is None:
-        return None
-    exponent = value.as_tuple().exponent
-    return value.quantize(CENT) if isinstance(exponent, int) and exponent > -2 else value
 
 
 def _edi_date(raw: str) -> dt.date | None:
@@ -414,7 +409,7 @@ class _Reader:
                 )
             )
             price = price / divisor
-        unit_cost = _money(price)
+        unit_cost = as_money(price)
         line_total = None
         if quantity is not None and unit_cost is not None:
             line_total = (quantity * unit_cost).quantize(CENT, rounding=ROUND_HALF_UP)
@@ -460,10 +455,10 @@ class _Reader:
         """Tax from TXI, shipping from freight SAC charges; other charges are reported."""
         taxes = self.header_taxes or self.line_taxes
         if taxes:
-            self.po.tax = _money(sum(taxes, Decimal(0)))
+            self.po.tax = as_money(sum(taxes, Decimal(0)))
         amounts = [c.amount for c in self.header_charges if _is_freight(c) and c.amount is not None]
         if amounts:
-            self.po.shipping = _money(sum(amounts, Decimal(0)))
+            self.po.shipping = as_money(sum(amounts, Decimal(0)))
         others = [c for c in self.header_charges if not _is_freight(c) and c.indicator in ("A", "C")]
         if others:
             listed = ", ".join(_describe_charge(c) for c in others)
@@ -479,7 +474,7 @@ class _Reader:
         if value is None:
             self._unreadable(what, raw)
             return None
-        return _money(value) if money else value
+        return as_money(value) if money else value
 
     def _unreadable(self, what: str, raw: str) -> None:
         """Record that a value could not be read."""
@@ -507,20 +502,8 @@ def extract_x12_850(text: str) -> ParsedPO:
     """Extract the first X12 850 purchase order in an interchange.
 
     Raises :class:`PoflowError` with ``malformed_edi``, ``unsupported_edi_transaction``
-    or ``no_line_items``; never a raw exception.
+    or ``no_line_items``.
     """
-    try:
-        return _extract(text)
-    except PoflowError:
-        raise
-    except Exception as exc:  # a bug, not the input: keep the cause for the logs
-        raise PoflowError(
-            "extraction_failed", f"could not read the X12 850: unexpected {type(exc).__name__}"
-        ) from exc
-
-
-def _extract(text: str) -> ParsedPO:
-    """Envelope -> first 850 set -> ParsedPO."""
     text = text.lstrip("\ufeff \t\r\n")
     delimiters = read_delimiters(text)
     chosen, issues = _pick_850(_transaction_sets(split_segments(text, delimiters)))

@@ -30,19 +30,27 @@ _DOCUMENTS = {
 }
 
 
-def _edi_expectation(spec: edi_documents.OrderSpec, *, subtotal_stated: bool) -> dict:
+def _edi_expectation(spec: edi_documents.OrderSpec, source_format: str, *, subtotal_stated: bool) -> dict:
     lines_sum = sum(((l.quantity * l.unit_price).quantize(Decimal("0.01")) for l in spec.lines), Decimal(0))
-    return {"po_number": spec.po_number, "supplier_name": spec.supplier, "currency": spec.currency,
-            "line_count": len(spec.lines), "subtotal": lines_sum if subtotal_stated else None}
+    return {
+        "po_number": spec.po_number, "supplier_name": spec.supplier, "order_date": spec.order_date,
+        "currency": spec.currency, "source_format": source_format, "line_count": len(spec.lines),
+        "skus": [l.sku for l in spec.lines], "lines_sum": lines_sum,
+        "subtotal": lines_sum if subtotal_stated else None,  # an X12 850 states no subtotal
+        "tax": spec.tax, "shipping": spec.shipping, "total": lines_sum + (spec.tax or 0) + (spec.shipping or 0),
+    }
 
 
 SAMPLE_EXPECTATIONS: dict[str, dict] = {
     **SPREADSHEET_EXPECTATIONS,
-    "acme-supplies-po-1001.pdf": {"po_number": _PDF_SPEC.po_number, "supplier_name": _PDF_SPEC.supplier_name,
-                                  "currency": _PDF_SPEC.currency, "line_count": len(_PDF_SPEC.lines),
-                                  "subtotal": _PDF_SPEC.subtotal},
-    "northwind-po-004512.x12": _edi_expectation(_X12_SPEC, subtotal_stated=False),  # an 850 states no subtotal
-    "northwind-order-004613.xml": _edi_expectation(_UBL_SPEC, subtotal_stated=True),
+    "acme-supplies-po-1001.pdf": {
+        "po_number": _PDF_SPEC.po_number, "supplier_name": _PDF_SPEC.supplier_name, "order_date": _PDF_SPEC.order_date,
+        "currency": _PDF_SPEC.currency, "source_format": "pdf", "line_count": len(_PDF_SPEC.lines),
+        "skus": [l.sku for l in _PDF_SPEC.lines], "lines_sum": _PDF_SPEC.subtotal, "subtotal": _PDF_SPEC.subtotal,
+        "tax": _PDF_SPEC.tax, "shipping": _PDF_SPEC.shipping, "total": _PDF_SPEC.total,
+    },
+    "northwind-po-004512.x12": _edi_expectation(_X12_SPEC, "x12", subtotal_stated=False),
+    "northwind-order-004613.xml": _edi_expectation(_UBL_SPEC, "ubl", subtotal_stated=True),
 }
 
 

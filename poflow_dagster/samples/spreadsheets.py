@@ -87,6 +87,7 @@ class SamplePO:
             "line_count": len(self.lines),
             "skus": [line.sku for line in self.lines],
             "subtotal": self.subtotal,
+            "lines_sum": self.subtotal,
             "tax": self.tax,
             "shipping": self.shipping,
             "total": self.total,
