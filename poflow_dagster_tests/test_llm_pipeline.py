@@ -70,8 +70,9 @@ def test_scanned_pdf_is_read_by_the_llm_end_to_end(home, db, shop, instance, tmp
     client = redis.Redis.from_url(REDIS_URL)
     events = [json.loads(f[b"event"]) for _, f in client.xrevrange(STREAM_KEY, count=200)]
     client.close()
-    windows = sorted(e["message"] for e in events if e["upload_id"] == upload.id and e["status"] == "progress")
-    assert windows == ["window 1/3", "window 2/3", "window 3/3"]
+    windows = sorted((e["message"], e["progress_percent"]) for e in events
+                     if e["upload_id"] == upload.id and e["status"] == "progress")
+    assert windows == [("1/3", 6), ("2/3", 13), ("3/3", 20)]  # ai_parsing spans 0-20% of the workflow
 
 
 def test_a_scan_without_an_llm_fails_with_needs_ocr_or_llm(home, db, shop, instance, tmp_path):

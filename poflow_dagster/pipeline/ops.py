@@ -8,7 +8,7 @@ import dagster as dg
 
 from poflow_dagster.domain.models import ParsedPO
 from poflow_dagster.domain.reconcile import needs_review, review_reasons
-from poflow_dagster.domain.stages import STAGE_PROGRESS, Stage
+from poflow_dagster.domain.stages import Stage
 from poflow_dagster.parsing import parse_upload
 from poflow_dagster.pipeline.metadata import md_text, po_lines_markdown
 from poflow_dagster.pipeline.stage_runner import run_stage
@@ -16,10 +16,9 @@ from poflow_dagster.resources import DatabaseResource, LLMResource, ProgressReso
 from poflow_dagster.shopify.publish import publish_drafts
 from poflow_dagster.store.drafts import DraftRecord, create_drafts_for_po
 from poflow_dagster.store.purchase_orders import SavedPO, save_purchase_order
-from poflow_dagster.store.progress_bus import ProgressEvent
 from poflow_dagster.store.review import is_approved
 from poflow_dagster.store.uploads import merchant_for_upload, upload_info
-from poflow_dagster.store.workflow import mark_completed, mark_duplicate_po, mark_needs_review, set_progress
+from poflow_dagster.store.workflow import mark_completed, mark_duplicate_po, mark_needs_review
 
 #: For stages that call the network (LLM, Shopify): three more tries, 0.5 s, 1 s, 2 s apart (± jitter).
 NETWORK_RETRY = dg.RetryPolicy(max_retries=3, delay=0.5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
@@ -62,16 +61,11 @@ def ai_parsing(
     """
     database = db.database
     upload_id = context.partition_key
-
-    def window_done(done: int, total: int) -> None:
-        percent = STAGE_PROGRESS[Stage.AI_PARSING] * done // max(total, 1)
-        set_progress(database, upload_id, percent)
-        progress.publish(ProgressEvent(upload_id=upload_id, run_id=context.run_id, stage=Stage.AI_PARSING.value,
-                                       status="progress", progress_percent=percent, message=f"window {done}/{total}"))
-
     with run_stage(context, Stage.AI_PARSING, database, progress) as stage:
         upload = upload_info(database, upload_id)
-        outcome = parse_upload(database, upload, llm=llm.settings(), force=config.force_reparse, on_progress=window_done)
+        outcome = parse_upload(
+            database, upload, llm=llm.settings(), force=config.force_reparse, on_progress=stage.report_fraction
+        )
         parsed = outcome.parsed
         stage.items, stage.bytes = len(parsed.lines), upload.size_bytes
         stage.outcome = "reused" if outcome.reused else "success"

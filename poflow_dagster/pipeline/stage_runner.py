@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -13,7 +13,7 @@ from poflow_dagster.domain.stages import STAGE_PROGRESS, Stage
 from poflow_dagster.resources import ProgressResource
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.progress_bus import ProgressEvent
-from poflow_dagster.store.workflow import mark_failed, stage_finished, stage_started
+from poflow_dagster.store.workflow import mark_failed, set_progress, stage_finished, stage_started
 
 #: Failures worth retrying (the op's RetryPolicy decides how often); everything else is final.
 RETRYABLE_CODES = frozenset({"shopify_unreachable", "shopify_throttled"})
@@ -30,6 +30,8 @@ class StageRun:
     outcome: str = "success"  # or "skipped", or "reused" (an earlier run's result was still right)
     duration_ms: int = 0
     notes: list[str] = field(default_factory=list)
+    #: Progress inside the stage (e.g. LLM windows done): call with (done, total).
+    report_fraction: Callable[[int, int], None] = lambda done, total: None
 
     def metadata(self) -> dict[str, dg.RawMetadataValue]:
         meta: dict[str, dg.RawMetadataValue] = {
@@ -59,6 +61,15 @@ def run_stage(
     upload_id = context.partition_key
     run_id = context.run_id
     current = StageRun(stage=stage, attempt=context.retry_number + 1)
+
+    def report_fraction(done: int, total: int) -> None:
+        start, end = _percent(stage, done=False), _percent(stage, done=True)
+        percent = start + (end - start) * done // max(total, 1)
+        set_progress(db, upload_id, percent)
+        progress.publish(ProgressEvent(upload_id=upload_id, run_id=run_id, stage=stage.value, status="progress",
+                                       progress_percent=percent, message=f"{done}/{total}"))
+
+    current.report_fraction = report_fraction
     stage_started(db, upload_id, run_id, stage, current.attempt)
     _publish(progress, upload_id, run_id, stage, "started")
     try:
