@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from poflow_dagster.domain.models import ParsedPO  # noqa: E402
 from poflow_dagster.extraction import extract_file  # noqa: E402
-from poflow_dagster.samples import SAMPLES, generate_samples  # noqa: E402
+from poflow_dagster.samples.spreadsheets import SAMPLES, generate_samples  # noqa: E402
 from poflow_dagster.samples import edi_documents as edi  # noqa: E402
 from poflow_dagster.samples import pdf_documents as pdfs  # noqa: E402
 
