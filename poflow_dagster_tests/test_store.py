@@ -25,13 +25,13 @@ def _stored(sha: str = "a" * 64, name: str = "po.csv") -> StoredFile:
     return StoredFile(sha256=sha, size_bytes=10, mime_type="text/csv", stored_path=f"/tmp/{name}", original_filename=name)
 
 
-def _po(lines: list[tuple[str, str, str]], subtotal: str | None = None) -> ParsedPO:
+def _po(lines: list[tuple[str, str, str]], subtotal: str | None = None, po_number: str = "PO-1") -> ParsedPO:
     parsed = [
         POLine(line_no=i, sku=sku, description=f"item {sku}", quantity=Decimal(q), unit_cost=Decimal(c),
                line_total=Decimal(q) * Decimal(c))
         for i, (sku, q, c) in enumerate(lines, start=1)
     ]
-    return ParsedPO(po_number="PO-1", supplier_name="ACME  Corp", currency="USD", lines=parsed,
+    return ParsedPO(po_number=po_number, supplier_name="ACME  Corp", currency="USD", lines=parsed,
                     subtotal=Decimal(subtotal) if subtotal else None, source_format="csv", extractor="test")
 
 
@@ -97,7 +97,7 @@ def test_drafts_match_existing_sku_and_use_markup(db):
     assert [(d.sku, d.price, d.created) for d in out1.drafts] == [("A", Decimal("15.00"), True), ("B", Decimal("5.00"), True)]
     again = create_drafts_for_po(db, up1.id, po1)  # re-run: updates, never adds
     assert [d.created for d in again.drafts] == [False, False]
-    po2 = _po([("B", "5", "4.00")])
+    po2 = _po([("B", "5", "4.00")], po_number="PO-2")
     save_purchase_order(db, up2.id, po2)
     out2 = create_drafts_for_po(db, up2.id, po2)
     assert out2.drafts[0].id == out1.drafts[1].id and out2.drafts[0].price == Decimal("6.00")

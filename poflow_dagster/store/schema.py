@@ -66,6 +66,8 @@ class Upload(Base):
             sqlite_where=text("duplicate_of IS NULL"),
             postgresql_where=text("duplicate_of IS NULL"),
         ),
+        # The sensor's safety net looks for uploads nobody has requested a run for yet.
+        Index("ix_uploads_pending_run", "status", "run_requested_at"),
     )
 
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -84,6 +86,8 @@ class Upload(Base):
     #: A reviewer let a PO with error-severity issues continue (``poflow approve``).
     approved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     approved_by: Mapped[str | None] = mapped_column(String(200))
+    #: When a PO run was first requested (direct submit or ``upload_sensor``); ``NULL`` = nobody has yet.
+    run_requested_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -101,10 +105,13 @@ class ParseResult(Base):
 
 
 class PurchaseOrder(Base):
-    """A saved PO: exactly one per (non-duplicate) upload."""
+    """A saved PO: exactly one per (non-duplicate) upload, and one per merchant + supplier + PO number."""
 
     __tablename__ = "purchase_orders"
-    __table_args__ = (Index("ix_purchase_orders_merchant_po_number", "merchant_id", "po_number"),)
+    __table_args__ = (
+        # Two uploads of one supplier's PO number race to save: the database picks the one winner.
+        UniqueConstraint("merchant_id", "supplier_id", "po_number", name="uq_purchase_orders_merchant_supplier_po"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     upload_id: Mapped[str] = mapped_column(ForeignKey("uploads.id"), unique=True)
@@ -196,6 +203,11 @@ class WorkflowExecution(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     completed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    #: The latest Shopify read-back (``shopify_matches_drafts``): passed | failed | error | skipped.
+    #: Shown beside the status, never instead of it: a check never changes a completed PO's status.
+    verification_status: Mapped[str | None] = mapped_column(String(20))
+    verification_message: Mapped[str | None] = mapped_column(Text)
+    verified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
