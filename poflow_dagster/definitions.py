@@ -10,6 +10,7 @@ from poflow_dagster.pipeline.assets import purchase_order
 from poflow_dagster.pipeline.checks import po_saved_correctly, shopify_matches_drafts
 from poflow_dagster.pipeline.images import product_images
 from poflow_dagster.pipeline.jobs import image_job, po_job
+from poflow_dagster.pipeline.reconciler import workflow_reconciler
 from poflow_dagster.pipeline.sensors import image_attachment_sensor, po_failure_sensor, upload_sensor
 from poflow_dagster.resources import DatabaseResource, LLMResource, ProgressResource, ShopifyResource, StorageResource
 
@@ -31,7 +32,7 @@ defs = dg.Definitions(
     assets=[purchase_order, product_images],
     asset_checks=[po_saved_correctly, shopify_matches_drafts],
     jobs=[po_job, image_job],
-    sensors=[upload_sensor, po_failure_sensor, image_attachment_sensor],
+    sensors=[upload_sensor, po_failure_sensor, image_attachment_sensor, workflow_reconciler],
     resources={
         "db": DatabaseResource(),
         "storage": StorageResource(),

@@ -10,7 +10,7 @@ from poflow_dagster.definitions import defs
 def test_definitions_load_with_everything_wired():
     repo = defs.get_repository_def()
     assert {"po_job", "image_job"} <= {job.name for job in repo.get_all_jobs()}
-    assert {s.name for s in defs.sensors} == {"upload_sensor", "po_failure_sensor", "image_attachment_sensor"}
+    assert {s.name for s in defs.sensors} == {"upload_sensor", "po_failure_sensor", "image_attachment_sensor", "workflow_reconciler"}
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in defs.sensors)
     graph = repo.asset_graph
     assert {dg.AssetKey("purchase_order"), dg.AssetKey("product_images")} <= set(graph.get_all_asset_keys())

@@ -33,3 +33,13 @@ def failure_reason(step_key: str | None, error_text: str | None) -> FailureReaso
     if match:
         return FailureReason(stage_of_step(step_key), match.group(1), match.group(2)[:1000])
     return FailureReason(stage_of_step(step_key), "stage_failed", text[:1000])
+
+
+def run_failure_reason(error_text: str | None, *, canceled: bool = False) -> FailureReason:
+    """A run that failed outside any step (its worker died, it could not start) or was canceled:
+    ``run_failed`` / ``run_canceled`` with Dagster's own words; the stage is wherever the run was."""
+    text = " ".join((error_text or ("run canceled" if canceled else "run failed")).split())
+    match = _CODED.match(text)
+    if match and not canceled:
+        return FailureReason(None, match.group(1), match.group(2)[:1000])
+    return FailureReason(None, "run_canceled" if canceled else "run_failed", text[:1000])

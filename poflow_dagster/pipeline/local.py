@@ -14,6 +14,7 @@ import dagster as dg
 from poflow_dagster.pipeline.partitions import po_uploads
 from poflow_dagster.pipeline.sensors import root_error_message
 from poflow_dagster.store.db import Database
+from poflow_dagster.store.uploads import mark_run_requested
 from poflow_dagster.store.workflow import record_run_failure
 
 
@@ -47,6 +48,7 @@ def run_upload(
     """Execute ``po_job`` for partition ``upload_id``; on success run ``image_job`` after it."""
     if not instance.has_dynamic_partition(po_uploads.name, upload_id):
         instance.add_dynamic_partitions(po_uploads.name, [upload_id])
+    mark_run_requested(db, upload_id)  # a daemon's upload_sensor need not request it too
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     started = time.perf_counter()
     result = defs.resolve_job_def("po_job").execute_in_process(

@@ -92,26 +92,37 @@ def ai_parsing(
     yield dg.Output(parsed, metadata=meta)
 
 
-@dg.op(tags={"poflow/stage": Stage.DATABASE_SAVE.value})
-def database_save(
-    context: dg.OpExecutionContext, parsed: ParsedPO, db: DatabaseResource, progress: ProgressResource
-) -> SavedPO:
-    """Save the PO and its lines in one transaction; saving the same upload again replaces, never duplicates."""
+@dg.op(tags={"poflow/stage": Stage.DATABASE_SAVE.value}, out=dg.Out(SavedPO, is_required=False))
+def database_save(context: dg.OpExecutionContext, parsed: ParsedPO, db: DatabaseResource, progress: ProgressResource):
+    """Save the PO and its lines in one transaction; saving the same upload again replaces, never duplicates.
+
+    One PO per merchant + supplier + PO number: if another upload saved the same PO first (even at the same
+    moment), this upload is recorded as its duplicate (``duplicate_po``) and the run stops here, cleanly —
+    no drafts, no Shopify.
+    """
     database = db.database
+    upload_id = context.partition_key
     with run_stage(context, Stage.DATABASE_SAVE, database, progress) as stage:
-        saved = save_purchase_order(database, context.partition_key, parsed)
+        saved = save_purchase_order(database, upload_id, parsed)
         stage.items = saved.line_count
         stage.outcome = "reused" if saved.unchanged else "success"
-    context.add_output_metadata(
-        {
-            **stage.metadata(),
-            "po_id": saved.po_id,
-            "lines_saved": saved.line_count,
-            "replaced_earlier_save": saved.replaced,
-            "saved_lines": dg.MetadataValue.md(po_lines_markdown(parsed)),
-        }
-    )
-    return saved
+        if saved.duplicate_of:
+            stage.outcome = "skipped"
+            stage.notes = [f"same supplier and PO number as upload {saved.duplicate_of}: recorded as its duplicate"]
+    meta = {
+        **stage.metadata(),
+        "po_id": saved.po_id,
+        "lines_saved": saved.line_count,
+        "replaced_earlier_save": saved.replaced,
+        "saved_lines": dg.MetadataValue.md(po_lines_markdown(parsed)),
+    }
+    if saved.duplicate_of:
+        mark_duplicate_po(database, upload_id, context.run_id, saved.duplicate_of, stage=Stage.DATABASE_SAVE)
+        context.log.info(f"duplicate of upload {saved.duplicate_of}; no second PO")
+        meta["duplicate_of"] = saved.duplicate_of
+        context.log_event(dg.AssetObservation(asset_key="purchase_order", partition=upload_id, metadata=meta))
+        return
+    yield dg.Output(saved, metadata=meta)
 
 
 @dg.op(tags={"poflow/stage": Stage.PRODUCT_DRAFT_CREATION.value})

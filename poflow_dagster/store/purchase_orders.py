@@ -6,12 +6,16 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from poflow_dagster.domain.models import ParsedPO
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.parse_cache import parsed_hash
 from poflow_dagster.store.schema import LineItem, PurchaseOrder, Supplier
+from poflow_dagster.store.types import utcnow
 from poflow_dagster.store.uploads import get_upload
 
 
@@ -22,6 +26,14 @@ class SavedPO:
     line_count: int
     replaced: bool  # an earlier save of this upload was replaced
     unchanged: bool = False  # an identical save existed: nothing was written
+    #: Another upload of this merchant saved the same supplier + PO number first: nothing was written,
+    #: ``po_id`` is that upload's PO and this upload is its duplicate.
+    duplicate_of: str | None = None
+
+
+#: The unique constraint that makes one PO per merchant + supplier + PO number (schema 0003).
+UNIQUE_PO_CONSTRAINT = "uq_purchase_orders_merchant_supplier_po"
+_UNIQUE_PO_SQLITE = "purchase_orders.merchant_id, purchase_orders.supplier_id, purchase_orders.po_number"
 
 
 def normalize_supplier_name(name: str) -> str:
@@ -29,24 +41,61 @@ def normalize_supplier_name(name: str) -> str:
 
 
 def ensure_supplier(session: Session, merchant_id: str, name: str | None) -> Supplier | None:
+    """The merchant's supplier of this name (case and spacing ignored), created if new.
+
+    Race-safe: two transactions creating the same supplier at once both end up with the one row
+    (``INSERT … ON CONFLICT DO NOTHING``, then read), and neither transaction is aborted.
+    """
     if not name or not name.strip():
         return None
     normalized = normalize_supplier_name(name)
-    supplier = session.scalar(
-        select(Supplier).where(Supplier.merchant_id == merchant_id, Supplier.normalized_name == normalized)
-    )
+    query = select(Supplier).where(Supplier.merchant_id == merchant_id, Supplier.normalized_name == normalized)
+    supplier = session.scalar(query)
     if supplier is None:
-        supplier = Supplier(merchant_id=merchant_id, name=name.strip(), normalized_name=normalized)
-        session.add(supplier)
-        session.flush()
+        dialect = session.get_bind().dialect.name
+        insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        session.execute(
+            insert(Supplier)
+            .values(merchant_id=merchant_id, name=name.strip(), normalized_name=normalized, created_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["merchant_id", "normalized_name"])
+        )
+        supplier = session.scalar(query)
+        assert supplier is not None  # inserted now, or by the transaction that won the race
     return supplier
 
 
 def save_purchase_order(db: Database, upload_id: str, parsed: ParsedPO) -> SavedPO:
     """Write the PO and its lines in one transaction, replacing any earlier save of this upload.
 
-    An identical earlier save (same parsed content) is left as it is.
+    An identical earlier save (same parsed content) is left as it is. If another upload of the merchant
+    holds the same supplier + PO number — even one saved at this very moment — the database's unique
+    constraint decides: nothing is written and the result names that upload (``duplicate_of``).
     """
+    for attempt in range(3):
+        try:
+            return _save(db, upload_id, parsed)
+        except IntegrityError as error:
+            if _violates_unique_po(error):
+                winner = find_duplicate_po(db, upload_id, parsed)
+                if winner is not None:
+                    with db.session() as session:
+                        po_id = session.scalar(select(PurchaseOrder.id).where(PurchaseOrder.upload_id == winner))
+                    return SavedPO(po_id=po_id or 0, upload_id=upload_id, line_count=0, replaced=False,
+                                   duplicate_of=winner)
+            if attempt == 2:  # e.g. two runs of this same upload saved at once: the retry replaces
+                raise
+    raise AssertionError("unreachable")
+
+
+def _violates_unique_po(error: IntegrityError) -> bool:
+    diag = getattr(error.orig, "diag", None)
+    if getattr(diag, "constraint_name", None) == UNIQUE_PO_CONSTRAINT:
+        return True
+    text = str(error.orig)
+    return UNIQUE_PO_CONSTRAINT in text or _UNIQUE_PO_SQLITE in text
+
+
+def _save(db: Database, upload_id: str, parsed: ParsedPO) -> SavedPO:
     content_hash = parsed_hash(parsed)
     with db.session() as session:
         existing = session.scalar(select(PurchaseOrder).where(PurchaseOrder.upload_id == upload_id))

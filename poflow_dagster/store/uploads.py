@@ -11,10 +11,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from poflow_dagster.domain.errors import PoflowError
-from poflow_dagster.domain.stages import UploadStatus
+from poflow_dagster.domain.stages import UploadStatus, WorkflowStatus
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.merchants import ensure_merchant
-from poflow_dagster.store.schema import Upload
+from poflow_dagster.store.schema import Upload, WorkflowExecution
+from poflow_dagster.store.types import utcnow
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,76 @@ def get_upload(session: Session, upload_id: str) -> Upload:
     return upload
 
 
-def uploads_after(db: Database, after_seq: int, limit: int) -> list[Upload]:
-    """Uploads registered after cursor ``after_seq``, oldest first, at most ``limit``."""
+def claim_uploads_for_runs(db: Database, limit: int) -> list[str]:
+    """Uploads nobody has requested a PO run for yet, oldest first, at most ``limit``: each is marked
+    requested now (``run_requested_at``) and gets its workflow row (``pending``). Returns their ids.
+
+    The caller must then request the runs (run key = upload id, so asking twice is harmless). Selection is
+    by state, not by a ``seq`` cursor: an upload whose transaction commits late, with a lower ``seq`` than
+    one already seen, is still picked up. On PostgreSQL, concurrent callers skip each other's rows.
+    """
+    for attempt in range(3):
+        try:
+            with db.session() as session:
+                query = (
+                    select(Upload)
+                    .where(Upload.status == UploadStatus.RECEIVED, Upload.run_requested_at.is_(None))
+                    .order_by(Upload.seq)
+                    .limit(limit)
+                )
+                if session.get_bind().dialect.name == "postgresql":
+                    query = query.with_for_update(skip_locked=True)
+                uploads = list(session.scalars(query))
+                now = utcnow()
+                for upload in uploads:
+                    upload.run_requested_at = now
+                    _ensure_workflow(session, upload.id)
+                return [upload.id for upload in uploads]
+        except IntegrityError:  # a workflow row was created concurrently (direct submit): select again
+            if attempt == 2:
+                raise
+    return []
+
+
+def mark_run_requested(db: Database, upload_id: str) -> bool:
+    """Record that a PO run was requested for ``upload_id`` by a direct submit (``poflow run``, API).
+
+    Returns False if someone had already requested one (then the caller need not submit again). The
+    workflow row exists afterwards (``pending`` unless a run already moved it on).
+    """
+    for attempt in range(3):
+        try:
+            with db.session() as session:
+                upload = get_upload(session, upload_id)
+                first = upload.run_requested_at is None
+                if first:
+                    upload.run_requested_at = utcnow()
+                _ensure_workflow(session, upload_id)
+                return first
+        except IntegrityError:
+            if attempt == 2:
+                raise
+    return False
+
+
+def clear_run_request(db: Database, upload_id: str) -> bool:
+    """Forget a run request that never became a run (the reconciler's repair): ``upload_sensor`` asks again.
+
+    Only an upload still ``received`` is reset; returns whether it was.
+    """
     with db.session() as session:
-        return list(session.scalars(select(Upload).where(Upload.seq > after_seq).order_by(Upload.seq).limit(limit)))
+        upload = get_upload(session, upload_id)
+        if upload.status != UploadStatus.RECEIVED or upload.run_requested_at is None:
+            return False
+        upload.run_requested_at = None
+        return True
+
+
+def _ensure_workflow(session: Session, upload_id: str) -> None:
+    exists = session.scalar(select(WorkflowExecution.id).where(WorkflowExecution.upload_id == upload_id))
+    if exists is None:
+        session.add(WorkflowExecution(upload_id=upload_id, status=WorkflowStatus.PENDING, progress_percent=0))
+        session.flush()
 
 
 def set_upload_status(

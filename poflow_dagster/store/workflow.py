@@ -118,18 +118,24 @@ def mark_failed(
     db: Database, upload_id: str, *, run_id: str | None, stage: str | None, code: str, message: str
 ) -> None:
     """The upload and its workflow failed at ``stage`` for a one-line reason. Idempotent."""
-    message = " ".join(message.split())[:2000]
     with db.session() as session:
-        workflow = _workflow(session, upload_id)
-        workflow.run_id = run_id or workflow.run_id
-        workflow.status = WorkflowStatus.FAILED
-        workflow.current_stage = stage or workflow.current_stage
-        workflow.error_code = code
-        workflow.error_message = message
-        workflow.completed_at = utcnow()
-        set_upload_status(
-            session, upload_id, UploadStatus.FAILED, error_code=code, error_message=f"{stage or 'run'}: {message}"
-        )
+        _fail(session, _workflow(session, upload_id), run_id=run_id, stage=stage, code=code, message=message)
+
+
+def _fail(
+    session: Session, workflow: WorkflowExecution, *, run_id: str | None, stage: str | None, code: str, message: str
+) -> None:
+    message = " ".join(message.split())[:2000]
+    workflow.run_id = run_id or workflow.run_id
+    workflow.status = WorkflowStatus.FAILED
+    workflow.current_stage = stage or workflow.current_stage
+    workflow.error_code = code
+    workflow.error_message = message
+    workflow.completed_at = utcnow()
+    set_upload_status(
+        session, workflow.upload_id, UploadStatus.FAILED, error_code=code,
+        error_message=f"{stage or workflow.current_stage or 'run'}: {message}",
+    )
 
 
 @dataclass(frozen=True)
@@ -189,12 +195,56 @@ def _retry_on_conflict(work, db: Database, attempts: int = 3):
                 raise
 
 
-def record_run_failure(db: Database, upload_id: str, run_id: str, step_key: str | None, error_text: str | None) -> None:
-    """What ``po_failure_sensor`` (and the demo) do with a failed PO run: mark it failed, with stage and reason."""
-    from poflow_dagster.domain.failures import failure_reason
+def record_run_failure(
+    db: Database,
+    upload_id: str,
+    run_id: str,
+    step_key: str | None,
+    error_text: str | None,
+    *,
+    run_started_at: dt.datetime | None = None,
+    canceled: bool = False,
+) -> bool:
+    """What ``po_failure_sensor``, the reconciler and local runs do with a failed PO run: mark the workflow
+    failed, with stage and reason — but only if that run is still the upload's latest.
 
-    reason = failure_reason(step_key, error_text)
-    mark_failed(db, upload_id, run_id=run_id, stage=reason.stage, code=reason.code, message=reason.message)
+    The latest run is the one the workflow row names (``run_id``). A failure of another run counts only if
+    that run started after the recorded run entered its first stage (``run_started_at``, when known);
+    a newer successful run is never flipped back. A failing check step never fails a PO its own run
+    already completed. Returns whether the workflow changed.
+    """
+    from poflow_dagster.domain.failures import failure_reason, run_failure_reason
+
+    if step_key:
+        reason = failure_reason(step_key, error_text)
+    else:
+        reason = run_failure_reason(error_text, canceled=canceled)
+    with db.session() as session:
+        workflow = _workflow(session, upload_id)
+        if not _is_latest(workflow, run_id, run_started_at):
+            return False
+        if (
+            workflow.run_id == run_id
+            and workflow.status in _FINISHED_OK
+            and (reason.stage or "") not in _PO_STAGES
+        ):
+            return False  # e.g. a check after status_update: the PO itself completed
+        if workflow.status == WorkflowStatus.FAILED and workflow.run_id == run_id:
+            return False  # recorded already (the stage itself, the sensor, or the reconciler)
+        stage = reason.stage if reason.stage in _PO_STAGES else None
+        _fail(session, workflow, run_id=run_id, stage=stage, code=reason.code, message=reason.message)
+        return True
+
+
+_FINISHED_OK = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.NEEDS_REVIEW})
+
+
+def _is_latest(workflow: WorkflowExecution, run_id: str, run_started_at: dt.datetime | None) -> bool:
+    if workflow.run_id is None or workflow.run_id == run_id:
+        return True
+    if run_started_at is None or workflow.started_at is None:
+        return False
+    return run_started_at > workflow.started_at
 
 
 def mark_needs_review(db: Database, upload_id: str, run_id: str, reasons: list[str]) -> None:
@@ -211,8 +261,14 @@ def mark_needs_review(db: Database, upload_id: str, run_id: str, reasons: list[s
         set_upload_status(session, upload_id, UploadStatus.NEEDS_REVIEW, error_code="needs_review", error_message=message)
 
 
-def mark_duplicate_po(db: Database, upload_id: str, run_id: str, original_upload_id: str) -> None:
-    """Same supplier and PO number as an earlier upload: recorded as its duplicate, no second PO."""
+def mark_duplicate_po(
+    db: Database, upload_id: str, run_id: str, original_upload_id: str, *, stage: Stage = Stage.AI_PARSING
+) -> None:
+    """Same supplier and PO number as an earlier upload: recorded as its duplicate, no second PO.
+
+    ``stage`` is where it was noticed: ``ai_parsing`` (the PO was already saved) or ``database_save``
+    (both were saved at once and the database's unique constraint chose the other one).
+    """
     message = f"same supplier and PO number as upload {original_upload_id}; no second PO was created"
     with db.session() as session:
         upload = get_upload(session, upload_id)
@@ -223,7 +279,7 @@ def mark_duplicate_po(db: Database, upload_id: str, run_id: str, original_upload
         workflow = _workflow(session, upload_id)
         workflow.run_id = run_id
         workflow.status = WorkflowStatus.COMPLETED
-        workflow.current_stage = Stage.AI_PARSING.value
+        workflow.current_stage = stage.value
         workflow.progress_percent = 100
         workflow.error_code = "duplicate_po"
         workflow.error_message = message
