@@ -99,6 +99,10 @@ class CuttableProxy:
 
     def cut(self) -> None:
         if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); then it is gone
+            except OSError:
+                pass
             self._listener.close()
             self._listener = None
         with self._lock:
