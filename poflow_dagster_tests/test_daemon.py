@@ -103,3 +103,90 @@ def test_inbox_file_is_processed_by_a_real_daemon(tmp_path: Path, samples):
         _stop_group(daemon)
         close_database(db_url)
     assert _group_gone(daemon.pid), "processes of the daemon's group survived"
+
+
+def _group_processes(pgid: int) -> dict[int, str]:
+    """pid -> command line of every live process in process group ``pgid`` (read from /proc)."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) != pgid or fields[0] == "Z":
+                continue
+            found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+@pytest.mark.daemon
+def test_killed_run_worker_never_leaves_the_workflow_processing(tmp_path: Path, samples):
+    """kill -9 of the run worker while shopify_sync waits on a Shopify that never answers: the code server
+    reports the run FAILURE, then po_failure_sensor or workflow_reconciler marks the upload failed (with
+    the stage it died in). Automatic run retries are off here (with them on, the retry run takes over and
+    the workflow is truthfully processing under the new run id)."""
+    import socket
+
+    import yaml
+
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    instance_config = yaml.safe_load((REPO / "dagster.yaml").read_text())
+    instance_config.pop("run_retries", None)
+    (dagster_home / "dagster.yaml").write_text(yaml.safe_dump(instance_config))
+    blackhole = socket.socket()  # accepts connections (backlog) and never answers
+    blackhole.bind(("127.0.0.1", 0))
+    blackhole.listen(16)
+    port = blackhole.getsockname()[1]
+    home = tmp_path / "poflow_home"
+    db_url = f"sqlite:///{tmp_path / 'app.sqlite3'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPIFY_", "REDIS_URL", "OPENAI_", "POFLOW_"))}
+    env.update(DAGSTER_HOME=str(dagster_home), POFLOW_HOME=str(home), POFLOW_DATABASE_URL=db_url,
+               SHOPIFY_SHOP_URL=f"http://127.0.0.1:{port}", SHOPIFY_ACCESS_TOKEN="t",
+               POFLOW_SHOPIFY_ALLOWED_HOSTS=f"127.0.0.1:{port}")
+    db = get_database(db_url)
+    from poflow_dagster.intake import upload_file
+
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "dagster._daemon", "run", "-w", str(REPO / "workspace.yaml")],
+        cwd=REPO, env=env, start_new_session=True,
+        stdout=open(tmp_path / "daemon.log", "wb"), stderr=subprocess.STDOUT,
+    )
+    log = lambda: (tmp_path / "daemon.log").read_text()[-3000:]  # noqa: E731
+    try:
+        upload = upload_file(db, home, "acme", samples["acme-po-1001.csv"])
+        deadline = time.monotonic() + 120
+        run_id = None
+        while time.monotonic() < deadline and run_id is None:  # until shopify_sync is under way
+            assert daemon.poll() is None, log()
+            with db.session() as session:
+                run_id = session.scalar(sa.select(StageMetric.run_id).where(
+                    StageMetric.stage == "shopify_sync", StageMetric.outcome == "running"))
+            time.sleep(0.3)
+        assert run_id is not None, log()
+        workers = {pid: cmd for pid, cmd in _group_processes(daemon.pid).items() if "spawn_main" in cmd}
+        assert len(workers) == 1, _group_processes(daemon.pid)
+        [worker] = workers
+        os.kill(worker, signal.SIGKILL)
+        killed_at = time.monotonic()
+
+        workflow = None
+        while time.monotonic() < deadline:
+            with db.session() as session:
+                workflow = session.scalar(sa.select(WorkflowExecution).where(WorkflowExecution.upload_id == upload.id))
+            if workflow.status != "processing":
+                break
+            time.sleep(0.5)
+        assert workflow is not None and workflow.status == "failed", log()
+        print(f"\nkill -9 -> workflow failed: {time.monotonic() - killed_at:.1f}s: {workflow.error_message}")
+        assert workflow.run_id == run_id and workflow.current_stage == "shopify_sync"
+        assert workflow.error_code == "run_failed" and "SIGKILL" in workflow.error_message, workflow.error_message
+        with db.session() as session:
+            assert session.scalar(sa.select(Upload.status).where(Upload.id == upload.id)) == "failed"
+    finally:
+        _stop_group(daemon)
+        blackhole.close()
+        close_database(db_url)
+    assert _group_gone(daemon.pid), "processes of the daemon's group survived"

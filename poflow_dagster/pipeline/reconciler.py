@@ -11,7 +11,7 @@ import datetime as dt
 import dagster as dg
 
 from poflow_dagster.pipeline.jobs import po_job
-from poflow_dagster.pipeline.sensors import PARTITION_TAG, root_error_message
+from poflow_dagster.pipeline.sensors import PARTITION_TAG, run_failure_text
 from poflow_dagster.resources import DatabaseResource
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.types import utcnow
@@ -63,7 +63,7 @@ def reconcile_workflows(
             continue
         step_key, text = (None, None)
         if repair.run is not None and repair.action in ("failed", "canceled"):
-            step_key, text = _failure_of(instance, repair.run.run_id)
+            step_key, text = run_failure_text(instance, repair.run.run_id)
         if apply_repair(database, repair, step_key=step_key, error_text=text):
             repaired += 1
             if log is not None:
@@ -98,33 +98,3 @@ def _po_runs(instance: dg.DagsterInstance, upload_ids: list[str]) -> dict[str, l
 
 def _time(timestamp: float | None) -> dt.datetime | None:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC) if timestamp else None
-
-
-def _failure_of(instance: dg.DagsterInstance, run_id: str) -> tuple[str | None, str | None]:
-    """The run's first step failure (step key, innermost error), else Dagster's run-level reason
-    (e.g. the code server's 'Run execution process … was terminated by signal 9'). Only for runs being
-    repaired, so it is a few small queries, never per-run step statistics on every tick."""
-    wanted = {
-        dg.DagsterEventType.STEP_FAILURE,
-        dg.DagsterEventType.RUN_FAILURE,
-        dg.DagsterEventType.RUN_CANCELED,
-        dg.DagsterEventType.ENGINE_EVENT,
-    }
-    records = instance.get_records_for_run(run_id, of_type=wanted, limit=200).records
-    engine_reason = None
-    run_reason = None
-    for record in records:
-        entry = record.event_log_entry
-        event = entry.dagster_event
-        if event is None:
-            continue
-        if event.event_type == dg.DagsterEventType.STEP_FAILURE:
-            error = event.step_failure_data.error
-            return event.step_key, root_error_message(error) or event.message
-        if event.event_type == dg.DagsterEventType.ENGINE_EVENT and (event.message or "").startswith(
-            "Run execution process"
-        ):
-            engine_reason = event.message
-        elif event.event_type in (dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_CANCELED):
-            run_reason = event.message or entry.user_message
-    return None, engine_reason or run_reason

@@ -67,9 +67,36 @@ def po_failure_sensor(context: dg.RunFailureSensorContext, db: DatabaseResource)
         event = step_failures[0]
         text = root_error_message(event.step_failure_data.error) or event.message
         record_run_failure(db.database, upload_id, run.run_id, event.step_key, text, run_started_at=started_at)
-    else:
-        record_run_failure(db.database, upload_id, run.run_id, None, context.failure_event.message,
+    else:  # no step failed: the worker died, or the run could not start; say what Dagster saw
+        _, text = run_failure_text(context.instance, run.run_id)
+        record_run_failure(db.database, upload_id, run.run_id, None, text or context.failure_event.message,
                            run_started_at=started_at)
+
+
+def run_failure_text(instance: dg.DagsterInstance, run_id: str) -> tuple:
+    """(step key, text) of the run's first step failure (innermost error); without one, ``(None, reason)``
+    with Dagster's run-level reason — e.g. the code server's "Run execution process for … was terminated
+    by signal 9 (SIGKILL)". A few small queries for one run (only runs being marked failed)."""
+    wanted = {
+        dg.DagsterEventType.STEP_FAILURE,
+        dg.DagsterEventType.RUN_FAILURE,
+        dg.DagsterEventType.RUN_CANCELED,
+        dg.DagsterEventType.ENGINE_EVENT,
+    }
+    engine_reason = run_reason = None
+    for record in instance.get_records_for_run(run_id, of_type=wanted, limit=500).records:
+        event = record.event_log_entry.dagster_event
+        if event is None:
+            continue
+        message = event.message or record.event_log_entry.user_message or ""
+        if event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            return event.step_key, root_error_message(event.step_failure_data.error) or message
+        if event.event_type == dg.DagsterEventType.ENGINE_EVENT:
+            if "Run execution process" in message or "Detected run worker status" in message:
+                engine_reason = message.removeprefix("[DagsterApiServer] ")
+        elif event.event_type in (dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_CANCELED):
+            run_reason = message
+    return None, engine_reason or run_reason
 
 
 def root_error_message(error) -> str | None:
