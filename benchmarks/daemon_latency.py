@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +25,9 @@ from poflow_dagster.samples import generate_samples  # noqa: E402
 from poflow_dagster.store.db import close_database, get_database  # noqa: E402
 from poflow_dagster.store.schema import Upload, WorkflowExecution  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from daemon_process import start_daemon, stop_group  # noqa: E402
+
 
 def measure(instance_yaml: str | None, files: int, workdir: Path) -> list[float]:
     dagster_home = workdir / "dagster_home"
@@ -39,10 +39,7 @@ def measure(instance_yaml: str | None, files: int, workdir: Path) -> list[float]
     samples = generate_samples(workdir / "samples")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPIFY_", "REDIS_URL", "OPENAI_"))}
     env.update(DAGSTER_HOME=str(dagster_home), POFLOW_HOME=str(home), POFLOW_DATABASE_URL=db_url)
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "dagster._daemon", "run", "-w", str(REPO / "workspace.yaml")],
-        cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    daemon = start_daemon(env)
     latencies: list[float] = []
     try:
         for index in range(files):
@@ -67,16 +64,7 @@ def measure(instance_yaml: str | None, files: int, workdir: Path) -> list[float]
             else:
                 raise SystemExit(f"file {index} did not complete within 180 s")
     finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        try:  # the daemon's code server and run workers share its process group: none may linger
-            os.killpg(daemon.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        daemon.wait()
+        stop_group(daemon)
         close_database(db_url)
     return latencies
 
