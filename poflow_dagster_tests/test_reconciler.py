@@ -174,6 +174,9 @@ def test_plan_repair_rules():
     # Approved for review: the earlier (review) run does not count; the continuation is requested each tick.
     approved = _open(upload_status="approved", approved_at=t(-5), run_id="r4", started_at=t(-18))
     assert plan_repair(approved, [ok], now) is None
+    assert plan_repair(approved, [ok], now + LOST_AFTER) is None  # e.g. the daemon was down: never "lost"
+    continuation = RunState("r5", "FAILURE", created_at=t(-2))
+    assert plan_repair(approved, [ok, continuation], now).run.run_id == "r5"
     # A run the workflow names but Dagster does not know: lost only after a long quiet time.
     unknown = _open(status="processing", run_id="elsewhere", started_at=t(-10), updated_at=t(-10))
     assert plan_repair(unknown, [failed], now) is None

@@ -16,6 +16,7 @@ from poflow_dagster.store.drafts import create_drafts_for_po, drafts_for_upload
 from poflow_dagster.store.merchants import configure_merchant
 from poflow_dagster.store.purchase_orders import po_integrity, save_purchase_order, saved_po_problems
 from poflow_dagster.store.schema import Base, LineItem, ProductDraft, PurchaseOrder, Upload
+from poflow_dagster.store.types import utcnow
 from poflow_dagster.store.uploads import StoredFile, register_upload
 from poflow_dagster.store.workflow import mark_completed, stage_finished, stage_started, status_report
 from poflow_dagster.domain.stages import Stage
@@ -131,3 +132,46 @@ def test_workflow_and_stage_metrics(db):
     report = status_report(db, upload.id)
     assert report.workflow.status == "completed" and report.upload.status == "completed"
     assert report.workflow.completed_at.tzinfo is not None
+
+
+def test_run_requests_are_claimed_once_oldest_first(db):
+    from poflow_dagster.store.uploads import claim_uploads_for_runs, clear_run_request, mark_run_requested
+
+    first = register_upload(db, "m1", _stored("1" * 64))
+    duplicate = register_upload(db, "m1", _stored("1" * 64))
+    second = register_upload(db, "m1", _stored("2" * 64))
+    third = register_upload(db, "m1", _stored("3" * 64))
+    assert duplicate.duplicate_of == first.id
+    assert mark_run_requested(db, third.id) is True  # a direct submit got there first
+    assert mark_run_requested(db, third.id) is False
+    assert claim_uploads_for_runs(db, limit=1) == [first.id]
+    assert claim_uploads_for_runs(db, limit=10) == [second.id]
+    assert claim_uploads_for_runs(db, limit=10) == []
+    assert {status_report(db, u.id).workflow.status for u in (first, second, third)} == {"pending"}
+    assert status_report(db, duplicate.id).workflow is None
+    assert clear_run_request(db, second.id) is True  # the reconciler's repair: asked again
+    assert claim_uploads_for_runs(db, limit=10) == [second.id]
+
+
+def test_a_run_failure_changes_only_the_latest_run(db):
+    from poflow_dagster.store.workflow import record_run_failure
+
+    upload = register_upload(db, "m1", _stored())
+    stage_started(db, upload.id, "run-1", Stage.AI_PARSING, 1)
+    run_1_started = status_report(db, upload.id).workflow.started_at - dt.timedelta(seconds=1)
+    stage_started(db, upload.id, "run-2", Stage.AI_PARSING, 1)
+    mark_completed(db, upload.id, "run-2")
+    # The older run's failure, however late it is reported: the newer completed run stands.
+    assert not record_run_failure(db, upload.id, "run-1", "purchase_order.ai_parsing", "boom: x",
+                                  run_started_at=run_1_started)
+    assert not record_run_failure(db, upload.id, "run-1", "purchase_order.ai_parsing", "boom: x")
+    # A check failing after the run completed the PO does not fail it.
+    assert not record_run_failure(db, upload.id, "run-2", "purchase_order_shopify_matches_drafts", "THROTTLED")
+    assert status_report(db, upload.id).workflow.status == "completed"
+    # A newer run that died before its first stage: it is the latest, so the workflow shows its failure.
+    later = utcnow() + dt.timedelta(seconds=1)
+    assert record_run_failure(db, upload.id, "run-3", None, "worker died", run_started_at=later)
+    report = status_report(db, upload.id)
+    assert (report.workflow.status, report.workflow.run_id, report.workflow.error_code) == ("failed", "run-3", "run_failed")
+    assert report.upload.status == "failed"
+    assert not record_run_failure(db, upload.id, "run-3", None, "worker died", run_started_at=later)  # recorded once

@@ -6,6 +6,7 @@ very same jobs. A failed run goes through the same failure recording as ``po_fai
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from dataclasses import dataclass, field
 
@@ -66,7 +67,10 @@ def run_upload(
         error = failures[0].step_failure_data.error if failures else None
         run.failed_step = step_key
         run.error = root_error_message(error) or "run failed"
-        record_run_failure(db, upload_id, result.run_id, step_key, run.error)
+        record = instance.get_run_record_by_id(result.run_id)
+        started = record.start_time if record is not None else None
+        record_run_failure(db, upload_id, result.run_id, step_key, run.error,
+                           run_started_at=dt.datetime.fromtimestamp(started, dt.UTC) if started else None)
     if run.summary is not None and with_images:
         images = defs.resolve_job_def("image_job").execute_in_process(
             partition_key=upload_id, instance=instance, raise_on_error=False, resources=resources, run_config=run_config

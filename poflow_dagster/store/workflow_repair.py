@@ -100,8 +100,11 @@ def open_workflows(db: Database, *, after_id: int = 0, limit: int = 100) -> list
 def plan_repair(workflow: OpenWorkflow, runs: list[RunState], now: dt.datetime) -> Repair | None:
     """What to do with ``workflow`` given all PO runs Dagster has for its partition (None: leave it)."""
     if workflow.approved_at is not None and workflow.upload_status == UploadStatus.APPROVED:
-        # Approved for review: only the continuation run counts; upload_sensor requests it every tick.
+        # Approved after review: only the continuation run counts, and until it exists upload_sensor
+        # requests it on every tick (run key per approval) — nothing to repair.
         runs = [run for run in runs if run.created_at >= workflow.approved_at]
+        if not runs:
+            return None
     if any(run.status not in ENDED for run in runs):
         return None  # queued or in progress: Dagster will end it
     if runs:
