@@ -4,10 +4,12 @@
 ``object: "chat.completion"``, ``choices[0].message.content`` as a JSON string,
 ``message.refusal``, ``finish_reason``, ``usage``). What it answers is scripted: a
 *behaviour* callable receives the parsed request body and returns a :class:`Reply`
-(content, refusal, truncation, an HTTP error such as 429 with ``Retry-After: 0``,
-malformed JSON, a delay). Every request is recorded with its start/end times, so
-tests can check what was sent (images, model, ``response_format``) and whether calls
-overlapped.
+(content, refusal, truncation, an HTTP error such as 429 with ``Retry-After`` /
+``retry-after-ms``, 500/503, malformed JSON, a delay longer than the client's timeout).
+:func:`fail_first` scripts faults per request ("the first N tries of each window fail,
+then it answers"). Every request is recorded with its size and server-side start/end
+times, so tests can check what was sent (images, model, ``response_format``), whether
+calls overlapped, and how long a client waited before retrying.
 
 Use the ``openai_server`` pytest fixture (import it into a test module), or
 ``start_openai_server()`` as a context manager (benchmarks).
@@ -16,6 +18,7 @@ Use the ``openai_server`` pytest fixture (import it into a test module), or
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,9 +31,11 @@ import pytest
 
 __all__ = [
     "API_KEY",
+    "FaultScript",
     "OpenAIServer",
     "RecordedRequest",
     "Reply",
+    "fail_first",
     "image_urls",
     "max_overlap",
     "openai_server",
@@ -76,9 +81,17 @@ class Reply:
         return cls(content=text, **kwargs)
 
     @classmethod
-    def rate_limited(cls, retry_after: str = "0", **kwargs: Any) -> Reply:
-        """HTTP 429 with ``Retry-After`` (the SDK retries it)."""
-        return cls(status=429, headers={"Retry-After": retry_after}, error_code="rate_limit_exceeded", **kwargs)
+    def rate_limited(cls, retry_after: str | None = "0", *, retry_after_ms: str | None = None, **kwargs: Any) -> Reply:
+        """HTTP 429 with ``Retry-After`` (seconds or an HTTP date) and/or ``retry-after-ms`` (None = left out)."""
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        if retry_after_ms is not None:
+            headers["retry-after-ms"] = retry_after_ms
+        return cls(status=429, headers=headers, error_code="rate_limit_exceeded", **kwargs)
+
+    @classmethod
+    def slow(cls, payload: dict[str, Any], delay: float, **kwargs: Any) -> Reply:
+        """A normal answer sent only after ``delay`` seconds (longer than the client's timeout -> it times out)."""
+        return cls(content=payload, delay=delay, **kwargs)
 
     @classmethod
     def error(cls, status: int, code: str | None = None, **kwargs: Any) -> Reply:
@@ -86,6 +99,47 @@ class Reply:
 
 
 Behaviour = Callable[[dict[str, Any]], Reply]
+
+
+class FaultScript:
+    """A behaviour whose first ``count`` requests per key fail with ``failure``, then ``then`` answers.
+
+    ``key(body)`` groups requests (e.g. by the pages a window carries), so "each window is rate
+    limited twice, then answered" is one script; the default key puts all requests in one group,
+    and a key of ``None`` exempts a request (always ``then``). ``failure`` is a :class:`Reply` or a
+    behaviour (to vary the fault). Thread-safe.
+    """
+
+    def __init__(
+        self,
+        count: int,
+        failure: Reply | Behaviour,
+        then: Behaviour,
+        key: Callable[[dict[str, Any]], Any] = lambda body: "all",
+    ) -> None:
+        self.count = count
+        self.failure = failure
+        self.then = then
+        self.key = key
+        self.seen: dict[Any, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, body: dict[str, Any]) -> Reply:
+        group = self.key(body)
+        if group is None:
+            return self.then(body)
+        with self._lock:
+            tries = self.seen[group] = self.seen.get(group, 0) + 1
+        if tries > self.count:
+            return self.then(body)
+        return self.failure(body) if callable(self.failure) else self.failure
+
+
+def fail_first(
+    count: int, failure: Reply | Behaviour, then: Behaviour, key: Callable[[dict[str, Any]], Any] = lambda body: "all"
+) -> FaultScript:
+    """``count`` failures (per ``key`` group), then ``then``: see :class:`FaultScript`."""
+    return FaultScript(count, failure, then, key)
 
 
 @dataclass
@@ -98,6 +152,7 @@ class RecordedRequest:
     started: float
     finished: float = 0.0
     status: int = 0
+    size: int = 0  # bytes of the request body
 
 
 class OpenAIServer:
@@ -170,11 +225,14 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw or b"{}")
         except ValueError:
             body = {"_unparsed": raw.decode("utf-8", "replace")}
-        record = RecordedRequest(self.path, dict(self.headers.items()), body, started)
+        record = RecordedRequest(self.path, dict(self.headers.items()), body, started, size=len(raw))
         self.server.handle.record(record)
         status, headers, payload = self._answer(body)
         record.finished, record.status = time.monotonic(), status
-        self._send(status, headers, payload)
+        try:
+            self._send(status, headers, payload)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up waiting (its timeout): nothing to answer
 
     def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
         """Status, extra headers and JSON payload for one request."""
@@ -203,6 +261,11 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     handle: OpenAIServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients that time out and hang up are expected here; report anything else."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 @contextmanager

@@ -12,12 +12,15 @@ from typing import Any
 import pytest
 
 from poflow_dagster.domain.errors import PoflowError
-from poflow_dagster.extraction.llm import LLMPage, LLMSettings, extract_with_llm
+from poflow_dagster.extraction import extract_file
+from poflow_dagster.extraction.llm import LLMPage, LLMSettings, extract_with_llm, text_document_pages
 from poflow_dagster.extraction.llm_schema import LLMExtraction, to_parsed_po
 from poflow_dagster_tests.openai_server import (
     API_KEY,
     OpenAIServer,
+    RecordedRequest,
     Reply,
+    fail_first,
     image_urls,
     max_overlap,
     openai_server,  # noqa: F401 - pytest fixture
@@ -32,7 +35,8 @@ _TOTALS = ("subtotal", "tax", "shipping", "total")
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "POFLOW_LLM_PRICES", "POFLOW_LLM_MODEL",
-                 "POFLOW_LLM_CONCURRENCY", "POFLOW_LLM_WINDOW_PAGES", "POFLOW_LLM_TIMEOUT"):
+                 "POFLOW_LLM_CONCURRENCY", "POFLOW_LLM_WINDOW_PAGES", "POFLOW_LLM_TIMEOUT", "POFLOW_LLM_MAX_RETRIES",
+                 "POFLOW_LLM_RETRY_BUDGET", "POFLOW_LLM_WINDOW_CHARS", "POFLOW_LLM_MAX_WINDOWS"):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -79,7 +83,8 @@ def text_pages(count: int) -> list[LLMPage]:
 
 
 def settings(server: OpenAIServer, **overrides: Any) -> LLMSettings:
-    values: dict[str, Any] = {"api_key": API_KEY, "base_url": server.base_url, "window_pages": 2, "max_retries": 1}
+    values: dict[str, Any] = {"api_key": API_KEY, "base_url": server.base_url, "window_pages": 2, "max_retries": 1,
+                              "backoff_seconds": 0.01}
     return LLMSettings(**{**values, **overrides})
 
 
@@ -300,10 +305,21 @@ def test_from_env_without_key_is_none_and_key_never_shown(monkeypatch: pytest.Mo
     assert (found.max_concurrency, found.window_pages, found.timeout_seconds, found.model) == (8, 2, 12.5, "gpt-4o")
     assert found.base_url is None and found.prices() == (Decimal("0.0025"), Decimal("0.01"))
     assert "sk-very-secret-value" not in repr(found) and "sk-very-secret-value" not in str(found)
-    monkeypatch.setenv("POFLOW_LLM_CONCURRENCY", "many")
-    with pytest.raises(PoflowError) as err:
-        LLMSettings.from_env()
-    assert err.value.code == "llm_config_invalid"
+    assert (found.max_retries, found.retry_budget_seconds, found.window_chars, found.max_windows) == (5, 180, 12000, 200)
+    monkeypatch.setenv("POFLOW_LLM_MAX_RETRIES", "0")
+    monkeypatch.setenv("POFLOW_LLM_RETRY_BUDGET", "30")
+    monkeypatch.setenv("POFLOW_LLM_WINDOW_CHARS", "8000")
+    monkeypatch.setenv("POFLOW_LLM_MAX_WINDOWS", "50")
+    found = LLMSettings.from_env()
+    assert found is not None
+    assert (found.max_retries, found.retry_budget_seconds, found.window_chars, found.max_windows) == (0, 30, 8000, 50)
+    for name, bad in (("POFLOW_LLM_CONCURRENCY", "many"), ("POFLOW_LLM_MAX_RETRIES", "-1"),
+                      ("POFLOW_LLM_RETRY_BUDGET", "0"), ("POFLOW_LLM_MAX_WINDOWS", "2.5")):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(PoflowError) as err:
+            LLMSettings.from_env()
+        assert err.value.code == "llm_config_invalid" and name in err.value.message
+        monkeypatch.delenv(name)
 
 
 def test_wrong_key_is_auth_failed_without_echoing_it(openai_server: OpenAIServer) -> None:
@@ -337,3 +353,179 @@ def test_to_parsed_po_flags_unreadable_values() -> None:
     assert sorted((i.code, i.severity) for i in po.issues) == [
         ("UNREADABLE_DATE", "warning"), ("UNREADABLE_NUMBER", "warning"), ("UNREADABLE_NUMBER", "warning")]
     assert po.confidence == 0.5
+
+
+# --- transient faults: one retry layer (ours), per window, honouring Retry-After ----------------------------
+
+
+def gaps(requests: list[RecordedRequest]) -> list[float]:
+    """Server-side seconds between answering a request and receiving the next one."""
+    return [later.started - earlier.finished for earlier, later in zip(requests, requests[1:])]
+
+
+@pytest.mark.parametrize(
+    "limited",
+    [Reply.rate_limited("0.2"), Reply.rate_limited(None, retry_after_ms="200")],
+    ids=["retry-after", "retry-after-ms"],
+)
+def test_rate_limited_requests_wait_as_the_server_asks(openai_server: OpenAIServer, limited: Reply) -> None:
+    openai_server.behaviour = fail_first(2, limited, faithful)
+    po = extract_with_llm(text_pages(2), settings(openai_server, max_retries=3), source_format="pdf")
+
+    assert [ln.sku for ln in po.lines] == ["00123", "B-2", "C-3"]
+    requests = openai_server.completion_requests()
+    assert [r.status for r in requests] == [429, 429, 200]
+    assert all(gap >= 0.2 for gap in gaps(requests))  # the server saw each retry only after the hinted delay
+    assert [r.headers.get("x-stainless-retry-count") for r in requests] == ["0", "1", "2"]
+    assert (po.stats["transient_retries"], po.stats["rate_limited"], po.stats["calls"]) == (2, 2, 1)
+    assert po.stats["retries"] == 2 and po.stats["retry_wait_seconds"] >= 0.4
+
+
+def test_rate_limit_that_never_lifts_gives_up_with_llm_rate_limited(openai_server: OpenAIServer) -> None:
+    openai_server.behaviour = lambda body: Reply.rate_limited("0.01")
+    with pytest.raises(PoflowError) as err:
+        extract_with_llm(text_pages(1), settings(openai_server, max_retries=2), source_format="pdf")
+    assert err.value.code == "llm_rate_limited"
+    assert "after 3 attempts" in err.value.message and "\n" not in str(err.value)
+    assert API_KEY not in str(err.value)
+    assert len(openai_server.completion_requests()) == 3  # ours only: the SDK's own retries are off
+
+
+def test_retry_after_beyond_the_window_budget_gives_up_at_once(openai_server: OpenAIServer) -> None:
+    openai_server.behaviour = lambda body: Reply.rate_limited("30")
+    with pytest.raises(PoflowError) as err:
+        extract_with_llm(text_pages(1), settings(openai_server, max_retries=5, retry_budget_seconds=1),
+                         source_format="pdf")
+    assert err.value.code == "llm_rate_limited" and "retry budget of 1 s" in err.value.message
+    assert len(openai_server.completion_requests()) == 1
+
+
+def test_insufficient_quota_is_not_retried(openai_server: OpenAIServer) -> None:
+    openai_server.behaviour = lambda body: Reply.error(429, "insufficient_quota")
+    with pytest.raises(PoflowError) as err:
+        extract_with_llm(text_pages(1), settings(openai_server, max_retries=3), source_format="pdf")
+    assert err.value.code == "llm_rate_limited" and "quota" in err.value.message
+    assert len(openai_server.completion_requests()) == 1
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_server_errors_are_retried_with_backoff(openai_server: OpenAIServer, status: int) -> None:
+    openai_server.behaviour = fail_first(2, Reply.error(status), faithful)
+    po = extract_with_llm(text_pages(1), settings(openai_server, max_retries=2), source_format="pdf")
+    assert po.po_number == "PO-1001"
+    assert [r.status for r in openai_server.completion_requests()] == [status, status, 200]
+    assert (po.stats["transient_retries"], po.stats["rate_limited"]) == (2, 0)
+
+
+def test_server_errors_that_persist_are_llm_unavailable(openai_server: OpenAIServer) -> None:
+    openai_server.behaviour = lambda body: Reply.error(503)
+    with pytest.raises(PoflowError) as err:
+        extract_with_llm(text_pages(1), settings(openai_server, max_retries=2), source_format="pdf")
+    assert err.value.code == "llm_unavailable" and "HTTP 503" in err.value.message
+    assert "after 3 attempts" in err.value.message
+    assert len(openai_server.completion_requests()) == 3
+
+
+def test_a_timeout_is_retried(openai_server: OpenAIServer) -> None:
+    openai_server.behaviour = fail_first(1, lambda body: Reply.slow(answer_for(pages_in(body)), delay=1.0), faithful)
+    po = extract_with_llm(text_pages(1), settings(openai_server, timeout_seconds=0.3), source_format="pdf")
+    assert po.po_number == "PO-1001"
+    assert len(openai_server.completion_requests()) == 2
+    assert (po.stats["transient_retries"], po.stats["calls"]) == (1, 1)
+
+
+def test_timeouts_that_persist_are_llm_unavailable(openai_server: OpenAIServer) -> None:
+    openai_server.behaviour = lambda body: Reply.slow(answer_for([1]), delay=1.0)
+    with pytest.raises(PoflowError) as err:
+        extract_with_llm(text_pages(1), settings(openai_server, timeout_seconds=0.2, max_retries=1),
+                         source_format="pdf")
+    assert err.value.code == "llm_unavailable"
+    assert err.value.message == "the LLM provider did not answer within 0.2 s after 2 attempts"
+
+
+def test_other_windows_keep_going_while_one_waits(openai_server: OpenAIServer) -> None:
+    def answer(body: dict[str, Any]) -> Reply:
+        return Reply.json(answer_for(pages_in(body)), delay=0.02)
+
+    openai_server.behaviour = fail_first(1, Reply.rate_limited("0.5"), answer, key=lambda body: "p1" if pages_in(body) == [1] else None)
+    po = extract_with_llm(text_pages(4), settings(openai_server, window_pages=1, max_concurrency=2),
+                          source_format="pdf")
+    assert [ln.sku for ln in po.lines] == ["00123", "B-2", "C-3", "D-4", "E-5"]
+
+    requests = openai_server.completion_requests()
+    first = [r for r in requests if pages_in(r.body) == [1]]
+    others = [r for r in requests if pages_in(r.body) != [1]]
+    assert [r.status for r in first] == [429, 200] and first[1].started - first[0].finished >= 0.5
+    assert len(others) == 3 and all(r.finished <= first[1].started for r in others)  # served during the wait
+
+
+# --- text documents are windowed like scans ---------------------------------------------------------------
+
+
+_SKU_RE = re.compile(r"SKU-\d{5}")
+
+
+def item_text(count: int) -> str:
+    """A free-text PO body: one order line per text line (no delimiters, so it sniffs as text)."""
+    return "".join(f"Item SKU-{n:05d} Widget number {n} quantity 2 at 9.99 each\n" for n in range(1, count + 1))
+
+
+def echo_items(body: dict[str, Any]) -> Reply:
+    """The model reads every SKU in the request (header on the window with SKU-00001)."""
+    skus = _SKU_RE.findall(request_text(body))
+    first = "SKU-00001" in skus
+    return Reply.json({
+        "po_number": "TXT-1" if first else None, "supplier_name": None, "order_date": None, "currency": None,
+        "subtotal": None, "tax": None, "shipping": None, "total": None, "confidence": 0.9,
+        "lines": [line(sku, "2", "9.99", "19.98") for sku in skus],
+    })
+
+
+def test_a_long_text_document_is_split_into_bounded_windows(openai_server: OpenAIServer) -> None:
+    text = item_text(2000)  # ~118k characters
+    openai_server.behaviour = lambda body: dataclasses.replace(echo_items(body), delay=0.05)
+    po = extract_with_llm(text_document_pages(text), settings(openai_server, max_concurrency=4), source_format="text")
+
+    requests = openai_server.completion_requests()
+    assert len(requests) == po.stats["windows"] >= 10
+    assert max(len(request_text(r.body)) for r in requests) <= 12_000 + 300  # a window plus intro and markers
+    assert max(r.size for r in requests) < 30_000 < len(text)
+    assert max_overlap(requests) > 1
+    assert [ln.sku for ln in po.lines] == [f"SKU-{n:05d}" for n in range(1, 2001)]  # every line once, in order
+    assert po.po_number == "TXT-1" and po.stats["text_chars"] == len(text) and po.stats["pages"] == 1
+    assert any("--- page 1 (part 1 of " in request_text(r.body) for r in requests)
+
+
+def test_form_feeds_are_pages_and_blank_pages_are_skipped() -> None:
+    pages = text_document_pages("page one\f\n  \fpage three\n")
+    assert [(p.number, p.text) for p in pages] == [(1, "page one"), (3, "page three\n")]
+
+
+def test_a_truncated_long_text_window_is_split_at_a_line(openai_server: OpenAIServer) -> None:
+    def behaviour(body: dict[str, Any]) -> Reply:
+        return Reply.truncated() if len(request_text(body)) > 2_500 else echo_items(body)
+
+    openai_server.behaviour = behaviour
+    po = extract_with_llm(text_document_pages(item_text(150)), settings(openai_server), source_format="text")
+    assert [ln.sku for ln in po.lines] == [f"SKU-{n:05d}" for n in range(1, 151)]
+    assert po.stats["split_windows"] >= 2 and po.stats["windows"] == 1
+
+
+def test_text_file_through_extract_file_is_windowed(openai_server: OpenAIServer, tmp_path: Any) -> None:
+    path = tmp_path / "note.txt"
+    path.write_text(item_text(600), encoding="utf-8")
+    openai_server.behaviour = echo_items
+    po = extract_file(path, llm=settings(openai_server, window_chars=5_000))
+    requests = openai_server.completion_requests()
+    assert po.source_format == "text" and len(po.lines) == 600 and len(requests) >= 7
+    assert max(len(request_text(r.body)) for r in requests) <= 5_000 + 300
+
+
+def test_too_many_windows_is_file_too_complex_before_any_request(openai_server: OpenAIServer, tmp_path: Any) -> None:
+    path = tmp_path / "huge.txt"
+    path.write_text(item_text(30_000), encoding="utf-8")  # ~1.8 MB of text: ~150 windows of 12k characters
+    openai_server.behaviour = echo_items
+    with pytest.raises(PoflowError) as err:
+        extract_file(path, llm=settings(openai_server, max_windows=100))
+    assert err.value.code == "file_too_complex" and "POFLOW_LLM_MAX_WINDOWS" in err.value.message
+    assert openai_server.completion_requests() == []

@@ -1,5 +1,5 @@
 """A scanned PO through the real pipeline: the LLM path via the real openai client and a local
-server speaking the OpenAI wire format; per-window progress; tokens and cost in the stage metadata."""
+server speaking the OpenAI wire format; per-window progress; tokens, cost and retries in the stage metadata."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from poflow_dagster.intake import upload_file
 from poflow_dagster.pipeline.local import run_upload
 from poflow_dagster.store.progress_bus import STREAM_KEY
 from poflow_dagster.store.workflow import status_report
-from poflow_dagster_tests.openai_server import API_KEY, Reply, image_urls, start_openai_server
+from poflow_dagster_tests.openai_server import API_KEY, Reply, fail_first, image_urls, start_openai_server
 from poflow_dagster.samples.pdf_documents import make_scanned_pdf
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -42,7 +42,8 @@ def _scripted_po():
 
 def test_scanned_pdf_is_read_by_the_llm_end_to_end(home, db, shop, instance, tmp_path, monkeypatch):
     scan = make_scanned_pdf(tmp_path / "scan.pdf", pages=3)
-    with start_openai_server(_scripted_po()) as server:
+    rate_limited_once = fail_first(1, Reply.rate_limited("0.1"), _scripted_po())
+    with start_openai_server(rate_limited_once) as server:
         monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
         monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
         monkeypatch.setenv("POFLOW_LLM_WINDOW_PAGES", "1")
@@ -54,7 +55,8 @@ def test_scanned_pdf_is_read_by_the_llm_end_to_end(home, db, shop, instance, tmp
     assert result.success, result.error
     assert result.summary["po_number"] == "SC-500" and result.summary["line_count"] == 3
     assert status_report(db, upload.id).workflow.status == "completed" and all(result.checks.values())
-    assert len(requests) == 3 and all(len(image_urls(r.body)) == 1 for r in requests)
+    assert [r.status for r in requests].count(429) == 1 and len(requests) == 4
+    assert all(len(image_urls(r.body)) == 1 for r in requests)
     assert all(url.startswith("data:image/png;base64,") for r in requests for url in image_urls(r.body))
 
     parsing = next(
@@ -66,6 +68,8 @@ def test_scanned_pdf_is_read_by_the_llm_end_to_end(home, db, shop, instance, tmp
     assert parsing["extraction_prompt_tokens"].value == 3000
     assert parsing["extraction_completion_tokens"].value == 600
     assert "extraction_cost" in parsing
+    assert parsing["extraction_rate_limited"].value == 1 and parsing["extraction_transient_retries"].value == 1
+    assert parsing["extraction_retry_wait_seconds"].value >= 0.1
 
     client = redis.Redis.from_url(REDIS_URL)
     events = [json.loads(f[b"event"]) for _, f in client.xrevrange(STREAM_KEY, count=200)]

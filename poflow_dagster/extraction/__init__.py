@@ -147,9 +147,9 @@ def _extract(path: Path, display: str, llm: LLMSettings | None, on_progress: Pro
 
         return extract_x12_850(decoded.text)
     if fmt == "text":
-        from poflow_dagster.extraction.llm import LLMPage
+        from poflow_dagster.extraction.llm import text_document_pages
 
-        return _with_llm(lambda: [LLMPage(number=1, text=decoded.text)], "text", display, llm, on_progress,
+        return _with_llm(lambda: text_document_pages(decoded.text), "text", display, llm, on_progress,
                          why="it is free text without a table")
     delimiter = detect_delimiter(decoded.text) or ("\t" if fmt == "tsv" else ",")
     return spreadsheet.extract_delimited(decoded.text, delimiter=delimiter, source_format=fmt)

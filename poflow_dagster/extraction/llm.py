@@ -1,33 +1,47 @@
 """Read a purchase order with an LLM (OpenAI chat completions + Structured Outputs).
 
-``extract_with_llm`` splits the pages into windows of ``window_pages``, asks the model
-for each window concurrently (one shared ``openai.OpenAI`` client, a bounded thread
-pool), and merges the answers: header fields from the first window that has them,
-totals from the last one, lines in page order with repeats removed.
+``extract_with_llm`` plans windows (at most ``window_pages`` pages and ``window_chars``
+characters of text each; a text page longer than that is cut at line boundaries into
+parts), asks the model for each window concurrently (one shared ``openai.OpenAI``
+client, a bounded thread pool), and merges the answers: header fields from the first
+window that has them, totals from the last one, lines in page order with repeats
+removed. A plain-text document becomes pages with :func:`text_document_pages` (form
+feeds separate pages). More than ``max_windows`` windows -> ``file_too_complex`` before
+any request is sent.
+
+Transient faults have one owner, :func:`_call` (the SDK's own retries are off,
+``max_retries=0``): HTTP 429 (except ``insufficient_quota``), 408/409, 5xx, timeouts and
+connection errors are retried per request up to ``max_retries`` times with exponential
+back-off and jitter (from ``backoff_seconds``, at most ``max_backoff_seconds``), or after
+the server's ``retry-after-ms`` / ``Retry-After`` (seconds or HTTP date) when it sends
+one, while the window's ``retry_budget_seconds`` lasts. A waiting window holds only its
+own thread: the other windows keep going. Retries and waits are counted in
+``ParsedPO.stats`` (``transient_retries``, ``rate_limited``, ``retry_wait_seconds``).
 
 Failure handling (every failure is a :class:`PoflowError` with a stable code):
 
-* ``finish_reason == "length"`` is never accepted: the window is split in halves; a
-  single page that still truncates is retried once with twice the output tokens,
-  then ``llm_truncated``;
+* ``finish_reason == "length"`` is never accepted: the window is split in halves (a
+  single long text page at a line boundary); a single page that still truncates is
+  retried once with twice the output tokens, then ``llm_truncated``;
 * malformed / schema-invalid answers are re-asked once, then ``llm_bad_response``;
 * a refusal (or the provider's content filter) -> ``llm_refused`` (the refusal text);
-* HTTP 401/403 -> ``llm_auth_failed``; 429 after the SDK's retries -> ``llm_rate_limited``;
-  connection errors, timeouts and 5xx after the SDK's retries -> ``llm_unavailable``;
-  any other rejected request (400/404/422...) -> ``llm_request_rejected``.
+* HTTP 401/403 -> ``llm_auth_failed``; 429 when retries or the budget run out (or
+  ``insufficient_quota``) -> ``llm_rate_limited``; connection errors, timeouts and 5xx
+  when retries or the budget run out -> ``llm_unavailable``; any other rejected request
+  (400/404/422...) -> ``llm_request_rejected``; too many windows -> ``file_too_complex``.
 
-The SDK itself retries 408/409/429/5xx and connection errors ``max_retries`` times,
-honouring ``Retry-After`` (values > 0 up to 120 s; otherwise exponential back-off from
-0.5 s). The API key is never logged and never appears in reprs or error messages.
+The API key is never logged and never appears in reprs or error messages.
 """
 
 from __future__ import annotations
 
 import base64
+import email.utils
 import json
 import logging
 import math
 import os
+import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -51,7 +65,9 @@ __all__ = [
     "LLMPage",
     "LLMSettings",
     "extract_with_llm",
+    "plan_windows",
     "price_table",
+    "text_document_pages",
 ]
 
 logger = logging.getLogger(__name__)
@@ -84,6 +100,16 @@ currency symbols, codes or thousands separators (e.g. "1234.56", "12").
 
 _REFUSAL_LIMIT = 300
 
+#: Characters of text per window (a ~12k-character window is ~3k input tokens).
+DEFAULT_WINDOW_CHARS = 12_000
+#: Windows per document; more -> ``file_too_complex`` (200 = a 200-page scan one page per window).
+DEFAULT_MAX_WINDOWS = 200
+#: Retries of one request on 429/5xx/timeouts/connection errors, and the retry time budget of one window.
+DEFAULT_MAX_RETRIES = 5
+DEFAULT_RETRY_BUDGET_SECONDS = 180.0
+#: A truncated text piece shorter than this is not split again (double output tokens instead).
+_MIN_SPLIT_CHARS = 1_000
+
 
 def price_table() -> dict[str, tuple[Decimal, Decimal]]:
     """The price table: ``DEFAULT_PRICES`` updated with ``POFLOW_LLM_PRICES`` (JSON)."""
@@ -111,9 +137,17 @@ class LLMSettings:
     base_url: str | None = None
     model: str = DEFAULT_MODEL
     timeout_seconds: float = 60.0
-    max_retries: int = 3
+    #: Retries of one request on a transient fault (429, 408/409, 5xx, timeout, connection error).
+    max_retries: int = DEFAULT_MAX_RETRIES
+    #: Seconds a window may spend in total before it stops retrying (requests and waits).
+    retry_budget_seconds: float = DEFAULT_RETRY_BUDGET_SECONDS
+    #: First back-off without a server hint; doubles per retry (jitter 50-100 %), at most ``max_backoff_seconds``.
+    backoff_seconds: float = 0.5
+    max_backoff_seconds: float = 30.0
     max_concurrency: int = 4
     window_pages: int = 4
+    window_chars: int = DEFAULT_WINDOW_CHARS
+    max_windows: int = DEFAULT_MAX_WINDOWS
     max_output_tokens: int = 4096
     #: USD per 1K tokens. ``None`` = the :func:`price_table` entry for ``model``, looked up when
     #: used (so ``dataclasses.replace(settings, model=...)`` reprices); unknown model -> no cost.
@@ -123,11 +157,13 @@ class LLMSettings:
     temperature: float | None = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("max_concurrency", "window_pages", "max_output_tokens"):
+        for name in ("max_concurrency", "window_pages", "window_chars", "max_windows", "max_output_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"LLMSettings.{name} must be >= 1")
-        if self.max_retries < 0 or self.timeout_seconds <= 0:
-            raise ValueError("LLMSettings.max_retries must be >= 0 and timeout_seconds > 0")
+        if self.max_retries < 0 or self.backoff_seconds < 0 or self.max_backoff_seconds < 0:
+            raise ValueError("LLMSettings.max_retries, backoff_seconds and max_backoff_seconds must be >= 0")
+        if self.timeout_seconds <= 0 or self.retry_budget_seconds <= 0:
+            raise ValueError("LLMSettings.timeout_seconds and retry_budget_seconds must be > 0")
 
     def prices(self) -> tuple[Decimal, Decimal] | None:
         """(input, output) USD per 1K tokens: the explicit prices, else the table's; None if unknown."""
@@ -151,34 +187,56 @@ class LLMSettings:
             max_concurrency=_env_number("POFLOW_LLM_CONCURRENCY", 4, int),
             window_pages=_env_number("POFLOW_LLM_WINDOW_PAGES", 4, int),
             timeout_seconds=_env_number("POFLOW_LLM_TIMEOUT", 60.0, float),
+            max_retries=_env_number("POFLOW_LLM_MAX_RETRIES", DEFAULT_MAX_RETRIES, int, allow_zero=True),
+            retry_budget_seconds=_env_number("POFLOW_LLM_RETRY_BUDGET", DEFAULT_RETRY_BUDGET_SECONDS, float),
+            window_chars=_env_number("POFLOW_LLM_WINDOW_CHARS", DEFAULT_WINDOW_CHARS, int),
+            max_windows=_env_number("POFLOW_LLM_MAX_WINDOWS", DEFAULT_MAX_WINDOWS, int),
         )
 
 
-def _env_number(name: str, default: Any, kind: type) -> Any:
-    """A positive number from the environment (unset/empty -> default)."""
+def _env_number(name: str, default: Any, kind: type, *, allow_zero: bool = False) -> Any:
+    """A positive (or, with ``allow_zero``, non-negative) number from the environment; unset/empty -> default."""
     raw = (os.environ.get(name) or "").strip()
     if not raw:
         return default
     try:
         value = kind(raw)
     except ValueError:
-        value = 0
-    if not math.isfinite(value) or value <= 0:
-        raise PoflowError("llm_config_invalid", f"{name} must be a positive number, not {raw!r}")
+        value = -1
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        kind_text = "a non-negative" if allow_zero else "a positive"
+        raise PoflowError("llm_config_invalid", f"{name} must be {kind_text} number, not {raw!r}")
     return value
 
 
 @dataclass(frozen=True)
 class LLMPage:
-    """One page of input: its text, or a PNG rendering of it (sent as an image)."""
+    """One page of input: its text, or a PNG rendering of it (sent as an image).
+
+    ``part`` names a piece of a long text page (e.g. ``"part 2 of 5"``); ``None`` = the whole page.
+    """
 
     number: int
     text: str | None = field(default=None, repr=False)
     png: bytes | None = field(default=None, repr=False)
+    part: str | None = None
 
     def __post_init__(self) -> None:
         if (self.text is None) == (self.png is None):
             raise ValueError("LLMPage needs exactly one of text or png")
+
+    @property
+    def label(self) -> str:
+        """``"3"``, or ``"3 (part 2 of 5)"`` for a piece of page 3."""
+        return str(self.number) if self.part is None else f"{self.number} ({self.part})"
+
+
+def text_document_pages(text: str) -> list[LLMPage]:
+    """A plain-text document as pages: form feeds separate pages; blank pages are left out.
+
+    Pages longer than a window are cut into parts by :func:`extract_with_llm`, so any size is safe here.
+    """
+    return [LLMPage(number=n, text=piece) for n, piece in enumerate(text.split("\f"), start=1) if piece.strip()]
 
 
 # --- orchestration -----------------------------------------------------------------------
@@ -190,25 +248,33 @@ class _Stats:
 
     calls: int = 0
     retries: int = 0
+    transient_retries: int = 0
+    rate_limited: int = 0
+    retry_wait_seconds: float = 0.0
     split_windows: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, **counts: int) -> None:
+    def add(self, **counts: float) -> None:
         with self._lock:
             for name, value in counts.items():
                 setattr(self, name, getattr(self, name) + value)
 
 
+class _Cancelled(Exception):
+    """A window stopped waiting because another window already failed the document."""
+
+
 @dataclass(frozen=True)
 class _Context:
-    """What every window needs: the client, the settings, the shared counters."""
+    """What every window needs: the client, the settings, the shared counters, the stop signal."""
 
     client: openai.OpenAI
     settings: LLMSettings
     stats: _Stats
     total_pages: int
+    stop: threading.Event = field(default_factory=threading.Event)
 
 
 def extract_with_llm(
@@ -227,32 +293,137 @@ def extract_with_llm(
         raise PoflowError("empty_file", "the document has no pages to read")
     started = time.monotonic()
     ordered = sorted(pages, key=lambda page: page.number)
-    windows = _chunk(ordered, settings.window_pages)
+    windows = plan_windows(ordered, settings)
     stats = _Stats()
     client = _make_client(settings)
+    total_pages = len({page.number for page in ordered})
     try:
-        context = _Context(client, settings, stats, len(ordered))
+        context = _Context(client, settings, stats, total_pages)
         answers = _run_windows(context, windows, on_progress)
     finally:
         client.close()
     po, removed = _merge(answers, source_format=source_format)
-    po.stats = _stats_dict(stats, settings, windows=len(windows), pages=len(ordered), started=started)
+    po.stats = _stats_dict(stats, settings, windows=len(windows), pages=total_pages, started=started)
+    po.stats["text_chars"] = _text_chars(ordered)
     po.stats["duplicate_lines"] = removed
     return po
 
 
 def _make_client(settings: LLMSettings) -> openai.OpenAI:
-    """One client for all windows; the SDK retries 429/5xx/connection errors itself."""
+    """One client for all windows. Its own retries are off: :func:`_call` owns retrying."""
     return openai.OpenAI(
         api_key=settings.api_key,
         base_url=settings.base_url,
         timeout=settings.timeout_seconds,
-        max_retries=settings.max_retries,
+        max_retries=0,
     )
 
 
-def _chunk(pages: list[LLMPage], size: int) -> list[list[LLMPage]]:
-    return [pages[i : i + size] for i in range(0, len(pages), size)]
+# --- windows -----------------------------------------------------------------------------
+
+
+def plan_windows(pages: list[LLMPage], settings: LLMSettings) -> list[list[LLMPage]]:
+    """Cut long text pages into parts, then group pages into windows of bounded pages and characters.
+
+    Raises ``file_too_complex`` when the document needs more than ``settings.max_windows`` windows
+    (checked on a lower bound first, so a huge text is refused before it is cut up).
+    """
+    _check_window_count(_minimum_windows(pages, settings), settings, pages, at_least=True)
+    pieces = [piece for page in pages for piece in _split_page(page, settings.window_chars)]
+    windows = _pack(pieces, settings.window_pages, settings.window_chars)
+    _check_window_count(len(windows), settings, pages, at_least=False)
+    return windows
+
+
+def _minimum_windows(pages: list[LLMPage], settings: LLMSettings) -> int:
+    """No plan can use fewer windows than this (page count and text size)."""
+    by_pages = math.ceil(len(pages) / settings.window_pages)
+    return max(by_pages, math.ceil(_text_chars(pages) / settings.window_chars))
+
+
+def _check_window_count(count: int, settings: LLMSettings, pages: list[LLMPage], *, at_least: bool) -> None:
+    if count <= settings.max_windows:
+        return
+    size = f"{_text_chars(pages):,} characters of text" if _text_chars(pages) else f"{len(pages)} pages"
+    raise PoflowError(
+        "file_too_complex",
+        f"the document ({size}) would need {'at least ' if at_least else ''}{count:,} LLM requests; "
+        f"the limit is {settings.max_windows} (POFLOW_LLM_MAX_WINDOWS)",
+    )
+
+
+def _text_chars(pages: Sequence[LLMPage]) -> int:
+    return sum(len(page.text) for page in pages if page.text is not None)
+
+
+def _split_page(page: LLMPage, max_chars: int) -> list[LLMPage]:
+    """A text page longer than ``max_chars`` as numbered parts (cut at line ends); other pages as they are."""
+    if page.text is None or len(page.text) <= max_chars:
+        return [page]
+    chunks = _split_text(page.text, max_chars)
+    if len(chunks) == 1:
+        return [LLMPage(number=page.number, text=chunks[0], part=page.part)]
+    prefix = f"{page.part}, " if page.part else ""
+    return [
+        LLMPage(number=page.number, text=chunk, part=f"{prefix}part {i} of {len(chunks)}")
+        for i, chunk in enumerate(chunks, start=1)
+    ]
+
+
+def _split_text(text: str, max_chars: int) -> list[str]:
+    """Non-blank chunks of at most ``max_chars``, cut after whole lines (an overlong line is cut hard)."""
+    chunks: list[str] = []
+    current: list[str] = []
+    size = 0
+    for line in text.splitlines(keepends=True):
+        while len(line) > max_chars:
+            chunks.append(line[:max_chars])
+            line = line[max_chars:]
+        if current and size + len(line) > max_chars:
+            chunks.append("".join(current))
+            current, size = [], 0
+        current.append(line)
+        size += len(line)
+    if current:
+        chunks.append("".join(current))
+    return [chunk for chunk in chunks if chunk.strip()]
+
+
+def _pack(pieces: list[LLMPage], max_pages: int, max_chars: int) -> list[list[LLMPage]]:
+    """Consecutive pieces into windows of at most ``max_pages`` pieces and ``max_chars`` characters of text."""
+    windows: list[list[LLMPage]] = []
+    current: list[LLMPage] = []
+    size = 0
+    for piece in pieces:
+        length = len(piece.text) if piece.text is not None else 0
+        if current and (len(current) >= max_pages or size + length > max_chars):
+            windows.append(current)
+            current, size = [], 0
+        current.append(piece)
+        size += length
+    if current:
+        windows.append(current)
+    return windows
+
+
+def _halves(pages: list[LLMPage]) -> tuple[list[LLMPage], list[LLMPage]] | None:
+    """Two smaller windows for a truncated answer: halves of the pages, or of one long text page."""
+    if len(pages) > 1:
+        middle = len(pages) // 2
+        return pages[:middle], pages[middle:]
+    page = pages[0]
+    if page.text is None or len(page.text) < _MIN_SPLIT_CHARS:
+        return None
+    lines = page.text.splitlines(keepends=True)
+    if len(lines) < 2:
+        return None
+    middle = len(lines) // 2
+    prefix = f"{page.part}, " if page.part else ""
+    first, second = "".join(lines[:middle]), "".join(lines[middle:])
+    return (
+        [LLMPage(number=page.number, text=first, part=f"{prefix}first half")],
+        [LLMPage(number=page.number, text=second, part=f"{prefix}second half")],
+    )
 
 
 def _run_windows(
@@ -263,48 +434,57 @@ def _run_windows(
     """Run the windows on a bounded pool; answers come back in page order.
 
     The first failure (or an exception from ``on_progress``) cancels the windows not
-    started yet, waits for the running ones, and propagates.
+    started yet, wakes the ones waiting to retry, waits for the running ones, and propagates.
     """
     results: dict[int, list[LLMExtraction]] = {}
     workers = min(context.settings.max_concurrency, len(windows))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poflow-llm") as pool:
-        futures = {pool.submit(_extract_window, context, window): i for i, window in enumerate(windows)}
+        futures = {pool.submit(_run_window, context, window): i for i, window in enumerate(windows)}
         try:
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
                 if on_progress is not None:
                     on_progress(len(results), len(windows))
         except BaseException:
+            context.stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     return [answer for i in range(len(windows)) for answer in results[i]]
 
 
-def _extract_window(context: _Context, pages: list[LLMPage]) -> list[LLMExtraction]:
+def _run_window(context: _Context, pages: list[LLMPage]) -> list[LLMExtraction]:
+    """One window with its own retry time budget (starting now)."""
+    return _extract_window(context, pages, deadline=time.monotonic() + context.settings.retry_budget_seconds)
+
+
+def _extract_window(context: _Context, pages: list[LLMPage], *, deadline: float) -> list[LLMExtraction]:
     """Answers for one window: split it in halves while the model's answer is truncated."""
     tokens = context.settings.max_output_tokens
-    answer = _ask_until_valid(context, pages, tokens)
+    answer = _ask_until_valid(context, pages, tokens, deadline)
     if answer is not None:
         return [answer]
-    if len(pages) > 1:
+    halves = _halves(pages)
+    if halves is not None:
         context.stats.add(split_windows=1)
-        middle = len(pages) // 2
         logger.info("LLM answer truncated for pages %s; splitting the window", _page_range(pages))
-        return _extract_window(context, pages[:middle]) + _extract_window(context, pages[middle:])
+        first, second = halves
+        return _extract_window(context, first, deadline=deadline) + _extract_window(context, second, deadline=deadline)
     context.stats.add(retries=1)
-    answer = _ask_until_valid(context, pages, tokens * 2)
+    answer = _ask_until_valid(context, pages, tokens * 2, deadline)
     if answer is None:
         raise PoflowError(
             "llm_truncated",
-            f"the model's answer for page {pages[0].number} did not fit in {tokens * 2} output tokens",
+            f"the model's answer for page {_page_range(pages)} did not fit in {tokens * 2} output tokens",
         )
     return [answer]
 
 
-def _ask_until_valid(context: _Context, pages: list[LLMPage], max_tokens: int) -> LLMExtraction | None:
+def _ask_until_valid(
+    context: _Context, pages: list[LLMPage], max_tokens: int, deadline: float
+) -> LLMExtraction | None:
     """Ask for one window; re-ask once on a malformed answer. ``None`` = truncated."""
     for attempt in (1, 2):
-        outcome = _ask(context, pages, max_tokens)
+        outcome = _ask(context, pages, max_tokens, deadline)
         if not isinstance(outcome, _BadAnswer):
             return outcome
         logger.warning("LLM answer for pages %s was unusable (%s)", _page_range(pages), outcome.reason)
@@ -324,22 +504,131 @@ class _BadAnswer:
     reason: str
 
 
-def _ask(context: _Context, pages: list[LLMPage], max_tokens: int) -> LLMExtraction | _BadAnswer | None:
-    """One chat-completion call: the parsed answer, a bad answer, or ``None`` if truncated."""
+def _ask(
+    context: _Context, pages: list[LLMPage], max_tokens: int, deadline: float
+) -> LLMExtraction | _BadAnswer | None:
+    """One chat-completion exchange: the parsed answer, a bad answer, or ``None`` if truncated."""
     settings = context.settings
     optional: dict[str, Any] = {} if settings.temperature is None else {"temperature": settings.temperature}
-    try:
-        raw = context.client.chat.completions.with_raw_response.parse(
+    messages = _messages(pages, context.total_pages)
+
+    def send(attempt: int) -> Any:
+        return context.client.chat.completions.with_raw_response.parse(
             model=settings.model,
-            messages=_messages(pages, context.total_pages),
+            messages=messages,
             response_format=LLMExtraction,
             max_completion_tokens=max_tokens,
+            extra_headers={"x-stainless-retry-count": str(attempt)},
             **optional,
         )
-    except openai.APIError as exc:
-        raise _api_error(exc, settings) from None
-    context.stats.add(calls=1, retries=raw.retries_taken)
+
+    raw = _call(context, send, pages, deadline)
+    context.stats.add(calls=1)
     return _read_answer(context, raw)
+
+
+def _call(context: _Context, send: Callable[[int], Any], pages: list[LLMPage], deadline: float) -> Any:
+    """``send(attempt)`` until it answers: the one retry layer for transient faults.
+
+    Retries 429/408/409/5xx, timeouts and connection errors up to ``max_retries`` times while
+    the window's budget (``deadline``) lasts, waiting as the server asks or with back-off.
+    """
+    settings = context.settings
+    attempt = 0
+    while True:
+        if context.stop.is_set():
+            raise _Cancelled()
+        try:
+            return send(attempt)
+        except openai.APIError as exc:
+            if not _is_transient(exc):
+                raise _api_error(exc, settings) from None
+            wait = _retry_wait(exc, attempt, settings)
+            why_not = _why_no_retry(attempt, wait, deadline, settings)
+            if why_not is not None:
+                raise _api_error(exc, settings, tried=why_not) from None
+            logger.warning(
+                "LLM %s for pages %s; retry %d of %d in %.2f s",
+                _fault(exc), _page_range(pages), attempt + 1, settings.max_retries, wait,
+            )
+            rate_limited = int(isinstance(exc, openai.RateLimitError))
+            context.stats.add(retries=1, transient_retries=1, rate_limited=rate_limited, retry_wait_seconds=wait)
+            if context.stop.wait(wait):
+                raise _Cancelled() from None
+            attempt += 1
+
+
+def _is_transient(exc: openai.APIError) -> bool:
+    """Worth retrying: timeouts, connection errors, 429 (not an exhausted quota), 408/409, 5xx."""
+    if isinstance(exc, openai.APIConnectionError):
+        return True
+    if not isinstance(exc, openai.APIStatusError):
+        return False
+    should_retry = (exc.response.headers.get("x-should-retry") or "").strip().lower()
+    if should_retry in ("true", "false"):
+        return should_retry == "true"
+    if isinstance(exc, openai.RateLimitError):
+        return exc.code != "insufficient_quota"
+    return exc.status_code in (408, 409) or exc.status_code >= 500
+
+
+def _retry_wait(exc: openai.APIError, attempt: int, settings: LLMSettings) -> float:
+    """Seconds to wait before retry ``attempt + 1``: the server's hint (plus up to 10 %), else back-off."""
+    hint = _retry_after(exc)
+    if hint is not None:
+        return hint + random.uniform(0, 0.1 * hint)
+    backoff = min(settings.max_backoff_seconds, settings.backoff_seconds * 2 ** min(attempt, 30))
+    return backoff * random.uniform(0.5, 1.0)
+
+
+def _retry_after(exc: openai.APIError) -> float | None:
+    """The server's ``retry-after-ms`` / ``Retry-After`` (seconds or an HTTP date) in seconds, if usable."""
+    response = getattr(exc, "response", None)
+    if not isinstance(exc, openai.APIStatusError) or response is None:
+        return None
+    headers = response.headers
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        try:
+            value = float(headers.get(name) or "nan") / divisor
+        except ValueError:
+            continue
+        if math.isfinite(value) and value >= 0:
+            return value
+    return _http_date_delay(headers.get("retry-after"))
+
+
+def _http_date_delay(value: str | None) -> float | None:
+    """Seconds until an HTTP date (``Retry-After: Wed, 21 Oct 2026 07:28:00 GMT``); None if unparsable."""
+    if not value:
+        return None
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def _why_no_retry(attempt: int, wait: float, deadline: float, settings: LLMSettings) -> str | None:
+    """Why the request must not be retried now (``None`` = retry after ``wait``)."""
+    tries = f"after {attempt + 1} attempt{'s' if attempt else ''}"
+    if attempt >= settings.max_retries:
+        return tries
+    remaining = deadline - time.monotonic()
+    if wait > remaining:
+        budget = f"{settings.retry_budget_seconds:g} s"
+        return f"{tries} (the next try, in {wait:.1f} s, would pass the window's retry budget of {budget})"
+    return None
+
+
+def _fault(exc: openai.APIError) -> str:
+    """A short name for a transient fault (for logs)."""
+    if isinstance(exc, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection error"
+    return f"HTTP {getattr(exc, 'status_code', '?')}"
 
 
 def _read_answer(context: _Context, raw: Any) -> LLMExtraction | _BadAnswer | None:
@@ -395,9 +684,9 @@ def _reason(exc: Exception) -> str:
 def _messages(pages: list[LLMPage], total_pages: int) -> list[dict[str, Any]]:
     """System prompt plus one user message: an intro, then each page as text or image_url."""
     intro = (
-        f"Pages {_page_range(pages)} of a {total_pages}-page purchase order. Other pages are read "
-        "separately: report only what is on these pages (null for header fields and totals that "
-        "are not on them)."
+        f"{_describe(pages)} of a {total_pages}-page purchase order. Other pages and parts are read "
+        "separately: report only what is in this excerpt (null for header fields and totals that "
+        "are not in it)."
     )
     parts: list[dict[str, Any]] = [{"type": "text", "text": intro}]
     for page in pages:
@@ -405,41 +694,49 @@ def _messages(pages: list[LLMPage], total_pages: int) -> list[dict[str, Any]]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": parts}]
 
 
+def _describe(pages: Sequence[LLMPage]) -> str:
+    """``Page 3``, ``Pages 1-4`` or ``Page 2 (part 1 of 3) to page 3``."""
+    if len(pages) == 1:
+        return f"Page {pages[0].label}"
+    if all(page.part is None for page in pages):
+        return f"Pages {_page_range(pages)}"
+    return f"Page {pages[0].label} to page {pages[-1].label}"
+
+
 def _page_parts(page: LLMPage) -> list[dict[str, Any]]:
     """Content parts for one page (chat-completions wire format)."""
     if page.png is not None:
         url = "data:image/png;base64," + base64.b64encode(page.png).decode("ascii")
         return [
-            {"type": "text", "text": f"--- page {page.number} (image) ---"},
+            {"type": "text", "text": f"--- page {page.label} (image) ---"},
             {"type": "image_url", "image_url": {"url": url, "detail": "high"}},
         ]
-    return [{"type": "text", "text": f"--- page {page.number} ---\n{page.text}"}]
+    return [{"type": "text", "text": f"--- page {page.label} ---\n{page.text}"}]
 
 
 def _page_range(pages: Sequence[LLMPage]) -> str:
-    first, last = pages[0].number, pages[-1].number
-    return str(first) if first == last else f"{first}-{last}"
+    first, last = pages[0].label, pages[-1].label
+    return first if first == last else f"{first}-{last}"
 
 
 # --- errors ------------------------------------------------------------------------------
 
 
-def _api_error(exc: openai.APIError, settings: LLMSettings) -> PoflowError:
-    """Map an SDK error (after its own retries) to a PoflowError; never echoes the key."""
-    retries = f"after {settings.max_retries} retries"
+def _api_error(exc: openai.APIError, settings: LLMSettings, *, tried: str = "at once") -> PoflowError:
+    """Map an SDK error to a PoflowError (``tried``: how many attempts were made); never echoes the key."""
     if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
         return PoflowError("llm_auth_failed", f"the LLM provider rejected the API key (HTTP {exc.status_code})")
     if isinstance(exc, openai.RateLimitError):
         if exc.code == "insufficient_quota":
             return PoflowError("llm_rate_limited", "the LLM account has no quota left (HTTP 429 insufficient_quota)")
-        return PoflowError("llm_rate_limited", f"the LLM provider is still rate limiting (HTTP 429) {retries}")
+        return PoflowError("llm_rate_limited", f"the LLM provider is still rate limiting (HTTP 429) {tried}")
     if isinstance(exc, openai.APITimeoutError):
         seconds = f"{settings.timeout_seconds:g} s"
-        return PoflowError("llm_unavailable", f"the LLM provider did not answer within {seconds} {retries}")
+        return PoflowError("llm_unavailable", f"the LLM provider did not answer within {seconds} {tried}")
     if isinstance(exc, openai.APIConnectionError):
-        return PoflowError("llm_unavailable", f"could not reach the LLM provider {retries}")
-    if isinstance(exc, openai.APIStatusError) and exc.status_code >= 500:
-        return PoflowError("llm_unavailable", f"the LLM provider failed (HTTP {exc.status_code}) {retries}")
+        return PoflowError("llm_unavailable", f"could not reach the LLM provider {tried}")
+    if isinstance(exc, openai.APIStatusError) and (exc.status_code >= 500 or _is_transient(exc)):
+        return PoflowError("llm_unavailable", f"the LLM provider failed (HTTP {exc.status_code}) {tried}")
     status = getattr(exc, "status_code", None)
     detail = _scrub(_shorten(str(exc.message), 200), settings.api_key)
     return PoflowError("llm_request_rejected", f"the LLM provider rejected the request (HTTP {status}): {detail}")
@@ -530,6 +827,9 @@ def _stats_dict(stats: _Stats, settings: LLMSettings, *, windows: int, pages: in
         "pages": pages,
         "calls": stats.calls,
         "retries": stats.retries,
+        "transient_retries": stats.transient_retries,
+        "rate_limited": stats.rate_limited,
+        "retry_wait_seconds": round(stats.retry_wait_seconds, 3),
         "split_windows": stats.split_windows,
         "prompt_tokens": stats.prompt_tokens,
         "completion_tokens": stats.completion_tokens,

@@ -40,8 +40,11 @@ class ParsingConfig(dg.Config):
     """Parse the document again even if this upload's bytes were parsed before (e.g. after an extractor fix)."""
 
 
+# Retry owners: LLM 429/5xx/timeouts are retried inside extract_with_llm (per window, Retry-After, a time
+# budget); every extraction failure is a PoflowError, which run_stage turns into a final Failure. This policy
+# therefore only re-runs the op after infrastructure errors (database/storage blips), never an LLM fault.
 @dg.op(
-    retry_policy=NETWORK_RETRY,
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=1.0, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
     tags={"poflow/stage": Stage.AI_PARSING.value},
     out=dg.Out(ParsedPO, is_required=False),
 )
