@@ -144,8 +144,10 @@ def merchant() -> None:
 @click.option("--name")
 @click.option("--markup", "markup", help="Markup percent on unit cost, e.g. 40 or 37.5.")
 @click.option("--sync/--no-sync", "sync", default=None, help="Turn Shopify sync on or off.")
-@click.option("--shop-url", help="The merchant's shop, e.g. https://acme.myshopify.com.")
-@click.option("--token-env", help="NAME of the environment variable holding the shop's access token.")
+@click.option("--shop-url", help="The merchant's shop, https://<name>.myshopify.com (another host only if "
+              "POFLOW_SHOPIFY_ALLOWED_HOSTS lists it).")
+@click.option("--token-env", help="NAME of the environment variable holding the shop's access token: "
+              "POFLOW_SHOPIFY_TOKEN_<NAME> (or SHOPIFY_ACCESS_TOKEN).")
 def merchant_set(merchant_id, name, markup, sync, shop_url, token_env) -> None:
     """Create or update a merchant."""
     from poflow_dagster.store.merchants import configure_merchant

@@ -1,7 +1,13 @@
-"""How ``poflow status`` shows an upload: its workflow row and per-stage durations."""
+"""How ``poflow status`` shows an upload: its workflow row, its Shopify verification and per-stage durations.
+
+Verification (the latest ``shopify_matches_drafts`` read-back) is shown on its own, beside the workflow
+status: a PO can be ``completed`` with verification ``failed`` or ``error``, and the check never changes
+the workflow status.
+"""
 
 from __future__ import annotations
 
+from poflow_dagster.store.schema import WorkflowExecution
 from poflow_dagster.store.workflow import StatusReport
 
 
@@ -28,6 +34,7 @@ def status_json(report: StatusReport) -> dict:
             "started_at": workflow.started_at.isoformat() if workflow.started_at else None,
             "completed_at": workflow.completed_at.isoformat() if workflow.completed_at else None,
         },
+        "verification": _verification(workflow),
         "stages": [
             {
                 "stage": s.stage,
@@ -40,6 +47,17 @@ def status_json(report: StatusReport) -> dict:
             }
             for s in report.stages
         ],
+    }
+
+
+def _verification(workflow: WorkflowExecution | None) -> dict | None:
+    """The read-back result beside the workflow (``None`` until the check has run once)."""
+    if workflow is None or workflow.verification_status is None:
+        return None
+    return {
+        "status": workflow.verification_status,
+        "message": workflow.verification_message,
+        "verified_at": workflow.verified_at.isoformat() if workflow.verified_at else None,
     }
 
 
@@ -64,6 +82,12 @@ def render_status(report: StatusReport) -> str:
         ]
         if workflow["error_code"]:
             lines.append(f"reason      {workflow['error_code']}: {workflow['error_message']}")
+    verification = data["verification"]
+    if verification is not None:
+        lines.append(f"verified    {verification['status']}  at {verification['verified_at'] or '-'}"
+                     f"  (Shopify read-back; does not change the workflow status)")
+        if verification["message"]:
+            lines.append(f"            {verification['message']}")
     if data["stages"]:
         lines.append("")
         lines.append(f"{'stage':<24}{'outcome':<10}{'attempts':>9}{'items':>7}{'seconds':>10}")

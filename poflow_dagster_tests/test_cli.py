@@ -73,6 +73,7 @@ def test_extract_json_contract_and_bad_document(home, db_url, samples, tmp_path)
 
 
 def test_merchant_settings(home, db_url):
-    out = _run(["merchant", "set", "acme", "--markup", "37.5", "--no-sync", "--token-env", "ACME_TOKEN"], home, db_url)
+    out = _run(["merchant", "set", "acme", "--markup", "37.5", "--no-sync", "--token-env", "POFLOW_SHOPIFY_TOKEN_ACME"],
+               home, db_url)
     assert out.returncode == 0, out.stderr
-    assert "markup 37.50%" in out.stdout and "shopify sync off" in out.stdout and "ACME_TOKEN" in out.stdout
+    assert "markup 37.50%" in out.stdout and "shopify sync off" in out.stdout and "POFLOW_SHOPIFY_TOKEN_ACME" in out.stdout

@@ -24,6 +24,7 @@ from poflow_dagster.shopify.client import (
     sku_search_query,
 )
 from poflow_dagster.shopify.emulator import EmulatorHandle, start_emulator
+from poflow_dagster.shopify.rate_budget import InProcessBudget
 
 TOKEN = "shpat_test_secret_token_123"
 MUTATION = """
@@ -60,11 +61,14 @@ def _free_port() -> int:
 
 def test_product_set_is_an_idempotent_upsert(client: ShopifyClient, emulator: EmulatorHandle) -> None:
     first = client.product_set(spec("SKU-1", "12.50", description="Fits <M> & L", vendor="Acme"))
-    again = client.product_set(spec("SKU-1", "12.50", description="Fits <M> & L", vendor="Acme"))
-    updated = client.product_set(spec("SKU-1", "14.00"))
+    known = first.product_gid
+    again = client.product_set(spec("SKU-1", "12.50", description="Fits <M> & L", vendor="Acme"), known_product_gid=known)
+    updated = client.product_set(spec("SKU-1", "14.00"), known_product_gid=known)
 
     assert emulator.count_products() == 1
     assert first.created is True and again.created is False and updated.created is False
+    # No read-before-write: one productSet request per upsert, nothing else.
+    assert emulator.stats.operations == {"productSet": 3} and client.stats.requests == 3
     assert first.product_gid == again.product_gid == updated.product_gid
     assert first.variant_gid == again.variant_gid == updated.variant_gid  # updated in place
     assert re.fullmatch(r"gid://shopify/Product/\d+", first.product_gid)
@@ -202,13 +206,19 @@ def test_proactive_pacing_avoids_throttling() -> None:
             assert c.stats.responses == c.stats.cost_reports
 
 
-def test_throttled_until_attempts_run_out() -> None:
+@pytest.mark.parametrize("pacing", [True, False])
+def test_throttled_gives_up_only_when_the_wait_outlasts_its_time_budget(pacing: bool) -> None:
+    # 10 points at 0.5 points/s: the second call would need ~20 s, past a 1 s throttle budget. max_attempts
+    # (for 5xx/transport errors) does not bound throttling at all.
     with start_emulator(access_token=TOKEN, bucket_size=10, restore_rate=0.5) as emu:
-        with ShopifyClient(emu.url, TOKEN, pacing=False, max_attempts=2, backoff_base=0.01, max_backoff=0.05) as c:
+        with ShopifyClient(emu.url, TOKEN, pacing=pacing, max_attempts=1, throttle_timeout=1.0,
+                           budget=InProcessBudget(f"test:{emu.url}")) as c:
             c.execute(MUTATION, {"identifier": {"handle": "a"}, "input": {"title": "A"}})
             with pytest.raises(ShopifyThrottledError) as info:
                 c.execute(MUTATION, {"identifier": {"handle": "b"}, "input": {"title": "B"}})
-    assert info.value.code == "shopify_throttled"
+            # Paced, it never even asks: the budget already knows the wait is too long.
+            assert emu.stats.throttled == (0 if pacing else 1)
+    assert info.value.code == "shopify_throttled" and "gave up" in info.value.message
 
 
 def test_retries_5xx_and_429_honouring_retry_after(client: ShopifyClient, emulator: EmulatorHandle) -> None:

@@ -85,12 +85,12 @@ def test_every_answer_carries_the_cost_extension(emu: EmulatorHandle) -> None:
     assert invalid["errors"][0]["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED"
     assert_cost_extension(invalid)
     mutation = post(emu, SET, {"identifier": {"handle": "c"}, "input": product_input("C", "1", "C")}).json()
-    assert assert_cost_extension(mutation)["requestedQueryCost"] == 10
+    assert assert_cost_extension(mutation)["requestedQueryCost"] == 10.2  # 10 + 0.2 per variant (API 2025-10)
 
 
 def test_throttled_answer_has_shopify_shape() -> None:
-    with start_emulator(access_token=TOKEN, bucket_size=20, restore_rate=1) as emu:
-        for i in range(2):
+    with start_emulator(access_token=TOKEN, bucket_size=21, restore_rate=1) as emu:
+        for i in range(2):  # 2 x 10.2 points
             assert "errors" not in post(emu, SET, {"identifier": {"handle": f"h{i}"}, "input": product_input("T", "1", f"S{i}")}).json()
         throttled = post(emu, SET, {"identifier": {"handle": "h3"}, "input": product_input("T", "1", "S3")})
         assert throttled.status_code == 200
@@ -99,8 +99,8 @@ def test_throttled_answer_has_shopify_shape() -> None:
         assert body["errors"][0]["extensions"]["code"] == "THROTTLED"
         assert "data" not in body
         cost = assert_cost_extension(body)
-        assert cost["requestedQueryCost"] == 10 and cost["actualQueryCost"] is None
-        assert cost["throttleStatus"]["currentlyAvailable"] < 10
+        assert cost["requestedQueryCost"] == 10.2 and cost["actualQueryCost"] is None
+        assert cost["throttleStatus"]["currentlyAvailable"] < 10.2
         assert emu.count_products() == 2 and emu.stats.throttled == 1
 
         too_big = post(emu, "{ products(first: 250) { nodes { id } } }").json()
@@ -195,3 +195,36 @@ def test_serve_forever_prints_one_line_with_the_url(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=5)
+
+
+NODES = """
+query($ids: [ID!]!) {
+  nodes(ids: $ids) { __typename ... on ProductVariant { id sku price product { id handle title status } } }
+}
+"""
+
+
+def test_nodes_by_ids_with_shopify_cost(emu: EmulatorHandle) -> None:
+    made = [
+        post(emu, SET, {"identifier": {"handle": f"n{i}"}, "input": product_input(f"N{i}", "2.5", f"N-{i}")}).json()
+        for i in range(3)
+    ]
+    variant_ids = [m["data"]["productSet"]["product"]["variants"]["nodes"][0]["id"] for m in made]
+    product_id = made[0]["data"]["productSet"]["product"]["id"]
+    gone = "gid://shopify/ProductVariant/999999"
+    body = post(emu, NODES, {"ids": [*variant_ids, gone, product_id]}).json()
+    nodes = body["data"]["nodes"]
+    assert [n and n.get("sku") for n in nodes[:3]] == ["N-0", "N-1", "N-2"]
+    assert nodes[0]["product"]["handle"] == "n0" and nodes[0]["price"] == "2.50"
+    assert nodes[3] is None and nodes[4] == {"__typename": "Product"}  # no fields selected for Product
+    # Per id: the dearest possible selection of the interface (variant 1 + product 1): 2 points.
+    cost = assert_cost_extension(body)
+    assert cost["requestedQueryCost"] == 5 * 2
+    assert emu.stats.operations == {"productSet": 3, "nodes": 1}
+
+    too_many = post(emu, NODES, {"ids": [gone] * 251}).json()
+    assert too_many["errors"][0]["extensions"]["code"] == "BAD_REQUEST" and "250" in too_many["errors"][0]["message"]
+    # A single query may not cost more than 1000 points, whatever the bucket holds.
+    dear = "query($ids: [ID!]!) { nodes(ids: $ids) { ... on Product { id variants(first: 10) { nodes { id } } } } }"
+    refused = post(emu, dear, {"ids": [product_id] * 100}).json()
+    assert refused["errors"][0]["extensions"]["code"] == "MAX_COST_EXCEEDED"

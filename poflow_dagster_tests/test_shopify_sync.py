@@ -11,7 +11,7 @@ import pytest
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.shopify.client import ProductSpec, ShopifyClient, handle_for_sku
 from poflow_dagster.shopify.emulator import EmulatorHandle, start_emulator
-from poflow_dagster.shopify.sync import sync_products, verify_products
+from poflow_dagster.shopify.sync import sync_products, verify_batch_size, verify_products
 
 TOKEN = "sync-test-token"
 
@@ -43,9 +43,10 @@ def test_sync_preserves_order_and_is_idempotent(client: ShopifyClient, emu: Emul
     assert all(r.created for r in first) and emu.count_products() == 10
     assert len({r.product_gid for r in first}) == 10
 
-    second = sync_products(client, specs, max_workers=4)
+    second = sync_products(client, specs, max_workers=4, known_products={r.handle: r.product_gid for r in first})
     assert emu.count_products() == 10
     assert not any(r.created for r in second)
+    assert emu.stats.operations == {"productSet": 20}  # one request per upsert, no read-before-write
     assert [(r.product_gid, r.variant_gid) for r in second] == [(r.product_gid, r.variant_gid) for r in first]
     assert verify_products(client, specs) == []
     assert sync_products(client, []) == [] and verify_products(client, []) == []
@@ -93,3 +94,40 @@ def test_verify_reports_sku_under_another_handle(client: ShopifyClient) -> None:
     spec = make_specs(1)[0]
     client.product_set(replace(spec, handle="somewhere-else"))
     assert verify_products(client, [spec]) == [f"SKU SKU-000: found under handle somewhere-else, expected {spec.handle}"]
+
+
+def test_verify_by_recorded_gids_in_batches_of_250() -> None:
+    with start_emulator(access_token=TOKEN, bucket_size=2000, restore_rate=2000) as emu:
+        with ShopifyClient(emu.url, TOKEN, timeout=5.0) as c:
+            specs = make_specs(300)
+            synced = sync_products(c, specs, max_workers=4)
+            gids = {r.handle: r.variant_gid for r in synced}
+            before = dict(emu.stats.operations)
+            assert verify_products(c, specs, gids) == []
+            read_back = {k: v - before.get(k, 0) for k, v in emu.stats.operations.items() if v != before.get(k, 0)}
+            assert read_back == {"nodes": 2}  # 250 + 50 GIDs: <= 1 request per 100 products
+
+            # Behind our back: a price edited, a title edited; one draft has no recorded GID, one a stale GID.
+            c.product_set(replace(specs[0], price=Decimal("1.23")))
+            c.execute("mutation($i: ProductSetIdentifiers, $in: ProductSetInput!) { productSet(identifier: $i, "
+                      "input: $in) { product { id } userErrors { message } } }",
+                      {"i": {"handle": specs[2].handle}, "in": {"title": "Renamed"}})
+            del gids[specs[3].handle]
+            gids[specs[1].handle] = "gid://shopify/ProductVariant/1"  # no such variant: found by handle instead
+            before = emu.stats.operations.get("productByIdentifier", 0)
+            lines = verify_products(c, specs[:4], gids)
+            assert lines == [
+                "SKU SKU-000: price differs (expected 10.00, Shopify has 1.23)",
+                "SKU SKU-002: title differs (expected 'Item 2', Shopify has 'Renamed')",
+            ]
+            assert emu.stats.operations["productByIdentifier"] - before == 2  # SKU-001 and SKU-003
+
+
+def test_verify_batches_shrink_to_what_a_small_bucket_can_pay() -> None:
+    with start_emulator(access_token=TOKEN, bucket_size=60, restore_rate=2000) as emu:
+        with ShopifyClient(emu.url, TOKEN, timeout=5.0) as c:
+            specs = make_specs(40)
+            gids = {r.handle: r.variant_gid for r in sync_products(c, specs)}
+            assert verify_batch_size(c) == 30  # 60 points / 2 per variant
+            assert verify_products(c, specs, gids) == []
+            assert emu.stats.operations["nodes"] == 2 and emu.stats.throttled == 0

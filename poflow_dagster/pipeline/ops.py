@@ -160,7 +160,9 @@ def product_draft_creation(
     return outcome.drafts
 
 
-@dg.op(retry_policy=NETWORK_RETRY, tags={"poflow/stage": Stage.SHOPIFY_SYNC.value})
+# No op retry: the Shopify client owns Shopify retries (THROTTLED within a time budget, 5xx/transport with
+# backoff); an error it gives up on fails the stage cleanly with its code.
+@dg.op(tags={"poflow/stage": Stage.SHOPIFY_SYNC.value})
 def shopify_sync(
     context: dg.OpExecutionContext,
     parsed: ParsedPO,

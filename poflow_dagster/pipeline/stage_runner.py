@@ -15,8 +15,9 @@ from poflow_dagster.store.db import Database
 from poflow_dagster.store.progress_bus import ProgressEvent
 from poflow_dagster.store.workflow import mark_failed, set_progress, stage_finished, stage_started
 
-#: Failures worth retrying (the op's RetryPolicy decides how often); everything else is final.
-RETRYABLE_CODES = frozenset({"shopify_unreachable", "shopify_throttled"})
+#: PoflowError codes worth an op-level retry (the op's RetryPolicy decides how often); everything else is
+#: final. Empty: Shopify errors arrive here only after the client's own retries (the one Shopify retry layer).
+RETRYABLE_CODES: frozenset[str] = frozenset()
 
 
 @dataclass

@@ -18,7 +18,12 @@ class ShopifyResource(dg.ConfigurableResource):
     access_token: str = Field(default="", description="Admin API token (set it with dg.EnvVar; never logged).")
     api_version: str = Field(default="", description="Admin API version; empty = SHOPIFY_API_VERSION or the default.")
     home: str = Field(default="", description="Where the emulator keeps state; empty = POFLOW_HOME.")
-    max_attempts: int = Field(default=5, description="HTTP attempts per GraphQL call (throttling, 429, 5xx).")
+    max_attempts: int = Field(
+        default=5, description="HTTP attempts per GraphQL call for connection errors and 502/503/504 (with backoff)."
+    )
+    throttle_timeout: float = Field(
+        default=900.0, description="Seconds one call keeps waiting out THROTTLED/429 answers before it gives up."
+    )
 
     def target_for(self, merchant: Merchant) -> ShopTarget:
         from pathlib import Path
@@ -32,6 +37,11 @@ class ShopifyResource(dg.ConfigurableResource):
         )
 
     def client_for(self, target: ShopTarget) -> ShopifyClient:
+        """A client for ``target``; it paces itself in the shop's shared rate budget (Redis when ``REDIS_URL``)."""
         return ShopifyClient(
-            target.url, target.token, self.api_version or config.shopify_api_version(), max_attempts=self.max_attempts
+            target.url,
+            target.token,
+            self.api_version or config.shopify_api_version(),
+            max_attempts=self.max_attempts,
+            throttle_timeout=self.throttle_timeout,
         )

@@ -1,10 +1,11 @@
-"""Our Shopify Admin GraphQL client (``httpx``), with cost-aware pacing and retries.
+"""Our Shopify Admin GraphQL client (``httpx``), with a shared rate budget and the one Shopify retry layer.
 
 Shopify is reached only through ``{shop_url}/admin/api/{version}/graphql.json`` with the
-``X-Shopify-Access-Token`` header. Every response's ``extensions.cost.throttleStatus`` is read and
-kept in :attr:`ShopifyClient.throttle`; before each call the client sleeps just long enough for the
-leaky bucket to hold the expected cost of that call (proactive pacing), and ``THROTTLED`` answers,
-HTTP 429/502/503/504 and connection errors are retried with backoff up to ``max_attempts``.
+``X-Shopify-Access-Token`` header. Every response's ``extensions.cost.throttleStatus`` is read, kept in
+:attr:`ShopifyClient.throttle` and reconciled into the shop's shared rate budget
+(:mod:`poflow_dagster.shopify.rate_budget`); before each call the client reserves the call's expected
+cost there and sleeps until the bucket should hold it. ``THROTTLED``/429 answers are retried within a
+time budget, 502/503/504 and connection errors a bounded number of times (see :class:`ShopifyClient`).
 
 Money is :class:`~decimal.Decimal` in Python and a decimal string on the wire, never a float.
 The access token is never logged, repr'd or put in an error message.
@@ -32,6 +33,7 @@ from typing import Any
 import httpx
 
 from poflow_dagster.domain.errors import PoflowError
+from poflow_dagster.shopify.rate_budget import Observation, RateBudget, shared_budget
 
 __all__ = [
     "DEFAULT_API_VERSION",
@@ -64,7 +66,20 @@ DEFAULT_OPTION_VALUE = "Default Title"
 
 _RETRYABLE_HTTP = frozenset({429, 502, 503, 504})
 _DEFAULT_QUERY_COST = 10.0
-_PACING_MARGIN_POINTS = 0.5
+#: How long THROTTLED answers are waited out before a call gives up (a long PO queues for minutes).
+DEFAULT_THROTTLE_TIMEOUT = 900.0
+#: Shopify refuses any single query whose requested cost exceeds this (``MAX_COST_EXCEEDED``).
+SINGLE_QUERY_MAX_COST = 1000.0
+#: ``productSet``'s dynamic cost since API 2025-10 (base + per variant; we send no files or metafields).
+#: Only a first guess: what Shopify reports as ``requestedQueryCost`` is used from the first answer on.
+PRODUCT_SET_BASE_COST = 10.0
+PRODUCT_SET_VARIANT_COST = 0.2
+#: Points one ``nodes(ids:)`` entry costs in the read-back query (the variant 1 + its product 1).
+VARIANT_NODE_COST = 2.0
+#: ``nodes(ids:)`` takes at most this many ids.
+MAX_NODE_IDS = 250
+#: A reservation whose request is unanswered this long after the HTTP timeout is treated as charged.
+_HOLD_SLACK_SECONDS = 5.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -211,6 +226,7 @@ class ThrottleStatus:
     restore_rate: float
     last_query_cost: float | None
     requested_query_cost: float | None = None
+    actual_query_cost: float | None = None
     observed_at: float = field(default_factory=time.monotonic, compare=False)
 
     def available_at(self, when: float) -> float:
@@ -327,6 +343,31 @@ def _error_code(error: dict[str, Any]) -> str | None:
     return None
 
 
+def _throttle_status(payload: dict[str, Any]) -> ThrottleStatus | None:
+    """``extensions.cost`` of one answer, or ``None`` when it has none (or an unreadable one)."""
+    extensions = payload.get("extensions")
+    cost = extensions.get("cost") if isinstance(extensions, dict) else None
+    status = cost.get("throttleStatus") if isinstance(cost, dict) else None
+    if not isinstance(cost, dict) or not isinstance(status, dict):
+        return None
+    try:
+        requested = cost.get("requestedQueryCost")
+        actual = cost.get("actualQueryCost")
+        return ThrottleStatus(
+            maximum_available=float(status["maximumAvailable"]),
+            currently_available=float(status["currentlyAvailable"]),
+            restore_rate=float(status["restoreRate"]),
+            last_query_cost=float(actual) if actual is not None else (
+                float(requested) if requested is not None else None
+            ),
+            requested_query_cost=float(requested) if requested is not None else None,
+            actual_query_cost=float(actual) if actual is not None else None,
+        )
+    except (KeyError, TypeError, ValueError):
+        logger.debug("unreadable extensions.cost in Shopify response: %r", cost)
+        return None
+
+
 def _describe_errors(errors: list[dict[str, Any]]) -> str:
     parts = []
     for error in errors[:5]:
@@ -391,6 +432,19 @@ query PoflowVariantsBySku($query: String!, $after: String) {
 }
 """
 
+VARIANT_NODES_QUERY = """
+query PoflowVariantsByIds($ids: [ID!]!) {
+  nodes(ids: $ids) {
+    ... on ProductVariant {
+      id
+      sku
+      price
+      product { id handle title status }
+    }
+  }
+}
+"""
+
 SHOP_QUERY = "query PoflowShop { shop { name } }"
 
 
@@ -400,10 +454,24 @@ SHOP_QUERY = "query PoflowShop { shop { name } }"
 
 
 class ShopifyClient:
-    """A thread-safe Shopify Admin GraphQL client for one shop.
+    """A thread-safe Shopify Admin GraphQL client for one shop; the one owner of Shopify retries.
 
-    ``backoff_base``/``max_backoff`` bound the exponential backoff for transport errors and
-    5xx answers (``Retry-After`` wins when present); ``pacing=False`` disables proactive waiting.
+    Every call first reserves its expected cost in the shop's shared :mod:`rate budget
+    <poflow_dagster.shopify.rate_budget>` (one per shop across threads, clients and processes) and sleeps
+    until the budget covers it; every answer's ``throttleStatus`` is reconciled into that budget.
+
+    Retries, all here (ops and the stage runner do not retry Shopify again):
+
+    * ``THROTTLED`` answers and HTTP 429 are retried for as long as ``throttle_timeout`` seconds allow,
+      each time waiting for the restore time the answer implies (missing points / restore rate, behind
+      every request already queued for the shop; ``Retry-After`` for 429). They give up only when the
+      next wait would end past that time budget: :class:`ShopifyThrottledError`.
+    * Connection errors and HTTP 502/503/504 are tried ``max_attempts`` times in all, with exponential
+      backoff from ``backoff_base`` (capped at ``max_backoff``; ``Retry-After`` wins when present):
+      then :class:`ShopifyUnreachableError`.
+
+    ``pacing=False`` skips the budget (each THROTTLED answer is then waited out on its own numbers);
+    ``budget`` replaces the shop's shared budget (tests, benchmarks).
     """
 
     def __init__(
@@ -416,7 +484,9 @@ class ShopifyClient:
         max_attempts: int = 5,
         backoff_base: float = 0.5,
         max_backoff: float = 30.0,
+        throttle_timeout: float = DEFAULT_THROTTLE_TIMEOUT,
         pacing: bool = True,
+        budget: RateBudget | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         if max_attempts < 1:
@@ -428,13 +498,13 @@ class ShopifyClient:
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.max_backoff = max_backoff
+        self.throttle_timeout = throttle_timeout
         self.pacing = pacing
+        self.budget: RateBudget = budget if budget is not None else shared_budget(self.shop_url)
         self.throttle: ThrottleStatus | None = None
         self.stats = ClientStats()
         self._sleep: Callable[[float], None] = time.sleep
         self._lock = threading.Lock()
-        # Our local running estimate of the bucket: (points, monotonic time). Reset by every response.
-        self._estimate: tuple[float, float] | None = None
         self._cost_by_query: dict[str, float] = {}
         # The token lives only in the httpx client's default headers (never on ``self``).
         self._http = httpx.Client(
@@ -470,6 +540,13 @@ class ShopifyClient:
         """Close the underlying HTTP connection pool (idempotent)."""
         self._http.close()
 
+    def max_query_cost(self) -> float:
+        """The most one query may cost here: Shopify's single-query limit, or a smaller bucket."""
+        status = self.throttle
+        if status is None:
+            return SINGLE_QUERY_MAX_COST
+        return min(SINGLE_QUERY_MAX_COST, status.maximum_available)
+
     # -- raw GraphQL ---------------------------------------------------------------------------
 
     def execute(
@@ -478,67 +555,117 @@ class ShopifyClient:
         variables: dict[str, Any] | None = None,
         *,
         expected_cost: float | None = None,
+        first_guess: float | None = None,
     ) -> dict[str, Any]:
-        """Run one GraphQL document and return its ``data``.
+        """Run one GraphQL document and return its ``data`` (retrying as the class docstring says).
+
+        The call reserves ``expected_cost`` points if given, else what this query cost last time, else
+        ``first_guess`` (default 10).
 
         Raises :class:`ShopifyUserError` when any top-level mutation payload carries
         ``userErrors``, :class:`ShopifyGraphQLError` for other GraphQL errors,
-        :class:`ShopifyAuthError` for 401/403, and :class:`ShopifyThrottledError` /
-        :class:`ShopifyUnreachableError` once ``max_attempts`` are used up.
+        :class:`ShopifyAuthError` for 401/403, :class:`ShopifyThrottledError` when the throttle time
+        budget is spent and :class:`ShopifyUnreachableError` when ``max_attempts`` are used up.
         """
         body_bytes = json.dumps(
             {"query": query, "variables": variables or {}}, default=_json_default
         ).encode("utf-8")
-        cost = expected_cost if expected_cost is not None else self._expected_cost(query)
-        attempt = 0
+        deadline = time.monotonic() + self.throttle_timeout
+        failures = 0
         while True:
-            attempt += 1
-            self._pace(cost)
-            retry_kind, problem, wait = self._attempt(query, body_bytes, cost, attempt)
-            if retry_kind is None:
-                # _attempt returned normally only with data (it raises on final errors).
-                assert isinstance(problem, dict)
-                return problem
-            assert isinstance(problem, str)
-            if attempt >= self.max_attempts:
-                message = f"{problem} (gave up after {attempt} attempt{'s' if attempt > 1 else ''})"
-                if retry_kind == "throttled":
-                    raise ShopifyThrottledError("shopify_throttled", message)
-                raise ShopifyUnreachableError("shopify_unreachable", message)
+            cost = expected_cost if expected_cost is not None else self._expected_cost(query, first_guess)
+            reservation = self._acquire(cost, deadline)
+            kind, outcome, wait = self._attempt(query, body_bytes, cost, failures + 1, reservation)
+            if kind is None:
+                assert isinstance(outcome, dict)  # _attempt returns normally only with data
+                return outcome
+            assert isinstance(outcome, str)
+            if kind == "throttled":
+                if time.monotonic() + wait > deadline:
+                    raise ShopifyThrottledError(
+                        "shopify_throttled", f"{outcome} for longer than {self.throttle_timeout:g}s (gave up)"
+                    )
+            else:
+                failures += 1
+                if failures >= self.max_attempts:
+                    plural = "s" if failures > 1 else ""
+                    raise ShopifyUnreachableError(
+                        "shopify_unreachable", f"{outcome} (gave up after {failures} attempt{plural})"
+                    )
             with self._lock:
                 self.stats.retries += 1
-            logger.info("Shopify %s; retrying in %.2fs (attempt %d/%d)", problem, wait, attempt + 1, self.max_attempts)
-            self._sleep(wait)
+            logger.info("Shopify %s; retrying in %.2fs", outcome, wait)
+            if wait > 0:
+                self._sleep(wait)
+
+    def _acquire(self, cost: float, deadline: float) -> str | None:
+        """Reserve ``cost`` in the shop's budget and sleep until it is covered; the reservation id."""
+        if not self.pacing:
+            return None
+        while True:
+            grant = self.budget.reserve(cost, hold=self.timeout + _HOLD_SLACK_SECONDS)
+            if grant.reservation is not None and grant.wait <= 0:
+                return grant.reservation
+            if time.monotonic() + grant.wait > deadline:
+                if grant.reservation is not None:
+                    self.budget.release(grant.reservation)
+                raise ShopifyThrottledError(
+                    "shopify_throttled",
+                    f"the rate budget of {self.shop_url} needs {grant.wait:.1f}s more, past the "
+                    f"{self.throttle_timeout:g}s throttle budget (gave up)",
+                )
+            with self._lock:
+                self.stats.paced_sleeps += 1
+                self.stats.paced_seconds += grant.wait
+            logger.debug("pacing Shopify calls: sleeping %.3fs for %.1f points", grant.wait, cost)
+            self._sleep(grant.wait)
+            if grant.reservation is not None:
+                return grant.reservation
 
     def _attempt(
-        self, query: str, body: bytes, cost: float, attempt: int
+        self, query: str, body: bytes, cost: float, attempt: int, reservation: str | None
     ) -> tuple[str | None, dict[str, Any] | str, float]:
-        """One HTTP round trip: ``(None, data, 0)`` on success, ``(kind, problem, wait)`` to retry."""
-        with self._lock:
-            self.stats.requests += 1
+        """One HTTP round trip: ``(None, data, 0)`` on success, ``(kind, problem, wait)`` to retry.
+
+        The reservation always ends here: reconciled with the answer's cost report, or released.
+        """
+        reconciled = False
         try:
-            response = self._http.post(self.endpoint, content=body)
-        except httpx.TransportError as exc:
-            return "unreachable", f"cannot reach {self.endpoint} ({type(exc).__name__})", self._backoff(attempt)
-        with self._lock:
-            self.stats.responses += 1
+            with self._lock:
+                self.stats.requests += 1
+            try:
+                response = self._http.post(self.endpoint, content=body)
+            except httpx.TransportError as exc:
+                return "unreachable", f"cannot reach {self.endpoint} ({type(exc).__name__})", self._backoff(attempt)
+            with self._lock:
+                self.stats.responses += 1
+            payload = _json_or_none(response)
+            if isinstance(payload, dict):
+                reconciled = self._observe(query, payload, reservation)
+            return self._judge(response, payload, cost, attempt)
+        finally:
+            if reservation is not None and not reconciled:
+                self.budget.release(reservation)
+
+    def _judge(
+        self, response: httpx.Response, payload: Any, cost: float, attempt: int
+    ) -> tuple[str | None, dict[str, Any] | str, float]:
+        """What one answer means: data, a retry (kind, problem, wait), or a final error (raised)."""
         status = response.status_code
         retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
-        payload = _json_or_none(response)
-        if isinstance(payload, dict):
-            self._observe(query, payload)
         if status in (401, 403):
             raise ShopifyAuthError(
                 "shopify_auth_failed",
                 f"Shopify rejected the access token for {self.shop_url} (HTTP {status})",
             )
         if status in _RETRYABLE_HTTP:
-            kind = "throttled" if status == 429 else "unreachable"
-            if kind == "throttled":
+            if status == 429:
                 with self._lock:
                     self.stats.throttled += 1
+                wait = retry_after if retry_after is not None else self._backoff(attempt)
+                return "throttled", f"HTTP 429 from {self.endpoint}", min(wait, self.max_backoff)
             wait = retry_after if retry_after is not None else self._backoff(attempt)
-            return kind, f"HTTP {status} from {self.endpoint}", min(wait, self.max_backoff)
+            return "unreachable", f"HTTP {status} from {self.endpoint}", min(wait, self.max_backoff)
         if status >= 400 or not isinstance(payload, dict):
             snippet = " ".join(response.text.split())[:200]
             raise ShopifyError(
@@ -555,7 +682,9 @@ class ShopifyClient:
             if "THROTTLED" in codes:
                 with self._lock:
                     self.stats.throttled += 1
-                return "throttled", "THROTTLED by Shopify", self._throttle_wait(payload, cost, attempt)
+                # With pacing, the next reservation waits for the restore time the answer implies.
+                wait = 0.0 if self.pacing else self._throttle_wait(payload, cost)
+                return "throttled", f"THROTTLED by {self.shop_url}", wait
             if "ACCESS_DENIED" in codes:
                 raise ShopifyAuthError(
                     "shopify_auth_failed", f"Shopify denied access: {_describe_errors(error_dicts)}", errors=error_dicts
@@ -571,86 +700,49 @@ class ShopifyClient:
 
     # -- cost accounting -----------------------------------------------------------------------
 
-    def _expected_cost(self, query: str) -> float:
+    def _expected_cost(self, query: str, first_guess: float | None = None) -> float:
         with self._lock:
             known = self._cost_by_query.get(query)
         if known is not None:
             return known
-        return _DEFAULT_QUERY_COST
+        return first_guess if first_guess is not None else _DEFAULT_QUERY_COST
 
-    def _observe(self, query: str, payload: dict[str, Any]) -> None:
-        """Read ``extensions.cost`` of one response into :attr:`throttle` and the pacing estimate."""
-        extensions = payload.get("extensions")
-        cost = extensions.get("cost") if isinstance(extensions, dict) else None
-        if not isinstance(cost, dict):
-            return
-        status = cost.get("throttleStatus")
-        if not isinstance(status, dict):
-            return
-        try:
-            requested = cost.get("requestedQueryCost")
-            actual = cost.get("actualQueryCost")
-            snapshot = ThrottleStatus(
-                maximum_available=float(status["maximumAvailable"]),
-                currently_available=float(status["currentlyAvailable"]),
-                restore_rate=float(status["restoreRate"]),
-                last_query_cost=float(actual) if actual is not None else (
-                    float(requested) if requested is not None else None
-                ),
-                requested_query_cost=float(requested) if requested is not None else None,
-            )
-        except (KeyError, TypeError, ValueError):
-            logger.debug("unreadable extensions.cost in Shopify response: %r", cost)
-            return
+    def _observe(self, query: str, payload: dict[str, Any], reservation: str | None) -> bool:
+        """Read ``extensions.cost`` of one answer into :attr:`throttle` and the shop's budget.
+
+        Returns whether the reservation was reconciled (``False``: no readable cost report).
+        """
+        snapshot = _throttle_status(payload)
+        if snapshot is None:
+            return False
         with self._lock:
             self.throttle = snapshot
             self.stats.cost_reports += 1
-            self._estimate = (snapshot.currently_available, snapshot.observed_at)
             if snapshot.requested_query_cost is not None and snapshot.requested_query_cost > 0:
                 self._cost_by_query[query] = snapshot.requested_query_cost
+        if reservation is None:
+            return False
+        self.budget.observe(
+            reservation,
+            Observation(
+                available=snapshot.currently_available,
+                maximum=snapshot.maximum_available,
+                restore_rate=snapshot.restore_rate,
+                charged=snapshot.actual_query_cost,
+            ),
+        )
+        return True
 
-    def _pace(self, cost: float) -> None:
-        """Sleep until the bucket should hold ``cost`` points, then reserve them locally."""
-        if not self.pacing:
-            return
-        with self._lock:
-            status = self.throttle
-            if status is None or self._estimate is None or status.restore_rate <= 0:
-                return
-            if cost > status.maximum_available:
-                return  # can never fit; let Shopify answer (MAX_COST_EXCEEDED)
-            points, at = self._estimate
-            now = time.monotonic()
-            available = min(status.maximum_available, points + max(0.0, now - at) * status.restore_rate)
-            # Aim a hair above the cost (clock skew, rounding), never above the bucket size.
-            target = min(status.maximum_available, cost + _PACING_MARGIN_POINTS)
-            wait = 0.0 if available >= target else (target - available) / status.restore_rate
-            # Reserve the points so concurrent callers queue behind us instead of all firing.
-            self._estimate = (available + wait * status.restore_rate - cost, now + wait)
-            if wait > 0:
-                self.stats.paced_sleeps += 1
-                self.stats.paced_seconds += wait
-        if wait > 0:
-            logger.debug("pacing Shopify calls: sleeping %.3fs for %.0f points", wait, cost)
-            self._sleep(wait)
-
-    def _throttle_wait(self, payload: dict[str, Any], cost: float, attempt: int) -> float:
-        """How long a THROTTLED answer says to wait: the missing points over the restore rate."""
-        requested = cost
-        extensions = payload.get("extensions")
-        cost_ext = extensions.get("cost") if isinstance(extensions, dict) else None
-        if isinstance(cost_ext, dict) and cost_ext.get("requestedQueryCost") is not None:
-            try:
-                requested = float(cost_ext["requestedQueryCost"])
-            except (TypeError, ValueError):
-                pass
-        status = self.throttle
+    def _throttle_wait(self, payload: dict[str, Any], cost: float) -> float:
+        """Unpaced callers: the missing points over the restore rate, as the THROTTLED answer says."""
+        status = _throttle_status(payload) or self.throttle
         if status is None or status.restore_rate <= 0:
-            return self._backoff(attempt)
+            return self._backoff(1)
+        requested = status.requested_query_cost if status.requested_query_cost is not None else cost
         missing = max(0.0, requested - status.currently_available)
-        wait = missing / status.restore_rate
         # A little jitter so parallel workers don't all wake in the same millisecond.
-        return min(self.max_backoff, wait + random.uniform(0.0, 0.05 * max(wait, 0.01)) + 0.001)
+        wait = missing / status.restore_rate
+        return wait + random.uniform(0.0, 0.05 * max(wait, 0.01)) + 0.001
 
     def _backoff(self, attempt: int) -> float:
         base = self.backoff_base * (2 ** max(0, attempt - 1))
@@ -689,25 +781,21 @@ class ShopifyClient:
             variants=variants,
         )
 
-    def product_set(self, spec: ProductSpec) -> SyncedProduct:
-        """Create or update the product ``spec.handle`` (``productSet``, synchronous, by handle).
+    def product_set(self, spec: ProductSpec, *, known_product_gid: str | None = None) -> SyncedProduct:
+        """Create or update the product ``spec.handle``: one ``productSet`` (synchronous, by handle).
 
-        Idempotent: the same spec twice leaves one product with one variant. The existing
-        product is looked up first so ``created`` is truthful and the variant is updated in
-        place (its id is passed back to ``productSet``).
+        Idempotent: the same spec twice leaves one product with one variant (productSet matches the
+        existing variant by its option value, so it is updated in place). Nothing is read first; the
+        ids come from productSet's own answer. Shopify does not say whether it created the product, so
+        ``created`` is judged against what the caller already knew: ``known_product_gid`` is the product
+        the caller recorded for this handle (``None``: none), and the product counts as created unless
+        Shopify answered with exactly that one.
         """
-        existing = self.get_product(spec.handle)
         variant_input: dict[str, Any] = {
             "optionValues": [{"optionName": DEFAULT_OPTION_NAME, "name": DEFAULT_OPTION_VALUE}],
             "price": money_to_wire(spec.price),
             "sku": spec.sku,
         }
-        if existing is not None:
-            match = existing.variant_for_sku(spec.sku) or (
-                existing.variants[0] if len(existing.variants) == 1 else None
-            )
-            if match is not None:
-                variant_input["id"] = match.variant_gid
         product_input: dict[str, Any] = {
             "handle": spec.handle,
             "title": spec.title,
@@ -721,7 +809,11 @@ class ShopifyClient:
             product_input["descriptionHtml"] = spec.description_html
         if spec.vendor is not None:
             product_input["vendor"] = spec.vendor
-        data = self.execute(PRODUCT_SET_MUTATION, {"identifier": {"handle": spec.handle}, "input": product_input})
+        data = self.execute(
+            PRODUCT_SET_MUTATION,
+            {"identifier": {"handle": spec.handle}, "input": product_input},
+            first_guess=PRODUCT_SET_BASE_COST + PRODUCT_SET_VARIANT_COST * len(product_input["variants"]),
+        )
         product = (data.get("productSet") or {}).get("product")
         if not product:
             raise ShopifyGraphQLError("shopify_graphql_error", f"productSet returned no product for SKU {spec.sku!r}")
@@ -736,8 +828,27 @@ class ShopifyClient:
             handle=str(product["handle"]),
             product_gid=str(product["id"]),
             variant_gid=str(variant["id"]),
-            created=existing is None,
+            created=str(product["id"]) != known_product_gid,
         )
+
+    def variants_by_ids(self, variant_gids: list[str]) -> dict[str, VariantInfo | None]:
+        """Variants by GID with their product's handle, title and status: one ``nodes(ids:)`` query.
+
+        At most :data:`MAX_NODE_IDS` ids; a GID Shopify no longer knows maps to ``None``. Costs about
+        :data:`VARIANT_NODE_COST` points per id.
+        """
+        ids = list(dict.fromkeys(variant_gids))
+        if not ids:
+            return {}
+        if len(ids) > MAX_NODE_IDS:
+            raise ValueError(f"nodes(ids:) takes at most {MAX_NODE_IDS} ids, got {len(ids)}")
+        data = self.execute(VARIANT_NODES_QUERY, {"ids": ids}, expected_cost=VARIANT_NODE_COST * len(ids))
+        found: dict[str, VariantInfo | None] = dict.fromkeys(ids)
+        for node in data.get("nodes") or []:
+            if not node or not node.get("id") or "product" not in node:
+                continue
+            found[str(node["id"])] = _variant_from_node(node)
+        return found
 
     def find_variant_by_sku(self, sku: str, *, max_pages: int = 4) -> VariantInfo | None:
         """The variant whose SKU is exactly ``sku`` (``productVariants(query: "sku:...")``).
@@ -751,23 +862,27 @@ class ShopifyClient:
             data = self.execute(VARIANTS_BY_SKU_QUERY, {"query": query, "after": after})
             connection = data.get("productVariants") or {}
             for node in connection.get("nodes") or []:
-                if node.get("sku") != sku:
-                    continue
-                product = node.get("product") or {}
-                return VariantInfo(
-                    sku=sku,
-                    price=money_from_wire(node["price"]),
-                    product_gid=str(product.get("id", "")),
-                    variant_gid=str(node["id"]),
-                    product_status=str(product.get("status", "")),
-                    title=str(product.get("title", "")),
-                    handle=str(product.get("handle", "")),
-                )
+                if node.get("sku") == sku:
+                    return _variant_from_node(node)
             page = connection.get("pageInfo") or {}
             if not page.get("hasNextPage") or not page.get("endCursor"):
                 return None
             after = str(page["endCursor"])
         return None
+
+
+def _variant_from_node(node: dict[str, Any]) -> VariantInfo:
+    """A ``ProductVariant`` answer (``id sku price product { id handle title status }``) as a VariantInfo."""
+    product = node.get("product") or {}
+    return VariantInfo(
+        sku=str(node.get("sku") or ""),
+        price=money_from_wire(node["price"]),
+        product_gid=str(product.get("id", "")),
+        variant_gid=str(node["id"]),
+        product_status=str(product.get("status", "")),
+        title=str(product.get("title", "")),
+        handle=str(product.get("handle", "")),
+    )
 
 
 def _json_default(value: object) -> str:

@@ -4,7 +4,7 @@
   when started with ``access_token=...`` only that token is accepted).
 * Queries are parsed, validated and executed by ``graphql-core`` against a small SDL schema
   (``Product``, ``ProductVariant``, ``productSet``, ``product``, ``productByIdentifier``, ``products``,
-  ``productVariants``, ``shop``), so malformed queries fail like they do on Shopify.
+  ``productVariants``, ``node``, ``nodes``, ``shop``), so malformed queries fail like they do on Shopify.
 * Leaky-bucket cost limiting (default 2000 points, 100 points/s): every answer carries
   ``extensions.cost`` (``requestedQueryCost``, ``actualQueryCost``, ``throttleStatus``); when the
   bucket cannot pay, the answer is HTTP 200 with ``{"errors": [{"message": "Throttled",
@@ -12,8 +12,12 @@
 * Products live in SQLite (WAL) at ``state_path`` (in memory when ``None``), so several processes
   pointing at one file see one store. GIDs look like ``gid://shopify/Product/1001``.
 
-Cost model (a static estimate, charged in full): a mutation costs 10; an object field 1 plus its
-children; a connection ``2 + first x (cost of one node)``; scalars 0.
+Cost model (a static estimate, charged in full), after Shopify's documented rules: scalars and enums 0;
+an object field 1 plus its children; an interface the most expensive of its possible selections; a
+connection ``2 + first x (cost of one node)``; ``nodes(ids:)`` one node's cost per id (at most 250 ids);
+``productSet`` ``10 + 0.2 x variants`` (its dynamic cost since API 2025-10; we send no files or
+metafields), any other mutation 10. A query whose cost exceeds 1000 points (or the bucket) is refused with
+``MAX_COST_EXCEEDED``.
 """
 
 from __future__ import annotations
@@ -44,12 +48,15 @@ from graphql import (
     FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
+    GraphQLInterfaceType,
     GraphQLList,
     GraphQLNonNull,
     GraphQLObjectType,
     GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
+    ListValueNode,
+    ObjectValueNode,
     OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
@@ -101,7 +108,9 @@ type ProductOptionValue { id: ID! name: String! }
 type ProductOption { id: ID! name: String! position: Int! values: [String!]! optionValues: [ProductOptionValue!]! }
 type SelectedOption { name: String! value: String! }
 
-type Product {
+interface Node { id: ID! }
+
+type Product implements Node {
   id: ID!
   handle: String!
   title: String!
@@ -116,7 +125,7 @@ type Product {
   variants(first: Int, after: String, reverse: Boolean = false): ProductVariantConnection!
 }
 
-type ProductVariant {
+type ProductVariant implements Node {
   id: ID!
   sku: String
   price: Money!
@@ -177,6 +186,8 @@ type Query {
   productByIdentifier(identifier: ProductIdentifierInput!): Product
   products(first: Int, after: String, query: String, reverse: Boolean = false): ProductConnection!
   productVariants(first: Int, after: String, query: String, reverse: Boolean = false): ProductVariantConnection!
+  node(id: ID!): Node
+  nodes(ids: [ID!]!): [Node]!
 }
 
 type Mutation {
@@ -188,6 +199,9 @@ PRODUCT_GID = "gid://shopify/Product/"
 VARIANT_GID = "gid://shopify/ProductVariant/"
 MAX_PAGE_SIZE = 250
 MUTATION_COST = 10
+PRODUCT_SET_BASE_COST = 10.0
+PRODUCT_SET_VARIANT_COST = 0.2
+SINGLE_QUERY_MAX_COST = 1000
 _PATH_RE = re.compile(r"^/admin/api/(?P<version>\d{4}-\d{2}|unstable)/graphql\.json$")
 _AUTH_FAILED = {"errors": "[API] Invalid API key or access token (unrecognized login or wrong password)"}
 _THROTTLE_DOCS = "https://shopify.dev/api/usage/rate-limits"
@@ -228,6 +242,7 @@ def _build_schema() -> GraphQLSchema:
         scalar.serialize = lambda value: _money_str(Decimal(str(value)))  # type: ignore[attr-defined]
         scalar.parse_value = _parse_money  # type: ignore[attr-defined]
         scalar.parse_literal = _parse_money_literal  # type: ignore[attr-defined]
+    schema.type_map["Node"].resolve_type = lambda value, _info, _type: value["__typename"]  # type: ignore[attr-defined]
     return schema
 
 
@@ -480,6 +495,7 @@ class _Root:
         options = json.loads(row["options_json"])
         pid = row["id"]
         return {
+            "__typename": "Product",
             "id": f"{PRODUCT_GID}{pid}",
             "handle": row["handle"],
             "title": row["title"],
@@ -518,6 +534,7 @@ class _Root:
 
         product_title = product_row["title"] if product_row is not None else None
         return {
+            "__typename": "ProductVariant",
             "id": f"{VARIANT_GID}{row['id']}",
             "sku": row["sku"],
             "price": row["price"],
@@ -541,6 +558,22 @@ class _Root:
         number = _gid_number(id, PRODUCT_GID)
         row = self.store.product(number) if number is not None else None
         return self.product_obj(row) if row is not None else None
+
+    def node(self, _info: Any, id: str) -> dict[str, Any] | None:  # noqa: A002 - GraphQL arg name
+        if id.startswith(VARIANT_GID):
+            number = _gid_number(id, VARIANT_GID)
+            rows = self.store.query("SELECT * FROM variants WHERE id = ?", (number,)) if number is not None else []
+            return self.variant_obj(rows[0]) if rows else None
+        if id.startswith(PRODUCT_GID):
+            return self.product(_info, id)
+        return None
+
+    def nodes(self, _info: Any, ids: list[str]) -> list[dict[str, Any] | None]:
+        if len(ids) > MAX_PAGE_SIZE:
+            raise GraphQLError(
+                f"The maximum number of ids for nodes is {MAX_PAGE_SIZE}", extensions={"code": "BAD_REQUEST"}
+            )
+        return [self.node(_info, gid) for gid in ids]
 
     def productByIdentifier(self, _info: Any, identifier: dict[str, Any]) -> dict[str, Any] | None:  # noqa: N802
         row = self._find_product(identifier, path="identifier")
@@ -873,66 +906,115 @@ def _combo(values: list[dict[str, str]]) -> tuple[tuple[str, str], ...]:
 # --------------------------------------------------------------------------------------------
 
 
+def _argument(node: FieldNode, name: str) -> Any:
+    """The value node of argument ``name`` of a field, or ``None``."""
+    return next((a.value for a in node.arguments or () if a.name.value == name), None)
+
+
 def _int_argument(node: FieldNode, name: str, variables: dict[str, Any]) -> int | None:
-    for argument in node.arguments or ():
-        if argument.name.value != name:
-            continue
-        value = argument.value
-        if isinstance(value, IntValueNode):
-            return int(value.value)
-        if isinstance(value, VariableNode):
-            raw = variables.get(value.name.value)
-            return int(raw) if isinstance(raw, int) and not isinstance(raw, bool) else None
+    value = _argument(node, name)
+    if isinstance(value, IntValueNode):
+        return int(value.value)
+    if isinstance(value, VariableNode):
+        raw = variables.get(value.name.value)
+        return int(raw) if isinstance(raw, int) and not isinstance(raw, bool) else None
     return None
+
+
+def _list_length(node: FieldNode, name: str, variables: dict[str, Any]) -> int | None:
+    """How many items the list argument ``name`` holds (literal or variable), ``None`` if absent."""
+    value = _argument(node, name)
+    if value is None:
+        return None
+    if isinstance(value, ListValueNode):
+        return len(value.values)
+    if isinstance(value, VariableNode):
+        raw = variables.get(value.name.value)
+        return len(raw) if isinstance(raw, list) else 1 if raw is not None else 0
+    return 1
 
 
 def _selection_cost(
     selection_set: SelectionSetNode | None,
-    parent: GraphQLObjectType,
+    parent: GraphQLObjectType | GraphQLInterfaceType,
     fragments: dict[str, FragmentDefinitionNode],
     variables: dict[str, Any],
-) -> int:
+) -> float:
     if selection_set is None:
         return 0
-    total = 0
+    total = 0.0
+    branches: list[float] = []  # type-conditioned selections on an interface: the dearest one counts
     for selection in selection_set.selections:
         if isinstance(selection, FieldNode):
             field_def = parent.fields.get(selection.name.value)
             if field_def is None:
                 continue  # __typename and friends
             named = get_named_type(field_def.type)
-            if not isinstance(named, GraphQLObjectType):
+            if not isinstance(named, (GraphQLObjectType, GraphQLInterfaceType)):
                 continue  # scalars and enums are free
             children = _selection_cost(selection.selection_set, named, fragments, variables)
+            unwrapped = field_def.type.of_type if isinstance(field_def.type, GraphQLNonNull) else field_def.type
+            ids = _list_length(selection, "ids", variables)
             if named.name.endswith("Connection"):
                 first = _int_argument(selection, "first", variables) or 0
                 total += 2 + first * max(1, children)
+            elif isinstance(unwrapped, GraphQLList) and parent.name.endswith("Connection"):
+                total += children  # a connection's `nodes`: already counted by `first`
+            elif isinstance(unwrapped, GraphQLList) and ids is not None:
+                total += ids * (1 + children)  # nodes(ids:): one object per id
             else:
-                unwrapped = field_def.type.of_type if isinstance(field_def.type, GraphQLNonNull) else field_def.type
-                is_node_list = isinstance(unwrapped, GraphQLList) and parent.name.endswith("Connection")
-                total += children if is_node_list else 1 + children
-        elif isinstance(selection, InlineFragmentNode):
-            target = parent
-            if selection.type_condition is not None:
-                candidate = SCHEMA.get_type(selection.type_condition.name.value)
-                target = candidate if isinstance(candidate, GraphQLObjectType) else parent
-            total += _selection_cost(selection.selection_set, target, fragments, variables)
+                total += 1 + children
+            continue
+        if isinstance(selection, InlineFragmentNode):
+            condition = selection.type_condition.name.value if selection.type_condition is not None else None
+            body = selection.selection_set
         elif isinstance(selection, FragmentSpreadNode):
             fragment = fragments.get(selection.name.value)
-            if fragment is not None:
-                candidate = SCHEMA.get_type(fragment.type_condition.name.value)
-                target = candidate if isinstance(candidate, GraphQLObjectType) else parent
-                total += _selection_cost(fragment.selection_set, target, fragments, variables)
-    return total
+            if fragment is None:
+                continue
+            condition, body = fragment.type_condition.name.value, fragment.selection_set
+        else:
+            continue
+        candidate = SCHEMA.get_type(condition) if condition else None
+        target = candidate if isinstance(candidate, GraphQLObjectType) else parent
+        cost = _selection_cost(body, target, fragments, variables)
+        if isinstance(parent, GraphQLInterfaceType) and target is not parent:
+            branches.append(cost)
+        else:
+            total += cost
+    return total + max(branches, default=0.0)
 
 
-def estimate_cost(document: Any, operation: OperationDefinitionNode, variables: dict[str, Any]) -> int:
+def _product_set_variants(node: FieldNode, variables: dict[str, Any]) -> int:
+    """How many variants a ``productSet`` sends (``input.variants``, literal or variable)."""
+    value = _argument(node, "input")
+    if isinstance(value, VariableNode):
+        raw = variables.get(value.name.value)
+        variants = raw.get("variants") if isinstance(raw, dict) else None
+        return len(variants) if isinstance(variants, list) else 0
+    if isinstance(value, ObjectValueNode):
+        given = next((f.value for f in value.fields if f.name.value == "variants"), None)
+        if isinstance(given, ListValueNode):
+            return len(given.values)
+        if isinstance(given, VariableNode):
+            raw = variables.get(given.name.value)
+            return len(raw) if isinstance(raw, list) else 0
+    return 0
+
+
+def estimate_cost(document: Any, operation: OperationDefinitionNode, variables: dict[str, Any]) -> float:
     """Static cost of one operation (see the module docstring)."""
     if operation.operation == OperationType.MUTATION:
-        return MUTATION_COST * max(1, len(operation.selection_set.selections))
+        total = 0.0
+        for selection in operation.selection_set.selections:
+            if isinstance(selection, FieldNode) and selection.name.value == "productSet":
+                total += PRODUCT_SET_BASE_COST + PRODUCT_SET_VARIANT_COST * _product_set_variants(selection, variables)
+            else:
+                total += MUTATION_COST
+        return round(max(total, MUTATION_COST), 2)
     fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
     assert SCHEMA.query_type is not None
-    return max(1, _selection_cost(operation.selection_set, SCHEMA.query_type, fragments, variables))
+    return round(max(1.0, _selection_cost(operation.selection_set, SCHEMA.query_type, fragments, variables)), 2)
 
 
 class _LeakyBucket:
@@ -990,6 +1072,8 @@ class EmulatorStats:
     throttled: int = 0
     auth_failures: int = 0
     injected_failures: int = 0
+    #: Requests per root field that reached GraphQL execution or throttling (e.g. ``productSet``, ``nodes``).
+    operations: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -997,6 +1081,20 @@ class _Fault:
     status: int
     remaining: int
     retry_after: float | None
+    only: str | None = None  # answer only requests whose first root field is this (e.g. "nodes")
+
+
+def _root_field(raw: bytes) -> str | None:
+    """The first root field of a request body's operation (``productSet``, ``nodes``...), if readable."""
+    try:
+        document = parse(json.loads(raw.decode("utf-8"))["query"])
+    except Exception:  # noqa: BLE001 - unreadable bodies get their real answer later
+        return None
+    for definition in document.definitions:
+        if isinstance(definition, OperationDefinitionNode):
+            first = next((s for s in definition.selection_set.selections if isinstance(s, FieldNode)), None)
+            return first.name.value if first is not None else None
+    return None
 
 
 @dataclass
@@ -1012,15 +1110,26 @@ class _App:
         with self.lock:
             setattr(self.stats, attribute, getattr(self.stats, attribute) + 1)
 
-    def take_fault(self) -> _Fault | None:
+    def count_operation(self, operation: OperationDefinitionNode) -> None:
+        first = next((s for s in operation.selection_set.selections if isinstance(s, FieldNode)), None)
+        name = first.name.value if first is not None else "?"
         with self.lock:
-            while self.faults and self.faults[0].remaining <= 0:
-                self.faults.pop(0)
+            self.stats.operations[name] = self.stats.operations.get(name, 0) + 1
+
+    def take_fault(self, raw: bytes) -> _Fault | None:
+        """The injected failure this request gets, if any (faults are used up in the order injected)."""
+        with self.lock:
+            self.faults = [f for f in self.faults if f.remaining > 0]
             if not self.faults:
                 return None
-            self.faults[0].remaining -= 1
-            self.stats.injected_failures += 1
-            return self.faults[0]
+        operation = _root_field(raw) if any(f.only for f in self.faults) else None
+        with self.lock:
+            for fault in self.faults:
+                if fault.remaining > 0 and (fault.only is None or fault.only == operation):
+                    fault.remaining -= 1
+                    self.stats.injected_failures += 1
+                    return fault
+            return None
 
     def authorised(self, token: str | None) -> bool:
         if not token or not token.strip():
@@ -1056,14 +1165,14 @@ class _App:
             error = GraphQLError("An operation name is required" if operation_name is None else f"No operation named '{operation_name}'")
             return 200, self._answer_errors([error], "BAD_REQUEST", 0)
 
+        self.count_operation(operation)
         cost = estimate_cost(document, operation, variables)
-        if cost > self.bucket.size:
-            message = (
-                f"Query cost is {cost}, which exceeds the single query max cost limit ({self.bucket.size:g})."
-            )
+        max_cost = min(SINGLE_QUERY_MAX_COST, self.bucket.size)
+        if cost > max_cost:
+            message = f"Query cost is {cost:g}, which exceeds the single query max cost limit ({max_cost:g})."
             return 200, {
                 "errors": [{"message": message, "extensions": {"code": "MAX_COST_EXCEEDED", "cost": cost,
-                                                               "maxCost": self.bucket.size}}],
+                                                               "maxCost": max_cost}}],
                 "extensions": self._cost(cost, None, self.bucket.status()),
             }
         ok, status = self.bucket.try_take(cost)
@@ -1084,14 +1193,14 @@ class _App:
         body["extensions"] = self._cost(cost, cost, self.bucket.status())
         return 200, body
 
-    def _answer_errors(self, errors: list[GraphQLError], code: str, cost: int) -> dict[str, Any]:
+    def _answer_errors(self, errors: list[GraphQLError], code: str, cost: float) -> dict[str, Any]:
         return {
             "errors": [_format_error(e, code) for e in errors],
             "extensions": self._cost(cost, cost, self.bucket.status()),
         }
 
     @staticmethod
-    def _cost(requested: int, actual: int | None, status: dict[str, float]) -> dict[str, Any]:
+    def _cost(requested: float, actual: float | None, status: dict[str, float]) -> dict[str, Any]:
         return {"cost": {"requestedQueryCost": requested, "actualQueryCost": actual, "throttleStatus": status}}
 
 
@@ -1138,7 +1247,7 @@ class _Handler(BaseHTTPRequestHandler):
             app.count("auth_failures")
             self._send(401, _AUTH_FAILED)
             return
-        fault = app.take_fault()
+        fault = app.take_fault(raw)
         if fault is not None:
             headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
             self._send(fault.status, {"errors": f"injected HTTP {fault.status}"}, headers)
@@ -1201,10 +1310,13 @@ class EmulatorHandle:
             app.stats = EmulatorStats()
             app.faults.clear()
 
-    def inject_failures(self, status: int, count: int = 1, *, retry_after: float | None = None) -> None:
-        """Answer the next ``count`` authorised requests with HTTP ``status`` (e.g. 503, 429)."""
+    def inject_failures(
+        self, status: int, count: int = 1, *, retry_after: float | None = None, only: str | None = None
+    ) -> None:
+        """Answer the next ``count`` authorised requests with HTTP ``status`` (e.g. 503, 429); with ``only``,
+        just the requests whose first root field is ``only`` (e.g. ``"nodes"`` to fail only read-backs)."""
         with self._server.app.lock:
-            self._server.app.faults.append(_Fault(status, count, retry_after))
+            self._server.app.faults.append(_Fault(status, count, retry_after, only))
 
     def set_bucket(self, *, size: float | None = None, restore_rate: float | None = None) -> None:
         """Change the cost bucket (refilled to its new size)."""

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 
 from poflow_dagster.domain.errors import PoflowError
-from poflow_dagster.shopify.client import ProductSpec, ShopifyClient, SyncedProduct, money_to_wire
+from poflow_dagster.shopify.client import (
+    MAX_NODE_IDS,
+    VARIANT_NODE_COST,
+    ProductSpec,
+    ShopifyClient,
+    SyncedProduct,
+    VariantInfo,
+    money_to_wire,
+)
 
-__all__ = ["sync_products", "verify_products"]
+__all__ = ["sync_products", "verify_batch_size", "verify_products"]
 
 
 def _unique_by_handle(specs: list[ProductSpec]) -> dict[str, ProductSpec]:
@@ -36,21 +45,32 @@ def _unique_by_handle(specs: list[ProductSpec]) -> dict[str, ProductSpec]:
     return by_handle
 
 
-def sync_products(client: ShopifyClient, specs: list[ProductSpec], *, max_workers: int = 4) -> list[SyncedProduct]:
-    """Upsert every spec (``productSet`` by handle) on ``max_workers`` threads.
+def sync_products(
+    client: ShopifyClient,
+    specs: list[ProductSpec],
+    *,
+    max_workers: int = 4,
+    known_products: Mapping[str, str] | None = None,
+) -> list[SyncedProduct]:
+    """Upsert every spec (one ``productSet`` by handle each, nothing read first) on ``max_workers`` threads.
 
     Returns one :class:`SyncedProduct` per input spec, in input order (a repeated identical spec
-    gets the same result). Idempotent: running it again changes nothing but ``created``. On the
-    first failure the not-yet-started upserts are cancelled and that error is raised.
+    gets the same result). ``known_products`` maps handles to the product GIDs the caller recorded
+    earlier; it decides ``created`` (see :meth:`ShopifyClient.product_set`). Idempotent: running it again
+    changes nothing in Shopify. Threads share the shop's rate budget with every other sync of the shop.
+    On the first failure (after the client's own retries) the not-yet-started upserts are cancelled and
+    that error is raised.
     """
     if not specs:
         return []
     unique = _unique_by_handle(specs)
+    known = known_products or {}
     workers = max(1, min(max_workers, len(unique)))
     results: dict[str, SyncedProduct] = {}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shopify-sync") as pool:
         futures: dict[Future[SyncedProduct], str] = {
-            pool.submit(client.product_set, spec): handle for handle, spec in unique.items()
+            pool.submit(client.product_set, spec, known_product_gid=known.get(handle)): handle
+            for handle, spec in unique.items()
         }
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
         failed = next((f for f in done if f.exception() is not None), None)
@@ -66,19 +86,9 @@ def sync_products(client: ShopifyClient, specs: list[ProductSpec], *, max_worker
     return [results[spec.handle] for spec in specs]
 
 
-def _check_one(client: ShopifyClient, spec: ProductSpec) -> list[str]:
-    """Mismatch lines for one spec (empty when Shopify holds exactly what it says)."""
-    product = client.get_product(spec.handle)
-    variant = product.variant_for_sku(spec.sku) if product is not None else None
+def _differences(spec: ProductSpec, variant: VariantInfo) -> list[str]:
+    """Mismatch lines between a spec and the variant Shopify holds for its SKU."""
     lines: list[str] = []
-    if variant is None:
-        elsewhere = client.find_variant_by_sku(spec.sku)
-        if elsewhere is None:
-            if product is None:
-                return [f"SKU {spec.sku}: missing in Shopify (no product with handle {spec.handle})"]
-            return [f"SKU {spec.sku}: missing in Shopify (product {spec.handle} has no variant with this SKU)"]
-        lines.append(f"SKU {spec.sku}: found under handle {elsewhere.handle}, expected {spec.handle}")
-        variant = elsewhere
     if variant.price != spec.price:
         lines.append(
             f"SKU {spec.sku}: price differs (expected {money_to_wire(spec.price)}, "
@@ -91,18 +101,65 @@ def _check_one(client: ShopifyClient, spec: ProductSpec) -> list[str]:
     return lines
 
 
-def verify_products(client: ShopifyClient, specs: list[ProductSpec], *, max_workers: int = 4) -> list[str]:
+def _check_by_handle(client: ShopifyClient, spec: ProductSpec) -> list[str]:
+    """Mismatch lines for one spec found by handle (the fallback: no recorded GID, or it moved)."""
+    product = client.get_product(spec.handle)
+    variant = product.variant_for_sku(spec.sku) if product is not None else None
+    lines: list[str] = []
+    if variant is None:
+        elsewhere = client.find_variant_by_sku(spec.sku)
+        if elsewhere is None:
+            if product is None:
+                return [f"SKU {spec.sku}: missing in Shopify (no product with handle {spec.handle})"]
+            return [f"SKU {spec.sku}: missing in Shopify (product {spec.handle} has no variant with this SKU)"]
+        lines.append(f"SKU {spec.sku}: found under handle {elsewhere.handle}, expected {spec.handle}")
+        variant = elsewhere
+    return lines + _differences(spec, variant)
+
+
+def verify_batch_size(client: ShopifyClient) -> int:
+    """GIDs per ``nodes(ids:)`` read-back: up to 250, fewer if the bucket cannot pay for that many."""
+    return max(1, min(MAX_NODE_IDS, int(client.max_query_cost() // VARIANT_NODE_COST)))
+
+
+def verify_products(
+    client: ShopifyClient,
+    specs: list[ProductSpec],
+    variant_gids: Mapping[str, str] | None = None,
+    *,
+    max_workers: int = 4,
+) -> list[str]:
     """Read every spec back from Shopify; return human-readable mismatch lines in spec order.
 
     Checks: the SKU exists (under the spec's handle), price (as decimals, so ``12.5`` equals
     ``12.50``), product status and title. Empty means Shopify holds exactly what the specs say.
-    Products are read by handle (``productByIdentifier``, not the search index, which can lag),
-    falling back to a SKU search to say where a misplaced SKU lives.
+
+    ``variant_gids`` maps handles to the variant GIDs recorded when the products were synced: those
+    are read by id, up to 250 per ``nodes(ids:)`` request (about 2 points each), never through the
+    search index (which can lag). A spec without a recorded GID, or whose GID no longer holds its SKU
+    under its handle, is looked up by handle (``productByIdentifier``), then by SKU search to say where a
+    misplaced SKU lives.
     """
     if not specs:
         return []
     unique = list(dict.fromkeys(specs))
-    workers = max(1, min(max_workers, len(unique)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shopify-verify") as pool:
-        checked = list(pool.map(lambda spec: _check_one(client, spec), unique))
-    return [line for lines in checked for line in lines]
+    gids = variant_gids or {}
+    by_id = [spec for spec in unique if gids.get(spec.handle)]
+    fallback = [spec for spec in unique if not gids.get(spec.handle)]
+    found: dict[ProductSpec, list[str]] = {}
+    size = verify_batch_size(client)
+    for start in range(0, len(by_id), size):
+        batch = by_id[start:start + size]
+        variants = client.variants_by_ids([gids[spec.handle] for spec in batch])
+        for spec in batch:
+            variant = variants.get(gids[spec.handle])
+            if variant is None or variant.sku != spec.sku or variant.handle != spec.handle:
+                fallback.append(spec)
+            else:
+                found[spec] = _differences(spec, variant)
+    if fallback:
+        workers = max(1, min(max_workers, len(fallback)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shopify-verify") as pool:
+            for spec, lines in zip(fallback, pool.map(lambda s: _check_by_handle(client, s), fallback)):
+                found[spec] = lines
+    return [line for spec in unique for line in found[spec]]

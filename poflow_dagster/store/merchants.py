@@ -9,10 +9,10 @@ from sqlalchemy.orm import Session
 
 from poflow_dagster import config
 from poflow_dagster.domain.errors import PoflowError
+from poflow_dagster.shopify.connection import validate_shop_url, validate_token_env
 from poflow_dagster.store.schema import Merchant
 
 _MERCHANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
 def validate_merchant_id(merchant_id: str) -> str:
@@ -46,7 +46,12 @@ def configure_merchant(
     shop_url: str | None = None,
     shopify_token_env: str | None = None,
 ) -> Merchant:
-    """Create or update a merchant's settings. The token is never stored: only its env var's name."""
+    """Create or update a merchant's settings. The token is never stored: only its env var's name.
+
+    The token variable must be ``POFLOW_SHOPIFY_TOKEN_<NAME>`` or ``SHOPIFY_ACCESS_TOKEN``
+    (``invalid_token_env``); the shop URL ``https://<name>.myshopify.com`` unless its host is listed in
+    ``POFLOW_SHOPIFY_ALLOWED_HOSTS`` (``shop_url_not_allowed``). An empty string clears either setting.
+    """
     merchant = ensure_merchant(session, merchant_id)
     if name is not None:
         merchant.name = name
@@ -57,10 +62,8 @@ def configure_merchant(
     if shopify_sync_enabled is not None:
         merchant.shopify_sync_enabled = shopify_sync_enabled
     if shop_url is not None:
-        merchant.shop_url = shop_url.rstrip("/") or None
+        merchant.shop_url = validate_shop_url(shop_url) if shop_url.strip() else None
     if shopify_token_env is not None:
-        if shopify_token_env and not _ENV_NAME.match(shopify_token_env):
-            raise PoflowError("invalid_token_env", f"{shopify_token_env!r} is not an environment variable name")
-        merchant.shopify_token_env = shopify_token_env or None
+        merchant.shopify_token_env = validate_token_env(shopify_token_env) if shopify_token_env else None
     session.flush()
     return merchant
