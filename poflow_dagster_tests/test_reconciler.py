@@ -206,3 +206,23 @@ def test_reconciler_reads_a_bounded_batch_and_walks_on(db):
     with db.session() as session:
         assert set(session.scalars(sa.select(Upload.status))) == {"failed"}
     assert apply_repair  # the core is importable without Dagster
+
+
+def test_a_canceled_run_fails_its_pending_workflow(db, instance):
+    """A run canceled before it started (never reached a stage): the workflow shows the cancel."""
+    from poflow_dagster.store.uploads import claim_uploads_for_runs
+
+    upload = register_upload(db, "m1", _stored("c" * 64))
+    assert claim_uploads_for_runs(db, limit=10) == [upload.id]
+    instance.add_dynamic_partitions("po_uploads", [upload.id])
+    run = instance.create_run_for_job(
+        job_def=defs.resolve_job_def("po_job"), tags={"dagster/partition": upload.id},
+        status=dg.DagsterRunStatus.NOT_STARTED,
+    )
+    assert reconcile_workflows(instance, db)[0] == 0  # not started yet: Dagster will run or end it
+    instance.report_run_canceled(run, "canceled by an operator")
+    assert reconcile_workflows(instance, db)[0] == 1
+    report = status_report(db, upload.id)
+    assert (report.workflow.status, report.workflow.error_code, report.workflow.run_id) == (
+        "failed", "run_canceled", run.run_id)
+    assert report.upload.status == "failed"

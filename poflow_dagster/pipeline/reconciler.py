@@ -7,6 +7,7 @@ batched query per tick, what happened to the runs of the unfinished workflows it
 # No `from __future__ import annotations` here: Dagster reads these type hints at definition time.
 
 import datetime as dt
+import logging
 
 import dagster as dg
 
@@ -45,7 +46,7 @@ def reconcile_workflows(
     after_id: int = 0,
     limit: int = RECONCILE_BATCH,
     now: dt.datetime | None = None,
-    log=None,
+    log: logging.Logger | None = None,
 ) -> tuple[int, int, int]:
     """One reconciler pass over up to ``limit`` unfinished workflows after ``after_id``.
 
@@ -56,19 +57,30 @@ def reconcile_workflows(
         return 0, 0, 0
     runs = _po_runs(instance, [w.upload_id for w in workflows])
     now = now or utcnow()
-    repaired = 0
+    repaired = attempted = 0
+    errors: list[Exception] = []
     for workflow in workflows:
         repair = plan_repair(workflow, runs.get(workflow.upload_id, []), now)
         if repair is None:
             continue
-        step_key, text = (None, None)
-        if repair.run is not None and repair.action in ("failed", "canceled"):
-            step_key, text = run_failure_text(instance, repair.run.run_id)
-        if apply_repair(database, repair, step_key=step_key, error_text=text):
+        attempted += 1
+        run_id = repair.run.run_id if repair.run else workflow.run_id
+        try:
+            step_key, text = (None, None)
+            if repair.run is not None and repair.action in ("failed", "canceled"):
+                step_key, text = run_failure_text(instance, repair.run.run_id)
+            changed = apply_repair(database, repair, step_key=step_key, error_text=text)
+        except Exception as error:  # one bad row must not block the others; all failing = the tick fails
+            errors.append(error)
+            if log is not None:
+                log.warning(f"{workflow.upload_id}: repair {repair.action} (run {run_id}) failed: {error}")
+            continue
+        if changed:
             repaired += 1
             if log is not None:
-                run_id = repair.run.run_id if repair.run else workflow.run_id
                 log.info(f"{workflow.upload_id}: workflow {workflow.status} repaired ({repair.action}, run {run_id})")
+    if errors and len(errors) == attempted:
+        raise errors[0]
     cursor = workflows[-1].id if len(workflows) == limit else 0
     return repaired, len(workflows), cursor
 

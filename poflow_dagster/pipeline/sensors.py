@@ -73,7 +73,7 @@ def po_failure_sensor(context: dg.RunFailureSensorContext, db: DatabaseResource)
                            run_started_at=started_at)
 
 
-def run_failure_text(instance: dg.DagsterInstance, run_id: str) -> tuple:
+def run_failure_text(instance: dg.DagsterInstance, run_id: str) -> tuple[str | None, str | None]:
     """(step key, text) of the run's first step failure (innermost error); without one, ``(None, reason)``
     with Dagster's run-level reason — e.g. the code server's "Run execution process for … was terminated
     by signal 9 (SIGKILL)". A few small queries for one run (only runs being marked failed)."""
