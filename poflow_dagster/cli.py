@@ -76,13 +76,13 @@ def extract(file: Path, fmt: str) -> None:
     """Parse FILE and print the PO: JSON (the contract; money as decimal strings), a table, or the
     lines as CSV for spreadsheets (formula cells neutralised)."""
     from poflow_dagster.csv_export import po_lines_csv
-    from poflow_dagster.extraction import extract_file
+    from poflow_dagster.extraction import extract_file_bounded
     from poflow_dagster.extraction.llm import LLMSettings
     from poflow_dagster.pipeline.metadata import po_lines_markdown
 
     if not file.is_file():
         raise PoflowError("file_not_found", f"{file} is not a readable file")
-    parsed = extract_file(file, filename=file.name, llm=LLMSettings.from_env())
+    parsed = extract_file_bounded(file, filename=file.name, llm=LLMSettings.from_env())
     if fmt == "json":
         click.echo(json.dumps(parsed.to_contract(), indent=2, ensure_ascii=False))
     elif fmt == "csv":

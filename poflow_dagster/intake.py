@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import mimetypes
 import os
 import re
 import shutil
+import stat
 import tempfile
 import time
 import unicodedata
@@ -31,18 +34,23 @@ def sanitize_filename(name: str) -> str:
     return (name or "upload")[:200]
 
 
-def store_file(home: Path, source: Path, original_filename: str | None = None) -> StoredFile:
-    """Copy ``source`` into ``home/uploads/<sha256>/<sanitised name>``; identical bytes are stored once."""
-    if not source.is_file():
-        raise PoflowError("file_not_found", f"{source} is not a readable file")
-    size = source.stat().st_size
-    if size > MAX_UPLOAD_BYTES:
-        raise PoflowError("file_too_large", f"{size} bytes is over the {MAX_UPLOAD_BYTES} byte upload limit")
-    digest = hashlib.sha256()
-    store_root = (home / "uploads").resolve()
-    store_root.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=store_root, delete=False, prefix=".incoming-") as tmp:
-        with source.open("rb") as handle:
+def store_file(
+    home: Path, source: Path, original_filename: str | None = None, *, follow_symlinks: bool = True
+) -> StoredFile:
+    """Copy ``source`` into ``home/uploads/<sha256>/<sanitised name>``; identical bytes are stored once.
+
+    Only a regular file is read. With ``follow_symlinks=False`` (the inbox) a symlink is refused even if it
+    was swapped in after the caller looked (``O_NOFOLLOW``): ``not_a_regular_file``. The CLI follows links:
+    its user named the file.
+    """
+    with _open_regular(source, follow_symlinks=follow_symlinks) as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size > MAX_UPLOAD_BYTES:
+            raise PoflowError("file_too_large", f"{size} bytes is over the {MAX_UPLOAD_BYTES} byte upload limit")
+        digest = hashlib.sha256()
+        store_root = (home / "uploads").resolve()
+        store_root.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=store_root, delete=False, prefix=".incoming-") as tmp:
             while chunk := handle.read(_CHUNK):
                 digest.update(chunk)
                 tmp.write(chunk)
@@ -62,10 +70,28 @@ def store_file(home: Path, source: Path, original_filename: str | None = None) -
     return StoredFile(sha256=sha256, size_bytes=size, mime_type=mime, stored_path=str(target), original_filename=original)
 
 
-def upload_file(db: Database, home: Path, merchant_id: str, source: Path, *, source_kind: str = "cli") -> Upload:
+def _open_regular(source: Path, *, follow_symlinks: bool) -> io.BufferedReader:
+    """Open ``source`` for reading if it is a regular file (checked on the open descriptor, no race)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW)  # NONBLOCK: a FIFO never hangs
+    try:
+        fd = os.open(source, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise PoflowError("not_a_regular_file", f"{source.name} is a symbolic link; it was not read") from None
+        raise PoflowError("file_not_found", f"{source} is not a readable file") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PoflowError("not_a_regular_file", f"{source.name} is not a regular file; it was not read")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def upload_file(
+    db: Database, home: Path, merchant_id: str, source: Path, *, source_kind: str = "cli", follow_symlinks: bool = True
+) -> Upload:
     """Store a file and register it as an upload of ``merchant_id`` (a duplicate if seen before)."""
     validate_merchant_id(merchant_id)
-    stored = store_file(home, source)
+    stored = store_file(home, source, follow_symlinks=follow_symlinks)
     return register_upload(db, merchant_id, stored, source=source_kind)
 
 
@@ -84,7 +110,10 @@ def ingest_inbox(db: Database, home: Path, *, limit: int = 100, min_age_seconds:
     stored ones to ``inbox/<merchant>/.processed/``, rejected ones to ``.rejected/`` with a ``.reason`` file.
 
     Files younger than ``min_age_seconds`` are left for the next pass (they may still be being written);
-    names starting with ``.`` are ignored.
+    names starting with ``.`` are ignored. Only regular files physically inside the inbox are read: a
+    symlinked merchant folder (and any other non-directory) is ignored; a symlink, FIFO, socket or device
+    in a merchant folder is moved to ``.rejected/`` (the link itself, never its target) with reason
+    ``not_a_regular_file``, and a link swapped in while the file is read is refused (``O_NOFOLLOW``).
     """
     uploads: list[Upload] = []
     rejected: list[tuple[Path, str]] = []
@@ -92,14 +121,16 @@ def ingest_inbox(db: Database, home: Path, *, limit: int = 100, min_age_seconds:
     if not root.is_dir():
         return InboxResult(uploads, rejected)
     now = time.time()
-    for merchant_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for path in sorted(p for p in merchant_dir.iterdir() if p.is_file() and not p.name.startswith(".")):
+    for merchant_dir in _merchant_dirs(root):
+        for path, info in _inbox_entries(merchant_dir):
             if len(uploads) + len(rejected) >= limit:
                 return InboxResult(uploads, rejected)
-            if now - path.stat().st_mtime < min_age_seconds:
+            if now - info.st_mtime < min_age_seconds:
                 continue
             try:
-                upload = upload_file(db, home, merchant_dir.name, path, source_kind="inbox")
+                if not stat.S_ISREG(info.st_mode) or path.resolve().parent != merchant_dir.resolve():
+                    raise PoflowError("not_a_regular_file", f"{path.name} is not a regular file; it was not read")
+                upload = upload_file(db, home, merchant_dir.name, path, source_kind="inbox", follow_symlinks=False)
             except PoflowError as error:
                 rejected.append((_move_aside(path, merchant_dir / ".rejected", str(error)), str(error)))
                 continue
@@ -108,14 +139,46 @@ def ingest_inbox(db: Database, home: Path, *, limit: int = 100, min_age_seconds:
     return InboxResult(uploads, rejected)
 
 
+def _merchant_dirs(root: Path) -> list[Path]:
+    """Real (not symlinked) merchant folders directly in the inbox, by name."""
+    with os.scandir(root) as entries:
+        return sorted(
+            Path(entry.path) for entry in entries
+            if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False)
+        )
+
+
+def _inbox_entries(merchant_dir: Path) -> list[tuple[Path, os.stat_result]]:
+    """Everything in a merchant folder except dot-names and real sub-folders, with its ``lstat``."""
+    found = []
+    with os.scandir(merchant_dir) as entries:
+        for entry in entries:
+            if entry.name.startswith(".") or entry.is_dir(follow_symlinks=False):
+                continue
+            try:
+                found.append((Path(entry.path), entry.stat(follow_symlinks=False)))
+            except OSError:
+                continue  # vanished meanwhile
+    return sorted(found, key=lambda item: item[0].name)
+
+
 def _move_aside(path: Path, folder: Path, reason: str | None) -> Path:
+    """Move ``path`` (a link itself, never its target) into ``folder``, with a ``.reason`` file if given.
+
+    ``.processed``/``.rejected`` must be real folders: a symlink planted under that name is removed first.
+    """
+    if folder.is_symlink():
+        folder.unlink()
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / path.name
     counter = 1
-    while target.exists():
+    while os.path.lexists(target):
         target = folder / f"{path.stem}.{counter}{path.suffix}"
         counter += 1
     shutil.move(str(path), target)
     if reason:
-        target.with_name(target.name + ".reason").write_text(reason + "\n")
+        reason_path = target.with_name(target.name + ".reason")
+        fd = os.open(reason_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(reason + "\n")
     return target

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import ParsedPO
-from poflow_dagster.extraction import extract_file
+from poflow_dagster.extraction import extract_file_bounded
 from poflow_dagster.extraction.llm import LLMSettings
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.parse_cache import load_parse, store_parse
@@ -44,6 +44,6 @@ def parse_upload(
         path = Path(upload.stored_path)
         if not path.is_file():
             raise PoflowError("file_missing", f"stored file for upload {upload.id} is missing: {path.name}")
-        parsed = extract_file(path, filename=upload.original_filename, llm=llm, on_progress=on_progress)
+        parsed = extract_file_bounded(path, filename=upload.original_filename, llm=llm, on_progress=on_progress)
         store_parse(db, upload.id, upload.sha256, parsed)
     return ParseOutcome(parsed, reused=cached is not None, duplicate_of=find_duplicate_po(db, upload.id, parsed))

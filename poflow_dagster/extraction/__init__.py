@@ -17,6 +17,11 @@ message:
   LLM: ``llm_truncated``, ``llm_bad_response``, ``llm_refused``, ``llm_auth_failed``, ``llm_unavailable``,
   ``llm_rate_limited``;
 * ``unreadable_spreadsheet`` - a damaged xlsx;
+* ``file_too_complex`` - a part or token beyond the parsers' budgets: an xlsx part too big, too compressed
+  or with a giant XML comment/tag (:func:`.spreadsheet.inspect_xlsx`), a PDF stream inflating beyond its cap
+  or a page with megabytes of drawing instructions (:mod:`.pdf`); ``unsafe_xml`` also covers an xlsx DTD;
+* ``resource_limit`` - :func:`extract_file_bounded` only: parsing needed more memory or time than
+  ``POFLOW_EXTRACT_MEMORY_MB`` / ``POFLOW_EXTRACT_TIMEOUT`` allow (see :mod:`.sandbox`);
 * ``no_line_items`` - no item table, or a table without items;
 * ``unreadable_file`` - the stored file cannot be read (missing, permissions);
 * ``extraction_failed`` - an unexpected internal error (logged with its traceback).
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,8 +48,9 @@ from poflow_dagster.extraction.sniff import (
 
 if TYPE_CHECKING:
     from poflow_dagster.extraction.llm import LLMPage, LLMSettings
+    from poflow_dagster.extraction.sandbox import SandboxLimits, SandboxStats
 
-__all__ = ["MAX_FILE_BYTES", "SUPPORTED_FORMATS", "extract_file"]
+__all__ = ["MAX_FILE_BYTES", "SUPPORTED_FORMATS", "extract_file", "extract_file_bounded"]
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -85,6 +92,73 @@ def extract_file(
     """
     path = Path(path)
     display = filename or path.name
+    _check_size(path, display)
+    po = _guarded(display, lambda: _extract(path, display, llm, on_progress))
+    return _finish(po, display, filename)
+
+
+def extract_file_bounded(
+    path: Path,
+    *,
+    filename: str | None = None,
+    llm: LLMSettings | None = None,
+    on_progress: ProgressCallback | None = None,
+    limits: SandboxLimits | None = None,
+    stats: SandboxStats | None = None,
+) -> ParsedPO:
+    """:func:`extract_file` with all parsing in a memory- and time-bounded child process (:mod:`.sandbox`).
+
+    The child sniffs, parses and renders (the CPU- and memory-heavy, attacker-shaped work). When a document
+    needs the LLM the child hands back its pages and *this* process makes the calls, which mostly wait on
+    the network: ``on_progress(done, total)`` reports windows as with :func:`extract_file`, and the LLM's
+    own timeouts bound them. Extra error code: ``resource_limit``.
+    """
+    from poflow_dagster.extraction.sandbox import run_bounded
+
+    path = Path(path)
+    display = filename or path.name
+    outcome = run_bounded(_parse_in_child, (str(path), filename, llm), limits=limits, stats=stats, what=display)
+    if isinstance(outcome, ParsedPO):
+        return outcome
+    po = _guarded(display, lambda: _with_llm(
+        lambda: outcome.pages, outcome.source_format, display, llm, on_progress, why=outcome.why
+    ))
+    return _finish(po, display, filename)
+
+
+@dataclass(frozen=True)
+class _PendingLLM:
+    """Pages the child prepared for the LLM (returned instead of a ``ParsedPO``)."""
+
+    pages: list[LLMPage]
+    source_format: str
+    why: str
+
+
+class _NeedsLLM(BaseException):  # noqa: N818 - a control-flow signal, not an error
+    """Raised by :func:`_with_llm` in the child: a BaseException so no parser catch-all turns it into an error."""
+
+    def __init__(self, pending: _PendingLLM) -> None:
+        super().__init__(pending.source_format)
+        self.pending = pending
+
+
+#: Set in the sandbox child only (a process of its own): prepare the LLM's pages, let the parent call it.
+_defer_llm = False
+
+
+def _parse_in_child(path: str, filename: str | None, llm: LLMSettings | None) -> ParsedPO | _PendingLLM:
+    """The sandbox child's work: a finished ``ParsedPO``, or the pages the parent sends to the LLM."""
+    global _defer_llm
+    _defer_llm = True
+    try:
+        return extract_file(Path(path), filename=filename, llm=llm)
+    except _NeedsLLM as signal:
+        return signal.pending
+
+
+def _check_size(path: Path, display: str) -> None:
+    """``unreadable_file``, ``empty_file`` or ``file_too_large`` before anything reads the file."""
     try:
         size = path.stat().st_size
     except OSError as exc:
@@ -96,8 +170,12 @@ def extract_file(
             "file_too_large",
             f"{display} is {size / 1_048_576:.1f} MB; the limit is {MAX_FILE_BYTES / 1_048_576:.0f} MB",
         )
+
+
+def _guarded(display: str, work: Callable[[], ParsedPO]) -> ParsedPO:
+    """Run ``work``; anything but a ``PoflowError`` becomes ``unreadable_file`` or ``extraction_failed``."""
     try:
-        po = _extract(path, display, llm, on_progress)
+        return work()
     except PoflowError:
         raise
     except OSError as exc:
@@ -107,6 +185,10 @@ def extract_file(
         raise PoflowError(
             "extraction_failed", f"could not extract {display}: unexpected {type(exc).__name__}"
         ) from exc
+
+
+def _finish(po: ParsedPO, display: str, filename: str | None) -> ParsedPO:
+    """``no_line_items`` for an empty PO; otherwise note an odd extension and reconcile."""
     if not po.lines:
         raise PoflowError("no_line_items", f"{display} has no order lines: it does not look like a purchase order")
     _note_extension_mismatch(po, filename)
@@ -205,6 +287,8 @@ def _with_llm(
 ) -> ParsedPO:
     if llm is None:
         raise PoflowError("needs_ocr_or_llm", f"{display} needs an LLM because {why}; set OPENAI_API_KEY")
+    if _defer_llm:
+        raise _NeedsLLM(_PendingLLM(pages(), source_format, why))
     from poflow_dagster.extraction.llm import extract_with_llm
 
     return extract_with_llm(pages(), llm, source_format=source_format, on_progress=on_progress)

@@ -26,8 +26,10 @@ from __future__ import annotations
 import io
 import math
 import re
+import threading
+import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -70,6 +72,13 @@ __all__ = [
 
 #: Default page limit of :func:`read_pdf`.
 MAX_PAGES = 200
+#: Decoded (inflated) size of any one PDF stream: content, font, image -> ``file_too_complex`` above.
+MAX_STREAM_BYTES = 32 * 1024 * 1024
+#: Decoded bytes of all streams one :func:`read_pdf` call inflates -> ``file_too_complex`` above.
+MAX_DECODED_BYTES = 128 * 1024 * 1024
+#: Decoded content-stream bytes of one page (a text PO page has < 100 KB; each glyph becomes a Python
+#: object, so 4 MB of drawing operators is already ~0.5 GB of layout objects) -> ``file_too_complex`` above.
+MAX_PAGE_CONTENT_BYTES = 4 * 1024 * 1024
 #: A page with fewer non-blank characters than this counts as having no text layer.
 MIN_TEXT_CHARS = 25
 #: ``%%EOF`` must occur this close to the end of the file (PDF spec: 1024; some slack).
@@ -174,17 +183,145 @@ def _read(handle: io.BufferedReader, max_pages: int) -> PdfDocument:
     """Open with pdfplumber and read the pages (exceptions are translated by the caller)."""
     import pdfplumber  # local import: only PDF uploads need it
 
-    with pdfplumber.open(handle) as pdf:
-        count = len(pdf.pages)
-        if count > max_pages:
-            raise PoflowError("too_many_pages", f"the PDF has {count} pages; the limit is {max_pages}")
-        if count == 0:
-            raise PoflowError("corrupt_pdf", "the PDF has no pages")
-        pages = []
-        for number, page in enumerate(pdf.pages, start=1):
-            pages.append(_read_page(page, number))
-            page.close()  # drop pdfplumber's per-page caches
-        return PdfDocument(pages=pages)
+    _install_decode_guard()
+    _decode_budget.remaining = MAX_DECODED_BYTES
+    try:
+        with pdfplumber.open(handle) as pdf:
+            count = len(pdf.pages)
+            if count > max_pages:
+                raise PoflowError("too_many_pages", f"the PDF has {count} pages; the limit is {max_pages}")
+            if count == 0:
+                raise PoflowError("corrupt_pdf", "the PDF has no pages")
+            pages = []
+            for number, page in enumerate(pdf.pages, start=1):
+                _check_page_content(page, number)
+                pages.append(_read_page(page, number))
+                page.close()  # drop pdfplumber's per-page caches
+            return PdfDocument(pages=pages)
+    finally:
+        _decode_budget.remaining = None
+
+
+# --- decoding limits (pdfminer inflates whole streams in memory) ------------------------------
+
+
+class _DecodeBudget(threading.local):
+    """Bytes the current :func:`read_pdf` call may still inflate (``None``: outside a call)."""
+
+    remaining: int | None = None
+
+
+_decode_budget = _DecodeBudget()
+
+
+def _check_stream(size: int) -> None:
+    """``file_too_complex`` for one stream decoded to more than ``MAX_STREAM_BYTES``."""
+    if size > MAX_STREAM_BYTES:
+        raise PoflowError(
+            "file_too_complex",
+            f"a PDF stream inflates to more than {MAX_STREAM_BYTES // 1_048_576} MB (an inflate bomb)",
+        )
+
+
+def _spend(size: int) -> None:
+    """Count ``size`` decoded bytes of one stream against the per-stream and per-document budgets."""
+    _check_stream(size)
+    remaining = _decode_budget.remaining
+    if remaining is not None:
+        if size > remaining:
+            raise PoflowError(
+                "file_too_complex",
+                f"the PDF's streams inflate to more than {MAX_DECODED_BYTES // 1_048_576} MB in total",
+            )
+        _decode_budget.remaining = remaining - size
+
+
+def _decompress_corrupted(data: bytes) -> bytes:
+    """pdfminer's fallback for a stream with a damaged checksum, linear and bounded.
+
+    Keeps what inflates when the error is in the last chunk (the checksum); raises ``zlib.error`` for
+    damage earlier on, like pdfminer's own byte-at-a-time version (whose ``bytes +=`` is quadratic).
+    """
+    inner = zlib.decompressobj()
+    out = bytearray()
+    step = 4096
+    for start in range(0, len(data), step):
+        try:
+            piece = inner.decompress(data[start : start + step], MAX_STREAM_BYTES + 1 - len(out))
+        except zlib.error:
+            if start + step < len(data) - 3:
+                raise
+            break
+        _spend(len(piece))
+        out += piece
+        if len(out) > MAX_STREAM_BYTES or inner.eof:
+            break
+    _check_stream(len(out))
+    return bytes(out)
+
+
+class _BoundedZlib:
+    """Stands in for the ``zlib`` module inside ``pdfminer.pdftypes``: same calls, bounded output."""
+
+    error = zlib.error
+
+    @staticmethod
+    def decompress(data: bytes, *args: int) -> bytes:
+        inner = zlib.decompressobj()
+        out = inner.decompress(data, MAX_STREAM_BYTES + 1)
+        _spend(len(out))
+        if not inner.eof:
+            raise zlib.error("Error -5 while decompressing data: incomplete or truncated stream")
+        return out
+
+    decompressobj = staticmethod(zlib.decompressobj)
+
+
+def _bounded(decoder: Callable[..., bytes]) -> Callable[..., bytes]:
+    """Wrap a pure-Python pdfminer decoder (LZW, run-length) so its output counts against the budget."""
+
+    def decode(*args: Any) -> bytes:
+        out = decoder(*args)
+        _spend(len(out))
+        return out
+
+    decode.__wrapped__ = decoder  # type: ignore[attr-defined]
+    return decode
+
+
+def _install_decode_guard() -> None:
+    """Route pdfminer's stream decoding through the budgets above (idempotent).
+
+    pdfminer calls ``zlib.decompress(data)`` on whole streams (and, for a damaged one, a byte-at-a-time
+    ``decompressobj`` loop), so a 400 KB inflate bomb becomes GBs in memory. Its ``zlib`` name is
+    pointed at :class:`_BoundedZlib`, its fallback at :func:`_decompress_corrupted`; LZW and run-length
+    output is counted after decoding (the sandbox's memory limit bounds those decoders themselves).
+    """
+    from pdfminer import pdftypes
+
+    if isinstance(pdftypes.zlib, _BoundedZlib):
+        return
+    pdftypes.zlib = _BoundedZlib()  # type: ignore[assignment]
+    pdftypes.decompress_corrupted = _decompress_corrupted
+    pdftypes.lzwdecode = _bounded(pdftypes.lzwdecode)
+    pdftypes.rldecode = _bounded(pdftypes.rldecode)
+
+
+def _check_page_content(page: Any, number: int) -> None:
+    """``file_too_complex`` when a page's content streams decode to more than ``MAX_PAGE_CONTENT_BYTES``."""
+    from pdfminer.pdftypes import resolve1
+
+    contents = page.page_obj.contents or []
+    size = 0
+    for stream in contents:
+        data = getattr(resolve1(stream), "get_data", lambda: b"")()
+        size += len(data or b"")
+    if size > MAX_PAGE_CONTENT_BYTES:
+        raise PoflowError(
+            "file_too_complex",
+            f"page {number} has {size / 1_048_576:.1f} MB of drawing instructions "
+            f"(limit {MAX_PAGE_CONTENT_BYTES // 1_048_576} MB)",
+        )
 
 
 def _read_page(page: Any, number: int) -> PdfPage:
@@ -245,6 +382,8 @@ def _error_for(exc: Exception) -> PoflowError:
     inner: BaseException = exc
     if isinstance(exc, PdfminerException) and exc.args and isinstance(exc.args[0], BaseException):
         inner = exc.args[0]
+    if isinstance(inner, PoflowError):  # a decoding budget tripped inside pdfminer
+        return inner
     if isinstance(inner, (PDFPasswordIncorrect, PDFEncryptionError)):
         return PoflowError("encrypted_pdf", "the PDF is password-protected; upload an unprotected copy")
     return PoflowError("corrupt_pdf", f"the PDF is damaged and cannot be read ({type(inner).__name__})")

@@ -27,6 +27,7 @@ import io
 import re
 import unicodedata
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -58,10 +59,16 @@ __all__ = [
     "synonym_index",
     "MAX_COLUMNS",
     "MAX_ROWS",
+    "MAX_XLSX_ENTRIES",
+    "MAX_XLSX_PART_BYTES",
+    "MAX_XLSX_RATIO",
     "MAX_XLSX_UNCOMPRESSED_BYTES",
+    "MAX_XML_TOKEN_BYTES",
+    "MAX_XML_SPECIALS",
     "extract_delimited",
     "extract_rows",
     "extract_xlsx",
+    "inspect_xlsx",
     "read_delimited",
 ]
 
@@ -69,8 +76,18 @@ __all__ = [
 MAX_ROWS = 100_000
 #: Cells beyond this column are ignored.
 MAX_COLUMNS = 200
-#: Sum of the declared uncompressed sizes of an xlsx's zip members (zip-bomb guard).
+#: Sum of the declared uncompressed sizes of an xlsx's zip members (zip-bomb guard) -> ``file_too_large``.
 MAX_XLSX_UNCOMPRESSED_BYTES = 200 * 1024 * 1024
+#: Parts (zip entries) of an xlsx; real workbooks have tens -> ``file_too_complex`` above.
+MAX_XLSX_ENTRIES = 1000
+#: Uncompressed size of any one part (a 100,000-row sheet is ~40 MB of XML) -> ``file_too_complex`` above.
+MAX_XLSX_PART_BYTES = 100 * 1024 * 1024
+#: Compression ratio of a part over 1 MB (real sheet XML: < 30; deflate's maximum: ~1030).
+MAX_XLSX_RATIO = 250
+#: Longest XML tag, comment, processing instruction or text run in a part (Excel cells hold <= 32,767 chars).
+MAX_XML_TOKEN_BYTES = 1024 * 1024
+#: XML comments + processing instructions per part (Excel writes one: the XML declaration).
+MAX_XML_SPECIALS = 10_000
 #: The item header row must be within this many rows from the top of the sheet.
 HEADER_SCAN_ROWS = 200
 
@@ -783,23 +800,164 @@ def extract_delimited(text: str, *, delimiter: str, source_format: str) -> Parse
     return extract_rows(read_delimited(text, delimiter=delimiter), source_format=source_format)
 
 
-def _check_zip_sizes(path: Path, limit: int) -> None:
-    """Refuse workbooks whose members declare more than ``limit`` bytes uncompressed.
+def inspect_xlsx(path: Path) -> None:
+    """Refuse a workbook whose parts are too big or too complex to hand to openpyxl.
 
-    Python's zipfile never inflates a member beyond its declared size (it fails the
-    CRC check instead), so checking the declared sizes bounds the real work.
+    Runs before openpyxl sees the file (budgets are read at call time):
+
+    * ``file_too_large``: the declared uncompressed sizes add up to more than
+      ``MAX_XLSX_UNCOMPRESSED_BYTES`` (checked from the central directory, nothing inflated);
+    * ``file_too_complex``: more than ``MAX_XLSX_ENTRIES`` entries, a part over ``MAX_XLSX_PART_BYTES``,
+      an XML part over 1 MB compressed more than ``MAX_XLSX_RATIO`` times (a zip bomb), a UTF-16 XML part, or XML
+      with a markup token (tag, comment, processing instruction) or text run over ``MAX_XML_TOKEN_BYTES``
+      or more than ``MAX_XML_SPECIALS`` comments/processing instructions;
+    * ``unsafe_xml``: a part with a DTD (``<!DOCTYPE``: entity expansion);
+    * ``unreadable_spreadsheet``: a damaged archive, or a part whose real size or CRC disagrees with the
+      directory (Python's zipfile never inflates past the declared size, so the declared sizes bound the work).
+
+    Every part is inflated once, in chunks, whatever its name says (a worksheet may be stored under any
+    name): parts openpyxl never reads in read-only mode (comments, drawings, VBA, printer settings, custom XML)
+    are therefore checked too, and never parsed. Non-XML parts (images, ``vbaProject.bin``) are only sized.
     """
     try:
         with zipfile.ZipFile(path) as archive:
-            total = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise PoflowError("unreadable_spreadsheet", f"the workbook is damaged ({exc})") from None
-    if total > limit:
+            infos = archive.infolist()
+            _check_zip_directory(infos)
+            for info in infos:
+                if not info.is_dir():
+                    _scan_part(archive, info)
+    except PoflowError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise PoflowError("unreadable_spreadsheet", f"the workbook is damaged ({type(exc).__name__}: {exc})") from None
+
+
+def _check_zip_directory(infos: Sequence[zipfile.ZipInfo]) -> None:
+    """Entry count and declared sizes, from the central directory alone."""
+    if len(infos) > MAX_XLSX_ENTRIES:
+        raise PoflowError("file_too_complex", f"the workbook has {len(infos)} parts (limit {MAX_XLSX_ENTRIES})")
+    total = sum(info.file_size for info in infos)
+    if total > MAX_XLSX_UNCOMPRESSED_BYTES:
         raise PoflowError(
             "file_too_large",
             f"the workbook expands to {total / 1_048_576:.0f} MB when unzipped "
-            f"(limit {limit / 1_048_576:.0f} MB)",
+            f"(limit {MAX_XLSX_UNCOMPRESSED_BYTES / 1_048_576:.0f} MB)",
         )
+    for info in infos:
+        if info.file_size > MAX_XLSX_PART_BYTES:
+            raise PoflowError(
+                "file_too_complex",
+                f"part {info.filename} expands to {info.file_size / 1_048_576:.0f} MB "
+                f"(limit {MAX_XLSX_PART_BYTES / 1_048_576:.0f} MB per part)",
+            )
+
+
+def _scan_part(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
+    """Inflate one part in chunks: XML goes through :class:`_XmlGuard`, other parts are only sized."""
+    with archive.open(info) as handle:
+        first = handle.read(_SCAN_CHUNK)
+        start = first.lstrip(b"\xef\xbb\xbf \t\r\n")
+        if start.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00<", b"<\x00")):
+            raise PoflowError("file_too_complex", f"part {info.filename} is UTF-16 XML, which Excel never writes")
+        if not start.startswith(b"<"):
+            while handle.read(_SCAN_CHUNK):  # not XML: read to the end so size and CRC are verified
+                pass
+            return
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > 1_048_576 and ratio > MAX_XLSX_RATIO:
+            raise PoflowError(
+                "file_too_complex",
+                f"part {info.filename} is compressed {ratio:.0f} times (a zip bomb; limit {MAX_XLSX_RATIO})",
+            )
+        guard = _XmlGuard(info.filename)
+        chunk = first
+        while chunk:
+            guard.feed(chunk)
+            chunk = handle.read(_SCAN_CHUNK)
+        guard.close()
+
+
+_SCAN_CHUNK = 1024 * 1024
+_SPECIAL_RE = re.compile(rb"<(!--|\?)")
+_SPECIAL_END = {b"!--": b"-->", b"?": b"?>"}
+
+
+class _XmlGuard:
+    """Streaming check of one XML part for the inputs that make expat slow or unsafe.
+
+    Expat 2.5 rescans an unfinished token from its start on every 16 KB that openpyxl feeds it, so one
+    190 MB comment or attribute costs minutes (quadratic); long *text* is reported in pieces and is linear.
+    Tags and text runs cannot contain ``<``, so the longest stretch without ``<`` bounds them; comments and
+    processing instructions may contain ``<`` and are measured to their terminators. Only a tail of at most
+    ``MAX_XML_TOKEN_BYTES`` is kept between chunks.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.buffer = b""
+        self.specials = 0
+
+    def feed(self, chunk: bytes) -> None:
+        """Check ``chunk`` (and the kept tail before it); keep the unfinished end."""
+        buffer = self.buffer + chunk
+        self.buffer = buffer[self._check(buffer, final=False):]
+
+    def close(self) -> None:
+        """Check what is left at the end of the part."""
+        self._check(self.buffer, final=True)
+
+    def _check(self, buffer: bytes, *, final: bool) -> int:
+        """Raise for a violation; return where the unfinished tail starts."""
+        limit = MAX_XML_TOKEN_BYTES
+        if b"<!DOCTYPE" in buffer or b"<!ENTITY" in buffer:
+            raise PoflowError("unsafe_xml", f"part {self.name} declares a DTD (entity expansion is refused)")
+        last = _last_markup_start(buffer, limit)
+        if last is None:
+            raise self._too_complex("a tag or text run")
+        pending = self._check_specials(buffer, final=final)
+        return last if pending is None else min(last, pending)
+
+    def _check_specials(self, buffer: bytes, *, final: bool) -> int | None:
+        """Measure comments and processing instructions; the start of an unterminated one, if any."""
+        position = 0
+        while match := _SPECIAL_RE.search(buffer, position):
+            self.specials += 1
+            if self.specials > MAX_XML_SPECIALS:
+                raise PoflowError(
+                    "file_too_complex",
+                    f"part {self.name} has more than {MAX_XML_SPECIALS} XML comments or processing instructions",
+                )
+            end = buffer.find(_SPECIAL_END[match.group(1)], match.end())
+            if end == -1:
+                if len(buffer) - match.start() > MAX_XML_TOKEN_BYTES:
+                    raise self._too_complex("an XML comment or processing instruction")
+                return None if final else match.start()
+            if end - match.start() > MAX_XML_TOKEN_BYTES:
+                raise self._too_complex("an XML comment or processing instruction")
+            position = end
+        return None
+
+    def _too_complex(self, what: str) -> PoflowError:
+        return PoflowError(
+            "file_too_complex",
+            f"part {self.name} has {what} longer than {MAX_XML_TOKEN_BYTES // 1024} KB; "
+            "no real workbook does (it would take minutes to parse)",
+        )
+
+
+def _last_markup_start(buffer: bytes, limit: int) -> int | None:
+    """Position of the last ``<`` if no stretch of more than ``limit`` bytes lacks one (else ``None``).
+
+    Jumps to the *last* ``<`` within ``limit`` bytes each time, so the whole buffer costs O(n) in C.
+    Position 0 counts as a boundary (the kept tail starts at a ``<`` or at the part's start).
+    """
+    position = 0
+    while len(buffer) - position > limit:
+        found = buffer.rfind(b"<", position + 1, position + limit + 1)
+        if found == -1:
+            return None
+        position = found
+    return position
 
 
 _LOCALE_TAG_RE = re.compile(r"\[\$-[0-9A-Fa-f]+\]")
@@ -846,16 +1004,17 @@ def _sheet_rows(sheet: object, limit: int, hints: Counter[str]) -> list[Row]:
 def extract_xlsx(path: Path) -> ParsedPO:
     """Extract a PO from an .xlsx workbook (the active sheet first, then the others).
 
-    Limits (MAX_XLSX_UNCOMPRESSED_BYTES, MAX_ROWS) are read at call time.
+    The archive is inspected first (:func:`inspect_xlsx`); openpyxl then reads it read-only, which never
+    opens comments, drawings or VBA parts. Limits (``MAX_XLSX_*``, ``MAX_ROWS``) are read at call time.
     """
-    _check_zip_sizes(path, MAX_XLSX_UNCOMPRESSED_BYTES)
+    inspect_xlsx(path)
     import openpyxl  # local import: only needed for workbooks
 
     # Open the file ourselves: given a path, openpyxl insists on an .xlsx extension,
     # and stored uploads may be content-addressed without one.
     handle = path.open("rb")
     try:
-        workbook = openpyxl.load_workbook(handle, read_only=True, data_only=True)
+        workbook = openpyxl.load_workbook(handle, read_only=True, data_only=True, keep_links=False)
     except Exception as exc:  # openpyxl raises many types for damaged files
         handle.close()
         raise PoflowError("unreadable_spreadsheet", f"the workbook could not be opened ({type(exc).__name__})") from None

@@ -1,9 +1,18 @@
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from poflow_dagster.pipeline.assets import purchase_order
 from poflow_dagster.pipeline.images import product_images
+
+#: Wall-clock budget of one PO run in seconds (``POFLOW_PO_RUN_MAX_RUNTIME``, default 30 min). Dagster's run
+#: monitoring (the daemon, ``run_monitoring.enabled`` in dagster.yaml, checked every ``poll_interval_seconds``)
+#: cancels a run tagged ``dagster/max_runtime`` once it has run longer, and marks it failed; po_failure_sensor
+#: then marks the upload failed. Generous on purpose: Shopify pacing of a 1,000-SKU PO takes minutes. The tight
+#: per-file bound is the extraction sandbox's (``POFLOW_EXTRACT_TIMEOUT``, see extraction/sandbox.py).
+PO_RUN_MAX_RUNTIME_SECONDS = int(os.environ.get("POFLOW_PO_RUN_MAX_RUNTIME", "") or 30 * 60)
 
 #: One run per upload: the PO graph and its checks, in one process (steps are I/O-bound; ~10 ms/step).
 po_job = dg.define_asset_job(
@@ -11,7 +20,7 @@ po_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(purchase_order),
     executor_def=dg.in_process_executor,
     description="Process one uploaded PO end to end (partition = upload id), with its asset checks.",
-    tags={"poflow/kind": "po"},
+    tags={"poflow/kind": "po", "dagster/max_runtime": str(PO_RUN_MAX_RUNTIME_SECONDS)},
 )
 
 #: Images run in their own run after the PO completed, so they can never hold it back.
