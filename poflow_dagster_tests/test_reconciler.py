@@ -226,3 +226,24 @@ def test_a_canceled_run_fails_its_pending_workflow(db, instance):
     assert (report.workflow.status, report.workflow.error_code, report.workflow.run_id) == (
         "failed", "run_canceled", run.run_id)
     assert report.upload.status == "failed"
+
+
+def test_a_run_failed_by_run_monitoring_keeps_dagsters_reason(db, instance):
+    """Run monitoring ends a run over its ``dagster/max_runtime`` as FAILURE with its own message: the
+    workflow says so (po_failure_sensor and the reconciler read the reason the same way)."""
+    from poflow_dagster.store.uploads import claim_uploads_for_runs
+
+    upload = register_upload(db, "m1", _stored("d" * 64))
+    assert claim_uploads_for_runs(db, limit=10) == [upload.id]
+    instance.add_dynamic_partitions("po_uploads", [upload.id])
+    run = instance.create_run_for_job(
+        job_def=defs.resolve_job_def("po_job"), tags={"dagster/partition": upload.id},
+        status=dg.DagsterRunStatus.NOT_STARTED,
+    )
+    stage_started(db, upload.id, run.run_id, Stage.SHOPIFY_SYNC, 1)
+    instance.report_run_failed(run, "Exceeded maximum runtime of 1800 seconds.")
+    assert reconcile_workflows(instance, db)[0] == 1
+    report = status_report(db, upload.id)
+    assert (report.workflow.status, report.workflow.error_code) == ("failed", "run_failed")
+    assert report.workflow.error_message == "Exceeded maximum runtime of 1800 seconds. (during shopify_sync)"
+    assert report.workflow.current_stage == "shopify_sync"

@@ -96,7 +96,12 @@ def run_failure_text(instance: dg.DagsterInstance, run_id: str) -> tuple[str | N
                 engine_reason = message.removeprefix("[DagsterApiServer] ")
         elif event.event_type in (dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.RUN_CANCELED):
             run_reason = message
+    if run_reason and _GENERIC_RUN_FAILURE not in run_reason:  # e.g. "Exceeded maximum runtime of 1800 seconds."
+        return None, run_reason
     return None, engine_reason or run_reason
+
+
+_GENERIC_RUN_FAILURE = "marked as failed from outside the execution context"
 
 
 def root_error_message(error) -> str | None:
