@@ -43,7 +43,7 @@ def test_upload_sensor_one_partition_and_run_per_new_upload(home, db, instance, 
     assert status_report(db, first.id).workflow.status == "pending"
     assert status_report(db, duplicate.id).workflow is None  # a duplicate gets no run
 
-    # Cursor-based: nothing new, nothing requested.
+    # By state: every upload has its run requested now, so nothing is requested again.
     again = upload_sensor(_sensor_context(instance, db, home, cursor=result.cursor))
     assert isinstance(again, dg.SkipReason)
 

@@ -27,7 +27,8 @@ def _workflow(session: Session, upload_id: str) -> WorkflowExecution:
 
 
 def mark_pending(db: Database, upload_id: str) -> None:
-    """A run was requested for this upload (sensor): the workflow exists from now on."""
+    """The upload's workflow row exists from now on (``pending`` if new). Requesting a run also records
+    ``uploads.run_requested_at``: use ``store.uploads.claim_uploads_for_runs`` / ``mark_run_requested``."""
     _retry_on_conflict(lambda session: _workflow(session, upload_id), db)
 
 
