@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import time
 import zipfile
 import zlib
@@ -157,6 +159,12 @@ def pdf_inflate_bomb(path: Path, size: int = 400 * MB) -> Path:
     return path
 
 
+def pdf_damaged_inflate_bomb(path: Path, size: int = 400 * MB) -> Path:
+    """The bomb with its checksum cut off: pdfminer's fallback inflates it byte by byte (quadratic before)."""
+    path.write_bytes(pdf_with_contents([_deflate(_repeat(b" ", size))[:-2]]))
+    return path
+
+
 def pdf_many_streams(path: Path, streams: int = 8, size: int = 24 * MB) -> Path:
     """Several streams each under the per-stream cap, together over the document budget."""
     data = _deflate(_repeat(b" ", size))
@@ -184,6 +192,7 @@ HOSTILE = {
     "xlsx_huge_sheet": (xlsx_huge_sheet, "file_too_complex"),
     "xlsx_dtd": (xlsx_with_dtd, "unsafe_xml"),
     "pdf_inflate_bomb": (pdf_inflate_bomb, "file_too_complex"),
+    "pdf_damaged_inflate_bomb": (pdf_damaged_inflate_bomb, "file_too_complex"),
     "pdf_many_streams": (pdf_many_streams, "file_too_complex"),
     "pdf_busy_page": (pdf_busy_page, "file_too_complex"),
 }
@@ -286,6 +295,14 @@ def test_bounded_and_in_process_extraction_agree(tmp_path: Path) -> None:
     assert extract_file_bounded(path) == extract_file(path)
 
 
+def test_poflow_extract_is_bounded_and_says_one_line(tmp_path: Path) -> None:
+    path = pdf_inflate_bomb(tmp_path / "bomb.pdf")
+    done = subprocess.run([sys.executable, "-m", "poflow_dagster.cli", "extract", str(path)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("error: file_too_complex: ") and done.stderr.count("\n") == 1
+
+
 # --- the inbox ------------------------------------------------------------------------------------
 
 
@@ -335,3 +352,14 @@ def test_store_file_refuses_a_symlink_swapped_in(tmp_path: Path) -> None:
         store_file(tmp_path / "home", link, follow_symlinks=False)
     assert info.value.code == "not_a_regular_file"
     assert Path(store_file(tmp_path / "home", link).stored_path).read_bytes() == target.read_bytes()
+
+
+# --- the run budget -------------------------------------------------------------------------------
+
+
+def test_po_runs_carry_a_generous_max_runtime() -> None:
+    """Run monitoring fails a PO run after ``dagster/max_runtime`` seconds (the per-file bound is tighter)."""
+    from poflow_dagster.pipeline.jobs import PO_RUN_MAX_RUNTIME_SECONDS, po_job
+
+    assert po_job.tags["dagster/max_runtime"] == str(PO_RUN_MAX_RUNTIME_SECONDS)
+    assert PO_RUN_MAX_RUNTIME_SECONDS >= 10 * SandboxLimits().timeout_s
