@@ -180,7 +180,7 @@ def _run_child(
     context = _forkserver()
     receiver, sender = context.Pipe(duplex=False)
     child = _ChildProcess(
-        target=_child_main, args=(sender, func, args, limits.memory_mb, limits.timeout_s), daemon=True
+        target=_child_main, args=(sender, func, args, limits.memory_mb, limits.timeout_s, what), daemon=True
     )
     child.start()
     sender.close()
@@ -257,7 +257,7 @@ def _address_space_kb() -> int:
 
 
 def _child_main(
-    sender: Connection, func: Callable[..., Any], args: tuple[Any, ...], memory_mb: int, timeout_s: float
+    sender: Connection, func: Callable[..., Any], args: tuple[Any, ...], memory_mb: int, timeout_s: float, what: str
 ) -> None:
     """In the child: set the limits, run ``func``, send ``(kind, payload, peak KB)`` once."""
     limit = (_address_space_kb() + memory_mb * 1024) * 1024
@@ -267,32 +267,32 @@ def _child_main(
     try:
         message: tuple = ("ok", func(*args))
     except PoflowError as error:
-        message = ("error", _memory_error(error, memory_mb) or error)
+        message = ("error", _memory_error(error, memory_mb, what) or error)
     except MemoryError:
-        message = ("error", _out_of_memory(memory_mb))
+        message = ("error", _out_of_memory(memory_mb, what))
     except Exception as error:  # a bug: report it in one line, like extract_file does
         message = ("error", PoflowError("extraction_failed", f"unexpected {type(error).__name__}"))
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:
         sender.send((*message, peak_kb))
     except MemoryError:
-        sender.send(("error", _out_of_memory(memory_mb), peak_kb))
+        sender.send(("error", _out_of_memory(memory_mb, what), peak_kb))
     except Exception as error:  # an unpicklable result
         sender.send(("error", PoflowError("extraction_failed", f"result not transferable: {error}"), peak_kb))
     sender.close()
 
 
-def _out_of_memory(memory_mb: int) -> PoflowError:
-    return PoflowError("resource_limit", f"reading the file needed more than {memory_mb} MB of memory")
+def _out_of_memory(memory_mb: int, what: str) -> PoflowError:
+    return PoflowError("resource_limit", f"reading {what} needed more than {memory_mb} MB of memory")
 
 
-def _memory_error(error: PoflowError, memory_mb: int) -> PoflowError | None:
+def _memory_error(error: PoflowError, memory_mb: int, what: str) -> PoflowError | None:
     """``resource_limit`` when a parser's catch-all turned a ``MemoryError`` into another code."""
     seen: BaseException | None = error
     depth = 0
     while seen is not None and depth < 20:
         if isinstance(seen, MemoryError):
-            return _out_of_memory(memory_mb)
+            return _out_of_memory(memory_mb, what)
         seen = seen.__cause__ or seen.__context__
         depth += 1
     return None
