@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from decimal import Decimal
 
+import httpx
 import pytest
 
 from poflow_dagster.shopify.client import (
@@ -238,3 +239,18 @@ def test_errors_pickle_with_their_code() -> None:
     error = ShopifyUserError("shopify_user_error", "x: bad", errors=[{"field": ["x"], "message": "bad"}])
     clone = pickle.loads(pickle.dumps(error))
     assert isinstance(clone, ShopifyError) and clone.code == "shopify_user_error" and clone.user_errors == error.user_errors
+
+
+def test_a_throttled_call_waits_exactly_for_the_restore_time_and_then_succeeds() -> None:
+    """Someone outside our budget (another app instance, a script) drains the bucket: our first attempt is
+    THROTTLED, and the retry waits for the missing points at the restore rate, so one retry is enough."""
+    with start_emulator(access_token=TOKEN, bucket_size=40, restore_rate=10) as emu:
+        with ShopifyClient(emu.url, TOKEN, budget=InProcessBudget(f"test:{emu.url}")) as c:
+            c.execute(MUTATION, {"identifier": {"handle": "first"}, "input": {"title": "First"}})  # learns the bucket
+            for i in range(3):  # 30 points spent behind the budget's back
+                r = httpx.post(c.endpoint, headers={"X-Shopify-Access-Token": TOKEN}, timeout=5,
+                               json={"query": MUTATION, "variables": {"identifier": {"handle": f"x{i}"}, "input": {"title": "X"}}})
+                assert "errors" not in r.json()
+            c.execute(MUTATION, {"identifier": {"handle": "second"}, "input": {"title": "Second"}})
+            assert emu.stats.throttled == 1 and c.stats.throttled == 1 and c.stats.retries == 1
+            assert emu.count_products() == 5
