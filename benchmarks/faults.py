@@ -220,13 +220,15 @@ class Outage(threading.Thread):
         self.stopped_at: float | None = None
         self.started_at: float | None = None
         self.error: str | None = None
+        self.cancelled = threading.Event()
 
     def run(self) -> None:
         try:
             self.pg.stop("fast")
             self.stopped_at = time.monotonic()
             log(f"PostgreSQL stopped (fast); down for {self.seconds:g} s")
-            time.sleep(self.seconds)
+            if self.cancelled.wait(self.seconds):
+                return  # the benchmark is being torn down: leave the cluster stopped
             self.pg.start()
             self.started_at = time.monotonic()
             log("PostgreSQL started again")
@@ -359,6 +361,7 @@ def run(args: argparse.Namespace, workdir: Path, cleanups: list) -> dict:
             due = (kill is not None and elapsed > kill["at_s"] + args.restart_delay) or elapsed > args.restart_at
             if due and in_flight:
                 outage = Outage(pg, args.outage_seconds)
+                cleanups.append(outage.cancelled.set)
                 outage.start()
                 log(f"restarting PostgreSQL ({sum(r.status in IN_FLIGHT_RUN for r in runs)} runs in flight)")
 
@@ -430,6 +433,20 @@ def root_message(error) -> str:
     return (error.message.strip().splitlines() or [""])[0] if error is not None else ""
 
 
+def classify(text: str) -> str:
+    """What a step failure was about: the app database, Shopify, the LLM, resource limits, or other."""
+    lowered = text.lower()
+    if any(m in lowered for m in ("psycopg", "operationalerror", "sqlalchemy", "database", "server closed the connection")):
+        return "database"
+    if "shopify" in lowered or "throttled" in lowered or "max_cost" in lowered or "502" in lowered:
+        return "shopify"
+    if "llm" in lowered or "openai" in lowered or "rate limit" in lowered:
+        return "llm"
+    if any(m in lowered for m in ("resource_limit", "file_too_complex", "max_runtime", "timed out")):
+        return "limits"
+    return "other"
+
+
 def expected_workflow(run: dg.DagsterRun | None) -> set[str]:
     if run is None:
         return {"pending", None}
@@ -452,6 +469,7 @@ def report(instance, engine, docs: list[Doc], uploads: list[dict], shop_url: str
     # Events of every PO run: step failures and retries, check results, run failures.
     failures: list[dict] = []
     shopify_problems = collections.Counter()
+    by_cause: collections.Counter = collections.Counter()
     upload_of_run = {r.run_id: r.tags.get(PARTITION_TAG) for r in runs}
     file_of_upload = {u["id"]: u["original_filename"] for u in uploads}
     for r in runs:
@@ -467,14 +485,18 @@ def report(instance, engine, docs: list[Doc], uploads: list[dict], shop_url: str
                 data = event.event_specific_data
                 error = getattr(data, "error", None)
                 text = root_message(error) if error is not None else (record.message or "")
-                failures.append({**base, "event": kind, "error": text[:300]})
-                if event.step_key and ("shopify" in event.step_key or "shopify" in text.lower()):
-                    shopify_problems[f"{kind.lower()} {event.step_key.split('.')[-1]}"] += 1
+                cause = classify(text)
+                failures.append({**base, "event": kind, "error": text[:300], "cause": cause})
+                by_cause[(event.step_key or "").split(".")[-1], cause, kind] += 1
+                if cause == "shopify":
+                    shopify_problems[f"{kind.lower()} {(event.step_key or '').split('.')[-1]}"] += 1
             elif kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
                 data = event.event_specific_data
                 if not data.passed:
                     meta = {k: str(getattr(v, "value", v))[:200] for k, v in (data.metadata or {}).items()}
-                    failures.append({**base, "event": f"CHECK_FAILED {data.check_name}", "error": json.dumps(meta)[:300]})
+                    failures.append({**base, "event": f"CHECK_FAILED {data.check_name}", "error": json.dumps(meta)[:300],
+                                     "cause": "check"})
+                    by_cause[data.check_name, "check", "CHECK_FAILED"] += 1
                     if "shopify" in data.check_name:
                         shopify_problems[f"check_failed {data.check_name}"] += 1
             elif kind == dg.DagsterEventType.RUN_FAILURE:
@@ -558,13 +580,14 @@ def report(instance, engine, docs: list[Doc], uploads: list[dict], shop_url: str
         "drafts_differing_from_shopify_at_end": diverged,
         "status_mismatches": mismatches,
         "failed_shopify_calls": dict(shopify_problems),
+        "step_problems_by_cause": {" / ".join(k): v for k, v in sorted(by_cause.items())},
         "failures": failures,
         "faults": {"shopify": shop_counts, "llm": dict(fake_llm.counts)},
         "runs": {"po_job": len(runs), "by_status": dict(collections.Counter(r.status.value for r in runs))},
     }
 
 
-def print_report(result: dict, args: argparse.Namespace) -> None:
+def print_report(result: dict) -> None:
     print()
     print("=" * 100)
     print(f"fault benchmark, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
@@ -577,8 +600,12 @@ def print_report(result: dict, args: argparse.Namespace) -> None:
     print()
     if result["failures"]:
         print("failures seen (step failures, op retries, failed checks, run failures):")
-        for f in result["failures"]:
-            print(f"  {f['file'] or f['upload']} run {f['run']} {f['event']} {f['step'] or ''}: {f['error']}")
+        grouped = collections.Counter(
+            (f["file"] or f["upload"], f["run"], f["event"], f["step"] or "", f.get("cause", ""), f["error"][:220])
+            for f in result["failures"])
+        for (file, run_id, event, step, cause, error), count in sorted(grouped.items()):
+            print(f"  {file} run {run_id} {event}{f' x{count}' if count > 1 else ''} {step}"
+                  f"{f' [{cause}]' if cause else ''}: {error}")
         print()
     d = result["duplicates"]
     faults = result["faults"]
@@ -590,6 +617,7 @@ def print_report(result: dict, args: argparse.Namespace) -> None:
           + "".join(f"\n    {line}" for line in result["drafts_differing_from_shopify_at_end"][:10]))
     print(f"workflow status != Dagster run:   {len(result['status_mismatches'])}"
           + "".join(f"\n    {m}" for m in result["status_mismatches"]))
+    print(f"step failures/retries by (step, cause, event): {result['step_problems_by_cause']}")
     print(f"failed Shopify calls (surfaced):  {sum(result['failed_shopify_calls'].values())} "
           f"{result['failed_shopify_calls'] or ''}")
     print(f"injected: Shopify 502 {shop.get('injected_502_before', '?')} before + {shop.get('injected_502_after', '?')}"
@@ -635,18 +663,28 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, databases)")
     args = parser.parse_args()
 
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    signal.signal(signal.SIGINT, interrupted)
     workdir = Path(tempfile.mkdtemp(prefix="poflow-faults-"))
     workdir.chmod(0o755)  # the postgres OS user must reach its data directory inside
     cleanups: list = []
     log(f"workdir {workdir}")
     try:
-        result = run(args, workdir, cleanups)
-        print_report(result, args)
+        try:
+            result = run(args, workdir, cleanups)
+        except KeyboardInterrupt:
+            log("interrupted: cleaning up")
+            raise SystemExit(130) from None
+        print_report(result)
         if args.json:
             args.json.write_text(json.dumps(result, indent=2, default=str))
         (workdir / "result.json").write_text(json.dumps(result, indent=2, default=str))
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave things running
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for cleanup in reversed(cleanups):
             try:
                 cleanup()
