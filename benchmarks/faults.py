@@ -371,7 +371,8 @@ def run(args: argparse.Namespace, workdir: Path, cleanups: list) -> dict:
                           or (outage is None and idle and elapsed > args.restart_at))
         faults_done = kill_settled and outage_settled
         if db_ok and runs is not None:
-            ingested = len(uploads) >= len(docs)
+            rejected = list((inbox / ".rejected").glob("*")) if (inbox / ".rejected").is_dir() else []
+            ingested = len(uploads) + len([r for r in rejected if not r.name.endswith(".reason")]) >= len(docs)
             runs_ended = ingested and not any(r.status in IN_FLIGHT_RUN for r in runs)
             terminal = ingested and all(u["status"] in TERMINAL_WORKFLOW or u["upload_status"] == "duplicate"
                                         for u in uploads)
@@ -410,6 +411,9 @@ def run(args: argparse.Namespace, workdir: Path, cleanups: list) -> dict:
         except sa.exc.SQLAlchemyError:
             time.sleep(2)
     result = report(instance, engine, docs, uploads, shop_url, workdir, fake_llm)
+    rejected_dir = inbox / ".rejected"
+    result["inbox_rejected"] = {r.name: r.read_text(errors="replace").strip()[:200] for r in rejected_dir.glob("*.reason")} \
+        if rejected_dir.is_dir() else {}
     result.update(
         kill=kill, timed_out=timed_out, monitor_errors=dict(monitor_errors),
         drain_seconds=round(drained_at - dropped, 1) if drained_at else None,
@@ -595,6 +599,8 @@ def print_report(result: dict) -> None:
         print(f"  {row['file']:<26} {row['lines'] or 0:>4} lines  {str(row['workflow']):<12} "
               f"verif={str(row['verification']):<7} runs={','.join(row['runs'])}"
               + (f"\n      {row['stage']}: {row['error']}" if row["error"] else ""))
+    if result["inbox_rejected"]:
+        print(f"  rejected by the inbox: {result['inbox_rejected']}")
     if result["missing_uploads"]:
         print(f"  never became uploads: {result['missing_uploads']}")
     print()
