@@ -602,25 +602,33 @@ class ShopifyClient:
         """Reserve ``cost`` in the shop's budget and sleep until it is covered; the reservation id."""
         if not self.pacing:
             return None
+        hold = self.timeout + _HOLD_SLACK_SECONDS
         while True:
-            grant = self.budget.reserve(cost, hold=self.timeout + _HOLD_SLACK_SECONDS)
+            grant = self.budget.reserve(cost, hold=hold)
             if grant.reservation is not None and grant.wait <= 0:
                 return grant.reservation
-            if time.monotonic() + grant.wait > deadline:
-                if grant.reservation is not None:
-                    self.budget.release(grant.reservation)
-                raise ShopifyThrottledError(
-                    "shopify_throttled",
-                    f"the rate budget of {self.shop_url} needs {grant.wait:.1f}s more, past the "
-                    f"{self.throttle_timeout:g}s throttle budget (gave up)",
-                )
-            with self._lock:
-                self.stats.paced_sleeps += 1
-                self.stats.paced_seconds += grant.wait
-            logger.debug("pacing Shopify calls: sleeping %.3fs for %.1f points", grant.wait, cost)
-            self._sleep(grant.wait)
-            if grant.reservation is not None:
-                return grant.reservation
+            self._paced_sleep(grant.wait, deadline, grant.reservation)
+            if grant.reservation is None:
+                continue  # the shop's first request is still out: ask again
+            while (extra := self.budget.confirm(grant.reservation, hold=hold)) > 0:
+                self._paced_sleep(extra, deadline, grant.reservation)  # sent late: the bucket is not ready yet
+            return grant.reservation
+
+    def _paced_sleep(self, seconds: float, deadline: float, reservation: str | None) -> None:
+        """Sleep for the budget, or give up (releasing the reservation) if that ends past ``deadline``."""
+        if time.monotonic() + seconds > deadline:
+            if reservation is not None:
+                self.budget.release(reservation)
+            raise ShopifyThrottledError(
+                "shopify_throttled",
+                f"the rate budget of {self.shop_url} needs {seconds:.1f}s more, past the "
+                f"{self.throttle_timeout:g}s throttle budget (gave up)",
+            )
+        with self._lock:
+            self.stats.paced_sleeps += 1
+            self.stats.paced_seconds += seconds
+        logger.debug("pacing Shopify calls: sleeping %.3fs", seconds)
+        self._sleep(seconds)
 
     def _attempt(
         self, query: str, body: bytes, cost: float, attempt: int, reservation: str | None

@@ -34,6 +34,13 @@ The accounting (identical in both backends)
       overlapping one round trip (a few points), and since every observation replaces the level, that
       pessimism never accumulates. Refill is counted from our receipt (later than Shopify's moment), which
       is pessimistic too.
+    * The refill is capped at ``max`` minus the points still owed, not at ``max``: the level has those
+      requests deducted while Shopify's bucket may not have charged them yet, and a real bucket that is
+      full wastes its refill, so a full-looking mirror must not promise points they are about to take.
+    * A request that had to wait *confirms* before it is sent (:meth:`RateBudget.confirm`): the bucket now
+      (the level plus the points of requests not sent yet) must hold its cost, or it waits longer. Waits are
+      planned on a continuous refill, but a process that stalls sends late, the full bucket wastes refill
+      meanwhile, and late and on-time requests then arrive together; confirming catches that.
     * A ``THROTTLED`` answer is observed the same way (nothing was charged), so the retry's reservation
       waits exactly for the restore time the answer implies: missing points over the restore rate, behind
       everyone already queued.
@@ -124,6 +131,11 @@ class RateBudget(Protocol):
         """Reserve ``cost`` points; ``hold`` is how long the request may stay unanswered before the
         reservation is treated as charged and forgotten (its process may have died)."""
 
+    def confirm(self, reservation: str, *, hold: float) -> float:
+        """Just before sending a request that had to wait: ``0`` = send now (it counts as sent from here),
+        else how many more seconds to wait before confirming again (calls sent late, after a stall, would
+        otherwise find the points they were promised already spent by those sent on time)."""
+
     def observe(self, reservation: str, observation: Observation) -> None:
         """Reconcile the mirror with an answer's ``throttleStatus`` and end the reservation."""
 
@@ -151,8 +163,9 @@ def budget_key(shop_url: str, prefix: str = DEFAULT_KEY_PREFIX) -> str:
 @dataclass
 class _InFlight:
     cost: float
-    send_at: float
+    send_at: float  # when it was (or is planned to be) sent
     expires_at: float
+    sent: bool  # confirmed: the request may be at Shopify now
 
 
 class InProcessBudget:
@@ -181,16 +194,32 @@ class InProcessBudget:
                 if self._probe is not None:
                     return Grant(None, PROBE_POLL_SECONDS)
                 self._probe = reservation
-                self._in_flight[reservation] = _InFlight(cost, now, now + hold)
+                self._in_flight[reservation] = _InFlight(cost, now, now + hold, sent=True)
                 return Grant(reservation, 0.0)
-            level = self._level_at(now)
             if cost > self._max:  # can never fit: let Shopify answer MAX_COST_EXCEEDED, spend nothing
                 return Grant(reservation, 0.0)
+            sent, pending = self._owed(now)
+            level = min(self._max - sent - pending, self._raw_level(now))
             target = min(self._max, cost + self.margin)
             wait = 0.0 if level >= target else (target - level) / self._rate
             self._level, self._at = level - cost, now
-            self._in_flight[reservation] = _InFlight(cost, now + wait, now + wait + hold)
+            self._in_flight[reservation] = _InFlight(cost, now + wait, now + wait + hold, sent=wait <= 0)
             return Grant(reservation, wait)
+
+    def confirm(self, reservation: str, *, hold: float) -> float:
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            entry = self._in_flight.get(reservation)
+            if entry is None or entry.sent or not self._known:
+                return 0.0
+            sent, pending = self._owed(now)
+            bucket = min(self._max - sent, self._raw_level(now) + pending)
+            need = min(self._max, entry.cost + self.margin)
+            extra = 0.0 if bucket >= need else (need - bucket) / self._rate
+            entry.sent = extra <= 0
+            entry.send_at, entry.expires_at = now + extra, now + extra + hold
+            return extra
 
     def observe(self, reservation: str, observation: Observation) -> None:
         with self._lock:
@@ -221,11 +250,17 @@ class InProcessBudget:
         with self._lock:
             now = self._clock()
             self._expire(now)
-            level = self._level_at(now) if self._known else 0.0
+            sent, pending = self._owed(now)
+            level = min(self._max - sent - pending, self._raw_level(now)) if self._known else 0.0
             return BudgetState(self._known, self._max, self._rate, level, len(self._in_flight))
 
-    def _level_at(self, now: float) -> float:
-        return min(self._max, self._level + max(0.0, now - self._at) * self._rate)
+    def _raw_level(self, now: float) -> float:
+        return self._level + max(0.0, now - self._at) * self._rate
+
+    def _owed(self, now: float) -> tuple[float, float]:
+        """Points of reservations (sent, not yet sent) still unanswered."""
+        sent = sum(e.cost for e in self._in_flight.values() if e.sent)
+        return sent, sum(e.cost for e in self._in_flight.values()) - sent
 
     def _expire(self, now: float) -> None:
         """Forget reservations nobody answered in time (assume charged) and answers too old to matter."""
@@ -243,8 +278,8 @@ class InProcessBudget:
 # Redis backend
 # --------------------------------------------------------------------------------------------
 
-# KEYS: state hash, in-flight hash (id -> "cost:send_at:expires_at"), answers zset (score = received at,
-# member = "id:charged"). Times are Redis TIME seconds, shared by every process.
+# KEYS: state hash, in-flight hash (id -> "cost:send_at:expires_at:sent"), answers zset (score = received
+# at, member = "id:charged"). Times are Redis TIME seconds, shared by every process.
 _LUA_COMMON = """
 local function now_seconds()
   local t = redis.call('TIME')
@@ -267,6 +302,21 @@ local function expire_stale(now)
   end
   redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[#ARGV]))
 end
+local function owed()
+  local sent, pending = 0, 0
+  local rest = redis.call('HVALS', KEYS[2])
+  for i = 1, #rest do
+    local f = split(rest[i])
+    if f[4] == 1 then sent = sent + f[1] else pending = pending + f[1] end
+  end
+  return sent, pending
+end
+local function raw_level(s, now)
+  return tonumber(s[4]) + math.max(0, now - tonumber(s[5])) * tonumber(s[3])
+end
+local function entry(cost, send_at, expires_at, sent)
+  return cost .. ':' .. send_at .. ':' .. expires_at .. ':' .. sent
+end
 local function touch(ttl)
   for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ttl) end
 end
@@ -284,20 +334,23 @@ if s[1] ~= '1' then
     result = {'', ARGV[6]}
   else
     redis.call('HSET', KEYS[1], 'probe', id)
-    redis.call('HSET', KEYS[2], id, cost .. ':' .. now .. ':' .. (now + hold))
+    redis.call('HSET', KEYS[2], id, entry(cost, now, now + hold, 1))
     result = {id, '0'}
   end
 else
   local max, rate = tonumber(s[2]), tonumber(s[3])
-  local level = math.min(max, tonumber(s[4]) + math.max(0, now - tonumber(s[5])) * rate)
   if cost > max then
     result = {id, '0'}
   else
+    local sent, pending = owed()
+    local level = math.min(max - sent - pending, raw_level(s, now))
     local target = math.min(max, cost + margin)
     local wait = 0
     if level < target then wait = (target - level) / rate end
+    local is_sent = 0
+    if wait <= 0 then is_sent = 1 end
     redis.call('HSET', KEYS[1], 'level', tostring(level - cost), 'at', tostring(now))
-    redis.call('HSET', KEYS[2], id, cost .. ':' .. (now + wait) .. ':' .. (now + wait + hold))
+    redis.call('HSET', KEYS[2], id, entry(cost, now + wait, now + wait + hold, is_sent))
     result = {id, tostring(wait)}
   end
 end
@@ -305,19 +358,40 @@ touch(tonumber(ARGV[5]))
 return result
 """
 
+# ARGV: id, hold, margin, ttl, answer_memory
+_LUA_CONFIRM = _LUA_COMMON + """
+local now = now_seconds()
+expire_stale(now)
+local id, hold, margin = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local raw = redis.call('HGET', KEYS[2], id)
+local s = redis.call('HMGET', KEYS[1], 'known', 'max', 'rate', 'level', 'at')
+if not raw or s[1] ~= '1' then return '0' end
+local f = split(raw)
+if f[4] == 1 then return '0' end
+local max, rate = tonumber(s[2]), tonumber(s[3])
+local sent, pending = owed()
+local bucket = math.min(max - sent, raw_level(s, now) + pending)
+local need = math.min(max, f[1] + margin)
+local extra = 0
+if bucket < need then extra = (need - bucket) / rate end
+local is_sent = 0
+if extra <= 0 then is_sent = 1 end
+redis.call('HSET', KEYS[2], id, entry(f[1], now + extra, now + extra + hold, is_sent))
+touch(tonumber(ARGV[4]))
+return tostring(extra)
+"""
+
 # ARGV: id, available, maximum, rate, charged, ttl, answer_memory
 _LUA_OBSERVE = _LUA_COMMON + """
 local now = now_seconds()
 local id = ARGV[1]
-local entry = redis.call('HGET', KEYS[2], id)
+local raw = redis.call('HGET', KEYS[2], id)
 local send_at = now
-if entry then send_at = split(entry)[2] end
+if raw then send_at = split(raw)[2] end
 redis.call('HDEL', KEYS[2], id)
 if redis.call('HGET', KEYS[1], 'probe') == id then redis.call('HDEL', KEYS[1], 'probe') end
 expire_stale(now)
-local others = 0
-local rest = redis.call('HVALS', KEYS[2])
-for i = 1, #rest do others = others + split(rest[i])[1] end
+local sent, pending = owed()
 local overlap = 0
 local answers = redis.call('ZRANGEBYSCORE', KEYS[3], send_at, '+inf')
 for i = 1, #answers do
@@ -329,7 +403,7 @@ local available, max, rate = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV
 local known = '0'
 if max > 0 and rate > 0 then known = '1' end
 redis.call('HSET', KEYS[1], 'known', known, 'max', ARGV[3], 'rate', ARGV[4],
-           'level', tostring(math.min(max, available) - others - overlap), 'at', tostring(now))
+           'level', tostring(math.min(max, available) - sent - pending - overlap), 'at', tostring(now))
 touch(tonumber(ARGV[6]))
 return 1
 """
@@ -338,10 +412,10 @@ return 1
 _LUA_RELEASE = _LUA_COMMON + """
 local now = now_seconds()
 local id = ARGV[1]
-local entry = redis.call('HGET', KEYS[2], id)
-if entry then
+local raw = redis.call('HGET', KEYS[2], id)
+if raw then
   redis.call('HDEL', KEYS[2], id)
-  redis.call('ZADD', KEYS[3], now, id .. ':' .. split(entry)[1])
+  redis.call('ZADD', KEYS[3], now, id .. ':' .. split(raw)[1])
 end
 if redis.call('HGET', KEYS[1], 'probe') == id then redis.call('HDEL', KEYS[1], 'probe') end
 touch(tonumber(ARGV[2]))
@@ -355,7 +429,8 @@ expire_stale(now)
 local s = redis.call('HMGET', KEYS[1], 'known', 'max', 'rate', 'level', 'at')
 local level = 0
 if s[1] == '1' then
-  level = math.min(tonumber(s[2]), tonumber(s[4]) + math.max(0, now - tonumber(s[5])) * tonumber(s[3]))
+  local sent, pending = owed()
+  level = math.min(tonumber(s[2]) - sent - pending, raw_level(s, now))
 end
 return {s[1] or '0', s[2] or '0', s[3] or '0', tostring(level), redis.call('HLEN', KEYS[2])}
 """
@@ -371,6 +446,7 @@ class RedisBudget:
         tag = "{" + key + "}"  # one hash slot for all three keys (Redis Cluster)
         self._keys = [f"{tag}:state", f"{tag}:inflight", f"{tag}:answers"]
         self._reserve = client.register_script(_LUA_RESERVE)
+        self._confirm = client.register_script(_LUA_CONFIRM)
         self._observe = client.register_script(_LUA_OBSERVE)
         self._release = client.register_script(_LUA_RELEASE)
         self._state = client.register_script(_LUA_STATE)
@@ -389,6 +465,17 @@ class RedisBudget:
             return self._fallback.reserve(cost, hold=hold)
         granted = granted.decode() if isinstance(granted, bytes) else str(granted)
         return Grant(granted or None, float(wait))
+
+    def confirm(self, reservation: str, *, hold: float) -> float:
+        if reservation.startswith("local:"):
+            return self._fallback.confirm(reservation, hold=hold)
+        try:
+            extra = self._confirm(keys=self._keys, args=[reservation, hold, self.margin, STATE_TTL_SECONDS,
+                                                         ANSWER_MEMORY_SECONDS])
+        except Exception as error:
+            self._warn(error)
+            return 0.0
+        return float(extra.decode() if isinstance(extra, bytes) else extra)
 
     def observe(self, reservation: str, observation: Observation) -> None:
         if reservation.startswith("local:"):
