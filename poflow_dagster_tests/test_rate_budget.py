@@ -128,6 +128,24 @@ def test_answers_arriving_out_of_order_never_overstate_the_bucket() -> None:
     assert budget.state().level <= 80
 
 
+def test_a_waiting_request_confirms_against_the_bucket_before_it_is_sent() -> None:
+    """Waits are planned ahead; if an answer meanwhile shows the bucket lower than planned (drained by
+    someone else, or by requests that were sent late after a stall), the waiting request must not go."""
+    clock = FakeClock()
+    budget = InProcessBudget("test:confirm", clock=clock)
+    _learn(budget, available=20, maximum=20, rate=10)
+    clock.now += 0.01
+    first = budget.reserve(10, hold=HOLD)
+    second = budget.reserve(10, hold=HOLD)
+    assert first.wait == 0 and second.wait == pytest.approx(0.1)  # 10 left, 11 wanted (cost + margin)
+    clock.now += 0.05
+    budget.observe(first.reservation, Observation(available=0, maximum=20, restore_rate=10, charged=10))
+    clock.now += 0.05  # second's planned send time: the bucket holds 0.5 points, not 11
+    assert budget.confirm(second.reservation, hold=HOLD) == pytest.approx(1.05)
+    clock.now += 1.06
+    assert budget.confirm(second.reservation, hold=HOLD) == 0  # now it goes, and counts as sent
+
+
 def test_reservations_of_a_dead_process_expire() -> None:
     clock = FakeClock()
     budget = InProcessBudget("test:expiry", clock=clock)

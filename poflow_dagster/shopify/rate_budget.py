@@ -14,8 +14,8 @@ Backends
     mirror for that shop (logged once) rather than failing the sync.
 
 The accounting (identical in both backends)
-    * ``level`` is the number of points we may still spend at time ``at``; it refills at ``rate`` and is
-      capped at ``max``. It may go *negative*: that is the queue. :meth:`RateBudget.reserve` deducts the
+    * ``level`` is the number of points we may still spend at time ``at``; it refills at ``rate`` (capped,
+      see below). It may go *negative*: that is the queue. :meth:`RateBudget.reserve` deducts the
       cost at once and returns how long to wait until the level, refilled, covers it (plus a small margin);
       the next caller sees the lower level and waits behind. A reservation is *in flight* from then until
       its answer is observed (or it is released, or it expires because its process died).
