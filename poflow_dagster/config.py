@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DEFAULT_SHOPIFY_API_VERSION = "2025-07"
+#: A stable Admin API version (productSet costs 10 + 0.2 per variant since 2025-10; before it, a flat 50).
+DEFAULT_SHOPIFY_API_VERSION = "2026-10"
 
 
 def poflow_home() -> Path:

@@ -87,13 +87,12 @@ def test_failure_sensor_tick_error_is_repaired_by_the_reconciler(home, db, insta
     assert "examined 0" in skip.skip_message
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # a database server only
 def test_database_outage_fails_the_sensor_tick_then_the_reconciler_repairs(db_url, home, instance, samples):
     """(b) PostgreSQL unreachable — connections dropped and new ones refused by a proxy in front of the
     shared server — while the run's failure is handled: po_failure_sensor's tick and a reconciler tick
     error. Once it is reachable again, the reconciler's next tick repairs the workflow. The issue saw a
     45 s outage; this one lasts 3 s: the code path (refused connections, dead pooled ones) is the same."""
-    if not db_url.startswith("postgresql"):
-        pytest.skip("the outage is of a database server")
     proxy = CuttableProxy(("127.0.0.1", 5432))
     proxied = db_url.replace("@127.0.0.1:5432/", f"@127.0.0.1:{proxy.port}/")
     assert proxied != db_url and PG_ADMIN_URL in db_url

@@ -106,13 +106,12 @@ def test_image_sensor_requests_the_image_run_after_success(home, db, shop, insta
     assert request.partition_key == upload.id and request.run_key == f"images:{run.run_id}"
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # a database server only
 def test_upload_committed_late_with_a_lower_seq_is_not_skipped(home, db, instance, samples):
     """The old ``max(seq)`` cursor's bug, on PostgreSQL: a transaction takes a lower ``seq`` but commits
     after a later upload was seen by a tick. Selection by state (no run requested yet) picks it up."""
     from poflow_dagster.store.schema import Upload
 
-    if db.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has one writer at a time: a write cannot commit around another one")
     first = upload_file(db, home, "acme", samples["acme-po-1001.csv"])  # merchant exists; one tick sees it
     assert [r.partition_key for r in upload_sensor(_sensor_context(instance, db, home)).run_requests] == [first.id]
     with db.session() as slow:  # a slow writer: its row exists (seq taken) but is not committed yet

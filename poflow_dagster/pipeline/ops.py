@@ -20,9 +20,6 @@ from poflow_dagster.store.review import is_approved
 from poflow_dagster.store.uploads import merchant_for_upload, upload_info
 from poflow_dagster.store.workflow import mark_completed, mark_duplicate_po, mark_needs_review
 
-#: For stages that call the network (LLM, Shopify): three more tries, 0.5 s, 1 s, 2 s apart (± jitter).
-NETWORK_RETRY = dg.RetryPolicy(max_retries=3, delay=0.5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
-
 
 @dataclass(frozen=True)
 class SyncSummary:

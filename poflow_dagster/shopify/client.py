@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 
+from poflow_dagster.config import DEFAULT_SHOPIFY_API_VERSION as DEFAULT_API_VERSION
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.shopify.rate_budget import Observation, RateBudget, shared_budget
 
@@ -56,7 +57,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_API_VERSION = "2025-07"
 PRODUCT_STATUSES = frozenset({"ACTIVE", "ARCHIVED", "DRAFT"})
 MAX_HANDLE_LENGTH = 255
 

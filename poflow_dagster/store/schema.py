@@ -53,7 +53,10 @@ class Supplier(Base):
 
 
 class Upload(Base):
-    """One uploaded file. ``seq`` orders uploads for the sensor cursor; ``id`` is the partition key."""
+    """One uploaded file. ``id`` is the partition key; ``seq`` orders uploads (oldest first).
+
+    ``upload_sensor`` selects by state (``received`` with no ``run_requested_at``), never by a ``seq``
+    cursor: a transaction that commits late with a lower ``seq`` is still picked up."""
 
     __tablename__ = "uploads"
     __table_args__ = (
