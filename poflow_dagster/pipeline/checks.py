@@ -12,6 +12,7 @@ from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.pipeline.assets import purchase_order
 from poflow_dagster.pipeline.metadata import md_text
 from poflow_dagster.pipeline.partitions import po_uploads
+from poflow_dagster.pipeline.stage_runner import retry_when_database_is_away
 from poflow_dagster.resources import DatabaseResource, ShopifyResource
 from poflow_dagster.shopify.publish import verify_published
 from poflow_dagster.store.drafts import drafts_for_upload
@@ -32,7 +33,8 @@ def po_saved_correctly(context: dg.AssetCheckExecutionContext, purchase_order: d
     """The database holds this PO once, with as many lines as were parsed, summing to its subtotal
     (within 0.01), and no line items without a PO. When the document itself does not add up (the PO is
     held for review with ``SUBTOTAL_MISMATCH``), the lines must sum to what was parsed instead."""
-    integrity = po_integrity(db.database, context.partition_key)
+    with retry_when_database_is_away(context.op_execution_context):
+        integrity = po_integrity(db.database, context.partition_key)
     subtotal = purchase_order.get("subtotal")
     document_inconsistent = any(issue.startswith("SUBTOTAL_MISMATCH") for issue in purchase_order["issues"])
     expected_sum = purchase_order["lines_sum"] if subtotal is None or document_inconsistent else subtotal

@@ -37,11 +37,10 @@ class ParsingConfig(dg.Config):
     """Parse the document again even if this upload's bytes were parsed before (e.g. after an extractor fix)."""
 
 
-# Retry owners: LLM 429/5xx/timeouts are retried inside extract_with_llm (per window, Retry-After, a time
-# budget); every extraction failure is a PoflowError, which run_stage turns into a final Failure. This policy
-# therefore only re-runs the op after infrastructure errors (database/storage blips), never an LLM fault.
+# Retry owners: the LLM and Shopify clients retry their own calls (backoff, Retry-After, time budgets) and
+# give up with a PoflowError, which run_stage turns into a final Failure; run_stage re-runs an op only while
+# the database is away (outage, restart). No op carries a RetryPolicy of its own.
 @dg.op(
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=1.0, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS),
     tags={"poflow/stage": Stage.AI_PARSING.value},
     out=dg.Out(ParsedPO, is_required=False),
 )

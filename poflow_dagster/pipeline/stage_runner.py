@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import dagster as dg
+from sqlalchemy import exc as sa_exc
 
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.stages import STAGE_PROGRESS, Stage
@@ -14,11 +15,6 @@ from poflow_dagster.resources import ProgressResource
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.progress_bus import ProgressEvent
 from poflow_dagster.store.workflow import mark_failed, set_progress, stage_finished, stage_started
-
-#: PoflowError codes worth an op-level retry (the op's RetryPolicy decides how often); everything else is
-#: final. Empty: Shopify errors arrive here only after the client's own retries (the one Shopify retry layer).
-RETRYABLE_CODES: frozenset[str] = frozenset()
-
 
 @dataclass
 class StageRun:
@@ -54,10 +50,11 @@ def run_stage(
 ) -> Iterator[StageRun]:
     """Wrap an op's work as ``stage`` of the upload this run's partition is.
 
-    A ``PoflowError`` (bad input, bad config) fails the stage for good: the upload and workflow are
-    marked failed with its code and a one-line reason, and Dagster sees a clean ``Failure`` without a
-    traceback. Other errors are recorded and re-raised so the op's retry policy can act; if retries run
-    out, ``po_failure_sensor`` marks the workflow failed.
+    A ``PoflowError`` (bad input, bad config, a Shopify or LLM call its client gave up on) fails the stage
+    for good: the upload and workflow are marked failed with its code and a one-line reason, and Dagster
+    sees a clean ``Failure`` without a traceback. The database being away (an outage, a restart) is the one
+    thing retried here: the op runs again after 2, 4, 8, 16, 30 s (every stage is idempotent). Other errors
+    are recorded and re-raised; ``po_failure_sensor`` then marks the workflow failed.
     """
     upload_id = context.partition_key
     run_id = context.run_id
@@ -71,28 +68,52 @@ def run_stage(
                                        progress_percent=percent, message=f"{done}/{total}"))
 
     current.report_fraction = report_fraction
-    stage_started(db, upload_id, run_id, stage, current.attempt)
-    _publish(progress, upload_id, run_id, stage, "started")
-    try:
-        yield current
-    except PoflowError as error:
-        stage_finished(db, upload_id, run_id, stage, outcome="failed", error_code=error.code)
-        if error.code in RETRYABLE_CODES:
+    with retry_when_database_is_away(context):
+        stage_started(db, upload_id, run_id, stage, current.attempt)
+        _publish(progress, upload_id, run_id, stage, "started")
+        try:
+            yield current
+        except PoflowError as error:
+            stage_finished(db, upload_id, run_id, stage, outcome="failed", error_code=error.code)
+            if stage in STAGE_PROGRESS:  # a side stage (images) never fails the PO
+                mark_failed(
+                    db, upload_id, run_id=run_id, stage=stage.value, code=error.code, message=error.message
+                )
+            _publish(progress, upload_id, run_id, stage, "failed", message=str(error))
+            raise dg.Failure(description=str(error), metadata={"error_code": error.code}, allow_retries=False) from None
+        except Exception as error:
+            if not is_database_unavailable(error):
+                stage_finished(db, upload_id, run_id, stage, outcome="failed", error_code=type(error).__name__)
+                _publish(progress, upload_id, run_id, stage, "failed", message=f"{type(error).__name__}: {error}")
             raise
-        if stage in STAGE_PROGRESS:  # a side stage (images) never fails the PO
-            mark_failed(
-                db, upload_id, run_id=run_id, stage=stage.value, code=error.code, message=error.message
-            )
-        _publish(progress, upload_id, run_id, stage, "failed", message=str(error))
-        raise dg.Failure(description=str(error), metadata={"error_code": error.code}, allow_retries=False) from None
-    except Exception as error:
-        stage_finished(db, upload_id, run_id, stage, outcome="failed", error_code=type(error).__name__)
-        _publish(progress, upload_id, run_id, stage, "failed", message=f"{type(error).__name__}: {error}")
-        raise
-    current.duration_ms = stage_finished(
-        db, upload_id, run_id, stage, outcome=current.outcome, items=current.items, bytes_=current.bytes
+        current.duration_ms = stage_finished(
+            db, upload_id, run_id, stage, outcome=current.outcome, items=current.items, bytes_=current.bytes
+        )
+        _publish(progress, upload_id, run_id, stage, "succeeded" if current.outcome == "success" else current.outcome)
+
+
+#: Tries of one op while the database is away: waits of 2, 4, 8, 16, 30 s ride out about a minute.
+DATABASE_RETRIES = 5
+
+
+def is_database_unavailable(error: BaseException) -> bool:
+    """The database could not be reached or dropped the connection (outage, restart, SQLite lock timeout)."""
+    return isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)) or (
+        isinstance(error, sa_exc.DBAPIError) and bool(error.connection_invalidated)
     )
-    _publish(progress, upload_id, run_id, stage, "succeeded" if current.outcome == "success" else current.outcome)
+
+
+@contextmanager
+def retry_when_database_is_away(context: dg.OpExecutionContext) -> Iterator[None]:
+    """Turn "the database is unavailable" inside the block into a Dagster retry of the step (backing off)."""
+    try:
+        yield
+    except Exception as error:
+        if not is_database_unavailable(error):
+            raise
+        wait = min(30, 2 ** (context.retry_number + 1))
+        context.log.warning(f"the database is unavailable ({type(error).__name__}); trying this step again in {wait} s")
+        raise dg.RetryRequested(max_retries=DATABASE_RETRIES, seconds_to_wait=wait) from error
 
 
 def _publish(
