@@ -474,6 +474,7 @@ def report(instance, engine, docs: list[Doc], uploads: list[dict], shop_url: str
     failures: list[dict] = []
     shopify_problems = collections.Counter()
     by_cause: collections.Counter = collections.Counter()
+    readback_mismatches: list[str] = []
     upload_of_run = {r.run_id: r.tags.get(PARTITION_TAG) for r in runs}
     file_of_upload = {u["id"]: u["original_filename"] for u in uploads}
     for r in runs:
@@ -498,11 +499,16 @@ def report(instance, engine, docs: list[Doc], uploads: list[dict], shop_url: str
                 data = event.event_specific_data
                 if not data.passed:
                     meta = {k: str(getattr(v, "value", v))[:200] for k, v in (data.metadata or {}).items()}
+                    # A check that could not read Shopify (error code) is a failed call; one that read it and
+                    # found differences is a mismatch (reported apart).
+                    cause = "call_error" if "error_code" in meta else "mismatch"
                     failures.append({**base, "event": f"CHECK_FAILED {data.check_name}", "error": json.dumps(meta)[:300],
-                                     "cause": "check"})
-                    by_cause[data.check_name, "check", "CHECK_FAILED"] += 1
-                    if "shopify" in data.check_name:
-                        shopify_problems[f"check_failed {data.check_name}"] += 1
+                                     "cause": cause})
+                    by_cause[data.check_name, cause, "CHECK_FAILED"] += 1
+                    if "shopify" in data.check_name and cause == "call_error":
+                        shopify_problems[f"check_error {data.check_name}"] += 1
+                    elif "shopify" in data.check_name:
+                        readback_mismatches.append(f"{base['file']}: {meta.get('reason') or meta.get('problems', '')}"[:240])
             elif kind == dg.DagsterEventType.RUN_FAILURE:
                 failures.append({**base, "event": "RUN_FAILURE", "error": (record.message or "")[:300]})
             elif kind == dg.DagsterEventType.ENGINE_EVENT and any(
@@ -584,6 +590,7 @@ def report(instance, engine, docs: list[Doc], uploads: list[dict], shop_url: str
         "drafts_differing_from_shopify_at_end": diverged,
         "status_mismatches": mismatches,
         "failed_shopify_calls": dict(shopify_problems),
+        "readback_mismatches": readback_mismatches,
         "step_problems_by_cause": {" / ".join(k): v for k, v in sorted(by_cause.items())},
         "failures": failures,
         "faults": {"shopify": shop_counts, "llm": dict(fake_llm.counts)},
@@ -626,6 +633,8 @@ def print_report(result: dict) -> None:
     print(f"step failures/retries by (step, cause, event): {result['step_problems_by_cause']}")
     print(f"failed Shopify calls (surfaced):  {sum(result['failed_shopify_calls'].values())} "
           f"{result['failed_shopify_calls'] or ''}")
+    print(f"read-back mismatches (check ran, found differences): {len(result['readback_mismatches'])}"
+          + "".join(f"\n    {line}" for line in result["readback_mismatches"]))
     print(f"injected: Shopify 502 {shop.get('injected_502_before', '?')} before + {shop.get('injected_502_after', '?')}"
           f" after forwarding of {shop.get('requests', '?')} requests; emulator THROTTLED "
           f"{shop.get('emulator', {}).get('throttled', '?')}; LLM 429 {faults['llm']['rate_limited_429']} of "
