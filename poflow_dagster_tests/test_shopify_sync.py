@@ -131,3 +131,20 @@ def test_verify_batches_shrink_to_what_a_small_bucket_can_pay() -> None:
             assert verify_batch_size(c) == 30  # 60 points / 2 per variant
             assert verify_products(c, specs, gids) == []
             assert emu.stats.operations["nodes"] == 2 and emu.stats.throttled == 0
+
+
+def test_a_fresh_client_reading_back_more_than_a_small_bucket_allows_splits_the_batch() -> None:
+    """The fault benchmark's case: the check's client has no answer yet, so it cannot know the bucket is small
+    (200 points: 100 variants at most). Shopify answers MAX_COST_EXCEEDED; the batch is halved, never failed."""
+    from poflow_dagster.shopify.rate_budget import InProcessBudget
+
+    with start_emulator(access_token=TOKEN, bucket_size=200, restore_rate=2000) as emu:
+        with ShopifyClient(emu.url, TOKEN, timeout=5.0) as writer:
+            specs = make_specs(150)
+            gids = {r.handle: r.variant_gid for r in sync_products(writer, specs)}
+        # A separate budget that has never seen this shop (another process without Redis).
+        with ShopifyClient(emu.url, TOKEN, timeout=5.0, budget=InProcessBudget("fresh")) as fresh:
+            assert verify_batch_size(fresh) == 250
+            before = emu.stats.operations.get("nodes", 0)
+            assert verify_products(fresh, specs, gids) == []
+            assert emu.stats.operations["nodes"] - before == 3  # 150 refused, then 75 + 75

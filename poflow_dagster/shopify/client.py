@@ -543,9 +543,13 @@ class ShopifyClient:
     def max_query_cost(self) -> float:
         """The most one query may cost here: Shopify's single-query limit, or a smaller bucket."""
         status = self.throttle
-        if status is None:
+        if status is not None:
+            return min(SINGLE_QUERY_MAX_COST, status.maximum_available)
+        try:  # this client has no answer yet: the shop's shared budget may know the bucket already
+            shared = self.budget.state()
+        except Exception:  # noqa: BLE001 - a guess is enough; Shopify's MAX_COST_EXCEEDED corrects it
             return SINGLE_QUERY_MAX_COST
-        return min(SINGLE_QUERY_MAX_COST, status.maximum_available)
+        return min(SINGLE_QUERY_MAX_COST, shared.maximum) if shared.known and shared.maximum > 0 else SINGLE_QUERY_MAX_COST
 
     # -- raw GraphQL ---------------------------------------------------------------------------
 

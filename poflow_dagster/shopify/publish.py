@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select
 
 from poflow_dagster.shopify.client import ProductSpec, ShopifyClient, SyncedProduct, handle_for_sku
 from poflow_dagster.shopify.sync import sync_products, verify_products
 from poflow_dagster.store.db import Database
-from poflow_dagster.store.drafts import DraftRecord, record_shopify_links
+from poflow_dagster.store.drafts import DraftRecord, current_drafts, record_shopify_links
 from poflow_dagster.store.schema import ShopifyProduct
 
 PRODUCT_STATUS = "DRAFT"  # products arrive as drafts; the merchant publishes them in Shopify
@@ -67,10 +68,38 @@ def publish_drafts(
     """Upsert every draft as a Shopify product (idempotent by handle) and remember the GIDs.
 
     A product counts as created unless this shop already had it recorded for the draft under the same GID.
+    Drafts are shared by every PO of the merchant with the same SKU, and two such POs may sync at once:
+    each pushes the drafts as the database holds them *now*, then pushes again any draft another PO changed
+    meanwhile, so whichever finishes last leaves Shopify holding the latest draft (never a stale one).
     """
-    specs = product_specs(merchant_id, drafts)
     known = {handle: link.product_gid for handle, link in recorded_links(db, shop_url, drafts).items()}
-    synced = sync_products(client, specs, known_products=known)
+    pushed = current_drafts(db, drafts)
+    synced = _push(db, client, shop_url, merchant_id, pushed, known)
+    for _ in range(CATCH_UP_ROUNDS):
+        latest = current_drafts(db, drafts)
+        changed = [i for i, (now, then) in enumerate(zip(latest, pushed)) if _content(now) != _content(then)]
+        if not changed:
+            break
+        again = _push(db, client, shop_url, merchant_id, [latest[i] for i in changed], known)
+        for i, product in zip(changed, again, strict=True):
+            synced[i] = replace(product, created=synced[i].created)
+        pushed = latest
+    return synced
+
+
+#: How often a sync catches up with drafts another PO changed while it was pushing.
+CATCH_UP_ROUNDS = 3
+
+
+def _content(draft: DraftRecord) -> tuple[object, ...]:
+    return (draft.title, draft.description, draft.price)
+
+
+def _push(
+    db: Database, client: ShopifyClient, shop_url: str, merchant_id: str, drafts: list[DraftRecord],
+    known: dict[str, str],
+) -> list[SyncedProduct]:
+    synced = sync_products(client, product_specs(merchant_id, drafts), known_products=known)
     record_shopify_links(
         db,
         shop_url,
@@ -83,14 +112,35 @@ def publish_drafts(
 
 
 def verify_published(
-    db: Database, client: ShopifyClient, shop_url: str, merchant_id: str, drafts: list[DraftRecord]
+    db: Database,
+    client: ShopifyClient,
+    shop_url: str,
+    merchant_id: str,
+    drafts: list[DraftRecord],
+    *,
+    settle_seconds: tuple[float, ...] = (1.0, 2.0),
 ) -> Verification:
     """Read the drafts back from Shopify by their recorded variant GIDs (250 per request).
 
-    Drafts with no recorded GID in this shop are looked up by handle instead.
+    Drafts with no recorded GID in this shop are looked up by handle instead. A mismatch can be another PO
+    with the same SKU in the middle of its sync (it changed the shared draft and has not pushed it yet), so
+    before mismatches are reported the drafts are read again and checked again after each of
+    ``settle_seconds``.
     """
-    specs = product_specs(merchant_id, drafts)
-    gids = {handle: link.variant_gid for handle, link in recorded_links(db, shop_url, drafts).items()}
     before = client.stats.requests
-    problems = verify_products(client, specs, gids)
-    return Verification(problems=problems, checked=len(specs), requests=client.stats.requests - before)
+    drafts = current_drafts(db, drafts)
+    problems = _read_back(db, client, shop_url, merchant_id, drafts)
+    for wait in settle_seconds:
+        if not problems:
+            break
+        time.sleep(wait)
+        drafts = current_drafts(db, drafts)
+        problems = _read_back(db, client, shop_url, merchant_id, drafts)
+    return Verification(problems=problems, checked=len(drafts), requests=client.stats.requests - before)
+
+
+def _read_back(
+    db: Database, client: ShopifyClient, shop_url: str, merchant_id: str, drafts: list[DraftRecord]
+) -> list[str]:
+    gids = {handle: link.variant_gid for handle, link in recorded_links(db, shop_url, drafts).items()}
+    return verify_products(client, product_specs(merchant_id, drafts), gids)

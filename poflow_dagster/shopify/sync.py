@@ -11,6 +11,7 @@ from poflow_dagster.shopify.client import (
     VARIANT_NODE_COST,
     ProductSpec,
     ShopifyClient,
+    ShopifyGraphQLError,
     SyncedProduct,
     VariantInfo,
     money_to_wire,
@@ -122,6 +123,19 @@ def verify_batch_size(client: ShopifyClient) -> int:
     return max(1, min(MAX_NODE_IDS, int(client.max_query_cost() // VARIANT_NODE_COST)))
 
 
+def _variants_by_ids(client: ShopifyClient, gids: list[str]) -> dict[str, VariantInfo | None]:
+    """``client.variants_by_ids``, halving the batch when Shopify says one query may not cost that much
+    (``MAX_COST_EXCEEDED``: a bucket smaller than we knew)."""
+    try:
+        return client.variants_by_ids(gids)
+    except ShopifyGraphQLError as error:
+        too_costly = any((e.get("extensions") or {}).get("code") == "MAX_COST_EXCEEDED" for e in error.errors)
+        if not too_costly or len(gids) == 1:
+            raise
+    half = len(gids) // 2
+    return {**_variants_by_ids(client, gids[:half]), **_variants_by_ids(client, gids[half:])}
+
+
 def verify_products(
     client: ShopifyClient,
     specs: list[ProductSpec],
@@ -150,7 +164,7 @@ def verify_products(
     size = verify_batch_size(client)
     for start in range(0, len(by_id), size):
         batch = by_id[start:start + size]
-        variants = client.variants_by_ids([gids[spec.handle] for spec in batch])
+        variants = _variants_by_ids(client, [gids[spec.handle] for spec in batch])
         for spec in batch:
             variant = variants.get(gids[spec.handle])
             if variant is None or variant.sku != spec.sku or variant.handle != spec.handle:

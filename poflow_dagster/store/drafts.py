@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from sqlalchemy import select
@@ -85,6 +85,23 @@ def drafts_for_upload(db: Database, upload_id: str) -> list[DraftRecord]:
             )
         }
         return [_record(drafts[sku], False) for sku in skus if sku in drafts]
+
+
+def current_drafts(db: Database, drafts: list[DraftRecord]) -> list[DraftRecord]:
+    """The same drafts as the database holds them now (another PO with the same SKU may have changed them
+    since they were read), in the same order; a draft that no longer exists is returned as it was."""
+    if not drafts:
+        return []
+    with db.session() as session:
+        rows = {
+            row.id: row
+            for row in session.scalars(select(ProductDraft).where(ProductDraft.id.in_([d.id for d in drafts])))
+        }
+    return [
+        replace(draft, title=row.title, description=row.description, price=row.price, unit_cost=row.unit_cost)
+        if (row := rows.get(draft.id)) is not None else draft
+        for draft in drafts
+    ]
 
 
 def record_shopify_links(db: Database, shop_url: str, links: list[tuple[int, str, str, str, Decimal]]) -> None:
