@@ -529,3 +529,21 @@ def test_too_many_windows_is_file_too_complex_before_any_request(openai_server: 
         extract_file(path, llm=settings(openai_server, max_windows=100))
     assert err.value.code == "file_too_complex" and "POFLOW_LLM_MAX_WINDOWS" in err.value.message
     assert openai_server.completion_requests() == []
+
+
+@pytest.mark.parametrize("sandbox", ["1", "0"])
+def test_bounded_extraction_hands_llm_documents_to_the_parent_with_the_sandbox_on_or_off(
+    openai_server: OpenAIServer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, sandbox: str
+) -> None:
+    """The child prepares the pages and this process calls the LLM; with the sandbox off the same code runs
+    in-process, and must leave nothing behind: a later plain ``extract_file`` calls the LLM itself."""
+    from poflow_dagster.extraction import extract_file_bounded
+
+    monkeypatch.setenv("POFLOW_EXTRACT_SANDBOX", sandbox)
+    path = tmp_path / "note.txt"
+    path.write_text(item_text(40), encoding="utf-8")
+    openai_server.behaviour = echo_items
+    bounded = extract_file_bounded(path, llm=settings(openai_server))
+    plain = extract_file(path, llm=settings(openai_server))
+    assert len(bounded.lines) == len(plain.lines) == 40
+    assert len(openai_server.completion_requests()) >= 2

@@ -30,6 +30,7 @@ message:
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,18 +144,21 @@ class _NeedsLLM(BaseException):  # noqa: N818 - a control-flow signal, not an er
         self.pending = pending
 
 
-#: Set in the sandbox child only (a process of its own): prepare the LLM's pages, let the parent call it.
-_defer_llm = False
+#: True while :func:`_parse_in_child` runs (in the sandbox child, or in-process with the sandbox off):
+#: prepare the LLM's pages and let the caller make the calls. A context variable, so it never leaks into
+#: other extractions of the same process or thread.
+_defer_llm: ContextVar[bool] = ContextVar("poflow_defer_llm", default=False)
 
 
 def _parse_in_child(path: str, filename: str | None, llm: LLMSettings | None) -> ParsedPO | _PendingLLM:
     """The sandbox child's work: a finished ``ParsedPO``, or the pages the parent sends to the LLM."""
-    global _defer_llm
-    _defer_llm = True
+    token = _defer_llm.set(True)
     try:
         return extract_file(Path(path), filename=filename, llm=llm)
     except _NeedsLLM as signal:
         return signal.pending
+    finally:
+        _defer_llm.reset(token)
 
 
 def _check_size(path: Path, display: str) -> None:
@@ -287,7 +291,7 @@ def _with_llm(
 ) -> ParsedPO:
     if llm is None:
         raise PoflowError("needs_ocr_or_llm", f"{display} needs an LLM because {why}; set OPENAI_API_KEY")
-    if _defer_llm:
+    if _defer_llm.get():
         raise _NeedsLLM(_PendingLLM(pages(), source_format, why))
     from poflow_dagster.extraction.llm import extract_with_llm
 
