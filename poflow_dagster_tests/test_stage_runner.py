@@ -60,5 +60,8 @@ def test_only_connection_failures_count_as_the_database_being_away():
     refused = sa.exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
     assert is_database_unavailable(refused)
     assert is_database_unavailable(sa.exc.InterfaceError("SELECT 1", {}, Exception("connection already closed")))
+    assert is_database_unavailable(sa.exc.OperationalError("UPDATE", {}, Exception("database is locked")))
+    assert not is_database_unavailable(sa.exc.OperationalError("SELECT", {}, Exception("no such table: uploads")))
+    assert not is_database_unavailable(sa.exc.OperationalError("INSERT", {}, Exception("database or disk is full")))
     assert not is_database_unavailable(sa.exc.IntegrityError("INSERT", {}, Exception("duplicate key")))
     assert not is_database_unavailable(ValueError("a bug"))

@@ -70,6 +70,7 @@ def ai_parsing(
         stage.outcome = "reused" if outcome.reused else "success"
         if outcome.duplicate_of:
             stage.notes = [f"same supplier and PO number as upload {outcome.duplicate_of}: recorded as its duplicate"]
+            mark_duplicate_po(database, upload_id, context.run_id, outcome.duplicate_of)
     meta = {
         **stage.metadata(),
         "file": upload.original_filename,
@@ -84,7 +85,6 @@ def ai_parsing(
         **{f"extraction_{k}": v for k, v in parsed.stats.items() if isinstance(v, (int, float, str))},
     }
     if outcome.duplicate_of:
-        mark_duplicate_po(database, upload_id, context.run_id, outcome.duplicate_of)
         context.log.info(f"duplicate of upload {outcome.duplicate_of}; no second PO")
         context.log_event(dg.AssetObservation(asset_key="purchase_order", partition=upload_id, metadata=meta))
         return
@@ -108,6 +108,7 @@ def database_save(context: dg.OpExecutionContext, parsed: ParsedPO, db: Database
         if saved.duplicate_of:
             stage.outcome = "skipped"
             stage.notes = [f"same supplier and PO number as upload {saved.duplicate_of}: recorded as its duplicate"]
+            mark_duplicate_po(database, upload_id, context.run_id, saved.duplicate_of, stage=Stage.DATABASE_SAVE)
     meta = {
         **stage.metadata(),
         "po_id": saved.po_id,
@@ -116,7 +117,6 @@ def database_save(context: dg.OpExecutionContext, parsed: ParsedPO, db: Database
         "saved_lines": dg.MetadataValue.md(po_lines_markdown(parsed)),
     }
     if saved.duplicate_of:
-        mark_duplicate_po(database, upload_id, context.run_id, saved.duplicate_of, stage=Stage.DATABASE_SAVE)
         context.log.info(f"duplicate of upload {saved.duplicate_of}; no second PO")
         meta["duplicate_of"] = saved.duplicate_of
         context.log_event(dg.AssetObservation(asset_key="purchase_order", partition=upload_id, metadata=meta))

@@ -96,11 +96,28 @@ def run_stage(
 DATABASE_RETRIES = 5
 
 
+#: SQLSTATEs of a lost or refused connection: class 08, and the server shutting down or starting up.
+_CONNECTION_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+#: How drivers word it when there is no SQLSTATE (psycopg's refused connections, SQLite's lock timeout).
+_CONNECTION_WORDS = ("connection", "could not connect", "server closed", "terminating", "database is locked")
+
+
 def is_database_unavailable(error: BaseException) -> bool:
-    """The database could not be reached or dropped the connection (outage, restart, SQLite lock timeout)."""
-    return isinstance(error, (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError)) or (
-        isinstance(error, sa_exc.DBAPIError) and bool(error.connection_invalidated)
-    )
+    """The database could not be reached or dropped the connection (outage, restart, SQLite lock timeout).
+
+    Not: a missing table, a full disk, a statement timeout — those are recorded as the stage's failure.
+    """
+    if isinstance(error, (sa_exc.DisconnectionError, sa_exc.InterfaceError)):
+        return True
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return True
+    if not isinstance(error, sa_exc.OperationalError):
+        return False
+    state = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+    if state:
+        return str(state).startswith(_CONNECTION_SQLSTATES)
+    text = str(error.orig).lower()
+    return any(words in text for words in _CONNECTION_WORDS)
 
 
 @contextmanager
