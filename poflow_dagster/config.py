@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -39,3 +40,26 @@ def shopify_api_version() -> str:
 def default_markup_percent() -> str:
     """Markup for merchants created implicitly by their first upload."""
     return os.environ.get("POFLOW_DEFAULT_MARKUP_PERCENT") or "40"
+
+
+#: Default wall-clock budget of one PO run (``dagster/max_runtime`` of ``po_job``).
+DEFAULT_PO_RUN_MAX_RUNTIME_SECONDS = 30 * 60
+
+
+def po_run_max_runtime_seconds() -> int:
+    """``POFLOW_PO_RUN_MAX_RUNTIME`` in whole seconds (default 30 min). Read when the definitions load, so a
+    bad value must not stop them loading: it falls back to the default with a warning."""
+    raw = (os.environ.get("POFLOW_PO_RUN_MAX_RUNTIME") or "").strip()
+    if not raw:
+        return DEFAULT_PO_RUN_MAX_RUNTIME_SECONDS
+    try:
+        seconds = int(float(raw))
+    except ValueError:
+        seconds = 0
+    if seconds <= 0:
+        logging.getLogger(__name__).warning(
+            "POFLOW_PO_RUN_MAX_RUNTIME=%r is not a positive number of seconds; using %d",
+            raw, DEFAULT_PO_RUN_MAX_RUNTIME_SECONDS,
+        )
+        return DEFAULT_PO_RUN_MAX_RUNTIME_SECONDS
+    return seconds

@@ -175,3 +175,46 @@ def test_a_run_failure_changes_only_the_latest_run(db):
     assert (report.workflow.status, report.workflow.run_id, report.workflow.error_code) == ("failed", "run-3", "run_failed")
     assert report.upload.status == "failed"
     assert not record_run_failure(db, upload.id, "run-3", None, "worker died", run_started_at=later)  # recorded once
+
+
+def test_migration_0003_keeps_the_first_of_two_saved_pos_with_one_number(db_url):
+    """A database from before the unique constraint may hold the same supplier + PO number twice (the race it
+    closes): upgrading keeps the earliest PO and records the later upload as its duplicate, workflow included."""
+    from alembic import command
+    from alembic.config import Config
+
+    from poflow_dagster.store.db import MIGRATIONS_DIR, Database
+
+    database = Database(db_url)
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with database.engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0002")
+        conn.exec_driver_sql("INSERT INTO merchants (id, name, markup_percent, shopify_sync_enabled, created_at) "
+                             "VALUES ('m1', 'm1', '40', true, '2026-01-01 00:00:00')")
+        conn.exec_driver_sql("INSERT INTO suppliers (id, merchant_id, name, normalized_name, created_at) "
+                             "VALUES (1, 'm1', 'ACME', 'acme', '2026-01-01 00:00:00')")
+        for seq, upload in enumerate(["up-a", "up-b"], start=1):
+            conn.exec_driver_sql(
+                "INSERT INTO uploads (seq, id, merchant_id, original_filename, sha256, size_bytes, mime_type, "
+                "stored_path, source, status, created_at, updated_at) VALUES "
+                f"({seq}, '{upload}', 'm1', 'po.csv', '{str(seq) * 64}', 1, 'text/csv', '/tmp/po.csv', 'cli', "
+                "'completed', '2026-01-01 00:00:00', '2026-01-01 00:00:00')")
+            conn.exec_driver_sql(
+                "INSERT INTO purchase_orders (id, upload_id, merchant_id, supplier_id, po_number, source_format, "
+                f"extractor, issues, created_at, updated_at) VALUES ({seq}, '{upload}', 'm1', 1, 'PO-7', 'csv', "
+                "'test', '[]', '2026-01-01 00:00:00', '2026-01-01 00:00:00')")
+            conn.exec_driver_sql(f"INSERT INTO line_items (po_id, line_no, sku) VALUES ({seq}, 1, 'X')")
+            conn.exec_driver_sql(
+                "INSERT INTO workflow_executions (upload_id, status, progress_percent, updated_at) "
+                f"VALUES ('{upload}', 'completed', 100, '2026-01-01 00:00:00')")
+    database.migrate()
+    with database.session() as session:
+        assert session.scalars(sa.select(PurchaseOrder.upload_id)).all() == ["up-a"]
+        assert session.scalar(sa.select(sa.func.count(LineItem.id))) == 1
+        later = session.scalar(sa.select(Upload).where(Upload.id == "up-b"))
+        assert (later.status, later.duplicate_of, later.error_code) == ("duplicate", "up-a", "duplicate_po")
+        assert later.run_requested_at is not None  # it had its run: the sensor must not request another
+    assert status_report(database, "up-b").workflow.error_code == "duplicate_po"
+    database.dispose()

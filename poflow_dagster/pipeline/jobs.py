@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
+from poflow_dagster import config
 from poflow_dagster.pipeline.assets import purchase_order
 from poflow_dagster.pipeline.images import product_images
 
@@ -12,7 +11,7 @@ from poflow_dagster.pipeline.images import product_images
 #: cancels a run tagged ``dagster/max_runtime`` once it has run longer, and marks it failed; po_failure_sensor
 #: then marks the upload failed. Generous on purpose: Shopify pacing of a 1,000-SKU PO takes minutes. The tight
 #: per-file bound is the extraction sandbox's (``POFLOW_EXTRACT_TIMEOUT``, see extraction/sandbox.py).
-PO_RUN_MAX_RUNTIME_SECONDS = int(os.environ.get("POFLOW_PO_RUN_MAX_RUNTIME", "") or 30 * 60)
+PO_RUN_MAX_RUNTIME_SECONDS = config.po_run_max_runtime_seconds()
 
 #: One run per upload: the PO graph and its checks, in one process (steps are I/O-bound; ~10 ms/step).
 po_job = dg.define_asset_job(

@@ -113,7 +113,8 @@ class PurchaseOrder(Base):
     __tablename__ = "purchase_orders"
     __table_args__ = (
         # Two uploads of one supplier's PO number race to save: the database picks the one winner.
-        UniqueConstraint("merchant_id", "supplier_id", "po_number", name="uq_purchase_orders_merchant_supplier_po"),
+        # A unique index (not a table constraint): SQLite adds it without rebuilding the table.
+        Index("uq_purchase_orders_merchant_supplier_po", "merchant_id", "supplier_id", "po_number", unique=True),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -26,12 +26,6 @@ def _workflow(session: Session, upload_id: str) -> WorkflowExecution:
     return workflow
 
 
-def mark_pending(db: Database, upload_id: str) -> None:
-    """The upload's workflow row exists from now on (``pending`` if new). Requesting a run also records
-    ``uploads.run_requested_at``: use ``store.uploads.claim_uploads_for_runs`` / ``mark_run_requested``."""
-    _retry_on_conflict(lambda session: _workflow(session, upload_id), db)
-
-
 def stage_started(db: Database, upload_id: str, run_id: str, stage: Stage, attempt: int) -> None:
     """A stage (op) began: the workflow shows it; its metrics row counts the attempt."""
 

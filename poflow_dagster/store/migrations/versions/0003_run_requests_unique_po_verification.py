@@ -33,11 +33,13 @@ def upgrade() -> None:
     )
 
     _remove_duplicate_pos()
-    with op.batch_alter_table("purchase_orders", schema=None) as batch_op:
-        batch_op.drop_index("ix_purchase_orders_merchant_po_number")
-        batch_op.create_unique_constraint(
-            "uq_purchase_orders_merchant_supplier_po", ["merchant_id", "supplier_id", "po_number"]
-        )
+    # Plain index operations: a batch "recreate" of purchase_orders on SQLite would drop the old table, and
+    # with foreign keys on, its ON DELETE CASCADE would empty line_items.
+    op.drop_index("ix_purchase_orders_merchant_po_number", table_name="purchase_orders")
+    op.create_index(
+        "uq_purchase_orders_merchant_supplier_po", "purchase_orders", ["merchant_id", "supplier_id", "po_number"],
+        unique=True,
+    )
 
     with op.batch_alter_table("workflow_executions", schema=None) as batch_op:
         batch_op.add_column(sa.Column("verification_status", sa.String(length=20), nullable=True))
@@ -67,6 +69,14 @@ def _remove_duplicate_pos() -> None:
             {"winner": winner, "id": upload_id,
              "message": f"same supplier and PO number as upload {winner}; no second PO was created"},
         )
+        bind.execute(
+            sa.text(
+                "UPDATE workflow_executions SET error_code = 'duplicate_po', error_message = :message "
+                "WHERE upload_id = :id"
+            ),
+            {"id": upload_id,
+             "message": f"same supplier and PO number as upload {winner}; no second PO was created"},
+        )
 
 
 def downgrade() -> None:
@@ -74,9 +84,8 @@ def downgrade() -> None:
         batch_op.drop_column("verified_at")
         batch_op.drop_column("verification_message")
         batch_op.drop_column("verification_status")
-    with op.batch_alter_table("purchase_orders", schema=None) as batch_op:
-        batch_op.drop_constraint("uq_purchase_orders_merchant_supplier_po", type_="unique")
-        batch_op.create_index("ix_purchase_orders_merchant_po_number", ["merchant_id", "po_number"], unique=False)
+    op.drop_index("uq_purchase_orders_merchant_supplier_po", table_name="purchase_orders")
+    op.create_index("ix_purchase_orders_merchant_po_number", "purchase_orders", ["merchant_id", "po_number"])
     with op.batch_alter_table("uploads", schema=None) as batch_op:
         batch_op.drop_index("ix_uploads_pending_run")
         batch_op.drop_column("run_requested_at")
