@@ -246,3 +246,19 @@ def test_a_run_failed_by_run_monitoring_keeps_dagsters_reason(db, instance):
     assert (report.workflow.status, report.workflow.error_code) == ("failed", "run_failed")
     assert report.workflow.error_message == "Exceeded maximum runtime of 1800 seconds. (during shopify_sync)"
     assert report.workflow.current_stage == "shopify_sync"
+
+
+def test_a_repair_planned_before_a_new_run_started_is_not_written(home, db, samples):
+    """The reconciler planned 'completed' from its snapshot (the old run succeeded), but before it writes, a
+    new run of the partition enters its first stage: the repair is dropped and the new run owns the workflow."""
+    upload = upload_file(db, home, "acme", samples["acme-po-1001.csv"])
+    stage_started(db, upload.id, "run-old", Stage.AI_PARSING, 1)
+    (workflow,) = open_workflows(db)
+    old_run = RunState("run-old", "SUCCESS", created_at=utcnow() - dt.timedelta(minutes=1))
+    repair = plan_repair(workflow, [old_run], utcnow())
+    assert repair is not None and repair.action == "succeeded"
+
+    stage_started(db, upload.id, "run-new", Stage.AI_PARSING, 1)  # a re-run begins
+    assert apply_repair(db, repair) is False
+    report = status_report(db, upload.id)
+    assert (report.workflow.status, report.workflow.run_id) == ("processing", "run-new")

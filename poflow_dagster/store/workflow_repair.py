@@ -17,7 +17,7 @@ its latest run really had:
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from sqlalchemy import select
@@ -76,6 +76,9 @@ class Repair:
     action: Literal["succeeded", "failed", "canceled", "rerequest", "lost"]
     run: RunState | None = None
     note: str = ""
+    #: The workflow's ``updated_at`` when the repair was planned: the repair is written only if the workflow
+    #: has not changed since (a new run may have entered a stage meanwhile; then that run decides).
+    seen_updated_at: dt.datetime | None = None
 
 
 def open_workflows(db: Database, *, after_id: int = 0, limit: int = 100) -> list[OpenWorkflow]:
@@ -99,6 +102,11 @@ def open_workflows(db: Database, *, after_id: int = 0, limit: int = 100) -> list
 
 def plan_repair(workflow: OpenWorkflow, runs: list[RunState], now: dt.datetime) -> Repair | None:
     """What to do with ``workflow`` given all PO runs Dagster has for its partition (None: leave it)."""
+    repair = _plan(workflow, runs, now)
+    return replace(repair, seen_updated_at=workflow.updated_at) if repair is not None else None
+
+
+def _plan(workflow: OpenWorkflow, runs: list[RunState], now: dt.datetime) -> Repair | None:
     if workflow.approved_at is not None and workflow.upload_status == UploadStatus.APPROVED:
         # Approved after review: only the continuation run counts, and until it exists upload_sensor
         # requests it on every tick (run key per approval) — nothing to repair.
@@ -142,6 +150,8 @@ def apply_repair(
     run = repair.run
     if repair.action == "rerequest":
         return clear_run_request(db, repair.upload_id)
+    if repair.seen_updated_at is not None and not _unchanged_since(db, repair.upload_id, repair.seen_updated_at):
+        return False
     if repair.action == "lost":
         mark_failed(db, repair.upload_id, run_id=None, stage=None, code="run_lost",
                     message=f"{repair.note}; re-run the partition to process it again")
@@ -155,6 +165,15 @@ def apply_repair(
             run_started_at=run.started_at or run.created_at, canceled=repair.action == "canceled",
         )
     return _repair_succeeded(db, repair.upload_id, run.run_id)
+
+
+def _unchanged_since(db: Database, upload_id: str, seen: dt.datetime) -> bool:
+    """The workflow is still open and nobody wrote to it since the repair was planned."""
+    with db.session() as session:
+        row = session.execute(
+            select(WorkflowExecution.status, WorkflowExecution.updated_at).where(WorkflowExecution.upload_id == upload_id)
+        ).first()
+    return row is not None and row.status in OPEN_STATUSES and row.updated_at == seen
 
 
 def _with_stage(db: Database, upload_id: str, run_id: str, error_text: str | None) -> str:
