@@ -26,6 +26,7 @@ import multiprocessing.context
 import os
 import resource
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -163,6 +164,12 @@ class _ChildProcess(multiprocessing.context.ForkServerProcess):
         return _Popen(process_obj)
 
 
+def _process_class(context: Any) -> Any:
+    """:class:`_ChildProcess` where its copy of the stdlib launch steps is known to match (3.11-3.13);
+    on other versions the stock forkserver process (which also re-imports the parent's main script)."""
+    return _ChildProcess if (3, 11) <= sys.version_info[:2] <= (3, 13) else context.Process
+
+
 def _forkserver() -> Any:
     """The forkserver context, with the extraction modules preloaded (configured once per process)."""
     global _context
@@ -179,7 +186,7 @@ def _run_child(
 ) -> Any:
     context = _forkserver()
     receiver, sender = context.Pipe(duplex=False)
-    child = _ChildProcess(
+    child = _process_class(context)(
         target=_child_main, args=(sender, func, args, limits.memory_mb, limits.timeout_s, what), daemon=True
     )
     child.start()
