@@ -3,22 +3,18 @@
 # No `from __future__ import annotations` here: Dagster reads these type hints at definition time.
 
 import warnings
-from dataclasses import dataclass
 from decimal import Decimal
 
 import dagster as dg
 
-from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.pipeline.assets import purchase_order
 from poflow_dagster.pipeline.metadata import md_text
 from poflow_dagster.pipeline.partitions import po_uploads
 from poflow_dagster.pipeline.stage_runner import retry_when_database_is_away
 from poflow_dagster.resources import DatabaseResource, ShopifyResource
-from poflow_dagster.shopify.publish import verify_published
-from poflow_dagster.store.drafts import drafts_for_upload
 from poflow_dagster.store.purchase_orders import po_integrity, saved_po_problems
-from poflow_dagster.store.uploads import merchant_for_upload
 from poflow_dagster.store.verification import record_verification
+from poflow_dagster.verification import verify_upload
 
 # Partitioned asset checks are a preview feature; we rely on them deliberately, so silence only that.
 warnings.filterwarnings("ignore", category=dg.PreviewWarning, message=r".*partitions_def.*")
@@ -52,15 +48,6 @@ def po_saved_correctly(context: dg.AssetCheckExecutionContext, purchase_order: d
     )
 
 
-@dataclass(frozen=True)
-class _VerifyOutcome:
-    """What the read-back found: passed | failed | error | skipped, a one-line message, check metadata."""
-
-    status: str
-    message: str | None
-    metadata: dict
-
-
 @dg.asset_check(asset=purchase_order, partitions_def=po_uploads)
 def shopify_matches_drafts(
     context: dg.AssetCheckExecutionContext, purchase_order: dict, db: DatabaseResource, shopify: ShopifyResource
@@ -74,42 +61,15 @@ def shopify_matches_drafts(
     never instead of it."""
     database = db.database
     upload_id = context.partition_key
-    try:
-        result = _verify_upload(database, upload_id, purchase_order, shopify)
-    except PoflowError as error:
-        result = _VerifyOutcome("error", f"{error.code}: {error.message}", {"error_code": error.code})
-    except Exception as error:  # noqa: BLE001 - a check reports, it never fails the PO's run
-        context.log.exception("shopify_matches_drafts could not read Shopify back")
-        result = _VerifyOutcome("error", f"{type(error).__name__}: {error}", {"error_code": type(error).__name__})
+    held = purchase_order.get("shopify_sync") == "held_for_review"
+    result = verify_upload(database, upload_id, shopify, held_for_review=held)
     try:
         record_verification(database, upload_id, result.status, result.message)
     except Exception:  # noqa: BLE001 - the database being briefly away must not fail a completed PO's run
         context.log.warning(f"{upload_id}: could not record the verification result; it stays in this check's metadata")
-    metadata = {"verification": result.status, "reason": result.message or "-", **result.metadata}
-    return dg.AssetCheckResult(passed=result.status in ("passed", "skipped"), metadata=metadata)
-
-
-def _verify_upload(database, upload_id: str, purchase_order: dict, shopify: ShopifyResource) -> _VerifyOutcome:
-    merchant = merchant_for_upload(database, upload_id)
-    drafts = drafts_for_upload(database, upload_id)
-    if purchase_order.get("shopify_sync") == "held_for_review":
-        return _VerifyOutcome("skipped", "held for review: not synced yet", {"drafts": len(drafts)})
-    if not merchant.shopify_sync_enabled:
-        return _VerifyOutcome("skipped", f"Shopify sync is off for merchant {merchant.id}", {"drafts": len(drafts)})
-    target = shopify.target_for(merchant)
-    with shopify.client_for(target) as client:
-        verification = verify_published(database, client, target.url, merchant.id, drafts)
-    problems = verification.problems
-    message = f"{verification.checked} products match" if not problems else (
-        f"{len(problems)} mismatch{'es' if len(problems) > 1 else ''}: " + "; ".join(problems[:5])
-    )
-    return _VerifyOutcome(
-        "failed" if problems else "passed",
-        message,
-        {
-            "drafts_checked": verification.checked,
-            "shopify_requests": verification.requests,
-            "shop": target.url,
-            "problems": _problems_markdown(problems),
-        },
-    )
+    metadata = {"verification": result.status, "reason": result.message or "-", "drafts_checked": result.drafts}
+    if result.shop_url:
+        metadata.update(shop=result.shop_url, shopify_requests=result.requests, problems=_problems_markdown(result.problems))
+    if result.error_code:
+        metadata["error_code"] = result.error_code
+    return dg.AssetCheckResult(passed=result.passed, metadata=metadata)

@@ -1,0 +1,79 @@
+"""The ``shopify_matches_drafts`` check's core: read one upload's products back from Shopify and say how it went.
+
+Never raises for Shopify or settings problems: a read-back that cannot finish is an ``error`` outcome with its
+reason, so a check built on it reports instead of failing the PO's run. The outcome is what
+``store.verification.record_verification`` keeps beside the workflow status.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from poflow_dagster.domain.errors import PoflowError
+from poflow_dagster.shopify.client import ShopifyClient
+from poflow_dagster.shopify.connection import ShopTarget
+from poflow_dagster.shopify.publish import verify_published
+from poflow_dagster.store.db import Database
+from poflow_dagster.store.drafts import drafts_for_upload
+from poflow_dagster.store.schema import Merchant
+from poflow_dagster.store.uploads import merchant_for_upload
+
+logger = logging.getLogger(__name__)
+
+
+class ShopAccess(Protocol):
+    """Where a merchant's products live and a client for it (``ShopifyResource`` is one)."""
+
+    def target_for(self, merchant: Merchant) -> ShopTarget: ...
+
+    def client_for(self, target: ShopTarget) -> ShopifyClient: ...
+
+
+@dataclass(frozen=True)
+class UploadVerification:
+    """passed | failed | error | skipped, a one-line message, and what the read-back took."""
+
+    status: str
+    message: str
+    problems: list[str] = field(default_factory=list)
+    drafts: int = 0
+    requests: int = 0
+    shop_url: str | None = None
+    error_code: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.status in ("passed", "skipped")
+
+
+def verify_upload(db: Database, upload_id: str, shops: ShopAccess, *, held_for_review: bool) -> UploadVerification:
+    """Shopify holds exactly what this upload's drafts say (skipped while held for review or with sync off)."""
+    try:
+        return _verify(db, upload_id, shops, held_for_review=held_for_review)
+    except PoflowError as error:
+        return UploadVerification("error", f"{error.code}: {error.message}", error_code=error.code)
+    except Exception as error:  # noqa: BLE001 - a read-back reports; it never fails the PO's run
+        logger.exception("the Shopify read-back of %s could not finish", upload_id)
+        return UploadVerification("error", f"{type(error).__name__}: {error}", error_code=type(error).__name__)
+
+
+def _verify(db: Database, upload_id: str, shops: ShopAccess, *, held_for_review: bool) -> UploadVerification:
+    merchant = merchant_for_upload(db, upload_id)
+    drafts = drafts_for_upload(db, upload_id)
+    if held_for_review:
+        return UploadVerification("skipped", "held for review: not synced yet", drafts=len(drafts))
+    if not merchant.shopify_sync_enabled:
+        return UploadVerification("skipped", f"Shopify sync is off for merchant {merchant.id}", drafts=len(drafts))
+    target = shops.target_for(merchant)
+    with shops.client_for(target) as client:
+        result = verify_published(db, client, target.url, merchant.id, drafts)
+    problems = result.problems
+    message = f"{result.checked} products match" if not problems else (
+        f"{len(problems)} mismatch{'es' if len(problems) > 1 else ''}: " + "; ".join(problems[:5])
+    )
+    return UploadVerification(
+        "failed" if problems else "passed", message, problems=problems, drafts=result.checked,
+        requests=result.requests, shop_url=target.url,
+    )
