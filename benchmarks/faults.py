@@ -287,12 +287,14 @@ def run(args: argparse.Namespace, workdir: Path, cleanups: list) -> dict:
         env["REDIS_URL"] = redis
     log(f"env: REDIS_URL={redis or 'unset'}; allow-list: {allow_list_env(shop_url) or 'none read by connection.py'}")
 
-    daemon_log = (workdir / "daemon.log").open("wb")
-    daemon = start_daemon(env, log=daemon_log)
-    cleanups.append(lambda: stop_group(daemon))
+    # Create the instance's storage here, before the daemon and its code server start: several processes
+    # initialising a fresh SQLite instance at once can stamp its alembic_version twice ("more than one head").
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     instance = dg.DagsterInstance.from_config(str(dagster_home))
     cleanups.append(instance.dispose)
+    daemon_log = (workdir / "daemon.log").open("wb")
+    daemon = start_daemon(env, log=daemon_log)
+    cleanups.append(lambda: stop_group(daemon))
     log(f"dagster-daemon pid {daemon.pid}; DAGSTER_HOME {dagster_home} ({args.dagster_storage} storage)")
 
     deadline = time.monotonic() + 120
