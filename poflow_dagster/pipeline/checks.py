@@ -59,7 +59,8 @@ def shopify_matches_drafts(
     Never fails the run: Shopify errors are retried by the client, and if it still cannot read back the
     check fails with the reason. The result is recorded beside the workflow status (``poflow status``),
     never instead of it."""
-    database = db.database
+    with retry_when_database_is_away(context.op_execution_context):
+        database = db.database
     upload_id = context.partition_key
     held = purchase_order.get("shopify_sync") == "held_for_review"
     result = verify_upload(database, upload_id, shopify, held_for_review=held)

@@ -16,8 +16,8 @@ NO_IMAGE_SOURCE = "no image source is configured; drafts keep no images"
 @dg.op(ins={"purchase_order": dg.In(dg.Nothing)}, tags={"poflow/stage": Stage.IMAGE_ATTACHMENT.value})
 def image_attachment(context: dg.OpExecutionContext, db: DatabaseResource, progress: ProgressResource) -> dict:
     """Attach product images to this PO's drafts. No image source is configured yet, so it records that."""
-    database = db.database
-    with run_stage(context, Stage.IMAGE_ATTACHMENT, database, progress) as stage:
+    with run_stage(context, Stage.IMAGE_ATTACHMENT, db, progress) as stage:
+        database = stage.database
         drafts = drafts_for_upload(database, context.partition_key)
         stage.outcome, stage.items = "skipped", 0
         stage.notes = [NO_IMAGE_SOURCE]

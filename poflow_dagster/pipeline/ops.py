@@ -58,9 +58,9 @@ def ai_parsing(
     with the same supplier and PO number as an earlier upload is recorded as its duplicate and goes no
     further. A parse is cached per upload, so later runs of this partition reuse it.
     """
-    database = db.database
     upload_id = context.partition_key
-    with run_stage(context, Stage.AI_PARSING, database, progress) as stage:
+    with run_stage(context, Stage.AI_PARSING, db, progress) as stage:
+        database = stage.database
         upload = upload_info(database, upload_id)
         outcome = parse_upload(
             database, upload, llm=llm.settings(), force=config.force_reparse, on_progress=stage.report_fraction
@@ -99,9 +99,9 @@ def database_save(context: dg.OpExecutionContext, parsed: ParsedPO, db: Database
     moment), this upload is recorded as its duplicate (``duplicate_po``) and the run stops here, cleanly —
     no drafts, no Shopify.
     """
-    database = db.database
     upload_id = context.partition_key
-    with run_stage(context, Stage.DATABASE_SAVE, database, progress) as stage:
+    with run_stage(context, Stage.DATABASE_SAVE, db, progress) as stage:
+        database = stage.database
         saved = save_purchase_order(database, upload_id, parsed)
         stage.items = saved.line_count
         stage.outcome = "reused" if saved.unchanged else "success"
@@ -133,8 +133,8 @@ def product_draft_creation(
     progress: ProgressResource,
 ) -> list[DraftRecord]:
     """Create or update one product draft per distinct SKU, priced at unit cost plus the merchant's markup."""
-    database = db.database
-    with run_stage(context, Stage.PRODUCT_DRAFT_CREATION, database, progress) as stage:
+    with run_stage(context, Stage.PRODUCT_DRAFT_CREATION, db, progress) as stage:
+        database = stage.database
         outcome = create_drafts_for_po(database, saved.upload_id, parsed)
         stage.items = len(outcome.drafts)
         stage.notes = outcome.skipped
@@ -172,8 +172,8 @@ def shopify_sync(
     Held back, and says why, while the PO has error-severity issues nobody approved (``poflow approve``);
     skipped, and says so, when the merchant has Shopify sync turned off.
     """
-    database = db.database
-    with run_stage(context, Stage.SHOPIFY_SYNC, database, progress) as stage:
+    with run_stage(context, Stage.SHOPIFY_SYNC, db, progress) as stage:
+        database = stage.database
         merchant = merchant_for_upload(database, context.partition_key)
         if needs_review(parsed) and not is_approved(database, context.partition_key):
             stage.outcome, stage.items = "skipped", 0
@@ -219,8 +219,8 @@ def status_update(
 ) -> dict:
     """Mark the upload and its workflow completed, or ``needs_review`` with the reasons when the PO was
     held back before Shopify; the PO's summary becomes the asset's value."""
-    database = db.database
-    with run_stage(context, Stage.STATUS_UPDATE, database, progress) as stage:
+    with run_stage(context, Stage.STATUS_UPDATE, db, progress) as stage:
+        database = stage.database
         if sync.held_for_review:
             mark_needs_review(database, context.partition_key, context.run_id, sync.held_for_review)
         else:

@@ -11,7 +11,7 @@ from sqlalchemy import exc as sa_exc
 
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.stages import STAGE_PROGRESS, Stage
-from poflow_dagster.resources import ProgressResource
+from poflow_dagster.resources import DatabaseResource, ProgressResource
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.progress_bus import ProgressEvent
 from poflow_dagster.store.workflow import mark_failed, set_progress, stage_finished, stage_started
@@ -29,6 +29,8 @@ class StageRun:
     notes: list[str] = field(default_factory=list)
     #: Progress inside the stage (e.g. LLM windows done): call with (done, total).
     report_fraction: Callable[[int, int], None] = lambda done, total: None
+    #: The app database, connected (and migrated) by the runner before the op's work starts.
+    database: Database = field(default=None, repr=False)  # type: ignore[assignment]
 
     def metadata(self) -> dict[str, dg.RawMetadataValue]:
         meta: dict[str, dg.RawMetadataValue] = {
@@ -46,7 +48,7 @@ class StageRun:
 
 @contextmanager
 def run_stage(
-    context: dg.OpExecutionContext, stage: Stage, db: Database, progress: ProgressResource
+    context: dg.OpExecutionContext, stage: Stage, db: DatabaseResource, progress: ProgressResource
 ) -> Iterator[StageRun]:
     """Wrap an op's work as ``stage`` of the upload this run's partition is.
 
@@ -63,31 +65,33 @@ def run_stage(
     def report_fraction(done: int, total: int) -> None:
         start, end = _percent(stage, done=False), _percent(stage, done=True)
         percent = start + (end - start) * done // max(total, 1)
-        set_progress(db, upload_id, percent)
+        set_progress(database, upload_id, percent)
         progress.publish(ProgressEvent(upload_id=upload_id, run_id=run_id, stage=stage.value, status="progress",
                                        progress_percent=percent, message=f"{done}/{total}"))
 
     current.report_fraction = report_fraction
     with retry_when_database_is_away(context):
-        stage_started(db, upload_id, run_id, stage, current.attempt)
+        # Inside the retry: a run that starts while the database is away waits for it too.
+        database = current.database = db.database
+        stage_started(database, upload_id, run_id, stage, current.attempt)
         _publish(progress, upload_id, run_id, stage, "started")
         try:
             yield current
         except PoflowError as error:
-            stage_finished(db, upload_id, run_id, stage, outcome="failed", error_code=error.code)
+            stage_finished(database, upload_id, run_id, stage, outcome="failed", error_code=error.code)
             if stage in STAGE_PROGRESS:  # a side stage (images) never fails the PO
                 mark_failed(
-                    db, upload_id, run_id=run_id, stage=stage.value, code=error.code, message=error.message
+                    database, upload_id, run_id=run_id, stage=stage.value, code=error.code, message=error.message
                 )
             _publish(progress, upload_id, run_id, stage, "failed", message=str(error))
             raise dg.Failure(description=str(error), metadata={"error_code": error.code}, allow_retries=False) from None
         except Exception as error:
             if not is_database_unavailable(error):
-                stage_finished(db, upload_id, run_id, stage, outcome="failed", error_code=type(error).__name__)
+                stage_finished(database, upload_id, run_id, stage, outcome="failed", error_code=type(error).__name__)
                 _publish(progress, upload_id, run_id, stage, "failed", message=f"{type(error).__name__}: {error}")
             raise
         current.duration_ms = stage_finished(
-            db, upload_id, run_id, stage, outcome=current.outcome, items=current.items, bytes_=current.bytes
+            database, upload_id, run_id, stage, outcome=current.outcome, items=current.items, bytes_=current.bytes
         )
         _publish(progress, upload_id, run_id, stage, "succeeded" if current.outcome == "success" else current.outcome)
 

@@ -19,7 +19,9 @@ class ShopifyResource(dg.ConfigurableResource):
     api_version: str = Field(default="", description="Admin API version; empty = SHOPIFY_API_VERSION or the default.")
     home: str = Field(default="", description="Where the emulator keeps state; empty = POFLOW_HOME.")
     max_attempts: int = Field(
-        default=5, description="HTTP attempts per GraphQL call for connection errors and 502/503/504 (with backoff)."
+        default=10,
+        description="HTTP attempts per GraphQL call for connection errors and 502/503/504 (backoff 0.5 s doubling "
+        "to 30 s: about 2 minutes of trying).",
     )
     throttle_timeout: float = Field(
         default=900.0, description="Seconds one call keeps waiting out THROTTLED/429 answers before it gives up."

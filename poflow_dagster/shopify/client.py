@@ -481,7 +481,7 @@ class ShopifyClient:
         api_version: str = DEFAULT_API_VERSION,
         *,
         timeout: float = 30.0,
-        max_attempts: int = 5,
+        max_attempts: int = 10,
         backoff_base: float = 0.5,
         max_backoff: float = 30.0,
         throttle_timeout: float = DEFAULT_THROTTLE_TIMEOUT,
