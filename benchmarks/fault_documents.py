@@ -33,16 +33,8 @@ _NOUNS = ("widget", "gadget", "bracket", "hinge", "valve", "gasket", "spindle", 
 _ADJECTIVES = ("Blue", "Steel", "Large", "Brass", "Mini", "Heavy", "Red", "Matte", "Coated", "Slim")
 
 
-@dataclass(frozen=True)
-class Line:
-    sku: str
-    description: str
-    quantity: Decimal
-    unit_cost: Decimal
-
-    @property
-    def line_total(self) -> Decimal:
-        return (self.quantity * self.unit_cost).quantize(CENT)
+#: One ordered item (the sample PDFs' own line type: the line total is quantity x unit cost).
+Line = pdf_documents.LineSpec
 
 
 @dataclass
