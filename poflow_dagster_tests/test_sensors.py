@@ -90,6 +90,27 @@ def test_failure_sensor_marks_the_workflow_failed(home, db, instance, samples):
     assert [s.outcome for s in report.stages if s.stage == "product_draft_creation"] == ["failed"]
 
 
+def test_failure_sensor_leaves_a_run_that_dagster_will_retry_to_its_retry(home, db, instance, samples):
+    """A run worker killed mid-run is an infrastructure failure: Dagster tags the failed run
+    ``dagster/will_retry=true`` and queues a re-execution. The workflow is not marked failed meanwhile."""
+    upload = upload_file(db, home, "acme", samples["acme-po-1001.csv"])
+    instance.add_dynamic_partitions("po_uploads", [upload.id])
+    with failing_writes(db, "product_drafts", "INSERT"):
+        result = defs.resolve_job_def("po_job").execute_in_process(
+            partition_key=upload.id, instance=instance, raise_on_error=False,
+        )
+    instance.add_run_tags(result.run_id, {"dagster/will_retry": "true"})
+    context = dg.build_run_status_sensor_context(
+        sensor_name="po_failure_sensor",
+        dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=instance.get_run_by_id(result.run_id),
+        resources={"db": DatabaseResource(url=db.url)},
+    ).for_run_failure()
+    po_failure_sensor(context)
+    assert status_report(db, upload.id).workflow.status == "processing"
+
+
 def test_image_sensor_requests_the_image_run_after_success(home, db, shop, instance, samples):
     from poflow_dagster.pipeline.local import run_upload
 

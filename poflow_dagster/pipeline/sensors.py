@@ -19,6 +19,8 @@ from poflow_dagster.store.workflow import record_run_failure
 #: Uploads handled per tick; the rest wait for the next tick (oldest first).
 UPLOAD_BATCH = 50
 PARTITION_TAG = "dagster/partition"
+#: Dagster tags a failed run that its run-retry daemon will re-execute (an infrastructure failure).
+WILL_RETRY_TAG = "dagster/will_retry"
 
 
 @dg.sensor(job=po_job, default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=1)
@@ -48,11 +50,14 @@ def upload_sensor(context: dg.SensorEvaluationContext, db: DatabaseResource, sto
 @dg.run_failure_sensor(monitored_jobs=[po_job], default_status=dg.DefaultSensorStatus.RUNNING)
 def po_failure_sensor(context: dg.RunFailureSensorContext, db: DatabaseResource) -> None:
     """A failed PO run marks its upload and workflow failed, with the failing stage and the error —
-    only if it is still the upload's latest run (a newer run's outcome is never overwritten). If this
+    unless Dagster will retry the run (then the retry decides), and only if it is still the upload's latest run (a newer run's outcome is never overwritten). If this
     tick errors (e.g. the database is down), ``workflow_reconciler`` repairs the workflow later."""
     run = context.dagster_run
     upload_id = run.tags.get(PARTITION_TAG)
     if not upload_id:
+        return
+    if run.tags.get(WILL_RETRY_TAG) == "true":  # run retries start a new run: that run's outcome counts
+        context.log.info(f"{upload_id}: run {run.run_id} failed and will be retried; the workflow waits for the retry")
         return
     latest = context.instance.get_run_records(
         dg.RunsFilter(job_name=run.job_name, tags={PARTITION_TAG: upload_id}), limit=1
