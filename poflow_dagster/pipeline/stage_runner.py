@@ -55,7 +55,7 @@ def run_stage(
     A ``PoflowError`` (bad input, bad config, a Shopify or LLM call its client gave up on) fails the stage
     for good: the upload and workflow are marked failed with its code and a one-line reason, and Dagster
     sees a clean ``Failure`` without a traceback. The database being away (an outage, a restart) is the one
-    thing retried here: the op runs again after 2, 4, 8, 16, 30 s (every stage is idempotent). Other errors
+    thing retried here: the op runs again after 2, 4, 8, 16, 30, 30, 30 s (every stage is idempotent). Other errors
     are recorded and re-raised; ``po_failure_sensor`` then marks the workflow failed.
     """
     upload_id = context.partition_key
@@ -96,8 +96,9 @@ def run_stage(
         _publish(progress, upload_id, run_id, stage, "succeeded" if current.outcome == "success" else current.outcome)
 
 
-#: Tries of one op while the database is away: waits of 2, 4, 8, 16, 30 s ride out about a minute.
-DATABASE_RETRIES = 5
+#: Tries of one op while the database is away: waits of 2, 4, 8, 16, 30, 30, 30 s ride out about two minutes
+#: (the fault benchmark's 45 s PostgreSQL restart used five of them).
+DATABASE_RETRIES = 7
 
 
 #: SQLSTATEs of a lost or refused connection: class 08, and the server shutting down or starting up.
