@@ -215,10 +215,7 @@ def _write_scan(doc: Doc, dest: Path) -> None:
             text += ["", f"Subtotal {doc.subtotal}   Total {doc.total}"]
         for row, value in enumerate(text):
             draw.text((60, 160 + row * 44), value, fill=0, font=font)
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        pdf.add_page()
-        pdf.image(buffer, x=0, y=0, w=210, h=297)
+        pdf_documents.add_image_page(pdf, image)
     doc.filename = f"po-{doc.index:02d}-scan.pdf"
     (dest / doc.filename).write_bytes(bytes(pdf.output()))
 

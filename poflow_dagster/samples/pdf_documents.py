@@ -483,12 +483,17 @@ def make_scanned_pdf(path: Path, pages: int = 1) -> Path:
         text_lines += ["", f"Page {number} of {pages}"]
         for row, text in enumerate(text_lines):
             draw.text((100, 100 + row * 48), text, fill=0, font=font)
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        pdf.add_page()
-        pdf.image(buffer, x=0, y=0, w=210, h=297)
+        add_image_page(pdf, image)
     path.write_bytes(bytes(pdf.output()))
     return path
+
+
+def add_image_page(pdf: FPDF, image: Image.Image) -> None:
+    """Append a PIL ``image`` to ``pdf`` as a full A4 page (how a scanner's PDF looks: pixels, no text)."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    pdf.add_page()
+    pdf.image(buffer, x=0, y=0, w=210, h=297)
 
 
 _LETTER = (
