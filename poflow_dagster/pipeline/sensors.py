@@ -49,9 +49,10 @@ def upload_sensor(context: dg.SensorEvaluationContext, db: DatabaseResource, sto
 
 @dg.run_failure_sensor(monitored_jobs=[po_job], default_status=dg.DefaultSensorStatus.RUNNING)
 def po_failure_sensor(context: dg.RunFailureSensorContext, db: DatabaseResource) -> None:
-    """A failed PO run marks its upload and workflow failed, with the failing stage and the error —
-    unless Dagster will retry the run (then the retry decides), and only if it is still the upload's latest run (a newer run's outcome is never overwritten). If this
-    tick errors (e.g. the database is down), ``workflow_reconciler`` repairs the workflow later."""
+    """A failed PO run marks its upload and workflow failed, with the failing stage and the error — unless
+    Dagster will retry the run (then the retry decides), and only if it is still the upload's latest run (a
+    newer run's outcome is never overwritten). If this tick errors (e.g. the database is down),
+    ``workflow_reconciler`` repairs the workflow later."""
     run = context.dagster_run
     upload_id = run.tags.get(PARTITION_TAG)
     if not upload_id:
@@ -67,15 +68,9 @@ def po_failure_sensor(context: dg.RunFailureSensorContext, db: DatabaseResource)
         return
     started = latest[0].start_time if latest else None
     started_at = dt.datetime.fromtimestamp(started, dt.UTC) if started else None
-    step_failures = context.get_step_failure_events()
-    if step_failures:
-        event = step_failures[0]
-        text = root_error_message(event.step_failure_data.error) or event.message
-        record_run_failure(db.database, upload_id, run.run_id, event.step_key, text, run_started_at=started_at)
-    else:  # no step failed: the worker died, or the run could not start; say what Dagster saw
-        _, text = run_failure_text(context.instance, run.run_id)
-        record_run_failure(db.database, upload_id, run.run_id, None, text or context.failure_event.message,
-                           run_started_at=started_at)
+    step_key, text = run_failure_text(context.instance, run.run_id)  # the first step failure, else the run's reason
+    record_run_failure(db.database, upload_id, run.run_id, step_key, text or context.failure_event.message,
+                       run_started_at=started_at)
 
 
 def run_failure_text(instance: dg.DagsterInstance, run_id: str) -> tuple[str | None, str | None]:
