@@ -218,3 +218,14 @@ def test_migration_0003_keeps_the_first_of_two_saved_pos_with_one_number(db_url)
         assert later.run_requested_at is not None  # it had its run: the sensor must not request another
     assert status_report(database, "up-b").workflow.error_code == "duplicate_po"
     database.dispose()
+
+
+def test_analytics_state_round_trips_and_replaces(db):
+    from poflow_dagster.store.analytics_state import load_json, load_state, save_json, save_state
+
+    assert load_state(db, "cursor:RUN_SUCCESS") is None
+    save_state(db, "cursor:RUN_SUCCESS", "17")
+    save_state(db, "cursor:RUN_SUCCESS", "42")
+    assert load_state(db, "cursor:RUN_SUCCESS") == "42"
+    save_json(db, "model:eta", {"stages": {"ai_parsing": {"base_s": 1.5}}})
+    assert load_json(db, "model:eta") == {"stages": {"ai_parsing": {"base_s": 1.5}}}

@@ -9,7 +9,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from poflow_dagster.store.types import Money, Quantity, UTCDateTime, utcnow
@@ -212,6 +212,11 @@ class WorkflowExecution(Base):
     verification_status: Mapped[str | None] = mapped_column(String(20))
     verification_message: Mapped[str | None] = mapped_column(Text)
     verified_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    #: Live ETA while the PO runs: seconds left when last estimated, the moment it should finish, and what the
+    #: estimate rests on ("eta_model fitted on 412 runs" or "defaults: no history yet").
+    eta_seconds: Mapped[float | None] = mapped_column(Float)
+    eta_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    eta_basis: Mapped[str | None] = mapped_column(String(200))
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
@@ -233,3 +238,79 @@ class StageMetric(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     outcome: Mapped[str] = mapped_column(String(20))  # running | success | failed | skipped
     error_code: Mapped[str | None] = mapped_column(String(64))
+    #: What the stage measured about its work, for analytics and the ETA: ``pages``, ``llm_windows``,
+    #: ``llm_seconds``, ``skus``, ``shopify_requests``, ``shopify_points``, ``shopify_throttled_s``, ...
+    signals: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class StageRun(Base):
+    """Analytics fact table: one row per finished run × stage, built incrementally from Dagster's run
+    records and run-status events joined with ``stage_metrics`` (``analytics/history.py``).
+
+    ``kind`` says what the row measures: ``stage`` (an op of the PO or image job), ``wait`` (orchestration
+    time no op sees: ``sensor_wait`` upload received → run created, ``queue_wait`` run created → launched,
+    ``launch_wait`` launched → first stage started), ``check`` (``checks``: last stage ended → run ended)
+    and ``total`` (``end_to_end``: upload received, or run created for later runs, → run ended).
+    """
+
+    __tablename__ = "stage_runs"
+    __table_args__ = (
+        UniqueConstraint("run_id", "stage", name="uq_stage_runs_run_stage"),
+        Index("ix_stage_runs_ended_at", "ended_at"),
+        Index("ix_stage_runs_stage_ended_at", "stage", "ended_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    upload_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    merchant_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    job: Mapped[str] = mapped_column(String(40))  # po_job | image_job
+    stage: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(10))  # stage | wait | check | total
+    run_status: Mapped[str] = mapped_column(String(20))  # success | failure | canceled
+    outcome: Mapped[str | None] = mapped_column(String(20))  # the stage's: success | failed | skipped | reused
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    items: Mapped[int | None] = mapped_column(Integer)
+    bytes: Mapped[int | None] = mapped_column(Integer)
+    pages: Mapped[int | None] = mapped_column(Integer)
+    llm_windows: Mapped[int | None] = mapped_column(Integer)
+    llm_seconds: Mapped[float | None] = mapped_column(Float)
+    shopify_requests: Mapped[int | None] = mapped_column(Integer)
+    shopify_points: Mapped[float | None] = mapped_column(Float)
+    shopify_throttled_s: Mapped[float | None] = mapped_column(Float)
+    #: The PO's size and shape (same on every row of a run): for slices and the ETA model.
+    source_format: Mapped[str | None] = mapped_column(String(20))
+    file_bytes: Mapped[int | None] = mapped_column(Integer)
+    lines: Mapped[int | None] = mapped_column(Integer)
+    skus: Mapped[int | None] = mapped_column(Integer)
+    #: The upload's first PO run (the only one with a ``sensor_wait``); re-runs and continuations are not.
+    first_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    run_created_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    recorded_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class RunLaunch(Base):
+    """When Dagster launched a run (``RUN_STARTING``) and its worker started (``RUN_START``), read from the
+    run-status event log by cursor; kept until the run ends and its ``stage_runs`` rows are built."""
+
+    __tablename__ = "run_launches"
+
+    run_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    enqueued_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    starting_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class AnalyticsState(Base):
+    """Small named state of the analytics: event-log cursors (``cursor:<event type>``) and fitted models
+    (``model:eta``, JSON). One row per name, replaced in place."""
+
+    __tablename__ = "analytics_state"
+
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
