@@ -27,6 +27,10 @@ class StageRun:
     outcome: str = "success"  # or "skipped", or "reused" (an earlier run's result was still right)
     duration_ms: int = 0
     notes: list[str] = field(default_factory=list)
+    #: What the stage measured about its work (``pages``, ``llm_windows``, ``llm_seconds``, ``skus``,
+    #: ``shopify_requests``, ``shopify_points``, ``shopify_throttled_s``...): kept in ``stage_metrics.signals``
+    #: for the analytics assets and the ETA model.
+    signals: dict[str, int | float] = field(default_factory=dict)
     #: Progress inside the stage (e.g. LLM windows done): call with (done, total).
     report_fraction: Callable[[int, int], None] = lambda done, total: None
     #: The app database, connected (and migrated) by the runner before the op's work starts.
@@ -41,6 +45,8 @@ class StageRun:
         }
         if self.items is not None:
             meta["items"] = self.items
+        for name, value in self.signals.items():
+            meta[name] = value
         if self.notes:
             meta["notes"] = dg.MetadataValue.md("\n".join(f"- {note}" for note in self.notes))
         return meta
@@ -91,7 +97,8 @@ def run_stage(
                 _publish(progress, upload_id, run_id, stage, "failed", message=f"{type(error).__name__}: {error}")
             raise
         current.duration_ms = stage_finished(
-            database, upload_id, run_id, stage, outcome=current.outcome, items=current.items, bytes_=current.bytes
+            database, upload_id, run_id, stage, outcome=current.outcome, items=current.items, bytes_=current.bytes,
+            signals=current.signals,
         )
         _publish(progress, upload_id, run_id, stage, "succeeded" if current.outcome == "success" else current.outcome)
 

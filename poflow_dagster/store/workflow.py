@@ -76,8 +76,10 @@ def stage_finished(
     items: int | None = None,
     bytes_: int | None = None,
     error_code: str | None = None,
+    signals: dict[str, int | float] | None = None,
 ) -> int:
-    """Close the stage's metrics row; on success advance the workflow's progress. Returns duration in ms."""
+    """Close the stage's metrics row (with what the stage measured, ``signals``); on success advance the
+    workflow's progress. Returns duration in ms."""
     with db.session() as session:
         now = utcnow()
         metric = _metric(session, run_id, stage)
@@ -90,6 +92,7 @@ def stage_finished(
         metric.items = items
         metric.bytes = bytes_
         metric.error_code = error_code
+        metric.signals = dict(signals) if signals else None
         if outcome in ("success", "skipped", "reused") and stage in STAGE_PROGRESS:
             workflow = _workflow(session, upload_id)
             workflow.progress_percent = max(workflow.progress_percent, STAGE_PROGRESS[stage])
