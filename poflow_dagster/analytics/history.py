@@ -1,0 +1,262 @@
+"""Run history into the ``stage_runs`` fact table (core: plain inputs, no Dagster).
+
+``pipeline/run_history.py`` reads Dagster's run-status events and run records by cursor and hands them here as
+plain values: launch events (:func:`record_launch_events`, kept in ``run_launches`` until the run ends) and
+finished runs (:func:`ingest_finished_runs`). A finished run becomes its timeline rows
+(``analytics.timeline.build_timeline``) joined with the upload's merchant and the PO's shape.
+
+Built for thousands of runs a page: a fixed number of queries per call (never one per run) and bulk inserts.
+A run seen again replaces its rows, so nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.orm import Session
+
+from poflow_dagster.analytics.timeline import build_timeline
+from poflow_dagster.store.db import Database
+from poflow_dagster.store.schema import LineItem, PurchaseOrder, RunLaunch, StageMetric, StageRun, Upload
+from poflow_dagster.store.types import utcnow
+
+__all__ = [
+    "LaunchEvent",
+    "RunFact",
+    "TRACKED_JOBS",
+    "count_stage_runs",
+    "ingest_finished_runs",
+    "record_launch_events",
+]
+
+#: The jobs whose runs are history (the analytics job's own runs are not).
+TRACKED_JOBS: frozenset[str] = frozenset(("po_job", "image_job"))
+#: Launch event kinds and the ``run_launches`` column each fills.
+LAUNCH_COLUMNS = {"enqueued": "enqueued_at", "starting": "starting_at", "started": "started_at"}
+#: Keeps each IN (...) list well below SQLite's bound-parameter limit.
+_CHUNK = 900
+
+
+@dataclass(frozen=True)
+class LaunchEvent:
+    """``RUN_ENQUEUED`` (``enqueued``), ``RUN_STARTING`` (``starting``) or ``RUN_START`` (``started``) of a run."""
+
+    run_id: str
+    kind: str
+    at: dt.datetime
+
+
+@dataclass(frozen=True)
+class RunFact:
+    """A finished run, as Dagster recorded it.
+
+    Launch times left ``None`` are taken from ``run_launches`` (recorded earlier from the events).
+    ``first_run=None`` lets :func:`ingest_finished_runs` decide: a PO run without a parent and with no earlier
+    PO run of its upload known.
+    """
+
+    run_id: str
+    job_name: str
+    upload_id: str | None
+    status: str  # success | failure | canceled
+    created_at: dt.datetime
+    ended_at: dt.datetime
+    enqueued_at: dt.datetime | None = None
+    starting_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    parent_run_id: str | None = None
+    first_run: bool | None = None
+
+
+def record_launch_events(db: Database, events: Iterable[LaunchEvent]) -> int:
+    """Upsert launch events into ``run_launches`` (one row per run; the earliest time of each kind wins)."""
+    by_run: dict[str, dict[str, dt.datetime]] = {}
+    for event in events:
+        column = LAUNCH_COLUMNS[event.kind]
+        times = by_run.setdefault(event.run_id, {})
+        times[column] = min(times.get(column, event.at), event.at)
+    if not by_run:
+        return 0
+    with db.session() as session:
+        existing = {
+            row.run_id: row
+            for chunk in _chunks(list(by_run))
+            for row in session.scalars(select(RunLaunch).where(RunLaunch.run_id.in_(chunk)))
+        }
+        fresh = []
+        for run_id, times in by_run.items():
+            row = existing.get(run_id)
+            if row is None:
+                fresh.append({"run_id": run_id, **{c: times.get(c) for c in LAUNCH_COLUMNS.values()}})
+                continue
+            for column, at in times.items():
+                known = getattr(row, column)
+                setattr(row, column, at if known is None else min(known, at))
+        if fresh:
+            session.execute(insert(RunLaunch), fresh)
+    return len(by_run)
+
+
+def ingest_finished_runs(db: Database, facts: Sequence[RunFact]) -> int:
+    """Build and write the ``stage_runs`` rows of finished runs; returns the number of rows written.
+
+    Rows of a run already in the table are replaced (no double counting); its ``run_launches`` row is dropped.
+    Runs of jobs other than :data:`TRACKED_JOBS` are ignored.
+    """
+    facts = list({fact.run_id: fact for fact in facts if fact.job_name in TRACKED_JOBS}.values())
+    if not facts:
+        return 0
+    run_ids = [fact.run_id for fact in facts]
+    with db.session() as session:
+        launches = _launches(session, run_ids)
+        metrics = _stage_metrics(session, run_ids)
+        uploads = _uploads(session, {fact.upload_id for fact in facts if fact.upload_id})
+        first_runs = _first_runs(session, facts)
+        rows: list[dict[str, Any]] = []
+        recorded_at = utcnow()
+        for fact in facts:
+            rows += _rows_for(fact, launches.get(fact.run_id), metrics.get(fact.run_id, []),
+                              uploads.get(fact.upload_id or ""), first_runs[fact.run_id], recorded_at)
+        for chunk in _chunks(run_ids):
+            session.execute(delete(StageRun).where(StageRun.run_id.in_(chunk)))
+            session.execute(delete(RunLaunch).where(RunLaunch.run_id.in_(chunk)))
+        if rows:
+            session.execute(insert(StageRun), rows)
+    return len(rows)
+
+
+def count_stage_runs(db: Database) -> int:
+    """Rows in ``stage_runs``."""
+    with db.session() as session:
+        return session.scalar(select(func.count()).select_from(StageRun)) or 0
+
+
+@dataclass(frozen=True)
+class _UploadShape:
+    created_at: dt.datetime
+    merchant_id: str
+    file_bytes: int
+    source_format: str | None
+    lines: int | None
+
+
+def _rows_for(
+    fact: RunFact,
+    launch: RunLaunch | None,
+    metrics: list[Any],
+    upload: _UploadShape | None,
+    first_run: bool,
+    recorded_at: dt.datetime,
+) -> list[dict[str, Any]]:
+    timeline = build_timeline(
+        upload_created_at=upload.created_at if upload else None,
+        run_created_at=fact.created_at,
+        enqueued_at=fact.enqueued_at or (launch.enqueued_at if launch else None),
+        starting_at=fact.starting_at or (launch.starting_at if launch else None),
+        started_at=fact.started_at or (launch.started_at if launch else None),
+        ended_at=fact.ended_at,
+        stage_metrics=metrics,
+        first_run=first_run,
+        job=fact.job_name,
+    )
+    items = {row.stage: row.items for row in timeline if row.kind == "stage"}
+    signals = {m.stage: (m.signals or {}) for m in metrics}
+    lines = items.get("ai_parsing") if items.get("ai_parsing") is not None else items.get("database_save")
+    skus = signals.get("product_draft_creation", {}).get("skus", items.get("product_draft_creation"))
+    shared = {
+        "run_id": fact.run_id,
+        "upload_id": fact.upload_id,
+        "merchant_id": upload.merchant_id if upload else None,
+        "job": fact.job_name,
+        "run_status": fact.status,
+        "source_format": upload.source_format if upload else None,
+        "file_bytes": upload.file_bytes if upload else None,
+        "lines": lines if lines is not None else (upload.lines if upload else None),
+        "skus": skus,
+        "first_run": first_run,
+        "run_created_at": fact.created_at,
+        "recorded_at": recorded_at,
+    }
+    return [{**shared, **row.as_dict()} for row in timeline]
+
+
+def _launches(session: Session, run_ids: list[str]) -> dict[str, RunLaunch]:
+    return {
+        row.run_id: row
+        for chunk in _chunks(run_ids)
+        for row in session.scalars(select(RunLaunch).where(RunLaunch.run_id.in_(chunk)))
+    }
+
+
+def _stage_metrics(session: Session, run_ids: list[str]) -> dict[str, list[Any]]:
+    """The ``stage_metrics`` rows of these runs, by run (one query per chunk of runs)."""
+    by_run: dict[str, list[Any]] = {}
+    columns = (
+        StageMetric.run_id, StageMetric.stage, StageMetric.started_at, StageMetric.ended_at, StageMetric.duration_ms,
+        StageMetric.attempts, StageMetric.outcome, StageMetric.error_code, StageMetric.items, StageMetric.bytes,
+        StageMetric.signals,
+    )
+    for chunk in _chunks(run_ids):
+        for row in session.execute(select(*columns).where(StageMetric.run_id.in_(chunk))):
+            by_run.setdefault(row.run_id, []).append(row)
+    return by_run
+
+
+def _uploads(session: Session, upload_ids: set[str]) -> dict[str, _UploadShape]:
+    """Merchant, received time and the PO's shape of these uploads (one query per chunk)."""
+    lines = (
+        select(func.count(LineItem.id)).where(LineItem.po_id == PurchaseOrder.id).correlate(PurchaseOrder)
+        .scalar_subquery().label("lines")
+    )
+    shapes: dict[str, _UploadShape] = {}
+    for chunk in _chunks(sorted(upload_ids)):
+        query = (
+            select(Upload.id, Upload.created_at, Upload.merchant_id, Upload.size_bytes, PurchaseOrder.source_format,
+                   lines)
+            .outerjoin(PurchaseOrder, PurchaseOrder.upload_id == Upload.id)
+            .where(Upload.id.in_(chunk))
+        )
+        for row in session.execute(query):
+            shapes[row.id] = _UploadShape(row.created_at, row.merchant_id, row.size_bytes, row.source_format,
+                                          row.lines)
+    return shapes
+
+
+def _first_runs(session: Session, facts: list[RunFact]) -> dict[str, bool]:
+    """Each run's ``first_run``: given by the reader, or a PO run without a parent and with no earlier PO run of
+    its upload in this batch or already in ``stage_runs``."""
+    undecided = {f.run_id: f for f in facts if f.first_run is None and f.job_name == "po_job" and not f.parent_run_id
+                 and f.upload_id}
+    earliest: dict[str, dt.datetime] = {}
+    for chunk in _chunks(sorted({f.upload_id for f in undecided.values() if f.upload_id})):
+        query = (
+            select(StageRun.upload_id, func.min(StageRun.run_created_at))
+            .where(StageRun.job == "po_job", StageRun.upload_id.in_(chunk))
+            .group_by(StageRun.upload_id)
+        )
+        for upload_id, created in session.execute(query):
+            if created is not None:
+                earliest[upload_id] = created if created.tzinfo else created.replace(tzinfo=dt.UTC)
+    for fact in facts:
+        if fact.job_name == "po_job" and fact.upload_id:
+            known = earliest.get(fact.upload_id)
+            if known is None or fact.created_at < known:
+                earliest[fact.upload_id] = fact.created_at
+    decided: dict[str, bool] = {}
+    for fact in facts:
+        if fact.first_run is not None:
+            decided[fact.run_id] = fact.first_run and fact.job_name == "po_job"
+        elif fact.run_id in undecided:
+            decided[fact.run_id] = earliest.get(fact.upload_id or "") == fact.created_at
+        else:
+            decided[fact.run_id] = False
+    return decided
+
+
+def _chunks(values: list[str]) -> Iterable[list[str]]:
+    for start in range(0, len(values), _CHUNK):
+        yield values[start : start + _CHUNK]

@@ -1,0 +1,214 @@
+"""One run's timeline: every stage, and the time around the stages that no op sees.
+
+Pure functions over plain values (no Dagster, no database): the ``stage_runs`` ingestion
+(``analytics/history.py``) and the PO asset's ``timeline`` metadata (``status_update``) both build their rows here,
+so the partition page and the analytics tell the same story.
+
+Rows, in :data:`STAGE_ORDER`:
+
+* ``wait`` rows (PO runs only): ``sensor_wait`` upload received → run created (the upload's first PO run only),
+  ``queue_wait`` run created → Dagster launched it (``RUN_STARTING``), ``launch_wait`` launched → first stage
+  started (worker process start, resource init). Without ``RUN_STARTING`` (``execute_in_process``, or an event
+  that was not recorded) only what is measurable is kept: a queued run's ``queue_wait`` then ends at
+  ``RUN_START`` (queue and launch together), and ``launch_wait`` starts at ``RUN_START`` (the in-worker part).
+  A run with none of these events simply has no such rows.
+* ``stage`` rows: one per ``stage_metrics`` row of the run (the op's own start, end, attempts, items, signals).
+  A stage still marked ``running`` when its run ended was cut off: its outcome is ``interrupted`` and it ends
+  with the run.
+* ``check`` row (PO runs): ``checks`` = last stage ended → run ended (asset checks and teardown).
+* ``total`` row: ``end_to_end`` = upload received → run ended on a first run; run created → ended otherwise.
+
+A run still going (``ended_at=None``) gets the rows so far and no ``checks`` / ``end_to_end``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+__all__ = [
+    "PO_STAGES",
+    "SIGNAL_COLUMNS",
+    "STAGE_ORDER",
+    "StageMetricLike",
+    "TimelineRow",
+    "build_timeline",
+    "stage_seconds",
+]
+
+#: Every row a run can have, in timeline order.
+STAGE_ORDER: tuple[str, ...] = (
+    "sensor_wait",
+    "queue_wait",
+    "launch_wait",
+    "ai_parsing",
+    "database_save",
+    "product_draft_creation",
+    "shopify_sync",
+    "status_update",
+    "checks",
+    "image_attachment",
+    "end_to_end",
+)
+#: The ops of ``po_job`` (the ``checks`` row follows the last of them).
+PO_STAGES: frozenset[str] = frozenset(
+    ("ai_parsing", "database_save", "product_draft_creation", "shopify_sync", "status_update")
+)
+#: ``stage_metrics.signals`` keys that become ``stage_runs`` columns (integers and floats).
+SIGNAL_COLUMNS: dict[str, type] = {
+    "pages": int,
+    "llm_windows": int,
+    "llm_seconds": float,
+    "shopify_requests": int,
+    "shopify_points": float,
+    "shopify_throttled_s": float,
+}
+_RANK = {stage: rank for rank, stage in enumerate(STAGE_ORDER)}
+
+
+class StageMetricLike(Protocol):
+    """What a ``stage_metrics`` row offers (the ORM row, a SQL result row, or a plain record)."""
+
+    stage: str
+    started_at: dt.datetime
+    ended_at: dt.datetime | None
+    duration_ms: int | None
+    attempts: int
+    outcome: str
+    error_code: str | None
+    items: int | None
+    bytes: int | None
+    signals: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class TimelineRow:
+    """One stage, wait, check or total of a run (the measured part of a ``stage_runs`` row)."""
+
+    stage: str
+    kind: str  # stage | wait | check | total
+    started_at: dt.datetime | None
+    ended_at: dt.datetime | None
+    duration_s: float | None
+    attempts: int = 1
+    outcome: str | None = None
+    error_code: str | None = None
+    items: int | None = None
+    bytes: int | None = None
+    pages: int | None = None
+    llm_windows: int | None = None
+    llm_seconds: float | None = None
+    shopify_requests: int | None = None
+    shopify_points: float | None = None
+    shopify_throttled_s: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_timeline(
+    *,
+    upload_created_at: dt.datetime | None,
+    run_created_at: dt.datetime | None,
+    enqueued_at: dt.datetime | None,
+    starting_at: dt.datetime | None,
+    started_at: dt.datetime | None,
+    ended_at: dt.datetime | None,
+    stage_metrics: Iterable[StageMetricLike],
+    first_run: bool,
+    job: str = "po_job",
+) -> list[TimelineRow]:
+    """The run's rows in :data:`STAGE_ORDER` (see the module docstring for what each measures).
+
+    ``started_at`` is ``RUN_START`` (the worker began), ``starting_at`` ``RUN_STARTING`` (launched),
+    ``enqueued_at`` ``RUN_ENQUEUED``; ``job`` other than ``po_job`` (``image_job``) gets no wait or check rows.
+    """
+    stages = [_stage_row(metric, ended_at) for metric in stage_metrics]
+    is_po = job == "po_job"
+    rows = list(stages)
+    if is_po:
+        first_stage = min((row.started_at for row in stages if row.started_at), default=None)
+        rows += _waits(upload_created_at, run_created_at, enqueued_at, starting_at, started_at, first_stage, first_run)
+    if ended_at is not None:
+        if is_po:
+            last_end = max((row.ended_at for row in stages if row.stage in PO_STAGES and row.ended_at), default=None)
+            if last_end is not None:
+                rows.append(_span("checks", "check", last_end, ended_at))
+        start = upload_created_at if (first_run and is_po and upload_created_at) else run_created_at
+        if start is not None:
+            rows.append(_span("end_to_end", "total", start, ended_at))
+    return sorted(rows, key=lambda row: (_RANK.get(row.stage, len(STAGE_ORDER)), row.stage))
+
+
+def stage_seconds(rows: Iterable[TimelineRow]) -> dict[str, float]:
+    """``{stage: seconds}`` of the rows that have a duration (e.g. for ``ai_parsing_s`` metadata)."""
+    return {row.stage: row.duration_s for row in rows if row.duration_s is not None}
+
+
+def _waits(
+    upload_created_at: dt.datetime | None,
+    run_created_at: dt.datetime | None,
+    enqueued_at: dt.datetime | None,
+    starting_at: dt.datetime | None,
+    started_at: dt.datetime | None,
+    first_stage: dt.datetime | None,
+    first_run: bool,
+) -> list[TimelineRow]:
+    rows: list[TimelineRow] = []
+    if first_run and upload_created_at is not None and run_created_at is not None:
+        rows.append(_span("sensor_wait", "wait", upload_created_at, run_created_at))
+    queued_from = run_created_at or enqueued_at
+    # Without RUN_STARTING a queued run's queue ends, at the latest, when its worker starts (RUN_START).
+    queued_until = starting_at or (started_at if enqueued_at is not None else None)
+    if queued_from is not None and queued_until is not None:
+        rows.append(_span("queue_wait", "wait", queued_from, queued_until))
+    launched = starting_at or started_at
+    if launched is not None and first_stage is not None:
+        rows.append(_span("launch_wait", "wait", launched, first_stage))
+    return rows
+
+
+def _stage_row(metric: StageMetricLike, run_ended_at: dt.datetime | None) -> TimelineRow:
+    signals = metric.signals or {}
+    ended, outcome = metric.ended_at, metric.outcome
+    if outcome == "running" and run_ended_at is not None:
+        ended, outcome = max(run_ended_at, metric.started_at), "interrupted"  # the run ended around it
+    if metric.duration_ms is not None and metric.ended_at is not None and ended is metric.ended_at:
+        duration: float | None = metric.duration_ms / 1000
+    else:
+        duration = _seconds(metric.started_at, ended)
+    return TimelineRow(
+        stage=metric.stage,
+        kind="stage",
+        started_at=metric.started_at,
+        ended_at=ended,
+        duration_s=duration,
+        attempts=metric.attempts or 1,
+        outcome=outcome,
+        error_code=metric.error_code,
+        items=metric.items,
+        bytes=metric.bytes,
+        **{name: _number(signals.get(name), kind) for name, kind in SIGNAL_COLUMNS.items()},
+    )
+
+
+def _span(stage: str, kind: str, start: dt.datetime, end: dt.datetime) -> TimelineRow:
+    return TimelineRow(stage=stage, kind=kind, started_at=start, ended_at=end, duration_s=_seconds(start, end))
+
+
+def _seconds(start: dt.datetime | None, end: dt.datetime | None) -> float | None:
+    """Seconds from ``start`` to ``end``, never negative (clocks of two machines may disagree a little)."""
+    if start is None or end is None:
+        return None
+    return round(max(0.0, (end - start).total_seconds()), 6)
+
+
+def _number(value: Any, kind: type) -> int | float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        return None

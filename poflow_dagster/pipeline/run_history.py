@@ -1,0 +1,159 @@
+"""Dagster's run history into ``stage_runs``, incrementally (the reader half of ``analytics/history.py``).
+
+Reads the run-status event log by cursor, one cursor per event type (``cursor:<EVENT_TYPE>`` in
+``analytics_state``), so nothing is read twice:
+
+1. launch events ``RUN_ENQUEUED``, ``RUN_STARTING``, ``RUN_START`` → ``run_launches``;
+2. terminal events ``RUN_SUCCESS``, ``RUN_FAILURE``, ``RUN_CANCELED`` up to the event-log position seen before
+   step 1 (so every finished run's launch events are already recorded) → one ``get_run_records`` per page for
+   create time, job, partition and parent, and one for the partitions' earlier PO runs → ``stage_runs``.
+
+Only ``po_job`` and ``image_job`` runs count; the analytics job's own runs are skipped. (SQLite event storage
+ignores the filter's ``job_names``, so job names are filtered here.) No per-run query, ever.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import dagster as dg
+from dagster._core.event_api import EventLogRecord
+
+from poflow_dagster.analytics.history import (
+    TRACKED_JOBS,
+    LaunchEvent,
+    RunFact,
+    count_stage_runs,
+    ingest_finished_runs,
+    record_launch_events,
+)
+from poflow_dagster.store.analytics_state import load_state, save_state
+from poflow_dagster.store.db import Database
+
+__all__ = ["HistoryRefresh", "refresh_stage_runs"]
+
+LAUNCH_EVENTS: dict[dg.DagsterEventType, str] = {
+    dg.DagsterEventType.RUN_ENQUEUED: "enqueued",
+    dg.DagsterEventType.RUN_STARTING: "starting",
+    dg.DagsterEventType.RUN_START: "started",
+}
+TERMINAL_EVENTS: dict[dg.DagsterEventType, str] = {
+    dg.DagsterEventType.RUN_SUCCESS: "success",
+    dg.DagsterEventType.RUN_FAILURE: "failure",
+    dg.DagsterEventType.RUN_CANCELED: "canceled",
+}
+PARTITION_TAG = "dagster/partition"
+PARENT_TAG = "dagster/parent_run_id"
+
+
+@dataclass(frozen=True)
+class HistoryRefresh:
+    """What one refresh did: finished runs ingested, rows written, rows in the table, event pages read, time."""
+
+    new_runs: int
+    rows_written: int
+    total_rows: int
+    pages_read: int
+    seconds: float
+
+
+def refresh_stage_runs(instance: dg.DagsterInstance, db: Database, *, page_size: int = 1000) -> HistoryRefresh:
+    """Bring ``stage_runs`` up to date with the runs that finished since the last refresh."""
+    started = time.perf_counter()
+    # Terminal events are read only up to here: their launch events (always earlier) are then recorded below.
+    horizon = instance.event_log_storage.get_maximum_record_id() or 0
+    pages = new_runs = rows = 0
+    for event_type, kind in LAUNCH_EVENTS.items():
+        for page in _pages(instance, db, event_type, page_size, before=None):
+            pages += 1
+            record_launch_events(
+                db, [LaunchEvent(r.event_log_entry.run_id, kind, _at(r.timestamp)) for r in page if _tracked(r)]
+            )
+    for event_type, status in TERMINAL_EVENTS.items():
+        for page in _pages(instance, db, event_type, page_size, before=horizon + 1):
+            pages += 1
+            facts = _finished_runs(instance, [r for r in page if _tracked(r)], status)
+            new_runs += len(facts)
+            rows += ingest_finished_runs(db, facts)
+    return HistoryRefresh(
+        new_runs=new_runs, rows_written=rows, total_rows=count_stage_runs(db), pages_read=pages,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def _pages(
+    instance: dg.DagsterInstance, db: Database, event_type: dg.DagsterEventType, page_size: int, before: int | None
+) -> Iterator[list[EventLogRecord]]:
+    """Pages of ``event_type`` records after this type's cursor; the cursor is saved once a page was handled."""
+    name = f"cursor:{event_type.value}"
+    cursor = load_state(db, name)
+    while True:
+        result = instance.fetch_run_status_changes(
+            dg.RunStatusChangeRecordsFilter(event_type=event_type, before_storage_id=before),
+            limit=page_size, cursor=cursor, ascending=True,
+        )
+        if not result.records:
+            return
+        yield list(result.records)
+        cursor = result.cursor
+        save_state(db, name, cursor)
+        if not result.has_more:
+            return
+
+
+def _finished_runs(instance: dg.DagsterInstance, page: list[EventLogRecord], status: str) -> list[RunFact]:
+    """The page's runs as :class:`RunFact` (one run-records query, one for the partitions' PO runs)."""
+    ended = {r.event_log_entry.run_id: _at(r.timestamp) for r in page}
+    if not ended:
+        return []
+    records = instance.get_run_records(filters=dg.RunsFilter(run_ids=list(ended)))
+    records = [r for r in records if r.dagster_run.job_name in TRACKED_JOBS]
+    firsts = _first_po_runs(instance, {r.dagster_run.tags.get(PARTITION_TAG) for r in records} - {None})
+    facts = []
+    for record in records:
+        run = record.dagster_run
+        partition = run.tags.get(PARTITION_TAG)
+        parent = run.tags.get(PARENT_TAG) or run.parent_run_id
+        facts.append(
+            RunFact(
+                run_id=run.run_id,
+                job_name=run.job_name,
+                upload_id=partition,
+                status=status,
+                created_at=record.create_timestamp.astimezone(dt.UTC),
+                ended_at=ended[run.run_id],
+                started_at=_at(record.start_time) if record.start_time else None,
+                parent_run_id=parent,
+                first_run=run.job_name == "po_job" and not parent and firsts.get(partition) == run.run_id,
+            )
+        )
+    return facts
+
+
+def _first_po_runs(instance: dg.DagsterInstance, partitions: set[str]) -> dict[str, str]:
+    """Each partition's earliest ``po_job`` run (its first run), in one run-storage query."""
+    if not partitions:
+        return {}
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(job_name="po_job", tags={PARTITION_TAG: sorted(partitions)})
+    )
+    first: dict[str, tuple[dt.datetime, str]] = {}
+    for record in records:
+        partition = record.dagster_run.tags.get(PARTITION_TAG)
+        if partition is None or record.dagster_run.tags.get(PARENT_TAG):
+            continue
+        candidate = (record.create_timestamp, record.dagster_run.run_id)
+        if partition not in first or candidate < first[partition]:
+            first[partition] = candidate
+    return {partition: run_id for partition, (_, run_id) in first.items()}
+
+
+def _tracked(record: EventLogRecord) -> bool:
+    return record.event_log_entry.job_name in TRACKED_JOBS
+
+
+def _at(timestamp: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC)
