@@ -1,4 +1,5 @@
-"""The one ``Definitions`` of poflow: PO assets and checks, jobs, sensors and resources."""
+"""The one ``Definitions`` of poflow: PO assets and checks, analytics assets and checks, jobs, sensors, schedules
+and resources."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ import os
 
 import dagster as dg
 
+from poflow_dagster.pipeline.analytics_assets import analytics_assets
+from poflow_dagster.pipeline.analytics_checks import analytics_checks
+from poflow_dagster.pipeline.analytics_schedules import analytics_job, analytics_schedule
 from poflow_dagster.pipeline.assets import purchase_order
 from poflow_dagster.pipeline.checks import po_saved_correctly, shopify_matches_drafts
 from poflow_dagster.pipeline.images import product_images
@@ -29,9 +33,10 @@ def _llm() -> LLMResource:
 
 
 defs = dg.Definitions(
-    assets=[purchase_order, product_images],
-    asset_checks=[po_saved_correctly, shopify_matches_drafts],
-    jobs=[po_job, image_job],
+    assets=[purchase_order, product_images, *analytics_assets],
+    asset_checks=[po_saved_correctly, shopify_matches_drafts, *analytics_checks],
+    jobs=[po_job, image_job, analytics_job],
+    schedules=[analytics_schedule],
     sensors=[upload_sensor, po_failure_sensor, image_attachment_sensor, workflow_reconciler],
     resources={
         "db": DatabaseResource(),

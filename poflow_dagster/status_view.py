@@ -33,6 +33,9 @@ def status_json(report: StatusReport) -> dict:
             "error_message": workflow.error_message,
             "started_at": workflow.started_at.isoformat() if workflow.started_at else None,
             "completed_at": workflow.completed_at.isoformat() if workflow.completed_at else None,
+            "eta_seconds": workflow.eta_seconds,
+            "eta_at": workflow.eta_at.isoformat() if workflow.eta_at else None,
+            "eta_basis": workflow.eta_basis,
         },
         "verification": _verification(workflow),
         "stages": [
@@ -61,6 +64,15 @@ def _verification(workflow: WorkflowExecution | None) -> dict | None:
     }
 
 
+def eta_text(seconds: float, at: str | None, basis: str | None) -> str:
+    """``ETA ~15 s (21:04:12 UTC) · eta_model fitted on 40 runs``."""
+    import datetime as dt
+
+    amount = f"~{seconds:.0f} s" if seconds < 120 else f"~{seconds / 60:.1f} min"
+    clock = f" ({dt.datetime.fromisoformat(at).astimezone(dt.UTC):%H:%M:%S} UTC)" if at else ""
+    return f"ETA {amount}{clock}" + (f" · {basis}" if basis else "")
+
+
 def render_status(report: StatusReport) -> str:
     data = status_json(report)
     lines = [
@@ -80,6 +92,8 @@ def render_status(report: StatusReport) -> str:
             f"started     {workflow['started_at'] or '-'}",
             f"completed   {workflow['completed_at'] or '-'}",
         ]
+        if workflow["eta_seconds"] is not None:
+            lines.append(f"eta         {eta_text(workflow['eta_seconds'], workflow['eta_at'], workflow['eta_basis'])}")
         if workflow["error_code"]:
             lines.append(f"reason      {workflow['error_code']}: {workflow['error_message']}")
     verification = data["verification"]

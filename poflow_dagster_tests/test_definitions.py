@@ -9,13 +9,36 @@ from poflow_dagster.definitions import defs
 
 def test_definitions_load_with_everything_wired():
     repo = defs.get_repository_def()
-    assert {"po_job", "image_job"} <= {job.name for job in repo.get_all_jobs()}
+    assert {"po_job", "image_job", "analytics_job"} <= {job.name for job in repo.get_all_jobs()}
     assert {s.name for s in defs.sensors} == {"upload_sensor", "po_failure_sensor", "image_attachment_sensor", "workflow_reconciler"}
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in defs.sensors)
     graph = repo.asset_graph
     assert {dg.AssetKey("purchase_order"), dg.AssetKey("product_images")} <= set(graph.get_all_asset_keys())
     checks = {key.name for key in graph.asset_check_keys}
-    assert checks == {"po_saved_correctly", "shopify_matches_drafts"}
+    assert checks == {"po_saved_correctly", "shopify_matches_drafts", "eta_backtest", "stage_slowdown"}
+
+
+ANALYTICS = ["stage_runs", "stage_performance", "bottleneck_report", "merchant_health", "eta_model"]
+
+
+def test_analytics_assets_checks_job_and_schedule():
+    repo = defs.get_repository_def()
+    graph = repo.asset_graph
+    for name in ANALYTICS:
+        node = graph.get(dg.AssetKey(name))
+        assert node.group_name == "analytics" and not node.is_partitioned, name
+        assert "pandas" in node.kinds and node.description, name
+    for name in ANALYTICS[1:]:
+        assert dg.AssetKey("stage_runs") in graph.get(dg.AssetKey(name)).parent_keys, name
+    checks = {key.name: key.asset_key.path[-1] for key in graph.asset_check_keys}
+    assert checks["eta_backtest"] == "eta_model" and checks["stage_slowdown"] == "bottleneck_report"
+    job = defs.resolve_job_def("analytics_job")
+    assert job.executor_def.name == "in_process"
+    assert {key.path[-1] for key in job.asset_layer.executable_asset_keys} == set(ANALYTICS)
+    assert {key.name for key in job.asset_layer.asset_graph.asset_check_keys} == {"eta_backtest", "stage_slowdown"}
+    (schedule,) = defs.schedules
+    assert schedule.name == "analytics_schedule" and schedule.job_name == "analytics_job"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING and schedule.cron_schedule == "*/5 * * * *"
 
 
 def test_po_graph_has_the_stage_ops_in_order_and_in_process_executor():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,6 +17,8 @@ from poflow_dagster.resources import DatabaseResource, ProgressResource
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.progress_bus import ProgressEvent
 from poflow_dagster.store.workflow import mark_failed, set_progress, stage_finished, stage_started
+
+log = logging.getLogger(__name__)
 
 @dataclass
 class StageRun:
@@ -68,19 +72,24 @@ def run_stage(
     run_id = context.run_id
     current = StageRun(stage=stage, attempt=context.retry_number + 1)
 
+    stage_clock = time.monotonic()  # reset when the stage has really started (after the database is reached)
+
     def report_fraction(done: int, total: int) -> None:
         start, end = _percent(stage, done=False), _percent(stage, done=True)
         percent = start + (end - start) * done // max(total, 1)
         set_progress(database, upload_id, percent)
+        eta = _update_eta(database, upload_id, run_id, stage, done / max(total, 1), time.monotonic() - stage_clock)
         progress.publish(ProgressEvent(upload_id=upload_id, run_id=run_id, stage=stage.value, status="progress",
-                                       progress_percent=percent, message=f"{done}/{total}"))
+                                       progress_percent=percent, message=f"{done}/{total}", **_eta_fields(eta)))
 
     current.report_fraction = report_fraction
     with retry_when_database_is_away(context):
         # Inside the retry: a run that starts while the database is away waits for it too.
         database = current.database = db.database
         stage_started(database, upload_id, run_id, stage, current.attempt)
-        _publish(progress, upload_id, run_id, stage, "started")
+        stage_clock = time.monotonic()
+        eta = _update_eta(database, upload_id, run_id, stage, 0.0, 0.0)
+        _publish(progress, upload_id, run_id, stage, "started", eta=eta)
         try:
             yield current
         except PoflowError as error:
@@ -100,7 +109,9 @@ def run_stage(
             database, upload_id, run_id, stage, outcome=current.outcome, items=current.items, bytes_=current.bytes,
             signals=current.signals,
         )
-        _publish(progress, upload_id, run_id, stage, "succeeded" if current.outcome == "success" else current.outcome)
+        eta = _update_eta(database, upload_id, run_id, stage, 1.0, time.monotonic() - stage_clock)
+        _publish(progress, upload_id, run_id, stage, "succeeded" if current.outcome == "success" else current.outcome,
+                 eta=eta)
 
 
 #: Tries of one op while the database is away: waits of 2, 4, 8, 16, 30, 30, 30 s ride out about two minutes
@@ -146,7 +157,8 @@ def retry_when_database_is_away(context: dg.OpExecutionContext) -> Iterator[None
 
 
 def _publish(
-    progress: ProgressResource, upload_id: str, run_id: str, stage: Stage, status: str, message: str | None = None
+    progress: ProgressResource, upload_id: str, run_id: str, stage: Stage, status: str, message: str | None = None,
+    eta=None,
 ) -> None:
     progress.publish(
         ProgressEvent(
@@ -156,8 +168,30 @@ def _publish(
             status=status,
             progress_percent=_percent(stage, done=status in ("succeeded", "skipped", "reused")),
             message=message,
+            **_eta_fields(eta),
         )
     )
+
+
+def _update_eta(database: Database, upload_id: str, run_id: str, stage: Stage, fraction: float, elapsed_s: float):
+    """Estimate the PO's remaining time and store it on the workflow row; ``None`` when the PO is no longer
+    running (it finished, or this is a side stage such as images). Never fails the stage: errors are logged."""
+    if stage not in STAGE_PROGRESS:
+        return None
+    try:
+        from poflow_dagster.analytics.live_eta import estimate_eta
+        from poflow_dagster.store.eta import record_eta
+
+        estimate = estimate_eta(database, upload_id, run_id, stage.value, fraction_done=fraction,
+                                elapsed_in_stage_s=elapsed_s)
+        return estimate if record_eta(database, upload_id, estimate) else None
+    except Exception as error:  # the ETA is a courtesy; the stage goes on without it
+        log.warning("live ETA of %s not updated: %s: %s", upload_id, type(error).__name__, error)
+        return None
+
+
+def _eta_fields(eta) -> dict:
+    return {"eta_seconds": eta.seconds, "eta_at": eta.at} if eta is not None else {}
 
 
 def _percent(stage: Stage, *, done: bool) -> int:

@@ -30,6 +30,10 @@ class ProgressEvent(BaseModel):
     progress_percent: int
     message: str | None = None
     at: dt.datetime = Field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    #: Live ETA of the PO when the event was sent: seconds left and the moment it should finish
+    #: (``None`` once it has finished, or when no estimate could be made).
+    eta_seconds: float | None = None
+    eta_at: dt.datetime | None = None
 
 
 class ProgressBus:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from poflow_dagster.domain.stages import STAGE_PROGRESS, Stage, UploadStatus, WorkflowStatus
 from poflow_dagster.store.db import Database
+from poflow_dagster.store.eta import clear_eta
 from poflow_dagster.store.schema import StageMetric, Upload, WorkflowExecution
 from poflow_dagster.store.types import utcnow
 from poflow_dagster.store.uploads import get_upload, set_upload_status
@@ -109,6 +110,7 @@ def mark_completed(db: Database, upload_id: str, run_id: str) -> None:
         workflow.completed_at = utcnow()
         workflow.error_code = None
         workflow.error_message = None
+        clear_eta(workflow)
         set_upload_status(session, upload_id, UploadStatus.COMPLETED)
 
 
@@ -130,6 +132,7 @@ def _fail(
     workflow.error_code = code
     workflow.error_message = message
     workflow.completed_at = utcnow()
+    clear_eta(workflow)
     set_upload_status(
         session, workflow.upload_id, UploadStatus.FAILED, error_code=code,
         error_message=f"{stage or workflow.current_stage or 'run'}: {message}",
@@ -256,6 +259,7 @@ def mark_needs_review(db: Database, upload_id: str, run_id: str, reasons: list[s
         workflow.error_code = "needs_review"
         workflow.error_message = message
         workflow.completed_at = utcnow()
+        clear_eta(workflow)
         set_upload_status(session, upload_id, UploadStatus.NEEDS_REVIEW, error_code="needs_review", error_message=message)
 
 
@@ -282,6 +286,7 @@ def mark_duplicate_po(
         workflow.error_code = "duplicate_po"
         workflow.error_message = message
         workflow.completed_at = utcnow()
+        clear_eta(workflow)
 
 
 def set_progress(db: Database, upload_id: str, percent: int) -> None:

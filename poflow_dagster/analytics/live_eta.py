@@ -1,0 +1,167 @@
+"""Live ETA of a running PO: remaining stages predicted for this PO's size, the current stage adjusted by its
+own progress.
+
+The model is the one the ``eta_model`` asset fitted and stored under ``model:eta`` (``store/analytics_state``);
+with no fitted model yet, ``DEFAULT_MODEL`` answers and the basis says so ("defaults: no history yet").
+Features come from the upload (bytes, format) and from what earlier stages of the run measured (lines after
+``ai_parsing``, SKUs after ``product_draft_creation``, pages and LLM windows from their signals).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
+
+from sqlalchemy import select
+
+from poflow_dagster.analytics import eta as eta_core
+from poflow_dagster.store.analytics_state import load_json
+from poflow_dagster.store.db import Database
+from poflow_dagster.store.schema import PurchaseOrder, StageMetric, Upload
+
+__all__ = ["MODEL_STATE", "EtaEstimate", "clear_model_cache", "estimate_eta", "load_model", "po_features"]
+
+log = logging.getLogger(__name__)
+
+#: Where the ``eta_model`` asset stores the fitted model (JSON) in ``analytics_state``.
+MODEL_STATE = "model:eta"
+#: How long a process reuses the stored model before reading it again.
+MODEL_CACHE_SECONDS = 60.0
+DEFAULT_BASIS = "defaults: no history yet"
+
+_cache: dict[str, tuple[float, Any]] = {}
+_cache_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class EtaEstimate:
+    """Seconds left until the PO should be done, the moment that is (UTC) and what the estimate rests on."""
+
+    seconds: float
+    at: dt.datetime
+    basis: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"eta_seconds": self.seconds, "eta_at": self.at.isoformat(), "eta_basis": self.basis}
+
+
+def clear_model_cache() -> None:
+    """Forget cached models (tests; a process that just stored a new model)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def load_model(db: Database, *, max_age_s: float = MODEL_CACHE_SECONDS) -> Any:
+    """The stored ``eta_model`` (cached in this process for ``max_age_s``), or ``DEFAULT_MODEL``."""
+    now = time.monotonic()
+    with _cache_lock:
+        cached = _cache.get(db.url)
+        if cached is not None and now - cached[0] < max_age_s:
+            return cached[1]
+    model = eta_core.DEFAULT_MODEL
+    stored = load_json(db, MODEL_STATE)
+    if stored is not None:
+        try:
+            model = eta_core.EtaModel.from_json(stored)
+        except Exception as error:  # a model of an older shape: fall back, say so in the log
+            log.warning("stored ETA model unreadable (%s); using defaults", error)
+    with _cache_lock:
+        _cache[db.url] = (now, model)
+    return model
+
+
+def model_basis(model: Any) -> str:
+    """What an estimate made with ``model`` rests on, in words."""
+    if model is eta_core.DEFAULT_MODEL:
+        return DEFAULT_BASIS
+    basis = getattr(model, "basis", None)
+    return str(basis) if basis else "eta_model"
+
+
+def estimate_eta(
+    db: Database,
+    upload_id: str,
+    run_id: str,
+    stage: str,
+    *,
+    fraction_done: float = 0.0,
+    elapsed_in_stage_s: float = 0.0,
+    now: dt.datetime | None = None,
+) -> EtaEstimate:
+    """Seconds until ``run_id`` of ``upload_id`` should finish, given it is in ``stage`` with ``fraction_done``
+    of it done after ``elapsed_in_stage_s``."""
+    now = now or dt.datetime.now(dt.UTC)
+    model = load_model(db)
+    features = po_features(db, upload_id, run_id)
+    seconds = eta_core.predict_remaining(
+        model, features, current_stage=str(stage), fraction_done=max(0.0, min(1.0, float(fraction_done))),
+        elapsed_in_stage_s=max(0.0, float(elapsed_in_stage_s)),
+    )
+    seconds = max(0.0, float(seconds))
+    return EtaEstimate(seconds=round(seconds, 3), at=now + dt.timedelta(seconds=seconds), basis=model_basis(model))
+
+
+def po_features(db: Database, upload_id: str, run_id: str) -> Any:
+    """This PO's ``PoFeatures``: size and format from the upload (the saved PO's format once there is one); lines, SKUs, pages and LLM windows from what
+    stages measured so far (this run's numbers win over an earlier run's of the same upload)."""
+    with db.session() as session:
+        upload = session.scalar(select(Upload).where(Upload.id == upload_id))
+        parsed_format = session.scalar(select(PurchaseOrder.source_format).where(PurchaseOrder.upload_id == upload_id))
+        metrics = list(
+            session.scalars(
+                select(StageMetric).where(StageMetric.upload_id == upload_id).order_by(StageMetric.started_at)
+            )
+        )
+    values: dict[str, Any] = {}
+    if upload is not None:
+        values["file_bytes"] = values["size_bytes"] = values["bytes"] = upload.size_bytes
+        guessed = source_format(upload.original_filename, upload.mime_type)
+        values["source_format"] = values["format"] = parsed_format or guessed  # the parser's word, once saved
+    for metric in sorted(metrics, key=lambda m: (m.run_id == run_id, m.started_at)):
+        if metric.outcome not in ("success", "reused"):
+            continue
+        signals = metric.signals or {}
+        if metric.stage == "ai_parsing" and metric.items is not None:
+            values["lines"] = metric.items
+        if metric.stage == "product_draft_creation" and metric.items is not None:
+            values["skus"] = metric.items
+        for name in ("pages", "llm_windows", "lines", "skus"):
+            if signals.get(name) is not None:
+                values[name] = signals[name]
+    return _build_features(values)
+
+
+def _build_features(values: dict[str, Any]) -> Any:
+    """``PoFeatures`` from whichever of ``values`` it declares."""
+    cls = eta_core.PoFeatures
+    if dataclasses.is_dataclass(cls):
+        names = {f.name for f in dataclasses.fields(cls)}
+    else:  # a pydantic model
+        names = set(getattr(cls, "model_fields", {}))
+    return cls(**{name: value for name, value in values.items() if name in names})
+
+
+_FORMAT_BY_SUFFIX = {
+    ".csv": "csv", ".tsv": "tsv", ".txt": "text", ".xlsx": "xlsx", ".xls": "xls", ".ods": "ods", ".pdf": "pdf",
+    ".xml": "ubl", ".edi": "x12", ".x12": "x12", ".850": "x12", ".json": "json",
+}
+_FORMAT_BY_MIME = {
+    "text/csv": "csv", "text/tab-separated-values": "tsv", "application/pdf": "pdf",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
+    "application/vnd.ms-excel": "xls", "application/vnd.oasis.opendocument.spreadsheet": "ods",
+    "application/xml": "ubl", "text/xml": "ubl", "text/plain": "text",
+}
+
+
+def source_format(filename: str | None, mime_type: str | None) -> str:
+    """The document format as far as the name and MIME type tell (the parser decides by content later)."""
+    suffix = PurePath(filename or "").suffix.lower()
+    if suffix in _FORMAT_BY_SUFFIX:
+        return _FORMAT_BY_SUFFIX[suffix]
+    return _FORMAT_BY_MIME.get((mime_type or "").split(";")[0].strip().lower(), "unknown")
