@@ -1,0 +1,536 @@
+"""The measured ETA model: per stage ``seconds = base + Σ rate × feature``, fitted on run history.
+
+Each stage picks, among a few candidate features, the one that explains its history best (robust least squares
+with outlier trimming, non-negative rates; a per-format base where formats differ). Ratios learnt from the same
+history (lines per KB, LLM windows per page or KB by format, SKUs per line, Shopify points per SKU) estimate
+what is not known yet, so a PO gets an ETA from its file size and format alone at upload, and a sharper one once
+parsing has counted its lines. With no history the model is ``DEFAULT_MODEL`` and says so in ``basis``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from poflow_dagster.analytics.frame import PO_STAGES, WAIT_STAGES, in_window, prepare_frame
+
+#: Candidate features per stage (the fit keeps the one that explains the stage best, or none).
+CANDIDATES: dict[str, list[str]] = {
+    "ai_parsing": ["llm_windows", "pages", "file_bytes", "lines"],
+    "database_save": ["lines"],
+    "product_draft_creation": ["skus", "lines"],
+    "shopify_sync": ["skus", "shopify_points"],
+}
+#: Stages whose base differs by source format (deterministic extractors vs PDF + LLM).
+BY_FORMAT_STAGES = {"ai_parsing"}
+#: The stages of a PO run in order, after the waits: what an ETA adds up.
+RUN_STAGES: list[str] = [*PO_STAGES, "checks"]
+MIN_RUNS = 5
+#: A feature is kept only if it cuts the stage's mean absolute error by at least this share.
+MIN_IMPROVEMENT = 0.1
+DETERMINISTIC_FORMATS = ("csv", "tsv", "xlsx", "x12", "ubl")
+ANY = "*"
+
+
+@dataclass(frozen=True)
+class PoFeatures:
+    """What is known about a PO: at upload its size and format; after parsing its pages, lines, SKUs, windows."""
+
+    file_bytes: int | None
+    source_format: str | None
+    pages: float | None = None
+    lines: float | None = None
+    skus: float | None = None
+    llm_windows: float | None = None
+
+
+@dataclass
+class StageModel:
+    """``seconds = base (per format if known) + Σ rate × feature``; ``n`` runs fitted, ``fitted`` False = default."""
+
+    base_s: float
+    rates: dict[str, float] = field(default_factory=dict)
+    base_by_format: dict[str, float] = field(default_factory=dict)
+    n: int = 0
+    residual_p90_s: float | None = None
+    fitted: bool = False
+
+
+@dataclass
+class EtaModel:
+    """Stage models, the ratios that estimate unknown features, the time between stages, and the basis text."""
+
+    stages: dict[str, StageModel]
+    ratios: dict[str, dict[str, float]]
+    overhead_s: float = 0.0
+    n: int = 0
+    fitted_at: str | None = None
+    basis: str = "defaults: no history yet"
+
+    def to_json(self) -> str:
+        """JSON text (``from_json`` reads it back to an equal model)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | dict[str, Any]) -> EtaModel:
+        data = json.loads(text) if isinstance(text, str) else dict(text)
+        stages = {name: StageModel(**value) for name, value in data.pop("stages").items()}
+        return cls(stages=stages, **data)
+
+    def stage(self, stage: str) -> StageModel | None:
+        """This model's stage, else the default's (a stage with too little history), else ``None``."""
+        return self.stages.get(stage) or DEFAULT_MODEL.stages.get(stage)
+
+
+def _default_ratios() -> dict[str, dict[str, float]]:
+    deterministic = dict.fromkeys(DETERMINISTIC_FORMATS, 0.0)
+    return {
+        "lines_per_kb": {"csv": 10.0, "tsv": 10.0, "x12": 8.0, "xlsx": 2.0, "ubl": 1.0, "pdf": 0.3, ANY: 1.0},
+        "pages_per_kb": {**deterministic, "pdf": 1 / 60, ANY: 1 / 120},
+        "windows_per_page": {**deterministic, "pdf": 0.25, ANY: 0.25},
+        "windows_per_kb": {**deterministic, "pdf": 1 / 240, ANY: 1 / 480},
+        "skus_per_line": {ANY: 1.0},
+        "points_per_sku": {ANY: 10.0},
+    }
+
+
+#: The model with no history: measured orders of magnitude from the samples, and says so.
+DEFAULT_MODEL = EtaModel(
+    stages={
+        "sensor_wait": StageModel(base_s=2.5),
+        "queue_wait": StageModel(base_s=1.0),
+        "launch_wait": StageModel(base_s=4.0),
+        "ai_parsing": StageModel(
+            base_s=1.0, rates={"llm_windows": 8.0}, base_by_format=dict.fromkeys(DETERMINISTIC_FORMATS, 0.5)
+        ),
+        "database_save": StageModel(base_s=0.2, rates={"lines": 0.002}),
+        "product_draft_creation": StageModel(base_s=0.2, rates={"skus": 0.003}),
+        "shopify_sync": StageModel(base_s=0.5, rates={"skus": 0.15}),
+        "status_update": StageModel(base_s=0.1),
+        "checks": StageModel(base_s=0.5),
+        "image_attachment": StageModel(base_s=2.0, rates={"skus": 0.5}),
+    },
+    ratios=_default_ratios(),
+    basis="defaults: no history yet",
+)
+
+
+# --- prediction ---------------------------------------------------------------------------------------------
+
+
+def _ratio(model: EtaModel, name: str, source_format: str | None) -> float:
+    table = model.ratios.get(name) or DEFAULT_MODEL.ratios[name]
+    if source_format is not None and source_format in table:
+        return table[source_format]
+    return table.get(ANY, DEFAULT_MODEL.ratios[name][ANY])
+
+
+def _known(value: float | None) -> bool:
+    return value is not None and not (isinstance(value, float) and np.isnan(value))
+
+
+def estimate_features(model: EtaModel, features: PoFeatures) -> dict[str, float]:
+    """Every feature the stage models use: the known ones as given, the others estimated from the ratios."""
+    fmt = features.source_format
+    kb = features.file_bytes / 1024 if _known(features.file_bytes) else 0.0
+    pages = float(features.pages) if _known(features.pages) else kb * _ratio(model, "pages_per_kb", fmt)
+    if _known(features.llm_windows):
+        windows = float(features.llm_windows)
+    elif _known(features.pages):
+        windows = pages * _ratio(model, "windows_per_page", fmt)
+    else:
+        windows = kb * _ratio(model, "windows_per_kb", fmt)
+    lines = float(features.lines) if _known(features.lines) else kb * _ratio(model, "lines_per_kb", fmt)
+    if _known(features.skus):
+        skus = float(features.skus)
+    else:
+        skus = lines * _ratio(model, "skus_per_line", fmt)
+    return {
+        "file_bytes": float(features.file_bytes) if _known(features.file_bytes) else 0.0,
+        "pages": pages,
+        "llm_windows": windows,
+        "lines": lines,
+        "skus": skus,
+        "shopify_points": skus * _ratio(model, "points_per_sku", fmt),
+    }
+
+
+def _stage_seconds(stage_model: StageModel, values: dict[str, float], source_format: str | None) -> float:
+    base = stage_model.base_by_format.get(source_format or "", stage_model.base_s)
+    return max(0.0, base + sum(rate * values.get(name, 0.0) for name, rate in stage_model.rates.items()))
+
+
+def predict_stage_seconds(model: EtaModel, stage: str, features: PoFeatures) -> float:
+    """Predicted seconds of one stage (or wait, or ``checks``) for this PO; 0 for a stage nobody knows."""
+    stage_model = model.stage(stage)
+    if stage_model is None:
+        return 0.0
+    return _stage_seconds(stage_model, estimate_features(model, features), features.source_format)
+
+
+def predict_total_seconds(model: EtaModel, features: PoFeatures, *, include_waits: bool = True) -> float:
+    """Predicted end-to-end seconds: (waits +) the PO stages + checks + the time between them."""
+    values = estimate_features(model, features)
+    stages = [*WAIT_STAGES, *RUN_STAGES] if include_waits else RUN_STAGES
+    total = sum(_stage_seconds(model.stage(s), values, features.source_format) for s in stages if model.stage(s))
+    return max(0.0, total + model.overhead_s)
+
+
+def predict_remaining(
+    model: EtaModel,
+    features: PoFeatures,
+    *,
+    current_stage: str | None,
+    fraction_done: float = 0.0,
+    elapsed_in_stage_s: float = 0.0,
+) -> float:
+    """Seconds left for a running PO: what remains of the current stage plus every later stage and the checks.
+
+    The current stage's remainder is ``max(prediction − elapsed, prediction × (1 − fraction_done))`` when it
+    reports progress, else ``prediction − elapsed``; never negative. ``current_stage=None`` = not started yet."""
+    if current_stage is None:
+        return predict_total_seconds(model, features)
+    order = [*WAIT_STAGES, *RUN_STAGES]
+    values = estimate_features(model, features)
+    fmt = features.source_format
+    stage_model = model.stage(current_stage)
+    predicted = _stage_seconds(stage_model, values, fmt) if stage_model else 0.0
+    fraction = min(max(fraction_done, 0.0), 1.0)
+    current = predicted - max(elapsed_in_stage_s, 0.0)
+    if fraction > 0:
+        current = max(current, predicted * (1 - fraction))
+    current = max(current, 0.0)
+    if current_stage not in order:
+        return current
+    later = order[order.index(current_stage) + 1 :]
+    rest = sum(_stage_seconds(model.stage(s), values, fmt) for s in later if model.stage(s))
+    overhead = max(model.overhead_s, 0.0) * len([s for s in later if s in RUN_STAGES]) / len(RUN_STAGES)
+    return max(0.0, current + rest + overhead)
+
+
+# --- fitting ------------------------------------------------------------------------------------------------
+
+RUN_FEATURES = ["file_bytes", "lines", "skus", "pages", "llm_windows", "shopify_points"]
+
+
+def run_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: job, status, first run, merchant, format, ended_at (its ``end_to_end``, else its last
+    row), the PO's features (pages/windows from ``ai_parsing``, Shopify points from ``shopify_sync``) and one
+    column of seconds per stage."""
+    if df.empty:
+        return pd.DataFrame(
+            columns=["job", "run_status", "first_run", "merchant_id", "source_format", "ended_at", *RUN_FEATURES]
+        )
+    grouped = df.groupby("run_id", sort=False)
+    runs = grouped.agg(
+        job=("job", "first"),
+        run_status=("run_status", "first"),
+        first_run=("first_run", "max"),
+        merchant_id=("merchant_id", "first"),
+        source_format=("source_format", "first"),
+        ended_at=("ended_at", "max"),
+        file_bytes=("file_bytes", "max"),
+        lines=("lines", "max"),
+        skus=("skus", "max"),
+    )
+    parsing = df[df["stage"] == "ai_parsing"].groupby("run_id")[["pages", "llm_windows"]].max()
+    parsing = parsing.fillna(0.0)  # parsed without an LLM (or no pages): 0, not unknown
+    sync = df[df["stage"] == "shopify_sync"].groupby("run_id")["shopify_points"].max()
+    durations = df[df["duration_s"].notna()].groupby(["run_id", "stage"])["duration_s"].sum().unstack()
+    e2e_end = df[df["stage"] == "end_to_end"].groupby("run_id")["ended_at"].max()
+    runs = runs.join(parsing).join(sync).join(durations)
+    runs["ended_at"] = e2e_end.reindex(runs.index).fillna(runs["ended_at"])
+    return runs
+
+
+def robust_fit(x: np.ndarray | None, y: np.ndarray, groups: np.ndarray, *, iterations: int = 4):
+    """Least squares ``y ≈ base[group] + rate × x`` with non-negative base and rate, trimming outliers
+    (residuals beyond 3 robust standard deviations) and refitting. ``x=None`` fits bases only (medians).
+    Returns ``(bases by group, rate, kept mask)``."""
+    names = list(dict.fromkeys(groups.tolist()))
+    keep = np.ones(len(y), dtype=bool)
+    bases, rate = {}, 0.0
+    for _ in range(iterations):
+        bases, rate = _fit_once(x, y, groups, names, keep)
+        predicted = np.array([bases[g] for g in groups]) + (rate * x if x is not None else 0.0)
+        residual = np.abs(y - predicted)
+        scale = 1.4826 * float(np.median(residual[keep]))
+        new_keep = residual <= max(3 * scale, 1e-6)
+        if new_keep.sum() < max(3, len(y) // 2) or np.array_equal(new_keep, keep):
+            break
+        keep = new_keep
+    return bases, rate, keep
+
+
+def _fit_once(x, y, groups, names, keep):
+    if x is None:
+        return {g: max(0.0, float(np.median(y[keep & (groups == g)]))) for g in names}, 0.0
+    columns = [(groups == g).astype(float) for g in names]
+    design = np.column_stack([*columns, x])[keep]
+    coef, *_ = np.linalg.lstsq(design, y[keep], rcond=None)
+    rate = float(coef[-1])
+    if rate < 0 or not np.isfinite(rate):
+        return _fit_once(None, y, groups, names, keep)
+    bases = {g: float(coef[i]) for i, g in enumerate(names)}
+    if any(b < 0 for b in bases.values()):
+        bases = {g: max(0.0, b) for g, b in bases.items()}
+        offset = np.array([bases[g] for g in groups])[keep]
+        denominator = float(np.dot(x[keep], x[keep]))
+        rate = max(0.0, float(np.dot(x[keep], y[keep] - offset)) / denominator) if denominator > 0 else 0.0
+    return bases, rate
+
+
+def _candidate(stage: str, runs: pd.DataFrame, feature: str | None, min_runs: int) -> tuple[StageModel, float] | None:
+    """Fit one candidate on the runs with the stage and the feature; its model and mean absolute error."""
+    rows = runs[runs[stage].notna()] if feature is None else runs[runs[stage].notna() & runs[feature].notna()]
+    if len(rows) < min_runs:
+        return None
+    y = rows[stage].to_numpy(dtype=float)
+    x = None if feature is None else rows[feature].to_numpy(dtype=float)
+    if x is not None and np.ptp(x) == 0:
+        return None
+    formats = rows["source_format"].astype(object).where(rows["source_format"].notna(), ANY).astype(str)
+    if stage in BY_FORMAT_STAGES:
+        counts = formats.value_counts()
+        formats = formats.where(formats.map(counts) >= min_runs, ANY)
+    else:
+        formats = pd.Series(ANY, index=rows.index)
+    groups = formats.to_numpy(dtype=object)
+    bases, rate, keep = robust_fit(x, y, groups)
+    predicted = np.array([bases[g] for g in groups]) + (rate * x if x is not None else 0.0)
+    residual = np.abs(y - predicted)
+    overall = float(np.median(y - (rate * x if x is not None else 0.0)))
+    model = StageModel(
+        base_s=bases.get(ANY, max(0.0, overall)),
+        rates={feature: rate} if feature is not None and rate > 0 else {},
+        base_by_format={g: b for g, b in bases.items() if g != ANY},
+        n=len(rows),
+        residual_p90_s=float(np.percentile(residual, 90)),
+        fitted=True,
+    )
+    return model, float(residual[keep].mean())
+
+
+def fit_stage(stage: str, runs: pd.DataFrame, *, min_runs: int = MIN_RUNS) -> StageModel | None:
+    """The best small model of ``stage`` on these runs (a feature must beat the constant by ``MIN_IMPROVEMENT``
+    on the same runs), or ``None`` with fewer than ``min_runs`` runs."""
+    if stage not in runs.columns:
+        return None
+    best = _candidate(stage, runs, None, min_runs)
+    if best is None:
+        return None
+    best_score = 1.0
+    for feature in CANDIDATES.get(stage, []):
+        fitted = _candidate(stage, runs, feature, min_runs)
+        if fitted is None:
+            continue
+        constant = _candidate(stage, runs[runs[feature].notna()], None, min_runs)
+        score = fitted[1] / constant[1] if constant and constant[1] > 0 else 1.0
+        if score < best_score * (1 - MIN_IMPROVEMENT) or (score < best_score and best_score < 1.0):
+            best, best_score = fitted, score
+    return best[0]
+
+
+def fit_ratios(runs: pd.DataFrame, *, min_runs: int = 3) -> dict[str, dict[str, float]]:
+    """Ratios for features not known yet, per source format (``*`` = all formats), defaulting where thin."""
+    ratios = _default_ratios()
+    kb = runs["file_bytes"] / 1024
+    pairs = {
+        "lines_per_kb": (runs["lines"], kb),
+        "pages_per_kb": (runs["pages"], kb),
+        "windows_per_page": (runs["llm_windows"], runs["pages"]),
+        "windows_per_kb": (runs["llm_windows"], kb),
+        "skus_per_line": (runs["skus"], runs["lines"]),
+        "points_per_sku": (runs["shopify_points"], runs["skus"]),
+    }
+    formats = runs["source_format"].astype(object).where(runs["source_format"].notna(), ANY)
+    for name, (numerator, denominator) in pairs.items():
+        valid = numerator.notna() & denominator.notna() & (denominator > 0)
+        if valid.sum() >= min_runs:
+            ratios[name][ANY] = float(numerator[valid].sum() / denominator[valid].sum())
+        for fmt in formats[valid].unique():
+            mask = valid & (formats == fmt)
+            if fmt != ANY and mask.sum() >= min_runs:
+                ratios[name][str(fmt)] = float(numerator[mask].sum() / denominator[mask].sum())
+    return ratios
+
+
+def training_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Successful ``po_job`` runs, one row each (``run_table``)."""
+    runs = run_table(df[df["job"] == "po_job"])
+    return runs[runs["run_status"] == "success"]
+
+
+def fit_eta_model(
+    df: pd.DataFrame, *, now: dt.datetime, window: dt.timedelta = dt.timedelta(days=30), min_runs: int = MIN_RUNS
+) -> EtaModel:
+    """Fit every stage on the successful ``po_job`` runs that ended in ``(now - window, now]``; a stage with fewer
+    than ``min_runs`` runs keeps its default. No history at all gives ``DEFAULT_MODEL`` (``basis`` says so)."""
+    runs = training_runs(in_window(prepare_frame(df), now - window, now))
+    return _fit_runs(runs, now=now, min_runs=min_runs)
+
+
+def _fit_runs(runs: pd.DataFrame, *, now: dt.datetime, min_runs: int) -> EtaModel:
+    if len(runs) == 0:
+        return replace(DEFAULT_MODEL, stages=dict(DEFAULT_MODEL.stages), ratios=_default_ratios())
+    stages: dict[str, StageModel] = {}
+    defaulted = []
+    for stage in [*WAIT_STAGES, *RUN_STAGES]:
+        fitted = fit_stage(stage, runs, min_runs=min_runs)
+        if fitted is None:
+            defaulted.append(stage)
+            stages[stage] = replace(DEFAULT_MODEL.stages[stage])
+        else:
+            stages[stage] = fitted
+    model = EtaModel(stages=stages, ratios=fit_ratios(runs), n=len(runs))
+    model.overhead_s = _overhead(runs)
+    model.fitted_at = pd.Timestamp(now).tz_convert("UTC").isoformat()
+    if len(defaulted) == len(stages):
+        model.basis = f"defaults: only {len(runs)} runs (fewer than {min_runs})"
+    else:
+        basis = f"eta_model fitted on {len(runs)} runs, {pd.Timestamp(now).tz_convert('UTC'):%Y-%m-%d %H:%M} UTC"
+        if defaulted:
+            basis += f"; defaults for {', '.join(defaulted)}"
+        model.basis = basis[:200]
+    return model
+
+
+def _overhead(runs: pd.DataFrame) -> float:
+    """Median end-to-end time no stage or wait accounts for (the gaps between steps)."""
+    if "end_to_end" not in runs.columns:
+        return 0.0
+    parts = [s for s in [*WAIT_STAGES, *RUN_STAGES] if s in runs.columns]
+    gaps = (runs["end_to_end"] - runs[parts].fillna(0.0).sum(axis=1)).dropna()
+    return float(gaps.median()) if len(gaps) else 0.0
+
+
+# --- backtest -----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EtaBacktest:
+    """How close the ETA would have been on the newest runs (fitted on the older ones), and the old baseline."""
+
+    n: int = 0
+    train_n: int = 0
+    within_15s: float | None = None
+    within_15pct: float | None = None
+    mae_s: float | None = None
+    after_parse_within_15s: float | None = None
+    after_parse_within_15pct: float | None = None
+    after_parse_mae_s: float | None = None
+    baseline_within_15s: float | None = None
+    baseline_within_15pct: float | None = None
+    baseline_mae_s: float | None = None
+    basis: str = "defaults: no history yet"
+    errors_s: list[float] = field(default_factory=list)
+    baseline_errors_s: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The scores (not the per-run errors) as a JSON-ready dict."""
+        data = asdict(self)
+        data.pop("errors_s")
+        data.pop("baseline_errors_s")
+        return data
+
+
+def _scores(errors: np.ndarray, actual: np.ndarray) -> tuple[float | None, float | None, float | None]:
+    if errors.size == 0:
+        return None, None, None
+    absolute = np.abs(errors)
+    return (
+        float(np.mean(absolute <= 15.0)),
+        float(np.mean(absolute <= 0.15 * actual)),
+        float(np.mean(absolute)),
+    )
+
+
+def backtest_eta(
+    df: pd.DataFrame, *, holdout: float = 0.2, now: dt.datetime | None = None, min_runs: int = MIN_RUNS
+) -> EtaBacktest:
+    """Fit on the oldest ``1 - holdout`` of the successful first ``po_job`` runs with an ``end_to_end`` row and
+    predict the newest: at upload (file size + format; pages if recorded) and after parsing (elapsed time so far
+    + the rest, with lines/SKUs/windows known). The old plan's baseline is scored on the same runs: the median
+    end-to-end of runs within ±20 % of the file size in the 7 days before (else of all earlier runs)."""
+    data = prepare_frame(df)
+    if now is not None:
+        data = in_window(data, None, now)
+    runs = training_runs(data)
+    if "end_to_end" in runs.columns:
+        runs = runs[runs["first_run"] & runs["end_to_end"].notna()]
+    else:
+        runs = runs.iloc[0:0]
+    runs = runs.sort_values("ended_at", kind="stable")
+    n_test = int(round(len(runs) * holdout))
+    if n_test < 1 or len(runs) - n_test < min_runs:
+        return EtaBacktest()
+    train, test = runs.iloc[: len(runs) - n_test], runs.iloc[len(runs) - n_test :]
+    model = _fit_runs(train, now=train["ended_at"].max().to_pydatetime(), min_runs=min_runs)
+    actual = test["end_to_end"].to_numpy(dtype=float)
+    at_upload = np.array([predict_total_seconds(model, _upload_features(row)) for row in test.itertuples()])
+    after_parse = np.array([_after_parse_eta(model, row) for row in test.itertuples()])
+    baseline = _baseline(runs, test)
+    has_baseline = ~np.isnan(baseline)
+    result = EtaBacktest(n=len(test), train_n=len(train), basis=model.basis)
+    result.within_15s, result.within_15pct, result.mae_s = _scores(at_upload - actual, actual)
+    (result.after_parse_within_15s, result.after_parse_within_15pct, result.after_parse_mae_s) = _scores(
+        after_parse - actual, actual
+    )
+    (result.baseline_within_15s, result.baseline_within_15pct, result.baseline_mae_s) = _scores(
+        baseline[has_baseline] - actual[has_baseline], actual[has_baseline]
+    )
+    result.errors_s = (at_upload - actual).tolist()
+    result.baseline_errors_s = (baseline[has_baseline] - actual[has_baseline]).tolist()
+    return result
+
+
+def _value(row: Any, name: str) -> float | None:
+    value = getattr(row, name, None)
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def _upload_features(row: Any) -> PoFeatures:
+    pages = _value(row, "pages")
+    return PoFeatures(
+        file_bytes=_value(row, "file_bytes"), source_format=row.source_format, pages=pages if pages else None
+    )
+
+
+def _after_parse_eta(model: EtaModel, row: Any) -> float:
+    features = PoFeatures(
+        file_bytes=_value(row, "file_bytes"),
+        source_format=row.source_format,
+        pages=_value(row, "pages"),
+        lines=_value(row, "lines"),
+        skus=_value(row, "skus"),
+        llm_windows=_value(row, "llm_windows"),
+    )
+    elapsed = sum(_value(row, stage) or 0.0 for stage in [*WAIT_STAGES, "ai_parsing"])
+    return elapsed + predict_remaining(model, features, current_stage="ai_parsing", fraction_done=1.0)
+
+
+def _baseline(runs: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
+    """The old plan's estimate for each test run: median end-to-end of earlier runs of similar size."""
+    ended = runs["ended_at"].dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
+    e2e = runs["end_to_end"].to_numpy(dtype=float)
+    size = runs["file_bytes"].to_numpy(dtype=float)
+    week = np.timedelta64(7, "D")
+    out = np.full(len(test), np.nan)
+    for i, row in enumerate(test.itertuples()):
+        started = np.datetime64(pd.Timestamp(row.ended_at).tz_convert(None), "ns") - np.timedelta64(
+            int(row.end_to_end * 1e9), "ns"
+        )
+        earlier = ended <= started
+        if not earlier.any():
+            continue
+        similar = earlier & (ended > started - week)
+        if _value(row, "file_bytes") is not None:
+            similar &= np.abs(size - row.file_bytes) <= 0.2 * row.file_bytes
+        pool = e2e[similar] if similar.any() else e2e[earlier]
+        out[i] = float(np.median(pool))
+    return out

@@ -1,0 +1,106 @@
+"""analytics.merchants: per-merchant health from stage_runs and real workflow rows."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+import numpy as np
+import pytest
+
+from poflow_dagster.analytics.frame import load_workflow_states, prepare_workflows
+from poflow_dagster.analytics.merchants import merchant_health
+from poflow_dagster.store.merchants import ensure_merchant
+from poflow_dagster.store.schema import Upload, WorkflowExecution
+from poflow_dagster_tests.test_analytics_frame import NOW, frame, run_rows
+
+_counter = itertools.count()
+
+
+def add_workflow(db, merchant_id: str, status: str, *, updated_at: dt.datetime, created_at: dt.datetime | None = None):
+    """A real uploads + workflow_executions pair (ORM), with the given status and timestamps."""
+    n = next(_counter)
+    upload_id = f"up-test-{n}"
+    with db.session() as session:
+        ensure_merchant(session, merchant_id)
+        session.add(
+            Upload(
+                id=upload_id,
+                merchant_id=merchant_id,
+                original_filename=f"po{n}.csv",
+                sha256=f"{n:064x}",
+                size_bytes=100,
+                mime_type="text/csv",
+                stored_path=f"/tmp/po{n}.csv",
+                status="processing",
+                created_at=created_at or updated_at,
+            )
+        )
+        session.flush()
+        session.add(WorkflowExecution(upload_id=upload_id, status=status, updated_at=updated_at))
+    return upload_id
+
+
+def test_merchant_health_from_runs_and_real_workflows(db):
+    rows = []
+    e2e_m1 = []
+    for i in range(8):
+        durations = {"queue_wait": 1.0, "ai_parsing": 5.0 + i, "database_save": 1.0}
+        status = "failure" if i == 7 else "success"
+        rows += run_rows(f"a{i}", ended_at=NOW - dt.timedelta(hours=i + 1), durations=durations, run_status=status)
+        e2e_m1.append(sum(durations.values()))
+    rows += run_rows("b0", ended_at=NOW - dt.timedelta(hours=2), merchant_id="m2", durations={"ai_parsing": 20.0})
+    rows += run_rows("old", ended_at=NOW - dt.timedelta(days=20), merchant_id="m2", durations={"ai_parsing": 99.0})
+    # A second (continuation) run of the same upload: one upload, two runs.
+    rows += run_rows("b1", ended_at=NOW - dt.timedelta(hours=1), merchant_id="m2", upload_id="up-b0",
+                     durations={"ai_parsing": 2.0}, first_run=False)
+    add_workflow(db, "m1", "processing", updated_at=NOW - dt.timedelta(hours=1))  # stuck
+    add_workflow(db, "m1", "pending", updated_at=NOW - dt.timedelta(minutes=5))  # not yet stuck
+    add_workflow(db, "m1", "completed", updated_at=NOW - dt.timedelta(hours=3))
+    add_workflow(db, "m2", "needs_review", updated_at=NOW - dt.timedelta(hours=1))
+    add_workflow(db, "m2", "completed", updated_at=NOW - dt.timedelta(hours=1))
+    add_workflow(db, "m2", "completed", updated_at=NOW - dt.timedelta(days=30))  # outside the window
+    health = merchant_health(frame(rows), load_workflow_states(db), now=NOW).set_index("merchant_id")
+
+    m1 = health.loc["m1"]
+    assert m1["runs"] == 8 and m1["uploads"] == 8 and m1["failed"] == 1
+    assert m1["success_rate"] == pytest.approx(7 / 8)
+    assert m1["avg_s"] == pytest.approx(np.mean(e2e_m1))
+    assert m1["p95_s"] == pytest.approx(np.percentile(e2e_m1, 95))
+    assert m1["stuck"] == 1 and m1["workflows"] == 3
+    assert m1["stuck_rate"] == pytest.approx(1 / 3)
+    assert m1["needs_review_share"] == 0
+
+    m2 = health.loc["m2"]
+    assert m2["runs"] == 2 and m2["uploads"] == 1 and m2["failed"] == 0
+    assert m2["needs_review_share"] == pytest.approx(1 / 2)
+    assert m2["p95_s"] < 99  # the 20-day-old run is outside the window
+
+    overall = health.loc["all"]
+    assert overall["runs"] == 10 and overall["stuck"] == 1 and overall["workflows"] == 5
+    assert overall["stuck_rate"] == pytest.approx(1 / 5)
+    assert overall["success_rate"] == pytest.approx(9 / 10)
+
+
+def test_merchant_health_counts_stuck_by_stuck_after():
+    flows = prepare_workflows(
+        __import__("pandas").DataFrame(
+            {
+                "upload_id": ["u1", "u2"],
+                "merchant_id": ["m1", "m1"],
+                "status": ["processing", "processing"],
+                "updated_at": [NOW - dt.timedelta(minutes=40), NOW - dt.timedelta(minutes=10)],
+                "created_at": [NOW - dt.timedelta(hours=1)] * 2,
+            }
+        )
+    )
+    strict = merchant_health(frame([]), flows, now=NOW, stuck_after=dt.timedelta(minutes=5)).set_index("merchant_id")
+    lenient = merchant_health(frame([]), flows, now=NOW).set_index("merchant_id")
+    assert strict.loc["m1", "stuck"] == 2 and lenient.loc["m1", "stuck"] == 1
+    assert lenient.loc["m1", "runs"] == 0 and lenient.loc["m1", "success_rate"] is None
+
+
+def test_merchant_health_empty():
+    health = merchant_health(frame([]), prepare_workflows(None), now=NOW)
+    assert list(health["merchant_id"]) == ["all"]
+    assert health.iloc[0]["runs"] == 0 and health.iloc[0]["stuck_rate"] is None
