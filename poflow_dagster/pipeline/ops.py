@@ -11,6 +11,7 @@ from poflow_dagster.domain.reconcile import needs_review, review_reasons
 from poflow_dagster.domain.stages import Stage
 from poflow_dagster.parsing import parse_upload
 from poflow_dagster.pipeline.metadata import md_text, po_lines_markdown
+from poflow_dagster.pipeline.run_history import run_timeline_so_far, timeline_metadata
 from poflow_dagster.pipeline.stage_runner import run_stage
 from poflow_dagster.resources import DatabaseResource, LLMResource, ProgressResource, ShopifyResource
 from poflow_dagster.shopify.publish import publish_drafts
@@ -68,6 +69,12 @@ def ai_parsing(
         parsed = outcome.parsed
         stage.items, stage.bytes = len(parsed.lines), upload.size_bytes
         stage.outcome = "reused" if outcome.reused else "success"
+        stats = parsed.stats
+        if isinstance(stats.get("pages"), int):  # PDFs, scans and LLM documents
+            stage.signals["pages"] = stats["pages"]
+        if not outcome.reused and "windows" in stats:  # the LLM read the document in this run
+            stage.signals.update(llm_windows=stats["windows"], llm_seconds=stats.get("seconds", 0.0),
+                                 llm_retries=stats.get("retries", 0))
         if outcome.duplicate_of:
             stage.notes = [f"same supplier and PO number as upload {outcome.duplicate_of}: recorded as its duplicate"]
             mark_duplicate_po(database, upload_id, context.run_id, outcome.duplicate_of)
@@ -137,6 +144,7 @@ def product_draft_creation(
         database = stage.database
         outcome = create_drafts_for_po(database, saved.upload_id, parsed)
         stage.items = len(outcome.drafts)
+        stage.signals["skus"] = len(outcome.drafts)
         stage.notes = outcome.skipped
         if outcome.drafts and not any(d.changed for d in outcome.drafts):
             stage.outcome = "reused"
@@ -185,7 +193,14 @@ def shopify_sync(
         else:
             target = shopify.target_for(merchant)
             with shopify.client_for(target) as client:
+                before = (client.stats.requests, client.stats.points,
+                          client.stats.paced_seconds + client.stats.throttled_seconds)
                 synced = publish_drafts(database, client, target.url, merchant.id, drafts)
+                stage.signals.update(
+                    shopify_requests=client.stats.requests - before[0],
+                    shopify_points=round(client.stats.points - before[1], 3),
+                    shopify_throttled_s=round(client.stats.paced_seconds + client.stats.throttled_seconds - before[2], 3),
+                )
             stage.items = len(synced)
             summary = SyncSummary(
                 shop_url=target.url,
@@ -226,6 +241,8 @@ def status_update(
         else:
             mark_completed(database, context.partition_key, context.run_id)
         stage.items = 1
+    # The whole run so far (waits no op sees, every stage), so the partition page tells the real story.
+    timeline = run_timeline_so_far(context.instance, database, context.run_id, context.partition_key)
     summary = {
         "upload_id": context.partition_key,
         "po_id": saved.po_id,
@@ -250,6 +267,7 @@ def status_update(
                 "\n".join(f"- {md_text(r)}" for r in sync.held_for_review) or "none"
             ),
             "parsed_po": dg.MetadataValue.md(po_lines_markdown(parsed)),
+            **timeline_metadata(timeline),
         }
     )
     return summary

@@ -30,10 +30,13 @@ from poflow_dagster.analytics.history import (
     ingest_finished_runs,
     record_launch_events,
 )
+from poflow_dagster.analytics.timeline import TimelineRow, build_timeline
 from poflow_dagster.store.analytics_state import load_state, save_state
 from poflow_dagster.store.db import Database
+from poflow_dagster.store.stage_metrics import has_earlier_run, stage_metrics_for_run, upload_created_at
+from poflow_dagster.store.types import utcnow
 
-__all__ = ["HistoryRefresh", "refresh_stage_runs"]
+__all__ = ["HistoryRefresh", "refresh_stage_runs", "run_timeline_so_far", "timeline_metadata"]
 
 LAUNCH_EVENTS: dict[dg.DagsterEventType, str] = {
     dg.DagsterEventType.RUN_ENQUEUED: "enqueued",
@@ -157,3 +160,91 @@ def _tracked(record: EventLogRecord) -> bool:
 
 def _at(timestamp: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC)
+
+
+# --- one run's timeline while it runs (the PO asset's metadata) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunTimeline:
+    """A running PO run's rows so far, and where its end-to-end clock started."""
+
+    rows: list[TimelineRow]
+    clock_started_at: dt.datetime | None  # upload received (first run) or run created
+    first_run: bool
+
+
+def run_timeline_so_far(instance: dg.DagsterInstance, db: Database, run_id: str, upload_id: str) -> RunTimeline:
+    """This run's waits and stages so far: its run record and launch events (one run-scoped query each) joined
+    with its ``stage_metrics``."""
+    record = instance.get_run_record_by_id(run_id)
+    created = record.create_timestamp.astimezone(dt.UTC) if record is not None else None
+    parent = record.dagster_run.tags.get(PARENT_TAG) if record is not None else None
+    launched: dict[str, dt.datetime] = {}
+    events = instance.get_records_for_run(
+        run_id, of_type={dg.DagsterEventType.RUN_ENQUEUED, dg.DagsterEventType.RUN_STARTING}
+    ).records
+    for event in events:
+        event_type = event.event_log_entry.dagster_event_type
+        if event_type is not None and event_type in LAUNCH_EVENTS:
+            launched.setdefault(LAUNCH_EVENTS[event_type], _at(event.timestamp))
+    received = upload_created_at(db, upload_id)
+    first_run = not parent and not has_earlier_run(db, upload_id, run_id)
+    rows = build_timeline(
+        upload_created_at=received,
+        run_created_at=created,
+        enqueued_at=launched.get("enqueued"),
+        starting_at=launched.get("starting"),
+        started_at=_at(record.start_time) if record is not None and record.start_time else None,
+        ended_at=None,
+        stage_metrics=stage_metrics_for_run(db, run_id),
+        first_run=first_run,
+    )
+    return RunTimeline(rows=rows, clock_started_at=received if first_run else created, first_run=first_run)
+
+
+TIMELINE_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("stage", "string"),
+        dg.TableColumn("kind", "string", description="stage | wait"),
+        dg.TableColumn("started", "string", description="UTC"),
+        dg.TableColumn("duration_s", "float"),
+        dg.TableColumn("attempts", "int"),
+        dg.TableColumn("outcome", "string"),
+        dg.TableColumn("items", "int"),
+    ]
+)
+
+
+def timeline_metadata(timeline: RunTimeline) -> dict[str, dg.RawMetadataValue]:
+    """``timeline`` (a table of every wait and stage so far), ``end_to_end_s_so_far``, ``waits_s`` and
+    ``<stage>_s`` per row."""
+    rows = timeline.rows
+    table = dg.MetadataValue.table(
+        records=[
+            dg.TableRecord(
+                {
+                    "stage": row.stage,
+                    "kind": row.kind,
+                    "started": row.started_at.isoformat(timespec="milliseconds") if row.started_at else None,
+                    "duration_s": row.duration_s,
+                    "attempts": row.attempts,
+                    "outcome": row.outcome,
+                    "items": row.items,
+                }
+            )
+            for row in rows
+        ],
+        schema=TIMELINE_SCHEMA,
+    )
+    meta: dict[str, dg.RawMetadataValue] = {
+        "timeline": table,
+        "first_run": timeline.first_run,
+        "waits_s": round(sum(row.duration_s or 0.0 for row in rows if row.kind == "wait"), 3),
+    }
+    if timeline.clock_started_at is not None:
+        meta["end_to_end_s_so_far"] = round(max(0.0, (utcnow() - timeline.clock_started_at).total_seconds()), 3)
+    for row in rows:
+        if row.duration_s is not None:
+            meta[f"{row.stage}_s"] = round(row.duration_s, 3)
+    return meta

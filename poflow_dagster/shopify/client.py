@@ -246,6 +246,10 @@ class ClientStats:
     retries: int = 0
     paced_sleeps: int = 0
     paced_seconds: float = 0.0
+    #: Query cost Shopify charged (``extensions.cost.actualQueryCost``), summed over all answers.
+    points: float = 0.0
+    #: Seconds waited out after THROTTLED answers / HTTP 429 (on top of ``paced_seconds``).
+    throttled_seconds: float = 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -598,6 +602,8 @@ class ShopifyClient:
                     )
             with self._lock:
                 self.stats.retries += 1
+                if kind == "throttled":
+                    self.stats.throttled_seconds += wait
             logger.info("Shopify %s; retrying in %.2fs", outcome, wait)
             if wait > 0:
                 self._sleep(wait)
@@ -730,6 +736,7 @@ class ShopifyClient:
         with self._lock:
             self.throttle = snapshot
             self.stats.cost_reports += 1
+            self.stats.points += snapshot.actual_query_cost or 0.0
             if snapshot.requested_query_cost is not None and snapshot.requested_query_cost > 0:
                 self._cost_by_query[query] = snapshot.requested_query_cost
         if reservation is None:
