@@ -103,8 +103,8 @@ def estimate_eta(
         model, features, current_stage=str(stage), fraction_done=max(0.0, min(1.0, float(fraction_done))),
         elapsed_in_stage_s=max(0.0, float(elapsed_in_stage_s)),
     )
-    seconds = max(0.0, float(seconds))
-    return EtaEstimate(seconds=round(seconds, 3), at=now + dt.timedelta(seconds=seconds), basis=model_basis(model))
+    seconds = round(max(0.0, float(seconds)), 3)
+    return EtaEstimate(seconds=seconds, at=now + dt.timedelta(seconds=seconds), basis=model_basis(model))
 
 
 def po_features(db: Database, upload_id: str, run_id: str) -> Any:
