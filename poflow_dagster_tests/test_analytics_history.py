@@ -1,0 +1,223 @@
+"""Run history into stage_runs: real runs on a real Dagster instance, SQLite and PostgreSQL app databases."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import dagster as dg
+import sqlalchemy as sa
+from dagster._core.events import DagsterEvent
+from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+
+from poflow_dagster.analytics.history import RunFact, ingest_finished_runs
+from poflow_dagster.definitions import defs
+from poflow_dagster.intake import upload_file
+from poflow_dagster.pipeline.local import run_upload
+from poflow_dagster.pipeline.run_history import refresh_stage_runs
+from poflow_dagster.store.analytics_state import load_state
+from poflow_dagster.store.schema import RunLaunch, StageMetric, StageRun, Upload
+
+PO_STAGES = ["ai_parsing", "database_save", "product_draft_creation", "shopify_sync", "status_update"]
+E = dg.DagsterEventType
+
+
+def rows_of(db, run_id: str) -> dict[str, StageRun]:
+    with db.session() as session:
+        return {row.stage: row for row in session.scalars(sa.select(StageRun).where(StageRun.run_id == run_id))}
+
+
+def count(db, model=StageRun) -> int:
+    with db.session() as session:
+        return session.scalar(sa.select(sa.func.count()).select_from(model))
+
+
+def image_run_id(instance, upload_id: str) -> str:
+    runs = instance.get_runs(dg.RunsFilter(job_name="image_job", tags={"dagster/partition": upload_id}))
+    assert len(runs) == 1
+    return runs[0].run_id
+
+
+def test_real_runs_become_their_timelines_incrementally(home, db, shop, instance, samples):
+    upload = upload_file(db, home, "acme", samples["acme-po-1001.csv"])
+    first = run_upload(defs, instance, db, upload.id)
+    assert first.success, first.error
+
+    refresh = refresh_stage_runs(instance, db)
+
+    assert refresh.new_runs == 2  # the PO run and its image run
+    rows = rows_of(db, first.run_id)
+    assert set(rows) == {"sensor_wait", "launch_wait", *PO_STAGES, "checks", "end_to_end"}  # in-process: no queue
+    assert {s: rows[s].kind for s in ("sensor_wait", "launch_wait", "ai_parsing", "checks", "end_to_end")} == {
+        "sensor_wait": "wait", "launch_wait": "wait", "ai_parsing": "stage", "checks": "check", "end_to_end": "total"}
+    with db.session() as session:
+        received = session.scalar(sa.select(Upload.created_at).where(Upload.id == upload.id))
+        metrics = {m.stage: m for m in session.scalars(sa.select(StageMetric).where(StageMetric.run_id == first.run_id))}
+    record = instance.get_run_record_by_id(first.run_id)
+    run_end = dt.datetime.fromtimestamp(record.end_time, dt.UTC)
+    assert all(r.first_run and r.run_status == "success" and r.job == "po_job" and r.merchant_id == "acme"
+               and r.upload_id == upload.id for r in rows.values())
+    assert rows["end_to_end"].started_at == received and rows["sensor_wait"].started_at == received
+    assert abs((rows["end_to_end"].ended_at - run_end).total_seconds()) < 1e-3
+    assert rows["sensor_wait"].ended_at == record.create_timestamp.astimezone(dt.UTC)
+    assert rows["launch_wait"].ended_at == metrics["ai_parsing"].started_at  # RUN_START -> first stage
+    assert rows["checks"].started_at == metrics["status_update"].ended_at
+    for stage in PO_STAGES:
+        assert rows[stage].duration_s == metrics[stage].duration_ms / 1000 and rows[stage].outcome == "success"
+    # The PO's shape on every row; the stage signals in their columns.
+    assert {(r.source_format, r.file_bytes, r.lines, r.skus) for r in rows.values()} == {
+        ("csv", upload.size_bytes, 5, metrics["product_draft_creation"].items)}
+    sync = rows["shopify_sync"]
+    assert sync.shopify_requests >= 1 and sync.shopify_points > 0 and sync.shopify_throttled_s is not None
+    assert metrics["product_draft_creation"].signals == {"skus": metrics["product_draft_creation"].items}
+    # The image run: its stage and its total, not a first run.
+    images = rows_of(db, image_run_id(instance, upload.id))
+    assert {s: r.kind for s, r in images.items()} == {"image_attachment": "stage", "end_to_end": "total"}
+    assert not any(r.first_run for r in images.values())
+    assert refresh.rows_written == len(rows) + len(images) == refresh.total_rows == count(db)
+    assert count(db, RunLaunch) == 0  # launch times are dropped once the run's rows are built
+    assert load_state(db, "cursor:PIPELINE_SUCCESS") is not None
+
+    again = refresh_stage_runs(instance, db)  # nothing new: nothing read again, nothing written
+    assert (again.new_runs, again.rows_written, again.total_rows) == (0, 0, refresh.total_rows)
+
+    rerun = run_upload(defs, instance, db, upload.id, with_images=False)  # a re-run of the same partition
+    assert rerun.success
+    third = refresh_stage_runs(instance, db)
+    assert (third.new_runs, third.total_rows) == (1, refresh.total_rows + third.rows_written)
+    rerun_rows = rows_of(db, rerun.run_id)
+    assert "sensor_wait" not in rerun_rows and not any(r.first_run for r in rerun_rows.values())
+    created = instance.get_run_record_by_id(rerun.run_id).create_timestamp.astimezone(dt.UTC)
+    assert rerun_rows["end_to_end"].started_at == created
+    assert rows_of(db, first.run_id).keys() == rows.keys()  # the first run's rows untouched
+    with db.session() as session:
+        per_run = session.execute(
+            sa.select(StageRun.run_id, sa.func.count()).where(StageRun.stage == "end_to_end").group_by(StageRun.run_id)
+        ).all()
+        firsts = session.scalar(sa.select(sa.func.count(sa.distinct(StageRun.run_id)))
+                                .where(StageRun.upload_id == upload.id, StageRun.first_run.is_(True)))
+    assert sorted(n for _, n in per_run) == [1, 1, 1] and firsts == 1
+
+
+def test_reexecution_from_failure_adds_its_own_rows(home, db, shop, samples, monkeypatch):
+    from poflow_dagster_tests.test_reexecution import po_job
+
+    upload = upload_file(db, home, "acme", samples["acme-po-1001.csv"])
+    config = {"resources": {"shopify": {"config": {"max_attempts": 1}}}}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("po_uploads", [upload.id])
+        monkeypatch.setenv("SHOPIFY_SHOP_URL", "http://127.0.0.1:9")  # Shopify down for the first run
+        with dg.execute_job(dg.reconstructable(po_job), instance, tags={"dagster/partition": upload.id},
+                            run_config=config) as failed:
+            assert not failed.success
+        first = refresh_stage_runs(instance, db)
+        failed_rows = rows_of(db, failed.run_id)
+        assert first.new_runs == 1
+        assert {r.run_status for r in failed_rows.values()} == {"failure"}
+        assert (failed_rows["shopify_sync"].outcome, failed_rows["shopify_sync"].error_code) == (
+            "failed", "shopify_unreachable")
+        assert "status_update" not in failed_rows and failed_rows["sensor_wait"].first_run
+        assert failed_rows["checks"].started_at == failed_rows["shopify_sync"].ended_at
+
+        monkeypatch.setenv("SHOPIFY_SHOP_URL", shop.url)
+        with dg.execute_job(
+            dg.reconstructable(po_job), instance,
+            reexecution_options=dg.ReexecutionOptions.from_failure(failed.run_id, instance),
+            tags={"dagster/partition": upload.id}, run_config=config,
+        ) as retried:
+            assert retried.success
+        second = refresh_stage_runs(instance, db)
+    assert second.new_runs == 1
+    retried_rows = rows_of(db, retried.run_id)
+    assert {"shopify_sync", "status_update", "end_to_end"} <= set(retried_rows)
+    assert "ai_parsing" not in retried_rows and "sensor_wait" not in retried_rows  # not redone, not a first run
+    assert not any(r.first_run for r in retried_rows.values())
+    assert rows_of(db, failed.run_id).keys() == failed_rows.keys()
+    with db.session() as session:
+        stages = session.execute(sa.select(StageRun.run_id, StageRun.stage)).all()
+        syncs = session.scalar(sa.select(sa.func.count()).where(StageRun.stage == "shopify_sync"))
+    assert len(stages) == len(set(stages)) == second.total_rows
+    assert syncs == 2  # one failed attempt, one that worked: each counted once
+
+
+def _synthetic_run(instance, job: str, created: dt.datetime, tags: dict | None = None) -> str:
+    """A run record as a queued submission leaves it (a queued run needs its code location origin)."""
+    run_id = str(uuid.uuid4())
+    origin = RemoteJobOrigin(RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("poflow"), "__repository__"), job)
+    instance.run_storage.add_historical_run(
+        dg.DagsterRun(job_name=job, run_id=run_id, tags=tags or {}, remote_job_origin=origin),
+        run_creation_time=created,
+    )
+    return run_id
+
+
+def _event(instance, run_id: str, job: str, event_type: dg.DagsterEventType, at: dt.datetime) -> None:
+    instance.report_dagster_event(DagsterEvent(event_type_value=event_type.value, job_name=job), run_id,
+                                  timestamp=at.timestamp())
+
+
+def test_waits_from_launch_events_runs_in_progress_and_other_jobs(home, db, instance, samples):
+    upload = upload_file(db, home, "acme", samples["acme-po-1001.csv"])
+    with db.session() as session:
+        received = session.scalar(sa.select(Upload.created_at).where(Upload.id == upload.id))
+    t = lambda s: received + dt.timedelta(seconds=s)  # noqa: E731
+    run_id = _synthetic_run(instance, "po_job", t(3), {"dagster/partition": upload.id})
+    other = _synthetic_run(instance, "analytics_job", t(3))
+    with db.session() as session:
+        for stage, start, end in (("ai_parsing", 14, 15.5), ("database_save", 15.5, 16), ("product_draft_creation",
+                                  16, 17), ("shopify_sync", 17, 25), ("status_update", 25, 25.5)):
+            session.add(StageMetric(upload_id=upload.id, run_id=run_id, stage=stage, started_at=t(start),
+                                    ended_at=t(end), duration_ms=int((end - start) * 1000), attempts=1,
+                                    outcome="success", items=5))
+    _event(instance, run_id, "po_job", E.RUN_ENQUEUED, t(3))
+    _event(instance, run_id, "po_job", E.RUN_STARTING, t(9))
+    _event(instance, run_id, "po_job", E.RUN_START, t(11))
+    for event_type, s in ((E.RUN_STARTING, 4), (E.RUN_START, 5), (E.RUN_SUCCESS, 6)):
+        _event(instance, other, "analytics_job", event_type, t(s))
+
+    running = refresh_stage_runs(instance, db)  # our run is still going; the analytics run is not history
+
+    assert (running.new_runs, running.total_rows) == (0, 0)
+    with db.session() as session:
+        launch = session.get(RunLaunch, run_id)
+        assert count(db, RunLaunch) == 1
+    assert (launch.enqueued_at, launch.starting_at, launch.started_at) == (t(3), t(9), t(11))
+
+    _event(instance, run_id, "po_job", E.RUN_SUCCESS, t(30))
+    done = refresh_stage_runs(instance, db)
+
+    assert done.new_runs == 1
+    rows = rows_of(db, run_id)
+    assert {s: (r.kind, r.duration_s) for s, r in rows.items() if r.kind != "stage"} == {
+        "sensor_wait": ("wait", 3.0),  # upload received -> run created
+        "queue_wait": ("wait", 6.0),  # run created -> RUN_STARTING
+        "launch_wait": ("wait", 5.0),  # RUN_STARTING -> first stage started
+        "checks": ("check", 4.5),  # last stage ended -> run ended
+        "end_to_end": ("total", 30.0),  # upload received -> run ended
+    }
+    assert rows["shopify_sync"].duration_s == 8.0 and rows["end_to_end"].first_run
+    assert not rows_of(db, other) and count(db, RunLaunch) == 0
+
+    # A run seen again (e.g. its history replayed) replaces its rows: nothing is counted twice.
+    record = instance.get_run_record_by_id(run_id)
+    fact = RunFact(run_id=run_id, job_name="po_job", upload_id=upload.id, status="success",
+                   created_at=record.create_timestamp.astimezone(dt.UTC), ended_at=t(30), starting_at=t(9),
+                   started_at=t(11), first_run=True)
+    assert ingest_finished_runs(db, [fact]) == len(rows)
+    assert count(db) == len(rows) and rows_of(db, run_id)["queue_wait"].duration_s == 6.0
+
+
+def test_first_run_decided_without_the_reader(db, home, samples):
+    """ingest_finished_runs alone: a PO run without parent and without an earlier run is the first run."""
+    upload = upload_file(db, home, "acme", samples["acme-po-1001.csv"])
+    with db.session() as session:
+        received = session.scalar(sa.select(Upload.created_at).where(Upload.id == upload.id))
+    t = lambda s: received + dt.timedelta(seconds=s)  # noqa: E731
+    first = RunFact("r-1", "po_job", upload.id, "success", created_at=t(1), ended_at=t(5))
+    later = RunFact("r-2", "po_job", upload.id, "success", created_at=t(60), ended_at=t(70))
+    child = RunFact("r-3", "po_job", upload.id, "success", created_at=t(80), ended_at=t(90), parent_run_id="r-2")
+    ingest_finished_runs(db, [later, first])
+    ingest_finished_runs(db, [child])
+    firsts = {run: {r.first_run for r in rows_of(db, run).values()} for run in ("r-1", "r-2", "r-3")}
+    assert firsts == {"r-1": {True}, "r-2": {False}, "r-3": {False}}
+    assert rows_of(db, "r-1")["end_to_end"].duration_s == 5.0 and rows_of(db, "r-2")["end_to_end"].duration_s == 10.0
