@@ -41,7 +41,8 @@ RECOMMENDATIONS: dict[str, str] = {
     "shopify_throttle": "the Shopify plan's restore rate is the limit: a higher plan restores faster; "
     "send large POs through a bulk path (bulkOperationRunMutation)",
     "shopify_size": "large POs cost many Shopify requests: send them through a bulk path (bulkOperationRunMutation)",
-    "shopify_latency": "Shopify answers slowly: check the store's API health; the bulk path batches requests",
+    "shopify_latency": "Shopify time grows with SKUs: a bulk path (bulkOperationRunMutation) batches large POs; "
+    "the plan's restore rate caps the request rate",
     "queue": "the run queue is full: raise dagster.yaml run_queue.max_concurrent_runs (or add run workers)",
     "launch": "every run starts a new worker process: long-lived run workers (CeleryRunLauncher, issue 9) skip it",
     "database": "use PostgreSQL via POFLOW_DATABASE_URL (SQLite serialises writers)",
@@ -81,7 +82,7 @@ def bottleneck_report(
         recent_rows = rows_of_stage[rows_of_stage["ended_at"] > pd.Timestamp(recent_start)]
         base_rows = rows_of_stage[rows_of_stage["ended_at"] <= pd.Timestamp(recent_start)]
         rows.append(
-            _stage_row(str(stage), rows_of_stage, recent_rows, base_rows, contributions.get(stage, 0.0), baseline_days)
+            _stage_row(str(stage), rows_of_stage, recent_rows, base_rows, contributions.get(stage, 0.0), baseline_days, recent)
         )
     out = pd.DataFrame(rows, columns=[c for c in BOTTLENECK_COLUMNS if c != "rank"])
     out = out.assign(_order=stage_sort_key(out["stage"]))
@@ -112,14 +113,15 @@ def _stage_row(
     base_rows: pd.DataFrame,
     contribution: float,
     baseline_days: float,
+    period: dt.timedelta,
 ) -> dict:
     p95 = float(np.percentile(rows["duration_s"], 95))
     enough = len(recent_rows) >= MIN_HISTORY and len(base_rows) >= MIN_HISTORY
     factor = None
     if enough:
-        baseline_median = float(base_rows["duration_s"].median())
+        baseline = baseline_p95_median(base_rows, period)
         recent_p95 = float(np.percentile(recent_rows["duration_s"], 95))
-        factor = recent_p95 / baseline_median if baseline_median > 0 else None
+        factor = recent_p95 / baseline if baseline > 0 else None
     severity = _severity(factor)
     if enough:
         cause = stage_cause(stage, recent_rows, base_rows)
@@ -137,6 +139,19 @@ def _stage_row(
         "recommendation": cause.recommendation,
         "message": _message(stage, p95, contribution, factor, severity, cause, baseline_days),
     }
+
+
+def baseline_p95_median(base_rows: pd.DataFrame, period: dt.timedelta, *, min_rows: int = 3) -> float:
+    """The stage's usual p95: the median of its p95 per ``period`` (e.g. per day) over the baseline, so a stage
+    whose durations are naturally spread (by PO size) is compared with its own usual tail, not its median.
+    Periods with fewer than ``min_rows`` rows are skipped; with none left, the baseline's overall p95."""
+    seconds = period.total_seconds() or 86400.0
+    latest = base_rows["ended_at"].max()
+    buckets = ((latest - base_rows["ended_at"]).dt.total_seconds() // seconds).astype(int)
+    per_period = base_rows.groupby(buckets)["duration_s"].agg(["size", lambda v: float(np.percentile(v, 95))])
+    per_period.columns = ["size", "p95"]
+    usable = per_period[per_period["size"] >= min_rows]["p95"]
+    return float(usable.median()) if len(usable) else float(np.percentile(base_rows["duration_s"], 95))
 
 
 def _severity(factor: float | None) -> str:

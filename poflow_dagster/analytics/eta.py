@@ -82,6 +82,22 @@ class EtaModel:
         stages = {name: StageModel(**value) for name, value in data.pop("stages").items()}
         return cls(stages=stages, **data)
 
+    def to_frame(self) -> pd.DataFrame:
+        """One row per stage: base, rates, per-format bases, runs fitted, residual p90, fitted or default."""
+        rows = [
+            {
+                "stage": name,
+                "base_s": model.base_s,
+                "rates": ", ".join(f"{k}={v:.4g}" for k, v in model.rates.items()) or "-",
+                "base_by_format": ", ".join(f"{k}={v:.3g}" for k, v in model.base_by_format.items()) or "-",
+                "n": model.n,
+                "residual_p90_s": model.residual_p90_s,
+                "fitted": model.fitted,
+            }
+            for name, model in self.stages.items()
+        ]
+        return pd.DataFrame(rows, columns=["stage", "base_s", "rates", "base_by_format", "n", "residual_p90_s", "fitted"])
+
     def stage(self, stage: str) -> StageModel | None:
         """This model's stage, else the default's (a stage with too little history), else ``None``."""
         return self.stages.get(stage) or DEFAULT_MODEL.stages.get(stage)
@@ -259,8 +275,11 @@ def robust_fit(x: np.ndarray | None, y: np.ndarray, groups: np.ndarray, *, itera
         bases, rate = _fit_once(x, y, groups, names, keep)
         predicted = np.array([bases[g] for g in groups]) + (rate * x if x is not None else 0.0)
         residual = np.abs(y - predicted)
-        scale = 1.4826 * float(np.median(residual[keep]))
-        new_keep = residual <= max(3 * scale, 1e-6)
+        new_keep = np.ones(len(y), dtype=bool)
+        for g in names:  # each format has its own noise: trim within it
+            members = groups == g
+            scale = 1.4826 * float(np.median(residual[keep & members])) if (keep & members).any() else 0.0
+            new_keep[members] = residual[members] <= max(3 * scale, 1e-6)
         if new_keep.sum() < max(3, len(y) // 2) or np.array_equal(new_keep, keep):
             break
         keep = new_keep
@@ -313,7 +332,13 @@ def _candidate(stage: str, runs: pd.DataFrame, feature: str | None, min_runs: in
         residual_p90_s=float(np.percentile(residual, 90)),
         fitted=True,
     )
-    return model, float(residual[keep].mean())
+    return model, _trimmed_mae(residual)
+
+
+def _trimmed_mae(residual: np.ndarray, keep_share: float = 0.95) -> float:
+    """Mean absolute error over the best ``keep_share`` of the rows (the same count for every candidate)."""
+    ordered = np.sort(residual)
+    return float(ordered[: max(1, int(np.ceil(len(ordered) * keep_share)))].mean())
 
 
 def fit_stage(stage: str, runs: pd.DataFrame, *, min_runs: int = MIN_RUNS) -> StageModel | None:
@@ -511,7 +536,7 @@ def _after_parse_eta(model: EtaModel, row: Any) -> float:
         llm_windows=_value(row, "llm_windows"),
     )
     elapsed = sum(_value(row, stage) or 0.0 for stage in [*WAIT_STAGES, "ai_parsing"])
-    return elapsed + predict_remaining(model, features, current_stage="ai_parsing", fraction_done=1.0)
+    return elapsed + predict_remaining(model, features, current_stage="database_save")
 
 
 def _baseline(runs: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
