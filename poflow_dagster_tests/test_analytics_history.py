@@ -221,3 +221,35 @@ def test_first_run_decided_without_the_reader(db, home, samples):
     firsts = {run: {r.first_run for r in rows_of(db, run).values()} for run in ("r-1", "r-2", "r-3")}
     assert firsts == {"r-1": {True}, "r-2": {False}, "r-3": {False}}
     assert rows_of(db, "r-1")["end_to_end"].duration_s == 5.0 and rows_of(db, "r-2")["end_to_end"].duration_s == 10.0
+
+
+def test_llm_document_rows_carry_pages_windows_and_llm_seconds(home, db, shop, instance, tmp_path, monkeypatch):
+    from poflow_dagster.samples.pdf_documents import make_scanned_pdf
+    from poflow_dagster_tests.openai_server import API_KEY, Reply, fail_first, start_openai_server
+    from poflow_dagster_tests.test_llm_pipeline import _scripted_po
+
+    scan = make_scanned_pdf(tmp_path / "scan.pdf", pages=3)
+    with start_openai_server(fail_first(1, Reply.rate_limited("0.1"), _scripted_po())) as server:
+        monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("POFLOW_LLM_WINDOW_PAGES", "1")
+        upload = upload_file(db, home, "acme", scan)
+        result = run_upload(defs, instance, db, upload.id, with_images=False)
+    assert result.success, result.error
+
+    refresh_stage_runs(instance, db)
+
+    parsing = rows_of(db, result.run_id)["ai_parsing"]
+    assert (parsing.pages, parsing.llm_windows) == (3, 3)
+    assert 0 < parsing.llm_seconds <= parsing.duration_s
+    assert {(r.source_format, r.lines) for r in rows_of(db, result.run_id).values()} == {("pdf", 3)}
+    with db.session() as session:
+        signals = session.scalar(sa.select(StageMetric.signals).where(StageMetric.run_id == result.run_id,
+                                                                      StageMetric.stage == "ai_parsing"))
+    assert signals["llm_retries"] == 1  # the one rate-limited answer
+
+    # A re-run reuses the cached parse: the document still has its pages, but no LLM ran.
+    rerun = run_upload(defs, instance, db, upload.id, with_images=False)
+    refresh_stage_runs(instance, db)
+    again = rows_of(db, rerun.run_id)["ai_parsing"]
+    assert (again.outcome, again.pages, again.llm_windows, again.llm_seconds) == ("reused", 3, None, None)
