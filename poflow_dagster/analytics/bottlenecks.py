@@ -92,12 +92,13 @@ def bottleneck_report(
 
 
 def tail_contributions(data: pd.DataFrame, *, tail_quantile: float = 0.9) -> dict[str, float]:
-    """Per stage: mean stage seconds / mean end-to-end seconds among the runs whose end-to-end time is at
-    or above its ``tail_quantile`` (the slowest runs). Stages absent from a tail run count as 0 s there."""
+    """Per stage: mean stage seconds / mean end-to-end seconds among the slowest runs (the top
+    ``1 - tail_quantile`` by end-to-end time, at least one). Stages absent from a tail run count as 0 s there."""
     totals = data[data["stage"] == "end_to_end"].groupby("run_id")["duration_s"].sum()
     if totals.empty:
         return {}
-    tail_runs = totals[totals >= totals.quantile(tail_quantile)]
+    tail_size = max(1, int(np.ceil(len(totals) * (1 - tail_quantile) - 1e-9)))
+    tail_runs = totals.sort_values(ascending=False, kind="stable").iloc[:tail_size]
     mean_total = float(tail_runs.mean())
     if mean_total <= 0:
         return {}
