@@ -1,4 +1,5 @@
-"""``poflow``: upload POs, inspect their workflow, run the demo, serve the Shopify emulator."""
+"""``poflow``: upload POs, inspect their workflow, report on the run history, run the demo, serve the Shopify
+emulator."""
 
 from __future__ import annotations
 
@@ -191,6 +192,58 @@ def shopify_emulator(host: str, port: int, state: Path | None, token: str | None
     from poflow_dagster.shopify.emulator import serve_forever
 
     serve_forever(host, port, state, access_token=token)
+
+
+@main.command()
+@click.option("--since", default="7d", show_default=True,
+              help="Start of the window: a span before now (7d, 24h, 90m, 2w) or an ISO date/time (UTC).")
+@click.option("--merchant", "merchant_id", help="Only this merchant's runs.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+@click.option("--refresh", is_flag=True,
+              help="First bring stage_runs up to date from the Dagster instance of DAGSTER_HOME.")
+def report(since: str, merchant_id: str | None, fmt: str, refresh: bool) -> None:
+    """Stage performance, orchestration waits, bottlenecks, merchant health and ETA accuracy from the run
+    history (the ``stage_runs`` table the analytics job keeps); ``--format json`` is a stable contract."""
+    import datetime as dt
+
+    from poflow_dagster.report_view import parse_since
+
+    now = dt.datetime.now(dt.UTC)
+    start = parse_since(since, now=now)  # bad input fails before anything heavy is imported
+    database = _db()
+    if merchant_id is not None:
+        from poflow_dagster.store.schema import Merchant
+
+        with database.session() as session:
+            if session.get(Merchant, merchant_id) is None:
+                raise PoflowError("unknown_merchant", f"no merchant {merchant_id!r}")
+    if refresh:
+        _refresh_history(database)
+    from poflow_dagster.analytics.report import build_report
+
+    data = build_report(database, now=now, since=start, merchant_id=merchant_id)
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    from poflow_dagster.report_view import print_report, report_console
+
+    print_report(data, report_console(), merchant_id=merchant_id)
+
+
+def _refresh_history(database) -> None:
+    """``--refresh``: read the runs that finished since the last refresh from DAGSTER_HOME's instance."""
+    if not os.environ.get("DAGSTER_HOME"):
+        click.echo("note: DAGSTER_HOME is not set, so there is no Dagster instance to refresh from; "
+                   "showing stage_runs as stored", err=True)
+        return
+    import dagster as dg
+
+    from poflow_dagster.pipeline.run_history import refresh_stage_runs
+
+    with dg.DagsterInstance.get() as instance:
+        done = refresh_stage_runs(instance, database)
+    click.echo(f"refreshed stage_runs: {done.new_runs} new runs, {done.rows_written} rows in {done.seconds:.1f} s",
+               err=True)
 
 
 @main.command()

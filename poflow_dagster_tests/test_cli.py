@@ -77,3 +77,81 @@ def test_merchant_settings(home, db_url):
                home, db_url)
     assert out.returncode == 0, out.stderr
     assert "markup 37.50%" in out.stdout and "shopify sync off" in out.stdout and "POFLOW_SHOPIFY_TOKEN_ACME" in out.stdout
+
+
+def _history(db_url: str, now) -> None:
+    """Six finished PO runs for two merchants in the last hours (synthetic, deterministic durations)."""
+    import datetime as dt
+
+    from poflow_dagster.store.db import get_database
+    from poflow_dagster.store.merchants import configure_merchant
+    from poflow_dagster.store.schema import StageRun
+
+    db = get_database(db_url)
+    stages = {"queue_wait": 0.5, "ai_parsing": 1.5, "database_save": 0.2, "product_draft_creation": 0.1,
+              "shopify_sync": 2.0, "status_update": 0.1, "checks": 0.4}
+    with db.session() as session:
+        for merchant in ("acme", "nord"):
+            configure_merchant(session, merchant)
+    with db.session() as session:
+        for i in range(6):
+            ended = now - dt.timedelta(hours=6 - i)
+            merchant = "acme" if i % 2 else "nord"
+            durations = {name: seconds * (1 + i / 10) for name, seconds in stages.items()}
+            durations["end_to_end"] = sum(durations.values())
+            for stage, seconds in durations.items():
+                kind = {"queue_wait": "wait", "checks": "check", "end_to_end": "total"}.get(stage, "stage")
+                session.add(StageRun(
+                    run_id=f"run-{i}", upload_id=f"up-{i}", merchant_id=merchant, job="po_job", stage=stage,
+                    kind=kind, run_status="success", outcome="success" if kind == "stage" else None,
+                    started_at=ended - dt.timedelta(seconds=seconds), ended_at=ended, duration_s=seconds,
+                    attempts=1, items=10 + i, source_format="csv", file_bytes=1000 + 100 * i, lines=10 + i,
+                    skus=10 + i, first_run=True,
+                ))
+
+
+def test_report_text_and_json_contract(home, db_url):
+    import datetime as dt
+
+    _history(db_url, dt.datetime.now(dt.UTC))
+    text = _run(["report"], home, db_url)
+    assert text.returncode == 0, text.stderr
+    for heading in ("End to end: 6 runs", "Stages", "Waits and checks", "Bottlenecks", "Merchants", "ETA accuracy"):
+        assert heading in text.stdout, heading
+    for stage in ("ai_parsing", "product_draft_creation", "shopify_sync", "queue_wait"):
+        assert stage in text.stdout
+
+    data = json.loads(_run(["report", "--format", "json", "--since", "24h"], home, db_url).stdout)
+    assert {"stages", "waits", "end_to_end", "bottlenecks", "merchants", "eta"} <= set(data)
+    stage_keys = {"stage", "runs", "p50_s", "p90_s", "p95_s", "share", "throughput_items_per_s", "failure_rate",
+                  "retry_rate"}
+    assert data["stages"] and all(set(row) >= stage_keys for row in data["stages"])
+    stages = {row["stage"]: row for row in data["stages"]}
+    assert stages["ai_parsing"]["runs"] == 6 and stages["ai_parsing"]["p50_s"] == pytest.approx(1.5 * 1.25, abs=0.01)
+    assert {row["stage"] for row in data["waits"]} >= {"queue_wait"}
+    assert data["end_to_end"]["runs"] == 6
+    assert data["bottlenecks"] and all(
+        set(row) >= {"stage", "severity", "factor", "cause", "recommendation"} for row in data["bottlenecks"]
+    )
+    assert data["bottlenecks"][0]["stage"] == "shopify_sync"  # the largest share of every run
+    assert set(data["eta"]) >= {"n", "within_15s", "within_15pct", "mae_s"}
+    assert {row["merchant_id"] for row in data["merchants"]} >= {"acme", "nord"}
+
+    one = json.loads(_run(["report", "--format", "json", "--merchant", "acme"], home, db_url).stdout)
+    assert one["end_to_end"]["runs"] == 3 and "nord" not in {row["merchant_id"] for row in one["merchants"]}
+    recent = json.loads(_run(["report", "--format", "json", "--since", "150m"], home, db_url).stdout)
+    assert recent["end_to_end"]["runs"] == 2  # the runs that ended 2 h and 1 h ago
+
+
+@pytest.mark.parametrize(
+    "args, code",
+    [
+        (["report", "--since", "yesterday"], "invalid_since"),
+        (["report", "--since", "2999-01-01"], "invalid_since"),
+        (["report", "--merchant", "nobody"], "unknown_merchant"),
+    ],
+)
+def test_report_bad_input_is_one_line(home, db_url, args, code):
+    result = _run(args, home, db_url)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"error: {code}: ") and result.stderr.count("\n") == 1

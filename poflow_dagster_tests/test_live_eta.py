@@ -155,3 +155,21 @@ def test_a_real_run_carries_the_eta_on_every_event_and_clears_it(home, db, shop,
         workflow = session.scalar(select(WorkflowExecution).where(WorkflowExecution.upload_id == upload.id))
         assert workflow.status == "completed"
         assert (workflow.eta_seconds, workflow.eta_at, workflow.eta_basis) == (None, None, None)
+
+
+def test_poflow_status_shows_the_eta_in_text_and_json(db, home, tmp_path):
+    from poflow_dagster.status_view import render_status, status_json
+
+    upload = _upload(db, home, tmp_path, "po.csv", 5_000)
+    stage_started(db, upload.id, "r1", Stage.AI_PARSING, 1)
+    estimate = estimate_eta(db, upload.id, "r1", "ai_parsing", now=NOW)
+    record_eta(db, upload.id, estimate)
+    report = status_report(db, upload.id)
+    workflow = status_json(report)["workflow"]
+    assert workflow["eta_seconds"] == pytest.approx(estimate.seconds)
+    assert dt.datetime.fromisoformat(workflow["eta_at"]) == estimate.at
+    assert workflow["eta_basis"] == "defaults: no history yet"
+    text = render_status(report)
+    assert f"ETA ~{estimate.seconds:.0f} s ({estimate.at:%H:%M:%S} UTC) · defaults: no history yet" in text
+    mark_completed(db, upload.id, "r1")
+    assert "ETA" not in render_status(status_report(db, upload.id))
