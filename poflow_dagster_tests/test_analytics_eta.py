@@ -1,0 +1,219 @@
+"""analytics.eta: the fitted per-stage model, defaults, live remaining time, JSON round trip and the backtest
+against the old plan's ±20 %-size median."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+
+import numpy as np
+import pytest
+
+from poflow_dagster.analytics.eta import (
+    DEFAULT_MODEL,
+    RUN_STAGES,
+    EtaModel,
+    PoFeatures,
+    backtest_eta,
+    estimate_features,
+    fit_eta_model,
+    predict_remaining,
+    predict_stage_seconds,
+    predict_total_seconds,
+)
+from poflow_dagster_tests.test_analytics_frame import NOW, frame, run_rows
+
+
+def size_history(n: int, *, seed: int = 7, days: float = 10.0, shift_newest: float = 0.0) -> list[dict]:
+    """``n`` runs over ``days`` (oldest first) whose durations depend on size and format, with noise:
+    PDFs through the LLM (1 s + 8 s per window of 4 pages), CSV/XLSX parsed in well under a second;
+    Shopify 0.5 s + 0.15 s per SKU. ``shift_newest`` seconds are added to shopify_sync of the newest 20 %."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        fmt = str(rng.choice(["pdf", "csv", "xlsx"], p=[0.5, 0.3, 0.2]))
+        if fmt == "pdf":
+            file_bytes = int(rng.uniform(30e3, 600e3))
+            lines = max(1, int(file_bytes / 1024 * 0.3))
+            pages = math.ceil(file_bytes / 1024 / 60)
+            windows = math.ceil(pages / 4)
+            parse = 1 + 8 * windows + rng.normal(0, 1)
+        else:
+            file_bytes = int(rng.uniform(2e3, 100e3) if fmt == "csv" else rng.uniform(10e3, 200e3))
+            lines = max(1, int(file_bytes / 1024 * (10 if fmt == "csv" else 2)))
+            pages = windows = None
+            parse = (0.5 if fmt == "csv" else 0.8) + abs(rng.normal(0, 0.1))
+        sync = 0.5 + 0.15 * lines + abs(rng.normal(0, 1)) + (shift_newest if i >= 0.8 * n else 0.0)
+        durations = {
+            "sensor_wait": 1 + abs(rng.normal(0, 0.3)),
+            "queue_wait": 1 + abs(rng.normal(0, 0.3)),
+            "launch_wait": 4 + abs(rng.normal(0, 0.5)),
+            "ai_parsing": max(0.1, parse),
+            "database_save": 0.2 + 0.002 * lines,
+            "product_draft_creation": 0.2 + 0.003 * lines,
+            "shopify_sync": sync,
+            "status_update": 0.1,
+            "checks": 0.5,
+        }
+        ended = NOW - dt.timedelta(days=days) + dt.timedelta(days=days) * (i + 1) / n
+        signals = {"pages": pages, "llm_windows": windows, "llm_seconds": 8.0 * windows if windows else None}
+        rows += run_rows(f"r{i:05d}", ended_at=ended, durations=durations, source_format=fmt, file_bytes=file_bytes,
+                         lines=lines, skus=lines, merchant_id=f"m{i % 3}", gap_s=0.05, extra={"ai_parsing": signals})
+    return rows
+
+
+def linear_history(n: int = 60, *, seed: int = 3) -> list[dict]:
+    """database_save = 0.3 s + 4 ms/line and shopify_sync = 0.5 s + 0.2 s/SKU, small noise, 5 % wild outliers."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        lines = int(rng.integers(1, 400))
+        save = 0.3 + 0.004 * lines + rng.normal(0, 0.02)
+        sync = 0.5 + 0.2 * lines + rng.normal(0, 0.3)
+        if i % 20 == 0:
+            save, sync = save * 8, sync * 5  # outliers the fit must trim
+        durations = {"ai_parsing": 1.0, "database_save": save, "product_draft_creation": 0.4,
+                     "shopify_sync": sync, "status_update": 0.1}
+        rows += run_rows(f"l{i}", ended_at=NOW - dt.timedelta(hours=i + 1), durations=durations, source_format="csv",
+                         lines=lines, skus=lines, file_bytes=lines * 100)
+    return rows
+
+
+def test_fit_recovers_known_base_and_rate():
+    model = fit_eta_model(frame(linear_history()), now=NOW)
+    save, sync = model.stages["database_save"], model.stages["shopify_sync"]
+    assert save.fitted and save.n == 60
+    assert set(save.rates) == {"lines"}
+    assert save.rates["lines"] == pytest.approx(0.004, rel=0.05)
+    assert save.base_s == pytest.approx(0.3, abs=0.03)
+    assert "skus" in sync.rates or "shopify_points" not in sync.rates
+    assert sync.rates.get("skus") == pytest.approx(0.2, rel=0.05)
+    assert sync.base_s == pytest.approx(0.5, abs=0.3)
+    # A stage that does not grow with size stays a constant (its median).
+    assert model.stages["product_draft_creation"].rates == {}
+    assert model.stages["product_draft_creation"].base_s == pytest.approx(0.4)
+    assert model.basis.startswith("eta_model fitted on 60 runs, 2026-12-01 21:00 UTC")
+    # No waits were recorded: those stages keep their defaults, and the basis says so.
+    assert not model.stages["launch_wait"].fitted and "launch_wait" in model.basis
+    assert predict_stage_seconds(model, "database_save", PoFeatures(None, "csv", lines=100)) == pytest.approx(
+        0.7, abs=0.05
+    )
+
+
+def test_ai_parsing_chooses_llm_windows_with_a_base_per_format():
+    model = fit_eta_model(frame(size_history(300)), now=NOW)
+    parsing = model.stages["ai_parsing"]
+    assert set(parsing.rates) == {"llm_windows"}
+    assert parsing.rates["llm_windows"] == pytest.approx(8.0, rel=0.1)
+    assert parsing.base_by_format["csv"] == pytest.approx(0.55, abs=0.1)
+    assert parsing.base_by_format["pdf"] == pytest.approx(1.0, abs=0.6)
+    # Ratios learnt per format estimate what is unknown at upload.
+    assert model.ratios["lines_per_kb"]["csv"] == pytest.approx(10, rel=0.05)
+    assert model.ratios["windows_per_kb"]["csv"] == 0
+    at_upload = estimate_features(model, PoFeatures(file_bytes=240 * 1024, source_format="pdf"))
+    assert at_upload["pages"] == pytest.approx(4, rel=0.15)
+    csv = predict_stage_seconds(model, "ai_parsing", PoFeatures(file_bytes=50_000, source_format="csv"))
+    pdf = predict_stage_seconds(model, "ai_parsing", PoFeatures(file_bytes=500_000, source_format="pdf"))
+    assert csv < 1 and pdf > 15
+
+
+def test_defaults_when_no_history():
+    model = fit_eta_model(frame([]), now=NOW)
+    assert "defaults" in model.basis and "defaults" in DEFAULT_MODEL.basis
+    assert all(not stage.fitted for stage in model.stages.values())
+    csv = PoFeatures(file_bytes=10_000, source_format="csv")
+    assert predict_stage_seconds(model, "ai_parsing", csv) == pytest.approx(0.5)
+    assert predict_stage_seconds(model, "queue_wait", csv) == pytest.approx(1.0)
+    pdf = PoFeatures(file_bytes=None, source_format="pdf", llm_windows=3)
+    assert predict_stage_seconds(model, "ai_parsing", pdf) == pytest.approx(1 + 3 * 8.0)
+    total = predict_total_seconds(model, PoFeatures(file_bytes=None, source_format="csv", lines=100, skus=100))
+    expected = 2.5 + 1 + 4 + 0.5 + (0.2 + 0.2) + (0.2 + 0.3) + (0.5 + 15) + 0.1 + 0.5
+    assert total == pytest.approx(expected)
+    assert predict_total_seconds(model, csv, include_waits=False) < predict_total_seconds(model, csv)
+    # Fewer runs than min_runs: every stage keeps its default.
+    few = fit_eta_model(frame(linear_history(3)), now=NOW)
+    assert few.basis.startswith("defaults") and not few.stages["database_save"].fitted
+
+
+def test_predict_remaining_decreases_and_is_never_negative():
+    model = fit_eta_model(frame(size_history(200)), now=NOW)
+    features = PoFeatures(file_bytes=300_000, source_format="pdf")
+    full = predict_remaining(model, features, current_stage=None)
+    assert full == pytest.approx(predict_total_seconds(model, features))
+    parse = predict_stage_seconds(model, "ai_parsing", features)
+    start = predict_remaining(model, features, current_stage="ai_parsing")
+    by_fraction = [predict_remaining(model, features, current_stage="ai_parsing", fraction_done=f, elapsed_in_stage_s=e)
+                   for f, e in [(0.0, 0.0), (0.25, parse * 0.25), (0.5, parse * 0.5), (0.9, parse * 0.9)]]
+    assert by_fraction[0] == pytest.approx(start)
+    assert all(a > b for a, b in zip(by_fraction, by_fraction[1:], strict=False))
+    by_elapsed = [predict_remaining(model, features, current_stage="ai_parsing", elapsed_in_stage_s=e)
+                  for e in (0, 5, 10, 15)]
+    assert all(a > b for a, b in zip(by_elapsed, by_elapsed[1:], strict=False))
+    # Progress that lags the clock keeps the estimate honest: 10 % done after most of the predicted time.
+    lagging = predict_remaining(model, features, current_stage="ai_parsing", fraction_done=0.1,
+                                elapsed_in_stage_s=parse * 0.9)
+    assert lagging == pytest.approx(start - parse * 0.1, rel=1e-6)
+    # Overrunning the prediction never goes negative; the later stages remain.
+    later = predict_remaining(model, features, current_stage="database_save")
+    overrun = predict_remaining(model, features, current_stage="ai_parsing", elapsed_in_stage_s=10_000)
+    gap_share = max(model.overhead_s, 0.0) / len(RUN_STAGES)
+    assert overrun == pytest.approx(later + gap_share)
+    assert overrun < start
+    assert predict_remaining(model, features, current_stage="checks", elapsed_in_stage_s=1e6) == 0.0
+    assert predict_remaining(model, features, current_stage="queue_wait") > start
+    for stage in ["sensor_wait", "ai_parsing", "shopify_sync", "status_update", "checks", "image_attachment"]:
+        assert predict_remaining(model, features, current_stage=stage, fraction_done=1.0,
+                                 elapsed_in_stage_s=1e6) >= 0
+
+
+def test_json_round_trip():
+    model = fit_eta_model(frame(size_history(120)), now=NOW)
+    text = model.to_json()
+    json.loads(text)
+    back = EtaModel.from_json(text)
+    assert back == model
+    assert EtaModel.from_json(json.loads(text)) == model
+    features = PoFeatures(file_bytes=123_456, source_format="xlsx")
+    assert predict_total_seconds(back, features) == predict_total_seconds(model, features)
+    assert EtaModel.from_json(DEFAULT_MODEL.to_json()) == DEFAULT_MODEL
+    assert set(model.to_frame()["stage"]) >= {"ai_parsing", "shopify_sync", "queue_wait"}
+
+
+def test_backtest_holds_out_the_newest_runs():
+    # The newest 20 % of runs got 30 s slower in shopify_sync. A time-ordered split fits only the older runs,
+    # so every held-out run is underestimated by about 30 s.
+    rows = size_history(200, shift_newest=30.0)
+    result = backtest_eta(frame(rows))
+    assert result.n == 40 and result.train_n == 160
+    assert result.mae_s == pytest.approx(30, abs=4)
+    assert result.within_15s == 0.0
+    assert all(error < 0 for error in result.errors_s)
+    # The model was fitted at the 160th run's end, not later.
+    boundary = NOW - dt.timedelta(days=10) + dt.timedelta(days=10) * 160 / 200
+    assert f"{boundary:%Y-%m-%d %H:%M}" in result.basis
+    # `now` cuts the history: with now at the boundary only the older runs count.
+    assert backtest_eta(frame(rows), now=boundary).n == 32
+
+
+def test_model_beats_the_size_baseline_when_duration_depends_on_size():
+    result = backtest_eta(frame(size_history(600)))
+    assert result.n == 120
+    assert result.within_15s >= 0.9
+    assert result.within_15s > result.baseline_within_15s
+    assert result.mae_s < result.baseline_mae_s
+    assert result.within_15pct > result.baseline_within_15pct
+    assert result.after_parse_mae_s <= result.mae_s
+    scores = result.as_dict()
+    json.dumps(scores)
+    assert {"n", "within_15s", "within_15pct", "mae_s", "after_parse_within_15s", "baseline_within_15s",
+            "baseline_within_15pct", "baseline_mae_s", "basis"} <= set(scores)
+    assert "errors_s" not in scores
+
+
+def test_backtest_with_little_or_no_history():
+    empty = backtest_eta(frame([]))
+    assert empty.n == 0 and empty.within_15s is None and empty.baseline_mae_s is None
+    json.dumps(empty.as_dict())
+    small = backtest_eta(frame(size_history(4)))
+    assert small.n == 0 and small.mae_s is None
