@@ -217,3 +217,15 @@ def test_backtest_with_little_or_no_history():
     json.dumps(empty.as_dict())
     small = backtest_eta(frame(size_history(4)))
     assert small.n == 0 and small.mae_s is None
+
+
+def test_skipped_and_reused_stages_do_not_train_the_model():
+    rows = linear_history()
+    # Continuation runs reuse the parse (0.05 s) and a review hold skips Shopify: neither is the stage's work.
+    for i in range(90):
+        rows += run_rows(f"again{i}", ended_at=NOW - dt.timedelta(minutes=i + 1), first_run=False, source_format="csv",
+                         durations={"ai_parsing": 0.05, "shopify_sync": 0.01}, lines=200, skus=200,
+                         extra={"ai_parsing": {"outcome": "reused"}, "shopify_sync": {"outcome": "skipped"}})
+    model = fit_eta_model(frame(rows), now=NOW)
+    assert model.stages["ai_parsing"].base_s == pytest.approx(1.0)
+    assert model.stages["shopify_sync"].rates["skus"] == pytest.approx(0.2, rel=0.05)

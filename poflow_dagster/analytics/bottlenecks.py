@@ -81,9 +81,8 @@ def bottleneck_report(
     for stage, rows_of_stage in data[data["stage"] != "end_to_end"].groupby("stage", sort=False):
         recent_rows = rows_of_stage[rows_of_stage["ended_at"] > pd.Timestamp(recent_start)]
         base_rows = rows_of_stage[rows_of_stage["ended_at"] <= pd.Timestamp(recent_start)]
-        rows.append(
-            _stage_row(str(stage), rows_of_stage, recent_rows, base_rows, contributions.get(stage, 0.0), baseline_days, recent)
-        )
+        contribution = contributions.get(str(stage), 0.0)
+        rows.append(_stage_row(str(stage), rows_of_stage, recent_rows, base_rows, contribution, baseline_days, recent))
     out = pd.DataFrame(rows, columns=[c for c in BOTTLENECK_COLUMNS if c != "rank"])
     out = out.assign(_order=stage_sort_key(out["stage"]))
     out = out.sort_values(["contribution", "_order"], ascending=[False, True], kind="stable")

@@ -96,7 +96,8 @@ class EtaModel:
             }
             for name, model in self.stages.items()
         ]
-        return pd.DataFrame(rows, columns=["stage", "base_s", "rates", "base_by_format", "n", "residual_p90_s", "fitted"])
+        columns = ["stage", "base_s", "rates", "base_by_format", "n", "residual_p90_s", "fitted"]
+        return pd.DataFrame(rows, columns=columns)
 
     def stage(self, stage: str) -> StageModel | None:
         """This model's stage, else the default's (a stage with too little history), else ``None``."""
@@ -237,7 +238,7 @@ RUN_FEATURES = ["file_bytes", "lines", "skus", "pages", "llm_windows", "shopify_
 def run_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per run: job, status, first run, merchant, format, ended_at (its ``end_to_end``, else its last
     row), the PO's features (pages/windows from ``ai_parsing``, Shopify points from ``shopify_sync``) and one
-    column of seconds per stage."""
+    column of seconds per stage (empty where the stage was skipped or reused)."""
     if df.empty:
         return pd.DataFrame(
             columns=["job", "run_status", "first_run", "merchant_id", "source_format", "ended_at", *RUN_FEATURES]
@@ -257,7 +258,9 @@ def run_table(df: pd.DataFrame) -> pd.DataFrame:
     parsing = df[df["stage"] == "ai_parsing"].groupby("run_id")[["pages", "llm_windows"]].max()
     parsing = parsing.fillna(0.0)  # parsed without an LLM (or no pages): 0, not unknown
     sync = df[df["stage"] == "shopify_sync"].groupby("run_id")["shopify_points"].max()
-    durations = df[df["duration_s"].notna()].groupby(["run_id", "stage"])["duration_s"].sum().unstack()
+    # A skipped or reused stage (parse cache, review hold) did not do the work: it says nothing of its duration.
+    worked = df["duration_s"].notna() & ~df["outcome"].isin(["skipped", "reused"])
+    durations = df[worked].groupby(["run_id", "stage"])["duration_s"].sum().unstack()
     e2e_end = df[df["stage"] == "end_to_end"].groupby("run_id")["ended_at"].max()
     runs = runs.join(parsing).join(sync).join(durations)
     runs["ended_at"] = e2e_end.reindex(runs.index).fillna(runs["ended_at"])
