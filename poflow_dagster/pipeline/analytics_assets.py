@@ -119,8 +119,10 @@ def _numbers(**values: Any) -> dict[str, dg.MetadataValue]:
     """Numeric metadata (the UI plots these over materializations); missing numbers are left out."""
     out: dict[str, dg.MetadataValue] = {}
     for name, value in values.items():
-        number = _number(value)
-        if number is not None:
+        plain = _plain(value)
+        if isinstance(plain, int) and not isinstance(plain, bool):
+            out[name] = dg.MetadataValue.int(plain)
+        elif (number := _number(plain)) is not None:
             out[name] = dg.MetadataValue.float(number)
     return out
 
@@ -214,13 +216,14 @@ def stage_performance(context: dg.AssetExecutionContext, db: DatabaseResource) -
 @dg.asset(group_name=GROUP, kinds=KINDS, deps=[stage_runs])
 def bottleneck_report(context: dg.AssetExecutionContext, db: DatabaseResource) -> dg.Output[pd.DataFrame]:
     """Stages ranked by their contribution to the end-to-end p95, with the trend against the previous window
-    ("ai_parsing p95 is 2.1× its 7-day median"), the likely cause from what the stages recorded (LLM latency,
+    ("ai_parsing p95 is 2.1× its 6-day median": the last day against the days before), the likely cause from what the stages recorded (LLM latency,
     Shopify throttling, queue wait, database time) and a recommendation naming the setting to change."""
     from poflow_dagster.analytics import charts
     from poflow_dagster.analytics.bottlenecks import bottleneck_report as compute
+    from poflow_dagster.analytics.report import recent_period
 
     now, window = _now(), analytics_window()
-    report = compute(_history(db, now, windows=1), now=now, window=window)
+    report = compute(_history(db, now, windows=1), now=now, window=window, recent=recent_period(window))
     top = report.iloc[0] if len(report) else None
     severities = report["severity"].value_counts().to_dict() if "severity" in report else {}
     messages = "\n".join(f"- **{row['stage']}** ({row['severity']}): {row['message']}"
@@ -269,8 +272,8 @@ def merchant_health(context: dg.AssetExecutionContext, db: DatabaseResource) -> 
 
 @dg.asset(group_name=GROUP, kinds=KINDS, deps=[stage_runs])
 def eta_model(context: dg.AssetExecutionContext, db: DatabaseResource) -> dg.Output[dict]:
-    """Per-stage duration models from the PO's size (lines, pages, bytes, LLM windows, SKUs), fitted on recent
-    history and stored in the app database (``analytics_state`` ``model:eta``), where the live ETA of running
+    """Per-stage duration models from the PO's size (lines, pages, bytes, LLM windows, SKUs), fitted on the last
+    four analytics windows of history and stored in the app database (``analytics_state`` ``model:eta``), where the live ETA of running
     POs reads it. Its check backtests it on held-out recent runs."""
     from poflow_dagster.analytics import charts
     from poflow_dagster.analytics.eta import backtest_eta, fit_eta_model
@@ -279,7 +282,7 @@ def eta_model(context: dg.AssetExecutionContext, db: DatabaseResource) -> dg.Out
 
     now = _now()
     history = _history(db, now, windows=ETA_HISTORY_WINDOWS)
-    model = fit_eta_model(history, now=now)
+    model = fit_eta_model(history, now=now, window=ETA_HISTORY_WINDOWS * analytics_window())
     model_json = model.to_json()
     save_json(db.database, MODEL_STATE, model_json)
     clear_model_cache()
@@ -287,6 +290,7 @@ def eta_model(context: dg.AssetExecutionContext, db: DatabaseResource) -> dg.Out
     scores = backtest.as_dict()
     metadata: dict[str, Any] = {
         "basis": dg.MetadataValue.text(str(getattr(model, "basis", ""))),
+        "fitted_runs": dg.MetadataValue.int(int(getattr(model, "n", 0) or 0)),
         "backtest": dg.MetadataValue.json({k: _plain(v) for k, v in scores.items() if not isinstance(v, (list, dict))}),
         **_model_tables(model),
         **_numbers(**{k: v for k, v in scores.items() if isinstance(v, (int, float))}),
