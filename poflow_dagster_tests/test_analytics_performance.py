@@ -23,6 +23,8 @@ def _history():
         extra = {"ai_parsing": {"items": 10 * (i + 1)}}
         if i == 3:
             extra["shopify_sync"] = {"outcome": "failed", "attempts": 3}
+        if i == 5:
+            extra["database_save"] = {"outcome": "interrupted"}
         rows += run_rows(f"r{i}", ended_at=NOW - dt.timedelta(hours=i + 1), durations=durations, source_format=fmt,
                          lines=5 if i < 4 else 100, merchant_id="m1" if i < 7 else "m2",
                          run_status="failure" if i == 3 else "success", extra=extra)
@@ -58,6 +60,7 @@ def test_shares_throughput_failure_and_retry_rates():
     assert overall.loc["shopify_sync", "failure_rate"] == pytest.approx(0.1)
     assert overall.loc["shopify_sync", "retry_rate"] == pytest.approx(0.1)
     assert overall.loc["ai_parsing", "failure_rate"] == 0
+    assert overall.loc["database_save", "failure_rate"] == pytest.approx(0.1)  # interrupted counts
     assert overall.loc["end_to_end", "failure_rate"] == pytest.approx(0.1)
     # Waits and end_to_end are rows like stages, in timeline order.
     assert list(overall.index) == [s for s in STAGE_ORDER if s in overall.index]

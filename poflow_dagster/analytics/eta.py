@@ -263,6 +263,8 @@ def run_table(df: pd.DataFrame) -> pd.DataFrame:
     durations = df[worked].groupby(["run_id", "stage"])["duration_s"].sum().unstack()
     e2e_end = df[df["stage"] == "end_to_end"].groupby("run_id")["ended_at"].max()
     runs = runs.join(parsing).join(sync).join(durations)
+    if "ai_parsing" in runs.columns:  # a reused or failed parse measured no pages or windows
+        runs.loc[runs["ai_parsing"].isna(), ["pages", "llm_windows"]] = np.nan
     runs["ended_at"] = e2e_end.reindex(runs.index).fillna(runs["ended_at"])
     return runs
 

@@ -28,10 +28,14 @@ PERFORMANCE_COLUMNS = [
 DEFAULT_SLICES = ("source_format", "merchant_id", "size_bucket")
 
 
+#: Stage outcomes that count as a failure (``interrupted``: the run ended while the stage was running).
+FAILED_OUTCOMES = ("failed", "interrupted")
+
+
 def failed_mask(df: pd.DataFrame) -> pd.Series:
-    """Rows where the work failed: the stage's outcome is ``failed``; for ``end_to_end`` the run failed;
-    for a wait or check with no outcome, an error code was recorded."""
-    outcome_failed = df["outcome"] == "failed"
+    """Rows where the work failed: the stage's outcome is ``failed`` or ``interrupted``; for ``end_to_end`` the
+    run failed; for a wait or check with no outcome, an error code was recorded."""
+    outcome_failed = df["outcome"].isin(FAILED_OUTCOMES)
     run_failed = (df["kind"] == "total") & (df["run_status"] == "failure")
     unexplained = df["outcome"].isna() & df["error_code"].notna()
     return outcome_failed | run_failed | unexplained
