@@ -9,9 +9,10 @@ parsing has counted its lines. With no history the model is ``DEFAULT_MODEL`` an
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -407,14 +408,14 @@ def fit_eta_model(
 
 def _fit_runs(runs: pd.DataFrame, *, now: dt.datetime, min_runs: int) -> EtaModel:
     if len(runs) == 0:
-        return replace(DEFAULT_MODEL, stages=dict(DEFAULT_MODEL.stages), ratios=_default_ratios())
+        return copy.deepcopy(DEFAULT_MODEL)
     stages: dict[str, StageModel] = {}
     defaulted = []
     for stage in [*WAIT_STAGES, *RUN_STAGES]:
         fitted = fit_stage(stage, runs, min_runs=min_runs)
         if fitted is None:
             defaulted.append(stage)
-            stages[stage] = replace(DEFAULT_MODEL.stages[stage])
+            stages[stage] = copy.deepcopy(DEFAULT_MODEL.stages[stage])
         else:
             stages[stage] = fitted
     model = EtaModel(stages=stages, ratios=fit_ratios(runs), n=len(runs))
