@@ -227,11 +227,11 @@ def stage_cause(stage: str, recent: pd.DataFrame, base: pd.DataFrame) -> Cause:
 
 def _default_cause(stage: str) -> Cause:
     key = {
-        "ai_parsing": ("LLM latency", "llm_latency"),
+        "ai_parsing": ("LLM time", "llm_latency"),
         "shopify_sync": ("Shopify API time", "shopify_latency"),
-        "queue_wait": ("queue wait: the run queue is full", "queue"),
+        "queue_wait": ("queue wait: runs waiting for a free run-queue slot", "queue"),
         "launch_wait": ("launch wait: run-worker process start", "launch"),
-        "sensor_wait": ("sensor interval: upload received before its run was created", "sensor"),
+        "sensor_wait": ("sensor interval: upload received → run created", "sensor"),
         "checks": ("asset checks and teardown", "checks"),
         "image_attachment": ("image fetching", "images"),
     }.get(stage)

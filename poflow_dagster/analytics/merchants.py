@@ -34,7 +34,8 @@ def merchant_health(
     window: dt.timedelta = dt.timedelta(days=7),
     stuck_after: dt.timedelta = dt.timedelta(minutes=30),
 ) -> pd.DataFrame:
-    """One row per merchant plus ``merchant_id`` ``all``: uploads and ``po_job`` runs ended in the window,
+    """One row per merchant plus ``merchant_id`` ``all``: uploads (that ran, or were received, in the window),
+    ``po_job`` runs ended in the window,
     success rate, end-to-end mean and p95, failed runs; workflows (created in the window, or still open),
     stuck ones (pending/processing, not updated for ``stuck_after``), their rate and the needs-review share."""
     runs = _run_table(in_window(prepare_frame(df), now - window, now))
@@ -64,7 +65,7 @@ def _workflow_table(
     recent = flows["created_at"] > pd.Timestamp(now - window)
     flows = flows[open_ | recent]
     stuck = flows["status"].isin(OPEN_STATUSES) & (flows["updated_at"] < pd.Timestamp(now - stuck_after))
-    return flows.assign(stuck=stuck, needs_review=flows["status"] == "needs_review")
+    return flows.assign(stuck=stuck, needs_review=flows["status"] == "needs_review", recent=recent[flows.index])
 
 
 def _health(merchant_id: str, runs: pd.DataFrame, flows: pd.DataFrame) -> dict:
@@ -72,9 +73,10 @@ def _health(merchant_id: str, runs: pd.DataFrame, flows: pd.DataFrame) -> dict:
     durations = runs["e2e_s"].dropna().to_numpy(dtype=float)
     n_flows = len(flows)
     stuck = int(flows["stuck"].sum()) if n_flows else 0
+    uploads = set(runs["upload_id"].dropna()) | set(flows.loc[flows["recent"], "upload_id"].dropna())
     return {
         "merchant_id": merchant_id,
-        "uploads": int(runs["upload_id"].nunique()),
+        "uploads": len(uploads),
         "runs": n_runs,
         "success_rate": float((runs["run_status"] == "success").mean()) if n_runs else None,
         "avg_s": float(durations.mean()) if durations.size else None,
