@@ -105,3 +105,71 @@ def test_real_runs_become_analytics_assets_with_checks_and_refresh_incrementally
     assert meta["new_runs"].value == 1
     assert {stage for run_id, stage, _ in _stage_rows(db) if run_id == extra.run_id} >= set(PO_STAGES)
     assert meta["total_rows"].value == len(_stage_rows(db)) > len(rows)
+
+
+def _synthetic_history(db, now, *, slow_recent: bool) -> None:
+    """55 CSV runs over the past six days, then 5 in the last hour (their ai_parsing 3× slower if asked)."""
+    import datetime as dt
+
+    base = {"queue_wait": 0.3, "ai_parsing": 1.0, "database_save": 0.2, "product_draft_creation": 0.1,
+            "shopify_sync": 1.5, "status_update": 0.1, "checks": 0.4}
+    kinds = {"queue_wait": "wait", "checks": "check", "end_to_end": "total"}
+    with db.session() as session:
+        for i in range(60):
+            recent = i >= 55
+            ended = now - (dt.timedelta(minutes=50 - 10 * (i - 55)) if recent else dt.timedelta(hours=140 - 2.5 * i))
+            lines = 10 + i % 7
+            seconds = {stage: value + (0.01 * lines if stage == "shopify_sync" else 0.0) for stage, value in base.items()}
+            if recent and slow_recent:
+                seconds["ai_parsing"] *= 3
+            seconds["end_to_end"] = sum(seconds.values())
+            for stage, value in seconds.items():
+                session.add(StageRun(
+                    run_id=f"run-{i}", upload_id=f"up-{i}", merchant_id="acme", job="po_job", stage=stage,
+                    kind=kinds.get(stage, "stage"), run_status="success",
+                    outcome=None if stage in kinds else "success", started_at=ended - dt.timedelta(seconds=value),
+                    ended_at=ended, duration_s=value, attempts=1, file_bytes=100 * lines, source_format="csv",
+                    lines=lines, skus=lines, first_run=True,
+                ))
+
+
+def test_slow_stage_warns_and_a_good_eta_passes_its_backtest(home, db, instance):
+    import datetime as dt
+
+    _synthetic_history(db, dt.datetime.now(dt.UTC), slow_recent=True)
+    result = _refresh(instance)
+    checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+    slowdown = checks["stage_slowdown"]
+    assert not slowdown.passed and slowdown.severity == dg.AssetCheckSeverity.WARN
+    assert slowdown.description.startswith("ai_parsing runs 3.0× its normal")
+    assert [r.data["stage"] for r in slowdown.metadata["stages"].records] == ["ai_parsing"]
+
+    backtest = checks["eta_backtest"]  # 60 runs, durations a linear function of size: well within ±15 s
+    assert backtest.passed and backtest.metadata["n"].value == 12 and backtest.metadata["within_15s"].value == 1.0
+    assert "100% of 12 held-out runs within ±15 s" in backtest.description
+
+    report = {r.data["stage"]: r.data for r in _metadata(instance, "bottleneck_report")["report"].records}
+    assert report["ai_parsing"]["severity"] == "critical" and report["ai_parsing"]["factor"] >= 2.9
+    assert _metadata(instance, "stage_runs")["new_runs"].value == 0  # no Dagster runs: the table is as it was
+
+
+def test_steady_history_does_not_warn(home, db, instance):
+    import datetime as dt
+
+    _synthetic_history(db, dt.datetime.now(dt.UTC), slow_recent=False)
+    checks = {e.check_name: e for e in _refresh(instance).get_asset_check_evaluations()}
+    assert checks["stage_slowdown"].passed and checks["stage_slowdown"].description.startswith("no stage runs")
+    assert checks["eta_backtest"].passed
+
+
+def test_eta_verdict_warns_below_the_goal_or_below_the_baseline():
+    from poflow_dagster.pipeline.analytics_checks import eta_verdict
+
+    assert eta_verdict({"n": 3, "within_15s": 0.0})[0] is True  # too little history to judge
+    assert eta_verdict({"n": 50, "within_15s": 0.95, "baseline_within_15s": 0.6}) == (
+        True, "95% of 50 held-out runs within ±15 s, baseline 60%")
+    passed, why = eta_verdict({"n": 50, "within_15s": 0.8, "baseline_within_15s": 0.6})
+    assert not passed and "80% of 50 held-out runs within ±15 s (goal 90%)" in why
+    passed, why = eta_verdict({"n": 50, "within_15s": 0.92, "baseline_within_15s": 0.96})
+    assert not passed and "worse than the ±20 %-size median baseline" in why

@@ -51,3 +51,21 @@ def test_po_graph_has_the_stage_ops_in_order_and_in_process_executor():
     ), "every op has a docstring for the UI"
     images = defs.resolve_job_def("image_job")
     assert [n.name for n in images.graph.node_dict["product_images"].definition.nodes] == ["image_attachment"]
+
+
+def test_analytics_schedule_skips_while_a_refresh_is_unfinished():
+    from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+
+    from poflow_dagster.pipeline.analytics_schedules import analytics_schedule
+
+    with dg.instance_for_test() as instance:
+        tick = analytics_schedule.evaluate_tick(dg.build_schedule_context(instance=instance))
+        assert len(tick.run_requests) == 1 and not tick.skip_message
+        instance.add_run(DagsterRun(job_name="analytics_job", run_id="a" * 32, status=DagsterRunStatus.STARTED))
+        tick = analytics_schedule.evaluate_tick(dg.build_schedule_context(instance=instance))
+        assert not tick.run_requests and "not finished yet" in tick.skip_message
+        instance.delete_run("a" * 32)
+        # Other jobs' runs (a PO in flight) never hold the refresh back.
+        instance.add_run(DagsterRun(job_name="po_job", run_id="b" * 32, status=DagsterRunStatus.STARTED))
+        tick = analytics_schedule.evaluate_tick(dg.build_schedule_context(instance=instance))
+        assert len(tick.run_requests) == 1
