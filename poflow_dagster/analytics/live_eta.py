@@ -9,7 +9,6 @@ Features come from the upload (bytes, format) and from what earlier stages of th
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 import threading
@@ -35,7 +34,7 @@ MODEL_STATE = "model:eta"
 MODEL_CACHE_SECONDS = 60.0
 DEFAULT_BASIS = "defaults: no history yet"
 
-_cache: dict[str, tuple[float, Any]] = {}
+_cache: dict[str, tuple[float, eta_core.EtaModel]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -57,7 +56,7 @@ def clear_model_cache() -> None:
         _cache.clear()
 
 
-def load_model(db: Database, *, max_age_s: float = MODEL_CACHE_SECONDS) -> Any:
+def load_model(db: Database, *, max_age_s: float = MODEL_CACHE_SECONDS) -> eta_core.EtaModel:
     """The stored ``eta_model`` (cached in this process for ``max_age_s``), or ``DEFAULT_MODEL``."""
     now = time.monotonic()
     with _cache_lock:
@@ -76,12 +75,9 @@ def load_model(db: Database, *, max_age_s: float = MODEL_CACHE_SECONDS) -> Any:
     return model
 
 
-def model_basis(model: Any) -> str:
+def model_basis(model: eta_core.EtaModel) -> str:
     """What an estimate made with ``model`` rests on, in words."""
-    if model is eta_core.DEFAULT_MODEL:
-        return DEFAULT_BASIS
-    basis = getattr(model, "basis", None)
-    return str(basis) if basis else "eta_model"
+    return model.basis or DEFAULT_BASIS
 
 
 def estimate_eta(
@@ -107,9 +103,10 @@ def estimate_eta(
     return EtaEstimate(seconds=seconds, at=now + dt.timedelta(seconds=seconds), basis=model_basis(model))
 
 
-def po_features(db: Database, upload_id: str, run_id: str) -> Any:
-    """This PO's ``PoFeatures``: size and format from the upload (the saved PO's format once there is one); lines, SKUs, pages and LLM windows from what
-    stages measured so far (this run's numbers win over an earlier run's of the same upload)."""
+def po_features(db: Database, upload_id: str, run_id: str) -> eta_core.PoFeatures:
+    """This PO's ``PoFeatures``: size and format from the upload (the saved PO's format once there is one);
+    lines, SKUs, pages and LLM windows from what its stages measured so far (this run's numbers win over an
+    earlier run's of the same upload)."""
     with db.session() as session:
         upload = session.scalar(select(Upload).where(Upload.id == upload_id))
         parsed_format = session.scalar(select(PurchaseOrder.source_format).where(PurchaseOrder.upload_id == upload_id))
@@ -118,11 +115,10 @@ def po_features(db: Database, upload_id: str, run_id: str) -> Any:
                 select(StageMetric).where(StageMetric.upload_id == upload_id).order_by(StageMetric.started_at)
             )
         )
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {"file_bytes": None, "source_format": None}
     if upload is not None:
-        values["file_bytes"] = values["size_bytes"] = values["bytes"] = upload.size_bytes
-        guessed = source_format(upload.original_filename, upload.mime_type)
-        values["source_format"] = values["format"] = parsed_format or guessed  # the parser's word, once saved
+        values["file_bytes"] = upload.size_bytes
+        values["source_format"] = parsed_format or source_format(upload.original_filename, upload.mime_type)
     for metric in sorted(metrics, key=lambda m: (m.run_id == run_id, m.started_at)):
         if metric.outcome not in ("success", "reused"):
             continue
@@ -134,17 +130,7 @@ def po_features(db: Database, upload_id: str, run_id: str) -> Any:
         for name in ("pages", "llm_windows", "lines", "skus"):
             if signals.get(name) is not None:
                 values[name] = signals[name]
-    return _build_features(values)
-
-
-def _build_features(values: dict[str, Any]) -> Any:
-    """``PoFeatures`` from whichever of ``values`` it declares."""
-    cls = eta_core.PoFeatures
-    if dataclasses.is_dataclass(cls):
-        names = {f.name for f in dataclasses.fields(cls)}
-    else:  # a pydantic model
-        names = set(getattr(cls, "model_fields", {}))
-    return cls(**{name: value for name, value in values.items() if name in names})
+    return eta_core.PoFeatures(**values)
 
 
 _FORMAT_BY_SUFFIX = {

@@ -215,9 +215,10 @@ def stage_performance(context: dg.AssetExecutionContext, db: DatabaseResource) -
 
 @dg.asset(group_name=GROUP, kinds=KINDS, deps=[stage_runs])
 def bottleneck_report(context: dg.AssetExecutionContext, db: DatabaseResource) -> dg.Output[pd.DataFrame]:
-    """Stages ranked by their contribution to the end-to-end p95, with the trend against the previous window
-    ("ai_parsing p95 is 2.1× its 6-day median": the last day against the days before), the likely cause from what the stages recorded (LLM latency,
-    Shopify throttling, queue wait, database time) and a recommendation naming the setting to change."""
+    """Stages ranked by their contribution to the end-to-end p95, with the trend against the days before
+    ("ai_parsing p95 is 2.1× its 6-day median": the last day against the rest of the window), the likely cause
+    from what the stages recorded (LLM latency, Shopify throttling, queue wait, database time) and a
+    recommendation naming the setting to change."""
     from poflow_dagster.analytics import charts
     from poflow_dagster.analytics.bottlenecks import bottleneck_report as compute
     from poflow_dagster.analytics.report import recent_period
@@ -272,9 +273,9 @@ def merchant_health(context: dg.AssetExecutionContext, db: DatabaseResource) -> 
 
 @dg.asset(group_name=GROUP, kinds=KINDS, deps=[stage_runs])
 def eta_model(context: dg.AssetExecutionContext, db: DatabaseResource) -> dg.Output[dict]:
-    """Per-stage duration models from the PO's size (lines, pages, bytes, LLM windows, SKUs), fitted on the last
-    four analytics windows of history and stored in the app database (``analytics_state`` ``model:eta``), where the live ETA of running
-    POs reads it. Its check backtests it on held-out recent runs."""
+    """Per-stage duration models from the PO's size (lines, pages, bytes, LLM windows, SKUs), fitted on the
+    last four analytics windows of history and stored in the app database (``analytics_state`` ``model:eta``),
+    where the live ETA of running POs reads it. Its check backtests it on held-out recent runs."""
     from poflow_dagster.analytics import charts
     from poflow_dagster.analytics.eta import backtest_eta, fit_eta_model
     from poflow_dagster.analytics.live_eta import MODEL_STATE, clear_model_cache
