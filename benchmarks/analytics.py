@@ -78,6 +78,7 @@ def run_eta(args: argparse.Namespace) -> dict:
             return reply
 
     workdir = Path(tempfile.mkdtemp(prefix="poflow-analytics-eta-"))
+    (workdir / "dagster").mkdir()
     # Several batches of the fault benchmark's 20 documents at different scales: sizes 4..190 lines.
     scales = [0.3, 0.6, 1.0, 1.25, 0.45, 0.8, 0.2, 1.1]
     docs = []
@@ -182,6 +183,7 @@ def run_scale(args: argparse.Namespace, storage: str) -> dict:
     from poflow_dagster.store.db import get_database
 
     workdir = Path(tempfile.mkdtemp(prefix=f"poflow-analytics-scale-{storage}-"))
+    (workdir / "dagster").mkdir()
     with scale_stores(storage, workdir) as (instance, app_url):
         db = get_database(app_url)
         began = time.perf_counter()

@@ -22,7 +22,7 @@ from poflow_dagster.analytics.eta import (
     predict_stage_seconds,
     predict_total_seconds,
 )
-from poflow_dagster_tests.test_analytics_frame import NOW, frame, run_rows
+from poflow_dagster_tests.test_analytics_frame import BASE_DURATIONS, NOW, frame, run_rows
 
 
 def size_history(n: int, *, seed: int = 7, days: float = 10.0, shift_newest: float = 0.0) -> list[dict]:
@@ -94,8 +94,8 @@ def test_fit_recovers_known_base_and_rate():
     assert model.stages["product_draft_creation"].rates == {}
     assert model.stages["product_draft_creation"].base_s == pytest.approx(0.4)
     assert model.basis.startswith("eta_model fitted on 60 runs, 2026-12-01 21:00 UTC")
-    # No waits were recorded: those stages keep their defaults, and the basis says so.
-    assert not model.stages["launch_wait"].fitted and "launch_wait" in model.basis
+    # No waits were recorded in 60 runs: this deployment has none, so they add nothing, and the basis says so.
+    assert model.stages["launch_wait"].base_s == 0 and "launch_wait in these runs" in model.basis
     assert predict_stage_seconds(model, "database_save", PoFeatures(None, "csv", lines=100)) == pytest.approx(
         0.7, abs=0.05
     )
@@ -229,3 +229,19 @@ def test_skipped_and_reused_stages_do_not_train_the_model():
     model = fit_eta_model(frame(rows), now=NOW)
     assert model.stages["ai_parsing"].base_s == pytest.approx(1.0)
     assert model.stages["shopify_sync"].rates["skus"] == pytest.approx(0.2, rel=0.05)
+
+
+
+def test_a_wait_no_run_ever_had_adds_nothing_to_the_eta():
+    """Runs executed in process have no queue or launch wait: the fitted model must not add their defaults."""
+    in_process = {k: v for k, v in BASE_DURATIONS.items() if k not in ("queue_wait", "launch_wait")}
+    rows = [
+        row for n in range(12)
+        for row in run_rows(f"r{n}", ended_at=NOW - dt.timedelta(hours=n + 1), durations=in_process)
+    ]
+    model = fit_eta_model(frame(rows), now=NOW)
+    features = PoFeatures(file_bytes=60_000, source_format="pdf", lines=20, skus=20)
+    assert predict_stage_seconds(DEFAULT_MODEL, "queue_wait", features) > 0
+    assert predict_stage_seconds(model, "queue_wait", features) == 0
+    assert predict_stage_seconds(model, "launch_wait", features) == 0
+    assert predict_total_seconds(model, features) == pytest.approx(sum(in_process.values()), rel=0.05)

@@ -410,9 +410,16 @@ def _fit_runs(runs: pd.DataFrame, *, now: dt.datetime, min_runs: int) -> EtaMode
     if len(runs) == 0:
         return copy.deepcopy(DEFAULT_MODEL)
     stages: dict[str, StageModel] = {}
-    defaulted = []
+    defaulted: list[str] = []
+    unseen: list[str] = []
     for stage in [*WAIT_STAGES, *RUN_STAGES]:
         fitted = fit_stage(stage, runs, min_runs=min_runs)
+        if fitted is None and stage in WAIT_STAGES and len(runs) >= min_runs and _never_seen(runs, stage):
+            # Enough runs and none waited here (e.g. runs executed in process: no queue, no launch):
+            # this deployment has no such wait, so the ETA adds none (a default would only add error).
+            stages[stage] = StageModel(base_s=0.0, n=0, fitted=True)
+            unseen.append(stage)
+            continue
         if fitted is None:
             defaulted.append(stage)
             stages[stage] = copy.deepcopy(DEFAULT_MODEL.stages[stage])
@@ -427,8 +434,14 @@ def _fit_runs(runs: pd.DataFrame, *, now: dt.datetime, min_runs: int) -> EtaMode
         basis = f"eta_model fitted on {len(runs)} runs, {pd.Timestamp(now).tz_convert('UTC'):%Y-%m-%d %H:%M} UTC"
         if defaulted:
             basis += f"; defaults for {', '.join(defaulted)}"
+        if unseen:
+            basis += f"; no {', '.join(unseen)} in these runs"
         model.basis = basis[:200]
     return model
+
+
+def _never_seen(runs: pd.DataFrame, stage: str) -> bool:
+    return stage not in runs.columns or not runs[stage].notna().any()
 
 
 def _overhead(runs: pd.DataFrame) -> float:
