@@ -164,7 +164,7 @@ def stage_runs(context: dg.AssetExecutionContext, db: DatabaseResource) -> dg.Ma
             "new_runs": dg.MetadataValue.int(int(refresh.new_runs)),
             "rows_written": dg.MetadataValue.int(int(refresh.rows_written)),
             "total_rows": dg.MetadataValue.int(int(refresh.total_rows)),
-            "pages_read": dg.MetadataValue.int(int(getattr(refresh, "pages_read", 0) or 0)),
+            "pages_read": dg.MetadataValue.int(int(refresh.pages_read)),
             "seconds": dg.MetadataValue.float(round(float(refresh.seconds), 3)),
             "latest_rows": frame_table(latest, shown, limit=LATEST_ROWS),
         }
@@ -290,8 +290,8 @@ def eta_model(context: dg.AssetExecutionContext, db: DatabaseResource) -> dg.Out
     backtest = backtest_eta(history, now=now)
     scores = backtest.as_dict()
     metadata: dict[str, Any] = {
-        "basis": dg.MetadataValue.text(str(getattr(model, "basis", ""))),
-        "fitted_runs": dg.MetadataValue.int(int(getattr(model, "n", 0) or 0)),
+        "basis": dg.MetadataValue.text(model.basis),
+        "fitted_runs": dg.MetadataValue.int(int(model.n)),
         "backtest": dg.MetadataValue.json({k: _plain(v) for k, v in scores.items() if not isinstance(v, (list, dict))}),
         **_model_tables(model),
         **_numbers(**{k: v for k, v in scores.items() if isinstance(v, (int, float))}),
@@ -300,15 +300,9 @@ def eta_model(context: dg.AssetExecutionContext, db: DatabaseResource) -> dg.Out
     return dg.Output({"model": model_json, "backtest": scores}, metadata=metadata)
 
 
-def _model_tables(model: Any) -> dict[str, dg.MetadataValue]:
-    """The per-stage coefficients as a table, if the model can show itself as a frame."""
-    frame = getattr(model, "to_frame", None)
-    if frame is None:
-        return {}
-    try:
-        return {"stages": frame_table(frame())}
-    except Exception:  # a view only
-        return {}
+def _model_tables(model) -> dict[str, dg.MetadataValue]:
+    """The per-stage coefficients (base seconds, rates per feature, runs fitted on) as a table."""
+    return {"stages": frame_table(model.to_frame())}
 
 
 analytics_assets = [stage_runs, stage_performance, bottleneck_report, merchant_health, eta_model]
