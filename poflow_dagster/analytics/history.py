@@ -97,7 +97,7 @@ def record_launch_events(db: Database, events: Iterable[LaunchEvent]) -> int:
                 known = getattr(row, column)
                 setattr(row, column, at if known is None else min(known, at))
         if fresh:
-            session.execute(insert(RunLaunch), fresh)
+            session.execute(insert(RunLaunch.__table__), fresh)  # Core: one executemany
     return len(by_run)
 
 
@@ -125,7 +125,7 @@ def ingest_finished_runs(db: Database, facts: Sequence[RunFact]) -> int:
             session.execute(delete(StageRun).where(StageRun.run_id.in_(chunk)))
             session.execute(delete(RunLaunch).where(RunLaunch.run_id.in_(chunk)))
         if rows:
-            session.execute(insert(StageRun), rows)
+            session.execute(insert(StageRun.__table__), rows)  # Core: one executemany
     return len(rows)
 
 

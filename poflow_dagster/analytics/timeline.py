@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 __all__ = [
@@ -105,7 +105,8 @@ class TimelineRow:
     shopify_throttled_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The row's fields (shallow: the values are plain numbers, strings and datetimes)."""
+        return dict(vars(self))
 
 
 def build_timeline(
