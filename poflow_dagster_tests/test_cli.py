@@ -13,8 +13,10 @@ import pytest
 POFLOW = [sys.executable, "-m", "poflow_dagster.cli"]
 
 
-def _run(args: list[str], env_home: Path, db_url: str, **kw) -> subprocess.CompletedProcess:
-    env = {**os.environ, "POFLOW_HOME": str(env_home), "POFLOW_DATABASE_URL": db_url}
+def _run(
+    args: list[str], env_home: Path, db_url: str, env_extra: dict | None = None, **kw
+) -> subprocess.CompletedProcess:
+    env = {**os.environ, "POFLOW_HOME": str(env_home), "POFLOW_DATABASE_URL": db_url, **(env_extra or {})}
     return subprocess.run(POFLOW + args, capture_output=True, text=True, env=env, timeout=120, **kw)
 
 
@@ -155,3 +157,24 @@ def test_report_bad_input_is_one_line(home, db_url, args, code):
     result = _run(args, home, db_url)
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith(f"error: {code}: ") and result.stderr.count("\n") == 1
+
+
+def test_report_refresh_reads_the_runs_of_dagster_home(home, db_url, samples, tmp_path):
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    env = {"DAGSTER_HOME": str(dagster_home)}
+    upload_id = _run(["upload", str(samples["acme-po-1001.csv"]), "--merchant", "acme"], home, db_url).stdout.strip()
+    ran = _run(["run", upload_id], home, db_url, env_extra=env)
+    assert ran.returncode == 0, ran.stderr
+
+    before = json.loads(_run(["report", "--format", "json"], home, db_url, env_extra=env).stdout)
+    assert before["end_to_end"]["runs"] == 0  # nothing refreshed yet
+    after = _run(["report", "--format", "json", "--refresh"], home, db_url, env_extra=env)
+    assert after.returncode == 0, after.stderr
+    assert "refreshed stage_runs: 2 new runs" in after.stderr  # the PO run and its image run
+    data = json.loads(after.stdout)
+    assert data["end_to_end"]["runs"] == 1
+    assert {row["stage"] for row in data["stages"]} >= {"ai_parsing", "shopify_sync", "status_update"}
+
+    without = _run(["report", "--refresh"], home, db_url, env_extra={"DAGSTER_HOME": ""})
+    assert without.returncode == 0 and "DAGSTER_HOME is not set" in without.stderr
