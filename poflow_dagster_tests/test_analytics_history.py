@@ -76,7 +76,7 @@ def test_real_runs_become_their_timelines_incrementally(home, db, shop, instance
     assert not any(r.first_run for r in images.values())
     assert refresh.rows_written == len(rows) + len(images) == refresh.total_rows == count(db)
     assert count(db, RunLaunch) == 0  # launch times are dropped once the run's rows are built
-    assert load_state(db, "cursor:PIPELINE_SUCCESS") is not None
+    assert load_state(db, "cursor:RUN_SUCCESS") is not None
 
     again = refresh_stage_runs(instance, db)  # nothing new: nothing read again, nothing written
     assert (again.new_runs, again.rows_written, again.total_rows) == (0, 0, refresh.total_rows)

@@ -80,3 +80,18 @@ def test_timeline_so_far_of_a_launched_run_shows_queue_and_launch(home, db, inst
     meta = timeline_metadata(timeline)
     assert (meta["waits_s"], meta["ai_parsing_s"], "database_save_s" in meta) == (10.0, 1.5, False)
     assert [r.data["attempts"] for r in meta["timeline"].records] == [1, 1, 1, 2, 1]
+
+
+def test_timeline_that_cannot_be_read_is_left_out_with_a_warning(instance, tmp_path, caplog):
+    import logging
+
+    from poflow_dagster.pipeline.run_history import po_timeline_metadata
+    from poflow_dagster.store.db import Database
+
+    unmigrated = Database(f"sqlite:///{tmp_path / 'empty.sqlite3'}")  # no tables: every read fails
+    try:
+        with caplog.at_level(logging.WARNING):
+            meta = po_timeline_metadata(instance, unmigrated, "no-such-run", "no-such-upload", logging.getLogger("t"))
+    finally:
+        unmigrated.dispose()
+    assert meta == {} and "run timeline unavailable (OperationalError" in caplog.text

@@ -11,7 +11,7 @@ from poflow_dagster.domain.reconcile import needs_review, review_reasons
 from poflow_dagster.domain.stages import Stage
 from poflow_dagster.parsing import parse_upload
 from poflow_dagster.pipeline.metadata import md_text, po_lines_markdown
-from poflow_dagster.pipeline.run_history import run_timeline_so_far, timeline_metadata
+from poflow_dagster.pipeline.run_history import po_timeline_metadata
 from poflow_dagster.pipeline.stage_runner import run_stage
 from poflow_dagster.resources import DatabaseResource, LLMResource, ProgressResource, ShopifyResource
 from poflow_dagster.shopify.publish import publish_drafts
@@ -233,7 +233,11 @@ def status_update(
     progress: ProgressResource,
 ) -> dict:
     """Mark the upload and its workflow completed, or ``needs_review`` with the reasons when the PO was
-    held back before Shopify; the PO's summary becomes the asset's value."""
+    held back before Shopify; the PO's summary becomes the asset's value.
+
+    Its metadata carries the run's whole timeline so far (``timeline``: the waits no op sees — upload received →
+    run created → launched → first stage — and every stage with its own duration), plus ``end_to_end_s_so_far``,
+    ``waits_s`` and ``<stage>_s``."""
     with run_stage(context, Stage.STATUS_UPDATE, db, progress) as stage:
         database = stage.database
         if sync.held_for_review:
@@ -242,7 +246,7 @@ def status_update(
             mark_completed(database, context.partition_key, context.run_id)
         stage.items = 1
     # The whole run so far (waits no op sees, every stage), so the partition page tells the real story.
-    timeline = run_timeline_so_far(context.instance, database, context.run_id, context.partition_key)
+    timeline = po_timeline_metadata(context.instance, database, context.run_id, context.partition_key, context.log)
     summary = {
         "upload_id": context.partition_key,
         "po_id": saved.po_id,
@@ -267,7 +271,7 @@ def status_update(
                 "\n".join(f"- {md_text(r)}" for r in sync.held_for_review) or "none"
             ),
             "parsed_po": dg.MetadataValue.md(po_lines_markdown(parsed)),
-            **timeline_metadata(timeline),
+            **timeline,
         }
     )
     return summary

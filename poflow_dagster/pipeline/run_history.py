@@ -15,9 +15,11 @@ ignores the filter's ``job_names``, so job names are filtered here.) No per-run 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 from dagster._core.event_api import EventLogRecord
@@ -36,7 +38,7 @@ from poflow_dagster.store.db import Database
 from poflow_dagster.store.stage_metrics import has_earlier_run, stage_metrics_for_run, upload_created_at
 from poflow_dagster.store.types import utcnow
 
-__all__ = ["HistoryRefresh", "refresh_stage_runs", "run_timeline_so_far", "timeline_metadata"]
+__all__ = ["HistoryRefresh", "po_timeline_metadata", "refresh_stage_runs", "run_timeline_so_far", "timeline_metadata"]
 
 LAUNCH_EVENTS: dict[dg.DagsterEventType, str] = {
     dg.DagsterEventType.RUN_ENQUEUED: "enqueued",
@@ -91,7 +93,7 @@ def _pages(
     instance: dg.DagsterInstance, db: Database, event_type: dg.DagsterEventType, page_size: int, before: int | None
 ) -> Iterator[list[EventLogRecord]]:
     """Pages of ``event_type`` records after this type's cursor; the cursor is saved once a page was handled."""
-    name = f"cursor:{event_type.value}"
+    name = f"cursor:{event_type.name}"
     cursor = load_state(db, name)
     while True:
         result = instance.fetch_run_status_changes(
@@ -214,6 +216,18 @@ TIMELINE_SCHEMA = dg.TableSchema(
         dg.TableColumn("items", "int"),
     ]
 )
+
+
+def po_timeline_metadata(
+    instance: dg.DagsterInstance, db: Database, run_id: str, upload_id: str, log: logging.Logger | Any
+) -> dict[str, dg.RawMetadataValue]:
+    """The PO asset's timeline metadata; ``{}`` (and a warning) if it cannot be read: a report never fails a
+    PO that is already marked completed."""
+    try:
+        return timeline_metadata(run_timeline_so_far(instance, db, run_id, upload_id))
+    except Exception as error:  # noqa: BLE001 - metadata only
+        log.warning(f"run timeline unavailable ({type(error).__name__}: {error})")
+        return {}
 
 
 def timeline_metadata(timeline: RunTimeline) -> dict[str, dg.RawMetadataValue]:
