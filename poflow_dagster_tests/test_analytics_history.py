@@ -253,3 +253,27 @@ def test_llm_document_rows_carry_pages_windows_and_llm_seconds(home, db, shop, i
     refresh_stage_runs(instance, db)
     again = rows_of(db, rerun.run_id)["ai_parsing"]
     assert (again.outcome, again.pages, again.llm_windows, again.llm_seconds) == ("reused", 3, None, None)
+
+
+def test_two_ingestions_of_the_same_runs_at_once_count_each_run_once(db):
+    import threading
+
+    t0 = dt.datetime(2026, 3, 2, 9, tzinfo=dt.UTC)
+    facts = [RunFact(f"race-{n}", "po_job", None, "success", created_at=t0, ended_at=t0 + dt.timedelta(seconds=n))
+             for n in range(300)]
+    barrier, errors = threading.Barrier(2), []
+
+    def ingest() -> None:
+        barrier.wait()
+        try:
+            ingest_finished_runs(db, facts)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=ingest) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert count(db) == 300  # one end_to_end row per run (no upload, no stages), never two

@@ -12,11 +12,12 @@ A run seen again replaces its rows, so nothing is counted twice.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from poflow_dagster.analytics.timeline import build_timeline
@@ -74,6 +75,10 @@ class RunFact:
 
 def record_launch_events(db: Database, events: Iterable[LaunchEvent]) -> int:
     """Upsert launch events into ``run_launches`` (one row per run; the earliest time of each kind wins)."""
+    return _retry_on_conflict(lambda: _record_launch_events(db, events if isinstance(events, list) else list(events)))
+
+
+def _record_launch_events(db: Database, events: list[LaunchEvent]) -> int:
     by_run: dict[str, dict[str, dt.datetime]] = {}
     for event in events:
         column = LAUNCH_COLUMNS[event.kind]
@@ -110,6 +115,11 @@ def ingest_finished_runs(db: Database, facts: Sequence[RunFact]) -> int:
     facts = list({fact.run_id: fact for fact in facts if fact.job_name in TRACKED_JOBS}.values())
     if not facts:
         return 0
+    # Two refreshes at once (the stage_runs asset and the CLI) may race on the same runs: the loser tries again.
+    return _retry_on_conflict(lambda: _ingest(db, facts))
+
+
+def _ingest(db: Database, facts: list[RunFact]) -> int:
     run_ids = [fact.run_id for fact in facts]
     with db.session() as session:
         launches = _launches(session, run_ids)
@@ -255,6 +265,16 @@ def _first_runs(session: Session, facts: list[RunFact]) -> dict[str, bool]:
         else:
             decided[fact.run_id] = False
     return decided
+
+
+def _retry_on_conflict(work: Callable[[], int], attempts: int = 3) -> int:
+    for attempt in range(attempts):
+        try:
+            return work()
+        except IntegrityError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _chunks(values: list[str]) -> Iterable[list[str]]:
