@@ -14,7 +14,7 @@ from poflow_dagster.analytics.history import RunFact, ingest_finished_runs
 from poflow_dagster.definitions import defs
 from poflow_dagster.intake import upload_file
 from poflow_dagster.pipeline.local import run_upload
-from poflow_dagster.pipeline.run_history import refresh_stage_runs
+from poflow_dagster.pipeline.run_history import instance_key, refresh_stage_runs
 from poflow_dagster.store.analytics_state import load_state
 from poflow_dagster.store.schema import RunLaunch, StageMetric, StageRun, Upload
 
@@ -76,7 +76,7 @@ def test_real_runs_become_their_timelines_incrementally(home, db, shop, instance
     assert not any(r.first_run for r in images.values())
     assert refresh.rows_written == len(rows) + len(images) == refresh.total_rows == count(db)
     assert count(db, RunLaunch) == 0  # launch times are dropped once the run's rows are built
-    assert load_state(db, "cursor:RUN_SUCCESS") is not None
+    assert load_state(db, f"cursor:{instance_key(instance)}:RUN_SUCCESS") is not None
 
     again = refresh_stage_runs(instance, db)  # nothing new: nothing read again, nothing written
     assert (again.new_runs, again.rows_written, again.total_rows) == (0, 0, refresh.total_rows)
@@ -277,3 +277,34 @@ def test_two_ingestions_of_the_same_runs_at_once_count_each_run_once(db):
         thread.join()
     assert errors == []
     assert count(db) == 300  # one end_to_end row per run (no upload, no stages), never two
+
+
+def test_cursors_belong_to_their_instance(home, db, shop, samples, tmp_path):
+    """A fresh Dagster instance (``dagster dev`` without DAGSTER_HOME starts one each time) numbers its events
+    from 1 again: its runs are still read, not skipped behind the previous instance's cursor."""
+    first_upload = upload_file(db, home, "acme", samples["acme-po-1001.csv"])
+    second_upload = upload_file(db, home, "acme", samples["nordwind-bestellung-2002.tsv"])
+    with dg.instance_for_test() as old:
+        run_upload(defs, old, db, first_upload.id)
+        run_upload(defs, old, db, first_upload.id, with_images=False)  # more events than the new instance has
+        assert refresh_stage_runs(old, db).new_runs == 3
+        old_key = instance_key(old)
+    with dg.instance_for_test() as new:
+        assert instance_key(new) != old_key
+        fresh = run_upload(defs, new, db, second_upload.id, with_images=False)
+        refresh = refresh_stage_runs(new, db)
+    assert refresh.new_runs == 1 and "end_to_end" in rows_of(db, fresh.run_id)
+
+
+def test_a_run_the_cursor_passed_is_swept_up(home, db, shop, instance, samples):
+    """On PostgreSQL an event can commit after one with a higher id was read: a finished run with no rows is
+    ingested by the next refresh's sweep of recently ended runs."""
+    upload = upload_file(db, home, "acme", samples["acme-po-1001.csv"])
+    result = run_upload(defs, instance, db, upload.id, with_images=False)
+    assert refresh_stage_runs(instance, db).new_runs == 1
+    with db.session() as session:  # as if its terminal event had been passed by the cursor
+        session.execute(sa.delete(StageRun).where(StageRun.run_id == result.run_id))
+    assert refresh_stage_runs(instance, db).new_runs == 0  # too recent for the sweep: it may still commit
+    swept = refresh_stage_runs(instance, db, sweep_settle=dt.timedelta(0))
+    assert swept.new_runs == 1 and set(rows_of(db, result.run_id)) >= {*PO_STAGES, "end_to_end"}
+    assert refresh_stage_runs(instance, db, sweep_settle=dt.timedelta(0)).new_runs == 0  # once only

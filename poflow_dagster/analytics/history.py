@@ -31,6 +31,7 @@ __all__ = [
     "TRACKED_JOBS",
     "count_stage_runs",
     "ingest_finished_runs",
+    "known_runs",
     "record_launch_events",
 ]
 
@@ -137,6 +138,17 @@ def _ingest(db: Database, facts: list[RunFact]) -> int:
         if rows:
             session.execute(insert(StageRun.__table__), rows)  # Core: one executemany
     return len(rows)
+
+
+def known_runs(db: Database, run_ids: Iterable[str]) -> set[str]:
+    """Which of ``run_ids`` already have rows in ``stage_runs``."""
+    ids = list(dict.fromkeys(run_ids))
+    with db.session() as session:
+        return {
+            run_id
+            for chunk in _chunks(ids)
+            for run_id in session.scalars(select(StageRun.run_id).where(StageRun.run_id.in_(chunk)).distinct())
+        }
 
 
 def count_stage_runs(db: Database) -> int:

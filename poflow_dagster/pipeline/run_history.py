@@ -10,11 +10,18 @@ Reads the run-status event log by cursor, one cursor per event type (``cursor:<E
 
 Only ``po_job`` and ``image_job`` runs count; the analytics job's own runs are skipped. (SQLite event storage
 ignores the filter's ``job_names``, so job names are filtered here.) No per-run query, ever.
+
+Cursors belong to one Dagster instance (``cursor:<instance>:<EVENT_TYPE>``): ``dagster dev`` without
+``DAGSTER_HOME`` starts a fresh instance each time, whose event ids start again at 1, and must not be read from
+another instance's position. And a safety net: on PostgreSQL an event can commit after one with a higher id was
+read; every refresh also ingests runs that ended in the last :data:`SWEEP_WINDOW` but have no rows yet
+(one run-records query).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import time
 from collections.abc import Iterator
@@ -30,6 +37,7 @@ from poflow_dagster.analytics.history import (
     RunFact,
     count_stage_runs,
     ingest_finished_runs,
+    known_runs,
     record_launch_events,
 )
 from poflow_dagster.analytics.timeline import TimelineRow, build_timeline
@@ -50,6 +58,10 @@ TERMINAL_EVENTS: dict[dg.DagsterEventType, str] = {
     dg.DagsterEventType.RUN_FAILURE: "failure",
     dg.DagsterEventType.RUN_CANCELED: "canceled",
 }
+#: How far back each refresh looks for finished runs the cursors may have passed (late commits).
+SWEEP_WINDOW = dt.timedelta(minutes=30)
+#: A run must have ended this long before the refresh to be swept (its events are committed by then).
+SWEEP_SETTLE = dt.timedelta(seconds=10)
 PARTITION_TAG = "dagster/partition"
 PARENT_TAG = "dagster/parent_run_id"
 
@@ -65,35 +77,55 @@ class HistoryRefresh:
     seconds: float
 
 
-def refresh_stage_runs(instance: dg.DagsterInstance, db: Database, *, page_size: int = 1000) -> HistoryRefresh:
+def refresh_stage_runs(
+    instance: dg.DagsterInstance, db: Database, *, page_size: int = 1000, sweep_settle: dt.timedelta = SWEEP_SETTLE
+) -> HistoryRefresh:
     """Bring ``stage_runs`` up to date with the runs that finished since the last refresh."""
     started = time.perf_counter()
+    began_at = utcnow()
+    prefix = instance_key(instance)
     # Terminal events are read only up to here: their launch events (always earlier) are then recorded below.
     horizon = instance.event_log_storage.get_maximum_record_id() or 0
     pages = new_runs = rows = 0
     for event_type, kind in LAUNCH_EVENTS.items():
-        for page in _pages(instance, db, event_type, page_size, before=None):
+        for page in _pages(instance, db, prefix, event_type, page_size, before=None):
             pages += 1
             record_launch_events(
                 db, [LaunchEvent(r.event_log_entry.run_id, kind, _at(r.timestamp)) for r in page if _tracked(r)]
             )
     for event_type, status in TERMINAL_EVENTS.items():
-        for page in _pages(instance, db, event_type, page_size, before=horizon + 1):
+        for page in _pages(instance, db, prefix, event_type, page_size, before=horizon + 1):
             pages += 1
-            facts = _finished_runs(instance, [r for r in page if _tracked(r)], status)
+            tracked = [r for r in page if _tracked(r)]
+            ended = {r.event_log_entry.run_id: _at(r.timestamp) for r in tracked}
+            facts = _run_facts(instance, ended, dict.fromkeys(ended, status))
             new_runs += len(facts)
             rows += ingest_finished_runs(db, facts)
+    stragglers = _stragglers(instance, db, began_at - sweep_settle)
+    new_runs += len(stragglers)
+    rows += ingest_finished_runs(db, stragglers)
     return HistoryRefresh(
         new_runs=new_runs, rows_written=rows, total_rows=count_stage_runs(db), pages_read=pages,
         seconds=round(time.perf_counter() - started, 3),
     )
 
 
+def instance_key(instance: dg.DagsterInstance) -> str:
+    """A short, stable name for where this instance keeps its event log (a SQLite folder or a PostgreSQL
+    database), so cursors from one instance are never applied to another."""
+    storage = instance.event_log_storage
+    where = getattr(storage, "_base_dir", None) or getattr(storage, "postgres_url", None) or instance.root_directory
+    if isinstance(where, str) and "@" in where:  # a database URL: keep host and database, never a password
+        where = where.rsplit("@", 1)[1]
+    return hashlib.sha256(f"{type(storage).__name__}:{where}".encode()).hexdigest()[:12]
+
+
 def _pages(
-    instance: dg.DagsterInstance, db: Database, event_type: dg.DagsterEventType, page_size: int, before: int | None
+    instance: dg.DagsterInstance, db: Database, prefix: str, event_type: dg.DagsterEventType, page_size: int,
+    before: int | None,
 ) -> Iterator[list[EventLogRecord]]:
     """Pages of ``event_type`` records after this type's cursor; the cursor is saved once a page was handled."""
-    name = f"cursor:{event_type.name}"
+    name = f"cursor:{prefix}:{event_type.name}"
     cursor = load_state(db, name)
     while True:
         result = instance.fetch_run_status_changes(
@@ -109,9 +141,36 @@ def _pages(
             return
 
 
-def _finished_runs(instance: dg.DagsterInstance, page: list[EventLogRecord], status: str) -> list[RunFact]:
-    """The page's runs as :class:`RunFact` (one run-records query, one for the partitions' PO runs)."""
-    ended = {r.event_log_entry.run_id: _at(r.timestamp) for r in page}
+_TERMINAL_STATUSES = {
+    dg.DagsterRunStatus.SUCCESS: "success",
+    dg.DagsterRunStatus.FAILURE: "failure",
+    dg.DagsterRunStatus.CANCELED: "canceled",
+}
+
+
+def _stragglers(instance: dg.DagsterInstance, db: Database, settled: dt.datetime) -> list[RunFact]:
+    """Tracked runs that ended in the :data:`SWEEP_WINDOW` before ``settled`` but have no ``stage_runs`` rows:
+    their terminal event committed behind the cursor."""
+    records = instance.get_run_records(
+        filters=dg.RunsFilter(statuses=list(_TERMINAL_STATUSES), updated_after=settled - SWEEP_WINDOW),
+        limit=10_000,
+    )
+    ended = {
+        r.dagster_run.run_id: _at(r.end_time)
+        for r in records
+        if r.dagster_run.job_name in TRACKED_JOBS and r.end_time and _at(r.end_time) < settled
+    }
+    missing = set(ended) - known_runs(db, ended)
+    if not missing:
+        return []
+    statuses = {r.dagster_run.run_id: _TERMINAL_STATUSES[r.dagster_run.status] for r in records
+                if r.dagster_run.run_id in missing}
+    return _run_facts(instance, {run_id: ended[run_id] for run_id in missing}, statuses)
+
+
+def _run_facts(instance: dg.DagsterInstance, ended: dict[str, dt.datetime], statuses: dict[str, str]) -> list[RunFact]:
+    """Finished runs (ended at, status) as :class:`RunFact` (one run-records query, one for the partitions' PO
+    runs)."""
     if not ended:
         return []
     records = instance.get_run_records(filters=dg.RunsFilter(run_ids=list(ended)))
@@ -127,7 +186,7 @@ def _finished_runs(instance: dg.DagsterInstance, page: list[EventLogRecord], sta
                 run_id=run.run_id,
                 job_name=run.job_name,
                 upload_id=partition,
-                status=status,
+                status=statuses[run.run_id],
                 created_at=record.create_timestamp.astimezone(dt.UTC),
                 ended_at=ended[run.run_id],
                 started_at=_at(record.start_time) if record.start_time else None,

@@ -1,6 +1,6 @@
 """Small named analytics state in the app database: event-log cursors and fitted models (JSON text).
 
-Names in use: ``cursor:<dagster event type>`` (``analytics/history.py``) and ``model:eta`` (the ETA model the
+Names in use: ``cursor:<instance>:<dagster event type>`` (``pipeline/run_history.py``) and ``model:eta`` (the ETA model the
 ``eta_model`` asset fits and the live ETA reads).
 """
 
