@@ -105,10 +105,15 @@ def _run_now(upload_id: str) -> None:
     from poflow_dagster.definitions import defs
     from poflow_dagster.pipeline.local import run_upload
 
-    with dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.local_temp(
+    from poflow_dagster.pipeline.run_history import record_runs
+
+    persistent = bool(os.environ.get("DAGSTER_HOME"))
+    with dg.DagsterInstance.get() if persistent else dg.DagsterInstance.local_temp(
         overrides={"telemetry": {"enabled": False}}
     ) as instance:
         result = run_upload(defs, instance, _db(), upload_id, log_level="WARNING")
+        if not persistent:  # a temporary instance is gone after this block: keep its runs' history now
+            record_runs(instance, _db(), result.run_ids)
     if not result.success:
         raise PoflowError("run_failed", f"{result.failed_step}: {result.error}")
     from poflow_dagster.store.workflow import status_report

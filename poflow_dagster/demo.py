@@ -32,6 +32,7 @@ def run_demo(merchant_id: str | None = None) -> int:
         os.environ["SHOPIFY_ACCESS_TOKEN"] = "demo-token"
         from poflow_dagster.definitions import defs
         from poflow_dagster.pipeline.local import run_upload
+        from poflow_dagster.pipeline.run_history import record_runs
 
         click.echo(f"poflow demo: merchant {merchant_id}, home {home}, database {_safe(db.url)}, shop {shop.url}")
         uploads = [upload_file(db, home, merchant_id, path) for path in samples]
@@ -40,6 +41,8 @@ def run_demo(merchant_id: str | None = None) -> int:
             tmp, overrides={"telemetry": {"enabled": False}}
         ) as instance:
             results = [run_upload(defs, instance, db, upload.id, log_level="ERROR") for upload in uploads]
+            # The instance is gone after this block: its runs go into the run history now (`poflow report`).
+            record_runs(instance, db, [run_id for result in results for run_id in result.run_ids])
         products_in_shop = shop.count_products()
     _print_table(uploads, results)
     click.echo(
@@ -51,7 +54,7 @@ def run_demo(merchant_id: str | None = None) -> int:
         if not r.success:
             click.echo(f"FAILED {r.upload_id}: {r.failed_step}: {r.error}", err=True)
     click.echo("demo: all POs completed, all checks passed" if ok else "demo: FAILED", err=not ok)
-    click.echo(f"inspect one: poflow status {uploads[0].id}")
+    click.echo(f"inspect one: poflow status {uploads[0].id}; where the time went: poflow report")
     return 0 if ok else 1
 
 

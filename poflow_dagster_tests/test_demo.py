@@ -26,3 +26,16 @@ def test_demo_runs_every_sample_and_exits_zero(tmp_path: Path):
     assert "recorded as duplicate of" in out
     assert (tmp_path / ".poflow" / "poflow.sqlite3").exists()  # the embedded default database
     assert "Traceback" not in result.stderr
+
+    # The demo's runs are in the run history, so `poflow report` tells where their time went.
+    report = subprocess.run(
+        [sys.executable, "-m", "poflow_dagster.cli", "report", "--format", "json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert report.returncode == 0, report.stderr
+    import json
+
+    data = json.loads(report.stdout)
+    parsing = next(s for s in data["stages"] if s["stage"] == "ai_parsing")
+    assert parsing["runs"] == len(SAMPLE_EXPECTATIONS) and parsing["p50_s"] > 0
+    assert data["end_to_end"]["runs"] == len(SAMPLE_EXPECTATIONS)

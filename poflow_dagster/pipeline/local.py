@@ -30,6 +30,12 @@ class LocalRunResult:
     failed_step: str | None = None
     error: str | None = None
     image_run_success: bool | None = None
+    image_run_id: str | None = None
+
+    @property
+    def run_ids(self) -> list[str]:
+        """This PO's runs here: the PO run and, if one ran, its image run."""
+        return [self.run_id, *([self.image_run_id] if self.image_run_id else [])]
 
     @property
     def checks_passed(self) -> int:
@@ -76,4 +82,5 @@ def run_upload(
             partition_key=upload_id, instance=instance, raise_on_error=False, resources=resources, run_config=run_config
         )
         run.image_run_success = images.success
+        run.image_run_id = images.run_id
     return run
