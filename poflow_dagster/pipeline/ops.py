@@ -263,9 +263,13 @@ def status_update(
         "status": "needs_review" if sync.held_for_review else "completed",
         "issues": [f"{i.code} ({i.severity}): {i.message}" for i in parsed.issues],
     }
+    # This output's metadata is the PO partition's materialization: the run's timeline and total lead, so the
+    # partition page never shows this last step's few milliseconds as if they were the PO's duration.
+    own = {k: v for k, v in stage.metadata().items() if k not in ("stage", "duration_ms", "outcome", "items")}
     context.add_output_metadata(
         {
-            **stage.metadata(),
+            **own,
+            "status_update_ms": stage.duration_ms,
             **{k: ("" if v is None else v) for k, v in summary.items() if k != "issues"},
             "review_reasons": dg.MetadataValue.md(
                 "\n".join(f"- {md_text(r)}" for r in sync.held_for_review) or "none"
