@@ -1,5 +1,5 @@
-"""How ``poflow report`` shows the analytics in a terminal: rich tables of stages, waits, end-to-end time,
-bottlenecks, merchant health and the ETA's measured accuracy (``--format json`` prints the dict instead)."""
+"""How ``poflow report`` shows the analytics in a terminal: rich tables of stages, waits, checks, end-to-end
+time, bottlenecks, merchant health and the ETA's measured accuracy (``--format json`` prints the dict instead)."""
 
 from __future__ import annotations
 
@@ -20,13 +20,18 @@ _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 def parse_since(text: str, *, now: dt.datetime) -> dt.datetime:
     """``7d``, ``24h``, ``90m``, ``2w`` (a span before ``now``) or an ISO date/time (UTC unless it says
-    otherwise) → the start of the report's window. Anything else: ``PoflowError("invalid_since")``."""
+    otherwise) → the start of the report's window. Anything else, or a span reaching before year 1:
+    ``PoflowError("invalid_since")``."""
     match = _SPAN.match(text or "")
     if match:
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
         if seconds <= 0:
             raise PoflowError("invalid_since", f"{text!r} is an empty span; use e.g. 7d, 24h or 2026-11-01")
-        return now - dt.timedelta(seconds=seconds)
+        try:
+            return now - dt.timedelta(seconds=seconds)
+        except (OverflowError, ValueError):
+            message = f"{text!r} reaches before the calendar starts; use e.g. 7d or 52w"
+            raise PoflowError("invalid_since", message) from None
     try:
         start = dt.datetime.fromisoformat((text or "").strip())
     except ValueError:
@@ -59,11 +64,13 @@ def _number(value: Any, digits: int = 1) -> str:
 
 def _stage_table(title: str, rows: list[dict]) -> Table:
     table = Table(title=title, title_justify="left")
-    for name in ("stage", "runs", "p50 s", "p90 s", "p95 s", "share", "items/s", "failed", "retried"):
+    for name in ("stage", "runs", "skipped", "reused", "p50 s", "p90 s", "p95 s", "share", "items/s", "failed",
+                 "retried"):
         table.add_column(name, justify="left" if name == "stage" else "right", no_wrap=name == "stage")
     for row in rows:
         table.add_row(
-            row["stage"], str(row["runs"]), _seconds(row["p50_s"]), _seconds(row["p90_s"]), _seconds(row["p95_s"]),
+            row["stage"], str(row["runs"]), str(row.get("skipped") or 0), str(row.get("reused") or 0),
+            _seconds(row["p50_s"]), _seconds(row["p90_s"]), _seconds(row["p95_s"]),
             _percent(row["share"]), _number(row["throughput_items_per_s"]), _percent(row["failure_rate"]),
             _percent(row["retry_rate"]),
         )
@@ -89,13 +96,17 @@ def _bottleneck_table(rows: list[dict]) -> Table:
     return table
 
 
-def _merchant_table(rows: list[dict]) -> Table:
-    table = Table(title="Merchants", title_justify="left")
+def _merchant_table(rows: list[dict], total: dict | None = None) -> Table:
+    table = Table(title="Merchants (success per PO by its latest run; failed = failed runs)", title_justify="left")
     for name in ("merchant", "uploads", "runs", "success", "avg s", "p95 s", "failed", "stuck", "needs review"):
         table.add_column(name, justify="left" if name == "merchant" else "right", no_wrap=name == "merchant")
-    for row in rows:
+    labelled = [(escape(str(row["merchant_id"])), row) for row in rows]
+    if total and len(rows) > 1:
+        table.add_section()
+        labelled.append(("(all merchants)", total))
+    for label, row in labelled:
         table.add_row(
-            escape(str(row["merchant_id"])), str(row["uploads"] if row["uploads"] is not None else "-"),
+            label, str(row["uploads"] if row["uploads"] is not None else "-"),
             str(row["runs"] if row["runs"] is not None else "-"), _percent(row["success_rate"]),
             _seconds(row["avg_s"]), _seconds(row["p95_s"]), str(row["failed"] if row["failed"] is not None else "-"),
             str(row["stuck"] if row["stuck"] is not None else "-"), _percent(row["needs_review_share"]),
@@ -132,13 +143,14 @@ def print_report(report: dict, console: Console, *, merchant_id: str | None = No
         console.print("No finished runs in this window yet (stage_runs is refreshed by the analytics job, "
                       "or `poflow report --refresh`).", markup=False)
     else:
-        console.print(f"End to end: {e2e['runs']} runs · p50 {_seconds(e2e['p50_s'])} s · p90 "
-                      f"{_seconds(e2e['p90_s'])} s · p95 {_seconds(e2e['p95_s'])} s")
+        console.print(f"End to end (first runs, from upload): {e2e['runs']} runs · p50 {_seconds(e2e['p50_s'])} s"
+                      f" · p90 {_seconds(e2e['p90_s'])} s · p95 {_seconds(e2e['p95_s'])} s")
     sections = [
         (report["stages"], lambda rows: _stage_table("Stages", rows)),
-        (report["waits"], lambda rows: _stage_table("Waits and checks (orchestration time no op sees)", rows)),
+        (report["waits"], lambda rows: _stage_table("Waits (orchestration time no op sees)", rows)),
+        (report.get("checks") or [], lambda rows: _stage_table("Checks (asset checks and teardown)", rows)),
         (report["bottlenecks"], _bottleneck_table),
-        (report["merchants"], _merchant_table),
+        (report["merchants"], lambda rows: _merchant_table(rows, report.get("merchants_total"))),
     ]
     for rows, build in sections:
         if rows:

@@ -4,6 +4,7 @@ recommendation naming a real setting, and slow_stages for the slowdown check."""
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 import pytest
@@ -69,7 +70,7 @@ def test_trend_factor_llm_latency():
     row = bottleneck_report(frame(rows), now=NOW).set_index("stage").loc["ai_parsing"]
     assert row["factor"] == pytest.approx(2.1)
     assert row["severity"] == "warning"
-    assert row["cause"].startswith("LLM latency") and "9.5 s per window vs 4.0 s" in row["cause"]
+    assert row["cause"].startswith("LLM latency") and "9.5 s LLM wall time per window vs 4.0 s" in row["cause"]
     assert "POFLOW_LLM_CONCURRENCY" in row["recommendation"]
     assert row["message"].startswith("ai_parsing p95 is 2.1× its 6-day median (LLM latency")
     assert "POFLOW_LLM_CONCURRENCY" in row["message"]
@@ -117,9 +118,56 @@ def test_waits_and_database_causes_name_their_settings():
 def test_not_enough_history():
     rows = steady_history(days=2, recent={"ai_parsing": 50.0}, recent_runs=3)
     row = bottleneck_report(frame(rows), now=NOW).set_index("stage").loc["ai_parsing"]
-    assert row["factor"] is None or row["factor"] != row["factor"]
-    assert row["severity"] == "ok"
+    assert row["factor"] is None and row["severity"] is None
     assert row["cause"] == "not enough history"
+
+
+def test_zero_baseline_gives_no_factor_and_no_severity():
+    # sensor_wait clamped to 0 s every day before; 0.2 s today: a ratio to 0 would be infinite.
+    rows = steady_history(extra={"sensor_wait": {"duration_s": 0.0}},
+                          recent={**BASE_DURATIONS, "sensor_wait": 0.2})
+    report = bottleneck_report(frame(rows), now=NOW)
+    row = report.set_index("stage").loc["sensor_wait"]
+    assert row["factor"] is None and row["severity"] is None
+    assert "~0 s" in row["cause"] and "~0 s" in row["message"]
+    assert report["factor"].dropna().map(math.isfinite).all()
+    # The slowdown check does not judge a stage against a ~0 s median either.
+    hot = steady_history(recent_runs=0, extra={"sensor_wait": {"duration_s": 0.0}})
+    for k in range(3):
+        hot += run_rows(f"hot-{k}", ended_at=NOW - dt.timedelta(minutes=10 + k),
+                        durations={**BASE_DURATIONS, "sensor_wait": 0.5})
+    slow = slow_stages(frame(hot), now=NOW)
+    assert "sensor_wait" not in {s["stage"] for s in slow}
+    assert all(math.isfinite(s["factor"]) for s in slow)
+
+
+def test_skipped_and_reused_stages_are_not_durations():
+    # Every day before: shopify_sync takes 3 s. Today the same 3 s runs, plus as many POs held for review whose
+    # shopify_sync was skipped in 0.05 s: its p95 and trend must not move, nor its contribution to the tail.
+    rows = steady_history()
+    for k in range(PER_DAY):
+        rows += run_rows(f"held-{k}", ended_at=NOW - dt.timedelta(hours=k * 3 + 2),
+                         durations={**BASE_DURATIONS, "shopify_sync": 0.05},
+                         extra={"shopify_sync": {"outcome": "skipped", "items": 0}})
+    report = bottleneck_report(frame(rows), now=NOW).set_index("stage")
+    assert report.loc["shopify_sync", "runs"] == 6 * PER_DAY + PER_DAY
+    assert report.loc["shopify_sync", "p95_s"] == pytest.approx(3.0)
+    assert report.loc["shopify_sync", "factor"] == pytest.approx(1.0)
+
+
+def test_tail_and_trend_use_first_runs_and_whole_runs():
+    rows = steady_history()
+    # A continuation run's end_to_end starts at its own creation: short, and it must not enter the tail.
+    rows += run_rows("cont", ended_at=NOW - dt.timedelta(hours=2), first_run=False, upload_id="up-now-0",
+                     durations={"queue_wait": 500.0})
+    contributions = bottleneck_report(frame(rows), now=NOW).set_index("stage")["contribution"]
+    baseline = bottleneck_report(frame(steady_history()), now=NOW).set_index("stage")["contribution"]
+    assert contributions["queue_wait"] == pytest.approx(baseline["queue_wait"])
+    # A run that began before the window's start and ended inside it counts whole (all its stages).
+    edge = run_rows("edge", ended_at=NOW - dt.timedelta(days=7) + dt.timedelta(seconds=5),
+                    durations={**BASE_DURATIONS, "ai_parsing": 60.0})
+    report = bottleneck_report(frame(edge), now=NOW).set_index("stage")
+    assert report.loc["ai_parsing", "runs"] == 1 and report.loc["sensor_wait", "runs"] == 1
 
 
 def test_slow_stages():

@@ -169,3 +169,52 @@ def test_load_workflow_states(db):
     assert set(states["merchant_id"]) == {"m1", "m2"}
     assert str(states["updated_at"].dt.tz) == "UTC"
     assert list(load_workflow_states(db, merchant_id="m2")["status"]) == ["needs_review"]
+
+
+def test_in_window_keeps_or_drops_whole_runs():
+    from poflow_dagster.analytics.frame import in_window
+
+    start = NOW - dt.timedelta(days=7)
+    rows = run_rows("crossing", ended_at=start + dt.timedelta(seconds=5))  # ~21 s long: began before `start`
+    rows += run_rows("late", ended_at=NOW + dt.timedelta(seconds=5))  # most of it before `now`, ended after
+    df = frame(rows)
+    kept = in_window(df, start, NOW)
+    assert set(kept["run_id"]) == {"crossing"}
+    assert len(kept) == sum(1 for r in rows if r["run_id"] == "crossing")
+    assert (kept["ended_at"] <= pd.Timestamp(start)).any()  # its early rows ended before the window
+
+
+def test_load_stage_runs_reads_a_run_crossing_the_edge_whole(db):
+    since = NOW - dt.timedelta(days=7)
+    rows = run_rows("crossing", ended_at=since + dt.timedelta(seconds=5))
+    rows += run_rows("outside", ended_at=since - dt.timedelta(seconds=1))
+    rows += run_rows("far", ended_at=since - dt.timedelta(days=3))
+    insert_stage_runs(db, rows)
+    loaded = load_stage_runs(db, since=since, until=NOW)
+    assert set(loaded["run_id"]) == {"crossing"}
+    assert set(loaded["stage"]) == {r["stage"] for r in rows if r["run_id"] == "crossing"}
+    # The `until` edge too: a run still going at `until` is left out whole.
+    assert set(load_stage_runs(db, since=since - dt.timedelta(days=4), until=since)["run_id"]) == {"outside", "far"}
+    assert set(load_stage_runs(db, until=since + dt.timedelta(seconds=1))["run_id"]) == {"outside", "far"}
+
+
+def test_load_workflow_states_since_filters_in_sql(db):
+    from poflow_dagster_tests.test_analytics_merchants import add_workflow
+
+    since = NOW - dt.timedelta(days=7)
+    old = dict(updated_at=NOW - dt.timedelta(days=30), created_at=NOW - dt.timedelta(days=30))
+    stale_open = add_workflow(db, "m1", "processing", **old)  # open: may be stuck, always read
+    add_workflow(db, "m1", "completed", **old)  # long done: not needed
+    recent = add_workflow(db, "m1", "completed", updated_at=NOW - dt.timedelta(hours=1))
+    touched = add_workflow(db, "m1", "needs_review", updated_at=NOW - dt.timedelta(days=1),
+                           created_at=NOW - dt.timedelta(days=30))
+    assert len(load_workflow_states(db)) == 4
+    states = load_workflow_states(db, since=since)
+    assert set(states["upload_id"]) == {stale_open, recent, touched}
+
+
+def test_finite_or_none():
+    from poflow_dagster.analytics.frame import finite_or_none
+
+    df = finite_or_none(pd.DataFrame({"a": [1.5, float("nan"), float("inf")], "b": ["x", "y", "z"]}), ["a", "c"])
+    assert df["a"].tolist() == [1.5, None, None] and df["b"].tolist() == ["x", "y", "z"]

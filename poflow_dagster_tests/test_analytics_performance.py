@@ -97,3 +97,58 @@ def test_image_job_waits_do_not_blur_the_po():
     assert overall.loc["queue_wait", "runs"] == 1 and overall.loc["queue_wait", "p50_s"] == 1.0
     assert overall.loc["image_attachment", "p50_s"] == 7.0
     assert overall.loc["end_to_end", "runs"] == 1
+
+
+def test_skipped_and_reused_stages_are_counted_not_timed():
+    rows = []
+    for i in range(4):  # real work: shopify_sync 4 s, ai_parsing 10 s for 100 items
+        rows += run_rows(f"r{i}", ended_at=NOW - dt.timedelta(hours=i + 1),
+                         durations={"ai_parsing": 10.0, "shopify_sync": 4.0},
+                         extra={"ai_parsing": {"items": 100}, "shopify_sync": {"items": 20}})
+    for i in range(6):  # Shopify sync off / held for review: a 0.05 s skipped shopify_sync with 0 items
+        rows += run_rows(f"held{i}", ended_at=NOW - dt.timedelta(hours=i + 1, minutes=30),
+                         durations={"ai_parsing": 10.0, "shopify_sync": 0.05},
+                         extra={"ai_parsing": {"items": 100}, "shopify_sync": {"outcome": "skipped", "items": 0}})
+    # A continuation reuses the parse: 100 items in ~0 s must not inflate the throughput.
+    rows += run_rows("cont", ended_at=NOW - dt.timedelta(minutes=20), first_run=False, upload_id="up-r0",
+                     durations={"ai_parsing": 0.01, "shopify_sync": 4.0},
+                     extra={"ai_parsing": {"outcome": "reused", "items": 100}})
+    overall = stage_performance(frame(rows), now=NOW, slices=()).set_index("stage")
+    sync = overall.loc["shopify_sync"]
+    assert (sync["runs"], sync["skipped"], sync["reused"]) == (5, 6, 0)
+    assert sync["p50_s"] == pytest.approx(4.0) and sync["p95_s"] == pytest.approx(4.0)
+    assert sync["throughput_items_per_s"] == pytest.approx(20 / 4.0)  # the continuation's sync has no items
+    parse = overall.loc["ai_parsing"]
+    assert (parse["runs"], parse["skipped"], parse["reused"]) == (10, 0, 1)
+    assert parse["throughput_items_per_s"] == pytest.approx(10.0)
+    assert parse["p50_s"] == pytest.approx(10.0)
+
+
+def test_end_to_end_is_the_first_runs_clock():
+    rows = []
+    for i in range(5):
+        rows += run_rows(f"r{i}", ended_at=NOW - dt.timedelta(hours=i + 1),
+                         durations={"sensor_wait": 2.0, "ai_parsing": 20.0, "shopify_sync": 8.0})
+    # Continuations (run created → end, a different clock): short, they must not pull end_to_end down.
+    for i in range(5):
+        rows += run_rows(f"c{i}", ended_at=NOW - dt.timedelta(minutes=30 + i), first_run=False,
+                         upload_id=f"up-r{i}", durations={"shopify_sync": 1.0})
+    overall = stage_performance(frame(rows), now=NOW, slices=()).set_index("stage")
+    e2e = overall.loc["end_to_end"]
+    assert e2e["runs"] == 5 and e2e["p50_s"] == pytest.approx(30.0) and e2e["p95_s"] == pytest.approx(30.0)
+    # Shares: the first runs' own stage seconds over their own end-to-end seconds.
+    assert overall.loc["shopify_sync", "share"] == pytest.approx(8.0 / 30.0)
+    assert overall.loc["shopify_sync", "runs"] == 10  # the continuations' syncs are real work, timed
+
+
+def test_a_run_crossing_the_window_edge_counts_whole():
+    # Began 20 s before the window's start, ended 10 s after it: all its stages are in the window.
+    edge = NOW - dt.timedelta(days=7) + dt.timedelta(seconds=10)
+    rows = run_rows("edge", ended_at=edge, durations={"sensor_wait": 15.0, "ai_parsing": 15.0})
+    # Ended 5 s before the window's start: none of it is.
+    rows += run_rows("before", ended_at=NOW - dt.timedelta(days=7, seconds=5),
+                     durations={"sensor_wait": 1.0, "ai_parsing": 1.0})
+    overall = stage_performance(frame(rows), now=NOW, slices=()).set_index("stage")
+    assert overall.loc["sensor_wait", "runs"] == 1 and overall.loc["sensor_wait", "p50_s"] == 15.0
+    assert overall.loc["end_to_end", "runs"] == 1
+    assert overall.loc["sensor_wait", "share"] == pytest.approx(0.5)

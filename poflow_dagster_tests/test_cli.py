@@ -118,26 +118,30 @@ def test_report_text_and_json_contract(home, db_url):
     _history(db_url, dt.datetime.now(dt.UTC))
     text = _run(["report"], home, db_url)
     assert text.returncode == 0, text.stderr
-    for heading in ("End to end: 6 runs", "Stages", "Waits and checks", "Bottlenecks", "Merchants", "ETA accuracy"):
+    for heading in ("End to end (first runs, from upload): 6 runs", "Stages", "Waits (", "Checks (", "Bottlenecks",
+                    "Merchants", "(all merchants)", "ETA accuracy"):
         assert heading in text.stdout, heading
     for stage in ("ai_parsing", "product_draft_creation", "shopify_sync", "queue_wait"):
         assert stage in text.stdout
 
     data = json.loads(_run(["report", "--format", "json", "--since", "24h"], home, db_url).stdout)
-    assert {"stages", "waits", "end_to_end", "bottlenecks", "merchants", "eta"} <= set(data)
+    assert {"stages", "waits", "checks", "end_to_end", "bottlenecks", "merchants", "merchants_total",
+            "eta"} <= set(data)
     stage_keys = {"stage", "runs", "p50_s", "p90_s", "p95_s", "share", "throughput_items_per_s", "failure_rate",
                   "retry_rate"}
     assert data["stages"] and all(set(row) >= stage_keys for row in data["stages"])
     stages = {row["stage"]: row for row in data["stages"]}
     assert stages["ai_parsing"]["runs"] == 6 and stages["ai_parsing"]["p50_s"] == pytest.approx(1.5 * 1.25, abs=0.01)
-    assert {row["stage"] for row in data["waits"]} >= {"queue_wait"}
+    assert {row["stage"] for row in data["waits"]} == {"queue_wait"}  # sensor/queue/launch waits only
+    assert [row["stage"] for row in data["checks"]] == ["checks"]
     assert data["end_to_end"]["runs"] == 6
     assert data["bottlenecks"] and all(
         set(row) >= {"stage", "severity", "factor", "cause", "recommendation"} for row in data["bottlenecks"]
     )
     assert data["bottlenecks"][0]["stage"] == "shopify_sync"  # the largest share of every run
     assert set(data["eta"]) >= {"n", "within_15s", "within_15pct", "mae_s"}
-    assert {row["merchant_id"] for row in data["merchants"]} >= {"acme", "nord"}
+    assert {row["merchant_id"] for row in data["merchants"]} == {"acme", "nord"}
+    assert data["merchants_total"]["runs"] == 6 and data["merchants_total"]["success_rate"] == 1.0
 
     one = json.loads(_run(["report", "--format", "json", "--merchant", "acme"], home, db_url).stdout)
     assert one["end_to_end"]["runs"] == 3 and "nord" not in {row["merchant_id"] for row in one["merchants"]}
@@ -150,6 +154,7 @@ def test_report_text_and_json_contract(home, db_url):
     [
         (["report", "--since", "yesterday"], "invalid_since"),
         (["report", "--since", "2999-01-01"], "invalid_since"),
+        (["report", "--since", "999999w"], "invalid_since"),
         (["report", "--merchant", "nobody"], "unknown_merchant"),
     ],
 )

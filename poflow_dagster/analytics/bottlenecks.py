@@ -2,8 +2,13 @@
 
 Contribution ranks stages by their share of the slowest runs' time (the tail, end-to-end ≥ its p90).
 The trend factor compares the recent window's p95 with the median of the baseline before it; the cause is
-read from the signals the stages recorded (LLM seconds per window, windows/pages/lines per run, Shopify
-throttled seconds), and the recommendation names a real setting.
+read from the signals the stages recorded (LLM wall time per window — the extraction's windows run in
+parallel, so this is wall time, not LLM compute —, windows/pages/lines per run, Shopify throttled seconds),
+and the recommendation names a real setting.
+
+Only stages that did their work count: ``skipped`` and ``reused`` stages (near-zero seconds) are left out.
+The tail is chosen by first runs' ``end_to_end`` (the PO's own clock from its upload). A stage whose usual
+time is ~0 s (``MIN_BASELINE_S``) has no trend factor: a ratio to ~0 means nothing and would be infinite.
 """
 
 from __future__ import annotations
@@ -14,11 +19,23 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from poflow_dagster.analytics.frame import KIND_OF, in_window, po_view, prepare_frame, stage_sort_key
+from poflow_dagster.analytics.frame import (
+    KIND_OF,
+    finite_or_none,
+    first_run_clock,
+    in_window,
+    po_view,
+    prepare_frame,
+    run_ended_at,
+    stage_sort_key,
+    worked,
+)
 
 #: Fewer runs than this on either side of the trend: no factor ("not enough history").
 MIN_HISTORY = 5
 CRITICAL, WARNING = 3.0, 2.0
+#: A baseline (usual p95 or median) at or under this many seconds gives no trend factor (no ratio to ~0).
+MIN_BASELINE_S = 0.01
 #: A signal that moved less than this ratio did not cause anything.
 SIGNAL_MOVED = 1.25
 BOTTLENECK_COLUMNS = [
@@ -69,9 +86,11 @@ def bottleneck_report(
     recent: dt.timedelta = dt.timedelta(days=1),
 ) -> pd.DataFrame:
     """Stages (waits and checks included, ``end_to_end`` not) ranked by their share of the slowest runs' time,
-    each with its trend factor (recent p95 / baseline median), severity, cause, recommendation and a message."""
-    data = po_view(in_window(prepare_frame(df), now - window, now))
-    data = data[data["duration_s"].notna()]
+    each with its trend factor (recent p95 / baseline median), severity, cause, recommendation and a message.
+
+    Runs that ended in ``(now - window, now]``; only stages that did their work (not ``skipped``/``reused``).
+    ``factor`` and ``severity`` are ``None`` without a trend: too little history, or a baseline of ~0 s."""
+    data = _worked_rows(df, start=now - window, end=now)
     if data.empty:
         return pd.DataFrame(columns=BOTTLENECK_COLUMNS)
     contributions = tail_contributions(data)
@@ -79,20 +98,33 @@ def bottleneck_report(
     baseline_days = max((window - recent).total_seconds() / 86400, 0)
     rows = []
     for stage, rows_of_stage in data[data["stage"] != "end_to_end"].groupby("stage", sort=False):
-        recent_rows = rows_of_stage[rows_of_stage["ended_at"] > pd.Timestamp(recent_start)]
-        base_rows = rows_of_stage[rows_of_stage["ended_at"] <= pd.Timestamp(recent_start)]
+        recent_rows = rows_of_stage[rows_of_stage["_run_end"] > pd.Timestamp(recent_start)]
+        base_rows = rows_of_stage[rows_of_stage["_run_end"] <= pd.Timestamp(recent_start)]
         contribution = contributions.get(str(stage), 0.0)
         rows.append(_stage_row(str(stage), rows_of_stage, recent_rows, base_rows, contribution, baseline_days, recent))
     out = pd.DataFrame(rows, columns=[c for c in BOTTLENECK_COLUMNS if c != "rank"])
     out = out.assign(_order=stage_sort_key(out["stage"]))
     out = out.sort_values(["contribution", "_order"], ascending=[False, True], kind="stable")
     out.insert(0, "rank", range(1, len(out) + 1))
-    return out[BOTTLENECK_COLUMNS].reset_index(drop=True)
+    out = finite_or_none(out[BOTTLENECK_COLUMNS].reset_index(drop=True), ["p95_s", "contribution", "factor"])
+    severity = out["severity"].astype(object)
+    out["severity"] = severity.where(severity.notna(), None)  # pandas 3 would make a missing str NaN
+    return out
+
+
+def _worked_rows(df: pd.DataFrame, *, start: dt.datetime, end: dt.datetime) -> pd.DataFrame:
+    """The PO-journey rows of the runs that ended in ``(start, end]`` that did their work (a duration, not
+    ``skipped``/``reused``); ``end_to_end`` from first runs only. ``_run_end``: when each row's run ended."""
+    data = po_view(in_window(prepare_frame(df), start, end))
+    data = data[worked(data) & ((data["stage"] != "end_to_end") | data["first_run"])]
+    return data.assign(_run_end=run_ended_at(data))
 
 
 def tail_contributions(data: pd.DataFrame, *, tail_quantile: float = 0.9) -> dict[str, float]:
     """Per stage: mean stage seconds / mean end-to-end seconds among the slowest runs (the top
-    ``1 - tail_quantile`` by end-to-end time, at least one). Stages absent from a tail run count as 0 s there."""
+    ``1 - tail_quantile`` of first runs by end-to-end time — the PO's clock from upload —, at least one).
+    Stages absent from a tail run count as 0 s there; skipped and reused stages count as absent."""
+    data = data[worked(data) & first_run_clock(data)]
     totals = data[data["stage"] == "end_to_end"].groupby("run_id")["duration_s"].sum()
     if totals.empty:
         return {}
@@ -117,13 +149,16 @@ def _stage_row(
 ) -> dict:
     p95 = float(np.percentile(rows["duration_s"], 95))
     enough = len(recent_rows) >= MIN_HISTORY and len(base_rows) >= MIN_HISTORY
-    factor = None
+    factor, near_zero = None, False
     if enough:
         baseline = baseline_p95_median(base_rows, period)
         recent_p95 = float(np.percentile(recent_rows["duration_s"], 95))
-        factor = recent_p95 / baseline if baseline > 0 else None
+        near_zero = not baseline > MIN_BASELINE_S
+        factor = None if near_zero else recent_p95 / baseline
     severity = _severity(factor)
-    if enough:
+    if near_zero:
+        cause = Cause("no trend: its usual time is ~0 s", _default_cause(stage).recommendation)
+    elif enough:
         cause = stage_cause(stage, recent_rows, base_rows)
     else:
         cause = Cause("not enough history", _default_cause(stage).recommendation)
@@ -154,9 +189,10 @@ def baseline_p95_median(base_rows: pd.DataFrame, period: dt.timedelta, *, min_ro
     return float(usable.median()) if len(usable) else float(np.percentile(base_rows["duration_s"], 95))
 
 
-def _severity(factor: float | None) -> str:
+def _severity(factor: float | None) -> str | None:
+    """``critical`` (≥ 3×), ``warning`` (≥ 2×), ``ok``; ``None`` when there is no trend factor to judge."""
     if factor is None:
-        return "ok"
+        return None
     if factor >= CRITICAL:
         return "critical"
     if factor >= WARNING:
@@ -169,7 +205,7 @@ def _message(
 ) -> str:
     share = f"{contribution:.0%} of the slowest runs' time"
     if factor is None:
-        return f"{stage} p95 {p95:.1f} s, {share} (not enough history for a trend) — {cause.recommendation}"
+        return f"{stage} p95 {p95:.1f} s, {share} ({cause.text}) — {cause.recommendation}"
     trend = f"{stage} p95 is {factor:.1f}× its {days:g}-day median"
     if severity == "ok":
         return f"{trend}, {share} ({cause.text})"
@@ -245,7 +281,7 @@ def _parsing_cause(recent: pd.DataFrame, base: pd.DataFrame) -> Cause:
     latency = _ratio(latency_now, latency_before)
     size = _size_moved(recent, base, ["llm_windows", "pages", "lines"])
     if latency is not None and latency >= SIGNAL_MOVED and (size is None or latency >= size[1]):
-        text = f"LLM latency: {latency_now:.1f} s per window vs {latency_before:.1f} s"
+        text = f"LLM latency: {latency_now:.1f} s LLM wall time per window vs {latency_before:.1f} s"
         return Cause(text, RECOMMENDATIONS["llm_latency"])
     if size is not None:
         return Cause(_bigger(size), RECOMMENDATIONS["llm_size"])
@@ -275,19 +311,20 @@ def slow_stages(
 ) -> list[dict]:
     """Stages whose recent p50 exceeds ``factor`` × their baseline median (for a warning asset check).
 
-    Recent = ``ended_at`` in ``(now - recent, now]``; baseline = the ``baseline`` before that. A stage needs
-    ``min_recent`` recent runs and ``MIN_HISTORY`` baseline runs to be judged."""
-    data = po_view(in_window(prepare_frame(df), now - recent - baseline, now))
-    data = data[data["duration_s"].notna()]
+    Recent = runs that ended in ``(now - recent, now]``; baseline = the ``baseline`` before that. A stage needs
+    ``min_recent`` recent runs and ``MIN_HISTORY`` baseline runs to be judged, and a baseline median above
+    ``MIN_BASELINE_S`` (a ratio to ~0 s means nothing). Skipped and reused stages are not runs of the stage;
+    ``end_to_end`` is judged on first runs (the PO's clock from upload). Every factor is finite."""
+    data = _worked_rows(df, start=now - recent - baseline, end=now)
     cut = pd.Timestamp(now - recent)
     found = []
     for stage, rows in data.groupby("stage", sort=False):
-        recent_rows, base_rows = rows[rows["ended_at"] > cut], rows[rows["ended_at"] <= cut]
+        recent_rows, base_rows = rows[rows["_run_end"] > cut], rows[rows["_run_end"] <= cut]
         if len(recent_rows) < min_recent or len(base_rows) < MIN_HISTORY:
             continue
         recent_p50, base_median = float(recent_rows["duration_s"].median()), float(base_rows["duration_s"].median())
-        if recent_p50 > factor * base_median and recent_p50 > 0:
-            ratio = recent_p50 / base_median if base_median > 0 else float("inf")
+        if base_median > MIN_BASELINE_S and recent_p50 > factor * base_median:
+            ratio = recent_p50 / base_median
             found.append(
                 {
                     "stage": str(stage),

@@ -84,9 +84,10 @@ def eta_backtest_chart(backtest: Any, path: str | Path) -> Path:
 
 
 def merchant_chart(df: pd.DataFrame, path: str | Path) -> Path:
-    """Per merchant: success rate and stuck rate (%)."""
+    """Per merchant: success rate (per PO) and stuck rate (%). Takes ``MerchantHealth.merchants``, or
+    ``merchant_health``'s one-frame form, whose overall row (last, flagged in ``attrs``) is left out."""
     fig, ax = _figure("Merchant health")
-    data = df[df["merchant_id"] != "all"] if len(df) else df
+    data = df.iloc[:-1] if len(df) and df.attrs.get("total_row") else df
     if data.empty:
         _no_data(ax)
         return _save(fig, path)

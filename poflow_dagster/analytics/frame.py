@@ -7,10 +7,11 @@ One row per finished run × stage. ``kind`` is ``stage`` (an op), ``wait`` (orch
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.schema import StageRun, Upload, WorkflowExecution
@@ -56,6 +57,14 @@ FLOAT_COLUMNS = [
 ]
 STAGE_RUN_COLUMNS: list[str] = [column.name for column in StageRun.__table__.columns]
 COLUMNS: list[str] = [*STAGE_RUN_COLUMNS, "size_bucket"]
+#: Outcomes of a stage that did no work of its own (Shopify sync off or a PO held for review; a continuation
+#: reusing an earlier run's parse): they count as ``skipped``/``reused``, never as a duration or a throughput.
+NOT_WORKED_OUTCOMES = ("skipped", "reused")
+#: Workflow statuses still open (a workflow in one of them for long is stuck).
+OPEN_STATUSES = ("pending", "processing")
+#: How far before ``since`` ``load_stage_runs`` reads, so a run that began before the window edge and ended
+#: after it comes whole (its early rows ended before ``since``).
+RUN_SPAN_MARGIN = dt.timedelta(days=1)
 
 _BUCKETS = [(10, "1-10"), (50, "11-50"), (250, "51-250"), (1000, "251-1000")]
 
@@ -109,14 +118,56 @@ def po_view(df: pd.DataFrame) -> pd.DataFrame:
     return df[(df["job"] == "po_job") | (df["stage"] == "image_attachment")]
 
 
+def worked(df: pd.DataFrame) -> pd.Series:
+    """Rows that measured real work: a duration, and not a ``skipped`` or ``reused`` stage."""
+    return df["duration_s"].notna() & ~df["outcome"].isin(NOT_WORKED_OUTCOMES)
+
+
+def first_run_clock(df: pd.DataFrame) -> pd.Series:
+    """Rows on the PO's own clock (from its upload): every row except those of a continuation or re-execution
+    ``po_job`` run (``first_run`` False), whose ``end_to_end`` starts at its own run's creation instead.
+    ``image_job`` rows stay (images never hold the PO back, and no image run is a first run)."""
+    return ~((df["job"] == "po_job") & ~df["first_run"].astype(bool))
+
+
+def run_ended_at(df: pd.DataFrame) -> pd.Series:
+    """For each row, when its run ended: the ``ended_at`` of the run's ``end_to_end`` row, else of its latest
+    row (a row without a ``run_id`` stands for itself). Aligned with ``df``'s index."""
+    if df.empty:
+        return df["ended_at"].copy()
+    keyed = df[df["run_id"].notna()]
+    latest = keyed.groupby("run_id", sort=False)["ended_at"].max()
+    e2e = keyed[keyed["stage"] == "end_to_end"].groupby("run_id", sort=False)["ended_at"].max()
+    run_end = e2e.reindex(latest.index).fillna(latest)
+    per_row = df["run_id"].map(run_end)
+    return per_row.where(df["run_id"].notna(), df["ended_at"]).astype(df["ended_at"].dtype)
+
+
 def in_window(df: pd.DataFrame, start: dt.datetime | None, end: dt.datetime | None) -> pd.DataFrame:
-    """Rows with ``ended_at`` in ``(start, end]`` (either bound may be open)."""
-    mask = df["ended_at"].notna()
+    """Every row of the runs that ended in ``(start, end]`` (either bound may be open). A run is in the window
+    by its ``end_to_end`` row's ``ended_at`` (else its latest row's), so a run that crossed the window edge is
+    never split: all its rows or none."""
+    ended = run_ended_at(df)
+    mask = ended.notna()
     if start is not None:
-        mask &= df["ended_at"] > pd.Timestamp(start)
+        mask &= ended > pd.Timestamp(start)
     if end is not None:
-        mask &= df["ended_at"] <= pd.Timestamp(end)
+        mask &= ended <= pd.Timestamp(end)
     return df[mask]
+
+
+def finite_or_none(df: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+    """``df`` with NaN and ±inf in ``columns`` replaced by ``None`` (those columns become ``object``), so
+    nothing that cannot be JSON or a GraphQL Float reaches metadata or a report."""
+    df = df.copy()
+    for column in columns:
+        if column not in df.columns:
+            continue
+        values = pd.to_numeric(df[column], errors="coerce").astype(float)
+        ok = np.isfinite(values.to_numpy())
+        df[column] = pd.Series([float(v) if keep else None for v, keep in zip(values, ok, strict=True)],
+                               index=df.index, dtype=object)
+    return df
 
 
 def stage_sort_key(stages: pd.Series) -> pd.Series:
@@ -132,30 +183,43 @@ def load_stage_runs(
     until: dt.datetime | None = None,
     merchant_id: str | None = None,
 ) -> pd.DataFrame:
-    """The ``stage_runs`` rows with ``ended_at`` in ``(since, until]`` (one Core select, no ORM objects)."""
+    """Every ``stage_runs`` row of the runs that ended in ``(since, until]`` (see ``in_window``): one Core
+    select, no ORM objects, that reads ``RUN_SPAN_MARGIN`` beyond each bound so a run crossing an edge is
+    seen whole, then trimmed to the runs of the window in pandas."""
     table = StageRun.__table__
     query = select(table)
     if since is not None:
-        query = query.where(table.c.ended_at > since)
+        query = query.where(table.c.ended_at > since - RUN_SPAN_MARGIN)
     if until is not None:
-        query = query.where(table.c.ended_at <= until)
+        query = query.where(table.c.ended_at <= until + RUN_SPAN_MARGIN)
     if merchant_id is not None:
         query = query.where(table.c.merchant_id == merchant_id)
     with db.engine.connect() as connection:
         rows = connection.execute(query).fetchall()
-    df = pd.DataFrame.from_records(rows, columns=STAGE_RUN_COLUMNS)
-    return prepare_frame(df)
+    df = prepare_frame(pd.DataFrame.from_records(rows, columns=STAGE_RUN_COLUMNS))
+    if since is None and until is None:
+        return df
+    return in_window(df, since, until).reset_index(drop=True)
 
 
 WORKFLOW_COLUMNS = ["upload_id", "merchant_id", "status", "updated_at", "created_at"]
 
 
-def load_workflow_states(db: Database, *, merchant_id: str | None = None) -> pd.DataFrame:
-    """One row per upload's workflow: ``upload_id, merchant_id, status, updated_at, created_at`` (UTC)."""
+def load_workflow_states(
+    db: Database, *, merchant_id: str | None = None, since: dt.datetime | None = None
+) -> pd.DataFrame:
+    """One row per upload's workflow: ``upload_id, merchant_id, status, updated_at, created_at`` (UTC).
+
+    With ``since``, only the workflows merchant health can use, filtered in SQL: still open (pending,
+    processing — they may be stuck), or created or updated after ``since``."""
     wf, up = WorkflowExecution.__table__, Upload.__table__
     query = select(
         wf.c.upload_id, up.c.merchant_id, wf.c.status, wf.c.updated_at, up.c.created_at
     ).join(up, up.c.id == wf.c.upload_id)
+    if since is not None:
+        query = query.where(
+            or_(wf.c.status.in_(OPEN_STATUSES), wf.c.updated_at > since, up.c.created_at > since)
+        )
     if merchant_id is not None:
         query = query.where(up.c.merchant_id == merchant_id)
     with db.engine.connect() as connection:

@@ -1,5 +1,6 @@
 """The analytics report as one JSON-ready dict (``poflow report --format json``): stage performance, waits,
-end-to-end, bottlenecks, merchant health and the ETA's measured accuracy. Its keys are a stable contract."""
+checks, end-to-end, bottlenecks, merchant health (per merchant, and the total apart) and the ETA's measured
+accuracy. Its keys are a stable contract."""
 
 from __future__ import annotations
 
@@ -11,16 +12,17 @@ import numpy as np
 import pandas as pd
 
 from poflow_dagster.analytics.bottlenecks import bottleneck_report
-from poflow_dagster.analytics.eta import backtest_eta, fit_eta_model
+from poflow_dagster.analytics.eta import backtest_eta
 from poflow_dagster.analytics.frame import in_window, load_stage_runs, load_workflow_states
-from poflow_dagster.analytics.merchants import merchant_health
+from poflow_dagster.analytics.live_eta import load_model, model_basis
+from poflow_dagster.analytics.merchants import merchant_health_parts
 from poflow_dagster.analytics.performance import stage_performance
 from poflow_dagster.store.db import Database
 
 #: History the ETA part fits and backtests on (at least; more if the report's window is longer).
 ETA_HISTORY = dt.timedelta(days=30)
-STAGE_FIELDS = ["stage", "runs", "p50_s", "p90_s", "p95_s", "share", "throughput_items_per_s", "failure_rate",
-                "retry_rate"]
+STAGE_FIELDS = ["stage", "runs", "skipped", "reused", "p50_s", "p90_s", "p95_s", "share", "throughput_items_per_s",
+                "failure_rate", "retry_rate"]
 BOTTLENECK_FIELDS = ["stage", "severity", "factor", "cause", "recommendation", "message"]
 MERCHANT_FIELDS = ["merchant_id", "uploads", "runs", "success_rate", "avg_s", "p95_s", "failed", "stuck",
                    "needs_review_share"]
@@ -68,25 +70,30 @@ def build_report(
     merchant_id: str | None = None,
 ) -> dict[str, Any]:
     """Everything the analytics know about ``(since, now]`` (``since`` a datetime, or a span before ``now``),
-    optionally for one merchant. Stable keys: ``generated_at, window, stages, waits, end_to_end, bottlenecks,
-    merchants, eta``; floats rounded to 3 places, missing numbers ``null``; ``json.dumps`` works as is."""
+    optionally for one merchant. Stable keys: ``generated_at, window, stages, waits`` (sensor, queue and launch
+    waits), ``checks`` (asset checks and teardown), ``end_to_end`` (first runs: the PO's clock from upload),
+    ``bottlenecks, merchants`` (one row per merchant), ``merchants_total`` (the same numbers over all of them),
+    ``eta`` (backtest scores, and the basis of the stored model the live ETA uses); floats rounded to 3
+    places, missing numbers ``null``; ``json.dumps`` works as is."""
     start = now - since if isinstance(since, dt.timedelta) else since
     window = now - start
     history = load_stage_runs(db, since=min(start, now - ETA_HISTORY), until=now, merchant_id=merchant_id)
     current = in_window(history, start, now)
     perf = stage_performance(current, now=now, window=window, slices=())
     bottlenecks = bottleneck_report(current, now=now, window=window, recent=recent_period(window))
-    workflows = load_workflow_states(db, merchant_id=merchant_id)
-    health = merchant_health(current, workflows, now=now, window=window)
+    workflows = load_workflow_states(db, merchant_id=merchant_id, since=start)
+    health = merchant_health_parts(current, workflows, now=now, window=window)
     return {
         "generated_at": clean(pd.Timestamp(now)),
         "window": {"since": clean(pd.Timestamp(start)), "until": clean(pd.Timestamp(now))},
         "stages": records(perf[perf["kind"] == "stage"], STAGE_FIELDS),
-        "waits": records(perf[perf["kind"].isin(["wait", "check"])], STAGE_FIELDS),
+        "waits": records(perf[perf["kind"] == "wait"], STAGE_FIELDS),
+        "checks": records(perf[perf["kind"] == "check"], STAGE_FIELDS),
         "end_to_end": _end_to_end(perf),
         "bottlenecks": records(bottlenecks, BOTTLENECK_FIELDS),
-        "merchants": records(health, MERCHANT_FIELDS),
-        "eta": _eta(history, now=now),
+        "merchants": records(health.merchants, MERCHANT_FIELDS),
+        "merchants_total": {name: clean(health.total.get(name)) for name in MERCHANT_FIELDS[1:]},
+        "eta": _eta(db, history, now=now),
     }
 
 
@@ -98,9 +105,11 @@ def _end_to_end(perf: pd.DataFrame) -> dict[str, Any]:
     return {name: clean(row[name]) for name in ["runs", "p50_s", "p90_s", "p95_s"]}
 
 
-def _eta(history: pd.DataFrame, *, now: dt.datetime) -> dict[str, Any]:
+def _eta(db: Database, history: pd.DataFrame, *, now: dt.datetime) -> dict[str, Any]:
+    """The backtest's scores on the last ``ETA_HISTORY`` and the basis of the stored ``model:eta`` — the model
+    the live ETA uses (``DEFAULT_MODEL``'s basis when none is stored yet), not a model fitted here."""
     recent = in_window(history, now - ETA_HISTORY, now)
     scores = backtest_eta(recent, now=now).as_dict()
     out = {name: clean(scores.get(name)) for name in ETA_FIELDS}
-    out["basis"] = fit_eta_model(recent, now=now).basis
+    out["basis"] = model_basis(load_model(db, max_age_s=0))
     return out
