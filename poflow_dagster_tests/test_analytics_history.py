@@ -10,11 +10,17 @@ import sqlalchemy as sa
 from dagster._core.events import DagsterEvent
 from dagster._core.remote_origin import RegisteredCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
 
-from poflow_dagster.analytics.history import RunFact, ingest_finished_runs
+from poflow_dagster.analytics.history import (
+    LaunchEvent,
+    RunFact,
+    ingest_finished_runs,
+    prune_launches,
+    record_launch_events,
+)
 from poflow_dagster.definitions import defs
 from poflow_dagster.intake import upload_file
 from poflow_dagster.pipeline.local import run_upload
-from poflow_dagster.pipeline.run_history import instance_key, refresh_stage_runs
+from poflow_dagster.pipeline.run_history import instance_key, refresh_stage_runs, run_timeline_so_far
 from poflow_dagster.store.analytics_state import load_state
 from poflow_dagster.store.schema import RunLaunch, StageMetric, StageRun, Upload
 
@@ -75,7 +81,7 @@ def test_real_runs_become_their_timelines_incrementally(home, db, shop, instance
     assert {s: r.kind for s, r in images.items()} == {"image_attachment": "stage", "end_to_end": "total"}
     assert not any(r.first_run for r in images.values())
     assert refresh.rows_written == len(rows) + len(images) == refresh.total_rows == count(db)
-    assert count(db, RunLaunch) == 0  # launch times are dropped once the run's rows are built
+    assert count(db, RunLaunch) == 2  # launch times are kept (a re-ingest keeps its waits), pruned after 7 days
     assert load_state(db, f"cursor:{instance_key(instance)}:RUN_SUCCESS") is not None
 
     again = refresh_stage_runs(instance, db)  # nothing new: nothing read again, nothing written
@@ -196,31 +202,47 @@ def test_waits_from_launch_events_runs_in_progress_and_other_jobs(home, db, inst
         "end_to_end": ("total", 30.0),  # upload received -> run ended
     }
     assert rows["shopify_sync"].duration_s == 8.0 and rows["end_to_end"].first_run
-    assert not rows_of(db, other) and count(db, RunLaunch) == 0
+    assert not rows_of(db, other) and count(db, RunLaunch) == 1  # our run's launch times are kept
 
-    # A run seen again (e.g. its history replayed) replaces its rows: nothing is counted twice.
+    # A run seen again (a UI materialization of stage_runs racing the schedule, the sweep, --refresh) replaces
+    # its rows from the run record alone, as the reader gives it: nothing counted twice, and its waits survive.
     record = instance.get_run_record_by_id(run_id)
     fact = RunFact(run_id=run_id, job_name="po_job", upload_id=upload.id, status="success",
-                   created_at=record.create_timestamp.astimezone(dt.UTC), ended_at=t(30), starting_at=t(9),
-                   started_at=t(11), first_run=True)
-    assert ingest_finished_runs(db, [fact]) == len(rows)
-    assert count(db) == len(rows) and rows_of(db, run_id)["queue_wait"].duration_s == 6.0
+                   created_at=record.create_timestamp.astimezone(dt.UTC), ended_at=t(30), first_run=True,
+                   started_at=t(11))
+    for _ in range(2):
+        assert ingest_finished_runs(db, [fact]) == len(rows)
+        again = rows_of(db, run_id)
+        assert count(db) == len(rows) and {s: r.duration_s for s, r in again.items() if r.kind == "wait"} == {
+            "sensor_wait": 3.0, "queue_wait": 6.0, "launch_wait": 5.0}
+
+    # Launch rows older than the retention go, in one statement; recent ones stay.
+    assert prune_launches(db, now=t(30) + dt.timedelta(days=6)) == 0 and count(db, RunLaunch) == 1
+    assert prune_launches(db, now=t(30) + dt.timedelta(days=8)) == 1 and count(db, RunLaunch) == 0
 
 
-def test_first_run_decided_without_the_reader(db, home, samples):
-    """ingest_finished_runs alone: a PO run without parent and without an earlier run is the first run."""
+def test_a_first_run_that_died_before_any_stage_is_still_the_first(home, db, instance, samples):
+    """One rule for ``first_run`` (the run records): the upload's earliest po_job run is its first even when it
+    recorded no stage; the next run then has no sensor_wait, in stage_runs and in the PO's timeline alike."""
     upload = upload_file(db, home, "acme", samples["acme-po-1001.csv"])
     with db.session() as session:
         received = session.scalar(sa.select(Upload.created_at).where(Upload.id == upload.id))
     t = lambda s: received + dt.timedelta(seconds=s)  # noqa: E731
-    first = RunFact("r-1", "po_job", upload.id, "success", created_at=t(1), ended_at=t(5))
-    later = RunFact("r-2", "po_job", upload.id, "success", created_at=t(60), ended_at=t(70))
-    child = RunFact("r-3", "po_job", upload.id, "success", created_at=t(80), ended_at=t(90), parent_run_id="r-2")
-    ingest_finished_runs(db, [later, first])
-    ingest_finished_runs(db, [child])
-    firsts = {run: {r.first_run for r in rows_of(db, run).values()} for run in ("r-1", "r-2", "r-3")}
-    assert firsts == {"r-1": {True}, "r-2": {False}, "r-3": {False}}
-    assert rows_of(db, "r-1")["end_to_end"].duration_s == 5.0 and rows_of(db, "r-2")["end_to_end"].duration_s == 10.0
+    dead = _synthetic_run(instance, "po_job", t(2), {"dagster/partition": upload.id})
+    second = _synthetic_run(instance, "po_job", t(40), {"dagster/partition": upload.id})
+    with db.session() as session:
+        session.add(StageMetric(upload_id=upload.id, run_id=second, stage="ai_parsing", started_at=t(41),
+                                ended_at=t(42), duration_ms=1000, attempts=1, outcome="success", items=5))
+
+    timeline = run_timeline_so_far(instance, db, second, upload.id)
+    assert timeline.first_run is False and "sensor_wait" not in {row.stage for row in timeline.rows}
+
+    _event(instance, dead, "po_job", E.RUN_FAILURE, t(5))
+    _event(instance, second, "po_job", E.RUN_SUCCESS, t(45))
+    refresh_stage_runs(instance, db)
+    assert {r.first_run for r in rows_of(db, dead).values()} == {True}
+    assert {r.first_run for r in rows_of(db, second).values()} == {False}
+    assert "sensor_wait" not in rows_of(db, second) and rows_of(db, second)["end_to_end"].duration_s == 5.0
 
 
 def test_llm_document_rows_carry_pages_windows_and_llm_seconds(home, db, shop, instance, tmp_path, monkeypatch):
@@ -259,8 +281,11 @@ def test_two_ingestions_of_the_same_runs_at_once_count_each_run_once(db):
     import threading
 
     t0 = dt.datetime(2026, 3, 2, 9, tzinfo=dt.UTC)
-    facts = [RunFact(f"race-{n}", "po_job", None, "success", created_at=t0, ended_at=t0 + dt.timedelta(seconds=n))
-             for n in range(300)]
+    facts = [RunFact(f"race-{n}", "po_job", None, "success", created_at=t0, ended_at=t0 + dt.timedelta(seconds=n),
+                     first_run=False) for n in range(300)]
+    # Every run was queued and launched: both racing ingestions must keep its queue and launch waits.
+    record_launch_events(db, [LaunchEvent(f.run_id, kind, t0 + dt.timedelta(seconds=s))
+                              for f in facts for kind, s in (("starting", 2), ("started", 3))])
     barrier, errors = threading.Barrier(2), []
 
     def ingest() -> None:
@@ -276,7 +301,10 @@ def test_two_ingestions_of_the_same_runs_at_once_count_each_run_once(db):
     for thread in threads:
         thread.join()
     assert errors == []
-    assert count(db) == 300  # one end_to_end row per run (no upload, no stages), never two
+    assert count(db) == 600  # one queue_wait and one end_to_end row per run (no upload, no stages), never two
+    with db.session() as session:
+        waits = session.scalars(sa.select(StageRun.duration_s).where(StageRun.stage == "queue_wait")).all()
+    assert sorted(waits) == [2.0] * 300
 
 
 def test_cursors_belong_to_their_instance(home, db, shop, samples, tmp_path):
@@ -308,3 +336,24 @@ def test_a_run_the_cursor_passed_is_swept_up(home, db, shop, instance, samples):
     swept = refresh_stage_runs(instance, db, sweep_settle=dt.timedelta(0))
     assert swept.new_runs == 1 and set(rows_of(db, result.run_id)) >= {*PO_STAGES, "end_to_end"}
     assert refresh_stage_runs(instance, db, sweep_settle=dt.timedelta(0)).new_runs == 0  # once only
+
+
+def test_the_sweep_reaches_back_to_the_last_refresh(home, db, instance, samples):
+    """The sweep starts at this instance's last successful refresh (minus a margin), not a fixed 30 minutes: a
+    run that ended an hour ago, after that refresh, but was passed by the cursor is still ingested."""
+    from poflow_dagster.store.analytics_state import save_state
+
+    upload = upload_file(db, home, "acme", samples["acme-po-1001.csv"])
+    now = dt.datetime.now(dt.UTC)
+    run_id = _synthetic_run(instance, "po_job", now - dt.timedelta(hours=3), {"dagster/partition": upload.id})
+    _event(instance, run_id, "po_job", E.RUN_SUCCESS, now - dt.timedelta(hours=1))
+    assert refresh_stage_runs(instance, db).new_runs == 1
+    assert load_state(db, f"sweep:{instance_key(instance)}:last_refresh") is not None
+    with db.session() as session:  # as if its terminal event had been passed by the cursor
+        session.execute(sa.delete(StageRun).where(StageRun.run_id == run_id))
+    save_state(db, f"sweep:{instance_key(instance)}:last_refresh", (now - dt.timedelta(hours=2)).isoformat())
+
+    swept = refresh_stage_runs(instance, db)
+
+    assert swept.new_runs == 1 and "end_to_end" in rows_of(db, run_id)
+    assert refresh_stage_runs(instance, db).new_runs == 0  # the sweep now starts after it

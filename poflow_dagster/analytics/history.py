@@ -1,8 +1,9 @@
 """Run history into the ``stage_runs`` fact table (core: plain inputs, no Dagster).
 
 ``pipeline/run_history.py`` reads Dagster's run-status events and run records by cursor and hands them here as
-plain values: launch events (:func:`record_launch_events`, kept in ``run_launches`` until the run ends) and
-finished runs (:func:`ingest_finished_runs`). A finished run becomes its timeline rows
+plain values: launch events (:func:`record_launch_events`, kept in ``run_launches`` for
+:data:`LAUNCH_RETENTION` so a run ingested again still has its queue and launch waits; :func:`prune_launches`
+drops older ones) and finished runs (:func:`ingest_finished_runs`). A finished run becomes its timeline rows
 (``analytics.timeline.build_timeline``) joined with the upload's merchant and the PO's shape.
 
 Built for thousands of runs a page: a fixed number of queries per call (never one per run) and bulk inserts.
@@ -32,6 +33,7 @@ __all__ = [
     "count_stage_runs",
     "ingest_finished_runs",
     "known_runs",
+    "prune_launches",
     "record_launch_events",
 ]
 
@@ -39,6 +41,8 @@ __all__ = [
 TRACKED_JOBS: frozenset[str] = frozenset(("po_job", "image_job"))
 #: Launch event kinds and the ``run_launches`` column each fills.
 LAUNCH_COLUMNS = {"enqueued": "enqueued_at", "starting": "starting_at", "started": "started_at"}
+#: How long a run's launch events are kept after it was launched (a run ingested again within it keeps its waits).
+LAUNCH_RETENTION = dt.timedelta(days=7)
 #: Keeps each IN (...) list well below SQLite's bound-parameter limit.
 _CHUNK = 900
 
@@ -54,11 +58,11 @@ class LaunchEvent:
 
 @dataclass(frozen=True)
 class RunFact:
-    """A finished run, as Dagster recorded it.
+    """A finished run, as Dagster recorded it (its run record).
 
-    Launch times left ``None`` are taken from ``run_launches`` (recorded earlier from the events).
-    ``first_run=None`` lets :func:`ingest_finished_runs` decide: a PO run without a parent and with no earlier
-    PO run of its upload known.
+    The queue and launch times come from ``run_launches`` (recorded earlier from the events); ``started_at``
+    (the record's start time) stands in for a missing ``RUN_START`` event. ``first_run`` follows
+    ``pipeline.run_history.is_first_run``: the upload's earliest ``po_job`` run without a parent.
     """
 
     run_id: str
@@ -67,11 +71,9 @@ class RunFact:
     status: str  # success | failure | canceled
     created_at: dt.datetime
     ended_at: dt.datetime
-    enqueued_at: dt.datetime | None = None
-    starting_at: dt.datetime | None = None
+    first_run: bool
     started_at: dt.datetime | None = None
     parent_run_id: str | None = None
-    first_run: bool | None = None
 
 
 def record_launch_events(db: Database, events: Iterable[LaunchEvent]) -> int:
@@ -110,8 +112,9 @@ def _record_launch_events(db: Database, events: list[LaunchEvent]) -> int:
 def ingest_finished_runs(db: Database, facts: Sequence[RunFact]) -> int:
     """Build and write the ``stage_runs`` rows of finished runs; returns the number of rows written.
 
-    Rows of a run already in the table are replaced (no double counting); its ``run_launches`` row is dropped.
-    Runs of jobs other than :data:`TRACKED_JOBS` are ignored.
+    Rows of a run already in the table are replaced (no double counting); its ``run_launches`` row stays (a
+    second ingest of the run, e.g. two refreshes racing, rebuilds the same waits). Runs of jobs other than
+    :data:`TRACKED_JOBS` are ignored.
     """
     facts = list({fact.run_id: fact for fact in facts if fact.job_name in TRACKED_JOBS}.values())
     if not facts:
@@ -126,18 +129,24 @@ def _ingest(db: Database, facts: list[RunFact]) -> int:
         launches = _launches(session, run_ids)
         metrics = _stage_metrics(session, run_ids)
         uploads = _uploads(session, {fact.upload_id for fact in facts if fact.upload_id})
-        first_runs = _first_runs(session, facts)
         rows: list[dict[str, Any]] = []
         recorded_at = utcnow()
         for fact in facts:
             rows += _rows_for(fact, launches.get(fact.run_id), metrics.get(fact.run_id, []),
-                              uploads.get(fact.upload_id or ""), first_runs[fact.run_id], recorded_at)
+                              uploads.get(fact.upload_id or ""), recorded_at)
         for chunk in _chunks(run_ids):
             session.execute(delete(StageRun).where(StageRun.run_id.in_(chunk)))
-            session.execute(delete(RunLaunch).where(RunLaunch.run_id.in_(chunk)))
         if rows:
             session.execute(insert(StageRun.__table__), rows)  # Core: one executemany
     return len(rows)
+
+
+def prune_launches(db: Database, *, now: dt.datetime | None = None, keep: dt.timedelta = LAUNCH_RETENTION) -> int:
+    """Drop the ``run_launches`` rows of runs launched more than ``keep`` ago (one DELETE); returns how many."""
+    cutoff = (now or utcnow()) - keep
+    launched = func.coalesce(RunLaunch.enqueued_at, RunLaunch.starting_at, RunLaunch.started_at)
+    with db.session() as session:
+        return session.execute(delete(RunLaunch).where(launched < cutoff)).rowcount or 0
 
 
 def known_runs(db: Database, run_ids: Iterable[str]) -> set[str]:
@@ -171,14 +180,14 @@ def _rows_for(
     launch: RunLaunch | None,
     metrics: list[Any],
     upload: _UploadShape | None,
-    first_run: bool,
     recorded_at: dt.datetime,
 ) -> list[dict[str, Any]]:
+    first_run = fact.first_run and fact.job_name == "po_job"
     timeline = build_timeline(
         upload_created_at=upload.created_at if upload else None,
         run_created_at=fact.created_at,
-        enqueued_at=fact.enqueued_at or (launch.enqueued_at if launch else None),
-        starting_at=fact.starting_at or (launch.starting_at if launch else None),
+        enqueued_at=launch.enqueued_at if launch else None,
+        starting_at=launch.starting_at if launch else None,
         started_at=fact.started_at or (launch.started_at if launch else None),
         ended_at=fact.ended_at,
         stage_metrics=metrics,
@@ -246,37 +255,6 @@ def _uploads(session: Session, upload_ids: set[str]) -> dict[str, _UploadShape]:
             shapes[row.id] = _UploadShape(row.created_at, row.merchant_id, row.size_bytes, row.source_format,
                                           row.lines)
     return shapes
-
-
-def _first_runs(session: Session, facts: list[RunFact]) -> dict[str, bool]:
-    """Each run's ``first_run``: given by the reader, or a PO run without a parent and with no earlier PO run of
-    its upload in this batch or already in ``stage_runs``."""
-    undecided = {f.run_id: f for f in facts if f.first_run is None and f.job_name == "po_job" and not f.parent_run_id
-                 and f.upload_id}
-    earliest: dict[str, dt.datetime] = {}
-    for chunk in _chunks(sorted({f.upload_id for f in undecided.values() if f.upload_id})):
-        query = (
-            select(StageRun.upload_id, func.min(StageRun.run_created_at))
-            .where(StageRun.job == "po_job", StageRun.upload_id.in_(chunk))
-            .group_by(StageRun.upload_id)
-        )
-        for upload_id, created in session.execute(query):
-            if created is not None:
-                earliest[upload_id] = created if created.tzinfo else created.replace(tzinfo=dt.UTC)
-    for fact in facts:
-        if fact.job_name == "po_job" and fact.upload_id:
-            known = earliest.get(fact.upload_id)
-            if known is None or fact.created_at < known:
-                earliest[fact.upload_id] = fact.created_at
-    decided: dict[str, bool] = {}
-    for fact in facts:
-        if fact.first_run is not None:
-            decided[fact.run_id] = fact.first_run and fact.job_name == "po_job"
-        elif fact.run_id in undecided:
-            decided[fact.run_id] = earliest.get(fact.upload_id or "") == fact.created_at
-        else:
-            decided[fact.run_id] = False
-    return decided
 
 
 def _retry_on_conflict(work: Callable[[], int], attempts: int = 3) -> int:

@@ -34,11 +34,13 @@ __all__ = [
     "STAGE_ORDER",
     "StageMetricLike",
     "TimelineRow",
+    "WAIT_STAGES",
     "build_timeline",
     "stage_seconds",
 ]
 
-#: Every row a run can have, in timeline order.
+#: Every row a run can have, in timeline order (the single source: ``analytics.frame`` and ``analytics.eta`` use
+#: these names too).
 STAGE_ORDER: tuple[str, ...] = (
     "sensor_wait",
     "queue_wait",
@@ -52,10 +54,10 @@ STAGE_ORDER: tuple[str, ...] = (
     "image_attachment",
     "end_to_end",
 )
-#: The ops of ``po_job`` (the ``checks`` row follows the last of them).
-PO_STAGES: frozenset[str] = frozenset(
-    ("ai_parsing", "database_save", "product_draft_creation", "shopify_sync", "status_update")
-)
+#: The orchestration waits before a PO run's first stage, in order.
+WAIT_STAGES: tuple[str, ...] = ("sensor_wait", "queue_wait", "launch_wait")
+#: The ops of ``po_job``, in order (the ``checks`` row follows the last of them).
+PO_STAGES: tuple[str, ...] = ("ai_parsing", "database_save", "product_draft_creation", "shopify_sync", "status_update")
 #: ``stage_metrics.signals`` keys that become ``stage_runs`` columns (integers and floats).
 SIGNAL_COLUMNS: dict[str, type] = {
     "pages": int,
@@ -144,7 +146,7 @@ def build_timeline(
 
 
 def stage_seconds(rows: Iterable[TimelineRow]) -> dict[str, float]:
-    """``{stage: seconds}`` of the rows that have a duration (e.g. for ``ai_parsing_s`` metadata)."""
+    """``{stage: seconds}`` of the rows that have a duration (the PO asset's ``<stage>_s`` metadata)."""
     return {row.stage: row.duration_s for row in rows if row.duration_s is not None}
 
 

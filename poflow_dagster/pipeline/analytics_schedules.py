@@ -3,6 +3,7 @@
 The same assets can be materialised on demand from the UI (Materialize all in the ``analytics`` group).
 """
 
+import datetime as dt
 import logging
 import os
 
@@ -14,9 +15,15 @@ log = logging.getLogger(__name__)
 
 #: A refresh in one of these states is still to come or under way.
 _UNFINISHED = [
-    dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING,
+    dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
 ]
+#: Run monitoring fails a refresh running longer than this (``dagster/max_runtime``): a hung one never blocks
+#: the next for good.
+ANALYTICS_MAX_RUNTIME_SECONDS = 15 * 60
+#: The run-queue tag every analytics run carries; ``dagster.yaml`` limits runs with it to one at a time
+#: (``run_queue.tag_concurrency_limits``), so refreshes never take more than one of the PO runs' slots.
+ANALYTICS_TAG = {"poflow/kind": "analytics"}
 
 #: Default refresh: every five minutes (``POFLOW_ANALYTICS_CRON``).
 DEFAULT_ANALYTICS_CRON = "*/5 * * * *"
@@ -41,7 +48,7 @@ analytics_job = dg.define_asset_job(
     executor_def=dg.in_process_executor,
     description="Refresh the analytics: stage_runs from the run history, then stage performance, bottlenecks, "
     "merchant health and the ETA model, with their checks.",
-    tags={"poflow/kind": "analytics"},
+    tags={**ANALYTICS_TAG, "dagster/max_runtime": str(ANALYTICS_MAX_RUNTIME_SECONDS)},
 )
 
 
@@ -52,10 +59,15 @@ analytics_job = dg.define_asset_job(
     execution_timezone="UTC",
 )
 def analytics_schedule(context: dg.ScheduleEvaluationContext):
-    """Refresh the analytics group every few minutes (``POFLOW_ANALYTICS_CRON``); a tick is skipped while the
-    previous refresh is still running, so refreshes never pile up."""
+    """Refresh the analytics group every few minutes (``POFLOW_ANALYTICS_CRON``); a tick is skipped while a
+    refresh created within the last ``2 × max_runtime`` is still queued or running, so refreshes never pile up —
+    and an older one (hung, or never launched) never stops them."""
+    recent = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
     running = context.instance.get_runs_count(
-        dg.RunsFilter(job_name=analytics_job.name, statuses=_UNFINISHED)
+        dg.RunsFilter(
+            job_name=analytics_job.name, statuses=_UNFINISHED,
+            created_after=recent - dt.timedelta(seconds=2 * ANALYTICS_MAX_RUNTIME_SECONDS),
+        )
     )
     if running:
         return dg.SkipReason(f"{running} analytics_job run(s) not finished yet")

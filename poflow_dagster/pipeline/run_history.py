@@ -14,8 +14,12 @@ ignores the filter's ``job_names``, so job names are filtered here.) No per-run 
 Cursors belong to one Dagster instance (``cursor:<instance>:<EVENT_TYPE>``): ``dagster dev`` without
 ``DAGSTER_HOME`` starts a fresh instance each time, whose event ids start again at 1, and must not be read from
 another instance's position. And a safety net: on PostgreSQL an event can commit after one with a higher id was
-read; every refresh also ingests runs that ended in the last :data:`SWEEP_WINDOW` but have no rows yet
-(one run-records query).
+read; every refresh also ingests runs that ended since the last refresh of this instance (minus
+:data:`SWEEP_MARGIN`, at most :data:`SWEEP_MAX` back; :data:`SWEEP_WINDOW` on its first refresh) but have no rows
+yet: run ids only (a query per tracked job), and run records for the missing ones alone.
+
+``first_run`` has one definition (:func:`is_first_run`): the upload's earliest ``po_job`` run without a parent,
+by the run records — the same for ``stage_runs`` and for the PO asset's timeline.
 """
 
 from __future__ import annotations
@@ -38,17 +42,18 @@ from poflow_dagster.analytics.history import (
     count_stage_runs,
     ingest_finished_runs,
     known_runs,
+    prune_launches,
     record_launch_events,
 )
-from poflow_dagster.analytics.timeline import TimelineRow, build_timeline
+from poflow_dagster.analytics.timeline import TimelineRow, build_timeline, stage_seconds
 from poflow_dagster.store.analytics_state import load_state, save_state
 from poflow_dagster.store.db import Database
-from poflow_dagster.store.stage_metrics import has_earlier_run, stage_metrics_for_run, upload_created_at
+from poflow_dagster.store.stage_metrics import stage_metrics_for_run, upload_created_at
 from poflow_dagster.store.types import utcnow
 
 __all__ = [
-    "HistoryRefresh", "po_timeline_metadata", "record_runs", "refresh_stage_runs", "run_timeline_so_far",
-    "timeline_metadata",
+    "HistoryRefresh", "is_first_run", "po_timeline_metadata", "record_runs", "refresh_stage_runs",
+    "run_timeline_so_far", "timeline_metadata",
 ]
 
 LAUNCH_EVENTS: dict[dg.DagsterEventType, str] = {
@@ -61,8 +66,12 @@ TERMINAL_EVENTS: dict[dg.DagsterEventType, str] = {
     dg.DagsterEventType.RUN_FAILURE: "failure",
     dg.DagsterEventType.RUN_CANCELED: "canceled",
 }
-#: How far back each refresh looks for finished runs the cursors may have passed (late commits).
+#: How far back the first refresh of an instance looks for finished runs the cursors may have passed.
 SWEEP_WINDOW = dt.timedelta(minutes=30)
+#: Later refreshes sweep from the last successful refresh minus this margin (late commits, clock skew)...
+SWEEP_MARGIN = dt.timedelta(minutes=10)
+#: ...but never further back than this (an instance not refreshed for days is read by its cursors anyway).
+SWEEP_MAX = dt.timedelta(days=1)
 #: A run must have ended this long before the refresh to be swept (its events are committed by then).
 SWEEP_SETTLE = dt.timedelta(seconds=10)
 PARTITION_TAG = "dagster/partition"
@@ -104,9 +113,12 @@ def refresh_stage_runs(
             facts = _run_facts(instance, ended, dict.fromkeys(ended, status))
             new_runs += len(facts)
             rows += ingest_finished_runs(db, facts)
-    stragglers = _stragglers(instance, db, began_at - sweep_settle)
+    settled = began_at - sweep_settle
+    stragglers = _stragglers(instance, db, _sweep_since(db, prefix, settled), settled)
     new_runs += len(stragglers)
     rows += ingest_finished_runs(db, stragglers)
+    prune_launches(db, now=began_at)
+    save_state(db, _sweep_state(prefix), began_at.isoformat())
     return HistoryRefresh(
         new_runs=new_runs, rows_written=rows, total_rows=count_stage_runs(db), pages_read=pages,
         seconds=round(time.perf_counter() - started, 3),
@@ -164,24 +176,41 @@ _TERMINAL_STATUSES = {
 }
 
 
-def _stragglers(instance: dg.DagsterInstance, db: Database, settled: dt.datetime) -> list[RunFact]:
-    """Tracked runs that ended in the :data:`SWEEP_WINDOW` before ``settled`` but have no ``stage_runs`` rows:
-    their terminal event committed behind the cursor."""
-    records = instance.get_run_records(
-        filters=dg.RunsFilter(statuses=list(_TERMINAL_STATUSES), updated_after=settled - SWEEP_WINDOW),
-        limit=10_000,
-    )
-    ended = {
-        r.dagster_run.run_id: _at(r.end_time)
-        for r in records
-        if r.dagster_run.job_name in TRACKED_JOBS and r.end_time and _at(r.end_time) < settled
-    }
-    missing = set(ended) - known_runs(db, ended)
+def _sweep_state(prefix: str) -> str:
+    return f"sweep:{prefix}:last_refresh"
+
+
+def _sweep_since(db: Database, prefix: str, settled: dt.datetime) -> dt.datetime:
+    """Where this refresh's sweep starts: the last successful refresh of this instance minus
+    :data:`SWEEP_MARGIN` (:data:`SWEEP_WINDOW` before ``settled`` on the first), at most :data:`SWEEP_MAX` back."""
+    last = load_state(db, _sweep_state(prefix))
+    try:
+        since = dt.datetime.fromisoformat(last) - SWEEP_MARGIN if last else settled - SWEEP_WINDOW
+    except ValueError:
+        since = settled - SWEEP_WINDOW
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=dt.UTC)
+    return max(since, settled - SWEEP_MAX)
+
+
+def _stragglers(instance: dg.DagsterInstance, db: Database, since: dt.datetime, settled: dt.datetime) -> list[RunFact]:
+    """Tracked runs that ended between ``since`` and ``settled`` but have no ``stage_runs`` rows: their terminal
+    event committed behind the cursor. Reads run ids only; run records just for the missing runs."""
+    ids: list[str] = []
+    for job in sorted(TRACKED_JOBS):
+        ids += instance.get_run_ids(
+            filters=dg.RunsFilter(job_name=job, statuses=list(_TERMINAL_STATUSES), updated_after=since,
+                                  updated_before=settled)
+        )
+    missing = sorted(set(ids) - known_runs(db, ids))
     if not missing:
         return []
+    records = instance.get_run_records(filters=dg.RunsFilter(run_ids=missing))
+    ended = {r.dagster_run.run_id: _at(r.end_time) for r in records
+             if r.end_time and r.dagster_run.status in _TERMINAL_STATUSES and _at(r.end_time) < settled}
     statuses = {r.dagster_run.run_id: _TERMINAL_STATUSES[r.dagster_run.status] for r in records
-                if r.dagster_run.run_id in missing}
-    return _run_facts(instance, {run_id: ended[run_id] for run_id in missing}, statuses)
+                if r.dagster_run.run_id in ended}
+    return _run_facts(instance, ended, statuses)
 
 
 def _run_facts(instance: dg.DagsterInstance, ended: dict[str, dt.datetime], statuses: dict[str, str]) -> list[RunFact]:
@@ -207,10 +236,17 @@ def _run_facts(instance: dg.DagsterInstance, ended: dict[str, dt.datetime], stat
                 ended_at=ended[run.run_id],
                 started_at=_at(record.start_time) if record.start_time else None,
                 parent_run_id=parent,
-                first_run=run.job_name == "po_job" and not parent and firsts.get(partition) == run.run_id,
+                first_run=is_first_run(run.job_name, run.run_id, parent, firsts.get(partition)),
             )
         )
     return facts
+
+
+def is_first_run(job_name: str, run_id: str, parent_run_id: str | None, first_of_upload: str | None) -> bool:
+    """The one rule for ``first_run``: a ``po_job`` run without a parent that is its upload's earliest such run
+    (``first_of_upload``, from :func:`_first_po_runs`). A first run that died before recording any stage is still
+    the first: the upload's received time then starts a later run's clock no more."""
+    return job_name == "po_job" and not parent_run_id and first_of_upload == run_id
 
 
 def _first_po_runs(instance: dg.DagsterInstance, partitions: set[str]) -> dict[str, str]:
@@ -256,7 +292,9 @@ def run_timeline_so_far(instance: dg.DagsterInstance, db: Database, run_id: str,
     with its ``stage_metrics``."""
     record = instance.get_run_record_by_id(run_id)
     created = record.create_timestamp.astimezone(dt.UTC) if record is not None else None
-    parent = record.dagster_run.tags.get(PARENT_TAG) if record is not None else None
+    parent = None
+    if record is not None:
+        parent = record.dagster_run.tags.get(PARENT_TAG) or record.dagster_run.parent_run_id
     launched: dict[str, dt.datetime] = {}
     events = instance.get_records_for_run(
         run_id, of_type={dg.DagsterEventType.RUN_ENQUEUED, dg.DagsterEventType.RUN_STARTING}
@@ -266,7 +304,8 @@ def run_timeline_so_far(instance: dg.DagsterInstance, db: Database, run_id: str,
         if event_type is not None and event_type in LAUNCH_EVENTS:
             launched.setdefault(LAUNCH_EVENTS[event_type], _at(event.timestamp))
     received = upload_created_at(db, upload_id)
-    first_run = not parent and not has_earlier_run(db, upload_id, run_id)
+    job = record.dagster_run.job_name if record is not None else "po_job"
+    first_run = is_first_run(job, run_id, parent, _first_po_runs(instance, {upload_id}).get(upload_id))
     rows = build_timeline(
         upload_created_at=received,
         run_created_at=created,
@@ -333,7 +372,6 @@ def timeline_metadata(timeline: RunTimeline) -> dict[str, dg.RawMetadataValue]:
     }
     if timeline.clock_started_at is not None:
         meta["end_to_end_s_so_far"] = round(max(0.0, (utcnow() - timeline.clock_started_at).total_seconds()), 3)
-    for row in rows:
-        if row.duration_s is not None:
-            meta[f"{row.stage}_s"] = round(row.duration_s, 3)
+    for stage, seconds in stage_seconds(rows).items():
+        meta[f"{stage}_s"] = round(seconds, 3)
     return meta

@@ -1,4 +1,4 @@
-"""Reading ``stage_metrics``: one run's stages (for its live timeline) and what came before it."""
+"""Reading ``stage_metrics``: one run's stages (for its live timeline) and when its upload was received."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from sqlalchemy import select
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.schema import StageMetric, Upload
 
-__all__ = ["StageMetricRecord", "has_earlier_run", "stage_metrics_for_run", "upload_created_at"]
+__all__ = ["StageMetricRecord", "stage_metrics_for_run", "upload_created_at"]
 
 
 @dataclass(frozen=True)
@@ -43,15 +43,6 @@ def stage_metrics_for_run(db: Database, run_id: str) -> list[StageMetricRecord]:
             .order_by(StageMetric.started_at, StageMetric.id)
         ).all()
     return [StageMetricRecord(*row) for row in rows]
-
-
-def has_earlier_run(db: Database, upload_id: str, run_id: str) -> bool:
-    """Whether another run already recorded a stage of this upload (so ``run_id`` is not its first run)."""
-    with db.session() as session:
-        other = session.scalar(
-            select(StageMetric.id).where(StageMetric.upload_id == upload_id, StageMetric.run_id != run_id).limit(1)
-        )
-    return other is not None
 
 
 def upload_created_at(db: Database, upload_id: str) -> dt.datetime | None:
