@@ -173,3 +173,36 @@ def test_poflow_status_shows_the_eta_in_text_and_json(db, home, tmp_path):
     assert f"ETA ~{estimate.seconds:.0f} s ({estimate.at:%H:%M:%S} UTC) · defaults: no history yet" in text
     mark_completed(db, upload.id, "r1")
     assert "ETA" not in render_status(status_report(db, upload.id))
+
+
+def test_a_stage_that_ends_early_leaves_none_of_its_predicted_time(home, db, shop, instance, samples, monkeypatch):
+    """A real run with a model that predicts far longer stages than the run takes: each stage ends early, and
+    its "succeeded" event's ETA is just the later stages — what the next stage's "started" event says too."""
+    import copy
+
+    from poflow_dagster.analytics.eta import DEFAULT_MODEL
+
+    model = copy.deepcopy(DEFAULT_MODEL)
+    for stage in PO_STAGES:
+        model.stages[stage].base_s = 20.0
+        model.stages[stage].base_by_format = {}
+    model.overhead_s, model.fitted_at, model.basis = 0.0, NOW.isoformat(), "test model: 20 s a stage"
+    save_json(db, MODEL_STATE, model.to_json())
+    monkeypatch.setenv("REDIS_URL", REDIS_URL)
+    upload = upload_file(db, home, "acme", samples["acme-po-1001.csv"])
+    result = run_upload(defs, instance, db, upload.id, with_images=False)
+    assert result.success, result.error
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        stream = [json.loads(fields[b"event"]) for _, fields in client.xrevrange(STREAM_KEY, count=500)]
+    finally:
+        client.close()
+    events = [e for e in reversed(stream) if e["upload_id"] == upload.id and e["status"] in ("started", "succeeded")]
+    pairs = [(a, b) for a, b in zip(events, events[1:], strict=False)
+             if a["status"] == "succeeded" and b["status"] == "started"]
+    assert [a["stage"] for a, _ in pairs] == PO_STAGES[:-1]
+    for done, following in pairs:
+        assert done["eta_seconds"] == pytest.approx(following["eta_seconds"], abs=0.5), (done, following)
+    # After ai_parsing: four stages of 20 s (and their small per-line rates) and the checks; nothing of parsing.
+    assert 20.0 * 4 < pairs[0][0]["eta_seconds"] < 20.0 * 4 + 5

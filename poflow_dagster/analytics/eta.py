@@ -13,12 +13,14 @@ import copy
 import datetime as dt
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import PurePath
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from poflow_dagster.analytics.frame import PO_STAGES, WAIT_STAGES, in_window, prepare_frame
+from poflow_dagster.analytics.frame import in_window, prepare_frame
+from poflow_dagster.analytics.timeline import PO_STAGES, WAIT_STAGES
 
 #: Candidate features per stage (the fit keeps the one that explains the stage best, or none).
 CANDIDATES: dict[str, list[str]] = {
@@ -210,25 +212,63 @@ def predict_remaining(
     """Seconds left for a running PO: what remains of the current stage plus every later stage and the checks.
 
     The current stage's remainder is ``max(prediction − elapsed, prediction × (1 − fraction_done))`` when it
-    reports progress, else ``prediction − elapsed``; never negative. ``current_stage=None`` = not started yet."""
+    reports progress, else ``prediction − elapsed``; never negative. A finished stage (``fraction_done ≥ 1``)
+    has nothing left: the ETA is then the later stages alone, exactly what the next stage's start will say.
+    ``current_stage=None`` = not started yet."""
     if current_stage is None:
         return predict_total_seconds(model, features)
     order = [*WAIT_STAGES, *RUN_STAGES]
     values = estimate_features(model, features)
     fmt = features.source_format
-    stage_model = model.stage(current_stage)
-    predicted = _stage_seconds(stage_model, values, fmt) if stage_model else 0.0
-    fraction = min(max(fraction_done, 0.0), 1.0)
-    current = predicted - max(elapsed_in_stage_s, 0.0)
-    if fraction > 0:
-        current = max(current, predicted * (1 - fraction))
-    current = max(current, 0.0)
+    finished = fraction_done >= 1.0
+    current = 0.0
+    if not finished:
+        stage_model = model.stage(current_stage)
+        predicted = _stage_seconds(stage_model, values, fmt) if stage_model else 0.0
+        fraction = max(fraction_done, 0.0)
+        current = predicted - max(elapsed_in_stage_s, 0.0)
+        if fraction > 0:
+            current = max(current, predicted * (1 - fraction))
+        current = max(current, 0.0)
     if current_stage not in order:
         return current
     later = order[order.index(current_stage) + 1 :]
     rest = sum(_stage_seconds(model.stage(s), values, fmt) for s in later if model.stage(s))
+    # The time between steps: one share for the gap before each later stage.
     overhead = max(model.overhead_s, 0.0) * len([s for s in later if s in RUN_STAGES]) / len(RUN_STAGES)
     return max(0.0, current + rest + overhead)
+
+
+def guess_format(filename: str | None, mime_type: str | None) -> str:
+    """The source format an upload's name (else its MIME type) suggests, in the extractors' own names
+    (``ParsedPO.source_format``: csv, tsv, xlsx, pdf, x12, ubl, image, text); ``unknown`` otherwise. The parser
+    decides by content later; this is all the ETA has before parsing."""
+    suffix = PurePath(filename or "").suffix.lower()
+    if suffix in FORMAT_BY_SUFFIX:
+        return FORMAT_BY_SUFFIX[suffix]
+    mime = (mime_type or "").split(";")[0].strip().lower()
+    if mime.startswith("image/"):
+        return "image"
+    return FORMAT_BY_MIME.get(mime, "unknown")
+
+
+def features_at_start(file_bytes: float | None, source_format: str | None) -> PoFeatures:
+    """What is known of a PO when its first stage starts (the live ETA's first estimate): its size and format."""
+    return PoFeatures(file_bytes=None if file_bytes is None else int(file_bytes), source_format=source_format)
+
+
+#: File suffixes and the format the extractors will most likely report for them.
+FORMAT_BY_SUFFIX: dict[str, str] = {
+    ".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".txt": "text", ".xlsx": "xlsx", ".xlsm": "xlsx", ".pdf": "pdf",
+    ".xml": "ubl", ".ubl": "ubl", ".edi": "x12", ".x12": "x12", ".850": "x12",
+    **dict.fromkeys((".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".webp", ".bmp", ".heic"), "image"),
+}
+#: MIME types (any ``image/*`` is ``image``) and their format.
+FORMAT_BY_MIME: dict[str, str] = {
+    "text/csv": "csv", "text/tab-separated-values": "tsv", "application/pdf": "pdf",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
+    "application/xml": "ubl", "text/xml": "ubl", "application/edi-x12": "x12", "text/plain": "text",
+}
 
 
 # --- fitting ------------------------------------------------------------------------------------------------
@@ -498,51 +538,74 @@ def backtest_eta(
     df: pd.DataFrame, *, holdout: float = 0.2, now: dt.datetime | None = None, min_runs: int = MIN_RUNS
 ) -> EtaBacktest:
     """Fit on the oldest ``1 - holdout`` of the successful first ``po_job`` runs with an ``end_to_end`` row and
-    predict the newest: at upload (file size + format; pages if recorded) and after parsing (elapsed time so far
-    + the rest, with lines/SKUs/windows known). The old plan's baseline is scored on the same runs: the median
-    end-to-end of runs within ±20 % of the file size in the 7 days before (else of all earlier runs)."""
-    data = prepare_frame(df)
-    if now is not None:
-        data = in_window(data, None, now)
-    runs = training_runs(data)
-    if "end_to_end" in runs.columns:
-        runs = runs[runs["first_run"] & runs["end_to_end"].notna()]
-    else:
-        runs = runs.iloc[0:0]
-    runs = runs.sort_values("ended_at", kind="stable")
-    n_test = int(round(len(runs) * holdout))
-    if n_test < 1 or len(runs) - n_test < min_runs:
+    score the newest exactly as the live ETA would have seen them.
+
+    The target is the time from the first stage's start to the run's end (``end_to_end`` minus the sensor,
+    queue and launch waits): the live ETA first speaks when ``ai_parsing`` starts, after those waits happened.
+    "At start" predicts it from what ``po_features`` knows then: the file size and the format (``stage_runs``
+    keeps the parsed format, not the upload's name, so the parsed one stands in for the name's guess; pages,
+    known only after parsing, are never used). "After parsing" is ``ai_parsing``'s measured time plus the
+    prediction at its end, with lines, SKUs, pages and windows known. The old plan's baseline is scored on the
+    same runs and the same target: the median of that time over runs within ±20 % of the file size in the
+    7 days before (else of all earlier runs)."""
+    split = split_runs(df, holdout=holdout, now=now, min_runs=min_runs)
+    if split is None:
         return EtaBacktest()
-    train, test = runs.iloc[: len(runs) - n_test], runs.iloc[len(runs) - n_test :]
+    runs, train, test = split
     model = _fit_runs(train, now=train["ended_at"].max().to_pydatetime(), min_runs=min_runs)
-    actual = test["end_to_end"].to_numpy(dtype=float)
-    at_upload = np.array([predict_total_seconds(model, _upload_features(row)) for row in test.itertuples()])
+    actual = test["remaining_s"].to_numpy(dtype=float)
+    at_start = predict_at_start(model, test)
     after_parse = np.array([_after_parse_eta(model, row) for row in test.itertuples()])
     baseline = _baseline(runs, test)
     has_baseline = ~np.isnan(baseline)
     result = EtaBacktest(n=len(test), train_n=len(train), basis=model.basis)
-    result.within_15s, result.within_15pct, result.mae_s = _scores(at_upload - actual, actual)
+    result.within_15s, result.within_15pct, result.mae_s = _scores(at_start - actual, actual)
     (result.after_parse_within_15s, result.after_parse_within_15pct, result.after_parse_mae_s) = _scores(
         after_parse - actual, actual
     )
     (result.baseline_within_15s, result.baseline_within_15pct, result.baseline_mae_s) = _scores(
         baseline[has_baseline] - actual[has_baseline], actual[has_baseline]
     )
-    result.errors_s = (at_upload - actual).tolist()
+    result.errors_s = (at_start - actual).tolist()
     result.baseline_errors_s = (baseline[has_baseline] - actual[has_baseline]).tolist()
     return result
+
+
+def split_runs(
+    df: pd.DataFrame, *, holdout: float = 0.2, now: dt.datetime | None = None, min_runs: int = MIN_RUNS
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame] | None:
+    """``(all, train, test)``: the backtest's runs (successful first ``po_job`` runs with an ``end_to_end``, in the
+    order they ended, with their ``remaining_s`` target), the older ``1 - holdout`` and the newest ``holdout``;
+    ``None`` when there are too few to split."""
+    data = prepare_frame(df)
+    if now is not None:
+        data = in_window(data, None, now)
+    runs = training_runs(data)
+    if "end_to_end" not in runs.columns:
+        return None
+    runs = runs[runs["first_run"] & runs["end_to_end"].notna()].sort_values("ended_at", kind="stable").copy()
+    waits = [stage for stage in WAIT_STAGES if stage in runs.columns]
+    runs["remaining_s"] = (runs["end_to_end"] - runs[waits].fillna(0.0).sum(axis=1)).clip(lower=0.0)
+    n_test = int(round(len(runs) * holdout))
+    if n_test < 1 or len(runs) - n_test < min_runs:
+        return None
+    return runs, runs.iloc[: len(runs) - n_test], runs.iloc[len(runs) - n_test :]
+
+
+def predict_at_start(model: EtaModel, runs: pd.DataFrame) -> np.ndarray:
+    """The live ETA's first estimate for each run (``ai_parsing`` starting, size and format known)."""
+    return np.array(
+        [
+            predict_remaining(model, features_at_start(_value(row, "file_bytes"), row.source_format),
+                              current_stage="ai_parsing")
+            for row in runs.itertuples()
+        ]
+    )
 
 
 def _value(row: Any, name: str) -> float | None:
     value = getattr(row, name, None)
     return None if value is None or pd.isna(value) else float(value)
-
-
-def _upload_features(row: Any) -> PoFeatures:
-    pages = _value(row, "pages")
-    return PoFeatures(
-        file_bytes=_value(row, "file_bytes"), source_format=row.source_format, pages=pages if pages else None
-    )
 
 
 def _after_parse_eta(model: EtaModel, row: Any) -> float:
@@ -554,14 +617,14 @@ def _after_parse_eta(model: EtaModel, row: Any) -> float:
         skus=_value(row, "skus"),
         llm_windows=_value(row, "llm_windows"),
     )
-    elapsed = sum(_value(row, stage) or 0.0 for stage in [*WAIT_STAGES, "ai_parsing"])
-    return elapsed + predict_remaining(model, features, current_stage="database_save")
+    parsed = _value(row, "ai_parsing") or 0.0
+    return parsed + predict_remaining(model, features, current_stage="ai_parsing", fraction_done=1.0)
 
 
 def _baseline(runs: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
-    """The old plan's estimate for each test run: median end-to-end of earlier runs of similar size."""
+    """The old plan's estimate for each test run: the median ``remaining_s`` of earlier runs of similar size."""
     ended = runs["ended_at"].dt.tz_convert(None).to_numpy(dtype="datetime64[ns]")
-    e2e = runs["end_to_end"].to_numpy(dtype=float)
+    target = runs["remaining_s"].to_numpy(dtype=float)
     size = runs["file_bytes"].to_numpy(dtype=float)
     week = np.timedelta64(7, "D")
     out = np.full(len(test), np.nan)
@@ -575,6 +638,75 @@ def _baseline(runs: pd.DataFrame, test: pd.DataFrame) -> np.ndarray:
         similar = earlier & (ended > started - week)
         if _value(row, "file_bytes") is not None:
             similar &= np.abs(size - row.file_bytes) <= 0.2 * row.file_bytes
-        pool = e2e[similar] if similar.any() else e2e[earlier]
+        pool = target[similar] if similar.any() else target[earlier]
         out[i] = float(np.median(pool))
     return out
+
+
+# --- which model goes live ----------------------------------------------------------------------------------
+
+#: The previous model is compared only on held-out runs it never saw, and only with at least this many.
+MIN_UNSEEN_RUNS = 5
+
+
+@dataclass
+class ModelChoice:
+    """The freshly fitted model, whether it goes live (``publish``), which model is live after this and why."""
+
+    fitted: EtaModel
+    publish: bool
+    live: str  # "fitted" | "previous" | "defaults"
+    reason: str
+    backtest: EtaBacktest
+    default_mae_s: float | None = None
+    previous_mae_s: float | None = None
+
+
+def choose_model(
+    df: pd.DataFrame,
+    *,
+    now: dt.datetime,
+    window: dt.timedelta = dt.timedelta(days=30),
+    previous: EtaModel | None = None,
+    holdout: float = 0.2,
+    min_runs: int = MIN_RUNS,
+) -> ModelChoice:
+    """Fit a model on the window's history and decide whether it replaces the live one.
+
+    The same fitting, done on the older runs only (``backtest_eta``), is scored on the newest held-out runs
+    against ``DEFAULT_MODEL`` on those runs and against ``previous`` (the stored model) on those it never saw
+    (ended after it was fitted; at least :data:`MIN_UNSEEN_RUNS`). The fit goes live only if its mean absolute
+    error is no worse than each; otherwise the live model stays as it is. Too little history to hold runs out:
+    the fit goes live (stages without enough runs keep their defaults), and the reason says it was not tested."""
+    fitted = fit_eta_model(df, now=now, window=window, min_runs=min_runs)
+    data = in_window(prepare_frame(df), now - window, now)
+    backtest = backtest_eta(data, holdout=holdout, now=now, min_runs=min_runs)
+    split = split_runs(data, holdout=holdout, now=now, min_runs=min_runs)
+    if split is None or backtest.mae_s is None:
+        return ModelChoice(fitted, True, "fitted", "published untested: too little history to hold runs out",
+                           backtest)
+    _, _, test = split
+    actual = test["remaining_s"].to_numpy(dtype=float)
+    errors = np.abs(np.asarray(backtest.errors_s, dtype=float))
+    default_mae = float(np.mean(np.abs(predict_at_start(DEFAULT_MODEL, test) - actual)))
+    losses: list[str] = []
+    previous_mae: float | None = None
+    notes = [f"held-out MAE {backtest.mae_s:.1f} s on {len(test)} runs; defaults {default_mae:.1f} s"]
+    if backtest.mae_s > default_mae + 1e-9:
+        losses.append(f"defaults ({default_mae:.1f} s vs {backtest.mae_s:.1f} s)")
+    if previous is not None and previous.fitted_at:
+        unseen = (test["ended_at"] > pd.Timestamp(previous.fitted_at)).to_numpy()
+        if unseen.sum() >= MIN_UNSEEN_RUNS:
+            previous_mae = float(np.mean(np.abs(predict_at_start(previous, test[unseen]) - actual[unseen])))
+            fitted_mae = float(np.mean(errors[unseen]))
+            notes.append(f"previous model {previous_mae:.1f} s vs {fitted_mae:.1f} s on {int(unseen.sum())} runs "
+                         "it never saw")
+            if fitted_mae > previous_mae + 1e-9:
+                losses.append(f"the previous model ({previous_mae:.1f} s vs {fitted_mae:.1f} s)")
+    if not losses:
+        return ModelChoice(fitted, True, "fitted", "published: " + "; ".join(notes), backtest, default_mae,
+                           previous_mae)
+    kept = "previous" if previous is not None and previous.fitted_at else "defaults"
+    why = (f"not published, worse than {' and '.join(losses)}; "
+           f"kept the {'previous model' if kept == 'previous' else 'defaults'}")
+    return ModelChoice(fitted, False, kept, why, backtest, default_mae, previous_mae)

@@ -14,7 +14,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import PurePath
 from typing import Any
 
 from sqlalchemy import select
@@ -45,9 +44,6 @@ class EtaEstimate:
     seconds: float
     at: dt.datetime
     basis: str
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"eta_seconds": self.seconds, "eta_at": self.at.isoformat(), "eta_basis": self.basis}
 
 
 def clear_model_cache() -> None:
@@ -104,7 +100,8 @@ def estimate_eta(
 
 
 def po_features(db: Database, upload_id: str, run_id: str) -> eta_core.PoFeatures:
-    """This PO's ``PoFeatures``: size and format from the upload (the saved PO's format once there is one);
+    """This PO's ``PoFeatures``: size and format from the upload (``eta.features_at_start``, the format guessed
+    from its name or MIME type by ``eta.guess_format``, or the saved PO's format once there is one);
     lines, SKUs, pages and LLM windows from what its stages measured so far (this run's numbers win over an
     earlier run's of the same upload)."""
     with db.session() as session:
@@ -117,8 +114,10 @@ def po_features(db: Database, upload_id: str, run_id: str) -> eta_core.PoFeature
         )
     values: dict[str, Any] = {"file_bytes": None, "source_format": None}
     if upload is not None:
-        values["file_bytes"] = upload.size_bytes
-        values["source_format"] = parsed_format or source_format(upload.original_filename, upload.mime_type)
+        start = eta_core.features_at_start(
+            upload.size_bytes, parsed_format or eta_core.guess_format(upload.original_filename, upload.mime_type)
+        )
+        values.update(file_bytes=start.file_bytes, source_format=start.source_format)
     for metric in sorted(metrics, key=lambda m: (m.run_id == run_id, m.started_at)):
         if metric.outcome not in ("success", "reused"):
             continue
@@ -131,23 +130,3 @@ def po_features(db: Database, upload_id: str, run_id: str) -> eta_core.PoFeature
             if signals.get(name) is not None:
                 values[name] = signals[name]
     return eta_core.PoFeatures(**values)
-
-
-_FORMAT_BY_SUFFIX = {
-    ".csv": "csv", ".tsv": "tsv", ".txt": "text", ".xlsx": "xlsx", ".xls": "xls", ".ods": "ods", ".pdf": "pdf",
-    ".xml": "ubl", ".edi": "x12", ".x12": "x12", ".850": "x12", ".json": "json",
-}
-_FORMAT_BY_MIME = {
-    "text/csv": "csv", "text/tab-separated-values": "tsv", "application/pdf": "pdf",
-    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": "xlsx",
-    "application/vnd.ms-excel": "xls", "application/vnd.oasis.opendocument.spreadsheet": "ods",
-    "application/xml": "ubl", "text/xml": "ubl", "text/plain": "text",
-}
-
-
-def source_format(filename: str | None, mime_type: str | None) -> str:
-    """The document format as far as the name and MIME type tell (the parser decides by content later)."""
-    suffix = PurePath(filename or "").suffix.lower()
-    if suffix in _FORMAT_BY_SUFFIX:
-        return _FORMAT_BY_SUFFIX[suffix]
-    return _FORMAT_BY_MIME.get((mime_type or "").split(";")[0].strip().lower(), "unknown")
