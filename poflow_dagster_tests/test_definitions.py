@@ -69,3 +69,39 @@ def test_analytics_schedule_skips_while_a_refresh_is_unfinished():
         instance.add_run(DagsterRun(job_name="po_job", run_id="b" * 32, status=DagsterRunStatus.STARTED))
         tick = analytics_schedule.evaluate_tick(dg.build_schedule_context(instance=instance))
         assert len(tick.run_requests) == 1
+
+
+def test_a_hung_or_never_launched_refresh_does_not_stop_the_analytics_for_good():
+    """A refresh has a max runtime (run monitoring fails it), a run created long ago no longer holds the
+    schedule back, and a run that was never submitted (NOT_STARTED) never did."""
+    import datetime as dt
+
+    from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+
+    from poflow_dagster.pipeline.analytics_schedules import ANALYTICS_MAX_RUNTIME_SECONDS, analytics_schedule
+
+    job = defs.resolve_job_def("analytics_job")
+    assert job.run_tags["dagster/max_runtime"] == str(ANALYTICS_MAX_RUNTIME_SECONDS) == "900"
+    assert job.run_tags["poflow/kind"] == "analytics"
+    with dg.instance_for_test() as instance:
+        instance.add_run(DagsterRun(job_name="analytics_job", run_id="c" * 32, status=DagsterRunStatus.NOT_STARTED))
+        assert len(analytics_schedule.evaluate_tick(dg.build_schedule_context(instance=instance)).run_requests) == 1
+        long_ago = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=2 * ANALYTICS_MAX_RUNTIME_SECONDS + 60)
+        instance.run_storage.add_historical_run(  # a refresh that hung long ago: it no longer counts
+            DagsterRun(job_name="analytics_job", run_id="d" * 32, status=DagsterRunStatus.STARTED),
+            run_creation_time=long_ago,
+        )
+        assert len(analytics_schedule.evaluate_tick(dg.build_schedule_context(instance=instance)).run_requests) == 1
+        instance.add_run(DagsterRun(job_name="analytics_job", run_id="e" * 32, status=DagsterRunStatus.STARTED))
+        assert not analytics_schedule.evaluate_tick(dg.build_schedule_context(instance=instance)).run_requests
+
+
+def test_the_run_queue_lets_one_analytics_refresh_run_at_a_time():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    for path in (root / "dagster.yaml", root / "deploy" / "dagster_home" / "dagster.yaml"):
+        limits = yaml.safe_load(path.read_text())["run_queue"]["tag_concurrency_limits"]
+        assert {"key": "poflow/kind", "value": "analytics", "limit": 1} in limits, path

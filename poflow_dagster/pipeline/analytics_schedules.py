@@ -62,7 +62,7 @@ def analytics_schedule(context: dg.ScheduleEvaluationContext):
     """Refresh the analytics group every few minutes (``POFLOW_ANALYTICS_CRON``); a tick is skipped while a
     refresh created within the last ``2 × max_runtime`` is still queued or running, so refreshes never pile up —
     and an older one (hung, or never launched) never stops them."""
-    recent = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
+    recent = dt.datetime.now(dt.UTC)
     running = context.instance.get_runs_count(
         dg.RunsFilter(
             job_name=analytics_job.name, statuses=_UNFINISHED,
