@@ -108,18 +108,20 @@ def test_real_runs_become_analytics_assets_with_checks_and_refresh_incrementally
 
 
 def _synthetic_history(db, now, *, slow_recent: bool) -> None:
-    """55 CSV runs over the past six days, then 5 in the last hour (their ai_parsing 3× slower if asked)."""
+    """55 CSV runs over the past six days, then 5 in the last hour (their ai_parsing 3× slower if asked).
+    Shopify sync takes 5 s + 0.8 s per SKU and POs have 10 to 300 lines (100 bytes each): runs last from
+    about 15 s to four minutes, so an ETA that ignores size is tens of seconds off."""
     import datetime as dt
 
     base = {"queue_wait": 0.3, "ai_parsing": 1.0, "database_save": 0.2, "product_draft_creation": 0.1,
-            "shopify_sync": 1.5, "status_update": 0.1, "checks": 0.4}
+            "shopify_sync": 5.0, "status_update": 0.1, "checks": 0.4}
     kinds = {"queue_wait": "wait", "checks": "check", "end_to_end": "total"}
     with db.session() as session:
         for i in range(60):
             recent = i >= 55
             ended = now - (dt.timedelta(minutes=50 - 10 * (i - 55)) if recent else dt.timedelta(hours=140 - 2.5 * i))
-            lines = 10 + i % 7
-            seconds = {stage: value + (0.01 * lines if stage == "shopify_sync" else 0.0) for stage, value in base.items()}
+            lines = 10 + (i * 37) % 290
+            seconds = {stage: value + (0.8 * lines if stage == "shopify_sync" else 0.0) for stage, value in base.items()}
             if recent and slow_recent:
                 seconds["ai_parsing"] *= 3
             seconds["end_to_end"] = sum(seconds.values())
@@ -145,13 +147,52 @@ def test_slow_stage_warns_and_a_good_eta_passes_its_backtest(home, db, instance)
     assert slowdown.description.startswith("ai_parsing runs 3.0× its normal")
     assert [r.data["stage"] for r in slowdown.metadata["stages"].records] == ["ai_parsing"]
 
-    backtest = checks["eta_backtest"]  # 60 runs, durations a linear function of size: well within ±15 s
+    # 60 runs of 15 s to 4 min whose time follows their size: the fitted model lands every held-out run within
+    # ±15 s, and does better than the old plan's size median and far better than the defaults on the same runs.
+    backtest = checks["eta_backtest"]
     assert backtest.passed and backtest.metadata["n"].value == 12 and backtest.metadata["within_15s"].value == 1.0
     assert "100% of 12 held-out runs within ±15 s" in backtest.description
+    meta = _metadata(instance, "eta_model")
+    mae = meta["mae_s"].value
+    assert mae < 3.0
+    assert mae < meta["baseline_mae_s"].value
+    assert mae * 10 < meta["default_mae_s"].value  # defaults: 0.15 s a SKU against 0.8 s, about a line a KB
+    assert meta["live_model"].value == "fitted" and meta["why"].value.startswith("published")
+    assert EtaModel.from_json(load_json(db, "model:eta")).n == 60
 
     report = {r.data["stage"]: r.data for r in _metadata(instance, "bottleneck_report")["report"].records}
     assert report["ai_parsing"]["severity"] == "critical" and report["ai_parsing"]["factor"] >= 2.9
     assert _metadata(instance, "stage_runs")["new_runs"].value == 0  # no Dagster runs: the table is as it was
+
+
+def test_a_fit_worse_than_the_live_model_is_not_published(home, db, instance):
+    """The refresh keeps the live model when the new fit does worse on the held-out runs that model never saw."""
+    import datetime as dt
+
+    from poflow_dagster.analytics.eta import DEFAULT_MODEL, fit_eta_model
+    from poflow_dagster.analytics.frame import load_stage_runs
+    from poflow_dagster.store.analytics_state import save_json
+
+    now = dt.datetime.now(dt.UTC)
+    _synthetic_history(db, now, slow_recent=False)
+    # A live model, fitted a week ago, that is exact on every run: no fit on the older runs can beat it.
+    live = fit_eta_model(load_stage_runs(db, since=now - dt.timedelta(days=30), until=now), now=now)
+    live.fitted_at = (now - dt.timedelta(days=7)).isoformat()
+    live.basis = "the live model"
+    # Spoil the new fit: on the older runs shopify_sync took no time per SKU.
+    with db.session() as session:
+        for row in session.scalars(sa.select(StageRun).where(StageRun.stage.in_(["shopify_sync", "end_to_end"]))):
+            if int(row.run_id.split("-")[1]) < 48:
+                row.duration_s -= 0.8 * row.skus
+    save_json(db, "model:eta", live.to_json())
+
+    _refresh(instance)
+
+    meta = _metadata(instance, "eta_model")
+    assert meta["live_model"].value == "previous" and "worse than" in meta["why"].value
+    assert meta["previous_mae_s"].value < meta["mae_s"].value
+    assert EtaModel.from_json(load_json(db, "model:eta")).basis == "the live model"  # still what POs read
+    assert DEFAULT_MODEL.basis.startswith("defaults")
 
 
 def test_steady_history_does_not_warn(home, db, instance):

@@ -274,35 +274,46 @@ def merchant_health(context: dg.AssetExecutionContext, db: DatabaseResource) -> 
 @dg.asset(group_name=GROUP, kinds=KINDS, deps=[stage_runs])
 def eta_model(context: dg.AssetExecutionContext, db: DatabaseResource) -> dg.Output[dict]:
     """Per-stage duration models from the PO's size (lines, pages, bytes, LLM windows, SKUs), fitted on the
-    last four analytics windows of history and stored in the app database (``analytics_state`` ``model:eta``),
-    where the live ETA of running POs reads it. Its check backtests it on held-out recent runs."""
+    last four analytics windows of history. Before it goes live (``analytics_state`` ``model:eta``, where the
+    live ETA of running POs reads it) the same fit on the older runs is backtested on the newest held-out runs:
+    it is published only if it does no worse than the defaults and the model live now (on runs that model
+    never saw). ``live_model`` and ``why`` say which model the live ETA uses and why."""
     from poflow_dagster.analytics import charts
-    from poflow_dagster.analytics.eta import backtest_eta, fit_eta_model
+    from poflow_dagster.analytics.eta import EtaModel, choose_model
     from poflow_dagster.analytics.live_eta import MODEL_STATE, clear_model_cache
-    from poflow_dagster.store.analytics_state import save_json
+    from poflow_dagster.store.analytics_state import load_json, save_json
 
     now = _now()
     history = _history(db, now, windows=ETA_HISTORY_WINDOWS)
-    model = fit_eta_model(history, now=now, window=ETA_HISTORY_WINDOWS * analytics_window())
-    model_json = model.to_json()
-    save_json(db.database, MODEL_STATE, model_json)
-    clear_model_cache()
-    backtest = backtest_eta(history, now=now)
-    scores = backtest.as_dict()
+    stored = load_json(db.database, MODEL_STATE)
+    try:
+        previous = EtaModel.from_json(stored) if stored is not None else None
+    except Exception as error:  # a model of an older shape: the fit competes with the defaults only
+        context.log.warning(f"stored ETA model unreadable ({type(error).__name__}: {error})")
+        previous = None
+    choice = choose_model(history, now=now, window=ETA_HISTORY_WINDOWS * analytics_window(), previous=previous)
+    model = choice.fitted
+    if choice.publish:
+        save_json(db.database, MODEL_STATE, model.to_json())
+        clear_model_cache()
+    context.log.info(f"eta_model: {choice.reason}")
+    scores = choice.backtest.as_dict()
     metadata: dict[str, Any] = {
+        "live_model": dg.MetadataValue.text(choice.live),
+        "why": dg.MetadataValue.text(choice.reason),
         "basis": dg.MetadataValue.text(model.basis),
         "fitted_runs": dg.MetadataValue.int(int(model.n)),
         "backtest": dg.MetadataValue.json({k: _plain(v) for k, v in scores.items() if not isinstance(v, (list, dict))}),
-        **_model_tables(model),
-        **_numbers(**{k: v for k, v in scores.items() if isinstance(v, (int, float))}),
-        **_chart(context, charts.eta_backtest_chart, backtest, "eta_model"),
+        "stages": frame_table(model.to_frame()),
+        **_numbers(**{k: v for k, v in scores.items() if isinstance(v, (int, float))},
+                   default_mae_s=choice.default_mae_s, previous_mae_s=choice.previous_mae_s),
+        **_chart(context, charts.eta_backtest_chart, choice.backtest, "eta_model"),
     }
-    return dg.Output({"model": model_json, "backtest": scores}, metadata=metadata)
-
-
-def _model_tables(model) -> dict[str, dg.MetadataValue]:
-    """The per-stage coefficients (base seconds, rates per feature, runs fitted on) as a table."""
-    return {"stages": frame_table(model.to_frame())}
+    return dg.Output(
+        {"model": model.to_json(), "published": choice.publish, "live": choice.live, "why": choice.reason,
+         "backtest": scores},
+        metadata=metadata,
+    )
 
 
 analytics_assets = [stage_runs, stage_performance, bottleneck_report, merchant_health, eta_model]
