@@ -13,25 +13,11 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import or_, select
 
+from poflow_dagster.analytics.timeline import PO_STAGES, STAGE_ORDER, WAIT_STAGES
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.schema import StageRun, Upload, WorkflowExecution
 
-#: Timeline order: the waits before a run works, the PO stages, the checks, the image run, the whole.
-STAGE_ORDER: list[str] = [
-    "sensor_wait",
-    "queue_wait",
-    "launch_wait",
-    "ai_parsing",
-    "database_save",
-    "product_draft_creation",
-    "shopify_sync",
-    "status_update",
-    "checks",
-    "image_attachment",
-    "end_to_end",
-]
-WAIT_STAGES: list[str] = ["sensor_wait", "queue_wait", "launch_wait"]
-PO_STAGES: list[str] = ["ai_parsing", "database_save", "product_draft_creation", "shopify_sync", "status_update"]
+# The stage vocabulary (timeline order, waits, PO stages) has one source: analytics.timeline.
 KIND_OF: dict[str, str] = {
     **{stage: "wait" for stage in WAIT_STAGES},
     **{stage: "stage" for stage in [*PO_STAGES, "image_attachment"]},

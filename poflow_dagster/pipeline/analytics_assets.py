@@ -249,15 +249,14 @@ def merchant_health(context: dg.AssetExecutionContext, db: DatabaseResource) -> 
     workflows, and the share that stopped for review."""
     from poflow_dagster.analytics import charts
     from poflow_dagster.analytics.frame import load_workflow_states
-    from poflow_dagster.analytics.merchants import merchant_health as compute
+    from poflow_dagster.analytics.merchants import merchant_health_parts
 
     now, window = _now(), analytics_window()
-    health = compute(_history(db, now, windows=1), load_workflow_states(db.database), now=now, window=window)
-    merchants = health[health["merchant_id"] != "all"]
-    overall = health[health["merchant_id"] == "all"]
-    everyone = overall.iloc[0] if len(overall) else {}
+    workflows = load_workflow_states(db.database, since=now - window)
+    parts = merchant_health_parts(_history(db, now, windows=1), workflows, now=now, window=window)
+    merchants, everyone = parts.merchants, parts.total
     metadata: dict[str, Any] = {
-        "merchants": frame_table(health),
+        "merchants": frame_table(merchants),
         **_numbers(
             merchant_count=len(merchants),
             success_rate=everyone.get("success_rate"),
@@ -266,9 +265,9 @@ def merchant_health(context: dg.AssetExecutionContext, db: DatabaseResource) -> 
             stuck_rate=everyone.get("stuck_rate"),
             needs_review_share=everyone.get("needs_review_share"),
         ),
-        **_chart(context, charts.merchant_chart, health, "merchant_health"),
+        **_chart(context, charts.merchant_chart, merchants, "merchant_health"),
     }
-    return dg.Output(health, metadata=metadata)
+    return dg.Output(merchants, metadata=metadata)
 
 
 @dg.asset(group_name=GROUP, kinds=KINDS, deps=[stage_runs])

@@ -295,7 +295,7 @@ class StageRun(Base):
 
 class RunLaunch(Base):
     """When Dagster launched a run (``RUN_STARTING``) and its worker started (``RUN_START``), read from the
-    run-status event log by cursor; kept until the run ends and its ``stage_runs`` rows are built."""
+    run-status event log by cursor; kept 7 days (a run ingested again keeps its waits), then pruned."""
 
     __tablename__ = "run_launches"
 
