@@ -81,11 +81,14 @@ def run_eta(args: argparse.Namespace) -> dict:
     (workdir / "dagster").mkdir()
     # Several batches of the fault benchmark's 20 documents at different scales: sizes 4..190 lines.
     scales = [0.3, 0.6, 1.0, 1.25, 0.45, 0.8, 0.2, 1.1]
-    docs = []
+    docs, paths = [], {}
     for batch in range((args.pos + 19) // 20):
         count = min(20, args.pos - batch * 20)
-        docs += build_documents(workdir / "docs", count=count, scale=scales[batch % len(scales)],
-                                seed=args.seed * 10 + batch)
+        folder = workdir / "docs" / f"batch-{batch}"  # file names repeat across batches; bytes do not
+        batch_docs = build_documents(folder, count=count, scale=scales[batch % len(scales)], seed=args.seed * 10 + batch,
+                                     first_index=batch * 20)
+        docs += batch_docs
+        paths.update({id(doc): folder / doc.filename for doc in batch_docs})
     random.Random(args.seed).shuffle(docs)
     log(f"{len(docs)} POs, {sum(len(d.lines) for d in docs)} lines; {sum(d.uses_llm for d in docs)} through the LLM")
 
@@ -111,7 +114,7 @@ def run_eta(args: argparse.Namespace) -> dict:
             from poflow_dagster.definitions import defs  # after the environment: it picks the LLM and shop
 
             for number, doc in enumerate(docs, start=1):
-                upload = upload_file(db, home, "eta-bench", workdir / "docs" / doc.filename)
+                upload = upload_file(db, home, "eta-bench", paths[id(doc)])
                 result = run_upload(defs, instance, db, upload.id, with_images=False, log_level="WARNING")
                 key = "success" if result.success else f"failed at {result.failed_step}"
                 outcomes[key] = outcomes.get(key, 0) + 1

@@ -88,14 +88,17 @@ def _lines(index: int, count: int, shared: bool, rng: random.Random) -> tuple[Li
     return tuple(lines)
 
 
-def build_documents(dest: Path, *, count: int = 20, scale: float = 1.0, seed: int = 6) -> list[Doc]:
-    """Write ``count`` POs (the first ``count`` of :data:`PLAN`, cycling) into ``dest``."""
+def build_documents(
+    dest: Path, *, count: int = 20, scale: float = 1.0, seed: int = 6, first_index: int = 0
+) -> list[Doc]:
+    """Write ``count`` POs (the first ``count`` of :data:`PLAN`, cycling) into ``dest``, numbered from
+    ``first_index`` (batches built into one run need distinct numbers: the scans print theirs, below 256)."""
     dest.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     stamp = f"{seed:02d}"
     docs = []
-    for index in range(count):
-        kind, size, shared = PLAN[index % len(PLAN)]
+    for index in range(first_index, first_index + count):
+        kind, size, shared = PLAN[(index - first_index) % len(PLAN)]
         size = max(4, int(size * scale))
         doc = Doc(
             index=index, kind=kind, po_number=f"FB{stamp}-{index:03d}", supplier=f"Fault Bench Supplier {index:02d}",
