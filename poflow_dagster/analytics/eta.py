@@ -1,10 +1,15 @@
-"""The measured ETA model: per stage ``seconds = base + Σ rate × feature``, fitted on run history.
+"""The measured ETA model: per stage ``seconds = base + Σ rate × feature (+ rate × max(0, feature − knot))``,
+fitted on run history.
 
 Each stage picks, among a few candidate features, the one that explains its history best (robust least squares
-with outlier trimming, non-negative rates; a per-format base where formats differ). Ratios learnt from the same
-history (lines per KB, LLM windows per page or KB by format, SKUs per line, Shopify points per SKU) estimate
-what is not known yet, so a PO gets an ETA from its file size and format alone at upload, and a sharper one once
-parsing has counted its lines. With no history the model is ``DEFAULT_MODEL`` and says so in ``basis``.
+with outlier trimming, non-negative rates; a per-format base where formats differ). Shopify's cost limit is a
+leaky bucket: a small PO is paid from the bucket at once, a large one waits for points to be restored beyond
+what the bucket held, so the Shopify stages may add a hinge ``max(0, points − knot)`` whose knot is learnt from
+the history. What is not known at upload (lines, SKUs, pages, LLM windows) is read off the training runs of the
+same format closest in file size (the median of a few neighbours: a spreadsheet's fixed bytes, a scanned PDF's
+few lines in many bytes), else from ratios (lines per KB, ...). So a PO gets an ETA from its file size and format
+alone at upload, and a sharper one once parsing has counted its lines. With no history the model is
+``DEFAULT_MODEL`` and says so in ``basis``.
 """
 
 from __future__ import annotations
@@ -28,7 +33,24 @@ CANDIDATES: dict[str, list[str]] = {
     "database_save": ["lines"],
     "product_draft_creation": ["skus", "lines"],
     "shopify_sync": ["skus", "shopify_points"],
+    "checks": ["skus", "shopify_points"],  # the checks read the products back from Shopify: the same bucket
 }
+#: Features whose cost may bend upwards past a knot (Shopify's leaky bucket: free while the bucket lasts,
+#: then paid at the restore rate): their stages also try ``rate × x + rate₂ × max(0, x − knot)``.
+HINGE_FEATURES: dict[str, list[str]] = {
+    "shopify_sync": ["shopify_points", "skus"],
+    "checks": ["shopify_points", "skus"],
+}
+#: Features whose first unit costs a fixed setup on top of its rate (the LLM: a document read by it at all pays
+#: a call's set-up; a text PDF read without it does not), each with a second feature for the work done without
+#: it (a text PDF's pages): their stages also try ``rate × x + setup × [x > 0] + rate₂ × second``.
+STEP_FEATURES: dict[str, list[tuple[str, str]]] = {"ai_parsing": [("llm_windows", "pages")]}
+#: Training runs kept per format to estimate, by file size, what is not known at upload.
+MAX_NEIGHBOURS = 200
+#: Neighbours (same format, closest file size) whose median estimates an unknown feature.
+NEIGHBOURS_K = 5
+#: The features a neighbour row holds, after its file size.
+NEIGHBOUR_FEATURES = ["pages", "llm_windows", "lines", "skus", "shopify_points"]
 #: Stages whose base differs by source format (deterministic extractors vs PDF + LLM).
 BY_FORMAT_STAGES = {"ai_parsing"}
 #: The stages of a PO run in order, after the waits: what an ETA adds up.
@@ -54,7 +76,9 @@ class PoFeatures:
 
 @dataclass
 class StageModel:
-    """``seconds = base (per format if known) + Σ rate × feature``; ``n`` runs fitted, ``fitted`` False = default."""
+    """``seconds = base (per format if known) + Σ rate × feature + Σ rate₂ × max(0, feature − knot)``; ``hinges``
+    maps a feature to ``[knot, rate₂]``; ``steps`` maps a feature to ``[threshold, seconds]`` added when the
+    feature exceeds the threshold; ``n`` runs fitted, ``fitted`` False = default."""
 
     base_s: float
     rates: dict[str, float] = field(default_factory=dict)
@@ -62,11 +86,14 @@ class StageModel:
     n: int = 0
     residual_p90_s: float | None = None
     fitted: bool = False
+    hinges: dict[str, list[float]] = field(default_factory=dict)
+    steps: dict[str, list[float]] = field(default_factory=dict)
 
 
 @dataclass
 class EtaModel:
-    """Stage models, the ratios that estimate unknown features, the time between stages, and the basis text."""
+    """Stage models, what estimates unknown features (training runs by format: ``[file_bytes, pages, llm_windows,
+    lines, skus, shopify_points]``, ``None`` where unknown; else ratios), the time between stages, the basis."""
 
     stages: dict[str, StageModel]
     ratios: dict[str, dict[str, float]]
@@ -74,6 +101,7 @@ class EtaModel:
     n: int = 0
     fitted_at: str | None = None
     basis: str = "defaults: no history yet"
+    neighbours: dict[str, list[list[float | None]]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """JSON text (``from_json`` reads it back to an equal model)."""
@@ -91,7 +119,10 @@ class EtaModel:
             {
                 "stage": name,
                 "base_s": model.base_s,
-                "rates": ", ".join(f"{k}={v:.4g}" for k, v in model.rates.items()) or "-",
+                "rates": ", ".join([*(f"{k}={v:.4g}" for k, v in model.rates.items()),
+                                    *(f"max(0, {k}-{knot:.4g})={v:.4g}" for k, (knot, v) in model.hinges.items()),
+                                    *(f"[{k}>{t:.4g}]={v:.4g}" for k, (t, v) in model.steps.items())])
+                or "-",
                 "base_by_format": ", ".join(f"{k}={v:.3g}" for k, v in model.base_by_format.items()) or "-",
                 "n": model.n,
                 "residual_p90_s": model.residual_p90_s,
@@ -158,18 +189,24 @@ def estimate_features(model: EtaModel, features: PoFeatures) -> dict[str, float]
     """Every feature the stage models use: the known ones as given, the others estimated from the ratios."""
     fmt = features.source_format
     kb = features.file_bytes / 1024 if _known(features.file_bytes) else 0.0
-    pages = float(features.pages) if _known(features.pages) else kb * _ratio(model, "pages_per_kb", fmt)
+    near = _from_neighbours(model, features.file_bytes, fmt) if _known(features.file_bytes) else {}
+    if _known(features.pages):
+        pages = float(features.pages)
+    else:
+        pages = near.get("pages", kb * _ratio(model, "pages_per_kb", fmt))
     if _known(features.llm_windows):
         windows = float(features.llm_windows)
     elif _known(features.pages):
         windows = pages * _ratio(model, "windows_per_page", fmt)
     else:
-        windows = kb * _ratio(model, "windows_per_kb", fmt)
-    lines = float(features.lines) if _known(features.lines) else kb * _ratio(model, "lines_per_kb", fmt)
+        windows = near.get("llm_windows", kb * _ratio(model, "windows_per_kb", fmt))
+    lines = float(features.lines) if _known(features.lines) else near.get("lines", kb * _ratio(model, "lines_per_kb", fmt))
     if _known(features.skus):
         skus = float(features.skus)
-    else:
+    elif _known(features.lines) or "skus" not in near:
         skus = lines * _ratio(model, "skus_per_line", fmt)
+    else:
+        skus = near["skus"]
     return {
         "file_bytes": float(features.file_bytes) if _known(features.file_bytes) else 0.0,
         "pages": pages,
@@ -180,9 +217,38 @@ def estimate_features(model: EtaModel, features: PoFeatures) -> dict[str, float]
     }
 
 
+def _from_neighbours(model: EtaModel, file_bytes: float, source_format: str | None) -> dict[str, float]:
+    """Unknown features read off the training runs of this format by file size: within the sizes seen, the
+    straight line between the runs just smaller and just larger (what a ratio through zero loses: a
+    spreadsheet's fixed bytes, a scanned PDF's few lines in many bytes); beyond them, the nearest
+    :data:`NEIGHBOURS_K` runs each scaled by the size ratio, and the median of those. Empty when the format has
+    fewer than 3 runs."""
+    table = model.neighbours.get(source_format or "") or []
+    if len(table) < 3 or file_bytes <= 0:
+        return {}
+    rows = np.array([[np.nan if v is None else float(v) for v in row] for row in table], dtype=float)
+    rows = rows[np.argsort(rows[:, 0], kind="stable")]
+    out: dict[str, float] = {}
+    for i, name in enumerate(NEIGHBOUR_FEATURES, start=1):
+        known = rows[~np.isnan(rows[:, i])]
+        if len(known) == 0:
+            continue
+        sizes, values = np.maximum(known[:, 0], 1.0), known[:, i]
+        if sizes[0] <= file_bytes <= sizes[-1]:
+            out[name] = float(np.interp(file_bytes, sizes, values))
+            continue
+        nearest = np.argsort(np.abs(np.log(sizes) - np.log(float(file_bytes))), kind="stable")[:NEIGHBOURS_K]
+        out[name] = float(np.median(values[nearest] * float(file_bytes) / sizes[nearest]))
+    return out
+
+
 def _stage_seconds(stage_model: StageModel, values: dict[str, float], source_format: str | None) -> float:
     base = stage_model.base_by_format.get(source_format or "", stage_model.base_s)
-    return max(0.0, base + sum(rate * values.get(name, 0.0) for name, rate in stage_model.rates.items()))
+    linear = sum(rate * values.get(name, 0.0) for name, rate in stage_model.rates.items())
+    bent = sum(rate * max(0.0, values.get(name, 0.0) - knot) for name, (knot, rate) in stage_model.hinges.items())
+    setup = sum(seconds for name, (threshold, seconds) in stage_model.steps.items()
+                if values.get(name, 0.0) > threshold)
+    return max(0.0, base + linear + bent + setup)
 
 
 def predict_stage_seconds(model: EtaModel, stage: str, features: PoFeatures) -> float:
@@ -212,9 +278,10 @@ def predict_remaining(
     """Seconds left for a running PO: what remains of the current stage plus every later stage and the checks.
 
     The current stage's remainder is ``max(prediction − elapsed, prediction × (1 − fraction_done))`` when it
-    reports progress, else ``prediction − elapsed``; never negative. A finished stage (``fraction_done ≥ 1``)
-    has nothing left: the ETA is then the later stages alone, exactly what the next stage's start will say.
-    ``current_stage=None`` = not started yet."""
+    reports progress, else ``prediction − elapsed``; never negative. The time between steps is shared out, one
+    share after each run stage: the current stage's share is left until it finishes. A finished stage
+    (``fraction_done ≥ 1``) has nothing left: the ETA is then the later stages alone, exactly what the next
+    stage's start will say. ``current_stage=None`` = not started yet."""
     if current_stage is None:
         return predict_total_seconds(model, features)
     order = [*WAIT_STAGES, *RUN_STAGES]
@@ -234,8 +301,10 @@ def predict_remaining(
         return current
     later = order[order.index(current_stage) + 1 :]
     rest = sum(_stage_seconds(model.stage(s), values, fmt) for s in later if model.stage(s))
-    # The time between steps: one share for the gap before each later stage.
-    overhead = max(model.overhead_s, 0.0) * len([s for s in later if s in RUN_STAGES]) / len(RUN_STAGES)
+    # The time between steps: one share for the gap after each run stage not finished yet.
+    open_stages = [s for s in later if s in RUN_STAGES] + ([current_stage] if current_stage in RUN_STAGES
+                                                           and not finished else [])
+    overhead = max(model.overhead_s, 0.0) * len(open_stages) / len(RUN_STAGES)
     return max(0.0, current + rest + overhead)
 
 
@@ -314,45 +383,79 @@ def robust_fit(x: np.ndarray | None, y: np.ndarray, groups: np.ndarray, *, itera
     """Least squares ``y ≈ base[group] + rate × x`` with non-negative base and rate, trimming outliers
     (residuals beyond 3 robust standard deviations) and refitting. ``x=None`` fits bases only (medians).
     Returns ``(bases by group, rate, kept mask)``."""
+    columns = None if x is None else np.asarray(x, dtype=float).reshape(-1, 1)
+    bases, rates, keep = robust_fit_columns(columns, y, groups, iterations=iterations)
+    return bases, float(rates[0]) if rates.size else 0.0, keep
+
+
+def robust_fit_columns(x: np.ndarray | None, y: np.ndarray, groups: np.ndarray, *, iterations: int = 4):
+    """``y ≈ base[group] + Σ rate_j × x[:, j]`` (non-negative bases and rates), trimming outliers within each
+    group and refitting. A run's noise grows with its duration (a throttled sync varies by seconds, a small one
+    by milliseconds), so a residual is judged relative to the fitted value (at least the group's median): beyond
+    3 robust standard deviations of those it is trimmed. Returns ``(bases by group, rates, kept mask)``."""
     names = list(dict.fromkeys(groups.tolist()))
     keep = np.ones(len(y), dtype=bool)
-    bases, rate = {}, 0.0
+    width = 0 if x is None else x.shape[1]
+    bases, rates = {}, np.zeros(width)
     for _ in range(iterations):
-        bases, rate = _fit_once(x, y, groups, names, keep)
-        predicted = np.array([bases[g] for g in groups]) + (rate * x if x is not None else 0.0)
-        residual = np.abs(y - predicted)
+        bases, rates = _fit_once(x, y, groups, names, keep)
+        fitted = _fitted_values(bases, rates, x, groups)
         new_keep = np.ones(len(y), dtype=bool)
         for g in names:  # each format has its own noise: trim within it
             members = groups == g
-            scale = 1.4826 * float(np.median(residual[keep & members])) if (keep & members).any() else 0.0
-            new_keep[members] = residual[members] <= max(3 * scale, 1e-6)
+            floor = max(float(np.median(y[members])), 1e-6)
+            relative = np.abs(y - fitted) / np.maximum(fitted, floor)
+            scale = 1.4826 * float(np.median(relative[keep & members])) if (keep & members).any() else 0.0
+            new_keep[members] = relative[members] <= max(3 * scale, 1e-6)
         if new_keep.sum() < max(3, len(y) // 2) or np.array_equal(new_keep, keep):
             break
         keep = new_keep
-    return bases, rate, keep
+    return bases, rates, keep
+
+
+def _fitted_values(bases: dict, rates: np.ndarray, x: np.ndarray | None, groups: np.ndarray) -> np.ndarray:
+    values = np.array([bases[g] for g in groups], dtype=float)
+    return values if x is None or not rates.size else values + x @ rates
+
+
+def _nnls(design: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Least squares with every coefficient ≥ 0: drop the most negative column and refit until none is."""
+    active = list(range(design.shape[1]))
+    coef = np.zeros(design.shape[1])
+    while active:
+        solution, *_ = np.linalg.lstsq(design[:, active], target, rcond=None)
+        if np.all(np.isfinite(solution)) and solution.min() >= 0:
+            coef[active] = solution
+            return coef
+        active.pop(int(np.argmin(np.nan_to_num(solution, nan=-np.inf))))
+    return coef
 
 
 def _fit_once(x, y, groups, names, keep):
-    if x is None:
-        return {g: max(0.0, float(np.median(y[keep & (groups == g)]))) for g in names}, 0.0
+    width = 0 if x is None else x.shape[1]
+    medians = {g: max(0.0, float(np.median(y[keep & (groups == g)]))) for g in names}
+    if width == 0:
+        return medians, np.zeros(0)
     columns = [(groups == g).astype(float) for g in names]
     design = np.column_stack([*columns, x])[keep]
-    coef, *_ = np.linalg.lstsq(design, y[keep], rcond=None)
-    rate = float(coef[-1])
-    if rate < 0 or not np.isfinite(rate):
-        return _fit_once(None, y, groups, names, keep)
-    bases = {g: float(coef[i]) for i, g in enumerate(names)}
-    if any(b < 0 for b in bases.values()):
-        bases = {g: max(0.0, b) for g, b in bases.items()}
-        offset = np.array([bases[g] for g in groups])[keep]
-        denominator = float(np.dot(x[keep], x[keep]))
-        rate = max(0.0, float(np.dot(x[keep], y[keep] - offset)) / denominator) if denominator > 0 else 0.0
-    return bases, rate
+    coef = _nnls(design, y[keep])
+    rates = coef[len(names):]
+    if not np.any(rates > 0):  # no feature helps: the bases are the medians
+        return medians, np.zeros(width)
+    return {g: float(coef[i]) for i, g in enumerate(names)}, rates
 
 
-def _candidate(stage: str, runs: pd.DataFrame, feature: str | None, min_runs: int) -> tuple[StageModel, float] | None:
-    """Fit one candidate on the runs with the stage and the feature; its model and mean absolute error."""
+def _candidate(
+    stage: str, runs: pd.DataFrame, feature: str | None, min_runs: int, *, shape: str = "line",
+    second: str | None = None,
+) -> tuple[StageModel, float] | None:
+    """Fit one candidate on the runs with the stage and the feature; its model and mean absolute error.
+    ``shape``: ``line`` = ``rate × x``; ``hinge`` = ``rate × x + rate₂ × max(0, x − knot)``, the knot the best of
+    the 5 %-quantiles of ``x`` refined between its neighbours; ``step`` = ``rate × x + setup × [x > 0]``
+    (``+ rate₂ × second``)."""
     rows = runs[runs[stage].notna()] if feature is None else runs[runs[stage].notna() & runs[feature].notna()]
+    if second is not None:
+        rows = rows[rows[second].notna()]
     if len(rows) < min_runs:
         return None
     y = rows[stage].to_numpy(dtype=float)
@@ -366,19 +469,73 @@ def _candidate(stage: str, runs: pd.DataFrame, feature: str | None, min_runs: in
     else:
         formats = pd.Series(ANY, index=rows.index)
     groups = formats.to_numpy(dtype=object)
-    bases, rate, keep = robust_fit(x, y, groups)
-    predicted = np.array([bases[g] for g in groups]) + (rate * x if x is not None else 0.0)
-    residual = np.abs(y - predicted)
-    overall = float(np.median(y - (rate * x if x is not None else 0.0)))
-    model = StageModel(
-        base_s=bases.get(ANY, max(0.0, overall)),
-        rates={feature: rate} if feature is not None and rate > 0 else {},
-        base_by_format={g: b for g, b in bases.items() if g != ANY},
-        n=len(rows),
-        residual_p90_s=float(np.percentile(residual, 90)),
-        fitted=True,
-    )
-    return model, _trimmed_mae(residual)
+    knots: list[float | None] = [None]
+    if shape == "step" and x is not None:
+        knots = [0.0] if (x > 0).sum() >= 3 and (x <= 0).sum() >= 3 else []
+        if not knots:
+            return None
+    if shape == "hinge" and x is not None:
+        edge = max(3, min_runs // 2)  # runs needed on each side of a knot
+        knots = [float(k) for k in np.unique(np.quantile(x, np.linspace(0.05, 0.95, 19)))
+                 if (x <= k).sum() >= edge and (x > k).sum() >= edge]
+        if not knots:
+            return None
+    best = _best_knot(stage, rows, feature, second, shape, knots, x, y, groups)
+    if best is not None and shape == "hinge" and len(knots) > 1:
+        # Refine between the grid's knots either side of the best one.
+        chosen = best[0].hinges[feature][0] if feature in best[0].hinges else None
+        if chosen is not None and chosen in knots:
+            i = knots.index(chosen)
+            low, high = knots[max(i - 1, 0)], knots[min(i + 1, len(knots) - 1)]
+            finer = [float(k) for k in np.linspace(low, high, 11)[1:-1] if k != chosen]
+            refined = _best_knot(stage, rows, feature, second, shape, finer, x, y, groups)
+            if refined is not None and refined[1] < best[1]:
+                best = refined
+    return best
+
+
+def _best_knot(
+    stage: str,
+    rows: pd.DataFrame,
+    feature: str | None,
+    second: str | None,
+    shape: str,
+    knots: list[float | None],
+    x: np.ndarray | None,
+    y: np.ndarray,
+    groups: np.ndarray,
+) -> tuple[StageModel, float] | None:
+    """The candidate of one shape with the knot (of ``knots``) that leaves the smallest trimmed error."""
+    best: tuple[StageModel, float] | None = None
+    for knot in knots:
+        if x is None or knot is None:
+            columns = None if x is None else x.reshape(-1, 1)
+        elif shape == "step":
+            extra = [rows[second].to_numpy(dtype=float)] if second is not None else []
+            columns = np.column_stack([x, (x > knot).astype(float), *extra])
+        else:
+            columns = np.column_stack([x, np.maximum(x - knot, 0.0)])
+        bases, rates, _ = robust_fit_columns(columns, y, groups)
+        residual = np.abs(y - _fitted_values(bases, rates, columns, groups))
+        score = _trimmed_mae(residual)
+        if best is not None and score >= best[1]:
+            continue
+        overall = float(np.median(y - (columns @ rates if columns is not None and rates.size else 0.0)))
+        model = StageModel(
+            base_s=bases.get(ANY, max(0.0, overall)),
+            rates={name: float(rate) for name, rate in [(feature, rates[0] if rates.size else 0.0),
+                                                         (second, rates[2] if rates.size > 2 else 0.0)]
+                   if name is not None and rate > 0},
+            base_by_format={g: b for g, b in bases.items() if g != ANY},
+            n=len(rows),
+            residual_p90_s=float(np.percentile(residual, 90)),
+            fitted=True,
+            hinges={feature: [knot, float(rates[1])]} if shape == "hinge" and knot is not None and rates[1] > 0
+            else {},
+            steps={feature: [knot, float(rates[1])]} if shape == "step" and knot is not None and rates[1] > 0 else {},
+        )
+        best = (model, score)
+    return best
 
 
 def _trimmed_mae(residual: np.ndarray, keep_share: float = 0.95) -> float:
@@ -389,20 +546,27 @@ def _trimmed_mae(residual: np.ndarray, keep_share: float = 0.95) -> float:
 
 def fit_stage(stage: str, runs: pd.DataFrame, *, min_runs: int = MIN_RUNS) -> StageModel | None:
     """The best small model of ``stage`` on these runs (a feature must beat the constant by ``MIN_IMPROVEMENT``
-    on the same runs), or ``None`` with fewer than ``min_runs`` runs."""
+    on the same runs, and a hinge or a step the best straight line by as much), or ``None`` with fewer than ``min_runs``
+    runs."""
     if stage not in runs.columns:
         return None
     best = _candidate(stage, runs, None, min_runs)
     if best is None:
         return None
     best_score = 1.0
-    for feature in CANDIDATES.get(stage, []):
-        fitted = _candidate(stage, runs, feature, min_runs)
+    tries: list[tuple[str, str, str | None]] = [(feature, "line", None) for feature in CANDIDATES.get(stage, [])]
+    tries += [(feature, "hinge", None) for feature in HINGE_FEATURES.get(stage, [])]
+    tries += [(feature, "step", second) for feature, second in STEP_FEATURES.get(stage, [])]
+    for feature, shape, second in tries:
+        if feature not in runs.columns or (second is not None and second not in runs.columns):
+            continue
+        fitted = _candidate(stage, runs, feature, min_runs, shape=shape, second=second)
         if fitted is None:
             continue
         constant = _candidate(stage, runs[runs[feature].notna()], None, min_runs)
         score = fitted[1] / constant[1] if constant and constant[1] > 0 else 1.0
-        if score < best_score * (1 - MIN_IMPROVEMENT) or (score < best_score and best_score < 1.0):
+        better = score < best_score * (1 - MIN_IMPROVEMENT)
+        if better or (shape == "line" and score < best_score and best_score < 1.0):
             best, best_score = fitted, score
     return best[0]
 
@@ -465,7 +629,7 @@ def _fit_runs(runs: pd.DataFrame, *, now: dt.datetime, min_runs: int) -> EtaMode
             stages[stage] = copy.deepcopy(DEFAULT_MODEL.stages[stage])
         else:
             stages[stage] = fitted
-    model = EtaModel(stages=stages, ratios=fit_ratios(runs), n=len(runs))
+    model = EtaModel(stages=stages, ratios=fit_ratios(runs), n=len(runs), neighbours=neighbour_table(runs))
     model.overhead_s = _overhead(runs)
     model.fitted_at = pd.Timestamp(now).tz_convert("UTC").isoformat()
     if len(defaulted) == len(stages):
@@ -478,6 +642,24 @@ def _fit_runs(runs: pd.DataFrame, *, now: dt.datetime, min_runs: int) -> EtaMode
             basis += f"; no {', '.join(unseen)} in these runs"
         model.basis = basis[:200]
     return model
+
+
+def neighbour_table(runs: pd.DataFrame) -> dict[str, list[list[float | None]]]:
+    """Per format (with at least 3 runs), the newest :data:`MAX_NEIGHBOURS` runs' ``[file_bytes, pages,
+    llm_windows, lines, skus, shopify_points]`` in order of size (``None`` where not measured)."""
+    if runs.empty or "file_bytes" not in runs.columns:
+        return {}
+    usable = runs[runs["source_format"].notna() & (runs["file_bytes"] > 0)]
+    usable = usable.sort_values("ended_at", kind="stable") if "ended_at" in usable.columns else usable
+    columns = ["file_bytes", *NEIGHBOUR_FEATURES]
+    table: dict[str, list[list[float | None]]] = {}
+    for fmt, group in usable.groupby("source_format", sort=True):
+        group = group.tail(MAX_NEIGHBOURS).sort_values("file_bytes", kind="stable")
+        if len(group) < 3:
+            continue
+        values = group.reindex(columns=columns).to_numpy(dtype=float)
+        table[str(fmt)] = [[None if np.isnan(v) else round(float(v), 4) for v in row] for row in values]
+    return table
 
 
 def _never_seen(runs: pd.DataFrame, stage: str) -> bool:
