@@ -211,6 +211,7 @@ def run_scale(args: argparse.Namespace, storage: str) -> dict:
     return {
         "storage": storage, "runs": args.runs, "full_s": round(full_s, 2), "full_runs": full.new_runs,
         "full_rows": full.rows_written, "performance_rows": perf_rows,
+        "full_refresh_only_s": full.seconds, "incremental_refresh_only_s": incremental.seconds,
         "incremental_s": round(incremental_s, 3), "incremental_runs": incremental.new_runs,
         "incremental_rows": incremental.rows_written, "no_change_s": round(nothing_s, 3),
         "no_change_runs": nothing.new_runs, "ratio_incremental_to_full": round(incremental_s / full_s, 4),
