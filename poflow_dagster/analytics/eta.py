@@ -5,9 +5,10 @@ Each stage picks, among a few candidate features, the one that explains its hist
 with outlier trimming, non-negative rates; a per-format base where formats differ). Shopify's cost limit is a
 leaky bucket: a small PO is paid from the bucket at once, a large one waits for points to be restored beyond
 what the bucket held, so the Shopify stages may add a hinge ``max(0, points − knot)`` whose knot is learnt from
-the history. What is not known at upload (lines, SKUs, pages, LLM windows) is read off the training runs of the
-same format closest in file size (the median of a few neighbours: a spreadsheet's fixed bytes, a scanned PDF's
-few lines in many bytes), else from ratios (lines per KB, ...). So a PO gets an ETA from its file size and format
+the history; reading a document with the LLM at all costs a set-up (a step on ``llm_windows``). What is not known
+at upload (lines, SKUs, pages, LLM windows) is read off the training runs of the same format by file size
+(between the runs just smaller and just larger: a spreadsheet's fixed bytes, a scanned PDF's few lines in many
+bytes), else from ratios (lines per KB, ...). So a PO gets an ETA from its file size and format
 alone at upload, and a sharper one once parsing has counted its lines. With no history the model is
 ``DEFAULT_MODEL`` and says so in ``basis``.
 """
@@ -47,7 +48,7 @@ HINGE_FEATURES: dict[str, list[str]] = {
 STEP_FEATURES: dict[str, list[tuple[str, str]]] = {"ai_parsing": [("llm_windows", "pages")]}
 #: Training runs kept per format to estimate, by file size, what is not known at upload.
 MAX_NEIGHBOURS = 200
-#: Neighbours (same format, closest file size) whose median estimates an unknown feature.
+#: Beyond the sizes seen: the runs (same format, closest file size) whose scaled median estimates a feature.
 NEIGHBOURS_K = 5
 #: The features a neighbour row holds, after its file size.
 NEIGHBOUR_FEATURES = ["pages", "llm_windows", "lines", "skus", "shopify_points"]
@@ -77,8 +78,9 @@ class PoFeatures:
 @dataclass
 class StageModel:
     """``seconds = base (per format if known) + Σ rate × feature + Σ rate₂ × max(0, feature − knot)``; ``hinges``
-    maps a feature to ``[knot, rate₂]``; ``steps`` maps a feature to ``[threshold, seconds]`` added when the
-    feature exceeds the threshold; ``n`` runs fitted, ``fitted`` False = default."""
+    maps a feature to ``[knot, rate₂]``; ``steps`` maps a feature to ``[threshold, seconds]`` added once the
+    feature is a unit past the threshold (a share of it in between); ``n`` runs fitted, ``fitted`` False =
+    default."""
 
     base_s: float
     rates: dict[str, float] = field(default_factory=dict)
@@ -186,7 +188,8 @@ def _known(value: float | None) -> bool:
 
 
 def estimate_features(model: EtaModel, features: PoFeatures) -> dict[str, float]:
-    """Every feature the stage models use: the known ones as given, the others estimated from the ratios."""
+    """Every feature the stage models use: the known ones as given, the others estimated from the training runs
+    of the same format by size (``_from_neighbours``), else from the ratios."""
     fmt = features.source_format
     kb = features.file_bytes / 1024 if _known(features.file_bytes) else 0.0
     near = _from_neighbours(model, features.file_bytes, fmt) if _known(features.file_bytes) else {}
@@ -200,7 +203,10 @@ def estimate_features(model: EtaModel, features: PoFeatures) -> dict[str, float]
         windows = pages * _ratio(model, "windows_per_page", fmt)
     else:
         windows = near.get("llm_windows", kb * _ratio(model, "windows_per_kb", fmt))
-    lines = float(features.lines) if _known(features.lines) else near.get("lines", kb * _ratio(model, "lines_per_kb", fmt))
+    if _known(features.lines):
+        lines = float(features.lines)
+    else:
+        lines = near.get("lines", kb * _ratio(model, "lines_per_kb", fmt))
     if _known(features.skus):
         skus = float(features.skus)
     elif _known(features.lines) or "skus" not in near:
@@ -246,8 +252,10 @@ def _stage_seconds(stage_model: StageModel, values: dict[str, float], source_for
     base = stage_model.base_by_format.get(source_format or "", stage_model.base_s)
     linear = sum(rate * values.get(name, 0.0) for name, rate in stage_model.rates.items())
     bent = sum(rate * max(0.0, values.get(name, 0.0) - knot) for name, (knot, rate) in stage_model.hinges.items())
-    setup = sum(seconds for name, (threshold, seconds) in stage_model.steps.items()
-                if values.get(name, 0.0) > threshold)
+    # A step is paid in full from one unit past its threshold; an estimate between (a size where some runs used
+    # the LLM and some did not) pays its share.
+    setup = sum(seconds * min(1.0, max(0.0, values.get(name, 0.0) - threshold))
+                for name, (threshold, seconds) in stage_model.steps.items())
     return max(0.0, base + linear + bent + setup)
 
 
