@@ -217,6 +217,8 @@ class WorkflowExecution(Base):
     eta_seconds: Mapped[float | None] = mapped_column(Float)
     eta_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     eta_basis: Mapped[str | None] = mapped_column(String(200))
+    #: The last progress event's ``seq`` for this upload (events are numbered 1, 2, 3… per upload).
+    event_seq: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
 
@@ -314,3 +316,34 @@ class AnalyticsState(Base):
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class MerchantToken(Base):
+    """A per-merchant API token for ``poflow serve``: only its sha256 is stored (``poflow merchant token ID``)."""
+
+    __tablename__ = "merchant_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
+class ProgressEventRow(Base):
+    """Progress events kept in the app database when no Redis is configured (the SSE endpoint then polls
+    this table); ``seq`` is monotonic per upload. With Redis, events live in a per-merchant Redis stream."""
+
+    __tablename__ = "progress_events"
+    __table_args__ = (
+        UniqueConstraint("upload_id", "seq", name="uq_progress_events_upload_seq"),
+        Index("ix_progress_events_merchant_id_id", "merchant_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(String(64))
+    upload_id: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
