@@ -177,6 +177,63 @@ def merchant_set(merchant_id, name, markup, sync, shop_url, token_env) -> None:
         )
 
 
+@merchant.command("token")
+@click.argument("merchant_id")
+@click.option("--label", help="What the token is for (shown by `poflow merchant tokens`; revoke by it).")
+def merchant_token(merchant_id: str, label: str | None) -> None:
+    """Issue an API token for MERCHANT_ID (for `poflow serve`) and print it once: only its hash is kept."""
+    from poflow_dagster.store.tokens import issue_token
+
+    issued = issue_token(_db(), merchant_id, label=label)
+    click.echo(issued.token)
+    click.echo(f"token {issued.id} for merchant {merchant_id}{f' ({label})' if label else ''}: shown only now; "
+               "send it as 'Authorization: Bearer <token>'", err=True)
+
+
+@merchant.command("tokens")
+@click.argument("merchant_id")
+def merchant_tokens(merchant_id: str) -> None:
+    """List MERCHANT_ID's API tokens (id, label, issued, revoked; never the token)."""
+    from poflow_dagster.store.tokens import list_tokens
+
+    for info in list_tokens(_db(), merchant_id):
+        state = f"revoked {info.revoked_at}" if info.revoked_at else "live"
+        click.echo(f"{info.id:>5}  {info.label or '-':<24} issued {info.created_at}  {state}")
+
+
+@merchant.command("revoke-token")
+@click.argument("merchant_id")
+@click.argument("token", required=False)
+@click.option("--id", "token_id", type=int, help="The token's id (from `poflow merchant tokens`).")
+@click.option("--label", help="Revoke the live tokens with this label.")
+@click.option("--all", "all_tokens", is_flag=True, help="Revoke all of the merchant's tokens.")
+def merchant_revoke_token(merchant_id: str, token: str | None, token_id: int | None, label: str | None,
+                          all_tokens: bool) -> None:
+    """Revoke MERCHANT_ID's API token: the TOKEN itself, or --id, --label or --all. Requests with it get 401 at
+    once; open event streams end within 30 s."""
+    from poflow_dagster.store.tokens import revoke_tokens
+
+    count = revoke_tokens(_db(), merchant_id, token=token, token_id=token_id, label=label, all_tokens=all_tokens)
+    click.echo(f"revoked {count} token{'s' if count != 1 else ''} of merchant {merchant_id}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, type=int, show_default=True)
+@click.option("--log-level", default="info", type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve(host: str, port: int, log_level: str) -> None:
+    """Serve the HTTP API, the progress events (SSE) and the web page until interrupted.
+
+    Open http://HOST:PORT/ with a token from `poflow merchant token ID`; the API reference is at /docs."""
+    import uvicorn
+
+    from poflow_dagster.api import create_app
+
+    app = create_app()
+    click.echo(f"poflow serve on http://{host}:{port}/ (API reference: /docs)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=3)
+
+
 @main.command("db-upgrade")
 def db_upgrade() -> None:
     """Apply database migrations (also done automatically on first use)."""

@@ -1,0 +1,166 @@
+"""The FastAPI app of ``poflow serve``: ``create_app()``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import anyio
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from poflow_dagster.api.auth import current_merchant
+from poflow_dagster.api.errors import ApiError, install_error_handlers
+from poflow_dagster.api.events import event_stream
+from poflow_dagster.api.page import PAGE_HTML
+from poflow_dagster.api.queries import LIST_STATUSES, list_uploads, merchant_stats, merchant_upload_status
+from poflow_dagster.api.settings import ApiSettings
+from poflow_dagster.api.upload_stream import receive_upload
+from poflow_dagster.store.db import get_database
+
+log = logging.getLogger(__name__)
+
+Merchant = Annotated[str, Depends(current_merchant)]
+
+#: Threads that may wait on the progress bus at once (one per open event stream).
+DEFAULT_MAX_STREAMS = 1000
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    """The API on ``settings`` (default: the environment). The database is migrated on start; the
+    progress bus is opened on first use and closed on shutdown."""
+    settings = settings or ApiSettings.from_env()
+    db = get_database(settings.database_url)
+    buses: list = []
+
+    def bus():
+        if not buses:
+            from poflow_dagster.store.progress_bus import ProgressBus
+
+            buses.append(ProgressBus(settings.redis_url, db=db, namespace=settings.namespace))
+        return buses[0]
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        for opened in buses:
+            opened.close()
+
+    app = FastAPI(
+        title="poflow API",
+        version="1",
+        description="Upload purchase orders, follow their progress live (server-sent events), read their status. "
+        "Every request carries a merchant's API token: `Authorization: Bearer <token>` "
+        "(issue one with `poflow merchant token ID`).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.bus = bus
+    app.state.stream_limiter = anyio.CapacityLimiter(int(os.environ.get("POFLOW_API_MAX_STREAMS") or DEFAULT_MAX_STREAMS))
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Last-Event-ID", "Content-Type"],
+        )
+    _routes(app, settings, db, bus)
+    return app
+
+
+def _routes(app: FastAPI, settings: ApiSettings, db, bus) -> None:
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        """The web page: uploads with live progress bars."""
+        return HTMLResponse(PAGE_HTML, headers={"Cache-Control": "no-store"})
+
+    @app.get("/healthz", tags=["service"])
+    def healthz() -> dict:
+        """Liveness and the database: ``{"status": "ok"}``."""
+        from sqlalchemy import text
+
+        with db.session() as session:
+            session.execute(text("SELECT 1"))
+        return {"status": "ok", "progress_bus": "redis" if settings.redis_url else "database"}
+
+    @app.post("/api/uploads", status_code=201, tags=["uploads"])
+    async def create_upload(request: Request, merchant_id: Merchant) -> JSONResponse:
+        """Store the multipart field ``file`` as the merchant's upload, like ``poflow upload``.
+
+        Returns 201 ``{upload_id, duplicate_of, status}``; the same bytes again are recorded as a duplicate
+        of the first upload (``status: duplicate``, no second PO). ``upload_sensor`` starts its run.
+        Over ``POFLOW_MAX_UPLOAD_MB``: 413."""
+        received = await receive_upload(request, settings.home, settings.max_upload_bytes)
+        try:
+            upload = await anyio.to_thread.run_sync(_register, db, settings, merchant_id, received)
+        finally:
+            received.path.unlink(missing_ok=True)
+        if upload["duplicate_of"]:
+            await anyio.to_thread.run_sync(_announce_duplicate, bus, merchant_id, upload)
+        return JSONResponse(upload, status_code=201)
+
+    @app.get("/api/uploads", tags=["uploads"])
+    def uploads(
+        merchant_id: Merchant,
+        status: Annotated[str | None, Query(description="pending, processing, completed, failed, "
+                                            "needs_review, duplicate, received or approved")] = None,
+        since: Annotated[str | None, Query(description="7d, 24h, 90m or an ISO date/time")] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    ) -> dict:
+        """The merchant's uploads, newest first, with progress and ETA."""
+        if status is not None and status not in LIST_STATUSES:
+            raise ApiError(400, "invalid_status", f"status must be one of {', '.join(sorted(LIST_STATUSES))}")
+        start = None
+        if since:
+            from poflow_dagster.report_view import parse_since
+
+            start = parse_since(since, now=dt.datetime.now(dt.UTC))
+        return {"uploads": list_uploads(db, merchant_id, status=status, since=start, limit=limit)}
+
+    @app.get("/api/uploads/{upload_id}", tags=["uploads"])
+    def upload_status(upload_id: str, merchant_id: Merchant) -> dict:
+        """The upload's status, exactly as ``poflow status ID --format json`` (workflow, ETA, stages).
+        Another merchant's upload is a 404, like one that does not exist."""
+        return merchant_upload_status(db, merchant_id, upload_id)
+
+    @app.get("/api/events", tags=["events"], response_class=JSONResponse,
+             responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}})
+    def events(request: Request, merchant_id: Merchant):
+        """Server-sent progress events of the merchant's uploads (``event: progress``, ``data`` = a
+        ProgressEvent). Resume with ``Last-Event-ID`` or ``?last_event_id=``; ``?token=`` for EventSource."""
+        return event_stream(request, merchant_id)
+
+    @app.get("/api/stats", tags=["stats"])
+    def stats(merchant_id: Merchant) -> dict:
+        """Uploads by status, runs in progress, POs completed in the last 5 and 60 minutes."""
+        return merchant_stats(db, merchant_id, now=dt.datetime.now(dt.UTC))
+
+
+def _register(db, settings: ApiSettings, merchant_id: str, received) -> dict:
+    """Store and register the received file exactly as ``poflow upload`` does (source ``api``)."""
+    from poflow_dagster.intake import store_file
+    from poflow_dagster.store.merchants import validate_merchant_id
+    from poflow_dagster.store.uploads import register_upload
+
+    validate_merchant_id(merchant_id)
+    stored = store_file(settings.home, received.path, original_filename=received.filename or "upload")
+    upload = register_upload(db, merchant_id, stored, source="api")
+    return {"upload_id": upload.id, "duplicate_of": upload.duplicate_of, "status": upload.status,
+            "file": upload.original_filename, "size_bytes": upload.size_bytes}
+
+
+def _announce_duplicate(bus, merchant_id: str, upload: dict) -> None:
+    """A byte-for-byte duplicate never runs: tell the merchant's listeners it is finished (best effort)."""
+    try:
+        from poflow_dagster.store.progress_bus import ProgressEvent
+
+        bus().publish(ProgressEvent(
+            upload_id=upload["upload_id"], merchant_id=merchant_id, run_id=None, status="duplicate", stage=None,
+            percent=100, message=f"same bytes as upload {upload['duplicate_of']}; no new PO",
+        ))
+    except Exception as error:  # the upload is stored; a missing event is not worth a failed request
+        log.warning("could not announce duplicate upload %s: %s", upload["upload_id"], error)

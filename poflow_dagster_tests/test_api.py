@@ -1,0 +1,342 @@
+"""``poflow serve``'s API against real databases (SQLite and PostgreSQL) and real Redis: tokens, uploads,
+status, stats, and the server-sent event stream over a real HTTP server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import queue
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+import uvicorn
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from poflow_dagster.api import create_app
+from poflow_dagster.api.settings import ApiSettings
+from poflow_dagster.status_view import status_json
+from poflow_dagster.store.db import Database
+from poflow_dagster.store.schema import Upload, WorkflowExecution
+from poflow_dagster.store.tokens import issue_token, revoke_tokens
+from poflow_dagster.store.workflow import mark_completed, mark_failed, stage_started, status_report
+from poflow_dagster.domain.stages import Stage
+
+REDIS_URL = os.environ.get("POFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _settings(home: Path, db_url: str, *, redis_url: str | None = None, namespace: str | None = None,
+              max_bytes: int = 50 * 1024 * 1024) -> ApiSettings:
+    return ApiSettings(home=home, database_url=db_url, redis_url=redis_url, namespace=namespace,
+                       max_upload_bytes=max_bytes)
+
+
+@pytest.fixture
+def api_home(tmp_path: Path) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    return home
+
+
+@pytest.fixture
+def client(api_home: Path, db_url: str) -> Iterator[TestClient]:
+    with TestClient(create_app(_settings(api_home, db_url, max_bytes=4096))) as test_client:
+        yield test_client
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _csv(po_number: str) -> bytes:
+    return (f"PO Number,{po_number}\nSupplier,Acme\nsku,description,quantity,unit_cost\n"
+            f"A-1,Widget,2,3.50\n").encode()
+
+
+def _assert_error(response: httpx.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["error"]["code"] == code
+    assert "\n" not in body["error"]["message"] and "Traceback" not in response.text
+
+
+def test_requests_without_a_live_token_are_401(client: TestClient, db: Database):
+    token = issue_token(db, "shop-a").token
+    assert token.startswith("pf_") and len(token) > 40
+    for headers in ({}, _bearer("pf_not-a-real-token"), _bearer("garbage"), {"Authorization": "Basic abc"}):
+        _assert_error(client.get("/api/uploads", headers=headers), 401, "unauthorized")
+    assert client.get("/api/uploads", headers=_bearer(token)).status_code == 200
+    assert client.get(f"/api/stats?token={token}").status_code == 200  # EventSource's way
+    assert revoke_tokens(db, "shop-a", token=token) == 1
+    _assert_error(client.get("/api/uploads", headers=_bearer(token)), 401, "unauthorized")
+    _assert_error(client.get(f"/api/events?token={token}"), 401, "unauthorized")
+    _assert_error(client.post("/api/uploads", headers=_bearer(token), files={"file": ("a.csv", b"x")}),
+                  401, "unauthorized")
+
+
+def test_only_the_hash_of_a_token_is_stored(db: Database):
+    from poflow_dagster.store.schema import MerchantToken
+
+    token = issue_token(db, "shop-a", label="ci").token
+    with db.session() as session:
+        row = session.scalar(select(MerchantToken))
+        stored = [str(v) for v in (row.token_sha256, row.label, row.merchant_id)]
+    assert all(token not in value for value in stored)
+    assert len(row.token_sha256) == 64
+
+
+def test_upload_then_status_list_and_duplicate(client: TestClient, db: Database, api_home: Path):
+    token = issue_token(db, "shop-a").token
+    content = _csv("PO-1")
+    created = client.post("/api/uploads", headers=_bearer(token), files={"file": ("order 1.csv", content, "text/csv")})
+    assert created.status_code == 201, created.text
+    first = created.json()
+    assert first["duplicate_of"] is None and first["status"] == "received"
+    upload_id = first["upload_id"]
+
+    shown = client.get(f"/api/uploads/{upload_id}", headers=_bearer(token))
+    assert shown.status_code == 200
+    assert shown.json() == json.loads(json.dumps(status_json(status_report(db, upload_id))))  # = poflow status --format json
+    assert shown.json()["file"] == "order 1.csv" and shown.json()["merchant_id"] == "shop-a"
+    with db.session() as session:
+        stored = session.scalar(select(Upload).where(Upload.id == upload_id))
+        assert stored.source == "api" and Path(stored.stored_path).read_bytes() == content
+    assert not list((api_home / "uploads" / ".api-incoming").iterdir())  # the temp copy is gone
+
+    again = client.post("/api/uploads", headers=_bearer(token), files={"file": ("copy.csv", content, "text/csv")})
+    assert again.status_code == 201
+    assert again.json()["duplicate_of"] == upload_id and again.json()["status"] == "duplicate"
+
+    listed = client.get("/api/uploads", headers=_bearer(token)).json()["uploads"]
+    assert [row["upload_id"] for row in listed] == [again.json()["upload_id"], upload_id]  # newest first
+    only_dupes = client.get("/api/uploads?status=duplicate", headers=_bearer(token)).json()["uploads"]
+    assert [row["upload_id"] for row in only_dupes] == [again.json()["upload_id"]]
+    pending = client.get("/api/uploads?status=pending&since=1h&limit=5", headers=_bearer(token)).json()["uploads"]
+    assert [row["upload_id"] for row in pending] == [upload_id]
+    _assert_error(client.get("/api/uploads?status=nonsense", headers=_bearer(token)), 400, "invalid_status")
+    _assert_error(client.get("/api/uploads?since=yesterday-ish", headers=_bearer(token)), 400, "invalid_since")
+
+
+def test_a_token_never_sees_another_merchants_uploads(client: TestClient, db: Database):
+    token_a, token_b = issue_token(db, "shop-a").token, issue_token(db, "shop-b").token
+    upload_id = client.post("/api/uploads", headers=_bearer(token_a), files={"file": ("a.csv", _csv("PO-A"))}).json()[
+        "upload_id"]
+    foreign = client.get(f"/api/uploads/{upload_id}", headers=_bearer(token_b))
+    missing = client.get("/api/uploads/up-20260101T000000-00000000", headers=_bearer(token_b))
+    _assert_error(foreign, 404, "unknown_upload")
+    _assert_error(missing, 404, "unknown_upload")
+    assert foreign.json()["error"]["message"].replace(upload_id, "X") == \
+        missing.json()["error"]["message"].replace("up-20260101T000000-00000000", "X")  # nothing reveals it exists
+    assert client.get("/api/uploads", headers=_bearer(token_b)).json()["uploads"] == []
+    assert client.get("/api/stats", headers=_bearer(token_b)).json()["total"] == 0
+    assert client.get(f"/api/uploads/{upload_id}", headers=_bearer(token_a)).status_code == 200
+
+
+def test_too_large_upload_is_413_and_leaves_nothing(client: TestClient, db: Database, api_home: Path):
+    token = issue_token(db, "shop-a").token
+    big = b"x" * 5000  # the client fixture allows 4096 bytes
+    stated = client.post("/api/uploads", headers=_bearer(token), files={"file": ("big.csv", big)})
+    _assert_error(stated, 413, "file_too_large")
+    assert len(stated.text.splitlines()) == 1
+
+    boundary = "poflowtestboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.csv\"\r\n\r\n").encode() \
+        + big + f"\r\n--{boundary}--\r\n".encode()
+    chunked = client.post(  # no Content-Length: the byte count while streaming decides
+        "/api/uploads", content=iter([body[i:i + 1000] for i in range(0, len(body), 1000)]),
+        headers={**_bearer(token), "Content-Type": f"multipart/form-data; boundary={boundary}"},
+    )
+    _assert_error(chunked, 413, "file_too_large")
+    with db.session() as session:
+        assert session.scalar(select(Upload)) is None
+    assert not list((api_home / "uploads" / ".api-incoming").iterdir())
+    _assert_error(client.post("/api/uploads", headers=_bearer(token), files={"other": ("a.csv", b"abc")}),
+                  400, "invalid_upload")
+    _assert_error(client.post("/api/uploads", headers=_bearer(token), json={"file": "abc"}),
+                  415, "unsupported_media_type")
+
+
+def test_stats_count_the_merchants_uploads_by_status(client: TestClient, db: Database):
+    token = issue_token(db, "shop-a").token
+    other = issue_token(db, "shop-b").token
+
+    def upload(tok: str, name: str) -> str:
+        return client.post("/api/uploads", headers=_bearer(tok), files={"file": (name, _csv(name))}).json()["upload_id"]
+
+    pending, running, done_now, done_earlier, failed = (upload(token, f"po-{i}.csv") for i in range(5))
+    stage_started(db, running, "run-1", Stage.AI_PARSING, 1)
+    mark_completed(db, done_now, "run-2")
+    mark_completed(db, done_earlier, "run-3")
+    mark_failed(db, failed, run_id="run-4", stage="ai_parsing", code="unreadable", message="bad file")
+    with db.session() as session:  # synthetic: this one finished half an hour ago
+        workflow = session.scalar(select(WorkflowExecution).where(WorkflowExecution.upload_id == done_earlier))
+        workflow.completed_at = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=30)
+    mark_completed(db, upload(other, "theirs.csv"), "run-5")  # another merchant's: never counted
+
+    stats = client.get("/api/stats", headers=_bearer(token)).json()
+    assert stats["counts"] == {"pending": 1, "processing": 1, "completed": 2, "failed": 1, "needs_review": 0,
+                               "duplicate": 0}
+    assert stats["total"] == 5 and stats["active_runs"] == 1
+    assert stats["throughput"]["completed_last_5_min"] == 1
+    assert stats["throughput"]["completed_last_60_min"] == 2
+    assert pending and client.get("/healthz").json()["status"] == "ok"
+
+
+def test_page_and_openapi_are_served(client: TestClient):
+    page = client.get("/")
+    assert page.status_code == 200 and "EventSource" in page.text and 'id="upload-form"' in page.text
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/api/uploads", "/api/uploads/{upload_id}", "/api/events", "/api/stats", "/healthz"} <= set(paths)
+    _assert_error(client.get("/nowhere"), 404, "not_found")
+
+
+# --- server-sent events over a real HTTP server ---------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(params=["redis", "database"])
+def bus_config(request) -> Iterator[tuple[str | None, str]]:
+    """(redis url or None for the database fallback, a namespace of its own); its Redis keys are removed after."""
+    namespace = f"poflow-test:{secrets.token_hex(6)}"
+    url = REDIS_URL if request.param == "redis" else None
+    yield url, namespace
+    if url:
+        client = redis.Redis.from_url(url)
+        for key in client.scan_iter(f"{namespace}:*"):
+            client.delete(key)
+        client.close()
+
+
+@pytest.fixture
+def server(api_home: Path, db_url: str, bus_config) -> Iterator[str]:
+    """``create_app`` under uvicorn on a free port (a thread of this process); yields its base URL."""
+    redis_url, namespace = bus_config
+    app = create_app(_settings(api_home, db_url, redis_url=redis_url, namespace=namespace))
+    port = _free_port()
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                       timeout_graceful_shutdown=1))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not uv.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    uv.should_exit = True
+    thread.join(timeout=10)
+
+
+class SseClient:
+    """Reads ``/api/events`` in a thread; parsed events (id, event, data) land in ``events``."""
+
+    def __init__(self, url: str, token: str, last_event_id: str | None = None) -> None:
+        self.events: queue.Queue = queue.Queue()
+        self.opened = threading.Event()
+        self.retry: int | None = None
+        self._stop = threading.Event()
+        headers = {**_bearer(token), "Accept": "text/event-stream"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        self._thread = threading.Thread(target=self._run, args=(url, headers), daemon=True)
+        self._thread.start()
+        assert self.opened.wait(15), "the event stream did not open"
+
+    def _run(self, url: str, headers: dict) -> None:
+        with httpx.Client(timeout=httpx.Timeout(30, read=30)) as http:
+            with http.stream("GET", f"{url}/api/events", headers=headers) as response:
+                assert response.status_code == 200
+                assert response.headers["content-type"].startswith("text/event-stream")
+                fields: dict[str, str] = {}
+                for line in response.iter_lines():
+                    if self._stop.is_set():
+                        return
+                    if line.startswith(":"):
+                        self.opened.set()
+                    elif line.startswith("retry:"):
+                        self.retry = int(line[6:].strip())
+                    elif line == "":
+                        if "data" in fields:
+                            self.events.put(fields)
+                        fields = {}
+                    else:
+                        name, _, value = line.partition(":")
+                        fields[name] = value[1:] if value.startswith(" ") else value
+
+    def take(self, count: int, timeout: float = 15) -> list[dict]:
+        got = []
+        deadline = time.monotonic() + timeout
+        while len(got) < count:
+            try:
+                got.append(self.events.get(timeout=max(0.01, deadline - time.monotonic())))
+            except queue.Empty:
+                break
+        return got
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def _publish(bus, upload_id: str, merchant_id: str, percent: int, message: str):
+    from poflow_dagster.store.progress_bus import ProgressEvent
+
+    return bus.publish(ProgressEvent(upload_id=upload_id, merchant_id=merchant_id, run_id="run-1", status="progress",
+                                     stage="ai_parsing", items_done=percent, items_total=100, percent=percent,
+                                     message=message))
+
+
+def test_sse_streams_the_merchants_events_only_and_resumes_without_loss(server: str, db_url: str, bus_config):
+    from poflow_dagster.store.db import get_database
+    from poflow_dagster.store.progress_bus import ProgressBus
+
+    db = get_database(db_url)
+    redis_url, namespace = bus_config
+    token_a, token_b = issue_token(db, "shop-a").token, issue_token(db, "shop-b").token
+    with httpx.Client(base_url=server) as http:
+        up_a = http.post("/api/uploads", headers=_bearer(token_a), files={"file": ("a.csv", _csv("A"))}).json()
+        up_b = http.post("/api/uploads", headers=_bearer(token_b), files={"file": ("b.csv", _csv("B"))}).json()
+    bus = ProgressBus(redis_url, db=db, namespace=namespace)
+    try:
+        _publish(bus, up_a["upload_id"], "shop-a", 1, "before anyone listened")
+        listener = SseClient(server, token_a)
+        time.sleep(0.5)  # let the stream take its place ("from now")
+        for percent in (10, 20, 30):
+            _publish(bus, up_a["upload_id"], "shop-a", percent, f"Parsing {percent}%")
+            _publish(bus, up_b["upload_id"], "shop-b", percent, "shop-b's secret")
+        first = listener.take(3)
+        assert listener.take(1, timeout=1.0) == []  # nothing of shop-b's, nothing from before
+        listener.close()
+        payloads = [json.loads(e["data"]) for e in first]
+        assert [p["percent"] for p in payloads] == [10, 20, 30]
+        assert {p["merchant_id"] for p in payloads} == {"shop-a"} and all(e["event"] == "progress" for e in first)
+        assert listener.retry == 2000
+        seqs = [p["seq"] for p in payloads]
+        assert seqs == sorted(seqs) and len(set(seqs)) == 3
+
+        for percent in (40, 50):  # while nobody listens
+            _publish(bus, up_a["upload_id"], "shop-a", percent, f"Parsing {percent}%")
+        resumed = SseClient(server, token_a, last_event_id=first[-1]["id"])
+        more = resumed.take(2)
+        assert resumed.take(1, timeout=1.0) == []  # no duplicates of what was seen
+        resumed.close()
+        assert [json.loads(e["data"])["percent"] for e in more] == [40, 50]
+        assert [json.loads(e["data"])["seq"] for e in more] == [seqs[-1] + 1, seqs[-1] + 2]
+
+        from_start = SseClient(server, token_b, last_event_id="0")  # ?last_event_id=0: all that is kept
+        theirs = from_start.take(3)
+        from_start.close()
+        assert [json.loads(e["data"])["message"] for e in theirs] == ["shop-b's secret"] * 3
+    finally:
+        bus.close()
