@@ -100,20 +100,14 @@ def run(upload_id: str) -> None:
 
 
 def _run_now(upload_id: str) -> None:
-    import dagster as dg
-
     from poflow_dagster.definitions import defs
-    from poflow_dagster.pipeline.local import run_upload
+    from poflow_dagster.pipeline.local import local_instance, run_upload
 
-    from poflow_dagster.pipeline.run_history import record_runs
-
-    persistent = bool(os.environ.get("DAGSTER_HOME"))
-    with dg.DagsterInstance.get() if persistent else dg.DagsterInstance.local_temp(
-        overrides={"telemetry": {"enabled": False}}
-    ) as instance:
+    # The persistent instance of config.dagster_home(): the run shows in `dagster dev` started on that home,
+    # and the analytics refresh reads it (no separate history recording needed).
+    with local_instance() as instance:
         result = run_upload(defs, instance, _db(), upload_id, log_level="WARNING")
-        if not persistent:  # a temporary instance is gone after this block: keep its runs' history now
-            record_runs(instance, _db(), result.run_ids)
+        _refresh_quietly(instance)
     if not result.success:
         raise PoflowError("run_failed", f"{result.failed_step}: {result.error}")
     from poflow_dagster.store.workflow import status_report
@@ -123,6 +117,78 @@ def _run_now(upload_id: str) -> None:
         f"{upload_id}: {state.status if state else 'not started'} in {result.seconds:.2f}s, "
         f"checks {result.checks_passed}/{len(result.checks)}"
     )
+
+
+def _refresh_quietly(instance) -> None:
+    """Bring ``stage_runs`` up to date from ``instance`` so ``poflow report`` includes the run just made; a
+    failure only warns (the analytics schedule catches up later)."""
+    from poflow_dagster.pipeline.run_history import refresh_stage_runs
+
+    try:
+        refresh_stage_runs(instance, _db())
+    except Exception as error:  # the run itself is done; the history is a convenience here
+        click.echo(f"note: run history not refreshed ({type(error).__name__}: {error}); "
+                   "`poflow report --refresh` retries", err=True)
+
+
+@main.command()
+@click.argument("upload_id")
+@click.option("--timeout", type=float, help="Give up after this many seconds (exit code 4).")
+@click.option("--format", "fmt", type=click.Choice(["bar", "json"]), default="bar",
+              help="bar: a live progress bar; json: one ProgressEvent JSON object per line.")
+def watch(upload_id: str, timeout: float | None, fmt: str) -> None:
+    """Follow an upload until it finishes: stage, message, percent and ETA, from the progress bus (Redis, or the
+    database without it) and the workflow row. Exit code: 0 completed (or a duplicate upload), 1 failed,
+    3 needs_review, 4 timed out, 2 unknown upload."""
+    from poflow_dagster.watch_view import TIMEOUT_EXIT, RichWatch, describe, json_line, load_row, watch_upload
+
+    database = _db()
+    load_row(database, upload_id)  # an unknown id is one line and exit 2, before any display starts
+    if fmt == "json":
+        code, last = watch_upload(database, upload_id, lambda state: click.echo(json_line(state)),
+                                  redis_url=config.redis_url(), timeout=timeout)
+    else:
+        with RichWatch(upload_id) as bar:
+            code, last = watch_upload(database, upload_id, bar, redis_url=config.redis_url(), timeout=timeout)
+        click.echo(f"{upload_id}: {last.get('percent', 0)}% {describe(last)}")
+    if code == TIMEOUT_EXIT:
+        click.echo(f"error: watch_timeout: {upload_id} still {last.get('status')} after {timeout:g} s", err=True)
+    sys.exit(code)
+
+
+@main.command()
+@click.option("--merchant", "merchant_id", help="Only this merchant's uploads.")
+@click.option("--status", "status_", help="Only this status: received, pending, processing, completed, failed, "
+              "needs_review, duplicate.")
+@click.option("--since", help="Created within a span before now (24h, 7d, 90m, 2w) or since an ISO date/time (UTC).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(min=1))
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def uploads(merchant_id: str | None, status_: str | None, since: str | None, limit: int, fmt: str) -> None:
+    """List uploads newest first: id, merchant, file, status, stage, percent, ETA, created, error."""
+    import datetime as dt
+
+    from poflow_dagster.report_view import parse_since
+    from poflow_dagster.status_view import list_uploads, print_uploads
+
+    start = parse_since(since, now=dt.datetime.now(dt.UTC)) if since else None
+    rows = list_uploads(_db(), merchant_id=merchant_id, status=status_, since=start, limit=limit)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        print_uploads(rows)
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def samples(directory: Path) -> None:
+    """Write the bundled sample POs (CSV, TSV, XLSX, PDF, X12, UBL XML) into DIRECTORY and list them; e.g.
+    ``poflow samples ./samples && poflow upload samples/acme-po-1001.csv --merchant acme``."""
+    from poflow_dagster.samples import generate_samples
+
+    if directory.exists() and not directory.is_dir():
+        raise PoflowError("not_a_directory", f"{directory} exists and is not a directory")
+    for path in generate_samples(directory):
+        click.echo(str(path))
 
 
 @main.command()
@@ -262,7 +328,8 @@ def shopify_emulator(host: str, port: int, state: Path | None, token: str | None
 @click.option("--merchant", "merchant_id", help="Only this merchant's runs.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 @click.option("--refresh", is_flag=True,
-              help="First bring stage_runs up to date from the Dagster instance of DAGSTER_HOME.")
+              help="First bring stage_runs up to date from the local Dagster instance (DAGSTER_HOME, default "
+              "POFLOW_HOME/dagster).")
 def report(since: str, merchant_id: str | None, fmt: str, refresh: bool) -> None:
     """Stage performance, orchestration waits, bottlenecks, merchant health and ETA accuracy from the run
     history (the ``stage_runs`` table the analytics job keeps); ``--format json`` is a stable contract."""
@@ -293,16 +360,12 @@ def report(since: str, merchant_id: str | None, fmt: str, refresh: bool) -> None
 
 
 def _refresh_history(database) -> None:
-    """``--refresh``: read the runs that finished since the last refresh from DAGSTER_HOME's instance."""
-    if not os.environ.get("DAGSTER_HOME"):
-        click.echo("note: DAGSTER_HOME is not set, so there is no Dagster instance to refresh from; "
-                   "showing stage_runs as stored", err=True)
-        return
-    import dagster as dg
-
+    """``--refresh``: read the runs that finished since the last refresh from the local Dagster instance
+    (``DAGSTER_HOME``, default ``POFLOW_HOME/dagster``)."""
+    from poflow_dagster.pipeline.local import local_instance
     from poflow_dagster.pipeline.run_history import refresh_stage_runs
 
-    with dg.DagsterInstance.get() as instance:
+    with local_instance() as instance:
         done = refresh_stage_runs(instance, database)
     click.echo(f"refreshed stage_runs: {done.new_runs} new runs, {done.rows_written} rows in {done.seconds:.1f} s",
                err=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -15,6 +16,23 @@ def poflow_home() -> Path:
     return Path(os.environ.get("POFLOW_HOME") or ".poflow").resolve()
 
 
+def dagster_home() -> Path:
+    """The one Dagster home for everything local (``poflow demo``, ``poflow run``, ``dagster dev``): ``DAGSTER_HOME``
+    if set, else ``POFLOW_HOME/dagster``. Created if missing, with the bundled instance settings
+    (``poflow_dagster/dagster_home.yaml``: SQLite storage, run queue, monitoring) when it has no
+    ``dagster.yaml`` yet; an existing ``dagster.yaml`` is never touched."""
+    configured = os.environ.get("DAGSTER_HOME")
+    home = Path(configured).expanduser().resolve() if configured else poflow_home() / "dagster"
+    home.mkdir(parents=True, exist_ok=True)
+    settings = home / "dagster.yaml"
+    if not configured and not settings.exists():
+        bundled = Path(__file__).with_name("dagster_home.yaml").read_text(encoding="utf-8")
+        partial = home / f".dagster.yaml.{os.getpid()}.tmp"  # written whole, then moved: concurrent starts are safe
+        partial.write_text(bundled, encoding="utf-8")
+        os.replace(partial, settings)
+    return home
+
+
 def database_url() -> str:
     """``POFLOW_DATABASE_URL``; default a SQLite file under ``POFLOW_HOME``."""
     url = os.environ.get("POFLOW_DATABASE_URL")
@@ -26,6 +44,17 @@ def database_url() -> str:
 def redis_url() -> str | None:
     """``REDIS_URL``; unset means progress goes to the database and logs only."""
     return os.environ.get("REDIS_URL") or None
+
+
+def progress_namespace(db_url: str | None = None) -> str:
+    """Prefix of every Redis key of the progress bus: ``POFLOW_REDIS_NAMESPACE``, default ``poflow:`` and the
+    first 12 hex digits of the sha256 of the app database URL (``db_url``, else ``database_url()``), so
+    two deployments sharing one Redis (or one Redis database) never see each other's events."""
+    configured = (os.environ.get("POFLOW_REDIS_NAMESPACE") or "").strip()
+    if configured:
+        return configured
+    digest = hashlib.sha256((db_url or database_url()).encode()).hexdigest()[:12]
+    return f"poflow:{digest}"
 
 
 def shopify_shop_url() -> str | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import tempfile
 import time
 
 import click
@@ -13,16 +12,16 @@ from poflow_dagster import config
 
 
 def run_demo(merchant_id: str | None = None) -> int:
-    """Start the Shopify emulator, generate the samples, run each through ``po_job`` on a temporary
-    Dagster instance, print a table. Returns 0 only if every PO completed and every check passed."""
-    import dagster as dg
-
+    """Start the Shopify emulator, generate the samples, run each through ``po_job`` on the persistent local
+    Dagster instance (``config.dagster_home()``), print a table and how to see the runs in the Dagster UI.
+    Returns 0 only if every PO completed and every check passed."""
     from poflow_dagster.intake import upload_file
     from poflow_dagster.samples import generate_samples
     from poflow_dagster.shopify.emulator import start_emulator
     from poflow_dagster.store.db import get_database
 
     home = config.poflow_home()
+    dagster_home = config.dagster_home()
     merchant_id = merchant_id or f"demo-{dt.datetime.now(dt.UTC):%Y%m%d%H%M%S}"
     db = get_database(config.database_url())
     samples = generate_samples(home / "samples")
@@ -31,18 +30,16 @@ def run_demo(merchant_id: str | None = None) -> int:
         os.environ["SHOPIFY_SHOP_URL"] = shop.url
         os.environ["SHOPIFY_ACCESS_TOKEN"] = "demo-token"
         from poflow_dagster.definitions import defs
-        from poflow_dagster.pipeline.local import run_upload
-        from poflow_dagster.pipeline.run_history import record_runs
+        from poflow_dagster.pipeline.local import local_instance, run_upload
+        from poflow_dagster.pipeline.run_history import refresh_stage_runs
 
         click.echo(f"poflow demo: merchant {merchant_id}, home {home}, database {_safe(db.url)}, shop {shop.url}")
         uploads = [upload_file(db, home, merchant_id, path) for path in samples]
         duplicate = upload_file(db, home, merchant_id, samples[0])
-        with tempfile.TemporaryDirectory(prefix="poflow-dagster-") as tmp, dg.DagsterInstance.local_temp(
-            tmp, overrides={"telemetry": {"enabled": False}}
-        ) as instance:
+        with local_instance(dagster_home) as instance:
             results = [run_upload(defs, instance, db, upload.id, log_level="ERROR") for upload in uploads]
-            # The instance is gone after this block: its runs go into the run history now (`poflow report`).
-            record_runs(instance, db, [run_id for result in results for run_id in result.run_ids])
+            # The runs stay on this instance; stage_runs (`poflow report`) is brought up to date from it now.
+            refresh_stage_runs(instance, db)
         products_in_shop = shop.count_products()
     _print_table(uploads, results)
     click.echo(
@@ -55,6 +52,9 @@ def run_demo(merchant_id: str | None = None) -> int:
             click.echo(f"FAILED {r.upload_id}: {r.failed_step}: {r.error}", err=True)
     click.echo("demo: all POs completed, all checks passed" if ok else "demo: FAILED", err=not ok)
     click.echo(f"inspect one: poflow status {uploads[0].id}; where the time went: poflow report")
+    click.echo(f"see the runs (tagged poflow/merchant={merchant_id}) in the Dagster UI:\n"
+               f"  DAGSTER_HOME={dagster_home} dagster dev -m poflow_dagster.definitions\n"
+               f"  then open http://127.0.0.1:3000/runs")
     return 0 if ok else 1
 
 

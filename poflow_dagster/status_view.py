@@ -110,3 +110,87 @@ def render_status(report: StatusReport) -> str:
             items = "-" if s["items"] is None else str(s["items"])
             lines.append(f"{s['stage']:<24}{s['outcome']:<10}{s['attempts']:>9}{items:>7}{seconds:>10}")
     return "\n".join(lines)
+
+
+#: ``poflow uploads`` (and the API's upload list) without ``--limit``.
+DEFAULT_UPLOADS_LIMIT = 50
+
+
+def list_uploads(
+    db,
+    *,
+    merchant_id: str | None = None,
+    status: str | None = None,
+    since=None,
+    limit: int = DEFAULT_UPLOADS_LIMIT,
+) -> list[dict]:
+    """Uploads newest first, each with its workflow's state: ``status`` is ``duplicate`` for a duplicate upload,
+    else the workflow's status (pending / processing / completed / failed / needs_review), else the upload's own
+    (received). Filters: merchant, that status, created at or after ``since`` (a tz-aware datetime)."""
+    import sqlalchemy as sa
+
+    from poflow_dagster.store.schema import Upload, WorkflowExecution
+
+    effective = sa.case(
+        (Upload.status == "duplicate", "duplicate"),
+        else_=sa.func.coalesce(WorkflowExecution.status, Upload.status),
+    )
+    query = (
+        sa.select(Upload, WorkflowExecution, effective.label("effective"))
+        .outerjoin(WorkflowExecution, WorkflowExecution.upload_id == Upload.id)
+        .order_by(Upload.created_at.desc(), Upload.seq.desc())
+        .limit(max(1, int(limit)))
+    )
+    if merchant_id is not None:
+        query = query.where(Upload.merchant_id == merchant_id)
+    if status is not None:
+        query = query.where(effective == status)
+    if since is not None:
+        query = query.where(Upload.created_at >= since)
+    with db.session() as session:
+        return [_upload_row(upload, workflow, state) for upload, workflow, state in session.execute(query)]
+
+
+def _upload_row(upload, workflow, state: str) -> dict:
+    error_code = (workflow.error_code if workflow is not None else None) or upload.error_code
+    error_message = (workflow.error_message if workflow is not None else None) or upload.error_message
+    done = state in ("completed", "duplicate")
+    return {
+        "upload_id": upload.id,
+        "merchant_id": upload.merchant_id,
+        "file": upload.original_filename,
+        "status": state,
+        "stage": workflow.current_stage if workflow is not None else None,
+        "percent": 100 if done else (workflow.progress_percent if workflow is not None else 0),
+        "eta_seconds": workflow.eta_seconds if workflow is not None and not done else None,
+        "eta_at": workflow.eta_at.isoformat() if workflow is not None and workflow.eta_at and not done else None,
+        "created_at": upload.created_at.isoformat() if upload.created_at else None,
+        "completed_at": workflow.completed_at.isoformat() if workflow is not None and workflow.completed_at else None,
+        "duplicate_of": upload.duplicate_of,
+        "error_code": error_code,
+        "error_message": error_message,
+    }
+
+
+def print_uploads(rows: list[dict], console=None) -> None:
+    """The ``poflow uploads`` table (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # piped: full lines, not the 80-column fallback
+            console = Console(width=240)
+    table = Table(show_lines=False, header_style="bold")
+    for column in ("upload", "merchant", "file", "status", "stage", "%", "ETA", "created (UTC)"):
+        table.add_column(column, justify="right" if column == "%" else "left", no_wrap=True)
+    table.add_column("error", overflow="ellipsis", no_wrap=True, max_width=60)  # in full: --format json
+    for row in rows:
+        eta = "-" if row["eta_seconds"] is None else eta_text(row["eta_seconds"], row["eta_at"], None)[4:]
+        created = row["created_at"][:19].replace("T", " ") if row["created_at"] else "-"
+        error = f"{row['error_code']}: {row['error_message'] or ''}".strip() if row["error_code"] else ""
+        table.add_row(row["upload_id"], row["merchant_id"], row["file"], row["status"], row["stage"] or "-",
+                      str(row["percent"]), eta, created, error)
+    console.print(table)
+    if not rows:
+        console.print("no uploads match")

@@ -105,3 +105,73 @@ def test_the_run_queue_lets_one_analytics_refresh_run_at_a_time():
     for path in (root / "dagster.yaml", root / "deploy" / "dagster_home" / "dagster.yaml"):
         limits = yaml.safe_load(path.read_text())["run_queue"]["tag_concurrency_limits"]
         assert {"key": "poflow/kind", "value": "analytics", "limit": 1} in limits, path
+
+
+_RESOURCE_PROBE = """
+import json
+import dagster as dg
+from poflow_dagster.definitions import RESOURCE_ENV, defs
+
+repo = defs.get_repository_def()
+assert {"po_job", "image_job", "analytics_job"} <= {job.name for job in repo.get_all_jobs()}
+wrapped = {}
+for key, fields in RESOURCE_ENV.items():
+    resource = defs.resources[key]
+    for field in fields:
+        value = getattr(resource, field)
+        name = getattr(value, "env_var_name", None)
+        wrapped[f"{key}.{field}"] = name
+with dg.build_resources(dict(defs.resources)) as built:  # resolves every dg.EnvVar, as a run does
+    resolved = {
+        "shopify.access_token": built.shopify.access_token,
+        "shopify.max_attempts": built.shopify.max_attempts,
+        "shopify.throttle_timeout": built.shopify.throttle_timeout,
+        "db.url": built.db.url,
+        "llm.model": built.llm.model,
+    }
+print(json.dumps({"wrapped": wrapped, "resolved": resolved}))
+"""
+
+_ALL_ENV = {
+    "POFLOW_DATABASE_URL": "sqlite:///{tmp}/app.sqlite3", "POFLOW_HOME": "{tmp}/home",
+    "SHOPIFY_SHOP_URL": "https://example.myshopify.com", "SHOPIFY_ACCESS_TOKEN": "shpat_secret",
+    "SHOPIFY_API_VERSION": "2026-10", "POFLOW_SHOPIFY_MAX_ATTEMPTS": "3", "POFLOW_SHOPIFY_THROTTLE_TIMEOUT": "60",
+    "REDIS_URL": "redis://127.0.0.1:6379/9", "OPENAI_API_KEY": "sk-secret", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+    "POFLOW_LLM_MODEL": "some-model",
+}
+
+
+def _probe(tmp_path, extra: dict[str, str]) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from poflow_dagster.definitions import RESOURCE_ENV
+
+    names = {name for fields in RESOURCE_ENV.values() for name in fields.values()}
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    env.update({k: v.format(tmp=tmp_path) for k, v in extra.items()})
+    done = subprocess.run([sys.executable, "-c", _RESOURCE_PROBE], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_definitions_load_and_resolve_with_nothing_configured(tmp_path):
+    data = _probe(tmp_path, {})
+    assert set(data["wrapped"].values()) == {None}  # no dg.EnvVar on an unset variable: nothing fails to resolve
+    assert data["resolved"] == {"shopify.access_token": "", "shopify.max_attempts": 10,
+                                "shopify.throttle_timeout": 900, "db.url": "", "llm.model": ""}
+
+
+def test_every_resource_field_reads_its_env_var_when_set(tmp_path):
+    from poflow_dagster.definitions import RESOURCE_ENV
+
+    data = _probe(tmp_path, _ALL_ENV)
+    expected = {f"{key}.{field}": name for key, fields in RESOURCE_ENV.items() for field, name in fields.items()}
+    assert data["wrapped"] == expected  # the UI shows the variable's name, never a secret's value
+    assert set(expected.values()) == set(_ALL_ENV)  # and the test sets every one of them
+    assert data["resolved"] == {"shopify.access_token": "shpat_secret", "shopify.max_attempts": 3,
+                                "shopify.throttle_timeout": 60, "db.url": f"sqlite:///{tmp_path}/app.sqlite3",
+                                "llm.model": "some-model"}

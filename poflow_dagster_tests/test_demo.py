@@ -27,6 +27,20 @@ def test_demo_runs_every_sample_and_exits_zero(tmp_path: Path):
     assert (tmp_path / ".poflow" / "poflow.sqlite3").exists()  # the embedded default database
     assert "Traceback" not in result.stderr
 
+    # The runs stay on the persistent local Dagster instance (POFLOW_HOME/dagster), tagged with merchant and file,
+    # and the demo says how to open them in the UI.
+    dagster_home = tmp_path / ".poflow" / "dagster"
+    assert f"DAGSTER_HOME={dagster_home} dagster dev" in out
+    merchant = out.split("merchant ", 1)[1].split(",", 1)[0]
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        runs = instance.get_runs(dg.RunsFilter(job_name="po_job", tags={"poflow/merchant": merchant}))
+        assert len(runs) == len(SAMPLE_EXPECTATIONS)
+        assert {run.tags["poflow/file"] for run in runs} == set(SAMPLE_EXPECTATIONS)
+        assert all(run.status == dg.DagsterRunStatus.SUCCESS for run in runs)
+        assert all(run.tags.get("dagster/partition", "").startswith("up-") for run in runs)
+
     # The demo's runs are in the run history, so `poflow report` tells where their time went.
     report = subprocess.run(
         [sys.executable, "-m", "poflow_dagster.cli", "report", "--format", "json"],

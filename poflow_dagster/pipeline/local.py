@@ -6,13 +6,18 @@ very same jobs. A failed run goes through the same failure recording as ``po_fai
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import dagster as dg
 
+from poflow_dagster import config
 from poflow_dagster.pipeline.partitions import po_uploads
+from poflow_dagster.pipeline.run_tags import upload_run_tags
 from poflow_dagster.pipeline.sensors import root_error_message
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.uploads import mark_run_requested
@@ -57,9 +62,11 @@ def run_upload(
         instance.add_dynamic_partitions(po_uploads.name, [upload_id])
     mark_run_requested(db, upload_id)  # a daemon's upload_sensor need not request it too
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+    tags = upload_run_tags(db, [upload_id]).get(upload_id, {})  # poflow/merchant, poflow/file
     started = time.perf_counter()
     result = defs.resolve_job_def("po_job").execute_in_process(
-        partition_key=upload_id, instance=instance, raise_on_error=False, resources=resources, run_config=run_config
+        partition_key=upload_id, instance=instance, raise_on_error=False, resources=resources, run_config=run_config,
+        tags=tags,
     )
     seconds = time.perf_counter() - started
     run = LocalRunResult(upload_id=upload_id, run_id=result.run_id, success=result.success, seconds=seconds)
@@ -79,8 +86,30 @@ def run_upload(
                            run_started_at=dt.datetime.fromtimestamp(started, dt.UTC) if started else None)
     if run.summary is not None and with_images:
         images = defs.resolve_job_def("image_job").execute_in_process(
-            partition_key=upload_id, instance=instance, raise_on_error=False, resources=resources, run_config=run_config
+            partition_key=upload_id, instance=instance, raise_on_error=False, resources=resources, run_config=run_config,
+            tags=tags,
         )
         run.image_run_success = images.success
         run.image_run_id = images.run_id
     return run
+
+
+@contextlib.contextmanager
+def local_instance(home: Path | None = None) -> Iterator[dg.DagsterInstance]:
+    """The persistent Dagster instance of ``config.dagster_home()`` (or ``home``): ``poflow demo``, ``poflow run``
+    and ``dagster dev`` started with ``DAGSTER_HOME=<that path>`` share it, so every local run shows in the UI.
+
+    Opening a fresh SQLite instance from several processes at once can stamp its schema twice, so the first
+    opening is serialised by a lock file in the home."""
+    import fcntl
+
+    home = Path(home) if home is not None else config.dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".poflow-instance.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            instance = dg.DagsterInstance.from_config(str(home))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    with instance:
+        yield instance

@@ -11,6 +11,7 @@ import dagster as dg
 from poflow_dagster.intake import ingest_inbox
 from poflow_dagster.pipeline.jobs import image_job, po_job
 from poflow_dagster.pipeline.partitions import po_uploads
+from poflow_dagster.pipeline.run_tags import FILE_TAG, MERCHANT_TAG, upload_run_tags
 from poflow_dagster.resources import DatabaseResource, StorageResource
 from poflow_dagster.store.review import pending_approvals
 from poflow_dagster.store.uploads import claim_uploads_for_runs
@@ -40,11 +41,25 @@ def upload_sensor(context: dg.SensorEvaluationContext, db: DatabaseResource, sto
     approvals = pending_approvals(database, UPLOAD_BATCH)
     if not upload_ids and not approvals:
         return dg.SkipReason("no new uploads or approvals")
+    publish_queued(database, upload_ids, [a.upload_id for a in approvals])
+    tags = upload_run_tags(database, [*upload_ids, *(a.upload_id for a in approvals)])  # merchant and file
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(partition_key=uid, run_key=uid) for uid in upload_ids]
-        + [dg.RunRequest(partition_key=a.upload_id, run_key=a.run_key) for a in approvals],
+        run_requests=[dg.RunRequest(partition_key=uid, run_key=uid, tags=tags.get(uid, {})) for uid in upload_ids]
+        + [dg.RunRequest(partition_key=a.upload_id, run_key=a.run_key, tags=tags.get(a.upload_id, {}))
+           for a in approvals],
         dynamic_partitions_requests=[po_uploads.build_add_request(upload_ids)] if upload_ids else [],
     )
+
+
+def publish_queued(database, upload_ids: list[str], approved_ids: list[str]) -> None:
+    """The ``queued`` progress event of each upload whose run is being requested (best effort: never fails the
+    sensor)."""
+    from poflow_dagster.store.progress_bus import publish_upload_event
+
+    for upload_id in upload_ids:
+        publish_upload_event(database, upload_id, "queued", percent=0, message="Waiting for a run to start")
+    for upload_id in approved_ids:
+        publish_upload_event(database, upload_id, "queued", percent=0, message="Approved; waiting for its run")
 
 
 @dg.run_failure_sensor(monitored_jobs=[po_job], default_status=dg.DefaultSensorStatus.RUNNING)
@@ -121,5 +136,6 @@ def image_attachment_sensor(context: dg.RunStatusSensorContext):
     """When a PO run succeeds, start that partition's image run (images never hold the PO back)."""
     upload_id = context.dagster_run.tags.get(PARTITION_TAG)
     if upload_id:
-        return dg.RunRequest(partition_key=upload_id, run_key=f"images:{context.dagster_run.run_id}")
+        tags = {k: v for k, v in context.dagster_run.tags.items() if k in (MERCHANT_TAG, FILE_TAG)}
+        return dg.RunRequest(partition_key=upload_id, run_key=f"images:{context.dagster_run.run_id}", tags=tags)
     return None

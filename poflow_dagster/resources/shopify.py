@@ -12,7 +12,11 @@ from poflow_dagster.store.schema import Merchant
 
 
 class ShopifyResource(dg.ConfigurableResource):
-    """Shopify Admin GraphQL access. Unconfigured, it talks to the bundled local emulator."""
+    """Shopify Admin GraphQL access. Unconfigured, it talks to the bundled local emulator.
+
+    ``definitions.py`` sets each field from its environment variable with ``dg.EnvVar`` when that variable is set
+    (``SHOPIFY_SHOP_URL``, ``SHOPIFY_ACCESS_TOKEN``, ``SHOPIFY_API_VERSION``, ``POFLOW_HOME``,
+    ``POFLOW_SHOPIFY_MAX_ATTEMPTS``, ``POFLOW_SHOPIFY_THROTTLE_TIMEOUT``)."""
 
     shop_url: str = Field(default="", description="Shop URL; empty = SHOPIFY_SHOP_URL or the local emulator.")
     access_token: str = Field(default="", description="Admin API token (set it with dg.EnvVar; never logged).")
@@ -23,8 +27,10 @@ class ShopifyResource(dg.ConfigurableResource):
         description="HTTP attempts per GraphQL call for connection errors and 502/503/504 (backoff 0.5 s doubling "
         "to 30 s: about 2 minutes of trying).",
     )
-    throttle_timeout: float = Field(
-        default=900.0, description="Seconds one call keeps waiting out THROTTLED/429 answers before it gives up."
+    throttle_timeout: int = Field(
+        default=900,
+        description="Whole seconds one call keeps waiting out THROTTLED/429 answers before it gives up (an int: "
+        "dg.EnvVar has no float form).",
     )
 
     def target_for(self, merchant: Merchant) -> ShopTarget:
