@@ -255,8 +255,16 @@ class SseClient:
         assert self.opened.wait(15), "the event stream did not open"
 
     def _run(self, url: str, headers: dict) -> None:
+        try:
+            self._read(url, headers)
+        except (httpx.HTTPError, RuntimeError, AttributeError):  # closed under it
+            if not self._stop.is_set():
+                raise
+
+    def _read(self, url: str, headers: dict) -> None:
         with httpx.Client(timeout=httpx.Timeout(30, read=30)) as http:
             with http.stream("GET", f"{url}/api/events", headers=headers) as response:
+                self._response = response
                 assert response.status_code == 200
                 assert response.headers["content-type"].startswith("text/event-stream")
                 fields: dict[str, str] = {}
@@ -287,6 +295,9 @@ class SseClient:
 
     def close(self) -> None:
         self._stop.set()
+        response = getattr(self, "_response", None)
+        if response is not None:
+            response.close()
 
 
 def _publish(bus, upload_id: str, merchant_id: str, percent: int, message: str):
@@ -310,8 +321,7 @@ def test_sse_streams_the_merchants_events_only_and_resumes_without_loss(server: 
     bus = ProgressBus(redis_url, db=db, namespace=namespace)
     try:
         _publish(bus, up_a["upload_id"], "shop-a", 1, "before anyone listened")
-        listener = SseClient(server, token_a)
-        time.sleep(0.5)  # let the stream take its place ("from now")
+        listener = SseClient(server, token_a)  # opened = its place is fixed ("from now")
         for percent in (10, 20, 30):
             _publish(bus, up_a["upload_id"], "shop-a", percent, f"Parsing {percent}%")
             _publish(bus, up_b["upload_id"], "shop-b", percent, "shop-b's secret")

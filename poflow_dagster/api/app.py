@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -26,8 +25,9 @@ log = logging.getLogger(__name__)
 
 Merchant = Annotated[str, Depends(current_merchant)]
 
-#: Threads that may wait on the progress bus at once (one per open event stream).
-DEFAULT_MAX_STREAMS = 1000
+#: Worker threads the event streams may use at once for their short database calls (position, token re-check),
+#: apart from the request handlers' pool so that a reconnect storm never starves uploads and status reads.
+STREAM_THREADS = 32
 
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
@@ -61,7 +61,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.db = db
     app.state.bus = bus
-    app.state.stream_limiter = anyio.CapacityLimiter(int(os.environ.get("POFLOW_API_MAX_STREAMS") or DEFAULT_MAX_STREAMS))
+    app.state.stream_limiter = anyio.CapacityLimiter(STREAM_THREADS)
     install_error_handlers(app)
     if settings.cors_origins:
         app.add_middleware(

@@ -4,8 +4,8 @@ Each event is ``id: <event id>``, ``event: progress``, ``data: <ProgressEvent JS
 with ``retry: 2000`` and a comment, and sends a heartbeat comment every 15 s. A client resumes where it
 left off with the ``Last-Event-ID`` header (browsers send it on their own when they reconnect) or
 ``?last_event_id=``; without either it gets the events from now on. Events come from
-``ProgressBus.read_merchant_events`` (the merchant's Redis stream, or the ``progress_events`` table when
-no Redis is configured), read in a worker thread so the event loop never blocks.
+``ProgressBus.aread_merchant_events`` (the merchant's Redis stream, or the ``progress_events`` table when
+no Redis is configured): a waiting stream holds no thread, only a pooled Redis connection.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
-from functools import partial
 
 import anyio
 from fastapi import Request
@@ -60,13 +59,19 @@ async def _events(request: Request, merchant_id: str, after: str | None) -> Asyn
     state = request.app.state
     bus, limiter = state.bus(), state.stream_limiter
     token = request_token(request)
+    position = after
+    if position is None:  # fixed before the stream opens: every event published after the opening comment arrives
+        try:
+            position = await anyio.to_thread.run_sync(bus.last_event_id, merchant_id, limiter=limiter)
+        except Exception as error:
+            log.warning("progress bus position unavailable: %s", error)
     yield ServerSentEvent(comment=f"poflow progress events for {merchant_id}", retry=RETRY_MS)
-    position = after if after is not None else await _now_position(bus, merchant_id, limiter)
     checked = time.monotonic()
     while True:
-        read = partial(bus.read_merchant_events, merchant_id, position, block_ms=READ_BLOCK_MS)
         try:
-            batch = await anyio.to_thread.run_sync(read, abandon_on_cancel=True, limiter=limiter)
+            if position is None:  # "from now": the newest event's id, so no event falls between two reads
+                position = await anyio.to_thread.run_sync(bus.last_event_id, merchant_id, limiter=limiter)
+            batch = await bus.aread_merchant_events(merchant_id, position, block_ms=READ_BLOCK_MS)
         except Exception as error:  # the bus is down: say so, wait, try again (the client keeps its place)
             log.warning("progress bus read failed: %s", error)
             yield ServerSentEvent(comment="progress bus unavailable; retrying")
@@ -81,16 +86,3 @@ async def _events(request: Request, merchant_id: str, after: str | None) -> Asyn
             if await anyio.to_thread.run_sync(verify_token, state.db, token, limiter=limiter) != merchant_id:
                 yield ServerSentEvent(comment="token revoked", event="revoked", data="{}")
                 return
-
-
-async def _now_position(bus, merchant_id: str, limiter) -> str | None:
-    """The id of the merchant's newest event, so that every read after the first continues from the same
-    place; ``None`` (the reader's own "from now") when the bus cannot name it."""
-    latest = getattr(bus, "latest_event_id", None)
-    if latest is None:
-        return None
-    try:
-        return await anyio.to_thread.run_sync(latest, merchant_id, limiter=limiter)
-    except Exception as error:
-        log.warning("progress bus position unavailable: %s", error)
-        return None
