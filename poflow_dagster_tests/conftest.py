@@ -13,6 +13,8 @@ import sqlalchemy as sa
 from poflow_dagster.store.db import Database, close_database, get_database
 
 PG_ADMIN_URL = os.environ.get("POFLOW_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+#: The Redis the tests use (the one place its URL is written): ``POFLOW_TEST_REDIS_URL``, default DB 0 locally.
+REDIS_TEST_URL = os.environ.get("POFLOW_TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
 
 
 def _pg_schema_url(schema: str) -> str:

@@ -136,7 +136,7 @@ _ALL_ENV = {
     "POFLOW_DATABASE_URL": "sqlite:///{tmp}/app.sqlite3", "POFLOW_HOME": "{tmp}/home",
     "SHOPIFY_SHOP_URL": "https://example.myshopify.com", "SHOPIFY_ACCESS_TOKEN": "shpat_secret",
     "SHOPIFY_API_VERSION": "2026-10", "POFLOW_SHOPIFY_MAX_ATTEMPTS": "3", "POFLOW_SHOPIFY_THROTTLE_TIMEOUT": "60",
-    "REDIS_URL": "redis://127.0.0.1:6379/9", "OPENAI_API_KEY": "sk-secret", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
+    "REDIS_URL": "redis://redis.invalid:6379/9", "OPENAI_API_KEY": "sk-secret", "OPENAI_BASE_URL": "http://127.0.0.1:9/v1",
     "POFLOW_LLM_MODEL": "some-model",
 }
 

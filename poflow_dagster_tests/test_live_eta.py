@@ -24,7 +24,7 @@ from poflow_dagster.store.progress_bus import STREAM_KEY
 from poflow_dagster.store.schema import WorkflowExecution
 from poflow_dagster.store.workflow import mark_completed, mark_failed, stage_started, status_report
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from poflow_dagster_tests.conftest import REDIS_TEST_URL as REDIS_URL  # POFLOW_TEST_REDIS_URL
 NOW = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
 PO_STAGES = ["ai_parsing", "database_save", "product_draft_creation", "shopify_sync", "status_update"]
 

@@ -18,7 +18,7 @@ from poflow_dagster.store.workflow import status_report
 from poflow_dagster_tests.openai_server import API_KEY, Reply, fail_first, image_urls, start_openai_server
 from poflow_dagster.samples.pdf_documents import make_scanned_pdf
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from poflow_dagster_tests.conftest import REDIS_TEST_URL as REDIS_URL  # POFLOW_TEST_REDIS_URL
 LINES = [("00042", "Widget", "2", "5.00"), ("B-7", "Gadget", "1", "12.50"), ("C-9", "Sprocket", "4", "0.25")]
 
 

@@ -12,7 +12,7 @@ from poflow_dagster.intake import upload_file
 from poflow_dagster.pipeline.local import run_upload
 from poflow_dagster.store.progress_bus import STREAM_KEY, ProgressBus, ProgressEvent, channel_for
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from poflow_dagster_tests.conftest import REDIS_TEST_URL as REDIS_URL  # POFLOW_TEST_REDIS_URL
 
 
 def test_stage_events_are_published_in_order(home, db, shop, instance, samples, monkeypatch):

@@ -29,7 +29,7 @@ from poflow_dagster.shopify.rate_budget import (
 )
 from poflow_dagster.shopify.sync import sync_products
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
+from poflow_dagster_tests.conftest import REDIS_TEST_URL as REDIS_URL  # POFLOW_TEST_REDIS_URL
 TOKEN = "budget-test-token"
 HOLD = 30.0
 
