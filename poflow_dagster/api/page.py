@@ -21,7 +21,8 @@ PAGE_HTML = """<!doctype html>
   form { display: flex; gap: .5rem; align-items: center; margin: .5rem 0 1rem; }
   table { border-collapse: collapse; width: 100%; }
   th, td { text-align: left; padding: .4rem .5rem; border-bottom: 1px solid #eee; vertical-align: top; }
-  .progress { background: #eee; border-radius: 4px; height: .8rem; width: 12rem; overflow: hidden; }
+  .progress { display: inline-block; vertical-align: middle; background: #eee; border-radius: 4px; height: .8rem;
+              width: 12rem; overflow: hidden; }
   .progress-bar { background: #2a7; height: 100%; width: 0; transition: width .2s; }
   tr[data-status=failed] .progress-bar { background: #c33; }
   tr[data-status=needs_review] .progress-bar { background: #e90; }
@@ -44,6 +45,7 @@ PAGE_HTML = """<!doctype html>
     <input id="file-input" type="file" name="file" required>
     <button id="upload-button" type="submit">Upload</button>
     <span id="upload-result"></span>
+    <button id="token-change" type="button">Change token</button>
   </form>
   <div id="stats"></div>
   <table>
@@ -111,7 +113,8 @@ function render(id) {
   row.querySelector(".pct").textContent = percent + " %";
   const live = !done && s.eta_seconds != null;
   const what = s.message || (s.stage ? (STAGES[s.stage] || s.stage) + "…" : (done ? "" : "Waiting to start…"));
-  row.querySelector(".message").textContent = what + (live ? " " + seconds(s.eta_seconds) + " remaining" : "");
+  const joint = /[….!?]$/.test(what) ? " " : "… ";
+  row.querySelector(".message").textContent = what + (live ? joint + seconds(s.eta_seconds) + " remaining" : "");
   const clock = s.eta_at ? " (" + new Date(s.eta_at).toLocaleTimeString() + ")" : "";
   row.querySelector(".eta").textContent = live ? "ETA " + seconds(s.eta_seconds) + clock : (done ? "done" : "");
   row.querySelector(".error").textContent = s.error || "";
@@ -133,7 +136,7 @@ function onProgress(message) {
   const status = TERMINAL.has(e.status) || e.status === "queued" ? e.status : "processing";
   Object.assign(s, {status: status, percent: e.percent, stage: e.stage, message: e.message,
     eta_seconds: e.eta_seconds, eta_at: e.eta_at, seq: e.seq || s.seq,
-    error: e.status === "failed" || e.status === "stage_failed" || e.status === "needs_review" ? e.message : s.error});
+    error: e.status === "failed" || e.status === "stage_failed" || e.status === "needs_review" ? e.message : null});
   uploads.set(e.upload_id, s);
   render(e.upload_id);
   if (!known) api("/api/uploads/" + encodeURIComponent(e.upload_id)).then((full) => {
@@ -209,6 +212,7 @@ $("#token-form").addEventListener("submit", (event) => {
 $("#token-forget").addEventListener("click", () => {
   localStorage.removeItem("poflow_token"); token = ""; if (source) source.close(); showToken();
 });
+$("#token-change").addEventListener("click", () => { if (source) source.close(); showToken(); });
 $("#upload-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const file = $("#file-input").files[0];
