@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from poflow_dagster_tests.conftest import REDIS_TEST_URL
 
@@ -159,13 +158,3 @@ def test_samples_writes_files_that_upload_accepts(home, db_url, tmp_path):
     assert {r["status"] for r in rows} == {"received"}  # distinct files, none a duplicate
     not_a_dir = _run(["samples", str(paths[0])], env)
     assert not_a_dir.returncode == 2
-
-
-@pytest.mark.parametrize("text", ["a\x00b\nc", "x" * 500, ""])
-def test_run_tags_are_one_line_and_bounded(text):
-    from poflow_dagster.pipeline.run_tags import MAX_TAG_CHARS, po_run_tags
-
-    tags = po_run_tags("acme", text)
-    value = tags["poflow/file"]
-    assert tags["poflow/merchant"] == "acme" and value and len(value) <= MAX_TAG_CHARS
-    assert "\n" not in value and "\x00" not in value
