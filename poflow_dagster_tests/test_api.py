@@ -350,3 +350,53 @@ def test_sse_streams_the_merchants_events_only_and_resumes_without_loss(server: 
         assert [json.loads(e["data"])["message"] for e in theirs] == ["shop-b's secret"] * 3
     finally:
         bus.close()
+
+
+def test_resume_position_must_be_an_event_id(client: TestClient, db: Database):
+    token = issue_token(db, "shop-a").token
+    _assert_error(client.get(f"/api/events?token={token}&last_event_id=abc"), 400, "invalid_last_event_id")
+    _assert_error(client.get("/api/events", headers={**_bearer(token), "Last-Event-ID": "1; DROP"}),
+                  400, "invalid_last_event_id")
+
+
+def test_a_hostile_file_name_stays_inside_the_store(client: TestClient, db: Database, api_home: Path):
+    token = issue_token(db, "shop-a").token
+    created = client.post("/api/uploads", headers=_bearer(token), files={"file": ("../../evil\n.csv", b"a,b\n")})
+    assert created.status_code == 201
+    with db.session() as session:
+        stored = Path(session.scalar(select(Upload.stored_path)))
+    assert (api_home / "uploads").resolve() in stored.parents and "\n" not in stored.name
+
+
+def test_cors_is_off_unless_origins_are_configured(api_home: Path, db_url: str):
+    origin = {"Origin": "https://shop.example", "Access-Control-Request-Method": "GET"}
+    with TestClient(create_app(_settings(api_home, db_url))) as closed:
+        assert "access-control-allow-origin" not in closed.options("/api/stats", headers=origin).headers
+    settings = ApiSettings(home=api_home, database_url=db_url, redis_url=None, namespace=None,
+                           max_upload_bytes=1024, cors_origins=["https://shop.example"])
+    with TestClient(create_app(settings)) as open_:
+        allowed = open_.options("/api/stats", headers=origin)
+        assert allowed.headers["access-control-allow-origin"] == "https://shop.example"
+
+
+def test_cli_issues_lists_and_revokes_tokens(home: Path, db: Database):
+    from click.testing import CliRunner
+
+    from poflow_dagster.cli import main
+    from poflow_dagster.store.tokens import verify_token
+
+    runner = CliRunner()
+    issued = runner.invoke(main, ["merchant", "token", "shop-a", "--label", "storefront"])
+    assert issued.exit_code == 0, issued.output
+    token = issued.stdout.strip()
+    assert token.startswith("pf_") and verify_token(db, token) == "shop-a"
+    second = runner.invoke(main, ["merchant", "token", "shop-a"]).stdout.strip()
+    listed = runner.invoke(main, ["merchant", "tokens", "shop-a"]).stdout
+    assert "storefront" in listed and token not in listed and listed.count("live") == 2
+    revoked = runner.invoke(main, ["merchant", "revoke-token", "shop-a", "--label", "storefront"])
+    assert revoked.exit_code == 0 and "revoked 1 token" in revoked.stdout
+    assert verify_token(db, token) is None and verify_token(db, second) == "shop-a"
+    assert runner.invoke(main, ["merchant", "revoke-token", "shop-a", second]).exit_code == 0
+    again = runner.invoke(main, ["merchant", "revoke-token", "shop-a", second])
+    assert again.exit_code == 2 and "error: no_matching_token:" in again.stderr
+    assert verify_token(db, second) is None
