@@ -400,3 +400,14 @@ def test_cli_issues_lists_and_revokes_tokens(home: Path, db: Database):
     again = runner.invoke(main, ["merchant", "revoke-token", "shop-a", second])
     assert again.exit_code == 2 and "error: no_matching_token:" in again.stderr
     assert verify_token(db, second) is None
+
+
+def test_tokens_in_query_strings_never_reach_the_access_log(api_home: Path, db_url: str):
+    import logging
+
+    create_app(_settings(api_home, db_url))
+    record = logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d', (
+        "127.0.0.1:5000", "GET", "/api/events?token=pf_secret123&last_event_id=7", "1.1", 200), None)
+    for log_filter in logging.getLogger("uvicorn.access").filters:
+        log_filter.filter(record)
+    assert "pf_secret123" not in record.getMessage() and "token=***&last_event_id=7" in record.getMessage()

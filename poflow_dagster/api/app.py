@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from contextlib import asynccontextmanager
 from typing import Annotated
 
@@ -63,6 +64,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.bus = bus
     app.state.stream_limiter = anyio.CapacityLimiter(STREAM_THREADS)
     install_error_handlers(app)
+    _redact_tokens_in_access_log()
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
@@ -138,6 +140,24 @@ def _routes(app: FastAPI, settings: ApiSettings, db, bus) -> None:
     def stats(merchant_id: Merchant) -> dict:
         """Uploads by status, runs in progress, POs completed in the last 5 and 60 minutes."""
         return merchant_stats(db, merchant_id, now=dt.datetime.now(dt.UTC))
+
+
+class _RedactTokens(logging.Filter):
+    """``?token=`` (EventSource's way to authenticate) never reaches the access log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_TOKEN_IN_QUERY.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+_TOKEN_IN_QUERY = re.compile(r"([?&]token=)[^&\s]*")
+
+
+def _redact_tokens_in_access_log() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, _RedactTokens) for f in access.filters):
+        access.addFilter(_RedactTokens())
 
 
 def _register(db, settings: ApiSettings, merchant_id: str, received) -> dict:
