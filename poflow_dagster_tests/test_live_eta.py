@@ -20,7 +20,7 @@ from poflow_dagster.intake import upload_file
 from poflow_dagster.pipeline.local import run_upload
 from poflow_dagster.store.analytics_state import save_json
 from poflow_dagster.store.eta import record_eta
-from poflow_dagster.store.progress_bus import STREAM_KEY
+from poflow_dagster.store.progress_bus import ProgressBus
 from poflow_dagster.store.schema import WorkflowExecution
 from poflow_dagster.store.workflow import mark_completed, mark_failed, stage_started, status_report
 
@@ -135,22 +135,18 @@ def test_a_real_run_carries_the_eta_on_every_event_and_clears_it(home, db, shop,
     result = run_upload(defs, instance, db, upload.id, with_images=False)
     assert result.success, result.error
 
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        stream = [json.loads(fields[b"event"]) for _, fields in client.xrevrange(STREAM_KEY, count=500)]
-    finally:
-        client.close()
-    events = [e for e in reversed(stream) if e["upload_id"] == upload.id]
-    assert [(e["stage"], e["status"]) for e in events if e["status"] == "started"] == [(s, "started") for s in PO_STAGES]
+    events = [e for e in _stage_events(db, upload.id) if e["status"] != "completed"]
+    assert [(e["stage"], e["status"]) for e in events if e["status"] == "stage_started"] == [
+        (s, "stage_started") for s in PO_STAGES]
     running = events[:-1]  # the last one is status_update succeeded: the PO is done
     assert all(e["eta_seconds"] is not None and e["eta_at"] is not None for e in running), running
     for event in running:
         at = dt.datetime.fromisoformat(event["eta_at"])
         sent = dt.datetime.fromisoformat(event["at"])
         assert abs((at - sent).total_seconds() - event["eta_seconds"]) < 5
-    starts = [e["eta_seconds"] for e in events if e["status"] == "started"]
+    starts = [e["eta_seconds"] for e in events if e["status"] == "stage_started"]
     assert starts[0] > starts[-1]  # less is left at status_update than at ai_parsing
-    assert (events[-1]["stage"], events[-1]["status"], events[-1]["eta_seconds"]) == ("status_update", "succeeded", None)
+    assert (events[-1]["stage"], events[-1]["status"], events[-1]["eta_seconds"]) == ("status_update", "stage_succeeded", None)
     with db.session() as session:
         workflow = session.scalar(select(WorkflowExecution).where(WorkflowExecution.upload_id == upload.id))
         assert workflow.status == "completed"
@@ -193,16 +189,24 @@ def test_a_stage_that_ends_early_leaves_none_of_its_predicted_time(home, db, sho
     result = run_upload(defs, instance, db, upload.id, with_images=False)
     assert result.success, result.error
 
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        stream = [json.loads(fields[b"event"]) for _, fields in client.xrevrange(STREAM_KEY, count=500)]
-    finally:
-        client.close()
-    events = [e for e in reversed(stream) if e["upload_id"] == upload.id and e["status"] in ("started", "succeeded")]
+    events = [e for e in _stage_events(db, upload.id) if e["status"] in ("stage_started", "stage_succeeded")]
     pairs = [(a, b) for a, b in zip(events, events[1:], strict=False)
-             if a["status"] == "succeeded" and b["status"] == "started"]
+             if a["status"] == "stage_succeeded" and b["status"] == "stage_started"]
     assert [a["stage"] for a, _ in pairs] == PO_STAGES[:-1]
     for done, following in pairs:
         assert done["eta_seconds"] == pytest.approx(following["eta_seconds"], abs=0.5), (done, following)
     # After ai_parsing: four stages of 20 s (and their small per-line rates) and the checks; nothing of parsing.
     assert 20.0 * 4 < pairs[0][0]["eta_seconds"] < 20.0 * 4 + 5
+
+
+def _stage_events(db, upload_id: str) -> list[dict]:
+    """The upload's progress events (as JSON) from its merchant's Redis stream, oldest first; the stream is
+    deleted afterwards."""
+    bus = ProgressBus(REDIS_URL, db)
+    try:
+        events = [json.loads(e.model_dump_json()) for _, e in bus.read_merchant_events("acme", "0", block_ms=0,
+                                                                                       count=10_000)]
+        redis.Redis.from_url(REDIS_URL).delete(bus.stream_key("acme"))
+    finally:
+        bus.close()
+    return [e for e in events if e["upload_id"] == upload_id and e["stage"] is not None]

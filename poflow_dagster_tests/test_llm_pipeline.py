@@ -4,16 +4,14 @@ server speaking the OpenAI wire format; per-window progress; tokens, cost and re
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 
 import dagster as dg
-import redis
 
 from poflow_dagster.definitions import defs
 from poflow_dagster.intake import upload_file
 from poflow_dagster.pipeline.local import run_upload
-from poflow_dagster.store.progress_bus import STREAM_KEY
+from poflow_dagster.store.progress_bus import ProgressBus
 from poflow_dagster.store.workflow import status_report
 from poflow_dagster_tests.openai_server import API_KEY, Reply, fail_first, image_urls, start_openai_server
 from poflow_dagster.samples.pdf_documents import make_scanned_pdf
@@ -71,12 +69,13 @@ def test_scanned_pdf_is_read_by_the_llm_end_to_end(home, db, shop, instance, tmp
     assert parsing["extraction_rate_limited"].value == 1 and parsing["extraction_transient_retries"].value == 1
     assert parsing["extraction_retry_wait_seconds"].value >= 0.1
 
-    client = redis.Redis.from_url(REDIS_URL)
-    events = [json.loads(f[b"event"]) for _, f in client.xrevrange(STREAM_KEY, count=200)]
-    client.close()
-    windows = sorted((e["message"], e["progress_percent"]) for e in events
-                     if e["upload_id"] == upload.id and e["status"] == "progress")
-    assert windows == [("1/3", 6), ("2/3", 13), ("3/3", 20)]  # ai_parsing spans 0-20% of the workflow
+    bus = ProgressBus(REDIS_URL, db)
+    events = [e for _, e in bus.read_merchant_events("acme", "0", block_ms=0, count=1000)]
+    bus.close()
+    windows = [(e.message, e.items_done, e.items_total, e.percent) for e in events
+               if e.upload_id == upload.id and e.status == "progress" and e.stage == "ai_parsing"]
+    assert windows == [("Parsing window 1/3", 1, 3, 6), ("Parsing window 2/3", 2, 3, 13),
+                       ("Parsing window 3/3", 3, 3, 20)]  # ai_parsing spans 0-20% of the workflow
 
 
 def test_a_scan_without_an_llm_fails_with_needs_ocr_or_llm(home, db, shop, instance, tmp_path):

@@ -78,6 +78,7 @@ def ai_parsing(
         if outcome.duplicate_of:
             stage.notes = [f"same supplier and PO number as upload {outcome.duplicate_of}: recorded as its duplicate"]
             mark_duplicate_po(database, upload_id, context.run_id, outcome.duplicate_of)
+            stage.finish_as("duplicate", f"Same supplier and PO number as upload {outcome.duplicate_of}")
     meta = {
         **stage.metadata(),
         "file": upload.original_filename,
@@ -109,13 +110,14 @@ def database_save(context: dg.OpExecutionContext, parsed: ParsedPO, db: Database
     upload_id = context.partition_key
     with run_stage(context, Stage.DATABASE_SAVE, db, progress) as stage:
         database = stage.database
-        saved = save_purchase_order(database, upload_id, parsed)
+        saved = save_purchase_order(database, upload_id, parsed, on_progress=stage.report_fraction)
         stage.items = saved.line_count
         stage.outcome = "reused" if saved.unchanged else "success"
         if saved.duplicate_of:
             stage.outcome = "skipped"
             stage.notes = [f"same supplier and PO number as upload {saved.duplicate_of}: recorded as its duplicate"]
             mark_duplicate_po(database, upload_id, context.run_id, saved.duplicate_of, stage=Stage.DATABASE_SAVE)
+            stage.finish_as("duplicate", f"Same supplier and PO number as upload {saved.duplicate_of}")
     meta = {
         **stage.metadata(),
         "po_id": saved.po_id,
@@ -142,7 +144,7 @@ def product_draft_creation(
     """Create or update one product draft per distinct SKU, priced at unit cost plus the merchant's markup."""
     with run_stage(context, Stage.PRODUCT_DRAFT_CREATION, db, progress) as stage:
         database = stage.database
-        outcome = create_drafts_for_po(database, saved.upload_id, parsed)
+        outcome = create_drafts_for_po(database, saved.upload_id, parsed, on_progress=stage.report_fraction)
         stage.items = len(outcome.drafts)
         stage.signals["skus"] = len(outcome.drafts)
         stage.notes = outcome.skipped
@@ -195,7 +197,8 @@ def shopify_sync(
             with shopify.client_for(target) as client:
                 before = (client.stats.requests, client.stats.points,
                           client.stats.paced_seconds + client.stats.throttled_seconds)
-                synced = publish_drafts(database, client, target.url, merchant.id, drafts)
+                synced = publish_drafts(database, client, target.url, merchant.id, drafts,
+                                        on_progress=stage.report_fraction)
                 stage.signals.update(
                     shopify_requests=client.stats.requests - before[0],
                     shopify_points=round(client.stats.points - before[1], 3),
@@ -242,8 +245,10 @@ def status_update(
         database = stage.database
         if sync.held_for_review:
             mark_needs_review(database, context.partition_key, context.run_id, sync.held_for_review)
+            stage.finish_as("needs_review", "; ".join(sync.held_for_review))
         else:
             mark_completed(database, context.partition_key, context.run_id)
+            stage.finish_as("completed", "Completed")
         stage.items = 1
     # The whole run so far (waits no op sees, every stage), so the partition page tells the real story.
     timeline = po_timeline_metadata(context.instance, database, context.run_id, context.partition_key, context.log)

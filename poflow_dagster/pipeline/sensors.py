@@ -59,7 +59,7 @@ def publish_queued(database, upload_ids: list[str], approved_ids: list[str]) -> 
     for upload_id in upload_ids:
         publish_upload_event(database, upload_id, "queued", percent=0, message="Waiting for a run to start")
     for upload_id in approved_ids:
-        publish_upload_event(database, upload_id, "queued", percent=0, message="Approved; waiting for its run")
+        publish_upload_event(database, upload_id, "queued", message="Approved; waiting for its run")
 
 
 @dg.run_failure_sensor(monitored_jobs=[po_job], default_status=dg.DefaultSensorStatus.RUNNING)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -15,7 +18,8 @@ from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.stages import STAGE_PROGRESS, Stage
 from poflow_dagster.resources import DatabaseResource, ProgressResource
 from poflow_dagster.store.db import Database
-from poflow_dagster.store.progress_bus import ProgressEvent
+from poflow_dagster.store.progress_bus import ProgressBus, ProgressEvent
+from poflow_dagster.store.uploads import upload_info
 from poflow_dagster.store.workflow import mark_failed, set_progress, stage_finished, stage_started
 
 log = logging.getLogger(__name__)
@@ -35,10 +39,19 @@ class StageRun:
     #: ``shopify_requests``, ``shopify_points``, ``shopify_throttled_s``...): kept in ``stage_metrics.signals``
     #: for the analytics assets and the ETA model.
     signals: dict[str, int | float] = field(default_factory=dict)
-    #: Progress inside the stage (e.g. LLM windows done): call with (done, total).
-    report_fraction: Callable[[int, int], None] = lambda done, total: None
+    #: Progress inside the stage: call with (items done, items in all[, message]) as items finish (LLM windows,
+    #: saved lines, drafts, Shopify products); any thread may call it, as often as it likes (it is throttled).
+    report_fraction: Callable[..., None] = lambda done, total, message=None: None
+    #: The terminal event published after the stage ended well: (``completed`` | ``needs_review`` | ``duplicate``,
+    #: message); set with ``finish_as``.
+    terminal: tuple[str, str | None] | None = None
     #: The app database, connected (and migrated) by the runner before the op's work starts.
     database: Database = field(default=None, repr=False)  # type: ignore[assignment]
+
+    def finish_as(self, status: str, message: str | None = None) -> None:
+        """Publish the terminal ``status`` event (the PO is completed, needs review, or a duplicate) after this
+        stage's own last event."""
+        self.terminal = (status, message)
 
     def metadata(self) -> dict[str, dg.RawMetadataValue]:
         meta: dict[str, dg.RawMetadataValue] = {
@@ -62,6 +75,12 @@ def run_stage(
 ) -> Iterator[StageRun]:
     """Wrap an op's work as ``stage`` of the upload this run's partition is.
 
+    Progress events: ``started`` when the run's first stage begins, ``stage_started``, ``progress`` as the op
+    reports items (``stage.report_fraction(done, total)``), then ``stage_succeeded`` / ``stage_skipped`` /
+    ``stage_reused`` / ``stage_failed``, and the terminal event the op asked for (``stage.finish_as``) or
+    ``failed``. They are published in order from a background thread, so the bus, the database and the ETA
+    never slow the stage (nor wait on a transaction the stage holds).
+
     A ``PoflowError`` (bad input, bad config, a Shopify or LLM call its client gave up on) fails the stage
     for good: the upload and workflow are marked failed with its code and a one-line reason, and Dagster
     sees a clean ``Failure`` without a traceback. The database being away (an outage, a restart) is the one
@@ -71,47 +90,45 @@ def run_stage(
     upload_id = context.partition_key
     run_id = context.run_id
     current = StageRun(stage=stage, attempt=context.retry_number + 1)
-
-    stage_clock = time.monotonic()  # reset when the stage has really started (after the database is reached)
-
-    def report_fraction(done: int, total: int) -> None:
-        start, end = _percent(stage, done=False), _percent(stage, done=True)
-        percent = start + (end - start) * done // max(total, 1)
-        set_progress(database, upload_id, percent)
-        eta = _update_eta(database, upload_id, run_id, stage, done / max(total, 1), time.monotonic() - stage_clock)
-        progress.publish(ProgressEvent(upload_id=upload_id, run_id=run_id, stage=stage.value, status="progress",
-                                       progress_percent=percent, message=f"{done}/{total}", **_eta_fields(eta)))
-
-    current.report_fraction = report_fraction
-    with retry_when_database_is_away(context):
-        # Inside the retry: a run that starts while the database is away waits for it too.
-        database = current.database = db.database
-        stage_started(database, upload_id, run_id, stage, current.attempt)
-        stage_clock = time.monotonic()
-        eta = _update_eta(database, upload_id, run_id, stage, 0.0, 0.0)
-        _publish(progress, upload_id, run_id, stage, "started", eta=eta)
-        try:
-            yield current
-        except PoflowError as error:
-            stage_finished(database, upload_id, run_id, stage, outcome="failed", error_code=error.code)
-            if stage in STAGE_PROGRESS:  # a side stage (images) never fails the PO
-                mark_failed(
-                    database, upload_id, run_id=run_id, stage=stage.value, code=error.code, message=error.message
-                )
-            _publish(progress, upload_id, run_id, stage, "failed", message=str(error))
-            raise dg.Failure(description=str(error), metadata={"error_code": error.code}, allow_retries=False) from None
-        except Exception as error:
-            if not is_database_unavailable(error):
-                stage_finished(database, upload_id, run_id, stage, outcome="failed", error_code=type(error).__name__)
-                _publish(progress, upload_id, run_id, stage, "failed", message=f"{type(error).__name__}: {error}")
-            raise
-        current.duration_ms = stage_finished(
-            database, upload_id, run_id, stage, outcome=current.outcome, items=current.items, bytes_=current.bytes,
-            signals=current.signals,
-        )
-        eta = _update_eta(database, upload_id, run_id, stage, 1.0, time.monotonic() - stage_clock)
-        _publish(progress, upload_id, run_id, stage, "succeeded" if current.outcome == "success" else current.outcome,
-                 eta=eta)
+    reporter: StageReporter | None = None
+    try:
+        with retry_when_database_is_away(context):
+            # Inside the retry: a run that starts while the database is away waits for it too.
+            database = current.database = db.database
+            new_run = stage_started(database, upload_id, run_id, stage, current.attempt)
+            reporter = StageReporter(progress.bus_for(database), database, upload_id,
+                                     upload_info(database, upload_id).merchant_id, run_id, stage)
+            current.report_fraction = reporter.report
+            reporter.stage_started(first_of_run=bool(new_run))
+            try:
+                yield current
+            except PoflowError as error:
+                stage_finished(database, upload_id, run_id, stage, outcome="failed", error_code=error.code)
+                reporter.stage_failed(str(error))
+                if stage in STAGE_PROGRESS:  # a side stage (images) never fails the PO
+                    mark_failed(
+                        database, upload_id, run_id=run_id, stage=stage.value, code=error.code, message=error.message
+                    )
+                    reporter.terminal("failed", str(error))
+                raise dg.Failure(description=str(error), metadata={"error_code": error.code},
+                                 allow_retries=False) from None
+            except Exception as error:
+                if not is_database_unavailable(error):
+                    stage_finished(database, upload_id, run_id, stage, outcome="failed",
+                                   error_code=type(error).__name__)
+                    reporter.stage_failed(f"{type(error).__name__}: {error}")
+                raise
+            current.duration_ms = stage_finished(
+                database, upload_id, run_id, stage, outcome=current.outcome, items=current.items,
+                bytes_=current.bytes, signals=current.signals,
+            )
+            reporter.stage_ended(current.outcome, current.items,
+                                 current.notes[0] if current.outcome == "skipped" and current.notes else None)
+            if current.terminal is not None:
+                reporter.terminal(*current.terminal)
+    finally:
+        if reporter is not None:
+            reporter.close()
 
 
 #: Tries of one op while the database is away: waits of 2, 4, 8, 16, 30, 30, 30 s ride out about two minutes
@@ -156,24 +173,8 @@ def retry_when_database_is_away(context: dg.OpExecutionContext) -> Iterator[None
         raise dg.RetryRequested(max_retries=DATABASE_RETRIES, seconds_to_wait=wait) from error
 
 
-def _publish(
-    progress: ProgressResource, upload_id: str, run_id: str, stage: Stage, status: str, message: str | None = None,
-    eta=None,
-) -> None:
-    progress.publish(
-        ProgressEvent(
-            upload_id=upload_id,
-            run_id=run_id,
-            stage=stage.value,
-            status=status,
-            progress_percent=_percent(stage, done=status in ("succeeded", "skipped", "reused")),
-            message=message,
-            **_eta_fields(eta),
-        )
-    )
-
-
-def _update_eta(database: Database, upload_id: str, run_id: str, stage: Stage, fraction: float, elapsed_s: float):
+def _update_eta(database: Database, upload_id: str, run_id: str, stage: Stage, fraction: float, elapsed_s: float,
+                now: dt.datetime | None = None):
     """Estimate the PO's remaining time and store it on the workflow row; ``None`` when the PO is no longer
     running (it finished, or this is a side stage such as images). Never fails the stage: errors are logged."""
     if stage not in STAGE_PROGRESS:
@@ -183,15 +184,11 @@ def _update_eta(database: Database, upload_id: str, run_id: str, stage: Stage, f
         from poflow_dagster.store.eta import record_eta
 
         estimate = estimate_eta(database, upload_id, run_id, stage.value, fraction_done=fraction,
-                                elapsed_in_stage_s=elapsed_s)
+                                elapsed_in_stage_s=elapsed_s, now=now)
         return estimate if record_eta(database, upload_id, estimate) else None
     except Exception as error:  # the ETA is a courtesy; the stage goes on without it
         log.warning("live ETA of %s not updated: %s: %s", upload_id, type(error).__name__, error)
         return None
-
-
-def _eta_fields(eta) -> dict:
-    return {"eta_seconds": eta.seconds, "eta_at": eta.at} if eta is not None else {}
 
 
 def _percent(stage: Stage, *, done: bool) -> int:
@@ -202,3 +199,171 @@ def _percent(stage: Stage, *, done: bool) -> int:
         return STAGE_PROGRESS.get(stage, 100)
     before = [percent for s, percent in STAGE_PROGRESS.items() if percent < STAGE_PROGRESS.get(stage, 0)]
     return max(before, default=0)
+
+
+#: What each stage's events say: (when it starts, per item ``{done}/{total}``, when it ended ``{items}``).
+_STAGE_TEXT: dict[Stage, tuple[str, str, str]] = {
+    Stage.AI_PARSING: ("Parsing the document", "Parsing window {done}/{total}", "Parsed {items} lines"),
+    Stage.DATABASE_SAVE: ("Saving the order", "Saving line {done}/{total}", "Saved {items} lines"),
+    Stage.PRODUCT_DRAFT_CREATION: ("Creating product drafts", "Drafting product {done}/{total}",
+                                   "{items} product drafts ready"),
+    Stage.SHOPIFY_SYNC: ("Publishing to Shopify", "Publishing product {done}/{total} to Shopify",
+                         "{items} products in Shopify"),
+    Stage.STATUS_UPDATE: ("Finishing", "Finishing {done}/{total}", "Finished"),
+    Stage.IMAGE_ATTACHMENT: ("Attaching product images", "Attaching image {done}/{total}", "{items} images attached"),
+}
+
+#: Throttle of ``progress`` events: a new one when the PO's percent moved 2 points, or 1 point and this long
+#: after the last one, or the stage's items moved and ``_HEARTBEAT_S`` passed (slow stages), or all are done.
+_MIN_INTERVAL_S = 0.1
+_HEARTBEAT_S = 1.0
+
+
+@dataclass
+class _Pending:
+    status: str
+    percent: int
+    at: dt.datetime
+    elapsed_s: float
+    items_done: int | None = None
+    items_total: int | None = None
+    message: str | None = None
+    fraction: float | None = None  # where the stage is, for an ETA estimated by the thread; None = ``eta``
+    eta: object | None = None  # an estimate made already (at stage boundaries, in the stage's own thread)
+    store_percent: bool = False
+
+
+class StageReporter:
+    """One stage's progress events, numbered by the bus and sent in order from one background thread.
+
+    ``report(done, total)`` maps the stage's items onto its band of the PO's percent (``STAGE_PROGRESS``) and
+    is throttled (see ``_MIN_INTERVAL_S``): at most every point, never a step above two points when items are
+    finer than that, and at least once a second while items move. Every event carries the live ETA (PO stages,
+    while the PO runs) and the stage's throughput (items per second since it began).
+    """
+
+    def __init__(self, bus: ProgressBus, database: Database, upload_id: str, merchant_id: str, run_id: str,
+                 stage: Stage) -> None:
+        self.bus, self.database = bus, database
+        self.upload_id, self.merchant_id, self.run_id, self.stage = upload_id, merchant_id, run_id, stage
+        self.start_percent, self.end_percent = _percent(stage, done=False), _percent(stage, done=True)
+        self.clock = time.monotonic()
+        self.last_percent = self.start_percent
+        self.last_done = 0
+        self.last_sent = self.clock
+        self._lock = threading.Lock()
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name=f"poflow-progress-{stage.value}", daemon=True)
+        self._thread.start()
+
+    # What the stage runner and the op say --------------------------------------------------------------
+    def stage_started(self, *, first_of_run: bool) -> None:
+        self.clock = self.last_sent = time.monotonic()
+        text = _STAGE_TEXT.get(self.stage, (self.stage.value, "", ""))[0]
+        # Estimated here, before the op's work: a later estimate could race the op finishing the workflow.
+        eta = _update_eta(self.database, self.upload_id, self.run_id, self.stage, 0.0, 0.0)
+        if first_of_run:
+            self._submit("started", self.start_percent, message="Processing started", eta=eta)
+        self._submit("stage_started", self.start_percent, message=text, eta=eta)
+
+    def report(self, done: int, total: int, message: str | None = None) -> None:
+        """``done`` of ``total`` items of the stage are finished (any thread; cheap; throttled)."""
+        try:
+            self._report(done, total, message)
+        except Exception as error:  # progress never fails the stage that reports it
+            log.warning("progress of %s not reported: %s: %s", self.upload_id, type(error).__name__, error)
+
+    def _report(self, done: int, total: int, message: str | None) -> None:
+        if total <= 0:
+            return
+        done = max(0, min(done, total))
+        with self._lock:
+            now = time.monotonic()
+            band = self.end_percent - self.start_percent
+            percent = max(self.last_percent, min(self.end_percent, self.start_percent + band * done // total))
+            since = now - self.last_sent
+            moved = done > self.last_done
+            if not moved:
+                return
+            send = (
+                percent >= self.last_percent + 2
+                or (percent > self.last_percent and since >= _MIN_INTERVAL_S)
+                or since >= _HEARTBEAT_S
+                or done == total
+                or (band == 0 and (done - self.last_done) * 50 >= total and since >= _MIN_INTERVAL_S)
+            )
+            if not send:
+                return
+            self.last_percent, self.last_done, self.last_sent = percent, done, now
+            template = _STAGE_TEXT.get(self.stage, ("", "{done}/{total}", ""))[1]
+            self._submit("progress", percent, items_done=done, items_total=total,
+                         message=message or template.format(done=done, total=total), fraction=done / total,
+                         store_percent=True)
+
+    def stage_ended(self, outcome: str, items: int | None, message: str | None = None) -> None:
+        """The stage ended well (``success``, ``skipped`` or ``reused``), with ``items`` done (and why, if skipped)."""
+        status = {"success": "stage_succeeded", "skipped": "stage_skipped", "reused": "stage_reused"}.get(
+            outcome, "stage_succeeded")
+        text = _STAGE_TEXT.get(self.stage, ("", "", "{items} items"))[2]
+        with self._lock:
+            self.last_percent = max(self.last_percent, self.end_percent)
+        self._wait_for_queue(10.0)  # this stage's progress estimates are in: this one is the newest
+        eta = _update_eta(self.database, self.upload_id, self.run_id, self.stage, 1.0, time.monotonic() - self.clock)
+        self._submit(status, self.last_percent, items_done=items, items_total=items,
+                     message=(message or text.format(items=items if items is not None else 0))[:500], eta=eta)
+
+    def stage_failed(self, message: str) -> None:
+        self._submit("stage_failed", self.last_percent, message=message[:500])
+
+    def terminal(self, status: str, message: str | None = None) -> None:
+        """The PO's final event; ``completed`` (and ``duplicate``) reach 100 %."""
+        percent = 100 if status in ("completed", "duplicate") else self.last_percent
+        self._submit(status, percent, message=message[:500] if message else None)
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Send what is queued (waiting at most ``timeout_s``), then stop the thread."""
+        self._queue.put(None)
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            log.warning("progress events of %s still queued after %.0f s; left to the thread", self.upload_id,
+                        timeout_s)
+
+    def _wait_for_queue(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+    # The background thread ------------------------------------------------------------------------------
+    def _submit(self, status: str, percent: int, **fields) -> None:
+        self._queue.put(_Pending(status=status, percent=percent, at=dt.datetime.now(dt.UTC),
+                                 elapsed_s=time.monotonic() - self.clock, **fields))
+
+    def _work(self) -> None:
+        while True:
+            pending = self._queue.get()
+            try:
+                if pending is None:
+                    return
+                self._send(pending)
+            except Exception as error:  # best effort: a stage never fails for its progress events
+                log.warning("progress event of %s not sent: %s: %s", self.upload_id, type(error).__name__, error)
+            finally:
+                self._queue.task_done()
+
+    def _send(self, pending: _Pending) -> None:
+        if pending.store_percent:
+            set_progress(self.database, self.upload_id, pending.percent)
+        eta = pending.eta
+        if pending.fraction is not None:
+            eta = _update_eta(self.database, self.upload_id, self.run_id, self.stage, pending.fraction,
+                              pending.elapsed_s, now=pending.at)
+        throughput = None
+        if pending.items_done and pending.elapsed_s > 0:
+            throughput = round(pending.items_done / pending.elapsed_s, 3)
+        self.bus.publish(ProgressEvent(
+            upload_id=self.upload_id, merchant_id=self.merchant_id, run_id=self.run_id, status=pending.status,
+            stage=self.stage.value, items_done=pending.items_done, items_total=pending.items_total,
+            percent=pending.percent, message=pending.message,
+            eta_seconds=round(eta.seconds, 3) if eta is not None else None, eta_at=eta.at if eta is not None else None,
+            throughput=throughput, at=pending.at,
+        ))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from sqlalchemy import select
@@ -63,9 +65,11 @@ def recorded_links(db: Database, shop_url: str, drafts: list[DraftRecord]) -> di
 
 
 def publish_drafts(
-    db: Database, client: ShopifyClient, shop_url: str, merchant_id: str, drafts: list[DraftRecord]
+    db: Database, client: ShopifyClient, shop_url: str, merchant_id: str, drafts: list[DraftRecord],
+    *, on_progress: Callable[[int, int], None] | None = None,
 ) -> list[SyncedProduct]:
     """Upsert every draft as a Shopify product (idempotent by handle) and remember the GIDs.
+    ``on_progress(products done, products)`` is called (from the sync's threads) as each product is upserted.
 
     A product counts as created unless this shop already had it recorded for the draft under the same GID.
     Drafts are shared by every PO of the merchant with the same SKU, and two such POs may sync at once:
@@ -74,7 +78,8 @@ def publish_drafts(
     """
     known = {handle: link.product_gid for handle, link in recorded_links(db, shop_url, drafts).items()}
     pushed = current_drafts(db, drafts)
-    synced = _push(db, client, shop_url, merchant_id, pushed, known)
+    counting = _CountingClient(client, len({handle_for_sku(merchant_id, d.sku) for d in pushed}), on_progress)
+    synced = _push(db, counting if on_progress is not None else client, shop_url, merchant_id, pushed, known)
     for _ in range(CATCH_UP_ROUNDS):
         latest = current_drafts(db, drafts)
         changed = [i for i, (now, then) in enumerate(zip(latest, pushed)) if _content(now) != _content(then)]
@@ -85,6 +90,27 @@ def publish_drafts(
             synced[i] = replace(product, created=synced[i].created)
         pushed = latest
     return synced
+
+
+class _CountingClient:
+    """The client, counting upserts as they finish for ``on_progress`` (every other call passes through)."""
+
+    def __init__(self, client: ShopifyClient, total: int, on_progress: Callable[[int, int], None] | None) -> None:
+        self._client, self._total, self._on_progress = client, total, on_progress
+        self._done = 0
+        self._lock = threading.Lock()
+
+    def product_set(self, *args, **kwargs) -> SyncedProduct:
+        product = self._client.product_set(*args, **kwargs)
+        with self._lock:
+            self._done += 1
+            done = min(self._done, self._total)
+        if self._on_progress is not None:
+            self._on_progress(done, self._total)
+        return product
+
+    def __getattr__(self, name: str):
+        return getattr(self._client, name)
 
 
 #: How often a sync catches up with drafts another PO changed while it was pushing.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
 
@@ -27,8 +28,12 @@ class DraftRecord:
     changed: bool = True  # False: the draft already said exactly this; nothing was written
 
 
-def upsert_drafts(db: Database, merchant_id: str, upload_id: str, plans: list[DraftPlan]) -> list[DraftRecord]:
-    """Create or update one draft per planned SKU, in one transaction."""
+def upsert_drafts(
+    db: Database, merchant_id: str, upload_id: str, plans: list[DraftPlan],
+    on_progress: Callable[[int, int], None] | None = None,
+) -> list[DraftRecord]:
+    """Create or update one draft per planned SKU, in one transaction; ``on_progress(drafts done, drafts)``
+    after each."""
     records: list[DraftRecord] = []
     with db.session() as session:
         existing = {
@@ -44,6 +49,8 @@ def upsert_drafts(db: Database, merchant_id: str, upload_id: str, plans: list[Dr
             created = draft is None
             if draft is not None and _same(draft, plan):
                 records.append(_record(draft, created=False, changed=False))
+                if on_progress is not None:
+                    on_progress(len(records), len(plans))
                 continue
             if draft is None:
                 draft = ProductDraft(merchant_id=merchant_id, sku=plan.sku)
@@ -56,6 +63,8 @@ def upsert_drafts(db: Database, merchant_id: str, upload_id: str, plans: list[Dr
             draft.source_upload_id = upload_id
             session.flush()
             records.append(_record(draft, created))
+            if on_progress is not None:
+                on_progress(len(records), len(plans))
     return records
 
 
@@ -148,15 +157,18 @@ class DraftOutcome:
     skipped: list[str]  # lines that got no draft, and why
 
 
-def create_drafts_for_po(db: Database, upload_id: str, po: ParsedPO) -> DraftOutcome:
-    """One draft per distinct SKU of the PO, priced with the merchant's markup; re-runs update, never add."""
+def create_drafts_for_po(
+    db: Database, upload_id: str, po: ParsedPO, *, on_progress: Callable[[int, int], None] | None = None
+) -> DraftOutcome:
+    """One draft per distinct SKU of the PO, priced with the merchant's markup; re-runs update, never add.
+    ``on_progress(drafts done, drafts)`` is called as each draft is written."""
     from poflow_dagster.store.uploads import merchant_for_upload
 
     merchant = merchant_for_upload(db, upload_id)
     plans, skipped = plan_drafts(po, merchant.markup_percent)
     for attempt in range(3):  # a concurrent PO of the same merchant may insert the same SKU first
         try:
-            return DraftOutcome(upsert_drafts(db, merchant.id, upload_id, plans), skipped)
+            return DraftOutcome(upsert_drafts(db, merchant.id, upload_id, plans, on_progress), skipped)
         except IntegrityError:
             if attempt == 2:
                 raise

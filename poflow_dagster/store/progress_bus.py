@@ -1,72 +1,363 @@
-"""Progress events for frontends: Redis pub/sub (live) + a Redis stream (replay), or nothing but logs.
+"""Progress events for frontends (v2): one ordered, resumable stream of events per merchant.
 
-Channel ``poflow:progress:<upload_id>`` carries live events for one upload; stream ``poflow:progress``
-keeps recent events for late subscribers. Publishing never fails a stage: a broken bus is logged.
+With Redis (``REDIS_URL``) every key lives under the deployment's namespace (``config.progress_namespace()``):
+
+- ``<ns>:events:<merchant_id>`` — a Redis stream (``XADD … MAXLEN ~ 10000``, field ``event`` = the event's JSON);
+  its entry ids are the event ids readers resume from (SSE ``Last-Event-ID``);
+- ``<ns>:live:<merchant_id>`` — a pub/sub channel; each message is ``{"id": <stream id>, "event": {…}}``;
+- ``<ns>:seq:<upload_id>`` — the upload's last ``seq`` (kept 90 days after its last event).
+
+``seq`` is given by one Lua script that increments the upload's counter and appends the event atomically, so
+events of an upload are numbered 1, 2, 3… across runs and processes *and* appear in the stream in ``seq`` order.
+
+Without Redis, events go to the ``progress_events`` table (at most the newest 10,000 per merchant, none older than
+7 days; pruned as events are written); ``seq`` then comes from ``workflow_executions.event_seq``, incremented in the
+transaction that inserts the event (``UPDATE … RETURNING`` holds the row lock). On PostgreSQL a per-merchant
+advisory lock makes a merchant's row ids commit in order, so a reader polling ``id > last`` never skips one.
+
+Publishing never fails a stage: a broken bus is logged (and Redis is left alone for a few seconds after a failure).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import hashlib
 import json
 import logging
+import threading
+import time
+import weakref
+from typing import Literal
 
 from pydantic import BaseModel, Field
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.exc import IntegrityError
+
+from poflow_dagster import config
+from poflow_dagster.store.db import Database
+from poflow_dagster.store.schema import ProgressEventRow, Upload, WorkflowExecution
 
 log = logging.getLogger(__name__)
 
-STREAM_KEY = "poflow:progress"
+#: Events kept per merchant: the Redis stream's approximate MAXLEN, and the table's cap.
 STREAM_MAXLEN = 10_000
+#: The table also forgets events older than this.
+TABLE_MAX_AGE = dt.timedelta(days=7)
+#: A Redis seq counter outlives its upload's last event by this long.
+SEQ_TTL_SECONDS = 90 * 24 * 3600
+#: After Redis failed, publishes skip it for this long (a stage never waits on a dead Redis event after event).
+REDIS_BACKOFF_SECONDS = 5.0
+#: How often the table reader polls while it waits for new events.
+POLL_SECONDS = 0.1
 
-
-def channel_for(upload_id: str) -> str:
-    return f"poflow:progress:{upload_id}"
+Status = Literal[
+    "queued", "started", "stage_started", "progress", "stage_succeeded", "stage_skipped", "stage_reused",
+    "stage_failed", "completed", "failed", "needs_review", "duplicate",
+]
+TERMINAL_STATUSES = frozenset({"completed", "failed", "needs_review", "duplicate"})
 
 
 class ProgressEvent(BaseModel):
+    """One progress event of one upload (the JSON every frontend receives; field names are stable)."""
+
     upload_id: str
-    run_id: str
-    stage: str
-    status: str  # started | succeeded | failed | skipped | completed
-    progress_percent: int
+    merchant_id: str
+    run_id: str | None = None
+    #: 1, 2, 3… per upload, across its runs; given by the bus when the event is published (0 before).
+    seq: int = 0
+    status: Status
+    stage: str | None = None
+    items_done: int | None = None
+    items_total: int | None = None
+    #: The whole PO's progress, 0–100 (never decreases within a run).
+    percent: int = Field(default=0, ge=0, le=100)
+    #: For people: "Saved 60/150 lines", "Parsing window 2/3", or why it failed.
     message: str | None = None
-    at: dt.datetime = Field(default_factory=lambda: dt.datetime.now(dt.UTC))
-    #: Live ETA of the PO when the event was sent: seconds left and the moment it should finish
-    #: (``None`` once it has finished, or when no estimate could be made).
+    #: The live ETA when the event was sent: seconds left and the moment the PO should finish (``None`` once
+    #: it has finished, before its run starts, or when no estimate could be made).
     eta_seconds: float | None = None
     eta_at: dt.datetime | None = None
+    #: Items per second in the current stage so far.
+    throughput: float | None = None
+    at: dt.datetime = Field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
-
-class ProgressBus:
-    """Publishes ``ProgressEvent`` to Redis when a URL is given; otherwise only logs them."""
-
-    def __init__(self, redis_url: str | None) -> None:
-        self.redis_url = redis_url
-        self._client = None
-        if redis_url:
-            import redis
-
-            self._client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
-
-    def publish(self, event: ProgressEvent) -> bool:
-        """Send one event; returns False (and logs) if the bus is unreachable."""
-        payload = event.model_dump_json()
-        log.info("progress %s", payload)
-        if self._client is None:
-            return False
-        try:
-            pipe = self._client.pipeline(transaction=False)
-            pipe.publish(channel_for(event.upload_id), payload)
-            pipe.xadd(STREAM_KEY, {"event": payload}, maxlen=STREAM_MAXLEN, approximate=True)
-            pipe.execute()
-            return True
-        except Exception as error:  # the bus is best-effort; the DB row is the source of truth
-            log.warning("progress bus unavailable: %s", error)
-            return False
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
 
 
 def decode_event(raw: bytes | str) -> ProgressEvent:
     return ProgressEvent.model_validate(json.loads(raw))
+
+
+# Increments the upload's seq and appends the event in one step. KEYS: seq, stream, channel.
+# ARGV: payload before the seq, payload after it, maxlen, seq ttl.
+_PUBLISH_LUA = """
+local seq = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+local payload = ARGV[1] .. seq .. ARGV[2]
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'event', payload)
+redis.call('PUBLISH', KEYS[3], '{"id":"' .. id .. '","event":' .. payload .. '}')
+return {seq, id}
+"""
+_SEQ_MARK = -7_000_000_001  # a seq no event has: the payload is split around it for the script
+
+
+class ProgressBus:
+    """Publishes and reads progress events: Redis when ``redis_url`` is given, else the database's
+    ``progress_events`` table (``db``), else only logs. ``namespace`` defaults to ``config.progress_namespace``
+    of ``db``'s URL (or of the configured database)."""
+
+    def __init__(self, redis_url: str | None, db: Database | None = None, namespace: str | None = None) -> None:
+        self.redis_url = redis_url or None
+        self.db = db
+        self.namespace = namespace or config.progress_namespace(db.url if db is not None else None)
+        self._client = self._reader = self._async_reader = None
+        self._script = None
+        self._redis_down_until = 0.0
+        self._local_seq: dict[str, int] = {}
+        self._lock = threading.Lock()
+        if self.redis_url:
+            import redis
+
+            self._client = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
+            # Blocking reads (XREAD BLOCK) wait longer than any socket timeout of the publisher.
+            self._reader = redis.Redis.from_url(self.redis_url, socket_timeout=None, socket_connect_timeout=2)
+            self._script = self._client.register_script(_PUBLISH_LUA)
+
+    # Keys -------------------------------------------------------------------------------------------------
+    def stream_key(self, merchant_id: str) -> str:
+        return f"{self.namespace}:events:{merchant_id}"
+
+    def live_channel(self, merchant_id: str) -> str:
+        return f"{self.namespace}:live:{merchant_id}"
+
+    def seq_key(self, upload_id: str) -> str:
+        return f"{self.namespace}:seq:{upload_id}"
+
+    # Publishing -------------------------------------------------------------------------------------------
+    def publish(self, event: ProgressEvent) -> ProgressEvent:
+        """Number and send one event; returns it with its ``seq`` (0 if it could not be sent). Never raises."""
+        try:
+            if self._client is not None:
+                return self._publish_redis(event)
+            if self.db is not None:
+                return self._publish_table(event)
+            with self._lock:  # nowhere to send it: numbered in this process, logged
+                seq = self._local_seq[event.upload_id] = self._local_seq.get(event.upload_id, 0) + 1
+            event = event.model_copy(update={"seq": seq})
+        except Exception as error:  # best effort: the workflow row is the source of truth
+            log.warning("progress event of %s not published: %s: %s", event.upload_id, type(error).__name__, error)
+            return event
+        log.debug("progress %s", event.model_dump_json())
+        return event
+
+    def _publish_redis(self, event: ProgressEvent) -> ProgressEvent:
+        if time.monotonic() < self._redis_down_until:
+            return event
+        before, after = event.model_copy(update={"seq": _SEQ_MARK}).model_dump_json().split(str(_SEQ_MARK), 1)
+        try:
+            seq, _ = self._script(
+                keys=[self.seq_key(event.upload_id), self.stream_key(event.merchant_id),
+                      self.live_channel(event.merchant_id)],
+                args=[before, after, STREAM_MAXLEN, SEQ_TTL_SECONDS],
+            )
+        except Exception:
+            self._redis_down_until = time.monotonic() + REDIS_BACKOFF_SECONDS
+            raise
+        return event.model_copy(update={"seq": int(seq)})
+
+    def _publish_table(self, event: ProgressEvent) -> ProgressEvent:
+        assert self.db is not None
+        for attempt in range(3):
+            try:
+                with self.db.session() as session:
+                    postgres = session.get_bind().dialect.name == "postgresql"
+                    if postgres:  # a merchant's ids commit in id order: pollers never skip one
+                        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(event.merchant_id)})
+                    # The UPDATE comes first: it takes the write lock (SQLite) or the row lock (PostgreSQL).
+                    seq = session.execute(
+                        WorkflowExecution.__table__.update()
+                        .where(WorkflowExecution.upload_id == event.upload_id)
+                        .values(event_seq=WorkflowExecution.event_seq + 1)
+                        .returning(WorkflowExecution.event_seq)
+                    ).scalar()
+                    kept = session.scalar(
+                        select(func.max(ProgressEventRow.seq)).where(ProgressEventRow.upload_id == event.upload_id)
+                    ) or 0
+                    if seq is None or seq <= kept:  # no workflow row (yet), or events written without one
+                        seq = kept + 1
+                        session.execute(
+                            WorkflowExecution.__table__.update()
+                            .where(WorkflowExecution.upload_id == event.upload_id)
+                            .values(event_seq=seq)
+                        )
+                    numbered = event.model_copy(update={"seq": seq})
+                    row = ProgressEventRow(merchant_id=event.merchant_id, upload_id=event.upload_id, seq=seq,
+                                           payload=numbered.model_dump_json(), created_at=numbered.at)
+                    session.add(row)
+                    session.flush()
+                    if row.id % 100 == 0:
+                        _prune(session, event.merchant_id, row.id)
+                    return numbered
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    # Reading ----------------------------------------------------------------------------------------------
+    def last_event_id(self, merchant_id: str) -> str:
+        """The id of the merchant's newest kept event ("0" if none): read from it to get only what comes next
+        without missing an event published in between (``after=None`` means "from the moment of the call")."""
+        if self._reader is not None:
+            newest = self._reader.xrevrange(self.stream_key(merchant_id), count=1)
+            return newest[0][0].decode() if newest else "0"
+        if self.db is not None:
+            with self.db.session() as session:
+                newest = session.scalar(
+                    select(func.max(ProgressEventRow.id)).where(ProgressEventRow.merchant_id == merchant_id)
+                )
+            return str(newest or 0)
+        raise RuntimeError("the progress bus has neither Redis nor a database to read from")
+
+    def read_merchant_events(
+        self, merchant_id: str, after: str | None, *, block_ms: int = 15000, count: int = 500
+    ) -> list[tuple[str, ProgressEvent]]:
+        """The merchant's events after event id ``after``, oldest first, at most ``count``: ``(event id, event)``.
+
+        ``after`` is a Redis stream id (``"1733090000000-0"``) or, without Redis, a ``progress_events`` row id;
+        ``None`` = only events from now on, ``"0"`` = from the oldest kept. Waits up to ``block_ms`` (0 = not at
+        all) when there is nothing yet, then returns an empty list.
+        """
+        if self._reader is not None:
+            start = after if after is not None else "$"
+            kwargs = {"block": block_ms} if block_ms > 0 else {}
+            answer = self._reader.xread({self.stream_key(merchant_id): start}, count=count, **kwargs)
+            return [(_text(entry_id), decode_event(fields[b"event"])) for _, entries in answer or []
+                    for entry_id, fields in entries]
+        if self.db is None:
+            raise RuntimeError("the progress bus has neither Redis nor a database to read from")
+        last = int(after) if after is not None else int(self.last_event_id(merchant_id))
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            rows = self._table_rows(merchant_id, last, count)
+            if rows or time.monotonic() >= deadline:
+                return rows
+            time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+    async def aread_merchant_events(
+        self, merchant_id: str, after: str | None, *, block_ms: int = 15000, count: int = 500
+    ) -> list[tuple[str, ProgressEvent]]:
+        """``read_merchant_events`` for asyncio servers: no thread is held while it waits (Redis: one pooled
+        ``redis.asyncio`` connection per waiting reader; table: polls with ``asyncio.sleep``)."""
+        if self.redis_url:
+            if self._async_reader is None:
+                import redis.asyncio as aredis
+
+                self._async_reader = aredis.Redis.from_url(self.redis_url, socket_timeout=None,
+                                                           socket_connect_timeout=2)
+            start = after if after is not None else "$"
+            kwargs = {"block": block_ms} if block_ms > 0 else {}
+            answer = await self._async_reader.xread({self.stream_key(merchant_id): start}, count=count, **kwargs)
+            return [(_text(entry_id), decode_event(fields[b"event"])) for _, entries in answer or []
+                    for entry_id, fields in entries]
+        if self.db is None:
+            raise RuntimeError("the progress bus has neither Redis nor a database to read from")
+        last = int(after) if after is not None else int(await asyncio.to_thread(self.last_event_id, merchant_id))
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            rows = await asyncio.to_thread(self._table_rows, merchant_id, last, count)
+            if rows or time.monotonic() >= deadline:
+                return rows
+            await asyncio.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+    def _table_rows(self, merchant_id: str, after_id: int, count: int) -> list[tuple[str, ProgressEvent]]:
+        assert self.db is not None
+        with self.db.session() as session:
+            rows = session.execute(
+                select(ProgressEventRow.id, ProgressEventRow.payload)
+                .where(ProgressEventRow.merchant_id == merchant_id, ProgressEventRow.id > after_id)
+                .order_by(ProgressEventRow.id)
+                .limit(count)
+            ).all()
+        return [(str(row_id), decode_event(payload)) for row_id, payload in rows]
+
+    def close(self) -> None:
+        for client in (self._client, self._reader):
+            if client is not None:
+                client.close()
+        self._client = self._reader = None
+        if self._async_reader is not None:
+            reader, self._async_reader = self._async_reader, None
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                loop.create_task(reader.aclose())
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _lock_key(merchant_id: str) -> int:
+    """A signed 63-bit advisory lock key for the merchant's event ids."""
+    return int.from_bytes(hashlib.sha256(f"poflow-progress:{merchant_id}".encode()).digest()[:8], "big") >> 1
+
+
+def _prune(session, merchant_id: str, newest_id: int) -> None:
+    """Forget the merchant's events beyond the newest ``STREAM_MAXLEN`` and those older than ``TABLE_MAX_AGE``."""
+    cutoff_id = session.scalar(
+        select(ProgressEventRow.id).where(ProgressEventRow.merchant_id == merchant_id)
+        .order_by(ProgressEventRow.id.desc()).offset(STREAM_MAXLEN).limit(1)
+    )
+    too_old = dt.datetime.now(dt.UTC) - TABLE_MAX_AGE
+    condition = ProgressEventRow.created_at < too_old
+    if cutoff_id is not None:
+        condition = condition | (ProgressEventRow.id <= cutoff_id)
+    session.execute(delete(ProgressEventRow).where(ProgressEventRow.merchant_id == merchant_id, condition))
+
+
+# Process-wide buses for code without a ProgressResource (sensors, store functions) ---------------------------
+_shared: weakref.WeakKeyDictionary[Database, dict[tuple[str | None, str], ProgressBus]] = weakref.WeakKeyDictionary()
+_shared_lock = threading.Lock()
+
+
+def shared_bus(db: Database) -> ProgressBus:
+    """The process's bus for ``db`` and the configured ``REDIS_URL`` / namespace (created once, kept)."""
+    redis_url = config.redis_url()
+    namespace = config.progress_namespace(db.url)
+    with _shared_lock:
+        buses = _shared.setdefault(db, {})
+        bus = buses.get((redis_url, namespace))
+        if bus is None:
+            bus = buses[(redis_url, namespace)] = ProgressBus(redis_url, db, namespace)
+        return bus
+
+
+def publish_upload_event(
+    db: Database, upload_id: str, status: Status, *, run_id: str | None = None, stage: str | None = None,
+    message: str | None = None, percent: int | None = None, bus: ProgressBus | None = None,
+) -> ProgressEvent | None:
+    """Publish a lifecycle event (``queued``, ``failed``…) of ``upload_id``, reading its merchant and (unless
+    given) its workflow's percent. Best effort: returns ``None`` and logs when it could not."""
+    try:
+        with db.session() as session:
+            row = session.execute(
+                select(Upload.merchant_id, WorkflowExecution.progress_percent)
+                .outerjoin(WorkflowExecution, WorkflowExecution.upload_id == Upload.id)
+                .where(Upload.id == upload_id)
+            ).first()
+        if row is None:
+            return None
+        merchant_id, stored_percent = row
+        event = ProgressEvent(
+            upload_id=upload_id, merchant_id=merchant_id, run_id=run_id, status=status, stage=stage,
+            message=message, percent=percent if percent is not None else int(stored_percent or 0),
+        )
+        return (bus or shared_bus(db)).publish(event)
+    except Exception as error:
+        log.warning("%s event of %s not published: %s: %s", status, upload_id, type(error).__name__, error)
+        return None

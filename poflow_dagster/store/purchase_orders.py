@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -64,8 +65,15 @@ def ensure_supplier(session: Session, merchant_id: str, name: str | None) -> Sup
     return supplier
 
 
-def save_purchase_order(db: Database, upload_id: str, parsed: ParsedPO) -> SavedPO:
+#: Lines are written in about this many chunks (``on_progress`` is called after each), at most 500 lines a chunk.
+SAVE_CHUNKS = 50
+
+
+def save_purchase_order(
+    db: Database, upload_id: str, parsed: ParsedPO, *, on_progress: Callable[[int, int], None] | None = None
+) -> SavedPO:
     """Write the PO and its lines in one transaction, replacing any earlier save of this upload.
+    ``on_progress(lines written, lines)`` is called as chunks of lines are written (inside the transaction).
 
     An identical earlier save (same parsed content) is left as it is. If another upload of the merchant
     holds the same supplier + PO number — even one saved at this very moment — the database's unique
@@ -73,7 +81,7 @@ def save_purchase_order(db: Database, upload_id: str, parsed: ParsedPO) -> Saved
     """
     for attempt in range(3):
         try:
-            return _save(db, upload_id, parsed)
+            return _save(db, upload_id, parsed, on_progress)
         except IntegrityError as error:
             if _violates_unique_po(error):
                 winner = find_duplicate_po(db, upload_id, parsed)
@@ -95,7 +103,7 @@ def _violates_unique_po(error: IntegrityError) -> bool:
     return UNIQUE_PO_CONSTRAINT in text or _UNIQUE_PO_SQLITE in text
 
 
-def _save(db: Database, upload_id: str, parsed: ParsedPO) -> SavedPO:
+def _save(db: Database, upload_id: str, parsed: ParsedPO, on_progress: Callable[[int, int], None] | None) -> SavedPO:
     content_hash = parsed_hash(parsed)
     with db.session() as session:
         existing = session.scalar(select(PurchaseOrder).where(PurchaseOrder.upload_id == upload_id))
@@ -124,17 +132,23 @@ def _save(db: Database, upload_id: str, parsed: ParsedPO) -> SavedPO:
         po.issues = [issue.model_dump() for issue in parsed.issues]
         po.content_hash = content_hash
         session.add(po)
-        po.lines.extend(
-            LineItem(
-                line_no=line.line_no,
-                sku=line.sku,
-                description=line.description,
-                quantity=line.quantity,
-                unit_cost=line.unit_cost,
-                line_total=line.line_total,
+        total = len(parsed.lines)
+        chunk = max(1, min(500, -(-total // SAVE_CHUNKS)))
+        for first in range(0, total, chunk):
+            po.lines.extend(
+                LineItem(
+                    line_no=line.line_no,
+                    sku=line.sku,
+                    description=line.description,
+                    quantity=line.quantity,
+                    unit_cost=line.unit_cost,
+                    line_total=line.line_total,
+                )
+                for line in parsed.lines[first:first + chunk]
             )
-            for line in parsed.lines
-        )
+            session.flush()
+            if on_progress is not None:
+                on_progress(min(first + chunk, total), total)
         session.flush()
         return SavedPO(po_id=po.id, upload_id=upload_id, line_count=len(parsed.lines), replaced=replaced)
 

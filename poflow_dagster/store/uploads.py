@@ -129,7 +129,11 @@ def mark_run_requested(db: Database, upload_id: str) -> bool:
                 if first:
                     upload.run_requested_at = utcnow()
                 _ensure_workflow(session, upload_id)
-                return first
+            if first:  # the ``queued`` progress event (best effort), once the request is committed
+                from poflow_dagster.store.progress_bus import publish_upload_event
+
+                publish_upload_event(db, upload_id, "queued", percent=0, message="Waiting for a run to start")
+            return first
         except IntegrityError:
             if attempt == 2:
                 raise

@@ -27,13 +27,15 @@ def _workflow(session: Session, upload_id: str) -> WorkflowExecution:
     return workflow
 
 
-def stage_started(db: Database, upload_id: str, run_id: str, stage: Stage, attempt: int) -> None:
-    """A stage (op) began: the workflow shows it; its metrics row counts the attempt."""
+def stage_started(db: Database, upload_id: str, run_id: str, stage: Stage, attempt: int) -> bool:
+    """A stage (op) began: the workflow shows it; its metrics row counts the attempt. Returns whether it is the
+    first stage of a new run of the PO (its ``started`` progress event)."""
 
-    def work(session: Session) -> None:
+    def work(session: Session) -> bool:
         now = utcnow()
+        new_run = False
         if stage in STAGE_PROGRESS:  # side stages (images) run after completion and leave the workflow alone
-            _enter_stage(session, upload_id, run_id, stage, now)
+            new_run = _enter_stage(session, upload_id, run_id, stage, now)
         metric = _metric(session, run_id, stage)
         if metric is None:
             session.add(
@@ -48,13 +50,15 @@ def stage_started(db: Database, upload_id: str, run_id: str, stage: Stage, attem
             metric.outcome = "running"
             metric.ended_at = None
             metric.error_code = None
+        return new_run
 
-    _retry_on_conflict(work, db)
+    return bool(_retry_on_conflict(work, db))
 
 
-def _enter_stage(session: Session, upload_id: str, run_id: str, stage: Stage, now: dt.datetime) -> None:
+def _enter_stage(session: Session, upload_id: str, run_id: str, stage: Stage, now: dt.datetime) -> bool:
     workflow = _workflow(session, upload_id)
-    if workflow.run_id != run_id:  # a new run (first run, re-run, re-execution from failure)
+    new_run = workflow.run_id != run_id
+    if new_run:  # a new run (first run, re-run, re-execution from failure)
         workflow.run_id = run_id
         workflow.started_at = now
         workflow.progress_percent = 0
@@ -65,6 +69,7 @@ def _enter_stage(session: Session, upload_id: str, run_id: str, stage: Stage, no
         workflow.completed_at = None
         set_upload_status(session, upload_id, UploadStatus.PROCESSING)
     workflow.current_stage = stage.value
+    return new_run
 
 
 def stage_finished(
@@ -234,7 +239,11 @@ def record_run_failure(
             return False  # recorded already (the stage itself, the sensor, or the reconciler)
         stage = reason.stage if reason.stage in _PO_STAGES else None
         _fail(session, workflow, run_id=run_id, stage=stage, code=reason.code, message=reason.message)
-        return True
+    # The ``failed`` progress event (best effort), after the commit: frontends may read the status at once.
+    from poflow_dagster.store.progress_bus import publish_upload_event
+
+    publish_upload_event(db, upload_id, "failed", run_id=run_id, stage=stage, message=reason.message[:500])
+    return True
 
 
 _FINISHED_OK = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.NEEDS_REVIEW})
