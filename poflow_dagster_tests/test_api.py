@@ -195,6 +195,8 @@ def test_page_and_openapi_are_served(client: TestClient):
     assert page.status_code == 200 and "EventSource" in page.text and 'id="upload-form"' in page.text
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/api/uploads", "/api/uploads/{upload_id}", "/api/events", "/api/stats", "/healthz"} <= set(paths)
+    upload_body = paths["/api/uploads"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert upload_body["properties"]["file"]["format"] == "binary"  # /docs can send a file
     _assert_error(client.get("/nowhere"), 404, "not_found")
 
 

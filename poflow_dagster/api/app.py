@@ -74,6 +74,13 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     return app
 
 
+#: The request body as /docs shows it (the handler streams it itself, so FastAPI cannot infer it).
+_UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["file"],
+    "properties": {"file": {"type": "string", "format": "binary", "description": "the purchase order"}},
+}}}}}
+
+
 def _routes(app: FastAPI, settings: ApiSettings, db, bus) -> None:
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
@@ -89,7 +96,8 @@ def _routes(app: FastAPI, settings: ApiSettings, db, bus) -> None:
             session.execute(text("SELECT 1"))
         return {"status": "ok", "progress_bus": "redis" if settings.redis_url else "database"}
 
-    @app.post("/api/uploads", status_code=201, tags=["uploads"])
+    @app.post("/api/uploads", status_code=201, tags=["uploads"], openapi_extra=_UPLOAD_BODY,
+              responses={413: {"description": "over POFLOW_MAX_UPLOAD_MB"}})
     async def create_upload(request: Request, merchant_id: Merchant) -> JSONResponse:
         """Store the multipart field ``file`` as the merchant's upload, like ``poflow upload``.
 
