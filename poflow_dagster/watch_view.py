@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 EXIT_CODES = {"completed": 0, "duplicate": 0, "failed": 1, "needs_review": 3}
 TIMEOUT_EXIT = 4
 TERMINAL = frozenset(EXIT_CODES)
+#: With a working bus, the polled workflow row is shown only after this long without an event.
+BUS_QUIET_SECONDS = 5.0
 #: Workflow row status → the progress-event status it corresponds to.
 _ROW_STATUS = {"pending": "queued", "processing": "progress"}
 
@@ -85,7 +87,7 @@ class _BusReader:
 
     def __init__(self, redis_url: str | None, db: Database, merchant_id: str, upload_id: str) -> None:
         self.merchant_id, self.upload_id = merchant_id, upload_id
-        self.after: str | None = None  # new events only: the workflow row gives the state so far
+        self.after: str | None = None  # new events only (None = from the moment of each read)
         self.bus = None
         try:
             from poflow_dagster.store.progress_bus import ProgressBus
@@ -93,6 +95,8 @@ class _BusReader:
             bus = ProgressBus(redis_url, db)
             if hasattr(bus, "read_merchant_events"):
                 self.bus = bus
+                if hasattr(bus, "last_event_id"):  # pin the start: nothing published from here on is missed
+                    self.after = bus.last_event_id(merchant_id)
             else:
                 bus.close()
         except Exception as error:  # no bus (or an older one): poll the database only
@@ -143,15 +147,26 @@ def watch_upload(
     without an event saying so. Returns (exit code, last state)."""
     upload, workflow = load_row(db, upload_id)
     reader = _BusReader(redis_url, db, upload.merchant_id, upload_id)
+    upload, workflow = load_row(db, upload_id)  # read after the bus position is pinned: no gap between them
     deadline = None if timeout is None else time.monotonic() + timeout
     last: dict[str, Any] = {}
+    last_bus_event = time.monotonic()
 
     def shown(state: dict[str, Any]) -> None:
-        nonlocal last
-        key = (state.get("stage"), state.get("percent"), state.get("status") if state.get("status") in TERMINAL else None)
-        last_key = (last.get("stage"), last.get("percent"), last.get("status") if last.get("status") in TERMINAL else None)
-        if state.get("source") == "database" and key == last_key:
-            return
+        """Emit ``state`` unless it is a row snapshot that adds nothing: the row is only a fallback, shown when
+        the bus is absent or quiet (it runs ahead of the events still queued), never backwards, never twice."""
+        nonlocal last, last_bus_event
+        if state.get("source") != "database":
+            last_bus_event = time.monotonic()
+        elif state.get("status") not in TERMINAL:
+            if reader.bus is not None and last and time.monotonic() - last_bus_event < BUS_QUIET_SECONDS:
+                return
+            if last and (state.get("percent") or 0) < (last.get("percent") or 0):
+                return
+            if last and (state.get("stage"), state.get("percent"), state.get("status")) == (
+                last.get("stage"), last.get("percent"), last.get("status")
+            ):
+                return
         last = state
         emit(state)
 
