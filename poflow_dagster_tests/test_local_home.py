@@ -94,3 +94,12 @@ def test_local_runs_and_the_image_run_sensor_carry_the_tags(home, db, shop, inst
     )
     request = image_attachment_sensor(context)  # the daemon's image run of this PO run
     assert request.partition_key == upload.id and request.tags == expected
+
+
+def test_bundled_instance_settings_match_the_repository_dagster_yaml():
+    """``dagster dev`` in the repository and a pip-installed poflow's home get the same instance settings."""
+    import yaml
+
+    root = Path(__file__).resolve().parents[1] / "dagster.yaml"
+    bundled = Path(config.__file__).parent / "dagster_home.yaml"
+    assert yaml.safe_load(bundled.read_text()) == yaml.safe_load(root.read_text())
