@@ -118,6 +118,8 @@ def run_stage(
                                    error_code=type(error).__name__)
                     reporter.stage_failed(f"{type(error).__name__}: {error}")
                 raise
+            # The stage's progress events go out before its row says it ended: the row never runs ahead of them.
+            reporter.flush()
             current.duration_ms = stage_finished(
                 database, upload_id, run_id, stage, outcome=current.outcome, items=current.items,
                 bytes_=current.bytes, signals=current.signals,
@@ -327,6 +329,10 @@ class StageReporter:
         if self._thread.is_alive():
             log.warning("progress events of %s still queued after %.0f s; left to the thread", self.upload_id,
                         timeout_s)
+
+    def flush(self, timeout_s: float = 10.0) -> None:
+        """Wait (at most ``timeout_s``) until every event submitted so far is sent."""
+        self._wait_for_queue(timeout_s)
 
     def _wait_for_queue(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
