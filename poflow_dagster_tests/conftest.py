@@ -16,6 +16,18 @@ PG_ADMIN_URL = os.environ.get("POFLOW_TEST_PG_URL", "postgresql+psycopg2://postg
 #: The Redis the tests use (the one place its URL is written): ``POFLOW_TEST_REDIS_URL``, default DB 0 locally.
 REDIS_TEST_URL = os.environ.get("POFLOW_TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
 
+#: Tests start from nothing configured, whatever the shell exports, and each sets what it needs. This matters
+#: beyond hygiene: ``definitions.py`` wraps every resource variable that is set when it loads in ``dg.EnvVar``,
+#: and a test that then unsets it (``home`` does for REDIS_URL…) would fail to resolve it. DAGSTER_HOME too, so
+#: ``poflow run`` in a test never writes into the developer's own Dagster home.
+CONFIG_ENV = (
+    "POFLOW_HOME", "POFLOW_DATABASE_URL", "REDIS_URL", "POFLOW_REDIS_NAMESPACE", "SHOPIFY_SHOP_URL",
+    "SHOPIFY_ACCESS_TOKEN", "SHOPIFY_API_VERSION", "POFLOW_SHOPIFY_MAX_ATTEMPTS", "POFLOW_SHOPIFY_THROTTLE_TIMEOUT",
+    "OPENAI_API_KEY", "OPENAI_BASE_URL", "POFLOW_LLM_MODEL", "DAGSTER_HOME",
+)
+for _name in CONFIG_ENV:
+    os.environ.pop(_name, None)
+
 
 def _pg_schema_url(schema: str) -> str:
     return f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}"

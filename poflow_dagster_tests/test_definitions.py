@@ -175,3 +175,12 @@ def test_every_resource_field_reads_its_env_var_when_set(tmp_path):
     assert data["resolved"] == {"shopify.access_token": "shpat_secret", "shopify.max_attempts": 3,
                                 "shopify.throttle_timeout": 60, "db.url": f"sqlite:///{tmp_path}/app.sqlite3",
                                 "llm.model": "some-model"}
+
+
+def test_the_tests_start_with_no_resource_variable_set():
+    """conftest clears every variable a resource field reads (else a shell's REDIS_URL breaks the suite)."""
+    from poflow_dagster.definitions import RESOURCE_ENV
+    from poflow_dagster_tests.conftest import CONFIG_ENV
+
+    names = {name for fields in RESOURCE_ENV.values() for name in fields.values()}
+    assert names <= set(CONFIG_ENV)
