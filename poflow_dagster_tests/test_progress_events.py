@@ -33,10 +33,10 @@ def redis_namespace(monkeypatch):
     client.close()
 
 
-def big_po(path: Path, lines: int = 150, po_number: str = "PO-7150") -> Path:
-    """A CSV purchase order of ``lines`` distinct SKUs whose subtotal adds up."""
+def big_po(path: Path, lines: int = 150, po_number: str = "PO-7150", *, subtotal_off: Decimal = Decimal(0)) -> Path:
+    """A CSV purchase order of ``lines`` distinct SKUs whose subtotal adds up (unless ``subtotal_off``)."""
     rows = [(f"SKU-{i:04d}", f"Part {i}", 1 + i % 7, Decimal(5) + Decimal(i) / 4) for i in range(1, lines + 1)]
-    subtotal = sum(q * p for _, _, q, p in rows)
+    subtotal = sum(q * p for _, _, q, p in rows) + subtotal_off
     text = "\n".join(
         ["Purchase Order", f"PO Number: {po_number}", 'Supplier,"Bulk Parts Ltd"', "Order Date,2026-03-03",
          "Currency: USD", "", "SKU,Description,Qty,Unit Price,Line Total"]
@@ -143,3 +143,43 @@ def test_a_duplicate_po_ends_with_duplicate(home, db, shop, instance, samples, r
         bus.close()
     assert events[-1].status == "duplicate" and events[-1].percent == 100 and first.id in events[-1].message
     assert [e.status for e in events[-2:]] == ["stage_succeeded", "duplicate"]
+
+
+def test_the_sensor_queues_and_a_review_stops_then_continues(home, db, shop, instance, tmp_path):
+    """Without Redis: ``upload_sensor`` publishes ``queued``; a PO held for review ends with ``needs_review`` (its
+    reasons as the message); approving it queues it again, and its continuation run completes."""
+    import dagster as dg
+
+    from poflow_dagster.pipeline.sensors import upload_sensor
+    from poflow_dagster.resources import DatabaseResource, StorageResource
+    from poflow_dagster.store.review import approve_upload
+
+    upload = upload_file(db, home, "acme", big_po(tmp_path / "off.csv", lines=5, subtotal_off=Decimal("10.00")))
+
+    def tick():
+        return upload_sensor(dg.build_sensor_context(
+            instance=instance, cursor="999999",
+            resources={"db": DatabaseResource(url=db.url), "storage": StorageResource(home=str(home))}))
+
+    [request] = tick().run_requests
+    bus = ProgressBus(None, db)
+    [(_, queued)] = _events(bus, "acme")
+    assert (queued.status, queued.upload_id, queued.run_id, queued.percent) == ("queued", upload.id, None, 0)
+
+    first = run_upload(defs, instance, db, request.partition_key, with_images=False)
+    assert first.success and first.summary["status"] == "needs_review"
+    events = [e for _, e in _events(bus, "acme")]
+    assert events[-1].status == "needs_review" and "SUBTOTAL_MISMATCH" in events[-1].message
+    assert events[-1].percent == 100 and events[-1].eta_seconds is None  # the run ended (as the row says)
+    held = [e for e in events if e.stage == "shopify_sync"]
+    assert held[-1].status == "stage_skipped" and "held for review" in held[-1].message
+
+    approve_upload(db, upload.id, "reviewer@acme")
+    [again] = tick().run_requests
+    second = run_upload(defs, instance, db, again.partition_key, with_images=False)
+    assert second.success
+    after = [e for _, e in _events(bus, "acme")][len(events):]
+    assert [e.status for e in after[:2]] == ["queued", "started"] and after[-1].status == "completed"
+    assert after[1].run_id == second.run_id
+    seqs = [e.seq for _, e in _events(bus, "acme")]
+    assert seqs == list(range(1, len(seqs) + 1))  # one numbering across both runs

@@ -210,6 +210,8 @@ def shopify_sync(
                 products=[(p.sku, p.product_gid) for p in synced],
                 created=sum(p.created for p in synced),
             )
+        if summary.skipped_reason:  # the stage_skipped event says why
+            stage.notes = [summary.skipped_reason]
     meta: dict[str, dg.RawMetadataValue] = {**stage.metadata(), "products": len(summary.products)}
     if summary.skipped_reason:
         meta["skipped"] = summary.skipped_reason
