@@ -83,7 +83,7 @@ def setup(env: dict[str, str], merchants: int, workdir: Path) -> dict[str, tuple
     return out
 
 
-def publisher(env: dict[str, str], uploads: dict[str, str], rate: int, seconds: float, start_at: float, done) -> None:
+def publisher(env: dict[str, str], uploads: dict[str, str], rate: int, seconds: float, go, done) -> None:
     """Publish ``rate`` events/s for ``seconds`` through the real bus; each carries its send time in ``message``."""
     os.environ.update(env)
     from poflow_dagster.store.db import get_database
@@ -92,8 +92,7 @@ def publisher(env: dict[str, str], uploads: dict[str, str], rate: int, seconds: 
     db = get_database(env["POFLOW_DATABASE_URL"])
     bus = ProgressBus(env["REDIS_URL"], db=db, namespace=env["POFLOW_REDIS_NAMESPACE"])
     merchants = list(uploads)
-    while time.time() < start_at:
-        time.sleep(0.001)
+    go.wait()  # every client is connected: nothing published before a client listens counts as lost
     total = int(rate * seconds)
     sent = 0
     began = time.perf_counter()
@@ -190,11 +189,13 @@ async def direct_client(namespace: str, merchant: str, stats: dict, stop: asynci
         await r.aclose()
 
 
-async def run_direct(namespace: str, merchants: list[str], per_merchant: int, run_for: float):
+async def run_direct(namespace: str, merchants: list[str], per_merchant: int, publisher_alive, go):
     stop = asyncio.Event()
     stats = {(m, k): {} for m in merchants for k in range(per_merchant)}
     tasks = [asyncio.create_task(direct_client(namespace, m, stats[(m, k)], stop)) for (m, k) in stats]
-    await asyncio.sleep(run_for)
+    await asyncio.sleep(1.0)  # every reader has issued its first XREAD
+    go.set()
+    await drain(publisher_alive)
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     return stats
@@ -205,17 +206,25 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
 
 
-async def run_clients(base: str, tokens: dict[str, str], per_merchant: int, run_for: float, storm_at: float):
+async def drain(publisher_alive, grace: float = 3.0) -> None:
+    """Until the publisher has sent everything, then ``grace`` seconds for the last events to arrive."""
+    while publisher_alive():
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(grace)
+
+
+async def run_clients(base: str, tokens: dict[str, str], per_merchant: int, publisher_alive, go, storm_after: float):
     stop, storm = asyncio.Event(), asyncio.Event()
     stats = {(m, k): {} for m in tokens for k in range(per_merchant)}
     tasks = [asyncio.create_task(client(base, tokens[m], m, stats[(m, k)], stop, storm)) for (m, k) in stats]
     deadline = time.time() + 30
     while not all(s.get("connected") for s in stats.values()) and time.time() < deadline:
         await asyncio.sleep(0.1)
-    connected_at = time.time()
-    await asyncio.sleep(max(0.0, storm_at - time.time()))
+    await asyncio.sleep(0.5)
+    go.set()
+    await asyncio.sleep(storm_after)
     storm.set()
-    await asyncio.sleep(max(0.0, run_for - (time.time() - connected_at)))
+    await drain(publisher_alive)
     stop.set()
     for task in tasks:
         task.cancel()
@@ -256,16 +265,14 @@ def main() -> None:
         ctx = mp.get_context("spawn")
         phases = {}
         for phase in ("direct_redis", "sse_api"):
-            start_at = time.time() + 3.0
-            done = ctx.Queue()
-            pub = ctx.Process(target=publisher, args=(env, uploads, args.rate, args.seconds, start_at, done))
+            done, go = ctx.Queue(), ctx.Event()
+            pub = ctx.Process(target=publisher, args=(env, uploads, args.rate, args.seconds, go, done))
             pub.start()
-            run_for = 3.0 + args.seconds + 4.0
             if phase == "direct_redis":
-                stats = asyncio.run(run_direct(namespace, list(merchants), per_merchant, run_for))
+                stats = asyncio.run(run_direct(namespace, list(merchants), per_merchant, pub.is_alive, go))
             else:
-                stats = asyncio.run(run_clients(base, {m: t for m, (t, _) in merchants.items()}, per_merchant, run_for,
-                                                storm_at=start_at + args.seconds / 2))
+                stats = asyncio.run(run_clients(base, {m: t for m, (t, _) in merchants.items()}, per_merchant,
+                                                pub.is_alive, go, storm_after=args.seconds / 2))
             pub.join(timeout=60)
             phases[phase] = (stats, done.get(timeout=5))
             log(f"{phase}: done")

@@ -251,6 +251,14 @@ class ProgressBus:
     ) -> list[tuple[str, ProgressEvent]]:
         """``read_merchant_events`` for asyncio servers: no thread is held while it waits (Redis: one pooled
         ``redis.asyncio`` connection per waiting reader; table: polls with ``asyncio.sleep``)."""
+        payloads = await self.aread_merchant_payloads(merchant_id, after, block_ms=block_ms, count=count)
+        return [(event_id, decode_event(payload)) for event_id, payload in payloads]
+
+    async def aread_merchant_payloads(
+        self, merchant_id: str, after: str | None, *, block_ms: int = 15000, count: int = 500
+    ) -> list[tuple[str, str]]:
+        """Like :meth:`aread_merchant_events`, but each event as the JSON text it was published as: a server
+        fanning events out to many clients sends it on as is (no parse and re-encode per client)."""
         if self.redis_url:
             if self._async_reader is None:
                 import redis.asyncio as aredis
@@ -260,19 +268,22 @@ class ProgressBus:
             start = after if after is not None else "$"
             kwargs = {"block": block_ms} if block_ms > 0 else {}
             answer = await self._async_reader.xread({self.stream_key(merchant_id): start}, count=count, **kwargs)
-            return [(_text(entry_id), decode_event(fields[b"event"])) for _, entries in answer or []
+            return [(_text(entry_id), _text(fields[b"event"])) for _, entries in answer or []
                     for entry_id, fields in entries]
         if self.db is None:
             raise RuntimeError("the progress bus has neither Redis nor a database to read from")
         last = int(after) if after is not None else int(await asyncio.to_thread(self.last_event_id, merchant_id))
         deadline = time.monotonic() + block_ms / 1000
         while True:
-            rows = await asyncio.to_thread(self._table_rows, merchant_id, last, count)
+            rows = await asyncio.to_thread(self._table_payloads, merchant_id, last, count)
             if rows or time.monotonic() >= deadline:
                 return rows
             await asyncio.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
 
     def _table_rows(self, merchant_id: str, after_id: int, count: int) -> list[tuple[str, ProgressEvent]]:
+        return [(row_id, decode_event(payload)) for row_id, payload in self._table_payloads(merchant_id, after_id, count)]
+
+    def _table_payloads(self, merchant_id: str, after_id: int, count: int) -> list[tuple[str, str]]:
         assert self.db is not None
         with self.db.session() as session:
             rows = session.execute(
@@ -281,7 +292,7 @@ class ProgressBus:
                 .order_by(ProgressEventRow.id)
                 .limit(count)
             ).all()
-        return [(str(row_id), decode_event(payload)) for row_id, payload in rows]
+        return [(str(row_id), payload) for row_id, payload in rows]
 
     def close(self) -> None:
         for client in (self._client, self._reader):
