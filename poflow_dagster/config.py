@@ -53,8 +53,26 @@ def progress_namespace(db_url: str | None = None) -> str:
     configured = (os.environ.get("POFLOW_REDIS_NAMESPACE") or "").strip()
     if configured:
         return configured
-    digest = hashlib.sha256((db_url or database_url()).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(_database_identity(db_url or database_url()).encode()).hexdigest()[:12]
     return f"poflow:{digest}"
+
+
+def _database_identity(db_url: str) -> str:
+    """Which database a URL names, however it is spelled: backend, user, host, port and database (an absolute
+    path for SQLite) — never the driver or the password, so ``postgresql://`` and ``postgresql+psycopg2://`` of one
+    database, or a rotated password, give the same namespace (the API, the runs and ``poflow watch`` must agree)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(db_url)
+    except ArgumentError:
+        return db_url
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        database = url.database or ""
+        return f"sqlite:{os.path.abspath(database) if database and database != ':memory:' else database}"
+    return f"{backend}://{url.username or ''}@{url.host or ''}:{url.port or ''}/{url.database or ''}"
 
 
 def shopify_shop_url() -> str | None:

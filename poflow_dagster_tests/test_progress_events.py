@@ -183,3 +183,18 @@ def test_the_sensor_queues_and_a_review_stops_then_continues(home, db, shop, ins
     assert after[1].run_id == second.run_id
     seqs = [e.seq for _, e in _events(bus, "acme")]
     assert seqs == list(range(1, len(seqs) + 1))  # one numbering across both runs
+
+
+def test_the_namespace_names_the_database_not_its_spelling(monkeypatch, tmp_path):
+    """The API, the runs and `poflow watch` must meet in one namespace: the driver, the password and a relative
+    SQLite path do not change it; another database does."""
+    from poflow_dagster.config import progress_namespace
+
+    monkeypatch.delenv("POFLOW_REDIS_NAMESPACE", raising=False)
+    base = progress_namespace("postgresql://postgres:secret@127.0.0.1:5432/test")
+    assert base == progress_namespace("postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+    assert base != progress_namespace("postgresql://postgres@127.0.0.1:5432/other")
+    monkeypatch.chdir(tmp_path)
+    assert progress_namespace("sqlite:///app.sqlite3") == progress_namespace(f"sqlite:///{tmp_path / 'app.sqlite3'}")
+    monkeypatch.setenv("POFLOW_REDIS_NAMESPACE", "tenant-a")
+    assert progress_namespace("sqlite:///app.sqlite3") == "tenant-a"

@@ -122,8 +122,10 @@ class ProgressBus:
             import redis
 
             self._client = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
-            # Blocking reads (XREAD BLOCK) wait longer than any socket timeout of the publisher.
-            self._reader = redis.Redis.from_url(self.redis_url, socket_timeout=None, socket_connect_timeout=2)
+            # Blocking reads (XREAD BLOCK, at most MAX_BLOCK_MS) wait longer than the publisher's socket timeout,
+            # but never forever: a half-open connection (failover, a dropped NAT entry) ends in a timeout and the
+            # reader tries again, instead of a stream that silently never speaks again.
+            self._reader = redis.Redis.from_url(self.redis_url, **_READER_SOCKET)
             self._script = self._client.register_script(_PUBLISH_LUA)
 
     # Keys -------------------------------------------------------------------------------------------------
@@ -232,7 +234,7 @@ class ProgressBus:
         """
         if self._reader is not None:
             start = after if after is not None else "$"
-            kwargs = {"block": block_ms} if block_ms > 0 else {}
+            kwargs = {"block": min(block_ms, MAX_BLOCK_MS)} if block_ms > 0 else {}
             answer = self._reader.xread({self.stream_key(merchant_id): start}, count=count, **kwargs)
             return [(_text(entry_id), decode_event(fields[b"event"])) for _, entries in answer or []
                     for entry_id, fields in entries]
@@ -263,10 +265,9 @@ class ProgressBus:
             if self._async_reader is None:
                 import redis.asyncio as aredis
 
-                self._async_reader = aredis.Redis.from_url(self.redis_url, socket_timeout=None,
-                                                           socket_connect_timeout=2)
+                self._async_reader = aredis.Redis.from_url(self.redis_url, **_READER_SOCKET)
             start = after if after is not None else "$"
-            kwargs = {"block": block_ms} if block_ms > 0 else {}
+            kwargs = {"block": min(block_ms, MAX_BLOCK_MS)} if block_ms > 0 else {}
             answer = await self._async_reader.xread({self.stream_key(merchant_id): start}, count=count, **kwargs)
             return [(_text(entry_id), _text(fields[b"event"])) for _, entries in answer or []
                     for entry_id, fields in entries]
@@ -307,6 +308,14 @@ class ProgressBus:
                 loop = None
             if loop is not None:
                 loop.create_task(reader.aclose())
+
+
+#: The longest a read blocks on Redis; readers' sockets time out a little after it.
+MAX_BLOCK_MS = 30_000
+_READER_SOCKET = {
+    "socket_timeout": MAX_BLOCK_MS / 1000 + 10, "socket_connect_timeout": 2, "socket_keepalive": True,
+    "health_check_interval": 30,
+}
 
 
 def _text(value: bytes | str) -> str:
