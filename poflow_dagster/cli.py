@@ -139,21 +139,37 @@ def _refresh_quietly(instance) -> None:
 def watch(upload_id: str, timeout: float | None, fmt: str) -> None:
     """Follow an upload until it finishes: stage, message, percent and ETA, from the progress bus (Redis, or the
     database without it) and the workflow row. Exit code: 0 completed (or a duplicate upload), 1 failed,
-    3 needs_review, 4 timed out, 2 unknown upload."""
+    3 needs_review, 4 timed out, 2 unknown upload; 130 stopped with Ctrl-C, 141 its reader went away (e.g.
+    ``--format json | head``), both quietly."""
     from poflow_dagster.watch_view import TIMEOUT_EXIT, RichWatch, describe, json_line, load_row, watch_upload
 
     database = _db()
     load_row(database, upload_id)  # an unknown id is one line and exit 2, before any display starts
-    if fmt == "json":
-        code, last = watch_upload(database, upload_id, lambda state: click.echo(json_line(state)),
-                                  redis_url=config.redis_url(), timeout=timeout)
-    else:
-        with RichWatch(upload_id) as bar:
-            code, last = watch_upload(database, upload_id, bar, redis_url=config.redis_url(), timeout=timeout)
-        click.echo(f"{upload_id}: {last.get('percent', 0)}% {describe(last)}")
+    try:
+        if fmt == "json":
+            code, last = watch_upload(database, upload_id, lambda state: click.echo(json_line(state)),
+                                      redis_url=config.redis_url(), timeout=timeout)
+        else:
+            with RichWatch(upload_id) as bar:
+                code, last = watch_upload(database, upload_id, bar, redis_url=config.redis_url(), timeout=timeout)
+            click.echo(f"{upload_id}: {last.get('percent', 0)}% {describe(last)}")
+    except KeyboardInterrupt:  # Ctrl-C stops watching, not the upload: no "Aborted!", not the failed code 1
+        sys.exit(130)
+    except BrokenPipeError:  # the reader left (`| head`): stop quietly, as a process killed by SIGPIPE would
+        _quiet_stdout()
+        sys.exit(141)
     if code == TIMEOUT_EXIT:
         click.echo(f"error: watch_timeout: {upload_id} still {last.get('status')} after {timeout:g} s", err=True)
     sys.exit(code)
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush at exit does not fail on the closed pipe again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (e.g. under a test runner)
+        pass
 
 
 @main.command()

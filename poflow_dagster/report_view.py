@@ -69,7 +69,7 @@ def _stage_table(title: str, rows: list[dict]) -> Table:
         table.add_column(name, justify="left" if name == "stage" else "right", no_wrap=name == "stage")
     for row in rows:
         table.add_row(
-            row["stage"], str(row["runs"]), str(row.get("skipped") or 0), str(row.get("reused") or 0),
+            escape(str(row["stage"])), str(row["runs"]), str(row.get("skipped") or 0), str(row.get("reused") or 0),
             _seconds(row["p50_s"]), _seconds(row["p90_s"]), _seconds(row["p95_s"]),
             _percent(row["share"]), _number(row["throughput_items_per_s"]), _percent(row["failure_rate"]),
             _percent(row["retry_rate"]),

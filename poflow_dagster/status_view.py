@@ -176,6 +176,7 @@ def print_uploads(rows: list[dict], console=None) -> None:
     """The ``poflow uploads`` table (rich)."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     if console is None:
         console = Console()
@@ -189,8 +190,9 @@ def print_uploads(rows: list[dict], console=None) -> None:
         eta = "-" if row["eta_seconds"] is None else eta_text(row["eta_seconds"], row["eta_at"], None)[4:]
         created = row["created_at"][:19].replace("T", " ") if row["created_at"] else "-"
         error = f"{row['error_code']}: {row['error_message'] or ''}".strip() if row["error_code"] else ""
-        table.add_row(row["upload_id"], row["merchant_id"], row["file"], row["status"], row["stage"] or "-",
-                      str(row["percent"]), eta, created, error)
+        cells = (row["upload_id"], row["merchant_id"], row["file"], row["status"], row["stage"] or "-",
+                 str(row["percent"]), eta, created, error)
+        table.add_row(*(Text(str(cell)) for cell in cells))  # Text, not markup: `PO [/] final.csv` is a file name
     console.print(table)
     if not rows:
-        console.print("no uploads match")
+        console.print("no uploads match", markup=False)

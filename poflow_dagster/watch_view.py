@@ -218,10 +218,10 @@ class RichWatch:
 
         self.console = console or Console()
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            TextColumn("{task.description}", style="bold", markup=False),  # ids, file names and messages are
+            BarColumn(),                                                 # shown as written, never as markup
             TaskProgressColumn(),
-            TextColumn("{task.fields[detail]}"),
+            TextColumn("{task.fields[detail]}", markup=False),
             console=self.console,
         )
         self.task = self.progress.add_task(upload_id, total=100, detail="waiting for the first event")

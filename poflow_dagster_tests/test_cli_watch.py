@@ -158,3 +158,66 @@ def test_samples_writes_files_that_upload_accepts(home, db_url, tmp_path):
     assert {r["status"] for r in rows} == {"received"}  # distinct files, none a duplicate
     not_a_dir = _run(["samples", str(paths[0])], env)
     assert not_a_dir.returncode == 2
+
+
+def test_uploads_shows_names_and_messages_that_look_like_rich_markup_as_written(home, db_url, db, samples, tmp_path):
+    from poflow_dagster.intake import store_file
+    from poflow_dagster.store.uploads import register_upload
+    from poflow_dagster.store.workflow import record_run_failure
+
+    env = _env(home, db_url)
+    content = samples["acme-po-1001.csv"].read_bytes()
+    names = ["PO [/] final.csv", "[red]x[/red].csv", "PO [final].csv"]
+    ids = []
+    for n, name in enumerate(names):  # as the API stores a merchant's upload: the client's file name, as sent
+        path = tmp_path / f"po-{n}.csv"
+        path.write_bytes(content + b"\n" * (n + 1))  # distinct bytes, so none is a duplicate of another
+        ids.append(register_upload(db, "acme", store_file(home, path, original_filename=name), source="api").id)
+    record_run_failure(db, ids[0], "run-x", "ai_parsing", "bad [/] cell [bold]B7[/bold]")
+
+    table = _run(["uploads"], env)
+    assert table.returncode == 0, table.stderr
+    assert table.stderr == ""
+    for upload_id, name in zip(ids, names, strict=True):
+        assert upload_id in table.stdout and name in table.stdout, table.stdout
+    assert "bad [/] cell [bold]B7[/bold]" in table.stdout
+
+
+def test_watch_ctrl_c_exits_130_quietly(home, db_url, samples):
+    import signal
+
+    upload_id = _upload(samples["acme-po-1001.csv"], "acme", _env(home, db_url))
+    for fmt in ("json", "bar"):
+        env = _env(home, db_url, TTY_COMPATIBLE="1")  # the bar draws on the pipe as on a terminal
+        watcher = subprocess.Popen(POFLOW + ["watch", upload_id, "--format", fmt, "--timeout", "120"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        try:
+            assert os.read(watcher.stdout.fileno(), 1)  # its first output: it is watching
+            watcher.send_signal(signal.SIGINT)
+            _, errors = watcher.communicate(timeout=60)
+        finally:
+            if watcher.poll() is None:
+                watcher.kill()
+        text = errors.decode()
+        assert watcher.returncode == 130, (fmt, text)
+        assert "Traceback" not in text and "Aborted" not in text, text
+
+
+def test_watch_json_into_a_closed_pipe_exits_141_quietly(home, db_url, db, samples):
+    from poflow_dagster.store.workflow import record_run_failure
+
+    env = _env(home, db_url)
+    upload_id = _upload(samples["acme-po-1001.csv"], "acme", env)
+    watcher = subprocess.Popen(POFLOW + ["watch", upload_id, "--format", "json", "--timeout", "120"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert json.loads(watcher.stdout.readline())["status"] == "queued"
+        watcher.stdout.close()  # `| head -1`: the reader is gone
+        record_run_failure(db, upload_id, "run-x", "ai_parsing", "unreadable file")  # the next line has nowhere to go
+        errors = watcher.stderr.read()
+        watcher.wait(timeout=60)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+    assert watcher.returncode == 141, errors
+    assert errors == "", errors
