@@ -74,7 +74,12 @@ def test_requests_without_a_live_token_are_401(client: TestClient, db: Database)
     for headers in ({}, _bearer("pf_not-a-real-token"), _bearer("garbage"), {"Authorization": "Basic abc"}):
         _assert_error(client.get("/api/uploads", headers=headers), 401, "unauthorized")
     assert client.get("/api/uploads", headers=_bearer(token)).status_code == 200
-    assert client.get(f"/api/stats?token={token}").status_code == 200  # EventSource's way
+    for path in ("/api/uploads", "/api/stats"):  # a token in the URL only counts on the event stream
+        _assert_error(client.get(f"{path}?token={token}"), 401, "unauthorized")
+        assert client.get(path, headers=_bearer(token)).status_code == 200
+    _assert_error(client.post(f"/api/uploads?token={token}", files={"file": ("a.csv", b"x")}), 401, "unauthorized")
+    ok = client.get(f"/api/events?token={token}&last_event_id=abc")  # authenticated (then: a bad resume id)
+    _assert_error(ok, 400, "invalid_last_event_id")
     assert revoke_tokens(db, "shop-a", token=token) == 1
     _assert_error(client.get("/api/uploads", headers=_bearer(token)), 401, "unauthorized")
     _assert_error(client.get(f"/api/events?token={token}"), 401, "unauthorized")
@@ -164,6 +169,34 @@ def test_too_large_upload_is_413_and_leaves_nothing(client: TestClient, db: Data
                   415, "unsupported_media_type")
 
 
+def _chunked_multipart(parts: list[tuple[str, bytes]], boundary: str = "poflowtestboundary"):
+    """A multipart body of (field name, bytes) parts sent in 1000-byte chunks (no Content-Length)."""
+    body = b"".join(
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"; filename=\"{name}.csv\"\r\n\r\n".encode()
+        + data + b"\r\n" for name, data in parts) + f"--{boundary}--\r\n".encode()
+    return iter([body[i:i + 1000] for i in range(0, len(body), 1000)]), \
+        {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_the_whole_body_counts_towards_the_limit_not_only_the_file(client: TestClient, db: Database,
+                                                                   api_home: Path):
+    token = issue_token(db, "shop-a").token
+    # a small file, and 200 KB in another field: over the 4096-byte limit plus the framing allowance
+    content, headers = _chunked_multipart([("file", _csv("PO-1")), ("padding", b"y" * 200_000)])
+    response = client.post("/api/uploads", content=content, headers={**_bearer(token), **headers})
+    _assert_error(response, 413, "file_too_large")
+    assert len(response.text.splitlines()) == 1
+    many = [("file", _csv("PO-2"))] + [(f"extra{i}", b"z") for i in range(10)]
+    content, headers = _chunked_multipart(many)
+    _assert_error(client.post("/api/uploads", content=content, headers={**_bearer(token), **headers}),
+                  400, "too_many_parts")
+    with db.session() as session:
+        assert session.scalar(select(Upload)) is None
+    assert not list((api_home / "uploads" / ".api-incoming").iterdir())
+    content, headers = _chunked_multipart([("file", _csv("PO-3")), ("note", b"hello")])  # a few parts are fine
+    assert client.post("/api/uploads", content=content, headers={**_bearer(token), **headers}).status_code == 201
+
+
 def test_stats_count_the_merchants_uploads_by_status(client: TestClient, db: Database):
     token = issue_token(db, "shop-a").token
     other = issue_token(db, "shop-b").token
@@ -193,6 +226,13 @@ def test_stats_count_the_merchants_uploads_by_status(client: TestClient, db: Dat
 def test_page_and_openapi_are_served(client: TestClient):
     page = client.get("/")
     assert page.status_code == 200 and "EventSource" in page.text and 'id="upload-form"' in page.text
+    for response in (page, client.get("/healthz"), client.get("/api/uploads")):  # errors too
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert response.headers["x-content-type-options"] == "nosniff"
+    # the page sends the header on fetch() and puts the token in the URL only for EventSource
+    assert 'headers: {Authorization: "Bearer " + token}' in page.text
+    assert page.text.count("?token=") == 1 and '"/api/events?token="' in page.text
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/api/uploads", "/api/uploads/{upload_id}", "/api/events", "/api/stats", "/healthz"} <= set(paths)
     upload_body = paths["/api/uploads"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
@@ -359,6 +399,32 @@ def test_resume_position_must_be_an_event_id(client: TestClient, db: Database):
     _assert_error(client.get(f"/api/events?token={token}&last_event_id=abc"), 400, "invalid_last_event_id")
     _assert_error(client.get("/api/events", headers={**_bearer(token), "Last-Event-ID": "1; DROP"}),
                   400, "invalid_last_event_id")
+
+
+@pytest.mark.parametrize("redis_mode", [True, False], ids=["redis", "database"])
+def test_resume_id_must_be_of_the_active_bus(api_home: Path, db_url: str, db: Database, redis_mode: bool):
+    """A Redis stream id on the database bus (or a row id on Redis) is a 400, not a stream that never delivers."""
+    app = create_app(_settings(api_home, db_url, redis_url=REDIS_URL if redis_mode else None,
+                               namespace=f"poflow-test:{secrets.token_hex(6)}"))
+    token = issue_token(db, "shop-a").token
+    wrong = ["123", "7"] if redis_mode else ["123-0", "1700000000000-5"]
+    from poflow_dagster.api.errors import ApiError
+    from poflow_dagster.api.events import resume_position
+
+    class _Req:  # resume_position on its own (before the fix the stream opened and never delivered)
+        def __init__(self, value: str) -> None:
+            self.headers, self.query_params, self.app = {"last-event-id": value}, {}, app
+
+    for value in wrong:
+        with pytest.raises(ApiError) as raised:
+            resume_position(_Req(value))
+        assert raised.value.status == 400 and raised.value.code == "invalid_last_event_id"
+    token = issue_token(db, "shop-a").token
+    with TestClient(app) as test_client:  # and over HTTP: a JSON 400 before any stream opens
+        _assert_error(test_client.get("/api/events", headers={**_bearer(token), "Last-Event-ID": wrong[0]}),
+                      400, "invalid_last_event_id")
+    for value in (["0", "1700000000000-0", "12-3"] if redis_mode else ["0", "123"]):
+        assert resume_position(_Req(value)) == value
 
 
 def test_a_hostile_file_name_stays_inside_the_store(client: TestClient, db: Database, api_home: Path):

@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from poflow_dagster.api.auth import current_merchant
+from poflow_dagster.api.auth import current_merchant, stream_merchant
 from poflow_dagster.api.errors import ApiError, install_error_handlers
 from poflow_dagster.api.events import event_stream
 from poflow_dagster.api.page import PAGE_HTML
@@ -25,6 +25,15 @@ from poflow_dagster.store.db import get_database
 log = logging.getLogger(__name__)
 
 Merchant = Annotated[str, Depends(current_merchant)]
+#: The event stream's merchant: the bearer header or ``?token=`` (``EventSource`` cannot set headers).
+StreamMerchant = Annotated[str, Depends(stream_merchant)]
+
+#: Sent with every response: no framing (clickjacking), no ``Referer`` (a URL never leaks), no MIME sniffing.
+SECURITY_HEADERS = (
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-content-type-options", b"nosniff"),
+)
 
 #: Worker threads the event streams may use at once for their short database calls (position, token re-check),
 #: apart from the request handlers' pool so that a reconnect storm never starves uploads and status reads.
@@ -64,6 +73,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.bus = bus
     app.state.stream_limiter = anyio.CapacityLimiter(STREAM_THREADS)
     install_error_handlers(app)
+    app.add_middleware(SecurityHeaders)
     _redact_tokens_in_access_log()
     if settings.cors_origins:
         app.add_middleware(
@@ -139,7 +149,7 @@ def _routes(app: FastAPI, settings: ApiSettings, db, bus) -> None:
 
     @app.get("/api/events", tags=["events"], response_class=JSONResponse,
              responses={200: {"content": {"text/event-stream": {}}, "description": "server-sent events"}})
-    def events(request: Request, merchant_id: Merchant):
+    def events(request: Request, merchant_id: StreamMerchant):
         """Server-sent progress events of the merchant's uploads (``event: progress``, ``data`` = a
         ProgressEvent). Resume with ``Last-Event-ID`` or ``?last_event_id=``; ``?token=`` for EventSource."""
         return event_stream(request, merchant_id)
@@ -148,6 +158,28 @@ def _routes(app: FastAPI, settings: ApiSettings, db, bus) -> None:
     def stats(merchant_id: Merchant) -> dict:
         """Uploads by status, runs in progress, POs completed in the last 5 and 60 minutes."""
         return merchant_stats(db, merchant_id, now=dt.datetime.now(dt.UTC))
+
+
+class SecurityHeaders:
+    """ASGI middleware adding ``SECURITY_HEADERS`` to every HTTP response (a plain ASGI wrapper, so the
+    event stream's chunks pass through untouched)."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message) -> None:
+            if message["type"] == "http.response.start":
+                present = {name.lower() for name, _value in message.get("headers", [])}
+                extra = [(name, value) for name, value in SECURITY_HEADERS if name not in present]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
 
 
 class _RedactTokens(logging.Filter):

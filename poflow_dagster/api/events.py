@@ -31,15 +31,21 @@ HEARTBEAT_SECONDS = 15
 RETRY_MS = 2000
 #: A live stream re-checks its token this often (a revoked token ends it; the reconnect gets a 401).
 TOKEN_RECHECK_SECONDS = 30.0
-_EVENT_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
+#: Event ids of the Redis bus (stream ids, or ``0`` for "everything kept") and of the database bus (row ids).
+_REDIS_EVENT_ID = re.compile(r"^(0|\d{1,20}-\d{1,20})$")
+_DB_EVENT_ID = re.compile(r"^\d{1,20}$")
 
 
 def resume_position(request: Request) -> str | None:
-    """Where the client wants to resume: ``Last-Event-ID`` header, else ``?last_event_id=``; ``None`` = from now."""
+    """Where the client wants to resume: ``Last-Event-ID`` header, else ``?last_event_id=``; ``None`` = from now.
+
+    The id must be one the active bus sends (``1700000000000-0`` or ``0`` with Redis, ``123`` without), else a
+    400 ``invalid_last_event_id`` (an id of the other kind would make every read of the bus fail)."""
     value = (request.headers.get("last-event-id") or request.query_params.get("last_event_id") or "").strip()
     if not value:
         return None
-    if not _EVENT_ID.match(value):
+    pattern = _REDIS_EVENT_ID if request.app.state.settings.redis_url else _DB_EVENT_ID
+    if not pattern.match(value):
         raise ApiError(400, "invalid_last_event_id", f"{value[:60]!r} is not an event id this server sent")
     return value
 
@@ -65,7 +71,7 @@ async def _frames(request: Request, merchant_id: str, after: str | None) -> Asyn
     per client. A read that waited ``HEARTBEAT_SECONDS`` for nothing sends a heartbeat comment."""
     state = request.app.state
     bus, limiter = state.bus(), state.stream_limiter
-    token = request_token(request)
+    token = request_token(request, allow_query=True)
     position = after
     if position is None:  # fixed before the stream opens: every event published after the opening comment arrives
         try:

@@ -1,5 +1,6 @@
 """Receive a multipart upload by streaming it to a temporary file under ``POFLOW_HOME`` (never into memory),
-stopping with a 413 as soon as the file passes the size limit."""
+stopping with a 413 as soon as the raw body passes the size limit (plus room for the framing), whatever part
+the bytes are in and whether or not the request stated its length."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from poflow_dagster.api.errors import ApiError
 
-#: Room for the multipart framing around the file when a request states its length up front.
+#: Room for the multipart framing (boundaries, part headers, small extra fields) on top of the file's limit.
 _FRAMING_ALLOWANCE = 64 * 1024
+#: At most this many parts in one body (the file and a few form fields); more is a 400 ``too_many_parts``.
+MAX_PARTS = 5
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class _FilePart:
         self._header_value = b""
         self._headers: dict[bytes, bytes] = {}
         self._in_file = False
+        self.parts = 0
 
     def callbacks(self) -> dict:
         return {
@@ -59,6 +63,9 @@ class _FilePart:
 
     def _part_begin(self) -> None:
         self._headers, self._in_file = {}, False
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise ApiError(400, "too_many_parts", f"a multipart body may have at most {MAX_PARTS} parts")
 
     def _header_end(self) -> None:
         self._headers[self._header_field.lower()] = self._header_value
@@ -85,15 +92,18 @@ class _FilePart:
 async def receive_upload(request: Request, home: Path, limit: int) -> ReceivedFile:
     """Stream the request's multipart field ``file`` to ``home/uploads/.api-incoming/``.
 
-    A stated ``Content-Length`` over the limit is refused before reading; otherwise the count of the
-    file's bytes decides (chunked bodies included). Errors: ``file_too_large`` (413), ``invalid_upload`` (400).
+    A stated ``Content-Length`` over the limit is refused before reading; otherwise the raw body's bytes are
+    counted as they arrive (chunked bodies and every part included) and reading stops once they pass the limit
+    plus a framing allowance. Errors: ``file_too_large`` (413), ``too_many_parts`` (400),
+    ``invalid_upload`` (400). No temporary file is left behind on an error.
     """
     kind, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
     if kind != b"multipart/form-data" or not boundary:
         raise ApiError(415, "unsupported_media_type", "send the file as multipart/form-data in the field 'file'")
     stated = request.headers.get("content-length")
-    if stated and stated.isdigit() and int(stated) > limit + _FRAMING_ALLOWANCE:
+    body_limit = limit + _FRAMING_ALLOWANCE
+    if stated and stated.isdigit() and int(stated) > body_limit:
         raise _too_large(limit)
     folder = home / "uploads" / ".api-incoming"
     folder.mkdir(parents=True, exist_ok=True)
@@ -102,7 +112,11 @@ async def receive_upload(request: Request, home: Path, limit: int) -> ReceivedFi
     try:
         with handle:
             parser = MultipartParser(boundary, part.callbacks())
+            received = 0
             async for chunk in request.stream():
+                received += len(chunk)
+                if received > body_limit:
+                    raise _too_large(limit)
                 parser.write(chunk)
             parser.finalize()
     except ApiError:
