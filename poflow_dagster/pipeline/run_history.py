@@ -52,7 +52,7 @@ from poflow_dagster.store.stage_metrics import stage_metrics_for_run, upload_cre
 from poflow_dagster.store.types import utcnow
 
 __all__ = [
-    "HistoryRefresh", "is_first_run", "po_timeline_metadata", "record_runs", "refresh_stage_runs",
+    "HistoryRefresh", "is_first_run", "po_timeline_metadata", "refresh_stage_runs",
     "run_timeline_so_far", "timeline_metadata",
 ]
 
@@ -154,19 +154,6 @@ def _pages(
         save_state(db, name, cursor)
         if not result.has_more:
             return
-
-
-def record_runs(instance: dg.DagsterInstance, db: Database, run_ids: list[str]) -> int:
-    """Ingest these finished runs now, by id (``poflow demo`` and ``poflow run`` on a temporary instance, which
-    is gone before any refresh could read it). No cursor moves; returns the runs ingested."""
-    records = instance.get_run_records(filters=dg.RunsFilter(run_ids=list(run_ids)))
-    ended = {r.dagster_run.run_id: _at(r.end_time) for r in records
-             if r.end_time and r.dagster_run.status in _TERMINAL_STATUSES}
-    statuses = {r.dagster_run.run_id: _TERMINAL_STATUSES[r.dagster_run.status] for r in records
-                if r.dagster_run.run_id in ended}
-    facts = _run_facts(instance, ended, statuses)
-    ingest_finished_runs(db, facts)
-    return len(facts)
 
 
 _TERMINAL_STATUSES = {
