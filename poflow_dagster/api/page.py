@@ -150,7 +150,10 @@ function connect() {
   const url = "/api/events?token=" + encodeURIComponent(token) +
     (lastEventId ? "&last_event_id=" + encodeURIComponent(lastEventId) : "");
   source = new EventSource(url);
-  source.addEventListener("open", () => { $("#connection").textContent = "live"; $("#connection").className = "live"; });
+  source.addEventListener("open", () => {
+    $("#connection").textContent = "live"; $("#connection").className = "live";
+    reconcile();  // what happened before this stream opened (first load, a reconnect, a lost event)
+  });
   source.addEventListener("progress", onProgress);
   source.addEventListener("revoked", () => { source.close(); showToken("This token was revoked."); });
   source.addEventListener("error", () => {
@@ -161,6 +164,23 @@ function connect() {
       if (err.status === 401) showToken("The token was not accepted."); else setTimeout(connect, 2000);
     }), 2000);
   });
+}
+
+async function reconcile() {
+  // The list is the truth for uploads that ended (or that the page has not seen): a row left "processing"
+  // because an event fell between loading the list and opening the stream, or was lost in a Redis hiccup,
+  // catches up. A row that is still running keeps what the live events said (they are newer than the list).
+  try {
+    const list = await api("/api/uploads?limit=100");
+    for (const r of list.uploads) {
+      const fresh = fromRow(r), known = uploads.get(r.upload_id);
+      if (!known || (TERMINAL.has(fresh.status) && !TERMINAL.has(known.status))) {
+        uploads.set(r.upload_id, Object.assign(known || {}, fresh, {seq: known ? known.seq : 0}));
+        render(r.upload_id);
+      }
+    }
+    refreshStats();
+  } catch (err) { /* the next reconnect tries again */ }
 }
 
 async function refreshStats() {
