@@ -13,12 +13,11 @@ A run seen again replaces its rows, so nothing is counted twice.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from poflow_dagster.analytics.timeline import build_timeline
@@ -78,10 +77,6 @@ class RunFact:
 
 def record_launch_events(db: Database, events: Iterable[LaunchEvent]) -> int:
     """Upsert launch events into ``run_launches`` (one row per run; the earliest time of each kind wins)."""
-    return _retry_on_conflict(lambda: _record_launch_events(db, events if isinstance(events, list) else list(events)))
-
-
-def _record_launch_events(db: Database, events: list[LaunchEvent]) -> int:
     by_run: dict[str, dict[str, dt.datetime]] = {}
     for event in events:
         column = LAUNCH_COLUMNS[event.kind]
@@ -89,23 +84,26 @@ def _record_launch_events(db: Database, events: list[LaunchEvent]) -> int:
         times[column] = min(times.get(column, event.at), event.at)
     if not by_run:
         return 0
-    with db.session() as session:
-        existing = {
-            row.run_id: row
-            for chunk in _chunks(list(by_run))
-            for row in session.scalars(select(RunLaunch).where(RunLaunch.run_id.in_(chunk)))
-        }
-        fresh = []
-        for run_id, times in by_run.items():
-            row = existing.get(run_id)
-            if row is None:
-                fresh.append({"run_id": run_id, **{c: times.get(c) for c in LAUNCH_COLUMNS.values()}})
-                continue
-            for column, at in times.items():
-                known = getattr(row, column)
-                setattr(row, column, at if known is None else min(known, at))
-        if fresh:
-            session.execute(insert(RunLaunch.__table__), fresh)  # Core: one executemany
+    return db.retry_on_conflict(lambda session: _record_launch_events(session, by_run))
+
+
+def _record_launch_events(session: Session, by_run: dict[str, dict[str, dt.datetime]]) -> int:
+    existing = {
+        row.run_id: row
+        for chunk in _chunks(list(by_run))
+        for row in session.scalars(select(RunLaunch).where(RunLaunch.run_id.in_(chunk)))
+    }
+    fresh = []
+    for run_id, times in by_run.items():
+        row = existing.get(run_id)
+        if row is None:
+            fresh.append({"run_id": run_id, **{c: times.get(c) for c in LAUNCH_COLUMNS.values()}})
+            continue
+        for column, at in times.items():
+            known = getattr(row, column)
+            setattr(row, column, at if known is None else min(known, at))
+    if fresh:
+        session.execute(insert(RunLaunch.__table__), fresh)  # Core: one executemany
     return len(by_run)
 
 
@@ -120,24 +118,23 @@ def ingest_finished_runs(db: Database, facts: Sequence[RunFact]) -> int:
     if not facts:
         return 0
     # Two refreshes at once (the stage_runs asset and the CLI) may race on the same runs: the loser tries again.
-    return _retry_on_conflict(lambda: _ingest(db, facts))
+    return db.retry_on_conflict(lambda session: _ingest(session, facts))
 
 
-def _ingest(db: Database, facts: list[RunFact]) -> int:
+def _ingest(session: Session, facts: list[RunFact]) -> int:
     run_ids = [fact.run_id for fact in facts]
-    with db.session() as session:
-        launches = _launches(session, run_ids)
-        metrics = _stage_metrics(session, run_ids)
-        uploads = _uploads(session, {fact.upload_id for fact in facts if fact.upload_id})
-        rows: list[dict[str, Any]] = []
-        recorded_at = utcnow()
-        for fact in facts:
-            rows += _rows_for(fact, launches.get(fact.run_id), metrics.get(fact.run_id, []),
-                              uploads.get(fact.upload_id or ""), recorded_at)
-        for chunk in _chunks(run_ids):
-            session.execute(delete(StageRun).where(StageRun.run_id.in_(chunk)))
-        if rows:
-            session.execute(insert(StageRun.__table__), rows)  # Core: one executemany
+    launches = _launches(session, run_ids)
+    metrics = _stage_metrics(session, run_ids)
+    uploads = _uploads(session, {fact.upload_id for fact in facts if fact.upload_id})
+    rows: list[dict[str, Any]] = []
+    recorded_at = utcnow()
+    for fact in facts:
+        rows += _rows_for(fact, launches.get(fact.run_id), metrics.get(fact.run_id, []),
+                          uploads.get(fact.upload_id or ""), recorded_at)
+    for chunk in _chunks(run_ids):
+        session.execute(delete(StageRun).where(StageRun.run_id.in_(chunk)))
+    if rows:
+        session.execute(insert(StageRun.__table__), rows)  # Core: one executemany
     return len(rows)
 
 
@@ -255,16 +252,6 @@ def _uploads(session: Session, upload_ids: set[str]) -> dict[str, _UploadShape]:
             shapes[row.id] = _UploadShape(row.created_at, row.merchant_id, row.size_bytes, row.source_format,
                                           row.lines)
     return shapes
-
-
-def _retry_on_conflict(work: Callable[[], int], attempts: int = 3) -> int:
-    for attempt in range(attempts):
-        try:
-            return work()
-        except IntegrityError:
-            if attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")
 
 
 def _chunks(values: list[str]) -> Iterable[list[str]]:

@@ -10,7 +10,6 @@ import json
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.schema import AnalyticsState
@@ -27,20 +26,15 @@ def load_state(db: Database, name: str) -> str | None:
 
 def save_state(db: Database, name: str, value: str) -> None:
     """Store ``value`` under ``name``, replacing what was there (safe against a concurrent first write)."""
-    for attempt in range(3):
-        try:
-            with db.session() as session:
-                row = session.get(AnalyticsState, name)
-                if row is None:
-                    session.add(AnalyticsState(name=name, value=value, updated_at=utcnow()))
-                else:
-                    row.value = value
-                    row.updated_at = utcnow()
-            return
-        except IntegrityError:
-            if attempt == 2:
-                raise
+    def write(session) -> None:
+        row = session.get(AnalyticsState, name)
+        if row is None:
+            session.add(AnalyticsState(name=name, value=value, updated_at=utcnow()))
+        else:
+            row.value = value
+            row.updated_at = utcnow()
 
+    db.retry_on_conflict(write)
 
 def load_json(db: Database, name: str) -> Any | None:
     text = load_state(db, name)

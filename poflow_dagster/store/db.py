@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -11,9 +12,11 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+T = TypeVar("T")
 
 
 class Database:
@@ -32,6 +35,18 @@ class Database:
     def session(self) -> Iterator[Session]:
         with self._sessions.begin() as session:
             yield session
+
+    def retry_on_conflict(self, work: Callable[[Session], T], attempts: int = 3) -> T:
+        """Run ``work(session)`` in one transaction, again (up to ``attempts`` times) when a concurrent writer
+        won a unique race (``IntegrityError``): the next try sees the winner's row."""
+        for attempt in range(attempts):
+            try:
+                with self.session() as session:
+                    return work(session)
+            except IntegrityError:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration (idempotent, safe to call from many processes)."""

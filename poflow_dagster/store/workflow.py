@@ -6,7 +6,6 @@ import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from poflow_dagster.domain.stages import STAGE_PROGRESS, Stage, UploadStatus, WorkflowStatus
@@ -52,7 +51,7 @@ def stage_started(db: Database, upload_id: str, run_id: str, stage: Stage, attem
             metric.error_code = None
         return new_run
 
-    return bool(_retry_on_conflict(work, db))
+    return bool(db.retry_on_conflict(work))
 
 
 def _enter_stage(session: Session, upload_id: str, run_id: str, stage: Stage, now: dt.datetime) -> bool:
@@ -188,17 +187,6 @@ _PO_STAGES = frozenset(stage.value for stage in STAGE_PROGRESS)
 
 def _metric(session: Session, run_id: str, stage: Stage) -> StageMetric | None:
     return session.scalar(select(StageMetric).where(StageMetric.run_id == run_id, StageMetric.stage == stage.value))
-
-
-def _retry_on_conflict(work, db: Database, attempts: int = 3):
-    """Run ``work(session)`` in a transaction, retrying if a concurrent writer won a unique race."""
-    for attempt in range(attempts):
-        try:
-            with db.session() as session:
-                return work(session)
-        except IntegrityError:
-            if attempt == attempts - 1:
-                raise
 
 
 def record_run_failure(
