@@ -110,10 +110,25 @@ def publisher(env: dict[str, str], uploads: dict[str, str], rate: int, seconds: 
     bus.close()
 
 
+def count_event(stats: dict, payload: str | bytes, merchant: str, received_at: float) -> None:
+    """Tally one received event: another merchant's, a repeat (same upload and seq), its latency."""
+    event = json.loads(payload)
+    if event.get("merchant_id") != merchant:
+        stats["foreign"] = stats.get("foreign", 0) + 1
+    key = f"{event.get('upload_id')}:{event.get('seq')}"
+    seen: set[str] = stats.setdefault("seen", set())
+    if key in seen:
+        stats["duplicates"] = stats.get("duplicates", 0) + 1
+    seen.add(key)
+    try:
+        stats.setdefault("latency", []).append(received_at - float(event["message"]))
+    except (TypeError, ValueError, KeyError):
+        pass
+
+
 async def client(base: str, token: str, merchant: str, stats: dict, stop: asyncio.Event, storm: asyncio.Event) -> None:
     """One EventSource-like reader: reconnects with Last-Event-ID when its stream ends (or the storm drops it)."""
     last_id: str | None = None
-    seen: set[str] = stats.setdefault("seen", set())
     async with httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(30.0, read=60.0)) as http:
         stormed = False
         while not stop.is_set():
@@ -140,18 +155,7 @@ async def client(base: str, token: str, merchant: str, stats: dict, stop: asynci
                         elif line.startswith("data:"):
                             data = line[5:].strip()
                         elif line == "" and data:
-                            now = time.time()
-                            event = json.loads(data)
-                            if event.get("merchant_id") != merchant:
-                                stats["foreign"] = stats.get("foreign", 0) + 1
-                            key = f"{event.get('upload_id')}:{event.get('seq')}"
-                            if key in seen:
-                                stats["duplicates"] = stats.get("duplicates", 0) + 1
-                            seen.add(key)
-                            try:
-                                stats.setdefault("latency", []).append(now - float(event["message"]))
-                            except (TypeError, ValueError, KeyError):
-                                pass
+                            count_event(stats, data, merchant, time.time())
                             last_id = event_id or last_id
                             event_id, data = None, None
             except (httpx.HTTPError, asyncio.CancelledError):
@@ -164,7 +168,6 @@ async def direct_client(namespace: str, merchant: str, stats: dict, stop: asynci
     """The baseline: read the merchant's Redis stream directly (XREAD BLOCK), no HTTP, no API."""
     import redis.asyncio as aredis
 
-    seen: set[str] = stats.setdefault("seen", set())
     r = aredis.Redis.from_url(REDIS_URL)
     last = "$"
     stats["connected"] = True
@@ -175,16 +178,7 @@ async def direct_client(namespace: str, merchant: str, stats: dict, stop: asynci
             for _stream, entries in answer or []:
                 for entry_id, fields in entries:
                     last = entry_id
-                    raw = next(iter(fields.values()))
-                    event = json.loads(raw)
-                    key = f"{event.get('upload_id')}:{event.get('seq')}"
-                    if key in seen:
-                        stats["duplicates"] = stats.get("duplicates", 0) + 1
-                    seen.add(key)
-                    try:
-                        stats.setdefault("latency", []).append(now - float(event["message"]))
-                    except (TypeError, ValueError, KeyError):
-                        pass
+                    count_event(stats, next(iter(fields.values())), merchant, now)
     finally:
         await r.aclose()
 
