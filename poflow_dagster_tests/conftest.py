@@ -27,6 +27,9 @@ CONFIG_ENV = (
 )
 for _name in CONFIG_ENV:
     os.environ.pop(_name, None)
+#: No direct run submits to whatever webserver may listen on this machine's port 3000: tests that submit
+#: start their own webserver and point POFLOW_DAGSTER_URL at it.
+os.environ["POFLOW_DAGSTER_URL"] = "off"
 
 
 def _pg_schema_url(schema: str) -> str:

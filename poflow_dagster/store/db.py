@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 from contextlib import contextmanager
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
@@ -49,7 +48,15 @@ class Database:
         raise AssertionError("unreachable")
 
     def migrate(self) -> None:
-        """Bring the schema to the newest migration (idempotent, safe to call from many processes)."""
+        """Bring the schema to the newest migration (idempotent, safe to call from many processes).
+
+        A database already at the newest revision is recognised with one query, without importing Alembic
+        (~0.25 s): a CLI command such as ``poflow upload`` stays fast."""
+        if self._at_head():
+            return
+        from alembic import command
+        from alembic.config import Config
+
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS_DIR))
         with self.engine.begin() as connection:
@@ -59,8 +66,33 @@ class Database:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
+    def _at_head(self) -> bool:
+        try:
+            with self.engine.connect() as connection:
+                versions = {row[0] for row in connection.exec_driver_sql("SELECT version_num FROM alembic_version")}
+        except Exception:  # no version table yet (a new database), or it cannot be read: let Alembic decide
+            return False
+        return versions == {head_revision()}
+
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+_REVISION = re.compile(r"^(down_)?revision(?:\s*:\s*[^=]+)?\s*=\s*['\"]?([\w-]+|None)['\"]?", re.MULTILINE)
+_head: str | None = None
+
+
+def head_revision() -> str:
+    """The newest migration's revision id, read from the version files (the one no other file revises)."""
+    global _head
+    if _head is None:
+        revisions, parents = set(), set()
+        for path in (MIGRATIONS_DIR / "versions").glob("*.py"):
+            for is_down, value in _REVISION.findall(path.read_text(encoding="utf-8")):
+                (parents if is_down else revisions).add(value)
+        heads = revisions - parents
+        _head = heads.pop() if len(heads) == 1 else "?"
+    return _head
 
 
 def _create_engine(url: str) -> Engine:
