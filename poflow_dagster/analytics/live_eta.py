@@ -5,6 +5,9 @@ The model is the one the ``eta_model`` asset fitted and stored under ``model:eta
 with no fitted model yet, ``DEFAULT_MODEL`` answers and the basis says so ("defaults: no history yet").
 Features come from the upload (bytes, format) and from what earlier stages of the run measured (lines after
 ``ai_parsing``, SKUs after ``product_draft_creation``, pages and LLM windows from their signals).
+
+Neither changes while a stage runs, so a stage's reporter reads both once (``EtaInputs.load``, at the stage's
+start) and estimates each progress report with ``EtaInputs.estimate``: no database work per report.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from poflow_dagster.store.analytics_state import load_json
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.schema import PurchaseOrder, StageMetric, Upload
 
-__all__ = ["MODEL_STATE", "EtaEstimate", "clear_model_cache", "estimate_eta", "load_model", "po_features"]
+__all__ = [
+    "MODEL_STATE", "EtaEstimate", "EtaInputs", "clear_model_cache", "estimate_eta", "load_model", "po_features",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +81,35 @@ def model_basis(model: eta_core.EtaModel) -> str:
     return model.basis or DEFAULT_BASIS
 
 
+@dataclass(frozen=True)
+class EtaInputs:
+    """What a live estimate of one run rests on and what stays put while one of its stages runs: the model and
+    the PO's features (read once, at the stage's start)."""
+
+    model: eta_core.EtaModel
+    features: eta_core.PoFeatures
+
+    @classmethod
+    def load(cls, db: Database, upload_id: str, run_id: str) -> EtaInputs:
+        """The model (process-cached) and the features of ``run_id`` of ``upload_id`` as its stages left them."""
+        return cls(model=load_model(db), features=po_features(db, upload_id, run_id))
+
+    def estimate(
+        self, stage: str, *, fraction_done: float = 0.0, elapsed_in_stage_s: float = 0.0,
+        now: dt.datetime | None = None,
+    ) -> EtaEstimate:
+        """Seconds until the run should finish, given it is in ``stage`` with ``fraction_done`` of it done after
+        ``elapsed_in_stage_s`` (pure: no database)."""
+        now = now or dt.datetime.now(dt.UTC)
+        seconds = eta_core.predict_remaining(
+            self.model, self.features, current_stage=str(stage),
+            fraction_done=max(0.0, min(1.0, float(fraction_done))),
+            elapsed_in_stage_s=max(0.0, float(elapsed_in_stage_s)),
+        )
+        seconds = round(max(0.0, float(seconds)), 3)
+        return EtaEstimate(seconds=seconds, at=now + dt.timedelta(seconds=seconds), basis=model_basis(self.model))
+
+
 def estimate_eta(
     db: Database,
     upload_id: str,
@@ -87,16 +121,9 @@ def estimate_eta(
     now: dt.datetime | None = None,
 ) -> EtaEstimate:
     """Seconds until ``run_id`` of ``upload_id`` should finish, given it is in ``stage`` with ``fraction_done``
-    of it done after ``elapsed_in_stage_s``."""
-    now = now or dt.datetime.now(dt.UTC)
-    model = load_model(db)
-    features = po_features(db, upload_id, run_id)
-    seconds = eta_core.predict_remaining(
-        model, features, current_stage=str(stage), fraction_done=max(0.0, min(1.0, float(fraction_done))),
-        elapsed_in_stage_s=max(0.0, float(elapsed_in_stage_s)),
-    )
-    seconds = round(max(0.0, float(seconds)), 3)
-    return EtaEstimate(seconds=seconds, at=now + dt.timedelta(seconds=seconds), basis=model_basis(model))
+    of it done after ``elapsed_in_stage_s`` (reads the model and features; ``EtaInputs`` reads them once)."""
+    return EtaInputs.load(db, upload_id, run_id).estimate(
+        stage, fraction_done=fraction_done, elapsed_in_stage_s=elapsed_in_stage_s, now=now)
 
 
 def po_features(db: Database, upload_id: str, run_id: str) -> eta_core.PoFeatures:
@@ -104,14 +131,16 @@ def po_features(db: Database, upload_id: str, run_id: str) -> eta_core.PoFeature
     from its name or MIME type by ``eta.guess_format``, or the saved PO's format once there is one);
     lines, SKUs, pages and LLM windows from what its stages measured so far (this run's numbers win over an
     earlier run's of the same upload)."""
-    with db.session() as session:
-        upload = session.scalar(select(Upload).where(Upload.id == upload_id))
-        parsed_format = session.scalar(select(PurchaseOrder.source_format).where(PurchaseOrder.upload_id == upload_id))
-        metrics = list(
-            session.scalars(
-                select(StageMetric).where(StageMetric.upload_id == upload_id).order_by(StageMetric.started_at)
-            )
-        )
+    with db.session() as session:  # one statement: the upload, its saved PO's format, its stages' metrics
+        rows = session.execute(
+            select(Upload, PurchaseOrder.source_format, StageMetric)
+            .outerjoin(PurchaseOrder, PurchaseOrder.upload_id == Upload.id)
+            .outerjoin(StageMetric, StageMetric.upload_id == Upload.id)
+            .where(Upload.id == upload_id)
+            .order_by(StageMetric.started_at)
+        ).all()
+    upload, parsed_format = (rows[0][0], rows[0][1]) if rows else (None, None)
+    metrics = [row[2] for row in rows if row[2] is not None]
     values: dict[str, Any] = {"file_bytes": None, "source_format": None}
     if upload is not None:
         start = eta_core.features_at_start(

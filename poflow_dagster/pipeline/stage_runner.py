@@ -1,4 +1,19 @@
-"""Runs one stage inside an op: workflow row, stage metrics, progress events, clean failures."""
+"""Runs one stage inside an op: workflow row, stage metrics, progress events, clean failures.
+
+Progress while a stage works (``StageReporter``): the op's reports are queued and sent by one background thread,
+so the stage never waits on the bus or the database. For each report the thread publishes the event first, then
+writes the PO's percent and ETA on the workflow row. The ETA is computed without the database: the model and the
+run's features are read once when the stage starts (and again when it ends). The row write is the newest state
+only (coalesced while more events are queued), waits at most ``_ROW_WAIT_MS`` for the lock and is skipped, to be
+tried again a little later, when the stage's own transaction holds it: SQLite's write lock while ``database_save``
+writes a 5,000-line PO, or a PostgreSQL row lock on ``workflow_executions``.
+
+So with Redis, listeners see a stage's progress as it happens even while its transaction is open. Without Redis,
+events go to the ``progress_events`` table in the database itself: on PostgreSQL they are visible as they are
+written, but a SQLite deployment has one writer at a time, so the events of a stage that holds a write
+transaction are written (and reach listeners) when it commits. The reporter waits for that in its own thread,
+never in the stage's, and tries an event the database refused (locked past its busy timeout) again.
+"""
 
 from __future__ import annotations
 
@@ -14,13 +29,15 @@ from dataclasses import dataclass, field
 import dagster as dg
 from sqlalchemy import exc as sa_exc
 
+from poflow_dagster.analytics.live_eta import EtaEstimate, EtaInputs, po_features
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.stages import STAGE_PROGRESS, Stage
 from poflow_dagster.resources import DatabaseResource, ProgressResource
 from poflow_dagster.store.db import Database
+from poflow_dagster.store.eta import record_progress
 from poflow_dagster.store.progress_bus import ProgressBus, ProgressEvent
 from poflow_dagster.store.uploads import upload_info
-from poflow_dagster.store.workflow import mark_failed, set_progress, stage_finished, stage_started
+from poflow_dagster.store.workflow import mark_failed, stage_finished, stage_started
 
 log = logging.getLogger(__name__)
 
@@ -175,24 +192,6 @@ def retry_when_database_is_away(context: dg.OpExecutionContext) -> Iterator[None
         raise dg.RetryRequested(max_retries=DATABASE_RETRIES, seconds_to_wait=wait) from error
 
 
-def _update_eta(database: Database, upload_id: str, run_id: str, stage: Stage, fraction: float, elapsed_s: float,
-                now: dt.datetime | None = None):
-    """Estimate the PO's remaining time and store it on the workflow row; ``None`` when the PO is no longer
-    running (it finished, or this is a side stage such as images). Never fails the stage: errors are logged."""
-    if stage not in STAGE_PROGRESS:
-        return None
-    try:
-        from poflow_dagster.analytics.live_eta import estimate_eta
-        from poflow_dagster.store.eta import record_eta
-
-        estimate = estimate_eta(database, upload_id, run_id, stage.value, fraction_done=fraction,
-                                elapsed_in_stage_s=elapsed_s, now=now)
-        return estimate if record_eta(database, upload_id, estimate) else None
-    except Exception as error:  # the ETA is a courtesy; the stage goes on without it
-        log.warning("live ETA of %s not updated: %s: %s", upload_id, type(error).__name__, error)
-        return None
-
-
 def _percent(stage: Stage, *, done: bool) -> int:
     """Progress after ``stage`` (done) or before it (started, failed); side stages run after completion."""
     if stage not in STAGE_PROGRESS:
@@ -219,6 +218,12 @@ _STAGE_TEXT: dict[Stage, tuple[str, str, str]] = {
 #: after the last one, or the stage's items moved and ``_HEARTBEAT_S`` passed (slow stages), or all are done.
 _MIN_INTERVAL_S = 0.1
 _HEARTBEAT_S = 1.0
+#: How long a progress report's write of the workflow row waits for its lock before it is skipped, and how long
+#: after a skipped (or recent) write the next is tried.
+_ROW_WAIT_MS = 50
+_ROW_RETRY_S = 0.25
+#: Tries of a table event the database refused (SQLite: locked beyond its busy timeout by a long transaction).
+_TABLE_TRIES = 3
 
 
 @dataclass
@@ -231,7 +236,7 @@ class _Pending:
     items_total: int | None = None
     message: str | None = None
     fraction: float | None = None  # where the stage is, for an ETA estimated by the thread; None = ``eta``
-    eta: object | None = None  # an estimate made already (at stage boundaries, in the stage's own thread)
+    eta: EtaEstimate | None = None  # an estimate made already (at stage boundaries, in the stage's own thread)
     store_percent: bool = False
 
 
@@ -242,6 +247,10 @@ class StageReporter:
     is throttled (see ``_MIN_INTERVAL_S``): at most every point, never a step above two points when items are
     finer than that, and at least once a second while items move. Every event carries the live ETA (PO stages,
     while the PO runs) and the stage's throughput (items per second since it began).
+
+    Database work per report: none in the reporting thread; in the background thread at most one ``UPDATE`` of
+    the workflow row (coalesced, skipped while locked: see the module's docstring), plus the table bus's own
+    insert when there is no Redis. The ETA's inputs are read at the stage's start and end only.
     """
 
     def __init__(self, bus: ProgressBus, database: Database, upload_id: str, merchant_id: str, run_id: str,
@@ -254,6 +263,13 @@ class StageReporter:
         self.last_done = 0
         self.last_sent = self.clock
         self._lock = threading.Lock()
+        self._eta_inputs: EtaInputs | None = None
+        self._processing = stage in STAGE_PROGRESS  # the PO runs: its events carry an ETA
+        self._row: tuple[int, EtaEstimate | None] | None = None  # the newest percent and ETA not yet on the row
+        self._row_lock = threading.Lock()
+        self._row_tried = 0.0  # when the row was last written or found locked
+        self._row_locked = False
+        self._table_bus = not bus.redis_url and bus.db is not None
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name=f"poflow-progress-{stage.value}", daemon=True)
         self._thread.start()
@@ -263,7 +279,7 @@ class StageReporter:
         self.clock = self.last_sent = time.monotonic()
         text = _STAGE_TEXT.get(self.stage, (self.stage.value, "", ""))[0]
         # Estimated here, before the op's work: a later estimate could race the op finishing the workflow.
-        eta = _update_eta(self.database, self.upload_id, self.run_id, self.stage, 0.0, 0.0)
+        eta = self._boundary_eta(0.0, 0.0)
         if first_of_run:
             self._submit("started", self.start_percent, message="Processing started", eta=eta)
         self._submit("stage_started", self.start_percent, message=text, eta=eta)
@@ -310,7 +326,8 @@ class StageReporter:
         with self._lock:
             self.last_percent = max(self.last_percent, self.end_percent)
         self._wait_for_queue(10.0)  # this stage's progress estimates are in: this one is the newest
-        eta = _update_eta(self.database, self.upload_id, self.run_id, self.stage, 1.0, time.monotonic() - self.clock)
+        # Read again: the stage's own measurements (lines, SKUs, pages) are what the later stages' ETA rests on.
+        eta = self._boundary_eta(1.0, time.monotonic() - self.clock, reload=True)
         self._submit(status, self.last_percent, items_done=items, items_total=items,
                      message=(message or text.format(items=items if items is not None else 0))[:500], eta=eta)
 
@@ -331,8 +348,10 @@ class StageReporter:
                         timeout_s)
 
     def flush(self, timeout_s: float = 10.0) -> None:
-        """Wait (at most ``timeout_s``) until every event submitted so far is sent."""
+        """Wait (at most ``timeout_s``) until every event submitted so far is sent, then put the newest percent
+        and ETA on the workflow row (waiting for it: call this once the stage's transaction is over)."""
         self._wait_for_queue(timeout_s)
+        self._write_row(wait_ms=None)
 
     def _wait_for_queue(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -346,9 +365,14 @@ class StageReporter:
 
     def _work(self) -> None:
         while True:
-            pending = self._queue.get()
+            try:  # while a row write is owed, wake up to retry it even when no event comes
+                pending = self._queue.get(timeout=_ROW_RETRY_S if self._row is not None else None)
+            except queue.Empty:
+                self._write_row(wait_ms=_ROW_WAIT_MS)
+                continue
             try:
                 if pending is None:
+                    self._write_row(wait_ms=_ROW_WAIT_MS, now=True)
                     return
                 self._send(pending)
             except Exception as error:  # best effort: a stage never fails for its progress events
@@ -357,19 +381,96 @@ class StageReporter:
                 self._queue.task_done()
 
     def _send(self, pending: _Pending) -> None:
-        if pending.store_percent:
-            set_progress(self.database, self.upload_id, pending.percent)
         eta = pending.eta
         if pending.fraction is not None:
-            eta = _update_eta(self.database, self.upload_id, self.run_id, self.stage, pending.fraction,
-                              pending.elapsed_s, now=pending.at)
+            eta = self._progress_eta(pending.fraction, pending.elapsed_s, pending.at)
         throughput = None
         if pending.items_done and pending.elapsed_s > 0:
             throughput = round(pending.items_done / pending.elapsed_s, 3)
-        self.bus.publish(ProgressEvent(
+        # The event first: the bus (Redis) never waits on the database, whose lock the stage may hold.
+        self._publish(ProgressEvent(
             upload_id=self.upload_id, merchant_id=self.merchant_id, run_id=self.run_id, status=pending.status,
             stage=self.stage.value, items_done=pending.items_done, items_total=pending.items_total,
             percent=pending.percent, message=pending.message,
             eta_seconds=round(eta.seconds, 3) if eta is not None else None, eta_at=eta.at if eta is not None else None,
             throughput=throughput, at=pending.at,
         ))
+        if pending.store_percent and self.stage in STAGE_PROGRESS:
+            with self._row_lock:
+                self._row = (pending.percent, eta)
+            self._write_row(wait_ms=_ROW_WAIT_MS)
+
+    def _publish(self, event: ProgressEvent) -> None:
+        published = self.bus.publish(event)
+        tries = 1
+        # The table bus numbers an event it wrote (seq ≥ 1); 0 = the database refused it (SQLite locked by a
+        # transaction longer than its busy timeout): try again rather than lose it.
+        while self._table_bus and published.seq == 0 and tries < _TABLE_TRIES:
+            time.sleep(0.1 * tries)
+            published = self.bus.publish(event)
+            tries += 1
+
+    # The ETA and the workflow row ---------------------------------------------------------------------------
+    def _boundary_eta(self, fraction: float, elapsed_s: float, *, reload: bool = False) -> EtaEstimate | None:
+        """Estimate at the stage's start or end and store it (with any percent not yet stored), waiting for the
+        row: the stage holds no transaction then. ``None`` for side stages and once the PO no longer runs."""
+        if self.stage not in STAGE_PROGRESS:
+            return None
+        try:
+            if self._eta_inputs is None:
+                self._eta_inputs = EtaInputs.load(self.database, self.upload_id, self.run_id)
+            elif reload:  # the model stays; the features gained what this stage measured
+                self._eta_inputs = EtaInputs(self._eta_inputs.model,
+                                             po_features(self.database, self.upload_id, self.run_id))
+            estimate = self._eta_inputs.estimate(self.stage.value, fraction_done=fraction, elapsed_in_stage_s=elapsed_s)
+            with self._row_lock:
+                percent = self._row[0] if self._row is not None else None
+                stored = record_progress(self.database, self.upload_id, self.run_id, percent=percent,
+                                         estimate=estimate)
+                self._row = None
+            self._processing = bool(stored)
+            return estimate if stored else None
+        except Exception as error:  # the ETA is a courtesy; the stage goes on without it
+            log.warning("live ETA of %s not updated: %s: %s", self.upload_id, type(error).__name__, error)
+            return None
+
+    def _progress_eta(self, fraction: float, elapsed_s: float, at: dt.datetime) -> EtaEstimate | None:
+        """The ETA of a progress report, from the inputs read at the stage's start (no database)."""
+        if not self._processing or self._eta_inputs is None:
+            return None
+        try:
+            return self._eta_inputs.estimate(self.stage.value, fraction_done=fraction, elapsed_in_stage_s=elapsed_s,
+                                             now=at)
+        except Exception as error:
+            log.warning("live ETA of %s not estimated: %s: %s", self.upload_id, type(error).__name__, error)
+            return None
+
+    def _write_row(self, *, wait_ms: int | None, now: bool = False) -> None:
+        """Put the newest reported percent and ETA on the workflow row, if one is owed.
+
+        With ``wait_ms`` (the background thread): not while more events are queued and the row was written in
+        the last ``_ROW_RETRY_S`` (coalesced), not within ``_ROW_RETRY_S`` of finding it locked, and skipped
+        when the lock is not free within ``wait_ms``. ``now`` writes whatever is queued; ``wait_ms=None`` waits
+        for the lock as long as the database allows."""
+        with self._row_lock:
+            if self._row is None:
+                return
+            if wait_ms is not None and not now:
+                recent = time.monotonic() - self._row_tried < _ROW_RETRY_S
+                if recent and (self._row_locked or self._queue.qsize() > 0):
+                    return
+            percent, eta = self._row
+            try:
+                stored = record_progress(self.database, self.upload_id, self.run_id, percent=percent, estimate=eta,
+                                         wait_ms=wait_ms)
+            except Exception as error:
+                log.warning("progress of %s not stored: %s: %s", self.upload_id, type(error).__name__, error)
+                stored = True  # not tried again: the next report, or the stage's end, stores a newer state
+            self._row_tried = time.monotonic()
+            self._row_locked = stored is None
+            if stored is None:
+                return
+            self._row = None
+            if not stored:  # the PO finished (or another run took over): no more ETAs
+                self._processing = False
+
