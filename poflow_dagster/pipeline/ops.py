@@ -168,7 +168,7 @@ def product_draft_creation(
 
 # No op retry: the Shopify client owns Shopify retries (THROTTLED within a time budget, 5xx/transport with
 # backoff); an error it gives up on fails the stage cleanly with its code.
-@dg.op(tags={"poflow/stage": Stage.SHOPIFY_SYNC.value})
+@dg.op(tags={"poflow/stage": Stage.SHOPIFY_SYNC.value}, pool="shopify")
 def shopify_sync(
     context: dg.OpExecutionContext,
     parsed: ParsedPO,

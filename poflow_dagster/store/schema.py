@@ -347,3 +347,17 @@ class ProgressEventRow(Base):
     seq: Mapped[int] = mapped_column(Integer)
     payload: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class RetiredPartition(Base):
+    """An upload whose Dagster partition (``po_uploads``) was removed by ``partition_retention_job`` once it had
+    ended longer ago than the retention. Its history stays here (uploads, POs, stage metrics) and in the
+    analytics (``stage_runs``); Dagster keeps its runs and events. A run of the upload re-adds the partition."""
+
+    __tablename__ = "retired_partitions"
+
+    upload_id: Mapped[str] = mapped_column(ForeignKey("uploads.id"), primary_key=True)
+    retired_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: The upload's status when its partition was retired: completed | duplicate | failed.
+    upload_status: Mapped[str] = mapped_column(String(20))
+    retention_days: Mapped[int] = mapped_column(Integer)
