@@ -139,13 +139,23 @@ def _refresh_quietly(instance) -> None:
 def watch(upload_id: str, timeout: float | None, fmt: str) -> None:
     """Follow an upload until it finishes: stage, message, percent and ETA, from the progress bus (Redis, or the
     database without it) and the workflow row. Exit code: 0 completed (or a duplicate upload), 1 failed,
-    3 needs_review, 4 timed out, 2 unknown upload; 130 stopped with Ctrl-C, 141 its reader went away (e.g.
-    ``--format json | head``), both quietly."""
-    from poflow_dagster.watch_view import TIMEOUT_EXIT, RichWatch, describe, json_line, load_row, watch_upload
+    3 needs_review, 4 timed out, 2 unknown upload; 130 stopped with Ctrl-C, 143 with SIGTERM, 141 its reader
+    went away (e.g. ``--format json | head``), all quietly, from start-up (connecting to the database and the
+    bus) to the end."""
+    import signal
 
-    database = _db()
-    load_row(database, upload_id)  # an unknown id is one line and exit 2, before any display starts
+    previous_term = _exit_on_sigterm()
     try:
+        from poflow_dagster.watch_view import TIMEOUT_EXIT, RichWatch, describe, json_line, load_row, watch_upload
+
+        # An unknown id is one line and exit 2, before any display starts. Connecting may hang inside the
+        # database driver, where Python sees no signal: it runs aside, so Ctrl-C and SIGTERM still end the watch.
+        def connect():
+            database = _db()
+            load_row(database, upload_id)
+            return database
+
+        database = _interruptible(connect)
         if fmt == "json":
             code, last = watch_upload(database, upload_id, lambda state: click.echo(json_line(state)),
                                       redis_url=config.redis_url(), timeout=timeout)
@@ -158,9 +168,50 @@ def watch(upload_id: str, timeout: float | None, fmt: str) -> None:
     except BrokenPipeError:  # the reader left (`| head`): stop quietly, as a process killed by SIGPIPE would
         _quiet_stdout()
         sys.exit(141)
+    finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
     if code == TIMEOUT_EXIT:
         click.echo(f"error: watch_timeout: {upload_id} still {last.get('status')} after {timeout:g} s", err=True)
     sys.exit(code)
+
+
+def _interruptible(work):
+    """``work()`` in a daemon thread, waited for in slices: the main thread stays where signals are handled (a
+    blocked ``connect`` inside a C driver would otherwise hold Ctrl-C until the driver gives up). Returns its
+    result or raises its exception."""
+    import threading
+
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as error:  # handed to the waiting thread as is
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run, name="poflow-watch-start", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.2)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def _exit_on_sigterm():
+    """Make SIGTERM end ``poflow watch`` like Ctrl-C does: ``SystemExit(143)`` unwinds (the display is stopped,
+    the bus connection closed) instead of the process vanishing mid-line. Returns the previous handler, or
+    ``None`` when handlers cannot be set here (not the main thread)."""
+    import signal
+
+    def terminated(signum, frame):  # noqa: ARG001 - the signal handler's signature
+        raise SystemExit(128 + signal.SIGTERM)
+
+    try:
+        return signal.signal(signal.SIGTERM, terminated)
+    except ValueError:
+        return None
 
 
 def _quiet_stdout() -> None:

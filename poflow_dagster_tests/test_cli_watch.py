@@ -6,10 +6,13 @@ import datetime as dt
 import json
 import os
 import secrets
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
 from poflow_dagster_tests.conftest import REDIS_TEST_URL
 
@@ -184,8 +187,6 @@ def test_uploads_shows_names_and_messages_that_look_like_rich_markup_as_written(
 
 
 def test_watch_ctrl_c_exits_130_quietly(home, db_url, samples):
-    import signal
-
     upload_id = _upload(samples["acme-po-1001.csv"], "acme", _env(home, db_url))
     for fmt in ("json", "bar"):
         env = _env(home, db_url, TTY_COMPATIBLE="1")  # the bar draws on the pipe as on a terminal
@@ -221,3 +222,40 @@ def test_watch_json_into_a_closed_pipe_exits_141_quietly(home, db_url, db, sampl
             watcher.kill()
     assert watcher.returncode == 141, errors
     assert errors == "", errors
+
+
+
+@pytest.mark.parametrize(("silent", "sig", "code", "fmt"), [
+    ("database", signal.SIGINT, 130, "json"), ("database", signal.SIGTERM, 143, "bar"),
+    ("bus", signal.SIGINT, 130, "json"), ("bus", signal.SIGTERM, 143, "json"),
+])
+def test_watch_stopped_during_start_up_exits_quietly(home, db_url, samples, silent, sig, code, fmt):
+    """Stopped while it still connects: its database (PostgreSQL) or its bus (Redis) is a server that accepts
+    and never answers, so start-up blocks where it would on a slow service. Same quiet exit code as later (130
+    Ctrl-C, 143 SIGTERM), no "Aborted!", no traceback."""
+    upload_id = _upload(samples["acme-po-1001.csv"], "acme", _env(home, db_url))
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(60)
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        env = (_env(home, f"postgresql+psycopg2://poflow@{address}/test") if silent == "database" else
+               _env(home, db_url, REDIS_URL=f"redis://{address}/0",
+                    POFLOW_REDIS_NAMESPACE=f"poflow-test-watch:{secrets.token_hex(4)}"))
+        watcher = subprocess.Popen(POFLOW + ["watch", upload_id, "--format", fmt, "--timeout", "120"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True)
+        try:
+            connection, _ = server.accept()
+            with connection:
+                connection.settimeout(60)
+                assert connection.recv(1), f"the watch connected to its {silent} but sent nothing"  # now it waits
+                os.killpg(watcher.pid, sig)
+                output, errors = watcher.communicate(timeout=60)
+        finally:
+            if watcher.poll() is None:
+                os.killpg(watcher.pid, signal.SIGKILL)
+                watcher.wait()
+    assert watcher.returncode == code, errors.decode()
+    assert errors.decode() == ""  # no "Aborted!", no traceback, no note
+    if fmt == "json":
+        assert output == b""  # it was still starting: not one state had been shown

@@ -3,8 +3,11 @@
 It asks for the merchant's API token once (kept in ``localStorage``), lists the merchant's uploads with a
 live progress bar, the current stage's message and ETA, and errors, fed by ``EventSource`` on
 ``/api/events``; a form uploads a file. Stable hooks for tests and frontends: rows ``tr[data-upload-id]``,
-``.progress-bar[data-percent]``, ``.status``, ``.message``, ``.eta``, ``.error``. Text from the server is
-only ever set as ``textContent`` (a file name cannot inject markup).
+``.progress-bar[data-percent]``, ``.status``, ``.message``, ``.eta``, ``.error`` (why a failed upload failed,
+red) and ``.review`` (why an upload needs review, amber), each row's ``data-status``. When the stream (re)opens,
+or the server sends ``event: reset`` (its history no longer reaches back to where the page left off), the
+page re-reads the uploads list, so a row never stays behind. Text from the server is only ever set as
+``textContent`` (a file name cannot inject markup).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ PAGE_HTML = """<!doctype html>
   tr[data-status=failed] .progress-bar { background: #c33; }
   tr[data-status=needs_review] .progress-bar { background: #e90; }
   .pct { font-variant-numeric: tabular-nums; color: #555; }
-  .message { color: #333; } .eta { color: #666; font-size: .9em; } .error { color: #c33; }
+  .message { color: #333; } .eta { color: #666; font-size: .9em; } .error { color: #c33; } .review { color: #b60; }
   #connection { font-size: .85rem; color: #888; } #connection.live { color: #2a7; } #connection.down { color: #c33; }
   #stats span { margin-right: 1rem; } .hidden { display: none; }
 </style>
@@ -55,7 +58,7 @@ PAGE_HTML = """<!doctype html>
 </div>
 <template id="row-template">
   <tr>
-    <td><span class="file"></span><div class="error"></div></td>
+    <td><span class="file"></span><div class="error"></div><div class="review"></div></td>
     <td class="status"></td>
     <td><div class="progress"><div class="progress-bar" data-percent="0"></div></div> <span class="pct">0 %</span></td>
     <td class="message"></td>
@@ -67,6 +70,7 @@ PAGE_HTML = """<!doctype html>
 const TERMINAL = new Set(["completed", "failed", "needs_review", "duplicate"]);
 const STAGES = {ai_parsing: "Parsing", database_save: "Saving the PO", product_draft_creation: "Creating drafts",
   shopify_sync: "Syncing to Shopify", status_update: "Finishing", image_attachment: "Attaching images"};
+const ENDED = {completed: "Done", failed: "Failed", needs_review: "Waiting for a review", duplicate: ""};
 const uploads = new Map();  // upload id -> {file, status, percent, message, stage, eta_seconds, eta_at, error, seq}
 let token = localStorage.getItem("poflow_token") || "";
 let source = null;
@@ -112,12 +116,16 @@ function render(id) {
   bar.dataset.percent = String(percent);
   row.querySelector(".pct").textContent = percent + " %";
   const live = !done && s.eta_seconds != null;
-  const what = s.message || (s.stage ? (STAGES[s.stage] || s.stage) + "…" : (done ? "" : "Waiting to start…"));
+  const what = done ? (s.status === "duplicate" ? s.message || "" : ENDED[s.status]) :
+    s.message || (s.stage ? (STAGES[s.stage] || s.stage) + "…" : "Waiting to start…");
   const joint = /[….!?]$/.test(what) ? " " : "… ";
   row.querySelector(".message").textContent = what + (live ? joint + seconds(s.eta_seconds) + " remaining" : "");
   const clock = s.eta_at ? " (" + new Date(s.eta_at).toLocaleTimeString() + ")" : "";
-  row.querySelector(".eta").textContent = live ? "ETA " + seconds(s.eta_seconds) + clock : (done ? "done" : "");
-  row.querySelector(".error").textContent = s.error || "";
+  row.querySelector(".eta").textContent = live ? "ETA " + seconds(s.eta_seconds) + clock :
+    (s.status === "completed" || s.status === "duplicate" ? "done" : "");
+  // A failure and a review are told apart: red "why it failed", amber "what to review"; never both.
+  row.querySelector(".error").textContent = s.status === "needs_review" ? "" : s.error || "";
+  row.querySelector(".review").textContent = s.status === "needs_review" ? "To review: " + (s.error || "") : "";
 }
 
 function fromRow(r) {  // a row of GET /api/uploads
@@ -155,6 +163,9 @@ function connect() {
     reconcile();  // what happened before this stream opened (first load, a reconnect, a lost event)
   });
   source.addEventListener("progress", onProgress);
+  // The server's kept history no longer reaches where this page left off (it then sends what it still has):
+  // events were lost, so the list is read again.
+  source.addEventListener("reset", () => reconcile(true));
   source.addEventListener("revoked", () => { source.close(); showToken("This token was revoked."); });
   source.addEventListener("error", () => {
     const closed = source.readyState === EventSource.CLOSED;
@@ -166,15 +177,17 @@ function connect() {
   });
 }
 
-async function reconcile() {
+async function reconcile(reset = false) {
   // The list is the truth for uploads that ended (or that the page has not seen): a row left "processing"
   // because an event fell between loading the list and opening the stream, or was lost in a Redis hiccup,
-  // catches up. A row that is still running keeps what the live events said (they are newer than the list).
+  // catches up. A row that is still running keeps what the live events said (they are newer than the list),
+  // unless the server said events were lost (``reset``): then the list moves it forward too, never back.
   try {
     const list = await api("/api/uploads?limit=100");
     for (const r of list.uploads) {
       const fresh = fromRow(r), known = uploads.get(r.upload_id);
-      if (!known || (TERMINAL.has(fresh.status) && !TERMINAL.has(known.status))) {
+      if (!known || (TERMINAL.has(fresh.status) && !TERMINAL.has(known.status)) ||
+          (reset && !TERMINAL.has(known.status) && (fresh.percent || 0) >= (known.percent || 0))) {
         uploads.set(r.upload_id, Object.assign(known || {}, fresh, {seq: known ? known.seq : 0}));
         render(r.upload_id);
       }
