@@ -36,7 +36,7 @@ def test_analytics_assets_checks_job_and_schedule():
     assert job.executor_def.name == "in_process"
     assert {key.path[-1] for key in job.asset_layer.executable_asset_keys} == set(ANALYTICS)
     assert {key.name for key in job.asset_layer.asset_graph.asset_check_keys} == {"eta_backtest", "stage_slowdown"}
-    (schedule,) = defs.schedules
+    schedule = next(s for s in defs.schedules if s.name == "analytics_schedule")
     assert schedule.name == "analytics_schedule" and schedule.job_name == "analytics_job"
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING and schedule.cron_schedule == "*/5 * * * *"
 
@@ -103,7 +103,7 @@ def test_the_run_queue_lets_one_analytics_refresh_run_at_a_time():
 
     root = Path(__file__).resolve().parents[1]
     for path in (root / "dagster.yaml", root / "deploy" / "dagster_home" / "dagster.yaml"):
-        limits = yaml.safe_load(path.read_text())["run_queue"]["tag_concurrency_limits"]
+        limits = yaml.safe_load(path.read_text())["concurrency"]["runs"]["tag_concurrency_limits"]
         assert {"key": "poflow/kind", "value": "analytics", "limit": 1} in limits, path
 
 

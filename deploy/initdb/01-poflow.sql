@@ -1,0 +1,2 @@
+-- The app database beside Dagster's own (POSTGRES_DB=dagster).
+CREATE DATABASE poflow OWNER poflow;
