@@ -26,6 +26,8 @@ class PoflowGroup(click.Group):
             sys.exit(2)
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
             raise
+        except KeyboardInterrupt:  # Ctrl-C in any command: quiet, the shell's convention (no "Aborted!")
+            sys.exit(130)
         except Exception as error:  # pragma: no cover - last resort, still one line
             if os.environ.get("POFLOW_DEBUG"):
                 raise
@@ -46,16 +48,53 @@ def _db():
 
 
 @main.command()
+@click.option("--queue", "workloads", multiple=True, type=click.Choice(["sheet", "scan"]),
+              help="Workload queue(s) to serve (repeatable; default both): sheet = spreadsheets, EDI, UBL, text "
+                   "PDFs; scan = scanned PDFs and images (LLM).")
+@click.option("--concurrency", type=click.IntRange(min=1),
+              help="Runs at once (default: POFLOW_WORKER_CONCURRENCY_<QUEUE>, sheet 4, scan 2, summed).")
+@click.option("--name", default=None, help="Worker name (default poflow-<queues>@<host>).")
+def worker(workloads: tuple[str, ...], concurrency: int | None, name: str | None) -> None:
+    """Run a long-lived run worker (Celery, prefork): it executes whole PO runs that the Dagster instance's
+    CeleryRunLauncher sends to its queues, with poflow's code imported once. DAGSTER_HOME must be that
+    instance (deploy/dagster_home); the broker is POFLOW_CELERY_BROKER_URL (default REDIS_URL)."""
+    from poflow_dagster.workers.queues import concurrency_for, queue_for
+
+    workloads = workloads or ("sheet", "scan")
+    if not os.environ.get("DAGSTER_HOME"):
+        raise PoflowError("no_dagster_home", "set DAGSTER_HOME to the instance whose run_launcher is "
+                                             "CeleryRunLauncher (see deploy/README.md)")
+    queues = ",".join(queue_for(w) for w in workloads)
+    runs = concurrency or sum(concurrency_for(w) for w in workloads)
+    node = name or f"poflow-{'-'.join(workloads)}@%h"
+    command = [sys.executable, "-m", "celery", "-A", "poflow_dagster.workers.celery_app", "worker", "-Q", queues,
+               "-c", str(runs), "--prefetch-multiplier=1", "-n", node, "-l", "info"]
+    os.execv(sys.executable, command)
+
+
+@main.command()
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--merchant", "merchant_id", required=True, help="Merchant id (created with defaults if new).")
-def upload(file: Path, merchant_id: str) -> None:
-    """Register FILE as an upload of MERCHANT and print its id (the sensor picks it up)."""
+@click.option("--no-submit", is_flag=True, help="Only store it: upload_sensor (or `poflow run ID`) starts the run.")
+def upload(file: Path, merchant_id: str, no_submit: bool) -> None:
+    """Register FILE as an upload of MERCHANT, print its id and start its run at once through the Dagster
+    webserver (POFLOW_DAGSTER_URL); with no webserver there, upload_sensor starts it."""
     from poflow_dagster.intake import upload_file
 
-    record = upload_file(_db(), config.poflow_home(), merchant_id, file)
+    database = _db()
+    record = upload_file(database, config.poflow_home(), merchant_id, file)
     if record.duplicate_of:
         click.echo(f"note: same bytes as upload {record.duplicate_of}; recorded as a duplicate, no new PO", err=True)
     click.echo(record.id)
+    if record.duplicate_of or no_submit:
+        return
+    from poflow_dagster.run_submit import submit_upload_run
+
+    submitted = submit_upload_run(database, record.id)
+    if submitted.outcome == "submitted":
+        click.echo(f"note: run {submitted.run_id} submitted", err=True)
+    elif submitted.outcome == "left_to_sensor":
+        click.echo(f"note: {submitted.detail}; upload_sensor will start the run", err=True)
 
 
 @main.command()

@@ -103,10 +103,7 @@ class SubmitError(Exception):
 def _run_tags(db: Database, upload_id: str) -> dict[str, str]:
     from poflow_dagster.pipeline.run_tags import upload_run_tags
 
-    from poflow_dagster.workers.queues import queue_tags
-
-    tags = dict(upload_run_tags(db, [upload_id]).get(upload_id, {}))
-    tags.update(queue_tags(tags))
+    tags = dict(upload_run_tags(db, [upload_id]).get(upload_id, {}))  # merchant, file, workload, shop, queue
     tags.update({
         "dagster/partition": upload_id,
         "dagster/run_key": upload_id,

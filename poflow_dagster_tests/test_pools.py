@@ -20,6 +20,7 @@ from poflow_dagster.pipeline.run_tags import (
 from poflow_dagster.pipeline.sensors import upload_sensor
 from poflow_dagster.resources import DatabaseResource, StorageResource
 from poflow_dagster.store.merchants import configure_merchant
+from poflow_dagster.workers.queues import QUEUE_TAG
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTANCE_FILES = [ROOT / "dagster.yaml", ROOT / "poflow_dagster" / "dagster_home.yaml",
@@ -76,8 +77,8 @@ def test_run_tags_tell_a_spreadsheet_from_a_scan(home, db, samples, tmp_path, mo
     photo.write_bytes(PNG)
     scan = upload_file(db, home, "acme", photo)
 
-    assert run_concurrency_tags(db, sheet.id) == {SHOP_TAG: EMULATOR_SHOP, WORKLOAD_TAG: "sheet"}
-    assert run_concurrency_tags(db, pdf.id) == {SHOP_TAG: EMULATOR_SHOP, WORKLOAD_TAG: "scan"}
+    assert run_concurrency_tags(db, sheet.id) == {SHOP_TAG: EMULATOR_SHOP, WORKLOAD_TAG: "sheet", QUEUE_TAG: "po-sheet"}
+    assert run_concurrency_tags(db, pdf.id) == {SHOP_TAG: EMULATOR_SHOP, WORKLOAD_TAG: "scan", QUEUE_TAG: "po-scan"}
     assert run_concurrency_tags(db, scan.id)[WORKLOAD_TAG] == "scan"
     assert run_concurrency_tags(db, "up-no-such-upload") == {}
 
@@ -87,14 +88,18 @@ def test_run_tags_tell_a_spreadsheet_from_a_scan(home, db, samples, tmp_path, mo
         configure_merchant(session, "lumiere", shop_url="https://Lumiere-Paris.myshopify.com",
                            shopify_token_env="SHOPIFY_ACCESS_TOKEN")
     own = upload_file(db, home, "lumiere", samples["lumiere-commande-3003.xlsx"])
-    assert run_concurrency_tags(db, own.id) == {SHOP_TAG: "lumiere-paris.myshopify.com", WORKLOAD_TAG: "sheet"}
+    assert run_concurrency_tags(db, own.id) == {SHOP_TAG: "lumiere-paris.myshopify.com", WORKLOAD_TAG: "sheet",
+                                                QUEUE_TAG: "po-sheet"}
     monkeypatch.setenv("SHOPIFY_SHOP_URL", "https://shop.test:8443/")
     assert run_concurrency_tags(db, sheet.id)[SHOP_TAG] == "shop.test:8443"
 
     # Sync off: no Shopify calls, so no store tag and no waiting for a store's slots.
     with db.session() as session:
         configure_merchant(session, "acme", shopify_sync_enabled=False)
-    assert run_concurrency_tags(db, sheet.id) == {WORKLOAD_TAG: "sheet"}
+    assert run_concurrency_tags(db, sheet.id) == {WORKLOAD_TAG: "sheet", QUEUE_TAG: "po-sheet"}
+    # Another deployment on the same broker keeps its runs on its own queues.
+    monkeypatch.setenv("POFLOW_CELERY_QUEUE_PREFIX", "eu-")
+    assert run_concurrency_tags(db, pdf.id)[QUEUE_TAG] == "eu-scan"
     # The same tags in the bulk form used by every submitter, beside merchant and file.
     both = upload_run_tags(db, [sheet.id, pdf.id])
     assert both[pdf.id][WORKLOAD_TAG] == "scan" and both[pdf.id]["poflow/file"] == "acme-supplies-po-1001.pdf"

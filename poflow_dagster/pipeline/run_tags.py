@@ -80,10 +80,12 @@ def _tag_query(upload_ids: list[str]) -> sa.Select:
 
 
 def _concurrency_tags(row: sa.Row) -> dict[str, str]:
+    from poflow_dagster.workers.queues import queue_tags
+
     tags = {WORKLOAD_TAG: workload_of(row.stored_path, row.original_filename)}
     if row.shopify_sync_enabled:
         tags[SHOP_TAG] = shop_tag_value(row.shop_url)
-    return tags
+    return {**tags, **queue_tags(tags)}  # the Celery queue of the workload (ignored by other run launchers)
 
 
 def shop_tag_value(merchant_shop_url: str | None) -> str:
