@@ -1,6 +1,7 @@
 """SSE under load: 100 clients across 10 merchants while 1,000 progress events/s are published, then a reconnect storm.
 
     .venv/bin/python benchmarks/sse_load.py [--clients 100] [--merchants 10] [--rate 1000] [--seconds 10]
+    .venv/bin/python benchmarks/sse_load.py --backend db --database sqlite|postgresql [--rate 1000]
 
 Starts ``poflow serve`` (its own process group; temp POFLOW_HOME, SQLite app DB, the local Redis under a fresh
 namespace), issues one API token per merchant, registers one upload per merchant, and opens ``--clients`` SSE
@@ -14,6 +15,11 @@ clients reading the merchant's Redis stream directly (XREAD): the baseline that 
 Prints publish → client latency p50/p95/p99 (goal p95 < 200 ms), events lost and duplicated (goal 0), the
 publisher's achieved rate, and the server's memory (VmRSS) before and after. A baseline in the same run: the
 direct-Redis phase, and the ratio of the two p95s.
+
+``--backend db`` runs the server without Redis: events go to the ``progress_events`` table (``--database sqlite``,
+or ``postgresql`` in a fresh schema of ``POFLOW_BENCH_PG_URL``, default the local ``test`` database) and the SSE
+endpoint reads them through one shared poller per merchant. No direct baseline then; instead the server's CPU
+(user + system seconds per wall second while the load runs), which is what per-client polling used to cost.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ sys.path.insert(0, str(REPO))
 import httpx  # noqa: E402
 
 REDIS_URL = os.environ.get("POFLOW_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+PG_URL = os.environ.get("POFLOW_BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 def log(message: str) -> None:
@@ -63,6 +70,12 @@ def rss_kib(pid: int) -> int:
         if int(path.name) == pid or ppid == pid:
             total += int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) if "VmRSS" in status else 0
     return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def setup(env: dict[str, str], merchants: int, workdir: Path) -> dict[str, tuple[str, str]]:
@@ -90,7 +103,7 @@ def publisher(env: dict[str, str], uploads: dict[str, str], rate: int, seconds: 
     from poflow_dagster.store.progress_bus import ProgressBus, ProgressEvent
 
     db = get_database(env["POFLOW_DATABASE_URL"])
-    bus = ProgressBus(env["REDIS_URL"], db=db, namespace=env["POFLOW_REDIS_NAMESPACE"])
+    bus = ProgressBus(env.get("REDIS_URL"), db=db, namespace=env["POFLOW_REDIS_NAMESPACE"])
     merchants = list(uploads)
     go.wait()  # every client is connected: nothing published before a client listens counts as lost
     total = int(rate * seconds)
@@ -195,6 +208,10 @@ async def run_direct(namespace: str, merchants: list[str], per_merchant: int, pu
     return stats
 
 
+#: Before the load starts, the server's CPU is measured this long with every client connected and idle.
+IDLE_SECONDS = 5.0
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
@@ -207,7 +224,8 @@ async def drain(publisher_alive, grace: float = 3.0) -> None:
     await asyncio.sleep(grace)
 
 
-async def run_clients(base: str, tokens: dict[str, str], per_merchant: int, publisher_alive, go, storm_after: float):
+async def run_clients(base: str, tokens: dict[str, str], per_merchant: int, publisher_alive, go, storm_after: float,
+                      server_pid: int, idle: dict):
     stop, storm = asyncio.Event(), asyncio.Event()
     stats = {(m, k): {} for m in tokens for k in range(per_merchant)}
     tasks = [asyncio.create_task(client(base, tokens[m], m, stats[(m, k)], stop, storm)) for (m, k) in stats]
@@ -215,6 +233,10 @@ async def run_clients(base: str, tokens: dict[str, str], per_merchant: int, publ
     while not all(s.get("connected") for s in stats.values()) and time.time() < deadline:
         await asyncio.sleep(0.1)
     await asyncio.sleep(0.5)
+    cpu_start, wall_start = cpu_seconds(server_pid), time.monotonic()  # every client connected, nothing published
+    await asyncio.sleep(IDLE_SECONDS)
+    idle["server_cpu_per_s"] = (cpu_seconds(server_pid) - cpu_start) / (time.monotonic() - wall_start)
+    idle["load_start"] = (cpu_seconds(server_pid), time.monotonic())
     go.set()
     await asyncio.sleep(storm_after)
     storm.set()
@@ -232,12 +254,27 @@ def main() -> None:
     parser.add_argument("--merchants", type=int, default=10)
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--backend", choices=["redis", "db"], default="redis",
+                        help="the progress bus: the Redis stream (default) or the progress_events table")
+    parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite",
+                        help="the app database (and, with --backend db, the bus)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="poflow-sse-"))
     namespace = f"poflow-bench:{secrets.token_hex(4)}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("POFLOW_", "SHOPIFY_", "OPENAI_", "DAGSTER_HOME"))}
-    env.update(POFLOW_HOME=str(workdir / "home"), POFLOW_DATABASE_URL=f"sqlite:///{workdir / 'app.sqlite3'}",
-               REDIS_URL=REDIS_URL, POFLOW_REDIS_NAMESPACE=namespace)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("POFLOW_", "SHOPIFY_", "OPENAI_", "DAGSTER_HOME", "REDIS_URL"))}
+    schema = None
+    database_url = f"sqlite:///{workdir / 'app.sqlite3'}"
+    if args.database == "postgresql":
+        import sqlalchemy as sa
+
+        schema = f"poflow_bench_{secrets.token_hex(4)}"
+        with sa.create_engine(PG_URL).begin() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+        database_url = f"{PG_URL}?options=-csearch_path%3D{schema}"
+    env.update(POFLOW_HOME=str(workdir / "home"), POFLOW_DATABASE_URL=database_url, POFLOW_REDIS_NAMESPACE=namespace)
+    if args.backend == "redis":
+        env["REDIS_URL"] = REDIS_URL
     merchants = setup(env, args.merchants, workdir)
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "poflow_dagster.cli", "serve", "--port", str(port)], env=env,
@@ -258,16 +295,22 @@ def main() -> None:
         per_merchant = max(1, args.clients // args.merchants)
         ctx = mp.get_context("spawn")
         phases = {}
-        for phase in ("direct_redis", "sse_api"):
+        cpu, idle = {}, {}
+        for phase in ("direct_redis", "sse_api") if args.backend == "redis" else ("sse_api",):
             done, go = ctx.Queue(), ctx.Event()
             pub = ctx.Process(target=publisher, args=(env, uploads, args.rate, args.seconds, go, done))
             pub.start()
+            cpu_start, wall_start = cpu_seconds(server.pid), time.monotonic()
             if phase == "direct_redis":
                 stats = asyncio.run(run_direct(namespace, list(merchants), per_merchant, pub.is_alive, go))
             else:
                 stats = asyncio.run(run_clients(base, {m: t for m, (t, _) in merchants.items()}, per_merchant,
-                                                pub.is_alive, go, storm_after=args.seconds / 2))
-            pub.join(timeout=60)
+                                                pub.is_alive, go, storm_after=args.seconds / 2,
+                                                server_pid=server.pid, idle=idle))
+            pub.join(timeout=120)
+            if phase == "sse_api":  # from the moment the load started (after the idle measurement)
+                cpu_start, wall_start = idle["load_start"]
+            cpu[phase] = (cpu_seconds(server.pid) - cpu_start) / (time.monotonic() - wall_start)
             phases[phase] = (stats, done.get(timeout=5))
             log(f"{phase}: done")
         rss_after = rss_kib(server.pid)
@@ -277,19 +320,34 @@ def main() -> None:
             server.wait(timeout=10)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             os.killpg(server.pid, signal.SIGKILL)
-        import redis
+        if args.backend == "redis":
+            import redis
 
-        client_ = redis.Redis.from_url(REDIS_URL)
-        for key in client_.scan_iter(f"{namespace}*"):
-            client_.delete(key)
+            client_ = redis.Redis.from_url(REDIS_URL)
+            for key in client_.scan_iter(f"{namespace}*"):
+                client_.delete(key)
+        if schema is not None:
+            import sqlalchemy as sa
+
+            with sa.create_engine(PG_URL).begin() as conn:
+                conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
     results = {phase: summarize(stats, published, args.merchants) for phase, (stats, published) in phases.items()}
+    results["backend"] = {"bus": args.backend, "database": args.database}
     results["sse_api"]["server_rss_mib"] = {"before": round(rss_before / 1024, 1), "after": round(rss_after / 1024, 1)}
-    api, direct = results["sse_api"], results["direct_redis"]
-    results["ratio_p95_api_to_direct"] = round(api["latency_ms"]["p95"] / max(direct["latency_ms"]["p95"], 0.1), 2)
+    for phase, share in cpu.items():
+        results[phase]["server_cpu_per_s"] = round(share, 2)
+    results["sse_api"]["server_cpu_per_s_idle"] = round(idle["server_cpu_per_s"], 3)
+    api = results["sse_api"]
+    baseline = ""
+    if "direct_redis" in results:
+        direct = results["direct_redis"]
+        results["ratio_p95_api_to_direct"] = round(api["latency_ms"]["p95"] / max(direct["latency_ms"]["p95"], 0.1), 2)
+        baseline = f"; direct Redis {direct['latency_ms']['p95']} ms"
     print(json.dumps(results, indent=2))
     ok = api["lost"] == 0 and api["duplicates"] == 0 and api["foreign_events"] == 0 and api["latency_ms"]["p95"] < 200
-    print(f"SSE p95 {api['latency_ms']['p95']} ms (goal < 200; direct Redis {direct['latency_ms']['p95']} ms), lost "
-          f"{api['lost']}, duplicates {api['duplicates']}, reconnects {api['reconnects']}: "
+    print(f"[{args.backend}/{args.database}] SSE p95 {api['latency_ms']['p95']} ms (goal < 200{baseline}), lost "
+          f"{api['lost']}, duplicates {api['duplicates']}, reconnects {api['reconnects']}, server CPU "
+          f"{api['server_cpu_per_s']} s/s under load, {api['server_cpu_per_s_idle']} s/s idle: "
           f"{'goal met' if ok else 'goal NOT met'}")
 
 

@@ -124,52 +124,31 @@ def list_uploads(
     since=None,
     limit: int = DEFAULT_UPLOADS_LIMIT,
 ) -> list[dict]:
-    """Uploads newest first, each with its workflow's state: ``status`` is ``duplicate`` for a duplicate upload,
-    else the workflow's status (pending / processing / completed / failed / needs_review), else the upload's own
-    (received). Filters: merchant, that status, created at or after ``since`` (a tz-aware datetime)."""
-    import sqlalchemy as sa
+    """``poflow uploads``: uploads newest first with their list status (``store.upload_list.LIST_STATUSES``:
+    received, pending, processing, completed, failed, needs_review, duplicate), stage, percent and ETA.
+    Filters: merchant, status (``pending`` = not started yet, ``received`` included), created at or after
+    ``since`` (a tz-aware datetime)."""
+    from poflow_dagster.store import upload_list
 
-    from poflow_dagster.store.schema import Upload, WorkflowExecution
-
-    effective = sa.case(
-        (Upload.status == "duplicate", "duplicate"),
-        else_=sa.func.coalesce(WorkflowExecution.status, Upload.status),
-    )
-    query = (
-        sa.select(Upload, WorkflowExecution, effective.label("effective"))
-        .outerjoin(WorkflowExecution, WorkflowExecution.upload_id == Upload.id)
-        .order_by(Upload.created_at.desc(), Upload.seq.desc())
-        .limit(max(1, int(limit)))
-    )
-    if merchant_id is not None:
-        query = query.where(Upload.merchant_id == merchant_id)
-    if status is not None:
-        query = query.where(effective == status)
-    if since is not None:
-        query = query.where(Upload.created_at >= since)
-    with db.session() as session:
-        return [_upload_row(upload, workflow, state) for upload, workflow, state in session.execute(query)]
-
-
-def _upload_row(upload, workflow, state: str) -> dict:
-    error_code = (workflow.error_code if workflow is not None else None) or upload.error_code
-    error_message = (workflow.error_message if workflow is not None else None) or upload.error_message
-    done = state in ("completed", "duplicate")
-    return {
-        "upload_id": upload.id,
-        "merchant_id": upload.merchant_id,
-        "file": upload.original_filename,
-        "status": state,
-        "stage": workflow.current_stage if workflow is not None else None,
-        "percent": 100 if done else (workflow.progress_percent if workflow is not None else 0),
-        "eta_seconds": workflow.eta_seconds if workflow is not None and not done else None,
-        "eta_at": workflow.eta_at.isoformat() if workflow is not None and workflow.eta_at and not done else None,
-        "created_at": upload.created_at.isoformat() if upload.created_at else None,
-        "completed_at": workflow.completed_at.isoformat() if workflow is not None and workflow.completed_at else None,
-        "duplicate_of": upload.duplicate_of,
-        "error_code": error_code,
-        "error_message": error_message,
-    }
+    page = upload_list.list_uploads(db, merchant_id=merchant_id, status=status, since=since, limit=limit)
+    return [
+        {
+            "upload_id": e.upload_id,
+            "merchant_id": e.merchant_id,
+            "file": e.file,
+            "status": e.status,
+            "stage": e.stage,
+            "percent": e.percent,
+            "eta_seconds": e.eta_seconds,
+            "eta_at": upload_list.iso(e.eta_at),
+            "created_at": upload_list.iso(e.created_at),
+            "completed_at": upload_list.iso(e.completed_at),
+            "duplicate_of": e.duplicate_of,
+            "error_code": e.error_code,
+            "error_message": e.error_message,
+        }
+        for e in page.entries
+    ]
 
 
 def print_uploads(rows: list[dict], console=None) -> None:

@@ -479,3 +479,202 @@ def test_tokens_in_query_strings_never_reach_the_access_log(api_home: Path, db_u
     for log_filter in logging.getLogger("uvicorn.access").filters:
         log_filter.filter(record)
     assert "pf_secret123" not in record.getMessage() and "token=***&last_event_id=7" in record.getMessage()
+
+
+# --- history that is no longer kept, the shared table poller, the one upload list ---------------------------
+
+
+def _forget_oldest(db: Database, redis_url: str | None, namespace: str, merchant_id: str, keep: int) -> None:
+    """What trimming does to the merchant's history: only its newest ``keep`` events stay (Redis ``XTRIM``, or
+    the table's rows deleted as ``_prune`` deletes them)."""
+    if redis_url:
+        client = redis.Redis.from_url(redis_url)
+        client.xtrim(f"{namespace}:events:{merchant_id}", maxlen=keep, approximate=False)
+        client.close()
+        return
+    from sqlalchemy import delete
+
+    from poflow_dagster.store.schema import ProgressEventRow
+
+    with db.session() as session:
+        ids = session.scalars(select(ProgressEventRow.id).where(ProgressEventRow.merchant_id == merchant_id)
+                              .order_by(ProgressEventRow.id)).all()
+        session.execute(delete(ProgressEventRow).where(ProgressEventRow.id.in_(ids[:-keep])))
+
+
+def test_resuming_from_before_the_kept_history_sends_reset_first(server: str, db_url: str, bus_config):
+    from poflow_dagster.store.db import get_database
+    from poflow_dagster.store.progress_bus import ProgressBus
+
+    db = get_database(db_url)
+    redis_url, namespace = bus_config
+    token = issue_token(db, "shop-a").token
+    with httpx.Client(base_url=server) as http:
+        upload_id = http.post("/api/uploads", headers=_bearer(token), files={"file": ("a.csv", _csv("A"))}).json()[
+            "upload_id"]
+    bus = ProgressBus(redis_url, db=db, namespace=namespace)
+    try:
+        for percent in range(1, 7):
+            _publish(bus, upload_id, "shop-a", percent, f"step {percent}")
+        everything = SseClient(server, token, last_event_id="0")
+        ids = [e["id"] for e in everything.take(6)]
+        everything.close()
+        assert len(ids) == 6
+
+        within = SseClient(server, token, last_event_id=ids[3])  # still kept: no reset, just what followed
+        assert [(e["event"], json.loads(e["data"])["percent"]) for e in within.take(2)] == [("progress", 5),
+                                                                                               ("progress", 6)]
+        assert within.take(1, timeout=1.0) == []
+        within.close()
+
+        _forget_oldest(db, redis_url, namespace, "shop-a", keep=3)  # events 1–3 are gone
+        stale = SseClient(server, token, last_event_id=ids[1])  # it saw 1 and 2: event 3 was never sent to it
+        frames = stale.take(4)
+        stale.close()
+        assert frames[0]["event"] == "reset" and "id" not in frames[0]
+        assert json.loads(frames[0]["data"]) == {"reason": "history_trimmed", "oldest_id": ids[3]}
+        assert [json.loads(f["data"])["percent"] for f in frames[1:]] == [4, 5, 6]  # then from the oldest kept
+        assert [f["id"] for f in frames[1:]] == ids[3:]
+    finally:
+        bus.close()
+
+
+def _serve(app) -> tuple[uvicorn.Server, threading.Thread, str]:
+    port = _free_port()
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                       timeout_graceful_shutdown=1))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not uv.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    return uv, thread, f"http://127.0.0.1:{port}"
+
+
+def test_database_streams_share_one_poller_per_merchant(api_home: Path, db_url: str, db: Database):
+    """Without Redis, 6 streams of 2 merchants read the table through 2 pollers: every table read while they
+    listen is a poller's (none per client), each stream gets each of its merchant's events once, and a
+    merchant's poller stops when its last stream leaves."""
+    from sqlalchemy import event as sa_event
+
+    from poflow_dagster.store.db import get_database
+    from poflow_dagster.store.progress_bus import ProgressBus
+
+    app = create_app(_settings(api_home, db_url))
+    hub = app.state.table_events
+    uv, thread, url = _serve(app)
+    reads: list[str] = []
+
+    def count(_conn, _cursor, statement: str, *_args) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "progress_events" in statement:
+            reads.append(statement)
+
+    engine = get_database(db_url).engine
+    streams: list[SseClient] = []
+    bus = ProgressBus(None, db=db, namespace="unused")
+    try:
+        tokens = {m: issue_token(db, m).token for m in ("shop-a", "shop-b")}
+        uploads = {}
+        with httpx.Client(base_url=url) as http:
+            for m, token in tokens.items():
+                uploads[m] = http.post("/api/uploads", headers=_bearer(token),
+                                       files={"file": (f"{m}.csv", _csv(m))}).json()["upload_id"]
+        streams = [SseClient(url, tokens[m]) for m in ("shop-a",) * 4 + ("shop-b",) * 2]
+        assert hub.pollers == 2
+        sa_event.listen(engine, "before_cursor_execute", count)
+        polls_before = hub.polls
+        for percent in range(1, 6):
+            for m in tokens:
+                _publish(bus, uploads[m], m, percent, f"{m} {percent}")
+        got = [[json.loads(e["data"]) for e in s.take(5)] for s in streams]
+        time.sleep(0.5)  # a few more idle polls
+        sa_event.remove(engine, "before_cursor_execute", count)
+        polls = hub.polls - polls_before
+        publisher_reads = 10  # each publish reads its upload's highest kept seq
+        assert 0 < len(reads) - publisher_reads <= polls + 2, (len(reads), polls)  # +2: a read counted mid-poll
+        for stream_events, m in zip(got, ("shop-a",) * 4 + ("shop-b",) * 2, strict=True):
+            assert [(e["merchant_id"], e["percent"]) for e in stream_events] == [(m, p) for p in range(1, 6)]
+        for s in streams:
+            assert s.take(1, timeout=0.5) == []  # nothing twice
+        for s in streams[:4]:
+            s.close()
+        deadline = time.monotonic() + 30  # the server notices a closed stream at its next heartbeat at the latest
+        while hub.pollers != 1 and time.monotonic() < deadline:
+            with httpx.Client(base_url=url) as http:
+                http.get("/healthz")
+            time.sleep(0.2)
+        assert hub.pollers == 1
+    finally:
+        for s in streams:
+            s.close()
+        bus.close()
+        uv.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_upload_list_pages_with_a_cursor(client: TestClient, db: Database):
+    token = issue_token(db, "shop-a").token
+    ids = [client.post("/api/uploads", headers=_bearer(token), files={"file": (f"{n}.csv", _csv(f"PO-{n}"))}).json()[
+        "upload_id"] for n in range(5)]
+    issue_token(db, "shop-b")
+    seen, cursor, pages = [], None, 0
+    while True:
+        query = "/api/uploads?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = client.get(query, headers=_bearer(token)).json()
+        seen += [row["upload_id"] for row in page["uploads"]]
+        pages += 1
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+        # an upload that arrives meanwhile never shifts the pages (keyset, not offset)
+        if pages == 1:
+            client.post("/api/uploads", headers=_bearer(token), files={"file": ("new.csv", _csv("PO-new"))})
+    assert seen == ids[::-1] and pages == 3
+    assert client.get("/api/uploads?limit=5", headers=_bearer(token)).json()["next_cursor"] is not None  # 6 now
+    _assert_error(client.get("/api/uploads?cursor=abc", headers=_bearer(token)), 400, "invalid_cursor")
+
+
+def test_api_and_cli_lists_share_one_status_vocabulary(db: Database, tmp_path: Path):
+    """Every state an upload can be in, listed by ``GET /api/uploads``'s query and ``poflow uploads``'s: the same
+    status for each, from the documented vocabulary, and the same filter results."""
+    from poflow_dagster.api.queries import list_uploads as api_list
+    from poflow_dagster.intake import store_file
+    from poflow_dagster.status_view import list_uploads as cli_list
+    from poflow_dagster.store.review import approve_upload
+    from poflow_dagster.store.upload_list import LIST_STATUSES
+    from poflow_dagster.store.uploads import mark_run_requested, register_upload
+    from poflow_dagster.store.workflow import mark_needs_review
+
+    def upload(n: int, content: bytes | None = None) -> str:
+        path = tmp_path / f"po-{n}.csv"
+        path.write_bytes(content or _csv(f"PO-{n}"))
+        return register_upload(db, "shop-a", store_file(tmp_path / "home", path), source="api").id
+
+    received, requested, running, done, failed, review, approved = (upload(n) for n in range(7))
+    duplicate = upload(99, _csv("PO-0"))
+    mark_run_requested(db, requested)
+    stage_started(db, running, "run-1", Stage.AI_PARSING, 1)
+    mark_completed(db, done, "run-2")
+    mark_failed(db, failed, run_id="run-3", stage="ai_parsing", code="unreadable", message="bad file")
+    mark_needs_review(db, review, "run-4", ["TOTAL_MISMATCH"])
+    mark_needs_review(db, approved, "run-5", ["TOTAL_MISMATCH"])
+    approve_upload(db, approved, "ops@example.com")
+    expected = {received: "received", requested: "pending", running: "processing", done: "completed",
+                failed: "failed", review: "needs_review", approved: "pending", duplicate: "duplicate"}
+
+    api_rows = api_list(db, "shop-a", limit=50)["uploads"]
+    cli_rows = cli_list(db, merchant_id="shop-a")
+    assert {r["upload_id"]: r["status"] for r in api_rows} == expected
+    assert {r["upload_id"]: r["status"] for r in cli_rows} == expected
+    assert set(expected.values()) == set(LIST_STATUSES)
+    for status in LIST_STATUSES:
+        from_api = [r["upload_id"] for r in api_list(db, "shop-a", status=status)["uploads"]]
+        from_cli = [r["upload_id"] for r in cli_list(db, merchant_id="shop-a", status=status)]
+        assert from_api == from_cli, status
+    assert set(from_api_pending := [r["upload_id"] for r in api_list(db, "shop-a", status="pending")["uploads"]]) \
+        == {received, requested, approved}, from_api_pending  # pending = not started yet
+    done_row = next(r for r in api_rows if r["upload_id"] == done)
+    assert (done_row["progress_percent"], done_row["eta_seconds"]) == (100, None)
+    failed_row = next(r for r in api_rows if r["upload_id"] == failed)
+    assert (failed_row["error_code"], failed_row["error_message"]) == ("unreadable", "bad file")

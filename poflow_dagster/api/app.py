@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from poflow_dagster.api.auth import current_merchant, stream_merchant
 from poflow_dagster.api.errors import ApiError, install_error_handlers
-from poflow_dagster.api.events import event_stream
+from poflow_dagster.api.events import TableEventHub, event_stream
 from poflow_dagster.api.page import PAGE_HTML
 from poflow_dagster.api.queries import LIST_STATUSES, list_uploads, merchant_stats, merchant_upload_status
 from poflow_dagster.api.settings import ApiSettings
@@ -57,6 +57,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         yield
+        await app.state.table_events.aclose()
         for opened in buses:
             opened.close()
 
@@ -72,6 +73,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.db = db
     app.state.bus = bus
     app.state.stream_limiter = anyio.CapacityLimiter(STREAM_THREADS)
+    #: Without Redis: one table poller per merchant, shared by its event streams.
+    app.state.table_events = TableEventHub(bus, app.state.stream_limiter)
     install_error_handlers(app)
     app.add_middleware(SecurityHeaders)
     _redact_tokens_in_access_log()
@@ -126,20 +129,23 @@ def _routes(app: FastAPI, settings: ApiSettings, db, bus) -> None:
     @app.get("/api/uploads", tags=["uploads"])
     def uploads(
         merchant_id: Merchant,
-        status: Annotated[str | None, Query(description="pending, processing, completed, failed, "
-                                            "needs_review, duplicate, received or approved")] = None,
+        status: Annotated[str | None, Query(description="received, pending (not started yet: received too), "
+                                            "processing, completed, failed, needs_review or duplicate")] = None,
         since: Annotated[str | None, Query(description="7d, 24h, 90m or an ISO date/time")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        cursor: Annotated[str | None, Query(description="next_cursor of the previous page: the next, older "
+                                            "uploads")] = None,
     ) -> dict:
-        """The merchant's uploads, newest first, with progress and ETA."""
+        """The merchant's uploads, newest first, with progress and ETA; ``next_cursor`` (``null`` on the last
+        page) as ``?cursor=`` gives the next page."""
         if status is not None and status not in LIST_STATUSES:
-            raise ApiError(400, "invalid_status", f"status must be one of {', '.join(sorted(LIST_STATUSES))}")
+            raise ApiError(400, "invalid_status", f"status must be one of {', '.join(LIST_STATUSES)}")
         start = None
         if since:
             from poflow_dagster.report_view import parse_since
 
             start = parse_since(since, now=dt.datetime.now(dt.UTC))
-        return {"uploads": list_uploads(db, merchant_id, status=status, since=start, limit=limit)}
+        return list_uploads(db, merchant_id, status=status, since=start, limit=limit, cursor=cursor)
 
     @app.get("/api/uploads/{upload_id}", tags=["uploads"])
     def upload_status(upload_id: str, merchant_id: Merchant) -> dict:

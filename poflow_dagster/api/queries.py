@@ -9,12 +9,14 @@ from sqlalchemy import func, select
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.stages import UploadStatus, WorkflowStatus
 from poflow_dagster.status_view import status_json
+from poflow_dagster.store import upload_list
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.schema import Upload, WorkflowExecution
+from poflow_dagster.store.upload_list import DEFAULT_LIMIT, UploadListEntry
 from poflow_dagster.store.workflow import status_report
 
-#: ``?status=`` values: the upload's own statuses, plus ``pending`` (received, not started yet).
-LIST_STATUSES = frozenset({"pending", *(s.value for s in UploadStatus)})
+#: ``?status=`` values (``store.upload_list``: ``pending`` also matches ``received``, i.e. not started yet).
+LIST_STATUSES = upload_list.LIST_STATUSES
 
 #: The stats' buckets; an upload's status maps to one of them (duplicates are counted apart).
 _BUCKET = {
@@ -39,45 +41,34 @@ def merchant_upload_status(db: Database, merchant_id: str, upload_id: str) -> di
 
 
 def list_uploads(
-    db: Database, merchant_id: str, *, status: str | None = None, since: dt.datetime | None = None, limit: int = 50
-) -> list[dict]:
-    """The merchant's uploads, newest first, each with its workflow's progress and live ETA."""
-    query = (
-        select(Upload, WorkflowExecution)
-        .outerjoin(WorkflowExecution, WorkflowExecution.upload_id == Upload.id)
-        .where(Upload.merchant_id == merchant_id)
-        .order_by(Upload.seq.desc())
-        .limit(limit)
-    )
-    if status == "pending":
-        query = query.where(Upload.status.in_([UploadStatus.RECEIVED, UploadStatus.APPROVED]))
-    elif status:
-        query = query.where(Upload.status == status)
-    if since is not None:
-        query = query.where(Upload.created_at >= since)
-    with db.session() as session:
-        return [upload_row(upload, workflow) for upload, workflow in session.execute(query)]
+    db: Database, merchant_id: str, *, status: str | None = None, since: dt.datetime | None = None,
+    limit: int = DEFAULT_LIMIT, cursor: str | None = None,
+) -> dict:
+    """``GET /api/uploads``: the merchant's uploads, newest first, each with its workflow's progress and live ETA
+    (``store.upload_list``: the statuses and filters ``poflow uploads`` uses), and ``next_cursor`` for the next page."""
+    page = upload_list.list_uploads(db, merchant_id=merchant_id, status=status, since=since, limit=limit,
+                                    cursor=cursor)
+    return {"uploads": [upload_row(entry) for entry in page.entries], "next_cursor": page.next_cursor}
 
 
-def upload_row(upload: Upload, workflow: WorkflowExecution | None) -> dict:
-    """One upload as the list (and the web page) shows it."""
-    terminal_percent = 100 if upload.status in (UploadStatus.COMPLETED, UploadStatus.DUPLICATE) else 0
+def upload_row(entry: UploadListEntry) -> dict:
+    """One upload as the API's list (and the web page) shows it; the field names are stable."""
     return {
-        "upload_id": upload.id,
-        "file": upload.original_filename,
-        "size_bytes": upload.size_bytes,
-        "status": upload.status,
-        "workflow_status": workflow.status if workflow else None,
-        "current_stage": workflow.current_stage if workflow else None,
-        "progress_percent": workflow.progress_percent if workflow else terminal_percent,
-        "eta_seconds": workflow.eta_seconds if workflow else None,
-        "eta_at": workflow.eta_at.isoformat() if workflow and workflow.eta_at else None,
-        "duplicate_of": upload.duplicate_of,
-        "error_code": upload.error_code,
-        "error_message": upload.error_message,
-        "run_id": workflow.run_id if workflow else None,
-        "created_at": upload.created_at.isoformat(),
-        "completed_at": workflow.completed_at.isoformat() if workflow and workflow.completed_at else None,
+        "upload_id": entry.upload_id,
+        "file": entry.file,
+        "size_bytes": entry.size_bytes,
+        "status": entry.status,
+        "workflow_status": entry.workflow_status,
+        "current_stage": entry.stage,
+        "progress_percent": entry.percent,
+        "eta_seconds": entry.eta_seconds,
+        "eta_at": upload_list.iso(entry.eta_at),
+        "duplicate_of": entry.duplicate_of,
+        "error_code": entry.error_code,
+        "error_message": entry.error_message,
+        "run_id": entry.run_id,
+        "created_at": upload_list.iso(entry.created_at),
+        "completed_at": upload_list.iso(entry.completed_at),
     }
 
 

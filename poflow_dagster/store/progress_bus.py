@@ -16,11 +16,18 @@ transaction that inserts the event (``UPDATE … RETURNING`` holds the row lock)
 advisory lock makes a merchant's row ids commit in order, so a reader polling ``id > last`` never skips one.
 
 Publishing never fails a stage: a broken bus is logged (and Redis is left alone for a few seconds after a failure).
+Events a frontend cannot do without — ``queued``, ``started``, the stage and terminal statuses, and a stage's last
+progress tick (``items_done == items_total``) — are not lost to a Redis outage: they wait in a bounded in-process
+outbox (``OUTBOX_LIMIT``; when full, the oldest progress ticks go first) and are sent in order, numbered by the
+Lua script at send time, by a background retry (a daemon thread, backing off up to ``OUTBOX_RETRY_MAX_SECONDS``)
+and before the next event published once Redis answers again; ``close()`` flushes them for a short while.
+Ordinary progress ticks published during the outage are dropped (the next tick supersedes them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import datetime as dt
 import hashlib
 import json
@@ -28,6 +35,7 @@ import logging
 import threading
 import time
 import weakref
+from collections import deque
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -48,6 +56,13 @@ TABLE_MAX_AGE = dt.timedelta(days=7)
 SEQ_TTL_SECONDS = 90 * 24 * 3600
 #: After Redis failed, publishes skip it for this long (a stage never waits on a dead Redis event after event).
 REDIS_BACKOFF_SECONDS = 5.0
+#: At most this many unsent events wait for Redis in a process (oldest progress ticks are dropped first).
+OUTBOX_LIMIT = 10_000
+#: The outbox's background retry waits this long after a failure, doubling up to the maximum.
+OUTBOX_RETRY_SECONDS = 0.25
+OUTBOX_RETRY_MAX_SECONDS = 5.0
+#: ``close()`` tries this long to send what is still in the outbox.
+OUTBOX_CLOSE_SECONDS = 2.0
 #: How often the table reader polls while it waits for new events.
 POLL_SECONDS = 0.1
 
@@ -86,6 +101,11 @@ class ProgressEvent(BaseModel):
     def terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
+    @property
+    def must_arrive(self) -> bool:
+        """Kept in the outbox through a Redis outage: every status but ``progress``, and a stage's last tick."""
+        return self.status != "progress" or (self.items_total is not None and self.items_done == self.items_total)
+
 
 def decode_event(raw: bytes | str) -> ProgressEvent:
     return ProgressEvent.model_validate(json.loads(raw))
@@ -118,6 +138,15 @@ class ProgressBus:
         self._redis_down_until = 0.0
         self._local_seq: dict[str, int] = {}
         self._lock = threading.Lock()
+        #: Events that must arrive and could not be sent yet, oldest first (see the module's docstring).
+        self._outbox: deque[ProgressEvent] = deque()
+        self.outbox_limit = OUTBOX_LIMIT
+        self.outbox_dropped = 0
+        #: Held while sending to Redis: the outbox drains before the next event, in order.
+        self._send_lock = threading.RLock()
+        self._retry_wake = threading.Condition(self._send_lock)
+        self._retry_thread: threading.Thread | None = None
+        self._closing = False
         if self.redis_url:
             import redis
 
@@ -156,19 +185,85 @@ class ProgressBus:
         return event
 
     def _publish_redis(self, event: ProgressEvent) -> ProgressEvent:
-        if time.monotonic() < self._redis_down_until:
-            return event
+        with self._send_lock:
+            if time.monotonic() < self._redis_down_until or not self._flush_outbox():
+                # Redis is (still) down: what must arrive waits in the outbox; a progress tick is dropped.
+                if event.must_arrive:
+                    self._enqueue(event)
+                return event
+            try:
+                return self._send_redis(event)
+            except Exception as error:
+                self._redis_down_until = time.monotonic() + REDIS_BACKOFF_SECONDS
+                if not event.must_arrive:
+                    raise
+                self._enqueue(event)
+                log.warning("progress event %s of %s kept until Redis answers: %s: %s", event.status,
+                            event.upload_id, type(error).__name__, error)
+                return event
+
+    def _send_redis(self, event: ProgressEvent) -> ProgressEvent:
         before, after = event.model_copy(update={"seq": _SEQ_MARK}).model_dump_json().split(str(_SEQ_MARK), 1)
-        try:
-            seq, _ = self._script(
-                keys=[self.seq_key(event.upload_id), self.stream_key(event.merchant_id),
-                      self.live_channel(event.merchant_id)],
-                args=[before, after, STREAM_MAXLEN, SEQ_TTL_SECONDS],
-            )
-        except Exception:
-            self._redis_down_until = time.monotonic() + REDIS_BACKOFF_SECONDS
-            raise
+        seq, _ = self._script(
+            keys=[self.seq_key(event.upload_id), self.stream_key(event.merchant_id),
+                  self.live_channel(event.merchant_id)],
+            args=[before, after, STREAM_MAXLEN, SEQ_TTL_SECONDS],
+        )
         return event.model_copy(update={"seq": int(seq)})
+
+    @property
+    def outbox_size(self) -> int:
+        """Events waiting for Redis in this process."""
+        return len(self._outbox)
+
+    def _enqueue(self, event: ProgressEvent) -> None:
+        """Keep ``event`` for the retry (caller holds ``_send_lock``); a full outbox drops its oldest progress
+        tick first, else its oldest event."""
+        if len(self._outbox) >= self.outbox_limit:
+            victim = next((e for e in self._outbox if e.status == "progress"), None)
+            if victim is not None:
+                self._outbox.remove(victim)
+            else:
+                victim = self._outbox.popleft()
+            self.outbox_dropped += 1
+            log.warning("progress outbox full (%d): dropped the %s event of %s", self.outbox_limit,
+                        victim.status, victim.upload_id)
+        self._outbox.append(event)
+        if self._retry_thread is None and not self._closing:
+            self._retry_thread = threading.Thread(target=self._retry_loop, name="progress-outbox", daemon=True)
+            self._retry_thread.start()
+
+    def _flush_outbox(self) -> bool:
+        """Send the outbox in order (caller holds ``_send_lock``); ``True`` once it is empty. On a failure the
+        event stays at the front and the Redis backoff starts. (Redis answering too late for an event it did
+        append sends that event twice, with two seqs: at least once, never lost.)"""
+        while self._outbox:
+            if self._client is None:
+                return False
+            event = self._outbox[0]
+            try:
+                self._send_redis(event)
+            except Exception as error:
+                self._redis_down_until = time.monotonic() + REDIS_BACKOFF_SECONDS
+                log.debug("progress outbox: Redis still unavailable (%s); %d waiting", error, len(self._outbox))
+                return False
+            self._outbox.popleft()
+        self._redis_down_until = 0.0
+        return True
+
+    def _retry_loop(self) -> None:
+        """The outbox's background retry: flush, and back off while Redis stays down; ends when it is empty."""
+        delay = OUTBOX_RETRY_SECONDS
+        with self._send_lock:
+            while self._outbox and not self._closing:
+                self._retry_wake.wait(delay)
+                if self._closing:
+                    break
+                if self._flush_outbox():
+                    log.info("progress outbox delivered after a Redis outage")
+                    break
+                delay = min(delay * 2, OUTBOX_RETRY_MAX_SECONDS)
+            self._retry_thread = None
 
     def _publish_table(self, event: ProgressEvent) -> ProgressEvent:
         assert self.db is not None
@@ -281,6 +376,34 @@ class ProgressBus:
                 return rows
             await asyncio.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
 
+    def history_gap(self, merchant_id: str, after: str) -> str | None:
+        """Whether reading from event id ``after`` would silently skip events the bus no longer keeps (the Redis
+        stream was trimmed by ``MAXLEN``, or the table pruned): then the oldest kept event's id (``"0"`` when
+        nothing is kept), and the reader should reload what it shows and continue from there; else ``None``.
+        ``after`` of ``"0"`` (everything kept) or ``"$"`` (from now) never has a gap."""
+        if after in ("0", "$"):
+            return None
+        if self._reader is not None:
+            first = self._reader.xrange(self.stream_key(merchant_id), count=1)
+            if not first:
+                return "0"
+            oldest = _text(first[0][0])
+            return oldest if _stream_id(after) < _stream_id(oldest) else None
+        if self.db is None:
+            raise RuntimeError("the progress bus has neither Redis nor a database to read from")
+        with self.db.session() as session:
+            oldest_row = session.scalar(
+                select(func.min(ProgressEventRow.id)).where(ProgressEventRow.merchant_id == merchant_id)
+            )
+        if oldest_row is None:
+            return "0"
+        return str(oldest_row) if int(after) < oldest_row else None
+
+    def table_payloads(self, merchant_id: str, after_id: int, count: int = 500) -> list[tuple[str, str]]:
+        """One read of the ``progress_events`` table: the merchant's events after row ``after_id`` as
+        ``(event id, JSON)``, oldest first, at most ``count`` (no waiting)."""
+        return self._table_payloads(merchant_id, after_id, count)
+
     def _table_rows(self, merchant_id: str, after_id: int, count: int) -> list[tuple[str, ProgressEvent]]:
         return [(row_id, decode_event(payload)) for row_id, payload in self._table_payloads(merchant_id, after_id, count)]
 
@@ -295,7 +418,26 @@ class ProgressBus:
             ).all()
         return [(str(row_id), payload) for row_id, payload in rows]
 
+    def flush(self, timeout: float = OUTBOX_CLOSE_SECONDS) -> bool:
+        """Try for at most ``timeout`` seconds to send what waits in the outbox; ``True`` once it is empty."""
+        if self._client is None:
+            return not self._outbox
+        deadline = time.monotonic() + timeout
+        with self._send_lock:
+            while not self._flush_outbox():
+                if time.monotonic() >= deadline:
+                    log.warning("progress outbox: %d events not (yet) sent to Redis", len(self._outbox))
+                    return False
+                self._retry_wake.wait(min(0.1, max(0.0, deadline - time.monotonic())))
+        return True
+
     def close(self) -> None:
+        """Send what waits in the outbox (for at most ``OUTBOX_CLOSE_SECONDS``), then close the connections."""
+        if self._client is not None:
+            with self._send_lock:
+                self._closing = True
+                self._retry_wake.notify_all()
+            self.flush(OUTBOX_CLOSE_SECONDS)
         for client in (self._client, self._reader):
             if client is not None:
                 client.close()
@@ -316,6 +458,12 @@ _READER_SOCKET = {
     "socket_timeout": MAX_BLOCK_MS / 1000 + 10, "socket_connect_timeout": 2, "socket_keepalive": True,
     "health_check_interval": 30,
 }
+
+
+def _stream_id(value: str) -> tuple[int, int]:
+    """A Redis stream id as a comparable pair (``"1700000000000-3"`` → ``(1700000000000, 3)``)."""
+    millis, _, sequence = value.partition("-")
+    return int(millis), int(sequence or 0)
 
 
 def _text(value: bytes | str) -> str:
@@ -354,6 +502,8 @@ def shared_bus(db: Database) -> ProgressBus:
         bus = buses.get((redis_url, namespace))
         if bus is None:
             bus = buses[(redis_url, namespace)] = ProgressBus(redis_url, db, namespace)
+            if redis_url:  # a process that exits sends what still waits for Redis first (for a short while)
+                atexit.register(bus.flush, OUTBOX_CLOSE_SECONDS)
         return bus
 
 
