@@ -678,3 +678,28 @@ def test_api_and_cli_lists_share_one_status_vocabulary(db: Database, tmp_path: P
     assert (done_row["progress_percent"], done_row["eta_seconds"]) == (100, None)
     failed_row = next(r for r in api_rows if r["upload_id"] == failed)
     assert (failed_row["error_code"], failed_row["error_message"]) == ("unreadable", "bad file")
+
+
+def test_an_api_upload_starts_its_run_at_once(client: TestClient, db: Database, monkeypatch):
+    from poflow_dagster_tests.test_run_submit import SUCCESS, _GraphQL
+
+    webserver = _GraphQL(SUCCESS)  # records the GraphQL request the webserver would get
+    monkeypatch.setenv("POFLOW_DAGSTER_URL", webserver.url)
+    try:
+        token = issue_token(db, "shop-a").token
+        created = client.post("/api/uploads", headers=_bearer(token),
+                              files={"file": ("order 9.csv", _csv("PO-9"), "text/csv")})
+        assert created.status_code == 201, created.text
+        body = created.json()
+        assert body["run"] == {"outcome": "submitted", "run_id": "run-1"}
+        (_path, request), = webserver.requests
+        assert request["variables"]["partition"] == body["upload_id"]
+        again = client.post("/api/uploads", headers=_bearer(token),
+                            files={"file": ("copy.csv", _csv("PO-9"), "text/csv")})
+        assert again.json()["run"] is None and len(webserver.requests) == 1  # a duplicate starts no run
+    finally:
+        webserver.close()
+    # With no webserver the upload still succeeds and says the sensor starts it.
+    monkeypatch.setenv("POFLOW_DAGSTER_URL", "http://127.0.0.1:9")
+    later = client.post("/api/uploads", headers=_bearer(token), files={"file": ("o.csv", _csv("PO-10"), "text/csv")})
+    assert later.status_code == 201 and later.json()["run"]["outcome"] == "left_to_sensor"

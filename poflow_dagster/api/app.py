@@ -21,6 +21,7 @@ from poflow_dagster.api.queries import LIST_STATUSES, list_uploads, merchant_sta
 from poflow_dagster.api.settings import ApiSettings
 from poflow_dagster.api.upload_stream import receive_upload
 from poflow_dagster.store.db import get_database
+from poflow_dagster.run_submit import submit_upload_run
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,9 @@ def _routes(app: FastAPI, settings: ApiSettings, db, bus) -> None:
         """Store the multipart field ``file`` as the merchant's upload, like ``poflow upload``.
 
         Returns 201 ``{upload_id, duplicate_of, status}``; the same bytes again are recorded as a duplicate
-        of the first upload (``status: duplicate``, no second PO). ``upload_sensor`` starts its run.
+        of the first upload (``status: duplicate``, no second PO). Its run starts at once: submitted to the
+        Dagster webserver (``POFLOW_DAGSTER_URL``); ``run`` says ``{"outcome": "submitted", "run_id": …}``, or
+        ``left_to_sensor`` when no webserver answered (``upload_sensor`` then starts it within seconds).
         Over ``POFLOW_MAX_UPLOAD_MB``: 413."""
         received = await receive_upload(request, settings.home, settings.max_upload_bytes)
         try:
@@ -124,6 +127,10 @@ def _routes(app: FastAPI, settings: ApiSettings, db, bus) -> None:
             received.path.unlink(missing_ok=True)
         if upload["duplicate_of"]:
             await anyio.to_thread.run_sync(_announce_duplicate, bus, merchant_id, upload)
+            upload["run"] = None
+        else:
+            submitted = await anyio.to_thread.run_sync(submit_upload_run, db, upload["upload_id"])
+            upload["run"] = {"outcome": submitted.outcome, "run_id": submitted.run_id}
         return JSONResponse(upload, status_code=201)
 
     @app.get("/api/uploads", tags=["uploads"])

@@ -129,7 +129,7 @@ function render(id) {
 }
 
 function fromRow(r) {  // a row of GET /api/uploads
-  return {file: r.file, status: r.status === "received" ? "queued" : r.status, percent: r.progress_percent,
+  return {file: r.file, status: (r.status === "received" || r.status === "pending") ? "queued" : r.status, percent: r.progress_percent,
     stage: r.current_stage, eta_seconds: r.eta_seconds, eta_at: r.eta_at, seq: 0,
     message: r.status === "duplicate" ? "Same file as " + r.duplicate_of : null,
     error: r.status === "failed" || r.status === "needs_review" ? r.error_message : null};
@@ -256,7 +256,7 @@ $("#upload-form").addEventListener("submit", async (event) => {
   try {
     const r = await api("/api/uploads", {method: "POST", body: body});
     if (!uploads.has(r.upload_id)) {
-      uploads.set(r.upload_id, {file: r.file || file.name, status: r.status === "received" ? "queued" : r.status,
+      uploads.set(r.upload_id, {file: r.file || file.name, status: (r.status === "received" || r.status === "pending") ? "queued" : r.status,
         percent: r.duplicate_of ? 100 : 0, seq: 0,
         message: r.duplicate_of ? "Same file as " + r.duplicate_of : null});
     }
