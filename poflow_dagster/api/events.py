@@ -67,8 +67,17 @@ def resume_position(request: Request) -> str | None:
 def event_stream(request: Request, merchant_id: str) -> StreamingResponse:
     """The SSE response for ``merchant_id`` (already authenticated)."""
     after = resume_position(request)
+    start = after
+    if start is None:
+        # Fixed before the response (and its headers, on which EventSource fires ``open``) goes out: every event
+        # published after the page saw the stream open arrives, none falls between ``open`` and the first read.
+        # (Called in FastAPI's thread pool: the endpoint is a plain ``def``.)
+        try:
+            start = request.app.state.bus().last_event_id(merchant_id)
+        except Exception as error:
+            log.warning("progress bus position unavailable: %s", error)
     return StreamingResponse(
-        _frames(request, merchant_id, after),
+        _frames(request, merchant_id, after, start),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no", "Connection": "keep-alive"},
     )
@@ -86,19 +95,14 @@ def reset_frame(oldest_id: str) -> bytes:
     return f"event: reset\ndata: {data}\n\n".encode()
 
 
-async def _frames(request: Request, merchant_id: str, after: str | None) -> AsyncIterator[bytes]:
+async def _frames(request: Request, merchant_id: str, after: str | None, start: str | None) -> AsyncIterator[bytes]:
     """SSE frames: everything one read of the bus returned goes out as one chunk (a busy merchant's events are
     batched, not written one by one), each event's JSON sent on exactly as published — no parse and re-encode
     per client. A read that waited ``HEARTBEAT_SECONDS`` for nothing sends a heartbeat comment."""
     state = request.app.state
     bus, limiter = state.bus(), state.stream_limiter
     token = request_token(request, allow_query=True)
-    position = after
-    if position is None:  # fixed before the stream opens: every event published after the opening comment arrives
-        try:
-            position = await anyio.to_thread.run_sync(bus.last_event_id, merchant_id, limiter=limiter)
-        except Exception as error:
-            log.warning("progress bus position unavailable: %s", error)
+    position = start  # the client's resume id, else the newest event id when the request arrived
     yield f"retry: {RETRY_MS}\n: poflow progress events for {merchant_id}\n\n".encode()
     if after is not None:
         try:
