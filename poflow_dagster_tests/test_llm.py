@@ -274,6 +274,18 @@ def test_on_progress_reports_each_window(openai_server: OpenAIServer) -> None:
     assert seen == [(1, 3), (2, 3), (3, 3)]
 
 
+def test_on_progress_gets_a_message_when_it_takes_one(openai_server: OpenAIServer) -> None:
+    """``report_fraction(done, total, message=None)`` (the stage reporter's shape) gets the window text."""
+    openai_server.behaviour = faithful
+    seen: list[tuple[int, int, str | None]] = []
+
+    def report(done: int, total: int, message: str | None = None) -> None:
+        seen.append((done, total, message))
+
+    extract_with_llm(text_pages(6), settings(openai_server), source_format="pdf", on_progress=report)
+    assert seen == [(1, 3, "Parsing window 1/3"), (2, 3, "Parsing window 2/3"), (3, 3, "Parsing window 3/3")]
+
+
 def test_cost_from_price_table_and_usage(openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch) -> None:
     openai_server.behaviour = lambda body: Reply.json(answer_for(pages_in(body)), prompt_tokens=1000,
                                                       completion_tokens=500)

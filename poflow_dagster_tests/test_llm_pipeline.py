@@ -1,5 +1,6 @@
 """A scanned PO through the real pipeline: the LLM path via the real openai client and a local
-server speaking the OpenAI wire format; per-window progress; tokens, cost and retries in the stage metadata."""
+server speaking the OpenAI wire format; per-page and per-window progress; tokens, cost and retries in the
+stage metadata."""
 
 from __future__ import annotations
 
@@ -72,10 +73,17 @@ def test_scanned_pdf_is_read_by_the_llm_end_to_end(home, db, shop, instance, tmp
     bus = ProgressBus(REDIS_URL, db)
     events = [e for _, e in bus.read_merchant_events("acme", "0", block_ms=0, count=1000)]
     bus.close()
-    windows = [(e.message, e.items_done, e.items_total, e.percent) for e in events
-               if e.upload_id == upload.id and e.status == "progress" and e.stage == "ai_parsing"]
-    assert windows == [("Parsing window 1/3", 1, 3, 6), ("Parsing window 2/3", 2, 3, 13),
-                       ("Parsing window 3/3", 3, 3, 20)]  # ai_parsing spans 0-20% of the workflow
+    progress = [(e.message, e.items_done, e.items_total, e.percent) for e in events
+                if e.upload_id == upload.id and e.status == "progress" and e.stage == "ai_parsing"]
+    # Items are the 3 rendered pages and the 3 windows, interleaved as the scan streams (the order of a
+    # page and an earlier window's answer may vary); ai_parsing spans 0-20% of the workflow.
+    assert [(done, total) for _, done, total, _ in progress] == [(n, 6) for n in range(1, 7)]
+    assert [percent for *_, percent in progress] == [3, 6, 10, 13, 16, 20]
+    messages = [message for message, *_ in progress]
+    assert sorted(messages) == sorted([f"Rendering page {n}/3" for n in (1, 2, 3)]
+                                      + [f"Parsing window {n}/3" for n in (1, 2, 3)])
+    for n in (1, 2, 3):  # a window (one page each here) is parsed only after its page was rendered
+        assert messages.index(f"Rendering page {n}/3") < messages.index(f"Parsing window {n}/3")
 
 
 def test_a_scan_without_an_llm_fails_with_needs_ocr_or_llm(home, db, shop, instance, tmp_path):

@@ -34,7 +34,7 @@ from contextvars import ContextVar
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import Issue, ParsedPO
@@ -48,14 +48,17 @@ from poflow_dagster.extraction.sniff import (
 )
 
 if TYPE_CHECKING:
-    from poflow_dagster.extraction.llm import LLMPage, LLMSettings
+    from poflow_dagster.extraction.llm import LLMPage, LLMSettings, WindowFeed
     from poflow_dagster.extraction.sandbox import SandboxLimits, SandboxStats
+    from poflow_dagster.extraction.scan_feed import ScanPlan
 
 __all__ = ["MAX_FILE_BYTES", "SUPPORTED_FORMATS", "extract_file", "extract_file_bounded"]
 
-ProgressCallback = Callable[[int, int], None]
+#: ``on_progress(done, total)`` or ``on_progress(done, total, message)`` (called with a message when it takes one).
+ProgressCallback = Callable[..., None]
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: Uploads larger than this are refused before being read.
 MAX_FILE_BYTES = 50 * 1024 * 1024
@@ -88,8 +91,10 @@ def extract_file(
 
     ``filename`` is the name the merchant uploaded (used in messages only; the stored file may be
     content-addressed). ``llm`` enables the LLM path (scans, photos, documents no deterministic
-    extractor maps); ``on_progress(done, total)`` reports LLM windows. Raises :class:`PoflowError`
-    for any problem with the input (codes listed in the module docstring).
+    extractor maps); ``on_progress(done, total, message)`` reports a scan's rendered pages and the LLM
+    windows as items (``"Rendering page 4/50"``, ``"Parsing window 2/13"``; a callback taking two
+    arguments gets ``(done, total)``). Raises :class:`PoflowError` for any problem with the input
+    (codes listed in the module docstring).
     """
     path = Path(path)
     display = filename or path.name
@@ -110,17 +115,38 @@ def extract_file_bounded(
     """:func:`extract_file` with all parsing in a memory- and time-bounded child process (:mod:`.sandbox`).
 
     The child sniffs, parses and renders (the CPU- and memory-heavy, attacker-shaped work). When a document
-    needs the LLM the child hands back its pages and *this* process makes the calls, which mostly wait on
-    the network: ``on_progress(done, total)`` reports windows as with :func:`extract_file`, and the LLM's
-    own timeouts bound them. Extra error code: ``resource_limit``.
+    needs the LLM, *this* process makes the calls, which mostly wait on the network, and the LLM's own
+    timeouts bound them. A scan is streamed (:mod:`.scan_feed`): the child renders its pages window by
+    window and this process sends each window to the model as it arrives, while the child renders the next
+    ones (a few windows ahead at most). Progress as with :func:`extract_file`, in the calling thread. Extra
+    error code: ``resource_limit``.
     """
-    from poflow_dagster.extraction.sandbox import run_bounded
+    from poflow_dagster.extraction.sandbox import SandboxLimits, run_bounded, start_bounded
 
     path = Path(path)
     display = filename or path.name
-    outcome = run_bounded(_parse_in_child, (str(path), filename, llm), limits=limits, stats=stats, what=display)
+    limits = limits or SandboxLimits.from_env()
+    args = (str(path), filename, llm)
+    if not limits.enabled:  # in-process: a scan comes back as a plan and is rendered here, lazily
+        outcome = run_bounded(_parse_in_child, args, limits=limits, stats=stats, what=display)
+    else:
+        with start_bounded(_parse_in_child, args, limits=limits, stats=stats, what=display) as run:
+            kind, payload = run.next()
+            while kind != "result" and not (kind == "note" and payload[0] == "plan"):
+                kind, payload = run.next()
+            if kind == "note":
+                from poflow_dagster.extraction.scan_feed import ChildScanFeed
+
+                assert llm is not None  # the child plans a scan only with an LLM
+                plan = payload[1]
+                po = _guarded(display, lambda: _llm_windows(ChildScanFeed(run, plan), plan.source_format, llm,
+                                                            on_progress))
+                return _finish(po, display, filename)
+            outcome = payload
     if isinstance(outcome, ParsedPO):
         return outcome
+    if isinstance(outcome, _PendingScan):
+        return _finish(_guarded(display, lambda: _scan_here(outcome, llm, on_progress)), display, filename)
     po = _guarded(display, lambda: _with_llm(
         lambda: outcome.pages, outcome.source_format, display, llm, on_progress, why=outcome.why
     ))
@@ -136,11 +162,19 @@ class _PendingLLM:
     why: str
 
 
+@dataclass(frozen=True)
+class _PendingScan:
+    """A scan the child planned but did not render (in-process only: the caller renders it lazily)."""
+
+    path: str
+    plan: ScanPlan
+
+
 class _NeedsLLM(BaseException):  # noqa: N818 - a control-flow signal, not an error
     """Raised by :func:`_with_llm` in the child: a BaseException so no parser catch-all turns it into an error."""
 
-    def __init__(self, pending: _PendingLLM) -> None:
-        super().__init__(pending.source_format)
+    def __init__(self, pending: _PendingLLM | _PendingScan) -> None:
+        super().__init__("llm")
         self.pending = pending
 
 
@@ -150,15 +184,49 @@ class _NeedsLLM(BaseException):  # noqa: N818 - a control-flow signal, not an er
 _defer_llm: ContextVar[bool] = ContextVar("poflow_defer_llm", default=False)
 
 
-def _parse_in_child(path: str, filename: str | None, llm: LLMSettings | None) -> ParsedPO | _PendingLLM:
-    """The sandbox child's work: a finished ``ParsedPO``, or the pages the parent sends to the LLM."""
+def _parse_in_child(
+    path: str, filename: str | None, llm: LLMSettings | None
+) -> ParsedPO | _PendingLLM | _PendingScan | None:
+    """The sandbox child's work: a finished ``ParsedPO``, or the pages the parent sends to the LLM.
+
+    A scan is streamed to the parent when the child has a channel (:func:`.scan_feed.stream_scan`; the
+    result is then ``None``); in-process it comes back as a plan the caller renders.
+    """
+    from poflow_dagster.extraction.sandbox import stream_channel
+
     token = _defer_llm.set(True)
     try:
         return extract_file(Path(path), filename=filename, llm=llm)
     except _NeedsLLM as signal:
-        return signal.pending
+        pending = signal.pending
+        channel = stream_channel()
+        if isinstance(pending, _PendingScan) and channel is not None:
+            from poflow_dagster.extraction.scan_feed import stream_scan
+
+            def stream() -> None:
+                stream_scan(channel, pending.path, pending.plan)
+
+            _guarded(filename or Path(path).name, stream)  # render errors read as in extract_file
+            return None
+        return pending
     finally:
         _defer_llm.reset(token)
+
+
+def _llm_windows(
+    feed: WindowFeed, source_format: str, llm: LLMSettings, on_progress: ProgressCallback | None
+) -> ParsedPO:
+    from poflow_dagster.extraction.llm import extract_windows
+
+    return extract_windows(feed, llm, source_format=source_format, on_progress=on_progress)
+
+
+def _scan_here(pending: _PendingScan, llm: LLMSettings | None, on_progress: ProgressCallback | None) -> ParsedPO:
+    """A planned scan, rendered lazily in this thread while earlier windows are at the LLM."""
+    from poflow_dagster.extraction.scan_feed import LocalScanFeed
+
+    assert llm is not None  # a scan is planned only with an LLM
+    return _llm_windows(LocalScanFeed(pending.path, pending.plan), pending.plan.source_format, llm, on_progress)
 
 
 def _check_size(path: Path, display: str) -> None:
@@ -176,7 +244,7 @@ def _check_size(path: Path, display: str) -> None:
         )
 
 
-def _guarded(display: str, work: Callable[[], ParsedPO]) -> ParsedPO:
+def _guarded(display: str, work: Callable[[], _T]) -> _T:
     """Run ``work``; anything but a ``PoflowError`` becomes ``unreadable_file`` or ``extraction_failed``."""
     try:
         return work()
@@ -247,12 +315,17 @@ def _extract_pdf(path: Path, display: str, llm: LLMSettings | None, on_progress:
 
     document = pdf.read_pdf(path)
     if pdf.is_scanned(document):
-        def rendered() -> list[LLMPage]:
-            numbers = [page.number for page in document.pages]
-            images = pdf.render_pages_png(path, numbers)
-            return [LLMPage(number=n, png=png) for n, png in zip(numbers, images, strict=True)]
+        why = "it is a scanned PDF without a text layer"
+        if llm is None:
+            raise PoflowError("needs_ocr_or_llm", f"{display} needs an LLM because {why}; set OPENAI_API_KEY")
+        from poflow_dagster.extraction.scan_feed import plan_scan
 
-        return _with_llm(rendered, "pdf", display, llm, on_progress, why="it is a scanned PDF without a text layer")
+        pending = _PendingScan(str(path), plan_scan([page.number for page in document.pages], llm,
+                                                    source_format="pdf", why=why))
+        del document  # the text layer of a scan is nothing: keep no memory for it while rendering
+        if _defer_llm.get():
+            raise _NeedsLLM(pending)
+        return _scan_here(pending, llm, on_progress)
     po = pdf.extract_pdf_po(document)
     if po is not None:
         return po

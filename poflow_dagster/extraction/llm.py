@@ -36,19 +36,22 @@ The API key is never logged and never appears in reprs or error messages.
 from __future__ import annotations
 
 import base64
+import collections
 import email.utils
+import inspect
 import json
 import logging
 import math
 import os
+import queue
 import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Protocol
 
 import openai
 import pydantic
@@ -64,6 +67,9 @@ __all__ = [
     "SYSTEM_PROMPT",
     "LLMPage",
     "LLMSettings",
+    "ListFeed",
+    "WindowFeed",
+    "extract_windows",
     "extract_with_llm",
     "plan_windows",
     "price_table",
@@ -107,6 +113,8 @@ DEFAULT_MAX_WINDOWS = 200
 #: Retries of one request on 429/5xx/timeouts/connection errors, and the retry time budget of one window.
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_RETRY_BUDGET_SECONDS = 180.0
+#: PNG megabytes at the model at once (see ``LLMSettings.max_image_mb_in_flight``).
+DEFAULT_MAX_IMAGE_MB_IN_FLIGHT = 16.0
 #: A truncated text piece shorter than this is not split again (double output tokens instead).
 _MIN_SPLIT_CHARS = 1_000
 
@@ -148,6 +156,10 @@ class LLMSettings:
     window_pages: int = 4
     window_chars: int = DEFAULT_WINDOW_CHARS
     max_windows: int = DEFAULT_MAX_WINDOWS
+    #: PNG megabytes of page images at the model at once: a window that would go beyond waits for one to
+    #: return (one window always goes). Each image is held ~3.7 times while its request runs (bytes, base64,
+    #: request body), so this bounds a scan's memory: 16 MB = 4 windows of a clean scan, 2 of a colour one.
+    max_image_mb_in_flight: float = DEFAULT_MAX_IMAGE_MB_IN_FLIGHT
     max_output_tokens: int = 4096
     #: USD per 1K tokens. ``None`` = the :func:`price_table` entry for ``model``, looked up when
     #: used (so ``dataclasses.replace(settings, model=...)`` reprices); unknown model -> no cost.
@@ -162,8 +174,8 @@ class LLMSettings:
                 raise ValueError(f"LLMSettings.{name} must be >= 1")
         if self.max_retries < 0 or self.backoff_seconds < 0 or self.max_backoff_seconds < 0:
             raise ValueError("LLMSettings.max_retries, backoff_seconds and max_backoff_seconds must be >= 0")
-        if self.timeout_seconds <= 0 or self.retry_budget_seconds <= 0:
-            raise ValueError("LLMSettings.timeout_seconds and retry_budget_seconds must be > 0")
+        if self.timeout_seconds <= 0 or self.retry_budget_seconds <= 0 or self.max_image_mb_in_flight <= 0:
+            raise ValueError("LLMSettings.timeout_seconds, retry_budget_seconds and max_image_mb_in_flight must be > 0")
 
     def prices(self) -> tuple[Decimal, Decimal] | None:
         """(input, output) USD per 1K tokens: the explicit prices, else the table's; None if unknown."""
@@ -191,6 +203,7 @@ class LLMSettings:
             retry_budget_seconds=_env_number("POFLOW_LLM_RETRY_BUDGET", DEFAULT_RETRY_BUDGET_SECONDS, float),
             window_chars=_env_number("POFLOW_LLM_WINDOW_CHARS", DEFAULT_WINDOW_CHARS, int),
             max_windows=_env_number("POFLOW_LLM_MAX_WINDOWS", DEFAULT_MAX_WINDOWS, int),
+            max_image_mb_in_flight=_env_number("POFLOW_LLM_IMAGE_MB_IN_FLIGHT", DEFAULT_MAX_IMAGE_MB_IN_FLIGHT, float),
         )
 
 
@@ -282,31 +295,107 @@ def extract_with_llm(
     settings: LLMSettings,
     *,
     source_format: str,
-    on_progress: Callable[[int, int], None] | None = None,
+    on_progress: Callable[..., None] | None = None,
 ) -> ParsedPO:
     """Extract one purchase order from ``pages`` with the configured model.
 
-    ``on_progress(done_windows, total_windows)`` is called (in the calling thread) as
-    each window finishes. Raises :class:`PoflowError` (codes in the module docstring).
+    ``on_progress(done_windows, total_windows, message)`` is called (in the calling thread) as
+    each window finishes (a callback taking only ``(done, total)`` is called so). Raises
+    :class:`PoflowError` (codes in the module docstring).
     """
     if not pages:
         raise PoflowError("empty_file", "the document has no pages to read")
-    started = time.monotonic()
     ordered = sorted(pages, key=lambda page: page.number)
-    windows = plan_windows(ordered, settings)
+    feed = ListFeed(plan_windows(ordered, settings), total_pages=len({page.number for page in ordered}))
+    po = extract_windows(feed, settings, source_format=source_format, on_progress=on_progress)
+    po.stats["text_chars"] = _text_chars(ordered)
+    return po
+
+
+class WindowFeed(Protocol):
+    """Where the windows of one document come from: all at once (:class:`ListFeed`) or as they are made.
+
+    :func:`extract_windows` calls ``start(post)`` once, then ``grant(n)`` whenever it can hold ``n`` more
+    windows, and ``step()`` when it has nothing else to do (a feed that prepares windows in the calling
+    thread does it there; others return ``False``); ``close()`` always, last. The feed calls ``post`` with
+    ``("page", number)`` when a page is ready (progress), ``("window", index, pages)`` for a window (in plan
+    order), and ``("failed", error)`` if it cannot go on. ``post`` may be called from any thread.
+    """
+
+    windows: int  # how many windows the plan has
+    pages: int  # pages of the document (for the prompt)
+    page_items: int  # pages reported as progress items (0: only windows are)
+
+    def start(self, post: Callable[[tuple[Any, ...]], None]) -> None: ...
+
+    def grant(self, count: int) -> None: ...
+
+    def step(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class ListFeed:
+    """A feed of windows that are all in memory already."""
+
+    def __init__(self, windows: list[list[LLMPage]], *, total_pages: int) -> None:
+        self._windows = windows
+        self.windows, self.pages, self.page_items = len(windows), total_pages, 0
+
+    def start(self, post: Callable[[tuple[Any, ...]], None]) -> None:
+        for index, window in enumerate(self._windows):
+            post(("window", index, window))
+
+    def grant(self, count: int) -> None:
+        """All windows were posted at start."""
+
+    def step(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def extract_windows(
+    feed: WindowFeed,
+    settings: LLMSettings,
+    *,
+    source_format: str,
+    on_progress: Callable[..., None] | None = None,
+) -> ParsedPO:
+    """Extract one purchase order from the windows ``feed`` delivers, sending each to the model as it arrives.
+
+    Progress items are the feed's pages (``"Rendering page 4/50"``) and the windows (``"Parsing window 2/13"``):
+    ``on_progress(done, pages + windows, message)``, always in the calling thread. The feed is closed on
+    the way out, whatever happens (a failed window cancels the rest and stops the feed).
+    """
+    started = time.monotonic()
     stats = _Stats()
     client = _make_client(settings)
-    total_pages = len({page.number for page in ordered})
     try:
-        context = _Context(client, settings, stats, total_pages)
-        answers = _run_windows(context, windows, on_progress)
+        context = _Context(client, settings, stats, feed.pages)
+        answers = _run_windows(context, feed, _progress_caller(on_progress))
     finally:
+        feed.close()
         client.close()
     po, removed = _merge(answers, source_format=source_format)
-    po.stats = _stats_dict(stats, settings, windows=len(windows), pages=total_pages, started=started)
-    po.stats["text_chars"] = _text_chars(ordered)
+    po.stats = _stats_dict(stats, settings, windows=feed.windows, pages=feed.pages, started=started)
+    po.stats["text_chars"] = 0
     po.stats["duplicate_lines"] = removed
     return po
+
+
+def _progress_caller(on_progress: Callable[..., None] | None) -> Callable[[int, int, str], None] | None:
+    """``on_progress`` as a ``(done, total, message)`` callable; a callback taking two arguments gets two."""
+    if on_progress is None:
+        return None
+    try:
+        inspect.signature(on_progress).bind(0, 0, "")
+    except TypeError:
+        return lambda done, total, message: on_progress(done, total)
+    except ValueError:  # no signature (a builtin): the documented two-argument form
+        return lambda done, total, message: on_progress(done, total)
+    return on_progress
 
 
 def _make_client(settings: LLMSettings) -> openai.OpenAI:
@@ -426,30 +515,83 @@ def _halves(pages: list[LLMPage]) -> tuple[list[LLMPage], list[LLMPage]] | None:
     )
 
 
+#: Windows a feed may have ready (or in the making) beyond those at the model: back-pressure on a scan's
+#: renderer. Two keep the model fed (a window renders in ~2 s, a vision request takes longer) and bound what
+#: waits in memory (a window of a 150-dpi colour scan is ~7 MB of PNG); ``benchmarks/scan_memory.py``.
+PREFETCH_WINDOWS = 2
+
+
 def _run_windows(
     context: _Context,
-    windows: list[list[LLMPage]],
-    on_progress: Callable[[int, int], None] | None,
+    feed: WindowFeed,
+    on_progress: Callable[[int, int, str], None] | None,
 ) -> list[LLMExtraction]:
-    """Run the windows on a bounded pool; answers come back in page order.
+    """Send the feed's windows to a bounded pool as they arrive; answers come back in page order.
 
-    The first failure (or an exception from ``on_progress``) cancels the windows not
-    started yet, wakes the ones waiting to retry, waits for the running ones, and propagates.
+    At most ``max_concurrency`` windows, and ``max_image_mb_in_flight`` of page images, are at the model;
+    the feed is never more than ``PREFETCH_WINDOWS`` windows ahead of them (made, in transit or waiting
+    here): it starts with that many credits and gets one more each time a window is sent to the model.
+    Everything but the requests themselves happens in the calling thread (progress included). The first failure
+    (of a window, of the feed, or an exception from ``on_progress``) cancels the windows not started
+    yet, wakes the ones waiting to retry, waits for the running ones, and propagates.
     """
+    total = feed.windows
+    workers = min(context.settings.max_concurrency, total)
+    items = feed.page_items + total
+    events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
     results: dict[int, list[LLMExtraction]] = {}
-    workers = min(context.settings.max_concurrency, len(windows))
+    waiting: collections.deque[tuple[int, list[LLMPage]]] = collections.deque()
+    running: dict[Future[list[LLMExtraction]], int] = {}
+    rendered = 0
+    granted = min(total, PREFETCH_WINDOWS)
+    image_budget = context.settings.max_image_mb_in_flight * 1_048_576
+    image_bytes: dict[Future[list[LLMExtraction]], int] = {}
+
+    def report(message: str) -> None:
+        if on_progress is not None:
+            on_progress(rendered + len(results), items, message)
+
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="poflow-llm") as pool:
-        futures = {pool.submit(_run_window, context, window): i for i, window in enumerate(windows)}
         try:
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                if on_progress is not None:
-                    on_progress(len(results), len(windows))
+            feed.start(events.put)
+            feed.grant(granted)
+            while len(results) < total:
+                if events.empty() and feed.step():
+                    continue
+                event = events.get()
+                if event[0] == "page":
+                    rendered += 1
+                    report(f"Rendering page {rendered}/{feed.page_items}")
+                elif event[0] == "window":
+                    waiting.append((event[1], event[2]))
+                elif event[0] == "done":
+                    future = event[1]
+                    image_bytes.pop(future, None)
+                    results[running.pop(future)] = future.result()
+                    report(f"Parsing window {len(results)}/{total}")
+                else:  # "failed"
+                    raise event[1]
+                while waiting and len(running) < workers and (
+                    not running or sum(image_bytes.values()) + _png_bytes(waiting[0][1]) <= image_budget
+                ):
+                    index, window = waiting.popleft()
+                    future = pool.submit(_run_window, context, window)
+                    running[future] = index
+                    image_bytes[future] = _png_bytes(window)
+                    future.add_done_callback(lambda done: events.put(("done", done)))
+                    if granted < total:
+                        feed.grant(1)
+                        granted += 1
         except BaseException:
             context.stop.set()
+            feed.close()
             pool.shutdown(wait=True, cancel_futures=True)
             raise
-    return [answer for i in range(len(windows)) for answer in results[i]]
+    return [answer for i in range(total) for answer in results[i]]
+
+
+def _png_bytes(window: list[LLMPage]) -> int:
+    return sum(len(page.png) for page in window if page.png is not None)
 
 
 def _run_window(context: _Context, pages: list[LLMPage]) -> list[LLMExtraction]:

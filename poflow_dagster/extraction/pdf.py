@@ -4,7 +4,8 @@
   words with their positions and the ruled tables pdfplumber finds. Input problems
   are :class:`PoflowError` s: ``encrypted_pdf``, ``corrupt_pdf``, ``too_many_pages``.
 * :func:`is_scanned` says whether (almost) no page has a text layer.
-* :func:`render_pages_png` renders pages to PNG with pypdfium2 (for the vision path).
+* :func:`render_pages_png` renders pages to PNG with pypdfium2 (for the vision path);
+  :func:`iter_pages_png` renders them one at a time, as they are needed (streaming scans).
 * :func:`extract_pdf_po` maps a text PDF to a :class:`ParsedPO`, or returns ``None``
   when it finds no item table (another path takes over then).
 
@@ -29,7 +30,7 @@ import re
 import threading
 import zlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -67,6 +68,7 @@ __all__ = [
     "extract_pdf_po",
     "is_scanned",
     "read_pdf",
+    "iter_pages_png",
     "render_pages_png",
 ]
 
@@ -401,26 +403,42 @@ def is_scanned(doc: PdfDocument) -> bool:
 def render_pages_png(
     path: Path, page_numbers: list[int], *, dpi: int = 150, max_pixels: int = 4_000_000
 ) -> list[bytes]:
-    """Render the given 1-based pages to PNG bytes with pypdfium2.
+    """Render the given 1-based pages to PNG bytes with pypdfium2 (all at once; see :func:`iter_pages_png`).
 
     A page that would exceed ``max_pixels`` at ``dpi`` is rendered smaller. Raises
     ``encrypted_pdf`` / ``corrupt_pdf`` for unreadable files, ``ValueError`` for a
     page number outside the document; ``OSError`` from reading the file is not translated.
     pypdfium2 is not thread-safe: call this from one thread at a time per process.
     """
+    return [png for _, png in iter_pages_png(path, page_numbers, dpi=dpi, max_pixels=max_pixels)]
+
+
+def iter_pages_png(
+    path: Path, page_numbers: list[int], *, dpi: int = 150, max_pixels: int = 4_000_000
+) -> Iterator[tuple[int, bytes]]:
+    """``(page number, PNG bytes)`` for the given pages, each rendered only when asked for.
+
+    The document is opened on the first ``next()`` and closed when the iterator is exhausted or closed;
+    pdfium reads the file as it needs it (not all into memory), and at most one page's bitmap is in memory
+    at a time. Errors as :func:`render_pages_png`.
+    """
     import pypdfium2 as pdfium  # local import: only the vision path needs it
 
-    data = Path(path).read_bytes()
-    try:
-        pdf = pdfium.PdfDocument(data)
-    except pdfium.PdfiumError as exc:
-        if getattr(exc, "err_code", None) == 4 or "password" in str(exc).lower():
-            raise PoflowError("encrypted_pdf", "the PDF is password-protected; upload an unprotected copy") from None
-        raise PoflowError("corrupt_pdf", "the PDF is damaged and cannot be rendered") from None
-    try:
-        return [_render_page(pdf, number, len(pdf), dpi, max_pixels) for number in page_numbers]
-    finally:
-        pdf.close()
+    with Path(path).open("rb") as handle:
+        try:
+            pdf = pdfium.PdfDocument(handle)
+        except pdfium.PdfiumError as exc:
+            if getattr(exc, "err_code", None) == 4 or "password" in str(exc).lower():
+                raise PoflowError(
+                    "encrypted_pdf", "the PDF is password-protected; upload an unprotected copy"
+                ) from None
+            raise PoflowError("corrupt_pdf", "the PDF is damaged and cannot be rendered") from None
+        try:
+            count = len(pdf)
+            for number in page_numbers:
+                yield number, _render_page(pdf, number, count, dpi, max_pixels)
+        finally:
+            pdf.close()
 
 
 def _render_page(pdf: Any, number: int, count: int, dpi: int, max_pixels: int) -> bytes:

@@ -8,11 +8,22 @@ crafted input. :func:`run_bounded` calls a module-level function in a child fork
 * ``RLIMIT_AS`` = the address space it inherited + ``POFLOW_EXTRACT_MEMORY_MB`` (default 1024): an
   allocation beyond it fails (``MemoryError``, or the C parser dies);
 * ``RLIMIT_CPU`` = ``POFLOW_EXTRACT_TIMEOUT`` seconds (default 60); the parent also kills the child when
-  that many wall-clock seconds pass without an answer.
+  it has worked that many wall-clock seconds without an answer (see *Streaming* for what counts as work).
 
 The result (a pickled ``ParsedPO``, or anything picklable) comes back over a pipe; a ``PoflowError`` raised
 in the child is re-raised unchanged. A child stopped by a limit is ``PoflowError("resource_limit", ...)``.
 ``POFLOW_EXTRACT_SANDBOX=0`` runs the function in-process (platforms without fork, debugging).
+
+**Streaming** (:func:`start_bounded`): the child may also send items while it works, so the parent can use
+them before the child is done (a scan's pages, window by window, while earlier windows are at the LLM). In
+the child, :func:`stream_channel` gives the channel: ``note(x)`` sends at once (progress, or a page of the
+current item), ``acquire()`` waits for a *credit* from the parent and ``send(x)`` then sends the item it paid for. The
+parent grants credits (:meth:`BoundedRun.grant`) as it takes items into use, so the child never runs more
+than the granted number of items ahead (back-pressure bounds the memory of both sides). The wall-clock
+bound counts only the time the child has work to do: while every granted credit has been used (the child
+is waiting for the parent, e.g. for a slow LLM) its clock is paused, so a slow model never gets a healthy
+renderer killed; ``RLIMIT_CPU`` bounds its CPU as before (waiting costs none). The parent's own work (the
+LLM calls) is bounded by the LLM's timeouts and retry budgets, not by this clock.
 
 The first call in a process starts the forkserver (a Python start-up plus the preloads, ~1 s); later
 calls reuse it.
@@ -29,7 +40,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import forkserver, popen_forkserver, reduction, spawn, util
 from multiprocessing.connection import Connection, wait
@@ -38,7 +50,16 @@ from typing import Any
 
 from poflow_dagster.domain.errors import PoflowError
 
-__all__ = ["DEFAULT_MEMORY_MB", "DEFAULT_TIMEOUT_S", "SandboxLimits", "SandboxStats", "run_bounded"]
+__all__ = [
+    "DEFAULT_MEMORY_MB",
+    "DEFAULT_TIMEOUT_S",
+    "BoundedRun",
+    "SandboxLimits",
+    "SandboxStats",
+    "run_bounded",
+    "start_bounded",
+    "stream_channel",
+]
 
 DEFAULT_MEMORY_MB = 1024
 DEFAULT_TIMEOUT_S = 60.0
@@ -123,9 +144,160 @@ def run_bounded(
     try:
         if not limits.enabled:
             return func(*args)
-        return _run_child(func, args, limits, stats, what)
+        with BoundedRun(func, args, limits, stats, what, streaming=False) as run:
+            return run.result()
     finally:
         stats.wall_s = time.perf_counter() - started
+
+
+@contextmanager
+def start_bounded(
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    *,
+    limits: SandboxLimits,
+    stats: SandboxStats | None = None,
+    what: str = "the file",
+) -> Iterator[BoundedRun]:
+    """A streaming :func:`run_bounded` (sandbox enabled only): the running child, ended and reaped on exit.
+
+    Read its items with :meth:`BoundedRun.next`, grant credits with :meth:`BoundedRun.grant`. Leaving the
+    block kills a child that has not finished (a failed LLM window, an exception) and waits for it.
+    """
+    stats = stats if stats is not None else SandboxStats()
+    started = time.perf_counter()
+    run = BoundedRun(func, args, limits, stats, what, streaming=True)
+    try:
+        yield run
+    finally:
+        run.close()
+        stats.wall_s = time.perf_counter() - started
+
+
+class BoundedRun:
+    """The parent's side of one bounded child: its messages, its credits, its limits.
+
+    :meth:`next` returns ``("note", x)`` / ``("item", x)`` while the child works and ``("result", x)`` at
+    the end (a ``PoflowError`` from the child, or its death, is raised). One thread reads; :meth:`grant`
+    may be called from any thread.
+    """
+
+    def __init__(
+        self, func: Callable[..., Any], args: tuple[Any, ...], limits: SandboxLimits, stats: SandboxStats,
+        what: str, *, streaming: bool,
+    ) -> None:
+        self.limits, self.stats, self.what = limits, stats, what
+        context = _forkserver()
+        self._receiver, sender = context.Pipe(duplex=False)
+        credit_reader, self._credits = context.Pipe(duplex=False) if streaming else (None, None)
+        self._child = _process_class(context)(
+            target=_child_main,
+            args=(sender, func, args, limits.memory_mb, limits.timeout_s, what, credit_reader),
+            daemon=True,
+        )
+        self._child.start()
+        sender.close()
+        if credit_reader is not None:
+            credit_reader.close()
+        self._lock = threading.Lock()
+        self._granted = 0
+        self._received = 0  # items (paid with credits) received
+        self._busy_s = 0.0
+        self._clock = time.monotonic()
+        self._finished = False
+
+    def __enter__(self) -> BoundedRun:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def grant(self, count: int = 1) -> None:
+        """Let the child send ``count`` more items (thread-safe; ignored once the child has ended)."""
+        with self._lock:
+            if self._credits is None or self._finished or count <= 0:
+                return
+            self._tick()
+            try:
+                self._credits.send(count)
+            except OSError:
+                return  # the child is gone: its death is reported by next()
+            self._granted += count
+
+    def result(self) -> Any:
+        """Wait for the final result, ignoring items (the non-streaming call)."""
+        while True:
+            kind, payload = self.next()
+            if kind == "result":
+                return payload
+
+    def next(self) -> tuple[str, Any]:
+        """The child's next message, sampling its peak RSS and enforcing the time bound while it works."""
+        while True:
+            ready = wait([self._receiver, self._child.sentinel], timeout=_SAMPLE_SECONDS)
+            self.stats.peak_rss_mb = max(self.stats.peak_rss_mb, _peak_rss_mb(self._child.pid))
+            with self._lock:
+                self._tick()
+                busy = self._busy_s
+            if ready and self._receiver.poll():
+                try:
+                    message = self._receiver.recv()
+                except (EOFError, OSError):  # OSError: "end of file during message" (died mid-send)
+                    message = None  # died without answering
+                if message is not None:
+                    return self._read(message)
+            if ready:
+                self._child.join(5)
+                self._end()
+                raise _death_error(self._child.exitcode, self.limits, self.what)
+            if busy > self.limits.timeout_s:
+                self._child.kill()
+                self._end()
+                limit = f"{self.limits.timeout_s:g} s"
+                raise PoflowError("resource_limit", f"reading {self.what} took longer than {limit} and was stopped")
+
+    def stop(self) -> None:
+        """Kill the child if it is still running (thread-safe; a reader in :meth:`next` sees it die)."""
+        self._child.kill()  # a no-op once it has been reaped; never polls (another thread may be reading)
+
+    def close(self) -> None:
+        """End the child (kill it unless it already answered) and reap it; close the pipes."""
+        self._end()
+        self._receiver.close()
+        if self._credits is not None:
+            self._credits.close()
+        self._child.join(2)  # it exits right after answering
+        if self._child.is_alive():
+            self._child.kill()
+            self._child.join(5)
+        self.stats.exitcode = self._child.exitcode
+
+    def _read(self, message: tuple) -> tuple[str, Any]:
+        kind = message[0]
+        if kind in ("note", "item"):
+            if kind == "item":
+                with self._lock:
+                    self._tick()
+                    self._received += 1
+            return kind, message[1]
+        _, payload, peak_kb = message
+        self.stats.peak_rss_mb = max(self.stats.peak_rss_mb, peak_kb / 1024)
+        self._end()
+        if kind == "error":
+            raise payload
+        return "result", payload
+
+    def _tick(self) -> None:
+        """Count the time since the last tick as busy unless the child waits for a credit (lock held)."""
+        now = time.monotonic()
+        waiting = self._granted > 0 and self._received >= self._granted
+        if not waiting:
+            self._busy_s += now - self._clock
+        self._clock = now
+
+    def _end(self) -> None:
+        with self._lock:
+            self._finished = True
 
 
 class _Popen(popen_forkserver.Popen):
@@ -181,53 +353,6 @@ def _forkserver() -> Any:
         return _context
 
 
-def _run_child(
-    func: Callable[..., Any], args: tuple[Any, ...], limits: SandboxLimits, stats: SandboxStats, what: str
-) -> Any:
-    context = _forkserver()
-    receiver, sender = context.Pipe(duplex=False)
-    child = _process_class(context)(
-        target=_child_main, args=(sender, func, args, limits.memory_mb, limits.timeout_s, what), daemon=True
-    )
-    child.start()
-    sender.close()
-    try:
-        message = _await(child, receiver, limits, stats, what)
-    finally:
-        receiver.close()
-        child.join(2)  # it exits right after answering
-        if child.is_alive():
-            child.kill()
-            child.join(5)
-        stats.exitcode = child.exitcode
-    kind, payload, peak_kb = message
-    stats.peak_rss_mb = max(stats.peak_rss_mb, peak_kb / 1024)
-    if kind == "error":
-        raise payload
-    return payload
-
-
-def _await(child: Any, receiver: Connection, limits: SandboxLimits, stats: SandboxStats, what: str) -> tuple:
-    """Wait for the child's one message, sampling its peak RSS; enforce the wall-clock bound."""
-    deadline = time.monotonic() + limits.timeout_s
-    while True:
-        ready = wait([receiver, child.sentinel], timeout=_SAMPLE_SECONDS)
-        stats.peak_rss_mb = max(stats.peak_rss_mb, _peak_rss_mb(child.pid))
-        if ready and receiver.poll():
-            try:
-                return receiver.recv()
-            except EOFError:
-                pass  # died without answering
-        if ready:
-            child.join(5)
-            raise _death_error(child.exitcode, limits, what)
-        if time.monotonic() > deadline:
-            child.kill()
-            raise PoflowError(
-                "resource_limit", f"reading {what} took longer than {limits.timeout_s:g} s and was stopped"
-            )
-
-
 def _death_error(exitcode: int | None, limits: SandboxLimits, what: str) -> PoflowError:
     """The one-line error for a child that ended without an answer."""
     if exitcode is not None and exitcode < 0:
@@ -263,10 +388,52 @@ def _address_space_kb() -> int:
     return 0
 
 
+class StreamChannel:
+    """The child's side of a streaming run: notes at once, items against the parent's credits."""
+
+    def __init__(self, sender: Connection, credits: Connection) -> None:
+        self._sender, self._credits = sender, credits
+        self._available = 0
+        self._paid = 0
+
+    def note(self, payload: Any) -> None:
+        """Send a small message now (progress); it needs no credit."""
+        self._sender.send(("note", payload))
+
+    def acquire(self) -> None:
+        """Wait until the parent grants a credit for one more item (call before preparing the item)."""
+        while self._available == 0:
+            try:
+                self._available += int(self._credits.recv())
+            except EOFError:
+                os._exit(0)  # the parent stopped reading (cancelled): nothing more to do
+        self._available -= 1
+        self._paid += 1
+
+    def send(self, payload: Any) -> None:
+        """Send an item paid for by :meth:`acquire`."""
+        if self._paid == 0:
+            raise RuntimeError("StreamChannel.send without acquire")
+        self._paid -= 1
+        self._sender.send(("item", payload))
+
+
+_channel: StreamChannel | None = None
+
+
+def stream_channel() -> StreamChannel | None:
+    """In a child started by :func:`start_bounded`: its channel to the parent; elsewhere ``None``."""
+    return _channel
+
+
 def _child_main(
-    sender: Connection, func: Callable[..., Any], args: tuple[Any, ...], memory_mb: int, timeout_s: float, what: str
+    sender: Connection, func: Callable[..., Any], args: tuple[Any, ...], memory_mb: int, timeout_s: float, what: str,
+    credits: Connection | None = None,
 ) -> None:
-    """In the child: set the limits, run ``func``, send ``(kind, payload, peak KB)`` once."""
+    """In the child: set the limits, run ``func``, send ``(kind, payload, peak KB)`` once (after any items)."""
+    global _channel
+    if credits is not None:
+        _channel = StreamChannel(sender, credits)
     limit = (_address_space_kb() + memory_mb * 1024) * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     cpu = max(1, int(timeout_s + 0.999))

@@ -1,0 +1,252 @@
+"""Streaming scans: pages rendered window by window in the sandbox child while earlier windows are at the LLM.
+
+The LLM is a local server speaking the OpenAI wire format (``openai_server``), reached through the real
+``openai`` client; scans come from ``samples.pdf_documents.make_scanned_pdf``. Ordering claims rest on the
+back-pressure, not on timing: with one request at a time and one window of credit, page 3 cannot be
+rendered before the first window's answer was read (see ``test_the_first_window_is_answered_before_...``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from poflow_dagster.domain.errors import PoflowError
+from poflow_dagster.domain.reconcile import reconcile
+from poflow_dagster.extraction import extract_file, extract_file_bounded, pdf
+from poflow_dagster.extraction.llm import LLMPage, LLMSettings, extract_with_llm
+from poflow_dagster.extraction.sandbox import SandboxLimits, SandboxStats
+from poflow_dagster.samples.pdf_documents import make_scanned_pdf
+from poflow_dagster_tests.openai_server import (  # noqa: F401 - the fixture
+    API_KEY,
+    OpenAIServer,
+    Reply,
+    max_overlap,
+    openai_server,
+    request_text,
+)
+
+_PAGE_RE = re.compile(r"--- page (\d+) \(image\) ---")
+
+
+def page_lines(body: dict[str, Any]) -> Reply:
+    """One order line per page the request carries: the answer depends on the pages, not on the call order."""
+    pages = [int(n) for n in _PAGE_RE.findall(request_text(body))]
+    return Reply.json({
+        "po_number": "PO-7788", "supplier_name": "Scan & Co", "order_date": "2026-03-03", "currency": "USD",
+        "subtotal": None, "tax": None, "shipping": None, "total": None, "confidence": 0.9,
+        "lines": [{"sku": f"P{n:03d}", "description": f"Item on page {n}", "quantity": str(n), "unit_cost": "2.50",
+                   "line_total": format(n * 2.5, ".2f"), "confidence": 0.9} for n in pages],
+    })
+
+
+def settings(server: OpenAIServer, **overrides: Any) -> LLMSettings:
+    return LLMSettings(api_key=API_KEY, base_url=server.base_url, backoff_seconds=0.01, **overrides)
+
+
+def without_timing(po: Any) -> Any:
+    """The purchase order without the one stat that is a duration."""
+    copy = po.model_copy(deep=True)
+    copy.stats.pop("seconds", None)
+    return copy
+
+
+class Progress:
+    """Records ``on_progress(done, total, message)`` calls (thread-safe; the server thread reads it too)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int, str]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, done: int, total: int, message: str | None = None) -> None:
+        with self.lock:
+            self.calls.append((done, total, message or ""))
+
+    def messages(self) -> list[str]:
+        with self.lock:
+            return [message for *_, message in self.calls]
+
+    def pages_rendered(self) -> int:
+        return sum(1 for message in self.messages() if message.startswith("Rendering page "))
+
+
+def sandbox_children() -> set[int]:
+    """Pids of the sandbox children alive now (children of this process's forkserver)."""
+    def children(pid: int) -> list[int]:
+        try:
+            return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except OSError:
+            return []
+
+    return {child for server in children(os.getpid()) for child in children(server)}
+
+
+def gone(pid: int) -> bool:
+    """True once ``pid`` has exited and been reaped (not even a zombie left), waiting up to 10 s."""
+    for _ in range(100):
+        if not Path(f"/proc/{pid}").exists():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("sandbox", ["1", "0"])
+def test_a_streamed_scan_gives_the_same_po_as_rendering_all_pages_first(
+    openai_server: OpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox: str
+) -> None:
+    """9 pages, 2 a window: the streamed path (sandbox on or off) and the render-all path agree exactly."""
+    monkeypatch.setenv("POFLOW_EXTRACT_SANDBOX", sandbox)
+    scan = make_scanned_pdf(tmp_path / "scan.pdf", pages=9)
+    openai_server.behaviour = page_lines
+    llm = settings(openai_server, window_pages=2, max_concurrency=2)
+    numbers = list(range(1, 10))
+    all_pages = [LLMPage(number=n, png=png) for n, png in zip(numbers, pdf.render_pages_png(scan, numbers))]
+    before = reconcile(extract_with_llm(all_pages, llm, source_format="pdf"))
+
+    progress = Progress()
+    streamed = extract_file_bounded(scan, llm=llm, on_progress=progress)
+    in_process = extract_file(scan, llm=llm)
+
+    assert len(before.lines) == 9 and [line.sku for line in before.lines] == [f"P{n:03d}" for n in numbers]
+    assert without_timing(streamed) == without_timing(before) == without_timing(in_process)
+    assert streamed.stats["windows"] == 5 and streamed.stats["pages"] == 9
+    # Progress: 9 pages and 5 windows as 14 items, one call each, monotonic, with their messages.
+    assert [(done, total) for done, total, _ in progress.calls] == [(n, 14) for n in range(1, 15)]
+    messages = progress.messages()
+    assert [m for m in messages if m.startswith("Rendering")] == [f"Rendering page {n}/9" for n in numbers]
+    assert [m for m in messages if m.startswith("Parsing")] == [f"Parsing window {n}/5" for n in range(1, 6)]
+
+
+@pytest.mark.parametrize("sandbox", ["1", "0"])
+def test_the_first_window_is_answered_before_the_last_pages_are_rendered(
+    openai_server: OpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox: str
+) -> None:
+    """One request at a time, one page a window: the renderer gets a credit for page 3 only when window 2 is
+    sent, i.e. after window 1 was answered. Rendering everything first would report all 5 pages before any
+    window, and the server would see the first request only after the last page."""
+    monkeypatch.setenv("POFLOW_EXTRACT_SANDBOX", sandbox)
+    scan = make_scanned_pdf(tmp_path / "scan.pdf", pages=5)
+    progress = Progress()
+    rendered_at_first_request: list[int] = []
+
+    def behaviour(body: dict[str, Any]) -> Reply:
+        if not rendered_at_first_request:
+            rendered_at_first_request.append(progress.pages_rendered())
+        return page_lines(body)
+
+    openai_server.behaviour = behaviour
+    po = extract_file_bounded(scan, llm=settings(openai_server, window_pages=1, max_concurrency=1),
+                              on_progress=progress)
+
+    assert len(po.lines) == 5
+    messages = progress.messages()
+    assert messages.index("Parsing window 1/5") < messages.index("Rendering page 3/5")
+    assert messages.index("Rendering page 5/5") < messages.index("Parsing window 5/5")
+    assert rendered_at_first_request and 1 <= rendered_at_first_request[0] <= 2  # of 5 pages
+
+
+def test_the_time_limit_does_not_count_waiting_for_a_slow_llm(
+    openai_server: OpenAIServer, tmp_path: Path
+) -> None:
+    """The child waits for credits while the LLM answers slowly: 5 × 1.5 s of LLM time outlasts a 5 s limit,
+    which only counts the child's own work (render 5 small pages)."""
+    scan = make_scanned_pdf(tmp_path / "scan.pdf", pages=5)
+    def slow(body: dict[str, Any]) -> Reply:
+        reply = page_lines(body)
+        reply.delay = 1.5
+        return reply
+
+    openai_server.behaviour = slow
+    stats = SandboxStats()
+    po = extract_file_bounded(scan, llm=settings(openai_server, window_pages=1, max_concurrency=1),
+                              limits=SandboxLimits(timeout_s=5), stats=stats)
+    assert len(po.lines) == 5
+    requests = openai_server.completion_requests()
+    assert len(requests) == 5 and requests[-1].finished - requests[0].started > 5  # the child lived through it
+    assert stats.exitcode == 0
+
+
+def test_a_child_killed_mid_stream_is_the_same_one_line_error_and_is_reaped(
+    openai_server: OpenAIServer, tmp_path: Path
+) -> None:
+    scan = make_scanned_pdf(tmp_path / "scan.pdf", pages=6)
+    openai_server.behaviour = page_lines
+    killed: list[int] = []
+
+    def kill_the_child(done: int, total: int, message: str | None = None) -> None:
+        if message == "Rendering page 2/6" and not killed:
+            (child,) = sandbox_children()
+            os.kill(child, signal.SIGKILL)
+            killed.append(child)
+
+    with pytest.raises(PoflowError) as error:
+        extract_file_bounded(scan, filename="scan.pdf", llm=settings(openai_server, window_pages=1,
+                                                                      max_concurrency=1),
+                             on_progress=kill_the_child, limits=SandboxLimits(memory_mb=1024, timeout_s=60))
+    assert error.value.code == "resource_limit", error.value.message
+    assert error.value.message == ("reading scan.pdf was stopped by SIGKILL (memory limit 1024 MB or time limit "
+                                   "60 s)")
+    assert killed and gone(killed[0]) and sandbox_children() == set()
+    assert len(openai_server.completion_requests()) < 6
+
+
+def test_a_failed_window_cancels_the_rest_and_ends_the_child(openai_server: OpenAIServer, tmp_path: Path) -> None:
+    """The first failure wins: the renderer is stopped (not left waiting for a credit) and reaped."""
+    scan = make_scanned_pdf(tmp_path / "scan.pdf", pages=8)
+    openai_server.behaviour = lambda body: (
+        Reply.error(400, "invalid_request") if "--- page 2 (image) ---" in request_text(body) else page_lines(body)
+    )
+    progress = Progress()
+    stats = SandboxStats()
+    with pytest.raises(PoflowError) as error:
+        extract_file_bounded(scan, llm=settings(openai_server, window_pages=1, max_concurrency=1),
+                             on_progress=progress, stats=stats)
+    assert error.value.code == "llm_request_rejected" and "\n" not in error.value.message
+    assert progress.pages_rendered() < 8 and len(openai_server.completion_requests()) == 2
+    assert stats.exitcode is not None and sandbox_children() == set()
+
+
+def test_a_render_error_in_the_child_keeps_its_code(
+    openai_server: OpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that raises while streaming (here: the scan vanished before rendering) fails with one line."""
+    scan = make_scanned_pdf(tmp_path / "scan.pdf", pages=3)
+    openai_server.behaviour = page_lines
+    real_read = pdf.read_pdf
+
+    def read_then_remove(path: Path, **kwargs: Any) -> Any:
+        document = real_read(path, **kwargs)
+        Path(path).unlink()
+        return document
+
+    monkeypatch.setenv("POFLOW_EXTRACT_SANDBOX", "0")  # a monkeypatch reaches the renderer only in-process
+    monkeypatch.setattr(pdf, "read_pdf", read_then_remove)
+    with pytest.raises(PoflowError) as error:
+        extract_file_bounded(scan, filename="scan.pdf", llm=settings(openai_server))
+    assert error.value.code == "unreadable_file" and error.value.message.startswith("could not read scan.pdf")
+    assert openai_server.completion_requests() == []
+
+
+def test_page_images_at_the_model_stay_within_the_image_budget(openai_server: OpenAIServer) -> None:
+    """Four 1-page windows of 0.6 MB each, 4 requests allowed at once, 1 MB of images allowed at the model:
+    one window at a time (a window alone always goes); with the default budget they overlap."""
+    def slow_answer(body: dict[str, Any]) -> Reply:
+        reply = page_lines(body)
+        reply.delay = 0.3
+        return reply
+
+    openai_server.behaviour = slow_answer
+    pages = [LLMPage(number=n, png=bytes([n]) * 600_000) for n in range(1, 5)]
+    budgeted = extract_with_llm(pages, settings(openai_server, window_pages=1, max_concurrency=4,
+                                                max_image_mb_in_flight=1.0), source_format="image")
+    assert len(budgeted.lines) == 4 and max_overlap(openai_server.completion_requests()) == 1
+    openai_server.requests.clear()
+    extract_with_llm(pages, settings(openai_server, window_pages=1, max_concurrency=4), source_format="image")
+    assert max_overlap(openai_server.completion_requests()) > 1
