@@ -111,8 +111,12 @@ class Stack:
 
     def cpu_seconds(self) -> float:
         """CPU time of every live process in the stack's groups, with their reaped children."""
-        groups = {process.pid for process in self.processes.values()}
-        total = 0
+        return sum(self.cpu_by_process().values())
+
+    def cpu_by_process(self) -> dict[str, float]:
+        """:meth:`cpu_seconds` per started process (its whole group: code servers, pool children, run processes)."""
+        names = {process.pid: name for name, process in self.processes.items()}
+        totals = dict.fromkeys(self.processes, 0)
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
@@ -121,9 +125,10 @@ class Stack:
             except OSError:
                 continue
             fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
-            if int(fields[2]) in groups:  # pgrp
-                total += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
-        return total / CLK_TCK
+            name = names.get(int(fields[2]))  # pgrp
+            if name is not None:
+                totals[name] += sum(int(value) for value in fields[11:15])  # utime stime cutime cstime
+        return {name: ticks / CLK_TCK for name, ticks in totals.items()}
 
     def stop(self) -> None:
         for process in self.processes.values():

@@ -1,0 +1,285 @@
+"""Throughput and latency of the whole system, same machine, same run: poflow's production setup (direct
+submit through the webserver, CeleryRunLauncher, long-lived run workers, deploy/dagster_home/dagster.yaml)
+against a Dagster-defaults setup (default instance: default run launcher = one process per run, sensor only).
+
+    .venv/bin/python benchmarks/throughput.py [--latency 8] [--burst 100] [--baseline-burst 30]
+                                              [--workers 1] [--concurrency 4]
+
+(a) latency: `poflow upload` started -> workflow completed, one small CSV at a time (p50/p95), both setups;
+(b) burst: N small POs uploaded at once by 4 threads of a long-running process, as `POST /api/uploads`
+    does it (store + direct submit; the baseline: store only, its sensor starts the runs) -> POs/min from
+    the first upload to the last completion, lost (not completed) and duplicated (more than one PO or po_job
+    run per upload);
+(c) CPU-seconds per PO during the burst: every process of the stack (webserver, daemon, code servers,
+    workers, run processes) plus the uploading threads, also per process.
+Both setups use PostgreSQL for the app database (a fresh database each) and Redis for progress events; the
+poflow setup also keeps Dagster's storage in PostgreSQL. Ratios are what to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import sqlalchemy as sa
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from poflow_dagster_tests.stack import (  # noqa: E402
+    create_pg_database, deploy_instance_yaml, drop_pg_database, new_stack,
+)
+
+REDIS = os.environ.get("POFLOW_TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
+DEFAULTS_YAML = "telemetry:\n  enabled: false\n"
+
+
+def _csv(index: int) -> bytes:
+    """A small PO, different bytes per index (so no upload is a duplicate of another)."""
+    lines = [f"BENCH-{index}-{n},Widget {n},{n + 1},2.50,{(n + 1) * 2.5:.2f}" for n in range(5)]
+    total = sum((n + 1) * 2.5 for n in range(5))
+    return ("PO Number,BENCH-%d\nSupplier,Bench Supplies\n\nSKU,Description,Quantity,Unit Cost,Line Total\n"
+            % index + "\n".join(lines) + f"\n,,,Total,{total:.2f}\n").encode()
+
+
+class Setup:
+    def __init__(self, label: str, workdir: Path, *, poflow: bool, workers: int, concurrency: int) -> None:
+        self.label, self.workdir, self.poflow = label, workdir, poflow
+        self.app_db, app_url = create_pg_database("bench_app")
+        self.app_url = app_url.replace("postgresql+psycopg2://", "postgresql+psycopg://")
+        self.dagster_db = None
+        env = {"POFLOW_DATABASE_URL": self.app_url, "POFLOW_HOME": str(workdir / "home"), "REDIS_URL": REDIS,
+               "POFLOW_REDIS_NAMESPACE": f"bench-{secrets.token_hex(3)}"}
+        if poflow:
+            self.dagster_db, dagster_url = create_pg_database("bench_dagster")
+            prefix = f"b{secrets.token_hex(3)}-"
+            env.update(DAGSTER_PG_URL=dagster_url, POFLOW_CELERY_BROKER_URL=REDIS, POFLOW_CELERY_QUEUE_PREFIX=prefix,
+                       POFLOW_CELERY_DEFAULT_QUEUE=f"{prefix}sheet")
+        self.stack = new_stack(workdir, instance_yaml=deploy_instance_yaml() if poflow else DEFAULTS_YAML, env=env)
+        # This process uploads like a long-running face (the API): it needs the deployment's settings too
+        # (the Celery queue prefix goes into each run's queue tag).
+        self._saved_env = dict(os.environ)
+        os.environ.update({k: v for k, v in self.stack.env.items() if k.startswith(("POFLOW_", "REDIS_URL"))})
+        if poflow:
+            self.stack.start_webserver()
+        self.stack.start_daemon()
+        for n in range(workers if poflow else 0):
+            self.stack.start_worker(f"worker{n}", ["sheet", "scan"], concurrency)
+        self.stack.wait_ready()
+        self.engine = sa.create_engine(self.app_url)
+        self.index = 0
+        self.lock = threading.Lock()
+        self.cli_submit = poflow
+
+    def upload(self, cli: bool = True) -> tuple[str, float]:
+        """One upload via the CLI (a new process, as a user runs it): (upload id, when it started)."""
+        self.index += 1
+        path = self.workdir / f"po-{self.index}.csv"
+        path.write_bytes(_csv(self.index))
+        started = time.monotonic()
+        args = [sys.executable, "-m", "poflow_dagster.cli", "upload", str(path), "--merchant", "bench",
+                *([] if self.cli_submit else ["--no-submit"])]
+        done = subprocess.run(args, env=self.stack.env, capture_output=True, text=True, timeout=120)
+        if done.returncode:
+            raise SystemExit(f"upload failed: {done.stderr}")
+        return done.stdout.strip(), started
+
+    def completed(self, upload_ids: list[str]) -> dict[str, float]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT upload_id, status FROM workflow_executions WHERE upload_id = ANY(:ids)"), {"ids": upload_ids}
+            ).all()
+        return {uid: status for uid, status in rows}
+
+    def wait(self, upload_ids: list[str], timeout_s: float) -> dict[str, float]:
+        """Completion time (monotonic) of each upload that completed within the timeout."""
+        done: dict[str, float] = {}
+        deadline = time.monotonic() + timeout_s
+        while len(done) < len(upload_ids) and time.monotonic() < deadline:
+            now = time.monotonic()
+            for uid, status in self.completed(upload_ids).items():
+                if status in ("completed", "failed") and uid not in done:
+                    done[uid] = now
+            time.sleep(0.1)
+        return done
+
+    def duplicates(self, upload_ids: list[str]) -> int:
+        with self.engine.connect() as conn:
+            pos = conn.execute(sa.text(
+                "SELECT count(*) - count(DISTINCT upload_id) FROM purchase_orders WHERE upload_id = ANY(:ids)"),
+                {"ids": upload_ids}).scalar()
+        return int(pos or 0) + self.duplicate_runs(upload_ids)
+
+    def duplicate_runs(self, upload_ids: list[str]) -> int:
+        import dagster as dg
+
+        saved = {k: os.environ.get(k) for k in self.stack.env}
+        os.environ.update(self.stack.env)
+        try:
+            with dg.DagsterInstance.from_config(self.stack.env["DAGSTER_HOME"]) as instance:
+                runs = instance.get_runs(dg.RunsFilter(job_name="po_job"))
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        wanted = set(upload_ids)
+        partitions = [run.tags.get("dagster/partition") for run in runs if run.tags.get("dagster/partition") in wanted]
+        return len(partitions) - len(set(partitions))
+
+    def latency(self, count: int) -> list[float]:
+        results = []
+        for _ in range(count):
+            upload_id, started = self.upload()
+            finished = self.wait([upload_id], 300)
+            if upload_id not in finished:
+                raise SystemExit(f"{self.label}: {upload_id} did not complete in 300 s")
+            results.append(finished[upload_id] - started)
+        return results
+
+    def upload_in_process(self) -> str:
+        """One upload as a long-running face does it (``POST /api/uploads``, the inbox): store + submit."""
+        from poflow_dagster.intake import upload_file
+        from poflow_dagster.run_submit import submit_upload_run
+        from poflow_dagster.store.db import get_database
+
+        with self.lock:
+            self.index += 1
+            index = self.index
+        path = self.workdir / f"po-{index}.csv"
+        path.write_bytes(_csv(index))
+        database = get_database(self.app_url)
+        upload = upload_file(database, Path(self.stack.env["POFLOW_HOME"]), "bench", path, source_kind="api")
+        if self.cli_submit:
+            submit_upload_run(database, upload.id, url=self.stack.web_url)
+        return upload.id
+
+    def burst(self, count: int) -> dict:
+        cpu_before = self.stack.cpu_by_process()
+        own_before = time.process_time()
+        children_before = os.times().children_user + os.times().children_system
+        started = time.monotonic()
+        ids: list[str] = []
+        lock = threading.Lock()
+
+        def one(_):
+            upload_id = self.upload_in_process()
+            with lock:
+                ids.append(upload_id)
+
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(one, range(count)))
+        finished = self.wait(ids, 900)
+        elapsed = (max(finished.values()) if finished else time.monotonic()) - started
+        after = self.stack.cpu_by_process()
+        by_process = {name: (after[name] - cpu_before.get(name, 0)) / count for name in after}
+        uploader = (time.process_time() - own_before) / count
+        cpu = sum(by_process.values()) + uploader
+        return {"count": count, "elapsed_s": elapsed, "per_min": len(finished) / elapsed * 60,
+                "lost": count - len(finished), "duplicated": self.duplicates(ids),
+                "cpu_per_po": cpu, "by_process": {**by_process, "uploader": uploader}, "ids": ids}
+
+    def image_run_cost(self, upload_ids: list[str]) -> dict:
+        """What a separate image run per PO costs: launch ``image_job`` again for completed uploads (as
+        image_attachment_sensor does after each PO run) and measure the stack's CPU until they all end."""
+        import json
+        import urllib.request
+
+        import dagster as dg
+
+        before = self.stack.cpu_seconds()
+        started = time.monotonic()
+        run_ids = []
+        for upload_id in upload_ids:
+            variables = {"params": {
+                "selector": {"repositoryLocationName": "poflow", "repositoryName": "__repository__",
+                             "jobName": "image_job"},
+                "executionMetadata": {"tags": [{"key": "dagster/partition", "value": upload_id}]}}}
+            query = ("mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename "
+                     "... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }")
+            request = urllib.request.Request(f"{self.stack.web_url}/graphql", headers={"Content-Type": "application/json"},
+                                             data=json.dumps({"query": query, "variables": variables}).encode())
+            with urllib.request.urlopen(request, timeout=30) as response:
+                run_ids.append(json.loads(response.read())["data"]["launchRun"]["run"]["runId"])
+        saved = dict(os.environ)
+        os.environ.update(self.stack.env)
+        try:
+            with dg.DagsterInstance.from_config(self.stack.env["DAGSTER_HOME"]) as instance:
+                while time.monotonic() - started < 600:
+                    runs = instance.get_runs(dg.RunsFilter(run_ids=run_ids))
+                    if all(run.is_finished for run in runs):
+                        break
+                    time.sleep(0.2)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        return {"runs": len(run_ids), "cpu_per_run": (self.stack.cpu_seconds() - before) / len(run_ids),
+                "seconds": time.monotonic() - started}
+
+    def close(self) -> None:
+        os.environ.clear()
+        os.environ.update(self._saved_env)
+        self.stack.stop()
+        self.engine.dispose()
+        drop_pg_database(self.app_db)
+        if self.dagster_db:
+            drop_pg_database(self.dagster_db)
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--latency", type=int, default=8, help="uploads, one at a time, per setup")
+    parser.add_argument("--burst", type=int, default=100, help="burst size for poflow")
+    parser.add_argument("--baseline-burst", type=int, default=30, help="burst size for the baseline (slow)")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=4)
+    args = parser.parse_args()
+    results = {}
+    for label, poflow, burst in (("dagster defaults", False, args.baseline_burst), ("poflow", True, args.burst)):
+        with tempfile.TemporaryDirectory(prefix="poflow-throughput-") as tmp:
+            setup = Setup(label, Path(tmp), poflow=poflow, workers=args.workers, concurrency=args.concurrency)
+            try:
+                setup.latency(1)  # warm-up: code servers loaded, first run done
+                latencies = setup.latency(args.latency)
+                bursts = setup.burst(burst) if burst else None
+                if bursts and poflow:
+                    bursts["image_runs"] = setup.image_run_cost(bursts["ids"][:20])
+            finally:
+                setup.close()
+        results[label] = (latencies, bursts)
+        p50, p95 = statistics.median(latencies), _pct(latencies, 0.95)
+        print(f"{label:<17} latency upload->completed p50 {p50:5.2f} s  p95 {p95:5.2f} s  "
+              f"({' '.join(f'{v:.1f}' for v in latencies)})")
+        if bursts:
+            print(f"{'':<17} burst {bursts['count']}: {bursts['per_min']:.1f} POs/min in {bursts['elapsed_s']:.0f} s, "
+                  f"lost {bursts['lost']}, duplicated {bursts['duplicated']}, "
+                  f"CPU {bursts['cpu_per_po']:.2f} s/PO ("
+                  + ", ".join(f"{k} {v:.2f}" for k, v in bursts["by_process"].items()) + ")")
+            if "image_runs" in bursts:
+                images = bursts["image_runs"]
+                print(f"{'':<17} a separate image run (image_job) costs {images['cpu_per_run']:.2f} CPU-s "
+                      f"({images['runs']} runs in {images['seconds']:.1f} s)")
+    base, ours = results["dagster defaults"], results["poflow"]
+    print(f"latency p50 ratio poflow/defaults: {statistics.median(ours[0]) / statistics.median(base[0]):.2f}")
+    if base[1] and ours[1]:
+        print(f"burst throughput ratio poflow/defaults: {ours[1]['per_min'] / base[1]['per_min']:.1f}x, "
+              f"CPU per PO ratio: {ours[1]['cpu_per_po'] / base[1]['cpu_per_po']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
