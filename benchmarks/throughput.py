@@ -5,7 +5,8 @@ against a Dagster-defaults setup (default instance: default run launcher = one p
     .venv/bin/python benchmarks/throughput.py [--latency 8] [--burst 100] [--baseline-burst 30]
                                               [--workers 1] [--concurrency 4]
 
-(a) latency: `poflow upload` started -> workflow completed, one small CSV at a time (p50/p95), both setups;
+(a) latency: upload started -> workflow completed, one small CSV at a time (p50/p95), both setups, through
+    `POST /api/uploads` of a running `poflow serve` and through the `poflow upload` command (a new process);
 (b) burst: N small POs uploaded at once by 4 threads of a long-running process, as `POST /api/uploads`
     does it (store + direct submit; the baseline: store only, its sensor starts the runs) -> POs/min from
     the first upload to the last completion, lost (not completed) and duplicated (more than one PO or po_job
@@ -72,16 +73,37 @@ class Setup:
         if poflow:
             self.stack.start_webserver()
         self.stack.start_daemon()
+        self.stack.start_api()  # the same HTTP API in both setups; only how runs start and execute differs
         for n in range(workers if poflow else 0):
             self.stack.start_worker(f"worker{n}", ["sheet", "scan"], concurrency)
         self.stack.wait_ready()
         self.engine = sa.create_engine(self.app_url)
+        token = subprocess.run([sys.executable, "-m", "poflow_dagster.cli", "merchant", "token", "bench"],
+                               env=self.stack.env, capture_output=True, text=True, timeout=120)
+        self.token = token.stdout.strip().splitlines()[-1].split()[-1]
         self.index = 0
         self.lock = threading.Lock()
         self.cli_submit = poflow
 
+    def upload_api(self) -> tuple[str, float]:
+        """One upload through ``POST /api/uploads`` (multipart, as a frontend sends it): (upload id, started)."""
+        import json
+        import urllib.request
+
+        self.index += 1
+        boundary = secrets.token_hex(8)
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"po-{self.index}.csv\"\r\n"
+                f"Content-Type: text/csv\r\n\r\n").encode() + _csv(self.index) + f"\r\n--{boundary}--\r\n".encode()
+        request = urllib.request.Request(f"{self.stack.api_url}/api/uploads", data=body, headers={
+            "Authorization": f"Bearer {self.token}", "Content-Type": f"multipart/form-data; boundary={boundary}"})
+        started = time.monotonic()
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())["upload_id"], started
+
     def upload(self, cli: bool = True) -> tuple[str, float]:
         """One upload via the CLI (a new process, as a user runs it): (upload id, when it started)."""
+        if not cli:
+            return self.upload_api()
         self.index += 1
         path = self.workdir / f"po-{self.index}.csv"
         path.write_bytes(_csv(self.index))
@@ -137,15 +159,41 @@ class Setup:
         partitions = [run.tags.get("dagster/partition") for run in runs if run.tags.get("dagster/partition") in wanted]
         return len(partitions) - len(set(partitions))
 
-    def latency(self, count: int) -> list[float]:
+    def latency(self, count: int, cli: bool) -> list[float]:
         results = []
+        self.phases: list[dict[str, float]] = []
         for _ in range(count):
-            upload_id, started = self.upload()
+            wall_started = time.time()
+            upload_id, started = self.upload(cli)
+            command_s = time.monotonic() - started
             finished = self.wait([upload_id], 300)
             if upload_id not in finished:
                 raise SystemExit(f"{self.label}: {upload_id} did not complete in 300 s")
             results.append(finished[upload_id] - started)
+            self.phases.append(self._phases(upload_id, wall_started, command_s))
         return results
+
+    def _phases(self, upload_id: str, wall_started: float, command_s: float) -> dict[str, float]:
+        """Where one upload's latency went: the upload command, until Dagster had its run (sensor tick or
+        direct submit), run queued -> started (dequeue + launch + worker pickup), run start -> PO completed."""
+        import dagster as dg
+
+        saved = dict(os.environ)
+        os.environ.update(self.stack.env)
+        try:
+            with dg.DagsterInstance.from_config(self.stack.env["DAGSTER_HOME"]) as instance:
+                record = instance.get_run_records(
+                    dg.RunsFilter(job_name="po_job", tags={"dagster/partition": upload_id}), limit=1)[0]
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+        with self.engine.connect() as conn:
+            completed = conn.execute(sa.text(
+                "SELECT completed_at FROM workflow_executions WHERE upload_id = :u"), {"u": upload_id}).scalar()
+        created = record.create_timestamp.timestamp()
+        return {"command": command_s, "to_run_created": created - wall_started - command_s,
+                "queued_to_started": (record.start_time or created) - created,
+                "started_to_completed": completed.timestamp() - (record.start_time or created)}
 
     def upload_in_process(self) -> str:
         """One upload as a long-running face does it (``POST /api/uploads``, the inbox): store + submit."""
@@ -254,17 +302,23 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="poflow-throughput-") as tmp:
             setup = Setup(label, Path(tmp), poflow=poflow, workers=args.workers, concurrency=args.concurrency)
             try:
-                setup.latency(1)  # warm-up: code servers loaded, first run done
-                latencies = setup.latency(args.latency)
+                setup.latency(1, cli=False)  # warm-up: code servers loaded, first run done
+                latencies = setup.latency(args.latency, cli=False)
+                phases = setup.phases
+                cli_latencies = setup.latency(args.latency, cli=True)
+                cli_phases = setup.phases
                 bursts = setup.burst(burst) if burst else None
                 if bursts and poflow:
                     bursts["image_runs"] = setup.image_run_cost(bursts["ids"][:20])
             finally:
                 setup.close()
-        results[label] = (latencies, bursts)
-        p50, p95 = statistics.median(latencies), _pct(latencies, 0.95)
-        print(f"{label:<17} latency upload->completed p50 {p50:5.2f} s  p95 {p95:5.2f} s  "
-              f"({' '.join(f'{v:.1f}' for v in latencies)})")
+        results[label] = (latencies, bursts, cli_latencies)
+        for how, values, steps in (("API", latencies, phases), ("CLI", cli_latencies, cli_phases)):
+            p50, p95 = statistics.median(values), _pct(values, 0.95)
+            print(f"{label:<17} {how} upload->completed p50 {p50:5.2f} s  p95 {p95:5.2f} s  "
+                  f"({' '.join(f'{v:.1f}' for v in values)})")
+            print(f"{'':<17} median phases: " + ", ".join(
+                f"{name} {statistics.median(p[name] for p in steps):.2f} s" for name in steps[0]))
         if bursts:
             print(f"{'':<17} burst {bursts['count']}: {bursts['per_min']:.1f} POs/min in {bursts['elapsed_s']:.0f} s, "
                   f"lost {bursts['lost']}, duplicated {bursts['duplicated']}, "
@@ -275,7 +329,8 @@ def main() -> None:
                 print(f"{'':<17} a separate image run (image_job) costs {images['cpu_per_run']:.2f} CPU-s "
                       f"({images['runs']} runs in {images['seconds']:.1f} s)")
     base, ours = results["dagster defaults"], results["poflow"]
-    print(f"latency p50 ratio poflow/defaults: {statistics.median(ours[0]) / statistics.median(base[0]):.2f}")
+    print(f"latency p50 ratio poflow/defaults: API {statistics.median(ours[0]) / statistics.median(base[0]):.2f}, "
+          f"CLI {statistics.median(ours[2]) / statistics.median(base[2]):.2f}")
     if base[1] and ours[1]:
         print(f"burst throughput ratio poflow/defaults: {ours[1]['per_min'] / base[1]['per_min']:.1f}x, "
               f"CPU per PO ratio: {ours[1]['cpu_per_po'] / base[1]['cpu_per_po']:.2f}")

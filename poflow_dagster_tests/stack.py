@@ -57,6 +57,7 @@ class Stack:
     workdir: Path
     env: dict[str, str]
     web_url: str | None = None
+    api_url: str | None = None
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     def log(self, name: str) -> Path:
@@ -78,6 +79,14 @@ class Stack:
         self.env["POFLOW_DAGSTER_URL"] = self.web_url
         return self.web_url
 
+    def start_api(self) -> str:
+        """``poflow serve`` on a free port; returns its URL (ready when ``/healthz`` answers)."""
+        port = free_port()
+        self.start("api", [sys.executable, "-m", "poflow_dagster.cli", "serve", "--port", str(port),
+                           "--log-level", "warning"])
+        self.api_url = f"http://127.0.0.1:{port}"
+        return self.api_url
+
     def start_daemon(self) -> None:
         self.start("daemon", [sys.executable, "-m", "dagster._daemon", "run", "-w", str(REPO / "workspace.yaml")])
 
@@ -97,9 +106,10 @@ class Stack:
                 process = self.processes[name]
                 if process.poll() is not None:
                     raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.log(name).read_text()[-3000:]}")
-                if name == "webserver":
+                if name in ("webserver", "api"):
+                    probe = f"{self.web_url}/server_info" if name == "webserver" else f"{self.api_url}/healthz"
                     try:
-                        with urllib.request.urlopen(f"{self.web_url}/server_info", timeout=2):
+                        with urllib.request.urlopen(probe, timeout=2):
                             pending.discard(name)
                     except OSError:
                         pass

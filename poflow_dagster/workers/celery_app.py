@@ -22,8 +22,8 @@ import multiprocessing
 from multiprocessing import process as stdlib_process
 
 from celery.signals import worker_init, worker_process_init
+from dagster_celery.config import TASK_EXECUTE_JOB_NAME, TASK_RESUME_JOB_NAME
 from dagster_celery.make_app import make_app
-from dagster_celery.tasks import create_execute_job_task, create_resume_job_task
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,50 @@ app = make_app(
         "task_default_queue": os.environ.get("POFLOW_CELERY_DEFAULT_QUEUE", "po-sheet"),
     }
 )
-execute_job = create_execute_job_task(app)
-resume_job = create_resume_job_task(app)
+_instance = None
+
+
+def worker_instance():
+    """This pool child's Dagster instance (``DAGSTER_HOME``), created once and kept for every run it executes:
+    dagster-celery's own task opens a new instance — storage engines, connections — per run (~0.3 s here)."""
+    global _instance
+    if _instance is None:
+        from dagster import DagsterInstance
+
+        _instance = DagsterInstance.get()
+    return _instance
+
+
+def _send_to_null(_event) -> None:
+    pass
+
+
+@app.task(bind=True, name=TASK_EXECUTE_JOB_NAME, track_started=True)
+def execute_job(_task, execute_job_args_packed) -> int:
+    """Execute one whole run (what ``CeleryRunLauncher.launch_run`` sends), in this process."""
+    from dagster._cli.api import _execute_run_command_body
+    from dagster._grpc.types import ExecuteRunArgs
+    from dagster._serdes import unpack_value
+
+    args = unpack_value(execute_job_args_packed, as_type=ExecuteRunArgs)
+    return _execute_run_command_body(
+        instance=worker_instance(), run_id=args.run_id, write_stream_fn=_send_to_null,
+        set_exit_code_on_failure=args.set_exit_code_on_failure is not False,
+    )
+
+
+@app.task(bind=True, name=TASK_RESUME_JOB_NAME, track_started=True)
+def resume_job(_task, execute_job_args_packed) -> int:  # the launcher sends it under this name
+    """Resume a run whose worker went away (``CeleryRunLauncher.resume_run``), in this process."""
+    from dagster._cli.api import _resume_run_command_body
+    from dagster._grpc.types import ResumeRunArgs
+    from dagster._serdes import unpack_value
+
+    args = unpack_value(execute_job_args_packed, as_type=ResumeRunArgs)
+    return _resume_run_command_body(
+        instance=worker_instance(), run_id=args.run_id, write_stream_fn=_send_to_null,
+        set_exit_code_on_failure=args.set_exit_code_on_failure is not False,
+    )
 
 
 @worker_init.connect
@@ -91,3 +133,7 @@ def _allow_child_processes(**_kwargs) -> None:
     itself. In a pool child, billiard has put its own process object into ``multiprocessing`` (daemonic, so
     it may not start children, and with an authkey the standard pickler refuses): put a standard one back."""
     stdlib_process._current_process = _StdlibProcess(multiprocessing.current_process().name)  # noqa: SLF001
+    try:  # open this child's instance before its first run arrives
+        worker_instance()
+    except Exception as error:  # e.g. DAGSTER_HOME unset: the first run reports it
+        log.warning("Dagster instance not opened at start: %s", error)
