@@ -21,10 +21,10 @@ from poflow_dagster.pipeline.analytics_schedules import analytics_job, analytics
 from poflow_dagster.pipeline.assets import purchase_order
 from poflow_dagster.pipeline.checks import po_saved_correctly, shopify_matches_drafts
 from poflow_dagster.pipeline.images import product_images
-from poflow_dagster.pipeline.jobs import image_job, po_job
+from poflow_dagster.pipeline.jobs import po_job
 from poflow_dagster.pipeline.reconciler import workflow_reconciler
 from poflow_dagster.pipeline.retention import partition_retention_job, partition_retention_schedule
-from poflow_dagster.pipeline.sensors import image_attachment_sensor, po_failure_sensor, upload_sensor
+from poflow_dagster.pipeline.sensors import po_failure_sensor, upload_sensor
 from poflow_dagster.resources import DatabaseResource, LLMResource, ProgressResource, ShopifyResource, StorageResource
 
 #: Resource key → {field: environment variable}. Integer fields are listed in ``INT_FIELDS``.
@@ -69,8 +69,8 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
 defs = dg.Definitions(
     assets=[purchase_order, product_images, *analytics_assets],
     asset_checks=[po_saved_correctly, shopify_matches_drafts, *analytics_checks],
-    jobs=[po_job, image_job, analytics_job, partition_retention_job],
+    jobs=[po_job, analytics_job, partition_retention_job],
     schedules=[analytics_schedule, partition_retention_schedule],
-    sensors=[upload_sensor, po_failure_sensor, image_attachment_sensor, workflow_reconciler],
+    sensors=[upload_sensor, po_failure_sensor, workflow_reconciler],
     resources=build_resources(),
 )

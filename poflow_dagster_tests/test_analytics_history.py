@@ -38,12 +38,6 @@ def count(db, model=StageRun) -> int:
         return session.scalar(sa.select(sa.func.count()).select_from(model))
 
 
-def image_run_id(instance, upload_id: str) -> str:
-    runs = instance.get_runs(dg.RunsFilter(job_name="image_job", tags={"dagster/partition": upload_id}))
-    assert len(runs) == 1
-    return runs[0].run_id
-
-
 def test_real_runs_become_their_timelines_incrementally(home, db, shop, instance, samples):
     upload = upload_file(db, home, "acme", samples["acme-po-1001.csv"])
     first = run_upload(defs, instance, db, upload.id)
@@ -51,9 +45,10 @@ def test_real_runs_become_their_timelines_incrementally(home, db, shop, instance
 
     refresh = refresh_stage_runs(instance, db)
 
-    assert refresh.new_runs == 2  # the PO run and its image run
+    assert refresh.new_runs == 1  # one run: the PO, its checks and its images
     rows = rows_of(db, first.run_id)
-    assert set(rows) == {"sensor_wait", "launch_wait", *PO_STAGES, "checks", "end_to_end"}  # in-process: no queue
+    # In-process: no queue. Images are a stage of the same run.
+    assert set(rows) == {"sensor_wait", "launch_wait", *PO_STAGES, "checks", "image_attachment", "end_to_end"}
     assert {s: rows[s].kind for s in ("sensor_wait", "launch_wait", "ai_parsing", "checks", "end_to_end")} == {
         "sensor_wait": "wait", "launch_wait": "wait", "ai_parsing": "stage", "checks": "check", "end_to_end": "total"}
     with db.session() as session:
@@ -64,7 +59,9 @@ def test_real_runs_become_their_timelines_incrementally(home, db, shop, instance
     assert all(r.first_run and r.run_status == "success" and r.job == "po_job" and r.merchant_id == "acme"
                and r.upload_id == upload.id for r in rows.values())
     assert rows["end_to_end"].started_at == received and rows["sensor_wait"].started_at == received
-    assert abs((rows["end_to_end"].ended_at - run_end).total_seconds()) < 1e-3
+    # The PO's clock ends where its images start (its checks done), not at the run's end after them.
+    assert rows["end_to_end"].ended_at == rows["checks"].ended_at == metrics["image_attachment"].started_at
+    assert rows["end_to_end"].ended_at <= run_end
     assert rows["sensor_wait"].ended_at == record.create_timestamp.astimezone(dt.UTC)
     assert rows["launch_wait"].ended_at == metrics["ai_parsing"].started_at  # RUN_START -> first stage
     assert rows["checks"].started_at == metrics["status_update"].ended_at
@@ -76,12 +73,10 @@ def test_real_runs_become_their_timelines_incrementally(home, db, shop, instance
     sync = rows["shopify_sync"]
     assert sync.shopify_requests >= 1 and sync.shopify_points > 0 and sync.shopify_throttled_s is not None
     assert metrics["product_draft_creation"].signals == {"skus": metrics["product_draft_creation"].items}
-    # The image run: its stage and its total, not a first run.
-    images = rows_of(db, image_run_id(instance, upload.id))
-    assert {s: r.kind for s, r in images.items()} == {"image_attachment": "stage", "end_to_end": "total"}
-    assert not any(r.first_run for r in images.values())
-    assert refresh.rows_written == len(rows) + len(images) == refresh.total_rows == count(db)
-    assert count(db, RunLaunch) == 2  # launch times are kept (a re-ingest keeps its waits), pruned after 7 days
+    images = rows["image_attachment"]
+    assert (images.kind, images.outcome, images.started_at) == ("stage", "skipped", metrics["image_attachment"].started_at)
+    assert refresh.rows_written == len(rows) == refresh.total_rows == count(db)
+    assert count(db, RunLaunch) == 1  # launch times are kept (a re-ingest keeps its waits), pruned after 7 days
     assert load_state(db, f"cursor:{instance_key(instance)}:RUN_SUCCESS") is not None
 
     again = refresh_stage_runs(instance, db)  # nothing new: nothing read again, nothing written
@@ -102,7 +97,7 @@ def test_real_runs_become_their_timelines_incrementally(home, db, shop, instance
         ).all()
         firsts = session.scalar(sa.select(sa.func.count(sa.distinct(StageRun.run_id)))
                                 .where(StageRun.upload_id == upload.id, StageRun.first_run.is_(True)))
-    assert sorted(n for _, n in per_run) == [1, 1, 1] and firsts == 1
+    assert sorted(n for _, n in per_run) == [1, 1] and firsts == 1
 
 
 def test_reexecution_from_failure_adds_its_own_rows(home, db, shop, samples, monkeypatch):
@@ -315,7 +310,7 @@ def test_cursors_belong_to_their_instance(home, db, shop, samples, tmp_path):
     with dg.instance_for_test() as old:
         run_upload(defs, old, db, first_upload.id)
         run_upload(defs, old, db, first_upload.id, with_images=False)  # more events than the new instance has
-        assert refresh_stage_runs(old, db).new_runs == 3
+        assert refresh_stage_runs(old, db).new_runs == 2
         old_key = instance_key(old)
     with dg.instance_for_test() as new:
         assert instance_key(new) != old_key

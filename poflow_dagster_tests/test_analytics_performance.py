@@ -89,14 +89,20 @@ def test_window_and_empty():
     assert perf[(perf["slice"] == "all") & (perf["stage"] == "ai_parsing")].iloc[0]["runs"] == 3
 
 
-def test_image_job_waits_do_not_blur_the_po():
-    rows = run_rows("po", ended_at=NOW - dt.timedelta(hours=1))
-    rows += run_rows("img", ended_at=NOW - dt.timedelta(minutes=30), job="image_job", first_run=False,
-                     durations={"queue_wait": 50.0, "image_attachment": 7.0})
+def test_images_in_the_po_run_are_a_stage_but_no_part_of_its_end_to_end():
+    from poflow_dagster.analytics.bottlenecks import tail_contributions
+    from poflow_dagster.analytics.frame import prepare_frame
+
+    durations = {"sensor_wait": 1.0, "launch_wait": 2.0, "ai_parsing": 5.0, "status_update": 1.0, "checks": 1.0,
+                 "image_attachment": 7.0}
+    po_time = sum(durations.values()) - durations["image_attachment"]  # the PO ended where images started
+    rows = run_rows("po", ended_at=NOW - dt.timedelta(hours=1), durations=durations,
+                    extra={"end_to_end": {"duration_s": po_time}})
     overall = stage_performance(frame(rows), now=NOW, slices=()).set_index("stage")
-    assert overall.loc["queue_wait", "runs"] == 1 and overall.loc["queue_wait", "p50_s"] == 1.0
-    assert overall.loc["image_attachment", "p50_s"] == 7.0
-    assert overall.loc["end_to_end", "runs"] == 1
+    assert overall.loc["image_attachment", "runs"] == 1 and overall.loc["image_attachment", "p50_s"] == 7.0
+    assert overall.loc["end_to_end", "runs"] == 1 and overall.loc["end_to_end", "p50_s"] == po_time
+    shares = tail_contributions(prepare_frame(frame(rows)))
+    assert "image_attachment" not in shares and shares["ai_parsing"] == 5.0 / po_time
 
 
 def test_skipped_and_reused_stages_are_counted_not_timed():

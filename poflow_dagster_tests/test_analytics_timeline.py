@@ -117,14 +117,27 @@ def test_stage_cut_off_by_the_run_ending_is_interrupted_and_failed_stage_keeps_i
     assert rows["checks"].started_at == at(15)  # the last stage "ended" with the run
 
 
-def test_image_job_has_its_stage_and_total_only():
+def test_images_in_the_po_run_end_its_checks_and_end_to_end_where_they_start():
+    metrics = [*PO_METRICS, metric("image_attachment", 22.0, 22.5, outcome="skipped", items=0)]
     rows = build_timeline(
-        upload_created_at=at(0), run_created_at=at(30), enqueued_at=None, starting_at=at(31), started_at=at(32),
-        ended_at=at(40), stage_metrics=[metric("image_attachment", 33.0, 38.0, items=4)], first_run=False,
-        job="image_job",
+        upload_created_at=at(0), run_created_at=at(2), enqueued_at=at(2.1), starting_at=at(6), started_at=at(8),
+        ended_at=at(23), stage_metrics=metrics, first_run=True,
     )
-    assert [(r.stage, r.kind, r.duration_s) for r in rows] == [("image_attachment", "stage", 5.0),
-                                                               ("end_to_end", "total", 10.0)]
+    assert [row.stage for row in rows] == list(STAGE_ORDER)  # images after checks, before the total
+    by_stage = {row.stage: row for row in rows}
+    assert (by_stage["image_attachment"].kind, by_stage["image_attachment"].duration_s) == ("stage", 0.5)
+    assert (by_stage["checks"].started_at, by_stage["checks"].ended_at) == (at(20.5), at(22.0))
+    assert (by_stage["end_to_end"].ended_at, by_stage["end_to_end"].duration_s) == (at(22.0), 22.0)
+    # Waits + PO stages + checks still add up to the PO's end to end; images are outside it.
+    parts = sum(r.duration_s for r in rows if r.kind != "total" and r.stage != "image_attachment")
+    assert abs(parts - by_stage["end_to_end"].duration_s) < 1e-9
+    # An image step cut off by the run's end (a killed run) never lengthens the PO either.
+    cut = build_timeline(
+        upload_created_at=at(0), run_created_at=at(2), enqueued_at=None, starting_at=None, started_at=at(8),
+        ended_at=at(30), stage_metrics=[*PO_METRICS, metric("image_attachment", 22.0, None)], first_run=True,
+    )
+    assert {r.stage: r.ended_at for r in cut}["end_to_end"] == at(22.0)
+    assert {r.stage: r.outcome for r in cut}["image_attachment"] == "interrupted"
 
 
 def test_clock_skew_never_gives_negative_durations():

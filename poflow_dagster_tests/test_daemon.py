@@ -1,5 +1,5 @@
 """The real path: a dagster-daemon with a temporary DAGSTER_HOME, a file dropped into the inbox,
-upload_sensor -> queued run -> run worker -> completed workflow -> image run. Every process is stopped."""
+upload_sensor -> queued run -> run worker -> completed workflow -> images (same run). Every process is stopped."""
 
 from __future__ import annotations
 
@@ -92,12 +92,14 @@ def test_inbox_file_is_processed_by_a_real_daemon(tmp_path: Path, samples):
             time.sleep(0.5)
         assert completed_at is not None, (tmp_path / "daemon.log").read_text()[-3000:]
         print(f"\nfile drop -> workflow completed: {completed_at - dropped_at:.1f}s")
-        assert images_seen, "image_attachment_sensor did not start the image run"
+        assert images_seen, "the PO run did not attach the images"
         with db.session() as session:
             upload = session.scalar(sa.select(Upload))
             assert upload.source == "inbox" and upload.status == "completed"
-            stages = set(session.scalars(sa.select(StageMetric.stage)))
-        assert {"ai_parsing", "database_save", "product_draft_creation", "shopify_sync", "status_update"} <= stages
+            runs = dict(session.execute(sa.select(StageMetric.stage, StageMetric.run_id)).all())
+        assert set(runs) == {"ai_parsing", "database_save", "product_draft_creation", "shopify_sync", "status_update",
+                             "image_attachment"}
+        assert len(set(runs.values())) == 1  # one run: the PO, its checks and its images
         assert (inbox / ".processed" / "acme-po-1001.csv").exists()
     finally:
         _stop_group(daemon)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import dagster as dg
+from dagster._core.execution.api import create_execution_plan
 
 from poflow_dagster.definitions import defs
 
 
 def test_definitions_load_with_everything_wired():
     repo = defs.get_repository_def()
-    assert {"po_job", "image_job", "analytics_job"} <= {job.name for job in repo.get_all_jobs()}
-    assert {s.name for s in defs.sensors} == {"upload_sensor", "po_failure_sensor", "image_attachment_sensor", "workflow_reconciler"}
+    jobs = {job.name for job in repo.get_all_jobs()}
+    assert {"po_job", "analytics_job"} <= jobs and "image_job" not in jobs  # images are a step of po_job
+    assert {s.name for s in defs.sensors} == {"upload_sensor", "po_failure_sensor", "workflow_reconciler"}
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in defs.sensors)
     graph = repo.asset_graph
     assert {dg.AssetKey("purchase_order"), dg.AssetKey("product_images")} <= set(graph.get_all_asset_keys())
@@ -49,8 +51,23 @@ def test_po_graph_has_the_stage_ops_in_order_and_in_process_executor():
     assert all(
         node.definition.description for node in job.graph.node_dict["purchase_order"].definition.nodes
     ), "every op has a docstring for the UI"
-    images = defs.resolve_job_def("image_job")
-    assert [n.name for n in images.graph.node_dict["product_images"].definition.nodes] == ["image_attachment"]
+    assert [n.name for n in job.graph.node_dict["product_images"].definition.nodes] == ["image_attachment"]
+
+
+def test_po_job_selects_the_po_and_its_images_with_the_checks():
+    job = defs.resolve_job_def("po_job")
+    keys = {key.path[-1] for key in job.asset_layer.executable_asset_keys}
+    assert keys == {"purchase_order", "product_images"}
+    assert {key.name for key in job.asset_layer.asset_graph.asset_check_keys} >= {
+        "po_saved_correctly", "shopify_matches_drafts"}
+    # The image step waits for the PO (after status_update) and for the blocking check, and yields to any other
+    # ready step (shopify_matches_drafts): it is the run's last step.
+    plan = create_execution_plan(job)
+    images = plan.get_step_by_key("product_images.image_attachment")
+    assert {"purchase_order.status_update", "purchase_order_po_saved_correctly"} <= set(
+        images.get_execution_dependency_keys())
+    assert int(images.tags["dagster/priority"]) < 0
+    assert [s.key for s in plan.get_steps_to_execute_by_level()[-1]] == ["product_images.image_attachment"]
 
 
 def test_analytics_schedule_skips_while_a_refresh_is_unfinished():
@@ -113,7 +130,7 @@ import dagster as dg
 from poflow_dagster.definitions import RESOURCE_ENV, defs
 
 repo = defs.get_repository_def()
-assert {"po_job", "image_job", "analytics_job"} <= {job.name for job in repo.get_all_jobs()}
+assert {"po_job", "analytics_job"} <= {job.name for job in repo.get_all_jobs()}
 wrapped = {}
 for key, fields in RESOURCE_ENV.items():
     resource = defs.resources[key]

@@ -12,7 +12,7 @@ import pytest
 from poflow_dagster import config
 from poflow_dagster.intake import upload_file
 from poflow_dagster.pipeline.run_tags import FILE_TAG, MAX_TAG_CHARS, MERCHANT_TAG, po_run_tags
-from poflow_dagster.pipeline.sensors import image_attachment_sensor, upload_sensor
+from poflow_dagster.pipeline.sensors import upload_sensor
 from poflow_dagster.resources import DatabaseResource, StorageResource
 
 
@@ -74,26 +74,17 @@ def test_sensor_run_requests_carry_merchant_and_file_tags(home, db, instance, sa
     assert tags[second.id][MERCHANT_TAG] == "lumiere" and tags[second.id][FILE_TAG] == "lumiere-commande-3003.xlsx"
 
 
-def test_local_runs_and_the_image_run_sensor_carry_the_tags(home, db, shop, instance, samples):
+def test_local_runs_carry_the_tags(home, db, shop, instance, samples):
     from poflow_dagster.definitions import defs
     from poflow_dagster.pipeline.local import run_upload
 
     upload = upload_file(db, home, "acme", samples["nordwind-bestellung-2002.tsv"])
     result = run_upload(defs, instance, db, upload.id, log_level="ERROR")
-    assert result.success and result.image_run_id
+    assert result.success and result.images is not None  # images ran in this same run
     expected = {MERCHANT_TAG: "acme", FILE_TAG: "nordwind-bestellung-2002.tsv"}
-    for run_id in (result.run_id, result.image_run_id):
-        tags = instance.get_run_by_id(run_id).tags
-        assert {k: tags.get(k) for k in expected} == expected and tags["dagster/partition"] == upload.id
-
-    run = instance.get_run_by_id(result.run_id)
-    success = [e for e in instance.all_logs(run.run_id) if e.dagster_event_type == dg.DagsterEventType.RUN_SUCCESS]
-    context = dg.build_run_status_sensor_context(
-        sensor_name="image_attachment_sensor", dagster_event=success[0].dagster_event,
-        dagster_instance=instance, dagster_run=run,
-    )
-    request = image_attachment_sensor(context)  # the daemon's image run of this PO run
-    assert request.partition_key == upload.id and request.tags == expected
+    [run] = instance.get_runs()
+    assert run.run_id == result.run_id
+    assert {k: run.tags.get(k) for k in expected} == expected and run.tags["dagster/partition"] == upload.id
 
 
 def test_bundled_instance_settings_match_the_repository_dagster_yaml():

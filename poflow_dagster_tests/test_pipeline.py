@@ -36,17 +36,18 @@ def test_sample_po_end_to_end_and_rerun_is_idempotent(home, db, shop, instance, 
 
     assert result.success, result.error
     assert result.checks == {"po_saved_correctly": True, "shopify_matches_drafts": True}
-    assert result.image_run_success is True
+    assert result.images == {"drafts": result.summary["drafts"], "images_attached": 0,
+                             "reason": "no image source is configured; drafts keep no images"}
     summary = result.summary
     assert summary["po_number"] == expected["po_number"]
     assert summary["line_count"] == expected["line_count"]
     assert Decimal(summary["subtotal"]) == expected["subtotal"]
     report = status_report(db, upload.id)
     assert (report.workflow.status, report.workflow.progress_percent, report.upload.status) == ("completed", 100, "completed")
-    assert [s.stage for s in report.stages if s.run_id == result.run_id] == PO_STAGES
+    assert [s.stage for s in report.stages if s.run_id == result.run_id] == [*PO_STAGES, "image_attachment"]
     assert all(s.outcome == "success" and s.duration_ms is not None for s in report.stages if s.stage in PO_STAGES)
     images = [s for s in report.stages if s.stage == "image_attachment"]
-    assert len(images) == 1 and images[0].outcome == "skipped"
+    assert len(images) == 1 and images[0].outcome == "skipped" and images[0].run_id == result.run_id  # same run
     counts = _counts(db)
     distinct_skus = summary["drafts"]
     assert counts == {"purchase_orders": 1, "line_items": expected["line_count"], "product_drafts": distinct_skus,
@@ -107,3 +108,63 @@ def test_unreadable_document_fails_cleanly_and_keeps_the_file(home, db, shop, in
     assert report.upload.status == "failed" and report.upload.error_code == "corrupt_pdf"
     assert Path(report.upload.stored_path).read_bytes() == pdf.read_bytes()
     assert _counts(db)["purchase_orders"] == 0
+
+
+def _step_order(instance, run_id: str) -> list[str]:
+    return [e.dagster_event.step_key for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START)]
+
+
+def test_images_run_in_the_po_run_after_it_is_completed_and_its_checks(home, db, shop, instance, samples):
+    upload = upload_file(db, home, "acme", samples["acme-po-1001.csv"])
+    result = run_upload(defs, instance, db, upload.id)
+    assert result.success and result.images is not None
+    # One run: the PO's stages, both checks, then images last (they never hold the PO or its checks back).
+    assert [r.run_id for r in instance.get_runs()] == [result.run_id]
+    assert _step_order(instance, result.run_id)[-3:] == [
+        "purchase_order_po_saved_correctly", "purchase_order_shopify_matches_drafts",
+        "product_images.image_attachment"]
+    with db.session() as session:
+        metrics = {m.stage: m for m in session.scalars(sa.select(StageMetric).where(StageMetric.run_id == result.run_id))}
+    report = status_report(db, upload.id)
+    assert report.workflow.completed_at is not None
+    assert metrics["image_attachment"].started_at >= metrics["status_update"].ended_at
+
+
+def test_a_failing_image_step_never_fails_the_run_nor_the_po(home, db, shop, instance, samples, monkeypatch):
+    import poflow_dagster.pipeline.images as images
+
+    def broken(database, upload_id):
+        raise RuntimeError("image store exploded")
+
+    monkeypatch.setattr(images, "drafts_for_upload", broken)
+    upload = upload_file(db, home, "acme", samples["acme-po-1001.csv"])
+    result = run_upload(defs, instance, db, upload.id)
+
+    assert result.success, result.error
+    assert result.checks == {"po_saved_correctly": True, "shopify_matches_drafts": True}
+    assert result.images["images_attached"] == 0 and "image store exploded" in result.images["error"]
+    report = status_report(db, upload.id)
+    assert (report.workflow.status, report.workflow.progress_percent, report.upload.status) == (
+        "completed", 100, "completed")
+    assert report.workflow.error_code is None
+    stage = [s for s in report.stages if s.stage == "image_attachment"]
+    assert [(s.run_id, s.outcome, s.error_code) for s in stage] == [(result.run_id, "failed", "RuntimeError")]
+    output = [e for e in instance.all_logs(result.run_id) if e.is_dagster_event
+              and e.dagster_event.is_successful_output and e.dagster_event.step_key.endswith("image_attachment")]
+    metadata = output[0].dagster_event.event_specific_data.metadata
+    assert metadata["outcome"].value == "failed" and "image store exploded" in metadata["error"].value
+
+
+def test_a_failing_blocking_check_skips_the_images(home, db, shop, instance, samples, monkeypatch):
+    import poflow_dagster.pipeline.checks as checks
+
+    monkeypatch.setattr(checks, "saved_po_problems", lambda *args: ["forced problem"])
+    upload = upload_file(db, home, "acme", samples["acme-po-1001.csv"])
+    result = run_upload(defs, instance, db, upload.id)
+
+    assert result.checks["po_saved_correctly"] is False
+    assert "product_images.image_attachment" not in _step_order(instance, result.run_id)
+    assert result.images is None
+    report = status_report(db, upload.id)
+    assert report.workflow.status == "completed"  # marked by status_update before the check ran
+    assert not [s for s in report.stages if s.stage == "image_attachment"]

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from poflow_dagster.definitions import defs
 from poflow_dagster.intake import upload_file
-from poflow_dagster.pipeline.sensors import image_attachment_sensor, po_failure_sensor, upload_sensor
+from poflow_dagster.pipeline.sensors import is_side_step, po_failure_sensor, upload_sensor
 from poflow_dagster.resources import DatabaseResource, ShopifyResource, StorageResource
 from poflow_dagster.store.workflow import status_report
 from poflow_dagster_tests.faults import failing_writes
@@ -111,20 +111,35 @@ def test_failure_sensor_leaves_a_run_that_dagster_will_retry_to_its_retry(home, 
     assert status_report(db, upload.id).workflow.status == "processing"
 
 
-def test_image_sensor_requests_the_image_run_after_success(home, db, shop, instance, samples):
+def test_a_run_failing_in_its_image_step_never_fails_the_po(home, db, shop, instance, samples, monkeypatch):
+    """The image op catches its own errors; should the step fail anyway (here its error handling breaks too),
+    neither ``run_upload`` nor ``po_failure_sensor`` marks the already completed upload failed."""
+    import poflow_dagster.pipeline.images as images
     from poflow_dagster.pipeline.local import run_upload
 
+    def broken(*args, **kwargs):
+        raise RuntimeError("images broke twice")
+
+    monkeypatch.setattr(images, "drafts_for_upload", broken)
+    monkeypatch.setattr(images, "_failed", broken)
     upload = upload_file(db, home, "acme", samples["acme-po-1001.csv"])
-    done = run_upload(defs, instance, db, upload.id, with_images=False)
-    run = instance.get_run_by_id(done.run_id)
+    result = run_upload(defs, instance, db, upload.id)
+    assert not result.success and result.failed_step == "product_images.image_attachment"
+    assert is_side_step(result.failed_step) and not is_side_step("purchase_order.status_update")
+
     context = dg.build_run_status_sensor_context(
-        sensor_name="image_attachment_sensor",
-        dagster_event=[e for e in instance.all_logs(run.run_id) if e.dagster_event_type == dg.DagsterEventType.RUN_SUCCESS][0].dagster_event,
+        sensor_name="po_failure_sensor",
+        dagster_event=[e for e in instance.all_logs(result.run_id)
+                       if e.dagster_event_type == dg.DagsterEventType.RUN_FAILURE][0].dagster_event,
         dagster_instance=instance,
-        dagster_run=run,
-    )
-    request = image_attachment_sensor(context)
-    assert request.partition_key == upload.id and request.run_key == f"images:{run.run_id}"
+        dagster_run=instance.get_run_by_id(result.run_id),
+        resources={"db": DatabaseResource(url=db.url)},
+    ).for_run_failure()
+    po_failure_sensor(context)
+    report = status_report(db, upload.id)
+    assert (report.workflow.status, report.workflow.progress_percent, report.upload.status) == (
+        "completed", 100, "completed")
+    assert report.workflow.error_code is None
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # a database server only

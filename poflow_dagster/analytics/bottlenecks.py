@@ -30,6 +30,7 @@ from poflow_dagster.analytics.frame import (
     stage_sort_key,
     worked,
 )
+from poflow_dagster.analytics.timeline import SIDE_STAGES
 
 #: Fewer runs than this on either side of the trend: no factor ("not enough history").
 MIN_HISTORY = 5
@@ -65,7 +66,8 @@ RECOMMENDATIONS: dict[str, str] = {
     "database": "use PostgreSQL via POFLOW_DATABASE_URL (SQLite serialises writers)",
     "sensor": "submit the run directly at upload (upload_sensor is only the safety net) or lower the sensor interval",
     "checks": "asset checks and teardown: keep shopify_matches_drafts batched; PostgreSQL via POFLOW_DATABASE_URL",
-    "images": "images run after the PO completes (image_job) and never hold it back; no action for the PO ETA",
+    "images": "images are the PO run's last step, after the PO is marked completed: they never hold it back; "
+    "no action for the PO ETA",
 }
 _DATABASE_STAGES = {"database_save", "product_draft_creation", "status_update"}
 
@@ -123,7 +125,8 @@ def _worked_rows(df: pd.DataFrame, *, start: dt.datetime, end: dt.datetime) -> p
 def tail_contributions(data: pd.DataFrame, *, tail_quantile: float = 0.9) -> dict[str, float]:
     """Per stage: mean stage seconds / mean end-to-end seconds among the slowest runs (the top
     ``1 - tail_quantile`` of first runs by end-to-end time — the PO's clock from upload —, at least one).
-    Stages absent from a tail run count as 0 s there; skipped and reused stages count as absent."""
+    Stages absent from a tail run count as 0 s there; skipped and reused stages count as absent. Side stages
+    (images) are no part of ``end_to_end`` and so contribute nothing."""
     data = data[worked(data) & first_run_clock(data)]
     totals = data[data["stage"] == "end_to_end"].groupby("run_id")["duration_s"].sum()
     if totals.empty:
@@ -133,7 +136,8 @@ def tail_contributions(data: pd.DataFrame, *, tail_quantile: float = 0.9) -> dic
     mean_total = float(tail_runs.mean())
     if mean_total <= 0:
         return {}
-    tail = data[data["run_id"].isin(tail_runs.index) & (data["stage"] != "end_to_end")]
+    tail = data[data["run_id"].isin(tail_runs.index) & (data["stage"] != "end_to_end")
+                & ~data["stage"].isin(SIDE_STAGES)]
     per_stage = tail.groupby("stage")["duration_s"].sum() / len(tail_runs)
     return {str(stage): float(seconds / mean_total) for stage, seconds in per_stage.items()}
 

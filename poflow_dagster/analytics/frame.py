@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import or_, select
 
-from poflow_dagster.analytics.timeline import PO_STAGES, STAGE_ORDER, WAIT_STAGES
+from poflow_dagster.analytics.timeline import PO_STAGES, SIDE_STAGES, STAGE_ORDER, WAIT_STAGES
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.schema import StageRun, Upload, WorkflowExecution
 
 # The stage vocabulary (timeline order, waits, PO stages) has one source: analytics.timeline.
 KIND_OF: dict[str, str] = {
     **{stage: "wait" for stage in WAIT_STAGES},
-    **{stage: "stage" for stage in [*PO_STAGES, "image_attachment"]},
+    **{stage: "stage" for stage in [*PO_STAGES, *SIDE_STAGES]},
     "checks": "check",
     "end_to_end": "total",
 }
@@ -99,9 +99,9 @@ def prepare_frame(df: pd.DataFrame | None) -> pd.DataFrame:
 
 
 def po_view(df: pd.DataFrame) -> pd.DataFrame:
-    """The rows that describe a PO's journey: every ``po_job`` row, plus ``image_attachment`` from ``image_job``
-    (the image run's own waits would blur the PO's)."""
-    return df[(df["job"] == "po_job") | (df["stage"] == "image_attachment")]
+    """The rows that describe a PO's journey: every ``po_job`` row (its waits, stages — ``image_attachment``
+    included, a step of the same run — checks and ``end_to_end``)."""
+    return df[df["job"] == "po_job"]
 
 
 def worked(df: pd.DataFrame) -> pd.Series:
@@ -111,8 +111,7 @@ def worked(df: pd.DataFrame) -> pd.Series:
 
 def first_run_clock(df: pd.DataFrame) -> pd.Series:
     """Rows on the PO's own clock (from its upload): every row except those of a continuation or re-execution
-    ``po_job`` run (``first_run`` False), whose ``end_to_end`` starts at its own run's creation instead.
-    ``image_job`` rows stay (images never hold the PO back, and no image run is a first run)."""
+    ``po_job`` run (``first_run`` False), whose ``end_to_end`` starts at its own run's creation instead."""
     return ~((df["job"] == "po_job") & ~df["first_run"].astype(bool))
 
 

@@ -36,8 +36,8 @@ __all__ = [
     "record_launch_events",
 ]
 
-#: The jobs whose runs are history (the analytics job's own runs are not).
-TRACKED_JOBS: frozenset[str] = frozenset(("po_job", "image_job"))
+#: The jobs whose runs are history (the analytics job's own runs are not). Images are a step of ``po_job``.
+TRACKED_JOBS: frozenset[str] = frozenset(("po_job",))
 #: Launch event kinds and the ``run_launches`` column each fills.
 LAUNCH_COLUMNS = {"enqueued": "enqueued_at", "starting": "starting_at", "started": "started_at"}
 #: How long a run's launch events are kept after it was launched (a run ingested again within it keeps its waits).
@@ -179,7 +179,6 @@ def _rows_for(
     upload: _UploadShape | None,
     recorded_at: dt.datetime,
 ) -> list[dict[str, Any]]:
-    first_run = fact.first_run and fact.job_name == "po_job"
     timeline = build_timeline(
         upload_created_at=upload.created_at if upload else None,
         run_created_at=fact.created_at,
@@ -188,8 +187,7 @@ def _rows_for(
         started_at=fact.started_at or (launch.started_at if launch else None),
         ended_at=fact.ended_at,
         stage_metrics=metrics,
-        first_run=first_run,
-        job=fact.job_name,
+        first_run=fact.first_run,
     )
     items = {row.stage: row.items for row in timeline if row.kind == "stage"}
     signals = {m.stage: (m.signals or {}) for m in metrics}
@@ -205,7 +203,7 @@ def _rows_for(
         "file_bytes": upload.file_bytes if upload else None,
         "lines": lines if lines is not None else (upload.lines if upload else None),
         "skus": skus,
-        "first_run": first_run,
+        "first_run": fact.first_run,
         "run_created_at": fact.created_at,
         "recorded_at": recorded_at,
     }

@@ -14,9 +14,14 @@ Rows, in :data:`STAGE_ORDER`:
   A run with none of these events simply has no such rows.
 * ``stage`` rows: one per ``stage_metrics`` row of the run (the op's own start, end, attempts, items, signals).
   A stage still marked ``running`` when its run ended was cut off: its outcome is ``interrupted`` and it ends
-  with the run.
-* ``check`` row (PO runs): ``checks`` = last stage ended → run ended (asset checks and teardown).
-* ``total`` row: ``end_to_end`` = upload received → run ended on a first run; run created → ended otherwise.
+  with the run. Side stages (:data:`SIDE_STAGES`: ``image_attachment``) are rows like the others, but they run
+  after the PO is finished — the run's last step — and are no part of the PO's own time below.
+* ``check`` row: ``checks`` = last PO stage ended → the PO's part of the run ended (asset checks and teardown).
+* ``total`` row: ``end_to_end`` = upload received → the PO's part of the run ended on a first run; run created →
+  that end otherwise.
+
+The PO's part of the run ends when the run ends, or earlier where its first side stage started: images never
+lengthen a PO's ``end_to_end`` (nor its ``checks``), so waits + PO stages + checks still add up to it.
 
 A run still going (``ended_at=None``) gets the rows so far and no ``checks`` / ``end_to_end``.
 """
@@ -30,6 +35,7 @@ from typing import Any, Protocol
 
 __all__ = [
     "PO_STAGES",
+    "SIDE_STAGES",
     "SIGNAL_COLUMNS",
     "STAGE_ORDER",
     "StageMetricLike",
@@ -58,6 +64,8 @@ STAGE_ORDER: tuple[str, ...] = (
 WAIT_STAGES: tuple[str, ...] = ("sensor_wait", "queue_wait", "launch_wait")
 #: The ops of ``po_job``, in order (the ``checks`` row follows the last of them).
 PO_STAGES: tuple[str, ...] = ("ai_parsing", "database_save", "product_draft_creation", "shopify_sync", "status_update")
+#: Ops of ``po_job`` that run after the PO is finished (after its checks) and never count in its time.
+SIDE_STAGES: tuple[str, ...] = ("image_attachment",)
 #: ``stage_metrics.signals`` keys that become ``stage_runs`` columns (integers and floats).
 SIGNAL_COLUMNS: dict[str, type] = {
     "pages": int,
@@ -121,33 +129,37 @@ def build_timeline(
     ended_at: dt.datetime | None,
     stage_metrics: Iterable[StageMetricLike],
     first_run: bool,
-    job: str = "po_job",
 ) -> list[TimelineRow]:
     """The run's rows in :data:`STAGE_ORDER` (see the module docstring for what each measures).
 
     ``started_at`` is ``RUN_START`` (the worker began), ``starting_at`` ``RUN_STARTING`` (launched),
-    ``enqueued_at`` ``RUN_ENQUEUED``; ``job`` other than ``po_job`` (``image_job``) gets no wait or check rows.
+    ``enqueued_at`` ``RUN_ENQUEUED``.
     """
     stages = [_stage_row(metric, ended_at) for metric in stage_metrics]
-    is_po = job == "po_job"
     rows = list(stages)
-    if is_po:
-        first_stage = min((row.started_at for row in stages if row.started_at), default=None)
-        rows += _waits(upload_created_at, run_created_at, enqueued_at, starting_at, started_at, first_stage, first_run)
+    first_stage = min((row.started_at for row in stages if row.started_at and row.stage not in SIDE_STAGES),
+                      default=None)
+    rows += _waits(upload_created_at, run_created_at, enqueued_at, starting_at, started_at, first_stage, first_run)
     if ended_at is not None:
-        if is_po:
-            last_end = max((row.ended_at for row in stages if row.stage in PO_STAGES and row.ended_at), default=None)
-            if last_end is not None:
-                rows.append(_span("checks", "check", last_end, ended_at))
-        start = upload_created_at if (first_run and is_po and upload_created_at) else run_created_at
+        po_ended = _po_ended(stages, ended_at)
+        last_end = max((row.ended_at for row in stages if row.stage in PO_STAGES and row.ended_at), default=None)
+        if last_end is not None:
+            rows.append(_span("checks", "check", last_end, max(last_end, po_ended)))
+        start = upload_created_at if (first_run and upload_created_at) else run_created_at
         if start is not None:
-            rows.append(_span("end_to_end", "total", start, ended_at))
+            rows.append(_span("end_to_end", "total", start, po_ended))
     return sorted(rows, key=lambda row: (_RANK.get(row.stage, len(STAGE_ORDER)), row.stage))
 
 
 def stage_seconds(rows: Iterable[TimelineRow]) -> dict[str, float]:
     """``{stage: seconds}`` of the rows that have a duration (the PO asset's ``<stage>_s`` metadata)."""
     return {row.stage: row.duration_s for row in rows if row.duration_s is not None}
+
+
+def _po_ended(stages: list[TimelineRow], run_ended_at: dt.datetime) -> dt.datetime:
+    """Where the PO's part of a finished run ended: where its first side stage (images) started, else the run's end."""
+    side = [row.started_at for row in stages if row.stage in SIDE_STAGES and row.started_at]
+    return min([run_ended_at, *side])
 
 
 def _waits(

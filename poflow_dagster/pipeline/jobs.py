@@ -13,20 +13,16 @@ from poflow_dagster.pipeline.images import product_images
 #: per-file bound is the extraction sandbox's (``POFLOW_EXTRACT_TIMEOUT``, see extraction/sandbox.py).
 PO_RUN_MAX_RUNTIME_SECONDS = config.po_run_max_runtime_seconds()
 
-#: One run per upload: the PO graph and its checks, in one process (steps are I/O-bound; ~10 ms/step).
+#: One run per upload: the PO graph, its checks and its images, in one process (steps are I/O-bound; ~10 ms/step).
+#: ``image_attachment`` depends on the PO and so runs after ``status_update`` has marked the upload completed (or
+#: held it for review): it never holds the PO back, and it never fails the run (see ``pipeline/images.py``). Images
+#: used to be a run of their own, started by a sensor after each PO run; that second run cost 0.39 of the 1.52
+#: CPU-s a PO took in a burst (benchmarks/throughput.py) for a step of ~10 ms, so they moved into this run.
 po_job = dg.define_asset_job(
     "po_job",
-    selection=dg.AssetSelection.assets(purchase_order),
+    selection=dg.AssetSelection.assets(purchase_order, product_images),
     executor_def=dg.in_process_executor,
-    description="Process one uploaded PO end to end (partition = upload id), with its asset checks.",
+    description="Process one uploaded PO end to end (partition = upload id), with its asset checks, then attach "
+                "its product images.",
     tags={"poflow/kind": "po", "dagster/max_runtime": str(PO_RUN_MAX_RUNTIME_SECONDS)},
-)
-
-#: Images run in their own run after the PO completed, so they can never hold it back.
-image_job = dg.define_asset_job(
-    "image_job",
-    selection=dg.AssetSelection.assets(product_images),
-    executor_def=dg.in_process_executor,
-    description="Attach images to one PO's product drafts (after the PO completed).",
-    tags={"poflow/kind": "images"},
 )

@@ -8,7 +8,7 @@ Reads the run-status event log by cursor, one cursor per event type (``cursor:<E
    step 1 (so every finished run's launch events are already recorded) → one ``get_run_records`` per page for
    create time, job, partition and parent, and one for the partitions' earlier PO runs → ``stage_runs``.
 
-Only ``po_job`` and ``image_job`` runs count; the analytics job's own runs are skipped. (SQLite event storage
+Only ``po_job`` runs count (images are a step of it); the analytics job's own runs are skipped. (SQLite event storage
 ignores the filter's ``job_names``, so job names are filtered here.) No per-run query, ever.
 
 Cursors belong to one Dagster instance (``cursor:<instance>:<EVENT_TYPE>``): ``dagster dev`` without

@@ -1,4 +1,4 @@
-"""Sensors: uploads start PO runs; finished runs start image runs; failed runs mark the upload failed.
+"""Sensors: uploads start PO runs; failed runs mark the upload failed (never because of its images).
 
 The reconciler that repairs workflows whose run ended or vanished is in ``pipeline/reconciler.py``."""
 
@@ -8,10 +8,12 @@ import datetime as dt
 
 import dagster as dg
 
+from poflow_dagster.domain.failures import stage_of_step
+from poflow_dagster.domain.stages import STAGE_PROGRESS, Stage
 from poflow_dagster.intake import ingest_inbox
-from poflow_dagster.pipeline.jobs import image_job, po_job
+from poflow_dagster.pipeline.jobs import po_job
 from poflow_dagster.pipeline.partitions import po_uploads
-from poflow_dagster.pipeline.run_tags import FILE_TAG, MERCHANT_TAG, upload_run_tags
+from poflow_dagster.pipeline.run_tags import upload_run_tags
 from poflow_dagster.resources import DatabaseResource, StorageResource
 from poflow_dagster.store.review import pending_approvals
 from poflow_dagster.store.uploads import claim_uploads_for_runs
@@ -20,6 +22,9 @@ from poflow_dagster.store.workflow import record_run_failure
 #: Uploads handled per tick; the rest wait for the next tick (oldest first).
 UPLOAD_BATCH = 50
 PARTITION_TAG = "dagster/partition"
+#: Stages of the PO run outside its progress (images): they run after the PO is finished and never decide its
+#: outcome (the stage runner leaves the workflow alone for them, too).
+SIDE_STAGES = frozenset(stage.value for stage in Stage if stage not in STAGE_PROGRESS)
 #: Dagster tags a failed run that its run-retry daemon will re-execute (an infrastructure failure).
 WILL_RETRY_TAG = "dagster/will_retry"
 
@@ -65,8 +70,9 @@ def publish_queued(database, upload_ids: list[str], approved_ids: list[str]) -> 
 @dg.run_failure_sensor(monitored_jobs=[po_job], default_status=dg.DefaultSensorStatus.RUNNING)
 def po_failure_sensor(context: dg.RunFailureSensorContext, db: DatabaseResource) -> None:
     """A failed PO run marks its upload and workflow failed, with the failing stage and the error — unless
-    Dagster will retry the run (then the retry decides), and only if it is still the upload's latest run (a
-    newer run's outcome is never overwritten). If this tick errors (e.g. the database is down),
+    Dagster will retry the run (then the retry decides), or the failing step is a side stage (images, which run
+    after the PO is finished), and only if it is still the upload's latest run (a newer run's outcome is never
+    overwritten). If this tick errors (e.g. the database is down),
     ``workflow_reconciler`` repairs the workflow later."""
     run = context.dagster_run
     upload_id = run.tags.get(PARTITION_TAG)
@@ -84,8 +90,17 @@ def po_failure_sensor(context: dg.RunFailureSensorContext, db: DatabaseResource)
     started = latest[0].start_time if latest else None
     started_at = dt.datetime.fromtimestamp(started, dt.UTC) if started else None
     step_key, text = run_failure_text(context.instance, run.run_id)  # the first step failure, else the run's reason
+    if is_side_step(step_key):  # images never fail the PO (the op catches its own errors; this is the backstop)
+        context.log.warning(f"{upload_id}: run {run.run_id} failed in {step_key}; the PO's workflow is left alone")
+        return
     record_run_failure(db.database, upload_id, run.run_id, step_key, text or context.failure_event.message,
                        run_started_at=started_at)
+
+
+def is_side_step(step_key: str | None) -> bool:
+    """Whether ``step_key`` is a side stage of the PO run (``product_images.image_attachment``), whose failure
+    must never mark the upload failed: the PO was completed (or held for review) before it ran."""
+    return stage_of_step(step_key) in SIDE_STAGES
 
 
 def run_failure_text(instance: dg.DagsterInstance, run_id: str) -> tuple[str | None, str | None]:
@@ -124,18 +139,3 @@ def root_error_message(error) -> str | None:
     while error is not None and error.cause is not None:
         error = error.cause
     return error.message.strip() if error is not None else None
-
-
-@dg.run_status_sensor(
-    run_status=dg.DagsterRunStatus.SUCCESS,
-    monitored_jobs=[po_job],
-    request_job=image_job,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-)
-def image_attachment_sensor(context: dg.RunStatusSensorContext):
-    """When a PO run succeeds, start that partition's image run (images never hold the PO back)."""
-    upload_id = context.dagster_run.tags.get(PARTITION_TAG)
-    if upload_id:
-        tags = {k: v for k, v in context.dagster_run.tags.items() if k in (MERCHANT_TAG, FILE_TAG)}
-        return dg.RunRequest(partition_key=upload_id, run_key=f"images:{context.dagster_run.run_id}", tags=tags)
-    return None

@@ -266,7 +266,7 @@ class StageRun(Base):
     run_id: Mapped[str] = mapped_column(String(64))
     upload_id: Mapped[str | None] = mapped_column(String(64), index=True)
     merchant_id: Mapped[str | None] = mapped_column(String(64), index=True)
-    job: Mapped[str] = mapped_column(String(40))  # po_job | image_job
+    job: Mapped[str] = mapped_column(String(40))  # po_job (images are its last step)
     stage: Mapped[str] = mapped_column(String(40))
     kind: Mapped[str] = mapped_column(String(10))  # stage | wait | check | total
     run_status: Mapped[str] = mapped_column(String(20))  # success | failure | canceled
