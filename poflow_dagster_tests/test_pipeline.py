@@ -78,6 +78,7 @@ def test_every_sample_format_completes(home, db, shop, instance, samples):
         result = run_upload(defs, instance, db, upload.id, with_images=False)
         assert result.success, (name, result.error)
         assert all(result.checks.values()) and len(result.checks) == 2
+        assert result.images is None  # with_images=False: the PO and its checks only
         assert result.summary["line_count"] == SAMPLE_EXPECTATIONS[name]["line_count"]
 
 

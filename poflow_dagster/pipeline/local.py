@@ -60,11 +60,13 @@ def run_upload(
     mark_run_requested(db, upload_id)  # a daemon's upload_sensor need not request it too
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     tags = upload_run_tags(db, [upload_id]).get(upload_id, {})  # poflow/merchant, poflow/file
-    selection = None if with_images else [dg.AssetKey("purchase_order")]  # checks of the selection come along
+    job = defs.resolve_job_def("po_job")
+    if not with_images:  # the PO and its checks only (subset first: a selection at execution conflicts with resources)
+        job = job.get_subset(asset_selection={dg.AssetKey("purchase_order")})
     started = time.perf_counter()
-    result = defs.resolve_job_def("po_job").execute_in_process(
+    result = job.execute_in_process(
         partition_key=upload_id, instance=instance, raise_on_error=False, resources=resources, run_config=run_config,
-        tags=tags, asset_selection=selection,
+        tags=tags,
     )
     seconds = time.perf_counter() - started
     run = LocalRunResult(upload_id=upload_id, run_id=result.run_id, success=result.success, seconds=seconds)
