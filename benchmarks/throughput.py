@@ -237,43 +237,6 @@ class Setup:
                 "lost": count - len(finished), "duplicated": self.duplicates(ids),
                 "cpu_per_po": cpu, "by_process": {**by_process, "uploader": uploader}, "ids": ids}
 
-    def image_run_cost(self, upload_ids: list[str]) -> dict:
-        """What a separate image run per PO costs: launch ``image_job`` again for completed uploads (as
-        image_attachment_sensor does after each PO run) and measure the stack's CPU until they all end."""
-        import json
-        import urllib.request
-
-        import dagster as dg
-
-        before = self.stack.cpu_seconds()
-        started = time.monotonic()
-        run_ids = []
-        for upload_id in upload_ids:
-            variables = {"params": {
-                "selector": {"repositoryLocationName": "poflow", "repositoryName": "__repository__",
-                             "jobName": "image_job"},
-                "executionMetadata": {"tags": [{"key": "dagster/partition", "value": upload_id}]}}}
-            query = ("mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename "
-                     "... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }")
-            request = urllib.request.Request(f"{self.stack.web_url}/graphql", headers={"Content-Type": "application/json"},
-                                             data=json.dumps({"query": query, "variables": variables}).encode())
-            with urllib.request.urlopen(request, timeout=30) as response:
-                run_ids.append(json.loads(response.read())["data"]["launchRun"]["run"]["runId"])
-        saved = dict(os.environ)
-        os.environ.update(self.stack.env)
-        try:
-            with dg.DagsterInstance.from_config(self.stack.env["DAGSTER_HOME"]) as instance:
-                while time.monotonic() - started < 600:
-                    runs = instance.get_runs(dg.RunsFilter(run_ids=run_ids))
-                    if all(run.is_finished for run in runs):
-                        break
-                    time.sleep(0.2)
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-        return {"runs": len(run_ids), "cpu_per_run": (self.stack.cpu_seconds() - before) / len(run_ids),
-                "seconds": time.monotonic() - started}
-
     def close(self) -> None:
         os.environ.clear()
         os.environ.update(self._saved_env)
@@ -308,8 +271,6 @@ def main() -> None:
                 cli_latencies = setup.latency(args.latency, cli=True)
                 cli_phases = setup.phases
                 bursts = setup.burst(burst) if burst else None
-                if bursts and poflow:
-                    bursts["image_runs"] = setup.image_run_cost(bursts["ids"][:20])
             finally:
                 setup.close()
         results[label] = (latencies, bursts, cli_latencies)
@@ -324,10 +285,6 @@ def main() -> None:
                   f"lost {bursts['lost']}, duplicated {bursts['duplicated']}, "
                   f"CPU {bursts['cpu_per_po']:.2f} s/PO ("
                   + ", ".join(f"{k} {v:.2f}" for k, v in bursts["by_process"].items()) + ")")
-            if "image_runs" in bursts:
-                images = bursts["image_runs"]
-                print(f"{'':<17} a separate image run (image_job) costs {images['cpu_per_run']:.2f} CPU-s "
-                      f"({images['runs']} runs in {images['seconds']:.1f} s)")
     base, ours = results["dagster defaults"], results["poflow"]
     print(f"latency p50 ratio poflow/defaults: API {statistics.median(ours[0]) / statistics.median(base[0]):.2f}, "
           f"CLI {statistics.median(ours[2]) / statistics.median(base[2]):.2f}")

@@ -95,6 +95,8 @@ def upload(file: Path, merchant_id: str, no_submit: bool) -> None:
         click.echo(f"note: run {submitted.run_id} submitted", err=True)
     elif submitted.outcome == "left_to_sensor":
         click.echo(f"note: {submitted.detail}; upload_sensor will start the run", err=True)
+    elif submitted.outcome == "unconfirmed":
+        click.echo(f"note: {submitted.detail}; the run is being started (check with `poflow status`)", err=True)
 
 
 @main.command()

@@ -55,7 +55,9 @@ mutation Submit($partition: String!, $repository: RepositorySelector!, $params: 
 @dataclass(frozen=True)
 class Submitted:
     """What happened to the run of an upload: ``submitted`` (run id known), ``already_requested`` (a run was
-    requested before: nothing sent), ``left_to_sensor`` (no webserver answered: the sensor starts it)."""
+    requested before: nothing sent), ``left_to_sensor`` (no webserver reached, or it refused: the sensor starts
+    it), ``unconfirmed`` (no answer in time: the run may exist; if none appears, workflow_reconciler withdraws the
+    request after its grace period and the sensor starts one — never two)."""
 
     upload_id: str
     outcome: str
@@ -76,7 +78,7 @@ def code_location() -> str:
     return os.environ.get("POFLOW_DAGSTER_LOCATION", "poflow")
 
 
-def submit_upload_run(db: Database, upload_id: str, *, url: str | None = None, timeout_s: float = 5.0) -> Submitted:
+def submit_upload_run(db: Database, upload_id: str, *, url: str | None = None, timeout_s: float = 10.0) -> Submitted:
     """Request ``upload_id``'s PO run now (see the module docstring). Never raises for an unreachable webserver."""
     from poflow_dagster.store.uploads import clear_run_request, mark_run_requested
 
@@ -89,6 +91,11 @@ def submit_upload_run(db: Database, upload_id: str, *, url: str | None = None, t
     tags = _run_tags(db, upload_id)
     try:
         run_id = _launch(url, upload_id, tags, timeout_s)
+    except SubmitTimeout as error:
+        # The webserver may still create the run: withdrawing the request now could let the sensor start a
+        # second one. The request stays; workflow_reconciler forgets it only if no run shows up within its grace.
+        log.warning("%s: %s; the run request stands (workflow_reconciler checks it)", upload_id, error)
+        return Submitted(upload_id, "unconfirmed", detail=str(error), seconds=time.monotonic() - started)
     except SubmitError as error:
         clear_run_request(db, upload_id)  # the sensor asks at its next tick
         log.info("%s: direct submit to %s failed (%s); upload_sensor will start the run", upload_id, url, error)
@@ -98,6 +105,10 @@ def submit_upload_run(db: Database, upload_id: str, *, url: str | None = None, t
 
 class SubmitError(Exception):
     """The webserver could not be reached or did not launch the run (message says which)."""
+
+
+class SubmitTimeout(SubmitError):
+    """The request went out but no answer came in time: the run may or may not exist."""
 
 
 def _run_tags(db: Database, upload_id: str) -> dict[str, str]:
@@ -129,7 +140,13 @@ def _launch(url: str, upload_id: str, tags: dict[str, str], timeout_s: float) ->
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             answer = json.loads(response.read())
-    except (urllib.error.URLError, OSError, ValueError) as error:
+    except TimeoutError:
+        raise SubmitTimeout(f"no answer from the Dagster webserver within {timeout_s:g} s") from None
+    except urllib.error.URLError as error:
+        if isinstance(error.reason, TimeoutError):
+            raise SubmitTimeout(f"no answer from the Dagster webserver within {timeout_s:g} s") from None
+        raise SubmitError(f"no answer from the Dagster webserver: {error.reason}") from None
+    except (OSError, ValueError) as error:
         raise SubmitError(f"no answer from the Dagster webserver: {getattr(error, 'reason', error)}") from None
     if answer.get("errors"):
         raise SubmitError("; ".join(e.get("message", "?") for e in answer["errors"])[:300])

@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -25,14 +26,15 @@ from poflow_dagster.store.uploads import claim_uploads_for_runs
 class _GraphQL:
     """A webserver stand-in: answers every POST /graphql with ``answer`` and keeps the requests."""
 
-    def __init__(self, answer: dict) -> None:
-        self.answer, self.requests = answer, []
+    def __init__(self, answer: dict, delay_s: float = 0.0) -> None:
+        self.answer, self.requests, self.delay_s = answer, [], delay_s
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 outer.requests.append((self.path, json.loads(body)))
+                time.sleep(outer.delay_s)
                 data = json.dumps(outer.answer).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -60,8 +62,8 @@ SUCCESS = {"data": {"addDynamicPartition": {"__typename": "AddDynamicPartitionSu
 def graphql():
     servers = []
 
-    def start(answer: dict) -> _GraphQL:
-        servers.append(_GraphQL(answer))
+    def start(answer: dict, delay_s: float = 0.0) -> _GraphQL:
+        servers.append(_GraphQL(answer, delay_s))
         return servers[-1]
 
     yield start
@@ -102,6 +104,15 @@ def test_a_refused_submit_leaves_the_upload_to_the_sensor(db, home, samples, gra
     submitted = submit_upload_run(db, upload.id, url=server.url)
     assert submitted.outcome == "left_to_sensor" and submitted.run_id is None
     assert claim_uploads_for_runs(db, 10) == [upload.id]  # the request was withdrawn: the sensor takes it
+
+
+def test_a_submit_without_an_answer_keeps_the_request(db, home, samples, graphql):
+    """No answer in time: the webserver may still create the run, so the sensor must not start another one."""
+    server = graphql(SUCCESS, delay_s=3.0)
+    upload = upload_file(db, home, "acme", samples["acme-po-1001.csv"])
+    submitted = submit_upload_run(db, upload.id, url=server.url, timeout_s=0.5)
+    assert submitted.outcome == "unconfirmed" and len(server.requests) == 1
+    assert claim_uploads_for_runs(db, 10) == []  # still requested: only the reconciler may withdraw it
 
 
 def test_no_webserver_is_not_an_error(db, home, samples):
