@@ -79,7 +79,12 @@ def test_twenty_uploads_across_two_celery_workers(tmp_path, samples, monkeypatch
             monkeypatch.setenv(name, value)
         with dg.DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
             assert type(instance.run_launcher).__name__ == "CeleryRunLauncher"
+            # A PO is completed by status_update; its run goes on with the image step, then ends.
+            finished_by = time.monotonic() + 180
             runs = instance.get_runs(dg.RunsFilter(job_name="po_job"))
+            while not all(run.is_finished for run in runs) and time.monotonic() < finished_by:
+                time.sleep(0.5)
+                runs = instance.get_runs(dg.RunsFilter(job_name="po_job"))
         per_upload = Counter(run.tags.get("dagster/partition") for run in runs)
         assert per_upload == Counter({upload_id: 1 for upload_id in upload_ids})  # one run per upload
         assert {run.status for run in runs} == {dg.DagsterRunStatus.SUCCESS}
