@@ -2,9 +2,10 @@
 
 Dagster's ``CeleryRunLauncher`` (dagster-celery, configured in ``deploy/dagster_home/dagster.yaml``) turns a
 launched run into one Celery task (``execute_job``) on the queue named by the run's ``dagster-celery/queue`` tag;
-a worker here executes the whole run in its prefork child with the in-process executor. The child imports
-Dagster and ``poflow_dagster.definitions`` once, when it starts (``worker_process_init``), so a run pays no
-process start and no import: that is the point of these workers (a run process per PO cost 3–5 s here).
+a worker here executes the whole run in its prefork child with the in-process executor. The worker imports
+Dagster and ``poflow_dagster.definitions`` once, in its main process before it forks the pool (``worker_init``),
+and each pool child opens its Dagster instance once (``worker_process_init``), so a run pays no process start, no
+import and no instance set-up: that is the point of these workers (a run process per PO cost 3–5 s here).
 
 Configuration (environment, same as the instance's launcher):
 ``POFLOW_CELERY_BROKER_URL`` (default ``REDIS_URL``, else ``redis://127.0.0.1:6379/0``),
@@ -15,10 +16,9 @@ runs belong to (the one whose ``run_launcher`` is ``CeleryRunLauncher``).
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import time
-
-import multiprocessing
 from multiprocessing import process as stdlib_process
 
 from celery.signals import worker_init, worker_process_init
