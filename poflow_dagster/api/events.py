@@ -117,7 +117,7 @@ async def _frames(request: Request, merchant_id: str, after: str | None, start: 
         async for chunk in _table_frames(request, merchant_id, position, token):
             yield chunk
         return
-    checked = time.monotonic()
+    guard = _StreamGuard(request, token, merchant_id)
     while True:
         try:
             if position is None:  # "from now": the newest event's id, so no event falls between two reads
@@ -133,13 +133,30 @@ async def _frames(request: Request, merchant_id: str, after: str | None, start: 
             yield "".join(_frame(event_id, payload) for event_id, payload in batch).encode()
         else:
             yield b": ping\n\n"
-        if await request.is_disconnected():
+        ending = await guard.ending()
+        if ending is not None:
+            if ending:
+                yield ending
             return
-        if time.monotonic() - checked > TOKEN_RECHECK_SECONDS:
-            checked = time.monotonic()
-            if await _revoked(request, token, merchant_id):
-                yield b"event: revoked\ndata: {}\n: token revoked\n\n"
-                return
+
+
+class _StreamGuard:
+    """When a stream must end: its client left (nothing more to send), or — checked every
+    ``TOKEN_RECHECK_SECONDS`` — its token was revoked (a last ``revoked`` event)."""
+
+    def __init__(self, request: Request, token: str | None, merchant_id: str) -> None:
+        self.request, self.token, self.merchant_id = request, token, merchant_id
+        self.checked = time.monotonic()
+
+    async def ending(self) -> bytes | None:
+        """``None`` while the stream goes on; else the last bytes to send (empty when the client left)."""
+        if await self.request.is_disconnected():
+            return b""
+        if time.monotonic() - self.checked > TOKEN_RECHECK_SECONDS:
+            self.checked = time.monotonic()
+            if await _revoked(self.request, self.token, self.merchant_id):
+                return b"event: revoked\ndata: {}\n: token revoked\n\n"
+        return None
 
 
 async def _revoked(request: Request, token: str | None, merchant_id: str) -> bool:
@@ -154,7 +171,7 @@ async def _table_frames(request: Request, merchant_id: str, position: str | None
     state = request.app.state
     bus, limiter, hub = state.bus(), state.stream_limiter, state.table_events
     subscription = hub.subscribe(merchant_id)
-    checked = time.monotonic()
+    guard = _StreamGuard(request, token, merchant_id)
     try:
         caught_up = False
         while True:
@@ -190,13 +207,11 @@ async def _table_frames(request: Request, merchant_id: str, position: str | None
                 if fresh:
                     position = fresh[-1][0]
                     yield "".join(_frame(event_id, payload) for event_id, payload in fresh).encode()
-            if await request.is_disconnected():
+            ending = await guard.ending()
+            if ending is not None:
+                if ending:
+                    yield ending
                 return
-            if time.monotonic() - checked > TOKEN_RECHECK_SECONDS:
-                checked = time.monotonic()
-                if await _revoked(request, token, merchant_id):
-                    yield b"event: revoked\ndata: {}\n: token revoked\n\n"
-                    return
     finally:
         hub.unsubscribe(subscription)
 
