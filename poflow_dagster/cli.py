@@ -78,25 +78,44 @@ def worker(workloads: tuple[str, ...], concurrency: int | None, name: str | None
 @click.option("--no-submit", is_flag=True, help="Only store it: upload_sensor (or `poflow run ID`) starts the run.")
 def upload(file: Path, merchant_id: str, no_submit: bool) -> None:
     """Register FILE as an upload of MERCHANT, print its id and start its run at once through the Dagster
-    webserver (POFLOW_DAGSTER_URL); with no webserver there, upload_sensor starts it."""
+    webserver (POFLOW_DAGSTER_URL); with no webserver there, upload_sensor starts it. With POFLOW_API_URL and
+    POFLOW_API_TOKEN set, the file goes to that `poflow serve` instead (no database needed here)."""
+    from poflow_dagster.api_client import api_upload_settings, upload_through_api
+
+    through_api = api_upload_settings()
+    if through_api is not None:
+        if no_submit:
+            raise PoflowError("option_conflict", "--no-submit needs the local database; unset POFLOW_API_URL")
+        answer = upload_through_api(*through_api, file, merchant_id)
+        _report_upload(answer["upload_id"], answer.get("duplicate_of"), answer.get("run") or {})
+        return
     from poflow_dagster.intake import upload_file
 
     database = _db()
     record = upload_file(database, config.poflow_home(), merchant_id, file)
-    if record.duplicate_of:
-        click.echo(f"note: same bytes as upload {record.duplicate_of}; recorded as a duplicate, no new PO", err=True)
-    click.echo(record.id)
     if record.duplicate_of or no_submit:
+        _report_upload(record.id, record.duplicate_of, {})
         return
     from poflow_dagster.run_submit import submit_upload_run
 
     submitted = submit_upload_run(database, record.id)
-    if submitted.outcome == "submitted":
-        click.echo(f"note: run {submitted.run_id} submitted", err=True)
-    elif submitted.outcome == "left_to_sensor":
-        click.echo(f"note: {submitted.detail}; upload_sensor will start the run", err=True)
-    elif submitted.outcome == "unconfirmed":
-        click.echo(f"note: {submitted.detail}; the run is being started (check with `poflow status`)", err=True)
+    _report_upload(record.id, None, {"outcome": submitted.outcome, "run_id": submitted.run_id,
+                                     "detail": submitted.detail})
+
+
+def _report_upload(upload_id: str, duplicate_of: str | None, run: dict) -> None:
+    """The upload id on stdout (scripts read it); what happened to its run as a note on stderr."""
+    if duplicate_of:
+        click.echo(f"note: same bytes as upload {duplicate_of}; recorded as a duplicate, no new PO", err=True)
+    click.echo(upload_id)
+    outcome, detail = run.get("outcome"), run.get("detail")
+    if outcome == "submitted":
+        click.echo(f"note: run {run.get('run_id')} submitted", err=True)
+    elif outcome == "left_to_sensor":
+        click.echo(f"note: {detail or 'no Dagster webserver answered'}; upload_sensor will start the run", err=True)
+    elif outcome == "unconfirmed":
+        click.echo(f"note: {detail or 'the webserver did not confirm in time'}; the run is being started "
+                   "(check with `poflow status`)", err=True)
 
 
 @main.command()

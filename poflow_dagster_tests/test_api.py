@@ -19,7 +19,7 @@ import pytest
 import redis
 import uvicorn
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from poflow_dagster.api import create_app
 from poflow_dagster.api.settings import ApiSettings
@@ -691,7 +691,8 @@ def test_an_api_upload_starts_its_run_at_once(client: TestClient, db: Database, 
                               files={"file": ("order 9.csv", _csv("PO-9"), "text/csv")})
         assert created.status_code == 201, created.text
         body = created.json()
-        assert body["run"] == {"outcome": "submitted", "run_id": "run-1"}
+        assert body["run"] == {"outcome": "submitted", "run_id": "run-1", "detail": None}
+        assert body["merchant_id"] == "shop-a"
         (_path, request), = webserver.requests
         assert request["variables"]["partition"] == body["upload_id"]
         again = client.post("/api/uploads", headers=_bearer(token),
@@ -703,3 +704,51 @@ def test_an_api_upload_starts_its_run_at_once(client: TestClient, db: Database, 
     monkeypatch.setenv("POFLOW_DAGSTER_URL", "http://127.0.0.1:9")
     later = client.post("/api/uploads", headers=_bearer(token), files={"file": ("o.csv", _csv("PO-10"), "text/csv")})
     assert later.status_code == 201 and later.json()["run"]["outcome"] == "left_to_sensor"
+
+
+def test_cli_upload_through_the_api(api_home: Path, db_url: str, db: Database, tmp_path: Path):
+    """With POFLOW_API_URL + POFLOW_API_TOKEN, ``poflow upload`` streams the file to ``poflow serve``: the server
+    registers it (a duplicate too), the CLI needs no database (its URL here is unusable) and never imports
+    SQLAlchemy; another merchant's name, a bad token, a folder and a dead server are one-line errors."""
+    import subprocess
+    import sys
+
+    uv, thread, base = _serve(create_app(_settings(api_home, db_url)))
+    token = issue_token(db, "shop-a").token
+    order = tmp_path / "order 7.csv"
+    order.write_bytes(_csv("PO-7"))
+    probe = ("import sys\nfrom poflow_dagster.cli import main\n"
+             "try:\n    main()\nfinally:\n    print('sqlalchemy loaded:', 'sqlalchemy' in sys.modules, file=sys.stderr)\n")
+
+    def cli(*args: str, url: str = base, api_token: str = token) -> subprocess.CompletedProcess:
+        env = {**os.environ, "POFLOW_API_URL": url, "POFLOW_API_TOKEN": api_token, "POFLOW_DAGSTER_URL": "off",
+               "POFLOW_DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none", "POFLOW_HOME": str(tmp_path / "cli")}
+        return subprocess.run([sys.executable, "-c", probe, "upload", *args], capture_output=True, text=True,
+                              env=env, timeout=60)
+
+    try:
+        first = cli(str(order), "--merchant", "shop-a")
+        assert first.returncode == 0, first.stderr
+        upload_id = first.stdout.strip()
+        assert "sqlalchemy loaded: False" in first.stderr
+        assert "upload_sensor will start the run" in first.stderr
+        with db.session() as session:
+            row = session.scalar(select(Upload).where(Upload.id == upload_id))
+            assert (row.merchant_id, row.source, row.original_filename) == ("shop-a", "api", "order 7.csv")
+            assert Path(row.stored_path).read_bytes() == _csv("PO-7")
+        again = cli(str(order), "--merchant", "shop-a")
+        assert again.returncode == 0 and f"same bytes as upload {upload_id}" in again.stderr
+        for args, kwargs, code in [
+            ((str(order), "--merchant", "shop-b"), {}, "merchant_mismatch"),
+            ((str(order), "--merchant", "shop-a"), {"api_token": "pf_wrong"}, "unauthorized"),
+            ((str(tmp_path), "--merchant", "shop-a"), {}, "not_a_regular_file"),
+            ((str(order), "--merchant", "shop-a"), {"url": "http://127.0.0.1:9"}, "api_unreachable"),
+        ]:
+            failed = cli(*args, **kwargs)
+            assert failed.returncode == 2, failed.stderr
+            assert failed.stderr.startswith(f"error: {code}: ") and "Traceback" not in failed.stderr, failed.stderr
+        with db.session() as session:
+            assert session.scalar(select(func.count()).select_from(Upload)) == 2  # nothing registered by the failures
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=10)

@@ -112,14 +112,22 @@ def _routes(app: FastAPI, settings: ApiSettings, db, bus) -> None:
 
     @app.post("/api/uploads", status_code=201, tags=["uploads"], openapi_extra=_UPLOAD_BODY,
               responses={413: {"description": "over POFLOW_MAX_UPLOAD_MB"}})
-    async def create_upload(request: Request, merchant_id: Merchant) -> JSONResponse:
+    async def create_upload(
+        request: Request,
+        merchant_id: Merchant,
+        merchant: Annotated[str | None, Query(description="the merchant the client means to upload for; another "
+                                              "merchant's token is then refused (403 merchant_mismatch)")] = None,
+    ) -> JSONResponse:
         """Store the multipart field ``file`` as the merchant's upload, like ``poflow upload``.
 
-        Returns 201 ``{upload_id, duplicate_of, status}``; the same bytes again are recorded as a duplicate
-        of the first upload (``status: duplicate``, no second PO). Its run starts at once: submitted to the
+        Returns 201 ``{upload_id, merchant_id, duplicate_of, status, file, size_bytes, run}``; the same bytes
+        again are recorded as a duplicate of the first upload (``status: duplicate``, no second PO). Its run starts at once: submitted to the
         Dagster webserver (``POFLOW_DAGSTER_URL``); ``run`` says ``{"outcome": "submitted", "run_id": …}``, or
         ``left_to_sensor`` when no webserver answered (``upload_sensor`` then starts it within seconds).
         Over ``POFLOW_MAX_UPLOAD_MB``: 413."""
+        if merchant is not None and merchant != merchant_id:
+            raise ApiError(403, "merchant_mismatch", f"this API token belongs to merchant {merchant_id!r}, "
+                                                     f"not {merchant!r}")
         received = await receive_upload(request, settings.home, settings.max_upload_bytes)
         try:
             upload = await anyio.to_thread.run_sync(_register, db, settings, merchant_id, received)
@@ -130,7 +138,7 @@ def _routes(app: FastAPI, settings: ApiSettings, db, bus) -> None:
             upload["run"] = None
         else:
             submitted = await anyio.to_thread.run_sync(submit_upload_run, db, upload["upload_id"])
-            upload["run"] = {"outcome": submitted.outcome, "run_id": submitted.run_id}
+            upload["run"] = {"outcome": submitted.outcome, "run_id": submitted.run_id, "detail": submitted.detail}
         return JSONResponse(upload, status_code=201)
 
     @app.get("/api/uploads", tags=["uploads"])
@@ -222,7 +230,7 @@ def _register(db, settings: ApiSettings, merchant_id: str, received) -> dict:
     validate_merchant_id(merchant_id)
     stored = store_file(settings.home, received.path, original_filename=received.filename or "upload")
     upload = register_upload(db, merchant_id, stored, source="api")
-    return {"upload_id": upload.id, "duplicate_of": upload.duplicate_of, "status": upload.status,
+    return {"upload_id": upload.id, "merchant_id": merchant_id, "duplicate_of": upload.duplicate_of, "status": upload.status,
             "file": upload.original_filename, "size_bytes": upload.size_bytes}
 
 
