@@ -2,15 +2,15 @@
 
     .venv/bin/python benchmarks/scan_memory.py [--pages 50] [--latency 2.0] [--repeat 1] [--kinds colour,clean]
 
-Two 50-page scans are generated: ``colour`` (noisy grey paper, JPEG pages like a flatbed scanner's, ~16 MB,
-~1.7 MB of PNG a rendered page) and ``clean`` (``samples.pdf_documents.make_scanned_pdf``: black text on
-white, ~180 KB a rendered page). Each
+Two 50-page scans are generated: ``colour`` (noisy grey paper, JPEG pages like a flatbed scanner's, ~16 MB;
+a rendered page is sent as ~0.3 MB of JPEG, it was ~1.7 MB of PNG) and ``clean``
+(``samples.pdf_documents.make_scanned_pdf``: black text on white, ~80 KB of greyscale PNG a rendered page). Each
 mode runs in a fresh worker process (so one mode's freed memory cannot lower or raise the other's),
 alternating, ``--repeat`` times each; the local OpenAI-compatible server runs here, outside the measured
 processes, and answers each request after ``--latency`` seconds.
 
 * ``render-all`` is the code before streaming: the sandbox child renders every page
-  (``pdf.render_pages_png``) and returns them over the pipe; then the parent calls the LLM
+  (``pdf.render_page_images``) and returns them over the pipe; then the parent calls the LLM
   (``llm.extract_with_llm``).
 * ``streamed`` is ``extract_file_bounded``: the child renders window by window under back-pressure
   while the parent sends earlier windows to the LLM (default settings: 4 requests at once, at most 16 MB
@@ -98,7 +98,8 @@ def _render_all(path: str) -> list[Any]:
     from poflow_dagster.extraction.llm import LLMPage
 
     numbers = [page.number for page in pdf.read_pdf(Path(path)).pages]
-    return [LLMPage(number=n, png=png) for n, png in zip(numbers, pdf.render_pages_png(Path(path), numbers))]
+    images = pdf.render_page_images(Path(path), numbers)
+    return [LLMPage(number=n, image=data, mime_type=mime) for n, (data, mime) in zip(numbers, images)]
 
 
 def worker(mode: str, path: Path, base_url: str) -> dict[str, Any]:

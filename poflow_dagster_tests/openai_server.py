@@ -9,7 +9,9 @@
 :func:`fail_first` scripts faults per request ("the first N tries of each window fail,
 then it answers"). Every request is recorded with its size and server-side start/end
 times, so tests can check what was sent (images, model, ``response_format``), whether
-calls overlapped, and how long a client waited before retrying.
+calls overlapped, and how long a client waited before retrying. Page images come back from a
+request with :func:`image_payloads` (declared MIME type and bytes) or :func:`decoded_images` (opened
+with Pillow, whatever the format, after checking the bytes are what the data URL declares).
 
 Use the ``openai_server`` pytest fixture (import it into a test module), or
 ``start_openai_server()`` as a context manager (benchmarks).
@@ -17,6 +19,8 @@ Use the ``openai_server`` pytest fixture (import it into a test module), or
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import sys
 import threading
@@ -35,7 +39,9 @@ __all__ = [
     "OpenAIServer",
     "RecordedRequest",
     "Reply",
+    "decoded_images",
     "fail_first",
+    "image_payloads",
     "image_urls",
     "max_overlap",
     "openai_server",
@@ -320,6 +326,31 @@ def image_urls(body: dict[str, Any]) -> list[str]:
         for part in _user_parts(body)
         if part.get("type") == "image_url" and isinstance(part.get("image_url"), dict)
     ]
+
+
+def image_payloads(body: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """``(MIME type, bytes)`` of every ``data:<type>;base64,<data>`` image URL in the user message."""
+    payloads = []
+    for url in image_urls(body):
+        header, _, data = url.partition(",")
+        if not (header.startswith("data:") and header.endswith(";base64")):
+            raise AssertionError(f"not a base64 data URL: {url[:40]!r}")
+        payloads.append((header[len("data:"):-len(";base64")], base64.b64decode(data, validate=True)))
+    return payloads
+
+
+def decoded_images(body: dict[str, Any]) -> list[Any]:
+    """Every image of the request opened with Pillow (loaded), after checking its bytes are of the declared type."""
+    from PIL import Image
+
+    images = []
+    for mime_type, data in image_payloads(body):
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        if Image.MIME.get(image.format or "") != mime_type:
+            raise AssertionError(f"the data URL says {mime_type}, the bytes are {image.format}")
+        images.append(image)
+    return images
 
 
 def max_overlap(requests: list[RecordedRequest]) -> int:

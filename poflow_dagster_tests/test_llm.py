@@ -21,6 +21,7 @@ from poflow_dagster_tests.openai_server import (
     RecordedRequest,
     Reply,
     fail_first,
+    image_payloads,
     image_urls,
     max_overlap,
     openai_server,  # noqa: F401 - pytest fixture
@@ -255,15 +256,31 @@ def test_a_failing_window_stops_the_windows_not_started(openai_server: OpenAISer
     assert [5] not in [pages_in(r.body) for r in openai_server.completion_requests()]
 
 
-def test_vision_page_is_sent_as_image_url(openai_server: OpenAIServer) -> None:
+@pytest.mark.parametrize("mime_type, data", [
+    ("image/png", b"\x89PNG\r\n\x1a\n fake image bytes"),
+    ("image/jpeg", b"\xff\xd8\xff\xe0 fake image bytes"),
+])
+def test_vision_page_is_sent_as_image_url_of_its_type(openai_server: OpenAIServer, mime_type: str, data: bytes) -> None:
     openai_server.behaviour = lambda body: Reply.json(answer_for([1]))
-    png = b"\x89PNG\r\n\x1a\n fake image bytes"
-    po = extract_with_llm([LLMPage(number=1, png=png)], settings(openai_server), source_format="image")
+    page = LLMPage(number=1, image=data, mime_type=mime_type)
+    po = extract_with_llm([page], settings(openai_server), source_format="image")
     assert po.po_number == "PO-1001"
     body = openai_server.completion_requests()[0].body
-    assert image_urls(body) == ["data:image/png;base64," + base64.b64encode(png).decode()]
+    assert image_urls(body) == [f"data:{mime_type};base64," + base64.b64encode(data).decode()]
+    assert image_payloads(body) == [(mime_type, data)]
     parts = body["messages"][1]["content"]
     assert {"type": "image_url", "image_url": {"url": image_urls(body)[0], "detail": "high"}} in parts
+
+
+def test_a_page_is_text_or_an_image_of_a_declared_type() -> None:
+    with pytest.raises(ValueError):
+        LLMPage(number=1, image=b"\x89PNG")  # no mime type
+    with pytest.raises(ValueError):
+        LLMPage(number=1, image=b"%PDF", mime_type="application/pdf")
+    with pytest.raises(ValueError):
+        LLMPage(number=1, text="words", mime_type="image/png")
+    with pytest.raises(ValueError):
+        LLMPage(number=1, text="words", image=b"\x89PNG", mime_type="image/png")
 
 
 def test_on_progress_reports_each_window(openai_server: OpenAIServer) -> None:

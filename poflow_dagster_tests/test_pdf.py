@@ -10,10 +10,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageChops
 
 from poflow_dagster.domain.errors import PoflowError
-from poflow_dagster.extraction.pdf import extract_pdf_po, is_scanned, read_pdf, render_pages_png
+from poflow_dagster.extraction.pdf import (
+    encode_page_image,
+    extract_pdf_po,
+    is_scanned,
+    read_pdf,
+    render_page_images,
+)
 from poflow_dagster.samples.pdf_documents import (
     POSpec,
     euro_po_spec,
@@ -106,25 +112,72 @@ def test_scanned_pdf_is_detected_and_rendered(tmp_path: Path) -> None:
     assert is_scanned(doc)
     assert [page.has_text for page in doc.pages] == [False, False]
     assert extract_pdf_po(doc) is None
-    images = render_pages_png(path, [1, 2], dpi=100)
-    assert len(images) == 2 and all(png.startswith(PNG_SIGNATURE) for png in images)
-    with Image.open(io.BytesIO(images[0])) as image:
+    images = render_page_images(path, [1, 2], dpi=100)
+    assert len(images) == 2 and all(data.startswith(PNG_SIGNATURE) and mime == "image/png" for data, mime in images)
+    with Image.open(io.BytesIO(images[0][0])) as image:
         assert image.size[0] == pytest.approx(827, abs=2)  # A4 width at 100 dpi
+        assert image.mode == "L"  # black on white: sent as greyscale PNG
 
 
 def test_render_respects_max_pixels(tmp_path: Path) -> None:
     path = make_text_po_pdf(tmp_path / "po.pdf", simple_po_spec())
-    (png,) = render_pages_png(path, [1], dpi=300, max_pixels=500_000)
-    with Image.open(io.BytesIO(png)) as image:
+    ((data, _),) = render_page_images(path, [1], dpi=300, max_pixels=500_000)
+    with Image.open(io.BytesIO(data)) as image:
         assert image.size[0] * image.size[1] <= 500_000
     with pytest.raises(ValueError):
-        render_pages_png(path, [2])
+        render_page_images(path, [2])
+
+
+def _noisy_paper(mode: str) -> Image.Image:
+    """A flatbed scan of grey paper (grain), with dark text: photo-like, in ``mode``."""
+    from PIL import ImageDraw
+
+    grain = Image.effect_noise((1240, 1754), 18)
+    image = Image.blend(Image.new("L", grain.size, 235), grain, 0.25).convert("RGB")
+    if mode == "colour":  # yellowish paper: blue a tenth lower
+        red, green, blue = image.split()
+        image = Image.merge("RGB", (red, green, blue.point(lambda v: v * 9 // 10)))
+    draw = ImageDraw.Draw(image)
+    for row in range(20):
+        draw.text((100, 100 + row * 60), f"00{row}  Scanned item {row}   {row}   {row}.50", fill=(20, 20, 20))
+    return image
+
+
+def _png_size(image: Image.Image) -> int:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return len(buffer.getvalue())
+
+
+@pytest.mark.parametrize("mode", ["grey", "colour"])
+def test_a_photo_like_page_is_sent_as_jpeg_several_times_smaller_than_png(mode: str) -> None:
+    page = _noisy_paper(mode)
+    data, mime = encode_page_image(page)
+    assert mime == "image/jpeg" and data.startswith(b"\xff\xd8\xff")
+    assert len(data) * 3 < _png_size(page)  # measured: ~0.3 MB against ~1.7 MB
+    with Image.open(io.BytesIO(data)) as decoded:
+        assert decoded.size == page.size  # full resolution
+        assert decoded.mode == ("L" if mode == "grey" else "RGB")  # grey pixels go as greyscale; colour stays
+
+
+def test_an_ink_on_paper_page_stays_png_lossless() -> None:
+    from PIL import ImageDraw
+
+    page = Image.new("RGB", (1240, 1754), "white")
+    draw = ImageDraw.Draw(page)
+    for row in range(20):
+        draw.text((100, 100 + row * 60), f"SKU-{row:03d}  Item {row}", fill=(0, 0, 0))
+    draw.rectangle((900, 60, 1100, 120), fill=(200, 30, 30))  # a red stamp: colour, still ink on paper
+    data, mime = encode_page_image(page)
+    assert mime == "image/png" and data.startswith(PNG_SIGNATURE)
+    with Image.open(io.BytesIO(data)) as decoded:
+        assert decoded.mode == "RGB" and ImageChops.difference(decoded, page).getbbox() is None
 
 
 def test_encrypted_pdf(tmp_path: Path) -> None:
     path = make_encrypted_pdf(tmp_path / "locked.pdf", user_password="secret")
     assert _error(lambda: read_pdf(path)).code == "encrypted_pdf"
-    assert _error(lambda: render_pages_png(path, [1])).code == "encrypted_pdf"
+    assert _error(lambda: render_page_images(path, [1])).code == "encrypted_pdf"
 
 
 def test_encrypted_pdf_with_empty_user_password_is_read(tmp_path: Path) -> None:
@@ -148,7 +201,7 @@ def test_damaged_pdf(tmp_path: Path, make: Callable[[Path], Path]) -> None:
     path = tmp_path / "bad.pdf"
     make(path)
     assert _error(lambda: read_pdf(path)).code == "corrupt_pdf"
-    assert _error(lambda: render_pages_png(path, [1])).code == "corrupt_pdf"
+    assert _error(lambda: render_page_images(path, [1])).code == "corrupt_pdf"
 
 
 def test_too_many_pages(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """Streaming scans: pages rendered window by window in the sandbox child while earlier windows are at the LLM.
 
 The LLM is a local server speaking the OpenAI wire format (``openai_server``), reached through the real
-``openai`` client; scans come from ``samples.pdf_documents.make_scanned_pdf``. Ordering claims rest on the
+``openai`` client; scans come from ``samples.pdf_documents.make_scanned_pdf`` (black on white, sent as PNG) and
+:func:`make_colour_scan` (grey paper grain, sent as JPEG; the server reads each page's number from its pixels). Ordering claims rest on the
 back-pressure, not on timing: with one request at a time and one window of credit, page 3 cannot be
 rendered before the first window's answer was read (see ``test_the_first_window_is_answered_before_...``).
 """
@@ -28,6 +29,8 @@ from poflow_dagster_tests.openai_server import (  # noqa: F401 - the fixture
     API_KEY,
     OpenAIServer,
     Reply,
+    decoded_images,
+    image_payloads,
     max_overlap,
     openai_server,
     request_text,
@@ -107,7 +110,8 @@ def test_a_streamed_scan_gives_the_same_po_as_rendering_all_pages_first(
     openai_server.behaviour = page_lines
     llm = settings(openai_server, window_pages=2, max_concurrency=2)
     numbers = list(range(1, 10))
-    all_pages = [LLMPage(number=n, png=png) for n, png in zip(numbers, pdf.render_pages_png(scan, numbers))]
+    images = pdf.render_page_images(scan, numbers)
+    all_pages = [LLMPage(number=n, image=data, mime_type=mime) for n, (data, mime) in zip(numbers, images)]
     before = reconcile(extract_with_llm(all_pages, llm, source_format="pdf"))
 
     progress = Progress()
@@ -243,10 +247,88 @@ def test_page_images_at_the_model_stay_within_the_image_budget(openai_server: Op
         return reply
 
     openai_server.behaviour = slow_answer
-    pages = [LLMPage(number=n, png=bytes([n]) * 600_000) for n in range(1, 5)]
+    pages = [LLMPage(number=n, image=bytes([n]) * 600_000, mime_type="image/png") for n in range(1, 5)]
     budgeted = extract_with_llm(pages, settings(openai_server, window_pages=1, max_concurrency=4,
                                                 max_image_mb_in_flight=1.0), source_format="image")
     assert len(budgeted.lines) == 4 and max_overlap(openai_server.completion_requests()) == 1
     openai_server.requests.clear()
     extract_with_llm(pages, settings(openai_server, window_pages=1, max_concurrency=4), source_format="image")
     assert max_overlap(openai_server.completion_requests()) > 1
+
+
+_BITS, _CELL = 8, 60  # a page number as 8 dark squares (1) or paper (0) across the top of a colour scan page
+
+
+def make_colour_scan(path: Path, pages: int) -> Path:
+    """Image-only pages like a flatbed scanner's (grey paper grain, JPEG in the PDF), the page number printed
+    as a bit pattern the server decodes from the image it receives."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from poflow_dagster.samples.pdf_documents import _new_pdf, add_image_page
+
+    document = _new_pdf()
+    grain = Image.effect_noise((1240, 1754), 18)
+    font = ImageFont.load_default(size=30)
+    for number in range(1, pages + 1):
+        image = Image.blend(Image.new("L", grain.size, 235), grain, 0.25)
+        draw = ImageDraw.Draw(image)
+        for bit in range(_BITS):
+            if number >> (_BITS - 1 - bit) & 1:
+                draw.rectangle((100 + bit * _CELL, 40, 100 + bit * _CELL + _CELL - 10, 90), fill=0)
+        for row in range(12):
+            draw.text((100, 160 + row * 60), f"{number:03d}-{row:02d}  Scanned item {row}  {row}  {row}.50",
+                      fill=20, font=font)
+        add_image_page(document, image)
+    path.write_bytes(bytes(document.output()))
+    return path
+
+
+def printed_page_number(image: Any) -> int:
+    """The page number :func:`make_colour_scan` printed, read from the pixels (any size, any format)."""
+    grey = image.convert("L")
+    scale = grey.size[0] / 1240
+    number = 0
+    for bit in range(_BITS):
+        x, y = int((100 + bit * _CELL + (_CELL - 10) / 2) * scale), int(65 * scale)
+        number = number << 1 | (1 if grey.getpixel((x, y)) < 128 else 0)
+    return number
+
+
+def lines_of_printed_pages(body: dict[str, Any]) -> Reply:
+    """One order line per page image, numbered by what is printed on it (not by the prompt's text)."""
+    pages = [printed_page_number(image) for image in decoded_images(body)]
+    return Reply.json({
+        "po_number": "PO-7788", "supplier_name": "Scan & Co", "order_date": None, "currency": "USD",
+        "subtotal": None, "tax": None, "shipping": None, "total": None, "confidence": 0.9,
+        "lines": [{"sku": f"P{n:03d}", "description": f"Item on page {n}", "quantity": "1", "unit_cost": "2.50",
+                   "line_total": "2.50", "confidence": 0.9} for n in pages],
+    })
+
+
+@pytest.mark.parametrize("sandbox", ["1", "0"])
+def test_a_colour_scan_goes_as_jpeg_and_every_page_is_read_from_its_pixels(
+    openai_server: OpenAIServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox: str
+) -> None:
+    """Photo-like pages go as JPEG at full resolution, several times smaller than PNG, and still carry what is
+    printed: the server decodes each image with Pillow and reads its page number from the pixels."""
+    monkeypatch.setenv("POFLOW_EXTRACT_SANDBOX", sandbox)
+    scan = make_colour_scan(tmp_path / "colour.pdf", pages=6)
+    openai_server.behaviour = lines_of_printed_pages
+    po = extract_file_bounded(scan, llm=settings(openai_server, window_pages=2))
+
+    assert [line.sku for line in po.lines] == [f"P{n:03d}" for n in range(1, 7)]
+    payloads = [p for r in openai_server.completion_requests() for p in image_payloads(r.body)]
+    assert len(payloads) == 6 and {mime for mime, _ in payloads} == {"image/jpeg"}
+    images = [image for r in openai_server.completion_requests() for image in decoded_images(r.body)]
+    assert {image.size for image in images} == {(1241, 1754)}  # A4 at 150 dpi: resolution unchanged
+    assert max(len(data) for _, data in payloads) < 600_000  # a PNG of such a page is ~1.7 MB
+
+
+def test_a_clean_scan_stays_png(openai_server: OpenAIServer, tmp_path: Path) -> None:
+    scan = make_scanned_pdf(tmp_path / "scan.pdf", pages=2)
+    openai_server.behaviour = page_lines
+    po = extract_file_bounded(scan, llm=settings(openai_server))
+    assert len(po.lines) == 2
+    (request,) = openai_server.completion_requests()
+    assert [mime for mime, _ in image_payloads(request.body)] == ["image/png", "image/png"]
+    assert all(image.mode == "L" for image in decoded_images(request.body))  # black on white: greyscale PNG

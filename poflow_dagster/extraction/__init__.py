@@ -336,21 +336,22 @@ def _extract_pdf(path: Path, display: str, llm: LLMSettings | None, on_progress:
 
 
 def _image_page(path: Path) -> LLMPage:
-    """A photo or scan as one PNG page (JPEG, TIFF, … converted; huge images scaled down)."""
-    import io
+    """A photo or scan as one page image (JPEG, TIFF, … read; huge images scaled down; PNG or JPEG sent).
 
+    Encoded like a scan's rendered page (:func:`.pdf.encode_page_image`): ink on paper as PNG, a photo as JPEG.
+    """
     from PIL import Image
 
     from poflow_dagster.extraction.llm import LLMPage
+    from poflow_dagster.extraction.pdf import encode_page_image
 
     try:
         with Image.open(path) as image:
             image.thumbnail((3000, 3000))
-            buffer = io.BytesIO()
-            image.convert("RGB").save(buffer, format="PNG")
+            data, mime_type = encode_page_image(image)
     except (OSError, Image.DecompressionBombError, ValueError) as error:
         raise PoflowError("unreadable_image", f"{path.name}: {error}") from None
-    return LLMPage(number=1, png=buffer.getvalue())
+    return LLMPage(number=1, image=data, mime_type=mime_type)
 
 
 def _with_llm(

@@ -113,7 +113,7 @@ DEFAULT_MAX_WINDOWS = 200
 #: Retries of one request on 429/5xx/timeouts/connection errors, and the retry time budget of one window.
 DEFAULT_MAX_RETRIES = 5
 DEFAULT_RETRY_BUDGET_SECONDS = 180.0
-#: PNG megabytes at the model at once (see ``LLMSettings.max_image_mb_in_flight``).
+#: Megabytes of encoded page images at the model at once (see ``LLMSettings.max_image_mb_in_flight``).
 DEFAULT_MAX_IMAGE_MB_IN_FLIGHT = 16.0
 #: A truncated text piece shorter than this is not split again (double output tokens instead).
 _MIN_SPLIT_CHARS = 1_000
@@ -156,9 +156,10 @@ class LLMSettings:
     window_pages: int = 4
     window_chars: int = DEFAULT_WINDOW_CHARS
     max_windows: int = DEFAULT_MAX_WINDOWS
-    #: PNG megabytes of page images at the model at once: a window that would go beyond waits for one to
-    #: return (one window always goes). Each image is held ~3.7 times while its request runs (bytes, base64,
-    #: request body), so this bounds a scan's memory: 16 MB = 4 windows of a clean scan, 2 of a colour one.
+    #: Megabytes of page images (as encoded: PNG or JPEG) at the model at once: a window that would go beyond
+    #: waits for one to return (one window always goes). Each image is held ~3.7 times while its request runs
+    #: (bytes, base64 data URL, request body), so this bounds a scan's memory: at 150 dpi a clean page is
+    #: ~80 KB of PNG, a colour scan's page ~0.3 MB of JPEG, so 16 MB lets 4 windows of either go at once.
     max_image_mb_in_flight: float = DEFAULT_MAX_IMAGE_MB_IN_FLIGHT
     max_output_tokens: int = 4096
     #: USD per 1K tokens. ``None`` = the :func:`price_table` entry for ``model``, looked up when
@@ -224,19 +225,22 @@ def _env_number(name: str, default: Any, kind: type, *, allow_zero: bool = False
 
 @dataclass(frozen=True)
 class LLMPage:
-    """One page of input: its text, or a PNG rendering of it (sent as an image).
+    """One page of input: its text, or an image of it (``image`` bytes of ``mime_type``, e.g. ``image/jpeg``).
 
     ``part`` names a piece of a long text page (e.g. ``"part 2 of 5"``); ``None`` = the whole page.
     """
 
     number: int
     text: str | None = field(default=None, repr=False)
-    png: bytes | None = field(default=None, repr=False)
+    image: bytes | None = field(default=None, repr=False)
+    mime_type: str | None = None
     part: str | None = None
 
     def __post_init__(self) -> None:
-        if (self.text is None) == (self.png is None):
-            raise ValueError("LLMPage needs exactly one of text or png")
+        if (self.text is None) == (self.image is None):
+            raise ValueError("LLMPage needs exactly one of text or image")
+        if (self.image is None) != (self.mime_type is None) or not (self.mime_type or "image/").startswith("image/"):
+            raise ValueError("LLMPage needs an image/* mime_type with an image, and none with text")
 
     @property
     def label(self) -> str:
@@ -517,7 +521,7 @@ def _halves(pages: list[LLMPage]) -> tuple[list[LLMPage], list[LLMPage]] | None:
 
 #: Windows a feed may have ready (or in the making) beyond those at the model: back-pressure on a scan's
 #: renderer. Two keep the model fed (a window renders in ~2 s, a vision request takes longer) and bound what
-#: waits in memory (a window of a 150-dpi colour scan is ~7 MB of PNG); ``benchmarks/scan_memory.py``.
+#: waits in memory (a window of a 150-dpi colour scan is ~1.3 MB of JPEG); ``benchmarks/scan_memory.py``.
 PREFETCH_WINDOWS = 2
 
 
@@ -572,12 +576,12 @@ def _run_windows(
                 else:  # "failed"
                     raise event[1]
                 while waiting and len(running) < workers and (
-                    not running or sum(image_bytes.values()) + _png_bytes(waiting[0][1]) <= image_budget
+                    not running or sum(image_bytes.values()) + _image_bytes(waiting[0][1]) <= image_budget
                 ):
                     index, window = waiting.popleft()
                     future = pool.submit(_run_window, context, window)
                     running[future] = index
-                    image_bytes[future] = _png_bytes(window)
+                    image_bytes[future] = _image_bytes(window)
                     future.add_done_callback(lambda done: events.put(("done", done)))
                     if granted < total:
                         feed.grant(1)
@@ -590,8 +594,8 @@ def _run_windows(
     return [answer for i in range(total) for answer in results[i]]
 
 
-def _png_bytes(window: list[LLMPage]) -> int:
-    return sum(len(page.png) for page in window if page.png is not None)
+def _image_bytes(window: list[LLMPage]) -> int:
+    return sum(len(page.image) for page in window if page.image is not None)
 
 
 def _run_window(context: _Context, pages: list[LLMPage]) -> list[LLMExtraction]:
@@ -847,8 +851,8 @@ def _describe(pages: Sequence[LLMPage]) -> str:
 
 def _page_parts(page: LLMPage) -> list[dict[str, Any]]:
     """Content parts for one page (chat-completions wire format)."""
-    if page.png is not None:
-        url = "data:image/png;base64," + base64.b64encode(page.png).decode("ascii")
+    if page.image is not None:
+        url = f"data:{page.mime_type};base64,{base64.b64encode(page.image).decode('ascii')}"
         return [
             {"type": "text", "text": f"--- page {page.label} (image) ---"},
             {"type": "image_url", "image_url": {"url": url, "detail": "high"}},

@@ -77,6 +77,9 @@ PRELOAD = (
     "pdfplumber",
     "pypdfium2",
     "PIL.Image",
+    "PIL.ImageChops",
+    "PIL.JpegImagePlugin",
+    "PIL.PngImagePlugin",
     "click",
 )
 

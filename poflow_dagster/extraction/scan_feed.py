@@ -1,13 +1,13 @@
 """Scanned PDFs, streamed: pages rendered window by window while earlier windows are at the LLM.
 
-A scan needs every page as an image, and rendering is slow (≈ 0.5 s a page at 150 dpi) and big (≈ 1.7 MB
-of PNG a page for a colour scan). Rendering all pages before the first request made a 50-page scan wait
+A scan needs every page as an image, and rendering is slow and big (at 150 dpi a colour scan's page is
+6.5 MB of pixels; encoded, ≈ 0.3 MB of JPEG, see :func:`.pdf.encode_page_image`). Rendering all pages before the first request made a 50-page scan wait
 for all of them and hold all of them. Here the pages are rendered lazily, one window (``window_pages``
 pages) at a time, and each window goes to the model as soon as it is ready; back-pressure (credits, see
 :func:`.llm.extract_windows`) keeps the renderer only a few windows ahead of the model.
 
 * In the sandbox child (:func:`stream_scan`): the window plan goes to the parent as a note, then each page
-  (its PNG) as a note as soon as it is rendered, and each window as an item paid for with a credit
+  (its encoded image) as a note as soon as it is rendered, and each window as an item paid for with a credit
   (:mod:`.sandbox`); the parent reads them in :class:`ChildScanFeed`.
 * In-process (sandbox off, or plain :func:`~poflow_dagster.extraction.extract_file`): :class:`LocalScanFeed`
   renders a window in the calling thread whenever the LLM loop has a credit and nothing else to do.
@@ -42,14 +42,14 @@ class ScanPlan:
 
 def plan_scan(numbers: list[int], settings: LLMSettings, *, source_format: str, why: str) -> ScanPlan:
     """The windows :func:`.llm.plan_windows` makes of image pages (``file_too_complex`` before any rendering)."""
-    windows = plan_windows([LLMPage(number=n, png=b"") for n in numbers], settings)
+    windows = plan_windows([LLMPage(number=n, image=b"", mime_type="image/png") for n in numbers], settings)
     return ScanPlan([[page.number for page in window] for window in windows], len(set(numbers)), source_format, why)
 
 
 def _pages(path: str, plan: ScanPlan) -> Iterator[LLMPage]:
     """The plan's pages in window order, each rendered when asked for."""
-    for number, png in pdf.iter_pages_png(path, [n for window in plan.windows for n in window]):
-        yield LLMPage(number=number, png=png)
+    for number, image, mime_type in pdf.iter_page_images(path, [n for window in plan.windows for n in window]):
+        yield LLMPage(number=number, image=image, mime_type=mime_type)
 
 
 def stream_scan(channel: StreamChannel, path: str, plan: ScanPlan) -> None:
