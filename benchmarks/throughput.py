@@ -6,7 +6,9 @@ against a Dagster-defaults setup (default instance: default run launcher = one p
                                               [--workers 1] [--concurrency 4]
 
 (a) latency: upload started -> workflow completed, one small CSV at a time (p50/p95), both setups, through
-    `POST /api/uploads` of a running `poflow serve` and through the `poflow upload` command (a new process);
+    `POST /api/uploads` of a running `poflow serve`, through the `poflow upload` command (a new process) on the
+    app database, and (poflow only) through `poflow upload` with POFLOW_API_URL/POFLOW_API_TOKEN (the command
+    hands the file to the running API: standard library only, no database on the uploader's side);
 (b) burst: N small POs uploaded at once by 4 threads of a long-running process, as `POST /api/uploads`
     does it (store + direct submit; the baseline: store only, its sensor starts the runs) -> POs/min from
     the first upload to the last completion, lost (not completed) and duplicated (more than one PO or po_job
@@ -100,17 +102,21 @@ class Setup:
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read())["upload_id"], started
 
-    def upload(self, cli: bool = True) -> tuple[str, float]:
-        """One upload via the CLI (a new process, as a user runs it): (upload id, when it started)."""
-        if not cli:
+    def upload(self, how: str) -> tuple[str, float]:
+        """One upload: ``api`` (``POST /api/uploads``), ``cli`` (the command, a new process, on the app database)
+        or ``cli-api`` (the command through the running API): (upload id, when it started)."""
+        if how == "api":
             return self.upload_api()
         self.index += 1
         path = self.workdir / f"po-{self.index}.csv"
         path.write_bytes(_csv(self.index))
+        env = dict(self.stack.env)
+        if how == "cli-api":
+            env.update(POFLOW_API_URL=self.stack.api_url, POFLOW_API_TOKEN=self.token)
         started = time.monotonic()
         args = [sys.executable, "-m", "poflow_dagster.cli", "upload", str(path), "--merchant", "bench",
                 *([] if self.cli_submit else ["--no-submit"])]
-        done = subprocess.run(args, env=self.stack.env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
         if done.returncode:
             raise SystemExit(f"upload failed: {done.stderr}")
         return done.stdout.strip(), started
@@ -159,12 +165,12 @@ class Setup:
         partitions = [run.tags.get("dagster/partition") for run in runs if run.tags.get("dagster/partition") in wanted]
         return len(partitions) - len(set(partitions))
 
-    def latency(self, count: int, cli: bool) -> list[float]:
+    def latency(self, count: int, how: str) -> list[float]:
         results = []
         self.phases: list[dict[str, float]] = []
         for _ in range(count):
             wall_started = time.time()
-            upload_id, started = self.upload(cli)
+            upload_id, started = self.upload(how)
             command_s = time.monotonic() - started
             finished = self.wait([upload_id], 300)
             if upload_id not in finished:
@@ -264,19 +270,19 @@ def main() -> None:
     for label, poflow, burst in (("dagster defaults", False, args.baseline_burst), ("poflow", True, args.burst)):
         with tempfile.TemporaryDirectory(prefix="poflow-throughput-") as tmp:
             setup = Setup(label, Path(tmp), poflow=poflow, workers=args.workers, concurrency=args.concurrency)
+            modes = ("api", "cli", "cli-api") if poflow else ("api", "cli")
+            measured: dict[str, tuple[list[float], list[dict[str, float]]]] = {}
             try:
-                setup.latency(1, cli=False)  # warm-up: code servers loaded, first run done
-                latencies = setup.latency(args.latency, cli=False)
-                phases = setup.phases
-                cli_latencies = setup.latency(args.latency, cli=True)
-                cli_phases = setup.phases
+                setup.latency(1, "api")  # warm-up: code servers loaded, first run done
+                for how in modes:
+                    measured[how] = (setup.latency(args.latency, how), setup.phases)
                 bursts = setup.burst(burst) if burst else None
             finally:
                 setup.close()
-        results[label] = (latencies, bursts, cli_latencies)
-        for how, values, steps in (("API", latencies, phases), ("CLI", cli_latencies, cli_phases)):
+        results[label] = ({how: values for how, (values, _) in measured.items()}, bursts)
+        for how, (values, steps) in measured.items():
             p50, p95 = statistics.median(values), _pct(values, 0.95)
-            print(f"{label:<17} {how} upload->completed p50 {p50:5.2f} s  p95 {p95:5.2f} s  "
+            print(f"{label:<17} {how:<7} upload->completed p50 {p50:5.2f} s  p95 {p95:5.2f} s  "
                   f"({' '.join(f'{v:.1f}' for v in values)})")
             print(f"{'':<17} median phases: " + ", ".join(
                 f"{name} {statistics.median(p[name] for p in steps):.2f} s" for name in steps[0]))
@@ -286,8 +292,10 @@ def main() -> None:
                   f"CPU {bursts['cpu_per_po']:.2f} s/PO ("
                   + ", ".join(f"{k} {v:.2f}" for k, v in bursts["by_process"].items()) + ")")
     base, ours = results["dagster defaults"], results["poflow"]
-    print(f"latency p50 ratio poflow/defaults: API {statistics.median(ours[0]) / statistics.median(base[0]):.2f}, "
-          f"CLI {statistics.median(ours[2]) / statistics.median(base[2]):.2f}")
+    base_api, base_cli = statistics.median(base[0]["api"]), statistics.median(base[0]["cli"])
+    print("latency p50 ratio poflow/defaults: " + ", ".join(
+        f"{how} {statistics.median(values) / (base_api if how == 'api' else base_cli):.2f}"
+        for how, values in ours[0].items()) + " (each against the defaults' same face; cli-api against their CLI)")
     if base[1] and ours[1]:
         print(f"burst throughput ratio poflow/defaults: {ours[1]['per_min'] / base[1]['per_min']:.1f}x, "
               f"CPU per PO ratio: {ours[1]['cpu_per_po'] / base[1]['cpu_per_po']:.2f}")

@@ -21,6 +21,7 @@ from poflow_dagster.pipeline.sensors import upload_sensor
 from poflow_dagster.resources import DatabaseResource, StorageResource
 from poflow_dagster.store.merchants import configure_merchant
 from poflow_dagster.workers.queues import QUEUE_TAG
+from poflow_dagster.workers.run_queue import FastQueuedRunCoordinator
 
 ROOT = Path(__file__).resolve().parents[1]
 INSTANCE_FILES = [ROOT / "dagster.yaml", ROOT / "poflow_dagster" / "dagster_home.yaml",
@@ -54,6 +55,13 @@ def test_instance_files_parse_with_pool_and_run_tag_limits(path: Path):
         scans = [lim for lim in limits if lim["key"] == WORKLOAD_TAG]
         assert len(scans) == 1 and scans[0]["value"] == "scan" and scans[0]["limit"] >= 1
         assert config.run_queue_config.max_concurrent_runs >= scans[0]["limit"]
+        # Queued runs are dequeued twice a second (Dagster's own coordinator takes whole seconds only).
+        assert isinstance(instance.run_coordinator, FastQueuedRunCoordinator)
+        assert instance.run_coordinator.dequeue_interval_seconds == 0.5
+        assert instance.run_coordinator.dequeue_use_threads
+        from dagster._daemon.controller import create_daemon_of_type
+
+        assert create_daemon_of_type("QUEUED_RUN_COORDINATOR", instance).interval_seconds == 0.5  # the daemon's loop
         # The pool limit is applied to the shopify pool the first time a slot is claimed.
         instance.event_log_storage.initialize_concurrency_limit_to_default("shopify")
         assert instance.event_log_storage.get_concurrency_info("shopify").slot_count == pools.default_pool_limit
