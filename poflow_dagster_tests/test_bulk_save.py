@@ -1,12 +1,14 @@
 """Bulk persistence (issue 9, part 4): PO lines, drafts and Shopify links written with set-based statements.
 
 On SQLite and PostgreSQL: a 5,000-line PO saves every line and draft exactly once and reports its progress in
-≥ 50 steps; an unchanged re-save writes nothing and never reads a line; a changed PO replaces its lines; saves
-of one upload (and drafts of overlapping SKUs) racing on PostgreSQL end with one copy of everything.
+≥ 50 steps; an unchanged re-save writes nothing and never reads a line; a changed PO replaces its lines; drafts
+written past SQLAlchemy's per-row processing store exactly what the ORM stores; saves of one upload (and drafts
+of overlapping SKUs) racing on PostgreSQL end with one copy of everything.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import threading
 from collections.abc import Iterator
@@ -16,9 +18,17 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
+from poflow_dagster.domain.drafts import DraftPlan
 from poflow_dagster.domain.models import ParsedPO, POLine
+from poflow_dagster.store import drafts as drafts_store
 from poflow_dagster.store.db import Database
-from poflow_dagster.store.drafts import count_shopify_links, create_drafts_for_po, record_shopify_links
+from poflow_dagster.store.drafts import (
+    DRAFT_CHUNKS,
+    count_shopify_links,
+    create_drafts_for_po,
+    record_shopify_links,
+    upsert_drafts,
+)
 from poflow_dagster.store.merchants import configure_merchant
 from poflow_dagster.store.purchase_orders import (
     MAX_CHUNK_LINES,
@@ -100,10 +110,18 @@ def test_a_5000_line_po_saves_every_line_and_draft_once_with_progress(db):
     assert len(outcome.drafts) == 5000 and all(d.created and d.changed for d in outcome.drafts)
     assert [d.sku for d in outcome.drafts] == [line.sku for line in po.lines]  # PO order
     assert outcome.drafts[0].price == Decimal("0.03")  # 0.02 + 40 %, exact
-    assert draft_steps[-1] == (5000, 5000, "Saved 5,000/5,000 product drafts") and len(draft_steps) >= 10
-    again = create_drafts_for_po(db, upload.id, po)  # a re-run: the same drafts, nothing written
+    # One step per chunk of 100 drafts (2 %), each after its chunk is written.
+    assert [step[:2] for step in draft_steps] == [(done, 5000) for done in range(100, 5001, 5000 // DRAFT_CHUNKS)]
+    assert draft_steps[-1] == (5000, 5000, "Saved 5,000/5,000 product drafts")
+    assert draft_steps[0][2] == "Saved 100/5,000 product drafts"
+    again_steps: list[tuple[int, int, str]] = []
+    with _statements(db) as seen:  # a re-run: the same drafts, nothing written, progress still reported
+        again = create_drafts_for_po(db, upload.id, po, on_progress=lambda *step: again_steps.append(step))
     assert [d.id for d in again.drafts] == [d.id for d in outcome.drafts]
     assert not any(d.created or d.changed for d in again.drafts)
+    assert [step[:2] for step in again_steps] == [step[:2] for step in draft_steps]
+    touching_drafts = [s for s in seen if "product_drafts" in s]
+    assert len(touching_drafts) == 1 and re.match(r"\s*select", touching_drafts[0])  # one read of them all
     with db.session() as session:
         assert session.scalar(sa.select(sa.func.count(ProductDraft.id))) == 5000
         assert session.scalar(sa.select(sa.func.count(sa.distinct(ProductDraft.sku)))) == 5000
@@ -149,6 +167,102 @@ def test_a_changed_po_replaces_its_lines_and_a_save_missing_lines_is_repaired(db
     repaired = save_purchase_order(db, upload.id, changed)
     assert (repaired.unchanged, repaired.replaced) == (False, True)
     assert len(_line_rows(db, upload.id)) == 3000
+
+
+# Text the drivers and PostgreSQL's array syntax must carry as it is: quotes, braces, commas, backslashes, tabs,
+# newlines, non-ASCII, the word NULL (an unquoted NULL in an array literal is a null) and the empty string.
+_AWKWARD = ['say "hi", {now}', "back\\slash\ttab\nnew\rline ünï €", "NULL", "", "it's"]
+
+
+def _awkward_plans(shift: Decimal = Decimal(0)) -> list[DraftPlan]:
+    costs = [Decimal("0.1"), Decimal("1E+2"), Decimal("0"), Decimal("12345678901234.5678"), Decimal("3.3333")]
+    return [
+        DraftPlan(sku=f"AWK-{i}", title=text or "t", description=None if i == 2 else text, unit_cost=cost + shift,
+                  price=(cost + shift) * 2, currency=None if i == 3 else "EUR")
+        for i, (text, cost) in enumerate(zip(_AWKWARD, costs, strict=True))
+    ] + [DraftPlan(sku="AWK-9", title="rounded", description="NULL", unit_cost=Decimal("2.00005"),
+                   price=Decimal("-4.123456789"), currency="USD")]
+
+
+_STORED_COLUMNS = ("sku", "title", "description", "unit_cost", "price", "currency", "status", "source_upload_id",
+                   "created_at", "updated_at")
+
+
+def _stored_rows(db: Database, merchant_id: str) -> list[tuple]:
+    """The drafts as the database driver returns them (no SQLAlchemy type processing): SQLite's decimal and
+    timestamp text, PostgreSQL's NUMERIC and timestamptz."""
+    with db.session() as session:
+        return [tuple(row) for row in session.connection().exec_driver_sql(
+            f"SELECT {', '.join(_STORED_COLUMNS)} FROM product_drafts WHERE merchant_id = '{merchant_id}' "
+            "ORDER BY sku"
+        )]
+
+
+def _orm_upsert(db: Database, merchant_id: str, upload_id: str, plans: list[DraftPlan], now: dt.datetime) -> None:
+    """What the ORM stores for the same drafts (the reference the set-based writes must match)."""
+    with db.session() as session:
+        existing = {d.sku: d for d in session.scalars(sa.select(ProductDraft)
+                                                      .where(ProductDraft.merchant_id == merchant_id))}
+        for plan in plans:
+            draft = existing.get(plan.sku) or ProductDraft(merchant_id=merchant_id, sku=plan.sku, status="draft",
+                                                           created_at=now)
+            draft.title, draft.description, draft.currency = plan.title, plan.description, plan.currency
+            draft.unit_cost, draft.price, draft.source_upload_id, draft.updated_at = (
+                plan.unit_cost, plan.price, upload_id, now)
+            session.add(draft)
+
+
+def test_drafts_store_exactly_what_the_orm_stores(db, monkeypatch):
+    for merchant in ("fast", "orm"):
+        with db.session() as session:
+            configure_merchant(session, merchant, markup_percent=Decimal("40"))
+    upload = register_upload(db, "fast", _stored("1" * 64))
+    # A clock in another zone: both paths must store it as the same UTC instant, in the same format.
+    created = dt.datetime(2026, 5, 1, 14, 30, 15, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    updated = dt.datetime(2026, 5, 2, 1, 2, 3, 7, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    for now, plans in ((created, _awkward_plans()), (updated, _awkward_plans(Decimal("0.25")))):
+        monkeypatch.setattr(drafts_store, "utcnow", lambda now=now: now)
+        records = upsert_drafts(db, "fast", upload.id, plans)
+        _orm_upsert(db, "orm", upload.id, plans, now)
+        assert _stored_rows(db, "fast") == _stored_rows(db, "orm")  # byte for byte what the ORM stores
+        assert [r.sku for r in records] == [p.sku for p in plans] and all(r.changed for r in records)
+    with db.session() as session:
+        drafts = list(session.scalars(sa.select(ProductDraft).where(ProductDraft.merchant_id == "fast")
+                                      .order_by(ProductDraft.sku)))
+    # Read back through the ORM, the same values on both databases: exact decimals (at least 2 places), aware UTC
+    # times (created kept, updated moved), every awkward text as it was.
+    assert [(d.title, d.description, d.currency, d.unit_cost, d.price) for d in drafts[:5]] == [
+        ('say "hi", {now}', 'say "hi", {now}', "EUR", Decimal("0.35"), Decimal("0.70")),
+        ("back\\slash\ttab\nnew\rline ünï €", "back\\slash\ttab\nnew\rline ünï €", "EUR", Decimal("100.25"),
+         Decimal("200.50")),
+        ("NULL", None, "EUR", Decimal("0.25"), Decimal("0.50")),
+        ("t", "", None, Decimal("12345678901234.8178"), Decimal("24691357802469.6356")),
+        ("it's", "it's", "EUR", Decimal("3.5833"), Decimal("7.1666")),
+    ]
+    assert drafts[5].description == "NULL" and drafts[5].price == Decimal("-4.1235")
+    assert {(d.created_at, d.updated_at) for d in drafts} == {(created, updated)}
+    assert {(d.created_at.utcoffset(), d.updated_at.utcoffset()) for d in drafts} == {(dt.timedelta(0),) * 2}
+    assert all(type(d.price) is Decimal and type(d.unit_cost) is Decimal for d in drafts)
+
+
+def test_drafts_are_written_by_one_statement_a_chunk_and_unchanged_ones_not_at_all(db):
+    with db.session() as session:
+        configure_merchant(session, "m1", markup_percent=Decimal("40"))
+    upload = register_upload(db, "m1", _stored("1" * 64))
+    plans = [DraftPlan(sku=f"S-{i:04d}", title=f"item {i}", description=None, unit_cost=Decimal(i) / 100,
+                       price=Decimal(i) / 50, currency="USD") for i in range(1000)]
+    with _statements(db) as seen:
+        first = upsert_drafts(db, "m1", upload.id, plans)
+    writes = [s for s in seen if "product_drafts" in s and re.match(r"\s*insert", s)]
+    assert len(writes) == DRAFT_CHUNKS and len([s for s in seen if "product_drafts" in s]) == DRAFT_CHUNKS + 1
+    changed = plans[:]
+    changed[500] = DraftPlan(**{**vars(plans[500]), "price": Decimal("99.99")})  # one changed draft, chunk 26
+    with _statements(db) as seen:
+        second = upsert_drafts(db, "m1", upload.id, changed)
+    assert len([s for s in seen if re.match(r"\s*insert", s)]) == 1
+    assert [d.id for d in second] == [d.id for d in first]
+    assert [i for i, d in enumerate(second) if d.changed] == [500] and not any(d.created for d in second)
+    assert second[500].price == Decimal("99.99") and second[499].price == Decimal("9.98")
 
 
 def test_chunks_stay_within_parameter_limits_for_huge_pos():

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import io
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from decimal import Decimal
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Boolean, Connection, Row, Table, bindparam, func, literal_column, select
+from sqlalchemy import Column, Connection, String, any_, bindparam, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 
 from poflow_dagster.domain.drafts import DraftPlan, plan_drafts
@@ -37,8 +39,6 @@ class DraftRecord:
 #: ``MAX_CHUNK_DRAFTS`` a chunk: 1,000 drafts × 11 columns stays far below both databases' parameter limits.
 DRAFT_CHUNKS = 50
 MAX_CHUNK_DRAFTS = 1000
-#: The merchant's existing drafts are read this many SKUs at a time (one query for a 5,000-SKU PO).
-READ_CHUNK_SKUS = 5000
 
 
 def upsert_drafts(
@@ -47,60 +47,37 @@ def upsert_drafts(
 ) -> list[DraftRecord]:
     """Create or update one draft per planned SKU, in one transaction, and return them in plan order.
 
-    Set-based: the merchant's drafts for these SKUs are read in a few queries, drafts that already say
-    exactly this are left alone (``changed=False``), and the rest are written per chunk with one
-    ``INSERT … ON CONFLICT (merchant_id, sku) DO UPDATE`` (PostgreSQL: ``COPY`` into a temporary table, then
-    ``INSERT … SELECT … RETURNING``; SQLite: executemany, then the ids in one query), all in SKU order, so two POs of one merchant writing the same SKUs at once lock them
-    in the same order and never deadlock. ``on_progress(drafts done, drafts, message)`` is called after each
-    chunk.
+    Set-based: the merchant's drafts for these SKUs are read in one query, drafts that already say exactly
+    this are left alone (``changed=False``), and the rest are written with one
+    ``INSERT … ON CONFLICT (merchant_id, sku) DO UPDATE … RETURNING`` per chunk, in SKU order, so two POs of
+    one merchant writing the same SKUs at once lock them in the same order and never deadlock. The values are
+    converted once, by the columns' own bind processors (the stored text and timestamps are exactly what the
+    ORM writes), and sent straight to the driver. ``on_progress(drafts done, drafts, message)`` is called
+    after each chunk.
     """
     plans = list({plan.sku: plan for plan in plans}.values())  # one row per SKU: ON CONFLICT may touch a row once
     total = len(plans)
-    table = ProductDraft.__table__
     chunk = max(1, min(MAX_CHUNK_DRAFTS, -(-total // DRAFT_CHUNKS)))
     records: dict[str, DraftRecord] = {}
     with db.session() as session:
         connection = session.connection()
-        existing: dict[str, Row[Any]] = {}
-        for first in range(0, total, READ_CHUNK_SKUS):
-            skus = [plan.sku for plan in plans[first:first + READ_CHUNK_SKUS]]
-            rows = connection.execute(_EXISTING, {"merchant_id": merchant_id, "skus": skus}).all()
-            existing.update((row.sku, row) for row in rows)
-        sqlite = connection.dialect.name == "sqlite"
-        upsert = _upsert_statement(connection.dialect.name, table)
+        existing = _existing_drafts(connection, merchant_id, [plan.sku for plan in plans])
+        write = _writer(connection, merchant_id, upload_id, existing)
         in_sku_order = sorted(plans, key=lambda plan: plan.sku)
         for first in range(0, total, chunk):
             to_write: list[DraftPlan] = []
             for plan in in_sku_order[first:first + chunk]:
-                row = existing.get(plan.sku)
-                if row is not None and _same(row, plan):
-                    records[plan.sku] = DraftRecord(id=row.id, sku=row.sku, title=row.title,
-                                                    description=row.description, price=row.price,
-                                                    unit_cost=row.unit_cost, created=False, changed=False)
+                draft = existing.get(plan.sku)
+                if draft is not None and draft[1:] == (plan.title, plan.description, plan.unit_cost, plan.price,
+                                                       plan.currency):
+                    draft_id, title, description, unit_cost, price, _ = draft
+                    records[plan.sku] = DraftRecord(id=draft_id, sku=plan.sku, title=title,
+                                                    description=description, price=price, unit_cost=unit_cost,
+                                                    created=False, changed=False)
                 else:
                     to_write.append(plan)
             if to_write:
-                now = utcnow()
-                values = [
-                    {"merchant_id": merchant_id, "sku": plan.sku, "title": plan.title,
-                     "description": plan.description, "unit_cost": plan.unit_cost, "price": plan.price,
-                     "currency": plan.currency, "source_upload_id": upload_id, "status": "draft",
-                     "created_at": now, "updated_at": now}
-                    for plan in to_write
-                ]
-                if sqlite:
-                    # SQLite: the driver's own executemany (no per-row RETURNING), then the ids in one query over
-                    # the chunk's SKU range (chunks are in SKU order: the ranges never overlap).
-                    connection.execute(upsert, values)
-                    ids = connection.execute(_IDS_IN_RANGE, {"merchant_id": merchant_id, "low": to_write[0].sku,
-                                                             "high": to_write[-1].sku}).all()
-                    written = {sku: (draft_id, sku not in existing) for sku, draft_id in ids}
-                elif connection.dialect.driver in ("psycopg", "psycopg2"):
-                    written = _copy_upsert(connection, merchant_id, upload_id, now, to_write)
-                else:
-                    # PostgreSQL: batched multi-row VALUES … RETURNING; a fresh row has no ``xmax`` (inserted now,
-                    # even if a concurrent PO inserted the SKU after this one read).
-                    written = {row.sku: (row.id, row.inserted) for row in connection.execute(upsert, values)}
+                written = write(to_write)
                 for plan in to_write:
                     draft_id, created = written[plan.sku]
                     records[plan.sku] = DraftRecord(
@@ -114,84 +91,100 @@ def upsert_drafts(
 
 
 _DRAFTS = ProductDraft.__table__
-#: The merchant's drafts for a list of SKUs: one cached statement, the SKU list expanded at execution.
-_EXISTING = select(
-    _DRAFTS.c.id, _DRAFTS.c.sku, _DRAFTS.c.title, _DRAFTS.c.description, _DRAFTS.c.unit_cost, _DRAFTS.c.price,
-    _DRAFTS.c.currency,
-).where(_DRAFTS.c.merchant_id == bindparam("merchant_id"), _DRAFTS.c.sku.in_(bindparam("skus", expanding=True)))
-#: The ids of the merchant's drafts whose SKUs lie in ``[low, high]``.
-_IDS_IN_RANGE = select(_DRAFTS.c.sku, _DRAFTS.c.id).where(
-    _DRAFTS.c.merchant_id == bindparam("merchant_id"), _DRAFTS.c.sku.between(bindparam("low"), bindparam("high"))
+_EXISTING_COLUMNS = (_DRAFTS.c.id, _DRAFTS.c.sku, _DRAFTS.c.title, _DRAFTS.c.description, _DRAFTS.c.unit_cost,
+                     _DRAFTS.c.price, _DRAFTS.c.currency)
+#: The merchant's drafts for a list of SKUs, the list bound as one parameter (an array on PostgreSQL, a JSON
+#: array on SQLite): one small statement whatever the PO's size.
+_EXISTING = {
+    "postgresql": select(*_EXISTING_COLUMNS).where(
+        _DRAFTS.c.merchant_id == bindparam("merchant_id"),
+        _DRAFTS.c.sku == any_(bindparam("skus", type_=ARRAY(String))),
+    ),
+    "sqlite": select(*_EXISTING_COLUMNS).where(
+        _DRAFTS.c.merchant_id == bindparam("merchant_id"),
+        _DRAFTS.c.sku.in_(select(func.json_each(bindparam("skus")).table_valued("value").c.value)),
+    ),
+}
+
+
+def _existing_drafts(connection: Connection, merchant_id: str, skus: list[str]) -> dict[str, tuple[Any, ...]]:
+    """The merchant's drafts for these SKUs: ``{sku: (id, title, description, unit_cost, price, currency)}``
+    (read through the columns' types: exact decimals, as the ORM reads them)."""
+    dialect = connection.dialect.name
+    rows = connection.execute(_EXISTING[dialect], {
+        "merchant_id": merchant_id, "skus": skus if dialect == "postgresql" else json.dumps(skus),
+    }).all()
+    return {row[1]: (row[0], *row[2:]) for row in rows}
+
+
+#: The columns a new draft is written with, and those an existing draft takes from this PO (its ``status`` and
+#: ``created_at`` are kept).
+_INSERTED = ("merchant_id", "sku", "title", "description", "unit_cost", "price", "currency", "status",
+             "source_upload_id", "created_at", "updated_at")
+_UPDATED = ("title", "description", "unit_cost", "price", "currency", "source_upload_id", "updated_at")
+_INSERT_INTO = f"INSERT INTO product_drafts ({', '.join(_INSERTED)}) "
+_ON_CONFLICT = "ON CONFLICT (merchant_id, sku) DO UPDATE SET " + ", ".join(
+    f"{name} = excluded.{name}" for name in _UPDATED
+)
+#: PostgreSQL: a chunk as one JSON array of ``[sku, title, description, unit_cost, price, currency]`` rows (one
+#: parameter the drivers pass as it is; the decimals as text, parsed exactly by NUMERIC), inserted in SKU order
+#: (``COLLATE "C"``: code-point order, as Python sorts the chunks). A fresh row has no ``xmax``: ``inserted`` is
+#: right even if a concurrent PO inserted the SKU after this one read.
+_POSTGRESQL_UPSERT = (
+    _INSERT_INTO + "SELECT %(merchant_id)s, d->>0, d->>1, d->>2, (d->>3)::numeric, (d->>4)::numeric, d->>5, "
+    "'draft', %(upload_id)s, %(now)s, %(now)s FROM jsonb_array_elements(%(drafts)s::jsonb) AS d "
+    'ORDER BY (d->>0) COLLATE "C" ' + _ON_CONFLICT + " RETURNING id, sku, xmax = 0"
 )
 
+#: Writes a chunk of drafts (in SKU order); returns ``{sku: (draft id, created)}``.
+_Writer = Callable[[list[DraftPlan]], dict[str, tuple[int, bool]]]
 
-_COPY_COLUMNS = ("sku", "title", "description", "unit_cost", "price", "currency")
+
+def _writer(
+    connection: Connection, merchant_id: str, upload_id: str, existing: dict[str, tuple[Any, ...]]
+) -> _Writer:
+    """The dialect's chunk writer, with this call's constants (merchant, upload, one ``now``) converted once."""
+    dialect = connection.dialect
+    unit_cost, price = _bind_processor(_DRAFTS.c.unit_cost, dialect), _bind_processor(_DRAFTS.c.price, dialect)
+    now = _bind_processor(_DRAFTS.c.updated_at, dialect)(utcnow())
+
+    def write_sqlite(plans: list[DraftPlan]) -> dict[str, tuple[int, bool]]:
+        # SQLite has no ``xmax``: a draft not among those read above is reported as created.
+        params: list[Any] = []
+        for plan in plans:
+            params += (merchant_id, plan.sku, plan.title, plan.description, unit_cost(plan.unit_cost),
+                       price(plan.price), plan.currency, "draft", upload_id, now, now)
+        rows = connection.exec_driver_sql(_sqlite_upsert(len(plans)), tuple(params))
+        return {sku: (draft_id, sku not in existing) for draft_id, sku in rows}
+
+    def write_postgresql(plans: list[DraftPlan]) -> dict[str, tuple[int, bool]]:
+        drafts = json.dumps([(plan.sku, plan.title, plan.description, str(unit_cost(plan.unit_cost)),
+                              str(price(plan.price)), plan.currency) for plan in plans], ensure_ascii=False)
+        rows = connection.exec_driver_sql(_POSTGRESQL_UPSERT, {
+            "merchant_id": merchant_id, "upload_id": upload_id, "now": now, "drafts": drafts,
+        })
+        return {sku: (draft_id, inserted) for draft_id, sku, inserted in rows}
+
+    return write_sqlite if dialect.name == "sqlite" else write_postgresql
 
 
-def _copy_upsert(
-    connection: Connection, merchant_id: str, upload_id: str, now: dt.datetime, plans: list[DraftPlan]
-) -> dict[str, tuple[int, bool]]:
-    """PostgreSQL: ``COPY`` the chunk into a temporary table (dropped at commit), then one
-    ``INSERT … SELECT … ON CONFLICT DO UPDATE … RETURNING id, sku, inserted`` in SKU order. A fresh row has no
-    ``xmax``: ``inserted`` is right even if a concurrent PO inserted the SKU after this one read."""
-    from poflow_dagster.store.purchase_orders import _copy_text
+@cache
+def _sqlite_upsert(rows: int) -> str:
+    """SQLite: ``INSERT … VALUES`` of ``rows`` drafts ``ON CONFLICT DO UPDATE … RETURNING id, sku``."""
+    row = "(" + ", ".join("?" * len(_INSERTED)) + ")"
+    return _INSERT_INTO + "VALUES " + ", ".join([row] * rows) + " " + _ON_CONFLICT + " RETURNING id, sku"
 
-    cursor = connection.connection.dbapi_connection.cursor()  # the transaction's own connection
-    try:
-        cursor.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS poflow_draft_rows (sku text, title text, description text, "
-            "unit_cost numeric, price numeric, currency text) ON COMMIT DROP"
-        )
-        cursor.execute("DELETE FROM poflow_draft_rows")  # an earlier chunk's rows (cheaper than TRUNCATE)
-        copy_sql = f"COPY poflow_draft_rows ({', '.join(_COPY_COLUMNS)}) FROM STDIN"
-        if connection.dialect.driver == "psycopg":
-            with cursor.copy(copy_sql) as copy:
-                for plan in plans:
-                    copy.write_row(tuple(getattr(plan, column) for column in _COPY_COLUMNS))
-        else:
-            text = "".join("\t".join(_copy_text(getattr(plan, column)) for column in _COPY_COLUMNS) + "\n"
-                           for plan in plans)
-            cursor.copy_expert(copy_sql, io.StringIO(text))
-        cursor.execute(
-            "INSERT INTO product_drafts (merchant_id, sku, title, description, unit_cost, price, currency, status, "
-            "source_upload_id, created_at, updated_at) "
-            "SELECT %(merchant)s, sku, title, description, unit_cost, price, currency, 'draft', %(upload)s, "
-            "%(now)s, %(now)s FROM poflow_draft_rows ORDER BY sku "
-            "ON CONFLICT (merchant_id, sku) DO UPDATE SET title = excluded.title, "
-            "description = excluded.description, unit_cost = excluded.unit_cost, price = excluded.price, "
-            "currency = excluded.currency, source_upload_id = excluded.source_upload_id, "
-            "updated_at = excluded.updated_at "
-            "RETURNING id, sku, xmax = 0",
-            {"merchant": merchant_id, "upload": upload_id, "now": now},
-        )
-        return {sku: (draft_id, inserted) for draft_id, sku, inserted in cursor.fetchall()}
-    finally:
-        cursor.close()
+
+def _bind_processor(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any]:
+    """What SQLAlchemy would send the driver for a value of this column (exact decimal text on SQLite, an
+    aware UTC datetime or SQLite's timestamp text…), as one function to call once per value."""
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    return process if process is not None else (lambda value: value)
 
 
 def _insert_for(dialect: str):
     """The dialect's ``INSERT`` with ``ON CONFLICT`` (PostgreSQL or SQLite)."""
     return postgresql_insert if dialect == "postgresql" else sqlite_insert
-
-
-def _upsert_statement(dialect: str, table: Table):
-    """``INSERT … ON CONFLICT (merchant_id, sku) DO UPDATE`` of a draft's content (``status`` and ``created_at``
-    of an existing draft are kept); on PostgreSQL ``RETURNING id, sku, inserted``."""
-    insert = _insert_for(dialect)(table)
-    upsert = insert.on_conflict_do_update(
-        index_elements=["merchant_id", "sku"],
-        set_={name: insert.excluded[name] for name in
-              ("title", "description", "unit_cost", "price", "currency", "source_upload_id", "updated_at")},
-    )
-    if dialect == "sqlite":
-        return upsert
-    return upsert.returning(table.c.id, table.c.sku, literal_column("xmax = 0", Boolean).label("inserted"))
-
-
-def _same(draft: Row[Any], plan: DraftPlan) -> bool:
-    return (draft.title, draft.description, draft.unit_cost, draft.price, draft.currency) == (
-        plan.title, plan.description, plan.unit_cost, plan.price, plan.currency
-    )
 
 
 def drafts_for_upload(db: Database, upload_id: str) -> list[DraftRecord]:

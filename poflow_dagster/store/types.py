@@ -19,6 +19,10 @@ def normalize_decimal(value: Decimal, min_places: int) -> Decimal:
     return normalized
 
 
+#: The scale of the stored decimals: NUMERIC(18, 4) on PostgreSQL, this many places of text on SQLite.
+_STORED_PLACES = Decimal("0.0001")
+
+
 class ExactDecimal(TypeDecorator[Decimal]):
     """NUMERIC(18, 4) on PostgreSQL; an exact decimal string on SQLite (which has no NUMERIC).
 
@@ -40,9 +44,10 @@ class ExactDecimal(TypeDecorator[Decimal]):
     def process_bind_param(self, value: Decimal | None, dialect: Dialect):
         if value is None:
             return None
-        value = Decimal(value)
+        if not isinstance(value, Decimal):  # a Decimal is used as it is: no copy (this runs once per value)
+            value = Decimal(value)
         if dialect.name == "sqlite":
-            return format(value.quantize(Decimal("0.0001")), "f")
+            return format(value.quantize(_STORED_PLACES), "f")
         return value
 
     def process_result_value(self, value, dialect: Dialect) -> Decimal | None:
