@@ -103,6 +103,41 @@ def upload(file: Path, merchant_id: str, no_submit: bool) -> None:
                                      "detail": submitted.detail})
 
 
+@main.command("inbox-watch")
+@click.option("--interval", type=click.FloatRange(min=0.05), default=0.25, show_default=True,
+              help="Seconds between two looks at the inbox.")
+def inbox_watch(interval: float) -> None:
+    """Register files dropped into POFLOW_HOME/inbox/<merchant>/ and submit their runs at once (a long-lived
+    process; upload_sensor alone reads the inbox only every few seconds). One line per new upload: its id and
+    what happened to its run. Ctrl-C / SIGTERM finish the current pass and exit 130 / 143."""
+    import signal
+    import threading
+
+    from poflow_dagster.inbox_watch import watch_inbox
+
+    stop, exit_code = threading.Event(), [0]
+
+    def halt(signum, _frame) -> None:
+        exit_code[0] = 128 + signum
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, halt)
+    database, home = _db(), config.poflow_home()
+    (home / "inbox").mkdir(parents=True, exist_ok=True)
+    click.echo(f"watching {home / 'inbox'} (one folder per merchant)", err=True)
+
+    def report(submitted) -> None:
+        click.echo(" ".join(filter(None, (submitted.upload_id, submitted.outcome, submitted.run_id))))
+
+    worker = threading.Thread(target=watch_inbox, args=(database, home, stop), name="poflow-inbox-watch",
+                              kwargs={"interval_s": interval, "on_submitted": report}, daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.2)
+    sys.exit(exit_code[0])
+
+
 def _report_upload(upload_id: str, duplicate_of: str | None, run: dict) -> None:
     """The upload id on stdout (scripts read it); what happened to its run as a note on stderr."""
     if duplicate_of:

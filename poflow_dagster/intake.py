@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import io
 import mimetypes
@@ -13,6 +14,8 @@ import stat
 import tempfile
 import time
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,11 +118,37 @@ def ingest_inbox(db: Database, home: Path, *, limit: int = 100, min_age_seconds:
     in a merchant folder is moved to ``.rejected/`` (the link itself, never its target) with reason
     ``not_a_regular_file``, and a link swapped in while the file is read is refused (``O_NOFOLLOW``).
     """
-    uploads: list[Upload] = []
-    rejected: list[tuple[Path, str]] = []
     root = inbox_dir(home)
     if not root.is_dir():
-        return InboxResult(uploads, rejected)
+        return InboxResult([], [])
+    with _exclusive(root / INGEST_LOCK) as ours:
+        if not ours:  # another process (upload_sensor, `poflow inbox-watch`) is reading the inbox right now
+            return InboxResult([], [])
+        return _ingest(db, home, root, limit=limit, min_age_seconds=min_age_seconds)
+
+
+#: Lock file in the inbox: one reader at a time, so two processes never both read a file before it is moved.
+INGEST_LOCK = ".ingest.lock"
+
+
+@contextmanager
+def _exclusive(lock_path: Path) -> Iterator[bool]:
+    """A non-blocking exclusive ``flock`` on ``lock_path``: yields whether this process holds it."""
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _ingest(db: Database, home: Path, root: Path, *, limit: int, min_age_seconds: float) -> InboxResult:
+    uploads: list[Upload] = []
+    rejected: list[tuple[Path, str]] = []
     now = time.time()
     for merchant_dir in _merchant_dirs(root):
         for path, info in _inbox_entries(merchant_dir):
