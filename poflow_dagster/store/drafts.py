@@ -9,8 +9,8 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Column, Connection, String, any_, bindparam, func, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import Column, Connection, String, bindparam, cast, func, select
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Dialect
@@ -93,26 +93,25 @@ def upsert_drafts(
 _DRAFTS = ProductDraft.__table__
 _EXISTING_COLUMNS = (_DRAFTS.c.id, _DRAFTS.c.sku, _DRAFTS.c.title, _DRAFTS.c.description, _DRAFTS.c.unit_cost,
                      _DRAFTS.c.price, _DRAFTS.c.currency)
-#: The merchant's drafts for a list of SKUs, the list bound as one parameter (an array on PostgreSQL, a JSON
-#: array on SQLite): one small statement whatever the PO's size.
+#: The merchant's drafts for a list of SKUs, the list bound as one JSON array (one small statement whatever the
+#: PO's size, nothing for the driver to adapt per SKU).
 _EXISTING = {
-    "postgresql": select(*_EXISTING_COLUMNS).where(
+    dialect: select(*_EXISTING_COLUMNS).where(
         _DRAFTS.c.merchant_id == bindparam("merchant_id"),
-        _DRAFTS.c.sku == any_(bindparam("skus", type_=ARRAY(String))),
-    ),
-    "sqlite": select(*_EXISTING_COLUMNS).where(
-        _DRAFTS.c.merchant_id == bindparam("merchant_id"),
-        _DRAFTS.c.sku.in_(select(func.json_each(bindparam("skus")).table_valued("value").c.value)),
-    ),
+        _DRAFTS.c.sku.in_(select(elements.table_valued("value").c.value)),
+    )
+    for dialect, elements in (
+        ("postgresql", func.jsonb_array_elements_text(cast(bindparam("skus", type_=String), JSONB))),
+        ("sqlite", func.json_each(bindparam("skus", type_=String))),
+    )
 }
 
 
 def _existing_drafts(connection: Connection, merchant_id: str, skus: list[str]) -> dict[str, tuple[Any, ...]]:
     """The merchant's drafts for these SKUs: ``{sku: (id, title, description, unit_cost, price, currency)}``
     (read through the columns' types: exact decimals, as the ORM reads them)."""
-    dialect = connection.dialect.name
-    rows = connection.execute(_EXISTING[dialect], {
-        "merchant_id": merchant_id, "skus": skus if dialect == "postgresql" else json.dumps(skus),
+    rows = connection.execute(_EXISTING[connection.dialect.name], {
+        "merchant_id": merchant_id, "skus": json.dumps(skus, ensure_ascii=False),
     }).all()
     return {row[1]: (row[0], *row[2:]) for row in rows}
 
