@@ -332,3 +332,18 @@ def test_a_clean_scan_stays_png(openai_server: OpenAIServer, tmp_path: Path) -> 
     (request,) = openai_server.completion_requests()
     assert [mime for mime, _ in image_payloads(request.body)] == ["image/png", "image/png"]
     assert all(image.mode == "L" for image in decoded_images(request.body))  # black on white: greyscale PNG
+
+
+def sdk_loaded() -> bool:
+    """In the sandbox child: whether the ``openai`` SDK is imported there."""
+    import sys
+
+    return "openai" in sys.modules
+
+
+def test_the_sandbox_child_does_not_carry_the_llm_sdk() -> None:
+    """The child plans and renders scans but never calls the model: forked from a forkserver that does not load
+    the SDK, it does not carry its ~18 MB (``benchmarks/scan_memory.py``)."""
+    from poflow_dagster.extraction.sandbox import run_bounded
+
+    assert run_bounded(sdk_loaded, (), limits=SandboxLimits()) is False

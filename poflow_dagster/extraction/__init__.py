@@ -131,6 +131,8 @@ def extract_file_bounded(
         outcome = run_bounded(_parse_in_child, args, limits=limits, stats=stats, what=display)
     else:
         with start_bounded(_parse_in_child, args, limits=limits, stats=stats, what=display) as run:
+            if llm is not None:  # load the SDK (the child never does) while the child parses, not at the first request
+                import openai  # noqa: F401
             kind, payload = run.next()
             while kind != "result" and not (kind == "note" and payload[0] == "plan"):
                 kind, payload = run.next()

@@ -51,15 +51,20 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import openai
 import pydantic
 
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import Issue, ParsedPO
 from poflow_dagster.extraction.llm_schema import LLMExtraction, LLMLine, to_parsed_po
 from poflow_dagster.extraction.numbers import parse_decimal
+
+if TYPE_CHECKING:
+    # The SDK (~18 MB of modules with httpx) is imported only by the functions that make or read requests:
+    # the sandbox child imports this module for page plans and its forkserver preloads it, and every child
+    # forked from there would carry the SDK's memory without ever using it (benchmarks/scan_memory.py).
+    import openai
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -404,6 +409,8 @@ def _progress_caller(on_progress: Callable[..., None] | None) -> Callable[[int, 
 
 def _make_client(settings: LLMSettings) -> openai.OpenAI:
     """One client for all windows. Its own retries are off: :func:`_call` owns retrying."""
+    import openai
+
     return openai.OpenAI(
         api_key=settings.api_key,
         base_url=settings.base_url,
@@ -679,6 +686,8 @@ def _call(context: _Context, send: Callable[[int], Any], pages: list[LLMPage], d
     Retries 429/408/409/5xx, timeouts and connection errors up to ``max_retries`` times while
     the window's budget (``deadline``) lasts, waiting as the server asks or with back-off.
     """
+    import openai
+
     settings = context.settings
     attempt = 0
     while True:
@@ -706,6 +715,8 @@ def _call(context: _Context, send: Callable[[int], Any], pages: list[LLMPage], d
 
 def _is_transient(exc: openai.APIError) -> bool:
     """Worth retrying: timeouts, connection errors, 429 (not an exhausted quota), 408/409, 5xx."""
+    import openai
+
     if isinstance(exc, openai.APIConnectionError):
         return True
     if not isinstance(exc, openai.APIStatusError):
@@ -729,6 +740,8 @@ def _retry_wait(exc: openai.APIError, attempt: int, settings: LLMSettings) -> fl
 
 def _retry_after(exc: openai.APIError) -> float | None:
     """The server's ``retry-after-ms`` / ``Retry-After`` (seconds or an HTTP date) in seconds, if usable."""
+    import openai
+
     response = getattr(exc, "response", None)
     if not isinstance(exc, openai.APIStatusError) or response is None:
         return None
@@ -770,6 +783,8 @@ def _why_no_retry(attempt: int, wait: float, deadline: float, settings: LLMSetti
 
 def _fault(exc: openai.APIError) -> str:
     """A short name for a transient fault (for logs)."""
+    import openai
+
     if isinstance(exc, openai.APITimeoutError):
         return "timeout"
     if isinstance(exc, openai.APIConnectionError):
@@ -779,6 +794,8 @@ def _fault(exc: openai.APIError) -> str:
 
 def _read_answer(context: _Context, raw: Any) -> LLMExtraction | _BadAnswer | None:
     """Interpret the HTTP answer (usage is counted whatever the outcome)."""
+    import openai
+
     try:
         completion = raw.parse()
     except openai.LengthFinishReasonError as exc:
@@ -810,6 +827,8 @@ def _count_usage(context: _Context, usage: Any) -> None:
 
 def _usage_from_body(raw: Any) -> Any:
     """Usage of an answer whose content could not be parsed (best effort)."""
+    import openai
+
     try:
         usage = json.loads(raw.text).get("usage") or {}
     except (ValueError, AttributeError):
@@ -870,6 +889,8 @@ def _page_range(pages: Sequence[LLMPage]) -> str:
 
 def _api_error(exc: openai.APIError, settings: LLMSettings, *, tried: str = "at once") -> PoflowError:
     """Map an SDK error to a PoflowError (``tried``: how many attempts were made); never echoes the key."""
+    import openai
+
     if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
         return PoflowError("llm_auth_failed", f"the LLM provider rejected the API key (HTTP {exc.status_code})")
     if isinstance(exc, openai.RateLimitError):

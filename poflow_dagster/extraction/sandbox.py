@@ -27,10 +27,18 @@ LLM calls) is bounded by the LLM's timeouts and retry budgets, not by this clock
 
 The first call in a process starts the forkserver (a Python start-up plus the preloads, ~1 s); later
 calls reuse it.
+
+**Allocator** (glibc only; :func:`fix_mmap_threshold`): both the caller and the child give every allocation of
+``MMAP_THRESHOLD_BYTES`` or more its own mapping, returned to the system when freed. glibc's default raises
+that threshold (up to 32 MB) each time such a block is freed, and then keeps later blocks of that size in its
+per-thread arenas: page bitmaps in the child, image bodies in the LLM request threads of the caller stayed
+resident after use. Measured on a 50-page colour scan (``benchmarks/scan_memory.py``, 8 s LLM latency):
+peak RSS of caller + child 204 → 175 MiB, wall time unchanged.
 """
 
 from __future__ import annotations
 
+import ctypes
 import io
 import multiprocessing
 import multiprocessing.context
@@ -53,9 +61,11 @@ from poflow_dagster.domain.errors import PoflowError
 __all__ = [
     "DEFAULT_MEMORY_MB",
     "DEFAULT_TIMEOUT_S",
+    "MMAP_THRESHOLD_BYTES",
     "BoundedRun",
     "SandboxLimits",
     "SandboxStats",
+    "fix_mmap_threshold",
     "run_bounded",
     "start_bounded",
     "stream_channel",
@@ -82,6 +92,11 @@ PRELOAD = (
     "PIL.PngImagePlugin",
     "click",
 )
+
+#: Allocations at least this big get their own mapping (glibc's initial ``M_MMAP_THRESHOLD``, kept fixed).
+MMAP_THRESHOLD_BYTES = 128 * 1024
+_M_MMAP_THRESHOLD = -3  # mallopt parameter number (malloc.h)
+_mmap_threshold_fixed = False
 
 _SAMPLE_SECONDS = 0.1
 _context_lock = threading.Lock()
@@ -144,6 +159,7 @@ def run_bounded(
     limits = limits or SandboxLimits.from_env()
     stats = stats if stats is not None else SandboxStats()
     started = time.perf_counter()
+    fix_mmap_threshold()
     try:
         if not limits.enabled:
             return func(*args)
@@ -169,6 +185,7 @@ def start_bounded(
     """
     stats = stats if stats is not None else SandboxStats()
     started = time.perf_counter()
+    fix_mmap_threshold()
     run = BoundedRun(func, args, limits, stats, what, streaming=True)
     try:
         yield run
@@ -429,6 +446,23 @@ def stream_channel() -> StreamChannel | None:
     return _channel
 
 
+def fix_mmap_threshold() -> None:
+    """glibc: keep ``M_MMAP_THRESHOLD`` at ``MMAP_THRESHOLD_BYTES`` in this process (see *Allocator* above).
+
+    Once per process; does nothing on other C libraries or platforms.
+    """
+    global _mmap_threshold_fixed
+    if _mmap_threshold_fixed:
+        return
+    _mmap_threshold_fixed = True
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    except (ValueError, OSError, AttributeError):  # not glibc: nothing to tune
+        return
+
+
 def _child_main(
     sender: Connection, func: Callable[..., Any], args: tuple[Any, ...], memory_mb: int, timeout_s: float, what: str,
     credits: Connection | None = None,
@@ -437,6 +471,7 @@ def _child_main(
     global _channel
     if credits is not None:
         _channel = StreamChannel(sender, credits)
+    fix_mmap_threshold()
     limit = (_address_space_kb() + memory_mb * 1024) * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     cpu = max(1, int(timeout_s + 0.999))
