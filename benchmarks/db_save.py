@@ -10,9 +10,10 @@ local ``test`` database, dropped after; ``POFLOW_TEST_PG_URL`` overrides the ser
   old ORM path (its code is copied below: ``LineItem`` objects flushed in chunks), (c) ``save_purchase_order``
   (set-based, one transaction: a ``COPY`` per 2 % chunk on PostgreSQL, chunked executemany on SQLite); then an
   unchanged re-save, old (loads every line to count them) against new (hash + ``COUNT(*)``).
-- Drafts: the old ``upsert_drafts`` (ORM, one flush per draft; copied below) against the new one (chunked
-  ``INSERT … ON CONFLICT DO UPDATE``; on PostgreSQL fed by ``COPY`` into a temporary table), for 5,000 new
-  SKUs, then 5,000 changed prices, then an unchanged re-run.
+- Drafts: the old ``upsert_drafts`` (ORM, one flush per draft; copied below) against the new one (one
+  ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` per 2 % chunk, values converted once and sent to the driver:
+  multi-row ``VALUES`` on SQLite, one JSON parameter on PostgreSQL), for 5,000 new SKUs, then 5,000 changed
+  prices, then an unchanged re-run.
 
 Each case runs ``--repeat`` times on fresh uploads / merchants; the median is reported. Goals: save ≥ 20× faster
 than per-row inserts, drafts ≥ 10× faster than the old path.
@@ -249,6 +250,7 @@ def report(backend: str, medians: dict[str, float]) -> None:
 
 
 def run_backend(backend: str, lines: int, repeat: int) -> None:
+    log(f"{backend}: load average {os.getloadavg()[0]:.1f}")
     if backend == "sqlite":
         with tempfile.TemporaryDirectory() as tmp:
             db = Database(f"sqlite:///{tmp}/bench.sqlite3")
@@ -265,7 +267,7 @@ def run_backend(backend: str, lines: int, repeat: int) -> None:
     db = Database(f"{PG_ADMIN_URL}?options=-csearch_path%3D{schema}")
     try:
         db.migrate()
-        report(backend, bench_database(db, lines, repeat))
+        report(f"{backend} ({db.engine.dialect.driver})", bench_database(db, lines, repeat))
     finally:
         db.dispose()
         with admin.begin() as conn:
@@ -279,7 +281,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     args = parser.parse_args()
-    log(f"{args.lines} lines, {args.repeat} repeats, SQLAlchemy {sa.__version__}")
+    load = " / ".join(f"{value:.1f}" for value in os.getloadavg())
+    log(f"{args.lines} lines, {args.repeat} repeats, SQLAlchemy {sa.__version__}, load average {load}")
     for backend in (["sqlite", "postgresql"] if args.backend == "both" else [args.backend]):
         run_backend(backend, args.lines, args.repeat)
 

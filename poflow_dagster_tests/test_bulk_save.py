@@ -38,6 +38,7 @@ from poflow_dagster.store.purchase_orders import (
     saved_po_problems,
 )
 from poflow_dagster.store.schema import LineItem, ProductDraft, PurchaseOrder, ShopifyProduct
+from poflow_dagster.store.types import normalize_decimal
 from poflow_dagster.store.uploads import StoredFile, register_upload
 
 
@@ -240,9 +241,23 @@ def test_drafts_store_exactly_what_the_orm_stores(db, monkeypatch):
         ("it's", "it's", "EUR", Decimal("3.5833"), Decimal("7.1666")),
     ]
     assert drafts[5].description == "NULL" and drafts[5].price == Decimal("-4.1235")
+    # The exact form too: storage padding dropped, at least two places kept.
+    assert [(str(d.unit_cost), str(d.price)) for d in drafts] == [
+        ("0.35", "0.70"), ("100.25", "200.50"), ("0.25", "0.50"), ("12345678901234.8178", "24691357802469.6356"),
+        ("3.5833", "7.1666"), (str(drafts[5].unit_cost), "-4.1235"),
+    ] and str(drafts[5].unit_cost) in ("2.00", "2.0001")  # 2.00005: SQLite rounds half-even, PostgreSQL up
     assert {(d.created_at, d.updated_at) for d in drafts} == {(created, updated)}
     assert {(d.created_at.utcoffset(), d.updated_at.utcoffset()) for d in drafts} == {(dt.timedelta(0),) * 2}
     assert all(type(d.price) is Decimal and type(d.unit_cost) is Decimal for d in drafts)
+
+
+@pytest.mark.parametrize(("stored", "min_places", "read"), [
+    ("12.9000", 2, "12.90"), ("1.2340", 2, "1.234"), ("100.0000", 2, "100.00"), ("0.0000", 2, "0.00"),
+    ("-0.0001", 2, "-0.0001"), ("1E+2", 2, "100.00"), ("12.0000", 0, "12"), ("2.5000", 0, "2.5"), ("1E+2", 0, "100"),
+    ("NaN", 2, "NaN"),
+])
+def test_stored_decimals_read_back_without_padding_but_with_min_places(stored, min_places, read):
+    assert str(normalize_decimal(Decimal(stored), min_places)) == read
 
 
 def test_drafts_are_written_by_one_statement_a_chunk_and_unchanged_ones_not_at_all(db):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from functools import cache
 
 from sqlalchemy import DateTime, Numeric, String
 from sqlalchemy.engine import Dialect
@@ -12,11 +13,15 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 
 def normalize_decimal(value: Decimal, min_places: int) -> Decimal:
     """Drop storage padding (``12.9000`` -> ``12.90``) but keep at least ``min_places`` decimals."""
-    normalized = value.normalize()
-    exponent = normalized.as_tuple().exponent
-    if isinstance(exponent, int) and -exponent < min_places:
-        return value.quantize(Decimal(1).scaleb(-min_places))
-    return normalized
+    if not value.is_finite():
+        return value.normalize()
+    padded = value.quantize(_quantum(min_places))  # exact (equal) when the value has at most min_places decimals
+    return padded if padded == value else value.normalize()
+
+
+@cache
+def _quantum(places: int) -> Decimal:
+    return Decimal(1).scaleb(-places)
 
 
 #: The scale of the stored decimals: NUMERIC(18, 4) on PostgreSQL, this many places of text on SQLite.
@@ -53,7 +58,7 @@ class ExactDecimal(TypeDecorator[Decimal]):
     def process_result_value(self, value, dialect: Dialect) -> Decimal | None:
         if value is None:
             return None
-        return normalize_decimal(Decimal(str(value)), self.min_places)
+        return normalize_decimal(value if isinstance(value, Decimal) else Decimal(str(value)), self.min_places)
 
 
 def Money() -> ExactDecimal:  # noqa: N802 - reads like a type in the schema
