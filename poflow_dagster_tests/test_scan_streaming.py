@@ -1,9 +1,9 @@
 """Streaming scans: pages rendered window by window in the sandbox child while earlier windows are at the LLM.
 
 The LLM is a local server speaking the OpenAI wire format (``openai_server``), reached through the real
-``openai`` client; scans come from ``samples.pdf_documents.make_scanned_pdf`` (black on white, sent as PNG) and
-:func:`make_colour_scan` (grey paper grain, sent as JPEG; the server reads each page's number from its pixels). Ordering claims rest on the
-back-pressure, not on timing: with one request at a time and one window of credit, page 3 cannot be
+``openai`` client; scans come from ``samples.pdf_documents.make_scanned_pdf`` (black on white, sent as PNG)
+and :func:`make_colour_scan` (grey paper grain, sent as JPEG; the server reads each page's number from its
+pixels). Ordering claims rest on the back-pressure, not on timing: with one request at a time and one window of credit, page 3 cannot be
 rendered before the first window's answer was read (see ``test_the_first_window_is_answered_before_...``).
 """
 

@@ -527,7 +527,7 @@ def _halves(pages: list[LLMPage]) -> tuple[list[LLMPage], list[LLMPage]] | None:
 
 
 #: Windows a feed may have ready (or in the making) beyond those at the model: back-pressure on a scan's
-#: renderer. Two keep the model fed (a window renders in ~2 s, a vision request takes longer) and bound what
+#: renderer. Two keep the model fed (a window renders in under a second, a vision request takes longer) and bound what
 #: waits in memory (a window of a 150-dpi colour scan is ~1.3 MB of JPEG); ``benchmarks/scan_memory.py``.
 PREFETCH_WINDOWS = 2
 

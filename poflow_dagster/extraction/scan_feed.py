@@ -1,8 +1,8 @@
 """Scanned PDFs, streamed: pages rendered window by window while earlier windows are at the LLM.
 
 A scan needs every page as an image, and rendering is slow and big (at 150 dpi a colour scan's page is
-6.5 MB of pixels; encoded, ≈ 0.3 MB of JPEG, see :func:`.pdf.encode_page_image`). Rendering all pages before the first request made a 50-page scan wait
-for all of them and hold all of them. Here the pages are rendered lazily, one window (``window_pages``
+6.5 MB of pixels; encoded, ≈ 0.3 MB of JPEG, see :func:`.pdf.encode_page_image`). Rendering all pages before
+the first request made a 50-page scan wait for all of them and hold all of them. Here the pages are rendered lazily, one window (``window_pages``
 pages) at a time, and each window goes to the model as soon as it is ready; back-pressure (credits, see
 :func:`.llm.extract_windows`) keeps the renderer only a few windows ahead of the model.
 
