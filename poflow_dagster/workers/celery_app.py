@@ -102,8 +102,12 @@ def resume_job(_task, execute_job_args_packed) -> int:  # the launcher sends it 
 @worker_init.connect
 def _import_code_once(**_kwargs) -> None:
     """Import Dagster and our definitions once, in the worker's main process before it forks its pool:
-    every prefork child inherits them (copy-on-write), so neither a run nor a child start pays the import."""
+    every prefork child inherits them (copy-on-write), so neither a run nor a child start pays the import. The
+    ``openai`` SDK too (~0.5 s): the extraction code imports it only where requests are made (the parsing sandbox
+    never loads it), so a worker's first scan would pay for it otherwise."""
     started = time.monotonic()
+    import openai  # noqa: F401 - preloaded for the pool children
+
     from poflow_dagster.definitions import defs
 
     defs.get_repository_def()
