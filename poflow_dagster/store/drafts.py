@@ -36,7 +36,8 @@ class DraftRecord:
 
 
 #: Drafts are written in about this many chunks (``on_progress`` is called after each), at most
-#: ``MAX_CHUNK_DRAFTS`` a chunk: 1,000 drafts × 11 columns stays far below both databases' parameter limits.
+#: ``MAX_CHUNK_DRAFTS`` a chunk: 1,000 drafts × 11 parameters stays far below SQLite's limit (PostgreSQL gets a
+#: chunk as one JSON parameter).
 DRAFT_CHUNKS = 50
 MAX_CHUNK_DRAFTS = 1000
 
