@@ -361,3 +361,98 @@ class RetiredPartition(Base):
     #: The upload's status when its partition was retired: completed | duplicate | failed.
     upload_status: Mapped[str] = mapped_column(String(20))
     retention_days: Mapped[int] = mapped_column(Integer)
+
+
+class CatalogVariantRow(Base):
+    """A variant of the merchant's Shopify catalog, synced incrementally (``catalog/sync.py``) for matching PO
+    lines to existing products. ``sku_key``, ``barcode_key`` and ``vendor_key`` hold the normalised keys
+    (``catalog/normalize.py``), so every lookup is an index lookup of equal strings on both databases."""
+
+    __tablename__ = "catalog_variants"
+    __table_args__ = (
+        UniqueConstraint("shop_url", "variant_gid", name="uq_catalog_variants_shop_variant"),
+        Index("ix_catalog_variants_merchant_sku_key", "merchant_id", "sku_key"),
+        Index("ix_catalog_variants_merchant_barcode_key", "merchant_id", "barcode_key"),
+        Index("ix_catalog_variants_merchant_vendor_key", "merchant_id", "vendor_key"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    shop_url: Mapped[str] = mapped_column(String(500))
+    product_gid: Mapped[str] = mapped_column(String(100))
+    variant_gid: Mapped[str] = mapped_column(String(100))
+    inventory_item_gid: Mapped[str | None] = mapped_column(String(100))
+    sku: Mapped[str | None] = mapped_column(String(255))
+    sku_key: Mapped[str | None] = mapped_column(String(255))
+    barcode: Mapped[str | None] = mapped_column(String(255))
+    barcode_key: Mapped[str | None] = mapped_column(String(14))
+    product_title: Mapped[str] = mapped_column(String(500))
+    variant_title: Mapped[str | None] = mapped_column(String(500))
+    vendor: Mapped[str | None] = mapped_column(String(255))
+    vendor_key: Mapped[str | None] = mapped_column(String(255))
+    unit_cost: Mapped[Decimal | None] = mapped_column(Money())
+    price: Mapped[Decimal] = mapped_column(Money())
+    product_status: Mapped[str] = mapped_column(String(20))  # ACTIVE | DRAFT | ARCHIVED
+    shopify_updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    synced_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class CatalogSyncState(Base):
+    """Where the catalog sync of one merchant's shop stands: ``last_updated_at`` is the newest product
+    ``updatedAt`` of the last complete pass (the next pass asks for products updated after it). A pass that
+    stopped half way keeps its page cursor (``pass_*``) and the next sync continues it."""
+
+    __tablename__ = "catalog_sync_state"
+
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), primary_key=True)
+    shop_url: Mapped[str] = mapped_column(String(500), primary_key=True)
+    last_updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    last_full_sync_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    pass_started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    pass_updated_after: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    pass_full: Mapped[bool] = mapped_column(Boolean, default=False)
+    pass_cursor: Mapped[str | None] = mapped_column(Text)
+    pass_max_updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+
+class SupplierSkuMap(Base):
+    """A supplier's SKU learned to be one of the merchant's variants (a reviewer approved the match)."""
+
+    __tablename__ = "supplier_sku_map"
+    __table_args__ = (
+        UniqueConstraint("merchant_id", "supplier_key", "supplier_sku_key", "shop_url",
+                         name="uq_supplier_sku_map_merchant_supplier_sku_shop"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    supplier_key: Mapped[str] = mapped_column(String(300))
+    supplier_sku_key: Mapped[str] = mapped_column(String(255))
+    variant_gid: Mapped[str] = mapped_column(String(100))
+    shop_url: Mapped[str] = mapped_column(String(500))
+    learned_from_upload_id: Mapped[str | None] = mapped_column(ForeignKey("uploads.id"))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class LineMatchRow(Base):
+    """Which catalog variant one PO line is (``catalog/match.py``), and a reviewer's decision on it.
+
+    ``status``: matched | ambiguous | unmatched | approved; ``method``: sku | barcode | supplier_sku |
+    fuzzy_title | manual | none; ``candidates``: ``[{variant_gid, sku, title, vendor, score, method}]``.
+    Deleted with its line (a changed PO re-saved gets new lines, matched again; approvals live on in
+    ``supplier_sku_map``)."""
+
+    __tablename__ = "line_matches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    line_item_id: Mapped[int] = mapped_column(ForeignKey("line_items.id", ondelete="CASCADE"), unique=True)
+    upload_id: Mapped[str] = mapped_column(ForeignKey("uploads.id"), index=True)
+    method: Mapped[str] = mapped_column(String(20))
+    score: Mapped[float] = mapped_column(Float)
+    variant_gid: Mapped[str | None] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(20))
+    candidates: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    matched_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
