@@ -12,12 +12,12 @@ import json
 import os
 import secrets
 import socket
-import stat
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
 from poflow_dagster.domain.errors import PoflowError
+from poflow_dagster.regular_file import open_regular
 
 _CHUNK = 1024 * 1024
 #: Seconds to wait for the server's answer (it stores the file and submits the run before answering).
@@ -43,7 +43,7 @@ def upload_through_api(base_url: str, token: str, path: Path, merchant_id: str) 
     target = urllib.parse.urlsplit(base_url)
     if target.scheme not in ("http", "https") or not target.hostname:
         raise PoflowError("invalid_api_url", f"POFLOW_API_URL must be an http(s) URL, not {base_url!r}")
-    with _open_regular(path) as handle:
+    with open_regular(path) as handle:
         size = os.fstat(handle.fileno()).st_size
         boundary = f"poflow-{secrets.token_hex(12)}"
         head, tail = _multipart_frame(boundary, path.name)
@@ -80,19 +80,6 @@ def _body(head: bytes, handle, tail: bytes) -> Iterator[bytes]:
     while chunk := handle.read(_CHUNK):
         yield chunk
     yield tail
-
-
-def _open_regular(path: Path):
-    """Open ``path`` if it is a regular file (checked on the open descriptor; a FIFO never hangs)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError:
-        raise PoflowError("file_not_found", f"{path} is not a readable file") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise PoflowError("not_a_regular_file", f"{path.name} is not a regular file; it was not read")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
 
 
 def _answer(status: int, body: bytes) -> dict:

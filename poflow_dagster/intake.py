@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
-import io
 import mimetypes
 import os
 import re
@@ -20,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from poflow_dagster.domain.errors import PoflowError
+from poflow_dagster.regular_file import open_regular
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.merchants import validate_merchant_id
 from poflow_dagster.store.schema import Upload
@@ -46,7 +45,7 @@ def store_file(
     was swapped in after the caller looked (``O_NOFOLLOW``): ``not_a_regular_file``. The CLI follows links:
     its user named the file.
     """
-    with _open_regular(source, follow_symlinks=follow_symlinks) as handle:
+    with open_regular(source, follow_symlinks=follow_symlinks) as handle:
         size = os.fstat(handle.fileno()).st_size
         if size > MAX_UPLOAD_BYTES:
             raise PoflowError("file_too_large", f"{size} bytes is over the {MAX_UPLOAD_BYTES} byte upload limit")
@@ -71,22 +70,6 @@ def store_file(
         os.replace(tmp.name, target)
     mime = mimetypes.guess_type(safe_name)[0] or "application/octet-stream"
     return StoredFile(sha256=sha256, size_bytes=size, mime_type=mime, stored_path=str(target), original_filename=original)
-
-
-def _open_regular(source: Path, *, follow_symlinks: bool) -> io.BufferedReader:
-    """Open ``source`` for reading if it is a regular file (checked on the open descriptor, no race)."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | (0 if follow_symlinks else os.O_NOFOLLOW)  # NONBLOCK: a FIFO never hangs
-    try:
-        fd = os.open(source, flags)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise PoflowError("not_a_regular_file", f"{source.name} is a symbolic link; it was not read") from None
-        raise PoflowError("file_not_found", f"{source} is not a readable file") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise PoflowError("not_a_regular_file", f"{source.name} is not a regular file; it was not read")
-    os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
 
 
 def upload_file(
