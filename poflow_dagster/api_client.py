@@ -57,8 +57,11 @@ def upload_through_api(base_url: str, token: str, path: Path, merchant_id: str) 
             connection.putheader("Content-Length", str(len(head) + size + len(tail)))
             connection.putheader("Accept", "application/json")
             connection.endheaders()
-            for chunk in _body(head, handle, tail):
-                connection.send(chunk)
+            try:
+                for chunk in _body(head, handle, tail):
+                    connection.send(chunk)
+            except OSError:  # the server may answer early (401, 403, 413) and close: read that answer if it came
+                pass
             response = connection.getresponse()
             body = response.read()
         except (OSError, http.client.HTTPException) as error:

@@ -713,10 +713,12 @@ def test_cli_upload_through_the_api(api_home: Path, db_url: str, db: Database, t
     import subprocess
     import sys
 
-    uv, thread, base = _serve(create_app(_settings(api_home, db_url)))
+    uv, thread, base = _serve(create_app(_settings(api_home, db_url, max_bytes=64 * 1024)))
     token = issue_token(db, "shop-a").token
     order = tmp_path / "order 7.csv"
     order.write_bytes(_csv("PO-7"))
+    huge = tmp_path / "huge.csv"
+    huge.write_bytes(b"x" * (8 * 1024 * 1024))  # over the limit: the server's 413 is the CLI's one-line error
     probe = ("import sys\nfrom poflow_dagster.cli import main\n"
              "try:\n    main()\nfinally:\n    print('sqlalchemy loaded:', 'sqlalchemy' in sys.modules, file=sys.stderr)\n")
 
@@ -742,6 +744,7 @@ def test_cli_upload_through_the_api(api_home: Path, db_url: str, db: Database, t
             ((str(order), "--merchant", "shop-b"), {}, "merchant_mismatch"),
             ((str(order), "--merchant", "shop-a"), {"api_token": "pf_wrong"}, "unauthorized"),
             ((str(tmp_path), "--merchant", "shop-a"), {}, "not_a_regular_file"),
+            ((str(huge), "--merchant", "shop-a"), {}, "file_too_large"),
             ((str(order), "--merchant", "shop-a"), {"url": "http://127.0.0.1:9"}, "api_unreachable"),
         ]:
             failed = cli(*args, **kwargs)
