@@ -82,6 +82,30 @@ def test_product_set_is_an_idempotent_upsert(client: ShopifyClient, emulator: Em
     assert data["product"] == {"descriptionHtml": "Fits &lt;M&gt; &amp; L", "vendor": "Acme"}
 
 
+def test_product_set_cost_is_what_the_client_reserves(emulator: EmulatorHandle) -> None:
+    """productSet costs 10 + 0.2 per variant (Shopify's dynamic cost since 2025-10); the client's first
+    reservation, before any answer taught it the cost, is exactly that."""
+    budget = InProcessBudget(f"test:{emulator.url}:cost")
+    reserved: list[float] = []
+    original = budget.reserve
+
+    def spy(cost: float, **kwargs: object):  # type: ignore[no-untyped-def]
+        reserved.append(cost)
+        return original(cost, **kwargs)  # type: ignore[arg-type]
+
+    budget.reserve = spy  # type: ignore[method-assign]
+    with ShopifyClient(emulator.url, TOKEN, timeout=5.0, budget=budget) as fresh:
+        fresh.product_set(spec("COST-1"))
+        assert reserved == [10.2]
+        assert fresh.throttle is not None and fresh.throttle.requested_query_cost == 10.2
+        sizes = [str(n) for n in range(100)]
+        fresh.execute(MUTATION, {"identifier": {"handle": "many"}, "input": {
+            "title": "Many", "productOptions": [{"name": "Size", "values": [{"name": s} for s in sizes]}],
+            "variants": [{"optionValues": [{"optionName": "Size", "name": s}], "price": "1"} for s in sizes],
+        }})
+        assert fresh.throttle.requested_query_cost == 30  # 10 + 100 x 0.2
+
+
 def test_money_is_decimal_never_float(client: ShopifyClient) -> None:
     client.product_set(spec("PRICE-1", "19.999"))
     found = client.find_variant_by_sku("PRICE-1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -176,6 +177,31 @@ def test_two_handles_on_one_state_file_share_products(tmp_path: Path) -> None:
         assert price["data"]["productVariants"]["nodes"] == [{"price": "6.00"}]
         later.reset()
         assert later.count_products() == 0
+
+
+def test_an_older_state_file_gains_costs_and_stock_levels(tmp_path: Path) -> None:
+    """A state file written before variants had a cost and stock opens, its variants stocked at 0."""
+    state = tmp_path / "old.sqlite3"
+    with sqlite3.connect(state) as conn:
+        conn.executescript("""
+            CREATE TABLE products (id INTEGER PRIMARY KEY AUTOINCREMENT, handle TEXT NOT NULL UNIQUE,
+                title TEXT NOT NULL, status TEXT NOT NULL, description_html TEXT NOT NULL DEFAULT '',
+                vendor TEXT NOT NULL DEFAULT '', product_type TEXT NOT NULL DEFAULT '',
+                tags_json TEXT NOT NULL DEFAULT '[]', options_json TEXT NOT NULL DEFAULT '[]',
+                created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+            CREATE TABLE variants (id INTEGER PRIMARY KEY AUTOINCREMENT, product_id INTEGER NOT NULL,
+                position INTEGER NOT NULL, sku TEXT, price TEXT NOT NULL, compare_at_price TEXT, barcode TEXT,
+                option_values_json TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+            INSERT INTO products VALUES (1001, 'old', 'Old', 'ACTIVE', '', '', '', '[]',
+                '[{"name": "Title", "values": ["Default Title"]}]', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z');
+            INSERT INTO variants VALUES (2001, 1001, 1, 'OLD-1', '3.00', NULL, NULL,
+                '[{"optionName": "Title", "name": "Default Title"}]', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z');
+        """)
+    with start_emulator(state_path=state, access_token=TOKEN) as emu:
+        query = '{ node(id: "gid://shopify/InventoryItem/2001") { ... on InventoryItem { unitCost { amount } ' \
+                'inventoryLevel(locationId: "%s") { quantities(names: ["available"]) { quantity } } } } }'
+        body = post(emu, query % emu.default_location).json()
+        assert body["data"]["node"] == {"unitCost": None, "inventoryLevel": {"quantities": [{"quantity": 0}]}}
 
 
 def test_serve_forever_prints_one_line_with_the_url(tmp_path: Path) -> None:

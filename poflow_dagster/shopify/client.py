@@ -24,7 +24,7 @@ import re
 import threading
 import time
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from types import TracebackType
@@ -38,7 +38,17 @@ from poflow_dagster.shopify.rate_budget import Observation, RateBudget, shared_b
 
 __all__ = [
     "DEFAULT_API_VERSION",
+    "AdjustmentResult",
+    "AppliedChange",
+    "CatalogPage",
+    "CatalogVariant",
     "ClientStats",
+    "InventoryChange",
+    "InventoryLevel",
+    "Location",
+    "Metafield",
+    "MetafieldInput",
+    "VariantUpdate",
     "ProductInfo",
     "ProductSpec",
     "ShopifyAuthError",
@@ -78,6 +88,15 @@ PRODUCT_SET_VARIANT_COST = 0.2
 VARIANT_NODE_COST = 2.0
 #: ``nodes(ids:)`` takes at most this many ids.
 MAX_NODE_IDS = 250
+#: Points one variant of a catalog page costs (the variant, its inventory item + unit cost, its product).
+CATALOG_VARIANT_COST = 3.0
+#: Points one ``nodes(ids:)`` entry costs in the inventory-levels query (item, level, quantities).
+INVENTORY_NODE_COST = 3.0
+#: ``metafieldsSet`` takes at most this many metafields per call; it costs 10 plus, per distinct owner,
+#: the owner type's weight (products 4, variants 2).
+MAX_METAFIELDS_PER_SET = 25
+METAFIELDS_SET_BASE_COST = 10.0
+METAFIELD_OWNER_COSTS = {"gid://shopify/Product/": 4.0, "gid://shopify/ProductVariant/": 2.0}
 #: A reservation whose request is unanswered this long after the HTTP timeout is treated as charged.
 _HOLD_SLACK_SECONDS = 5.0
 
@@ -156,10 +175,15 @@ class ProductSpec:
     status: str = "DRAFT"
     description: str | None = None
     vendor: str | None = None
+    barcode: str | None = None
+    #: The inventory item's cost (what the merchant pays per unit), if known.
+    unit_cost: Decimal | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.sku, str) or not self.sku.strip():
             raise ValueError("ProductSpec.sku must be a non-empty string")
+        if self.unit_cost is not None:
+            object.__setattr__(self, "unit_cost", _to_decimal(self.unit_cost, what=f"unit cost of SKU {self.sku!r}"))
         if not isinstance(self.handle, str) or not self.handle:
             raise ValueError(f"ProductSpec.handle must be a non-empty string (SKU {self.sku!r})")
         object.__setattr__(self, "price", _to_decimal(self.price, what=f"price of SKU {self.sku!r}"))
@@ -215,6 +239,122 @@ class ProductInfo:
     def variant_for_sku(self, sku: str) -> VariantInfo | None:
         """The variant whose SKU is exactly ``sku``, if any."""
         return next((v for v in self.variants if v.sku == sku), None)
+
+
+@dataclass(frozen=True)
+class CatalogVariant:
+    """One variant of the merchant's catalog as Shopify holds it (money as Decimal, times in UTC)."""
+
+    product_gid: str
+    variant_gid: str
+    inventory_item_gid: str
+    sku: str | None
+    barcode: str | None
+    product_title: str
+    variant_title: str
+    vendor: str
+    unit_cost: Decimal | None
+    price: Decimal
+    product_status: str
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class CatalogPage:
+    """One page of :meth:`ShopifyClient.catalog_page`; ``next_cursor`` is ``None`` on the last page."""
+
+    variants: tuple[CatalogVariant, ...]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class VariantUpdate:
+    """What to change on one variant (``None``: leave as is). ``unit_cost`` is the inventory item's cost."""
+
+    variant_gid: str
+    price: Decimal | None = None
+    barcode: str | None = None
+    unit_cost: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("price", "unit_cost"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _to_decimal(value, what=f"{name} of {self.variant_gid}"))
+
+
+@dataclass(frozen=True)
+class MetafieldInput:
+    """One metafield to set on a product or variant (``type`` as Shopify names it, value as a string)."""
+
+    owner_gid: str
+    namespace: str
+    key: str
+    type: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Metafield:
+    """A metafield as Shopify stored it."""
+
+    gid: str
+    owner_gid: str
+    namespace: str
+    key: str
+    type: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Location:
+    """A shop location (where stock is held)."""
+
+    gid: str
+    name: str
+
+
+@dataclass(frozen=True)
+class InventoryLevel:
+    """The quantities of one inventory item at one location."""
+
+    available: int
+    on_hand: int
+
+
+@dataclass(frozen=True)
+class InventoryChange:
+    """One stock change: ``delta`` units of an inventory item at a location.
+
+    ``change_from_quantity`` is the quantity we expect there before the change (Shopify refuses the
+    whole adjustment with ``CHANGE_FROM_QUANTITY_STALE`` if it differs); ``None`` skips that check and must
+    be chosen explicitly.
+    """
+
+    inventory_item_gid: str
+    location_gid: str
+    delta: int
+    change_from_quantity: int | None
+    ledger_document_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class AppliedChange:
+    """One quantity Shopify changed, with the quantity after the change."""
+
+    inventory_item_gid: str
+    location_gid: str
+    name: str
+    delta: int
+    quantity_after: int | None
+
+
+@dataclass(frozen=True)
+class AdjustmentResult:
+    """The outcome of :meth:`ShopifyClient.adjust_inventory` (the same for every retry of one key)."""
+
+    group_gid: str
+    changes: tuple[AppliedChange, ...]
 
 
 @dataclass(frozen=True)
@@ -450,6 +590,73 @@ query PoflowVariantsByIds($ids: [ID!]!) {
 """
 
 SHOP_QUERY = "query PoflowShop { shop { name } }"
+
+_CATALOG_FIELDS = """
+      id
+      sku
+      barcode
+      title
+      price
+      updatedAt
+      inventoryItem { id unitCost { amount currencyCode } }
+      product { id title vendor status }
+"""
+
+CATALOG_QUERY = """
+query PoflowCatalog($first: Int!, $after: String, $query: String) {
+  productVariants(first: $first, after: $after, query: $query, sortKey: ID) {
+    nodes {%s}
+    pageInfo { hasNextPage endCursor }
+  }
+}
+""" % _CATALOG_FIELDS
+
+VARIANTS_BULK_UPDATE_MUTATION = """
+mutation PoflowVariantsUpdate($productId: ID!, $variants: [ProductVariantsBulkInput!]!) {
+  productVariantsBulkUpdate(productId: $productId, variants: $variants) {
+    productVariants {%s}
+    userErrors { field message code }
+  }
+}
+""" % _CATALOG_FIELDS
+
+METAFIELDS_SET_MUTATION = """
+mutation PoflowMetafieldsSet($metafields: [MetafieldsSetInput!]!) {
+  metafieldsSet(metafields: $metafields) {
+    metafields { id namespace key type value }
+    userErrors { field message code elementIndex }
+  }
+}
+"""
+
+LOCATIONS_QUERY = """
+query PoflowLocations($after: String) {
+  locations(first: 50, after: $after) { nodes { id name } pageInfo { hasNextPage endCursor } }
+}
+"""
+
+INVENTORY_LEVELS_QUERY = """
+query PoflowInventoryLevels($ids: [ID!]!, $locationId: ID!) {
+  nodes(ids: $ids) {
+    ... on InventoryItem {
+      id
+      inventoryLevel(locationId: $locationId) { quantities(names: ["available", "on_hand"]) { name quantity } }
+    }
+  }
+}
+"""
+
+INVENTORY_ADJUST_MUTATION = """
+mutation PoflowInventoryAdjust($input: InventoryAdjustQuantitiesInput!, $key: String!) {
+  inventoryAdjustQuantities(input: $input) @idempotent(key: $key) {
+    inventoryAdjustmentGroup {
+      id
+      changes { name delta quantityAfterChange item { id } location { id } }
+    }
+    userErrors { field message code }
+  }
+}
+"""
 
 
 # --------------------------------------------------------------------------------------------
@@ -810,45 +1017,13 @@ class ShopifyClient:
         the caller recorded for this handle (``None``: none), and the product counts as created unless
         Shopify answered with exactly that one.
         """
-        variant_input: dict[str, Any] = {
-            "optionValues": [{"optionName": DEFAULT_OPTION_NAME, "name": DEFAULT_OPTION_VALUE}],
-            "price": money_to_wire(spec.price),
-            "sku": spec.sku,
-        }
-        product_input: dict[str, Any] = {
-            "handle": spec.handle,
-            "title": spec.title,
-            "status": spec.status,
-            "productOptions": [
-                {"name": DEFAULT_OPTION_NAME, "position": 1, "values": [{"name": DEFAULT_OPTION_VALUE}]}
-            ],
-            "variants": [variant_input],
-        }
-        if spec.description is not None:
-            product_input["descriptionHtml"] = spec.description_html
-        if spec.vendor is not None:
-            product_input["vendor"] = spec.vendor
+        product_input = product_set_input(spec)
         data = self.execute(
             PRODUCT_SET_MUTATION,
             {"identifier": {"handle": spec.handle}, "input": product_input},
             first_guess=PRODUCT_SET_BASE_COST + PRODUCT_SET_VARIANT_COST * len(product_input["variants"]),
         )
-        product = (data.get("productSet") or {}).get("product")
-        if not product:
-            raise ShopifyGraphQLError("shopify_graphql_error", f"productSet returned no product for SKU {spec.sku!r}")
-        nodes = (product.get("variants") or {}).get("nodes") or []
-        variant = next((v for v in nodes if v.get("sku") == spec.sku), None)
-        if variant is None:
-            raise ShopifyGraphQLError(
-                "shopify_graphql_error", f"productSet returned no variant with SKU {spec.sku!r} ({product['id']})"
-            )
-        return SyncedProduct(
-            sku=spec.sku,
-            handle=str(product["handle"]),
-            product_gid=str(product["id"]),
-            variant_gid=str(variant["id"]),
-            created=str(product["id"]) != known_product_gid,
-        )
+        return synced_product(spec, (data.get("productSet") or {}).get("product"), known_product_gid)
 
     def variants_by_ids(self, variant_gids: list[str]) -> dict[str, VariantInfo | None]:
         """Variants by GID with their product's handle, title and status: one ``nodes(ids:)`` query.
@@ -888,6 +1063,247 @@ class ShopifyClient:
                 return None
             after = str(page["endCursor"])
         return None
+
+    # -- catalog -------------------------------------------------------------------------------
+
+    def catalog_page(
+        self, updated_after: dt.datetime | None = None, after: str | None = None, first: int = 250
+    ) -> CatalogPage:
+        """One page of the shop's variants, oldest id first, for an incremental catalog sync.
+
+        ``updated_after`` keeps variants updated at or after that instant (Shopify's ``updatedAt`` has whole
+        seconds, so the bound is inclusive: a variant updated in the same second as the last sync is read
+        again rather than missed). Pass ``next_cursor`` as ``after`` until it is ``None``. A page of 250 costs
+        ``2 + 250 x`` :data:`CATALOG_VARIANT_COST` points (752), under the single-query limit.
+        """
+        if not 1 <= first <= MAX_NODE_IDS:
+            raise ValueError(f"first must be between 1 and {MAX_NODE_IDS}, got {first}")
+        variables = {"first": first, "after": after, "query": catalog_search_query(updated_after)}
+        data = self.execute(CATALOG_QUERY, variables, expected_cost=2 + first * CATALOG_VARIANT_COST)
+        connection = data.get("productVariants") or {}
+        page = connection.get("pageInfo") or {}
+        return CatalogPage(
+            variants=tuple(_catalog_variant(node) for node in connection.get("nodes") or []),
+            next_cursor=str(page["endCursor"]) if page.get("hasNextPage") and page.get("endCursor") else None,
+        )
+
+    def update_variants(self, product_gid: str, updates: list[VariantUpdate]) -> list[CatalogVariant]:
+        """Change price, barcode and/or unit cost of variants of one product (``productVariantsBulkUpdate``).
+
+        All or nothing: an unknown variant raises :class:`ShopifyUserError` and changes none. Setting the
+        values a variant already has changes nothing (not even its ``updatedAt``). Returns the variants as
+        Shopify holds them afterwards, in the order given.
+        """
+        if not updates:
+            return []
+        data = self.execute(
+            VARIANTS_BULK_UPDATE_MUTATION,
+            {"productId": product_gid, "variants": [_variant_update_input(u) for u in updates]},
+        )
+        nodes = (data.get("productVariantsBulkUpdate") or {}).get("productVariants") or []
+        return [_catalog_variant(node) for node in nodes]
+
+    def set_metafields(self, metafields: list[MetafieldInput]) -> list[Metafield]:
+        """Create or update metafields (``metafieldsSet``, :data:`MAX_METAFIELDS_PER_SET` a call).
+
+        Each call is atomic on Shopify; a refusal raises :class:`ShopifyUserError` (earlier calls of a long
+        list stay applied, and setting them again is harmless: the same values change nothing).
+        """
+        stored: list[Metafield] = []
+        for start in range(0, len(metafields), MAX_METAFIELDS_PER_SET):
+            chunk = metafields[start:start + MAX_METAFIELDS_PER_SET]
+            data = self.execute(METAFIELDS_SET_MUTATION, {"metafields": [
+                {"ownerId": m.owner_gid, "namespace": m.namespace, "key": m.key, "type": m.type, "value": m.value}
+                for m in chunk
+            ]}, expected_cost=metafields_set_cost(m.owner_gid for m in chunk))
+            nodes = (data.get("metafieldsSet") or {}).get("metafields") or []
+            stored.extend(
+                Metafield(gid=str(n["id"]), owner_gid=m.owner_gid, namespace=str(n["namespace"]), key=str(n["key"]),
+                          type=str(n["type"]), value=str(n["value"]))
+                for m, n in zip(chunk, nodes)
+            )
+        return stored
+
+    # -- inventory -----------------------------------------------------------------------------
+
+    def locations(self) -> list[Location]:
+        """The shop's active locations."""
+        found: list[Location] = []
+        after: str | None = None
+        while True:
+            connection = self.execute(LOCATIONS_QUERY, {"after": after}).get("locations") or {}
+            found.extend(Location(gid=str(n["id"]), name=str(n["name"])) for n in connection.get("nodes") or [])
+            page = connection.get("pageInfo") or {}
+            if not page.get("hasNextPage") or not page.get("endCursor"):
+                return found
+            after = str(page["endCursor"])
+
+    def inventory_levels(self, inventory_item_gids: list[str], location_gid: str) -> dict[str, InventoryLevel | None]:
+        """``available``/``on_hand`` of inventory items at one location (``None``: unknown item, or not
+        stocked there), in ``nodes(ids:)`` queries of at most 250 ids that fit the query cost limit."""
+        ids = list(dict.fromkeys(inventory_item_gids))
+        levels: dict[str, InventoryLevel | None] = dict.fromkeys(ids)
+        size = max(1, min(MAX_NODE_IDS, int(self.max_query_cost() // INVENTORY_NODE_COST)))
+        for start in range(0, len(ids), size):
+            chunk = ids[start:start + size]
+            data = self.execute(INVENTORY_LEVELS_QUERY, {"ids": chunk, "locationId": location_gid},
+                                expected_cost=INVENTORY_NODE_COST * len(chunk))
+            for node in data.get("nodes") or []:
+                level = (node or {}).get("inventoryLevel")
+                if level:
+                    quantities = {q["name"]: int(q["quantity"]) for q in level.get("quantities") or []}
+                    levels[str(node["id"])] = InventoryLevel(quantities["available"], quantities["on_hand"])
+        return levels
+
+    def adjust_inventory(
+        self,
+        changes: list[InventoryChange],
+        *,
+        reason: str,
+        idempotency_key: str,
+        reference_uri: str | None = None,
+        name: str = "available",
+    ) -> AdjustmentResult:
+        """Apply stock changes once (``inventoryAdjustQuantities`` with ``@idempotent(key:)``).
+
+        Every retry of this call (after a network error, 5xx or throttling) sends the same body, hence the
+        same ``idempotency_key``: Shopify applies the changes once and answers retries with the first
+        result. The caller must keep the key for one logical adjustment (e.g. derived from the receipt) and
+        use a new key for a new one; the same key with other changes raises :class:`ShopifyUserError`
+        (``IDEMPOTENCY_KEY_PARAMETER_MISMATCH``), as does a stale ``change_from_quantity``
+        (``CHANGE_FROM_QUANTITY_STALE``, nothing applied).
+        """
+        if not idempotency_key or not idempotency_key.strip():
+            raise ValueError("adjust_inventory needs a non-empty idempotency_key")
+        if not changes:
+            raise ValueError("adjust_inventory needs at least one change")
+        adjustment: dict[str, Any] = {"reason": reason, "name": name, "changes": [
+            {"inventoryItemId": c.inventory_item_gid, "locationId": c.location_gid, "delta": c.delta,
+             "changeFromQuantity": c.change_from_quantity,
+             **({"ledgerDocumentUri": c.ledger_document_uri} if c.ledger_document_uri else {})}
+            for c in changes
+        ]}
+        if reference_uri is not None:
+            adjustment["referenceDocumentUri"] = reference_uri
+        data = self.execute(INVENTORY_ADJUST_MUTATION, {"input": adjustment, "key": idempotency_key})
+        group = (data.get("inventoryAdjustQuantities") or {}).get("inventoryAdjustmentGroup")
+        if not group:
+            raise ShopifyGraphQLError("shopify_graphql_error", "inventoryAdjustQuantities returned no adjustment group")
+        return AdjustmentResult(
+            group_gid=str(group["id"]),
+            changes=tuple(
+                AppliedChange(
+                    inventory_item_gid=str((c.get("item") or {}).get("id", "")),
+                    location_gid=str((c.get("location") or {}).get("id", "")),
+                    name=str(c["name"]),
+                    delta=int(c["delta"]),
+                    quantity_after=None if c.get("quantityAfterChange") is None else int(c["quantityAfterChange"]),
+                )
+                for c in group.get("changes") or []
+            ),
+        )
+
+
+def metafields_set_cost(owner_gids: Iterable[str]) -> float:
+    """What one ``metafieldsSet`` costs: 10 plus each distinct owner's weight."""
+    weights = (next((w for p, w in METAFIELD_OWNER_COSTS.items() if gid.startswith(p)), 0.0) for gid in set(owner_gids))
+    return METAFIELDS_SET_BASE_COST + sum(weights)
+
+
+def catalog_search_query(updated_after: dt.datetime | None) -> str | None:
+    """The ``productVariants(query:)`` for variants updated at or after ``updated_after`` (``None``: all).
+
+    The instant is sent in UTC, truncated to the second (inclusive, so nothing updated in that second is
+    missed). A naive datetime is refused.
+    """
+    if updated_after is None:
+        return None
+    if updated_after.tzinfo is None:
+        raise ValueError("updated_after must be timezone-aware")
+    stamp = updated_after.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"updated_at:>='{stamp}'"
+
+
+def _utc_from_wire(value: object) -> dt.datetime:
+    """Shopify's ``DateTime`` (``2026-01-01T00:00:00Z``) as an aware UTC datetime."""
+    when = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
+
+
+def _catalog_variant(node: dict[str, Any]) -> CatalogVariant:
+    """A ``ProductVariant`` answer with the catalog fields as a :class:`CatalogVariant`."""
+    product = node.get("product") or {}
+    item = node.get("inventoryItem") or {}
+    cost = item.get("unitCost")
+    return CatalogVariant(
+        product_gid=str(product.get("id", "")),
+        variant_gid=str(node["id"]),
+        inventory_item_gid=str(item.get("id", "")),
+        sku=node.get("sku"),
+        barcode=node.get("barcode"),
+        product_title=str(product.get("title", "")),
+        variant_title=str(node.get("title", "")),
+        vendor=str(product.get("vendor") or ""),
+        unit_cost=money_from_wire(cost["amount"]) if cost else None,
+        price=money_from_wire(node["price"]),
+        product_status=str(product.get("status", "")),
+        updated_at=_utc_from_wire(node["updatedAt"]),
+    )
+
+
+def _variant_update_input(update: VariantUpdate) -> dict[str, Any]:
+    variant: dict[str, Any] = {"id": update.variant_gid}
+    if update.price is not None:
+        variant["price"] = money_to_wire(update.price)
+    if update.barcode is not None:
+        variant["barcode"] = update.barcode
+    if update.unit_cost is not None:
+        variant["inventoryItem"] = {"cost": money_to_wire(update.unit_cost)}
+    return variant
+
+
+def synced_product(spec: ProductSpec, product: dict[str, Any] | None, known_product_gid: str | None) -> SyncedProduct:
+    """productSet's ``product`` answer (``id handle variants { nodes { id sku } }``) for ``spec``."""
+    if not product:
+        raise ShopifyGraphQLError("shopify_graphql_error", f"productSet returned no product for SKU {spec.sku!r}")
+    nodes = (product.get("variants") or {}).get("nodes") or []
+    variant = next((v for v in nodes if v.get("sku") == spec.sku), None)
+    if variant is None:
+        raise ShopifyGraphQLError(
+            "shopify_graphql_error", f"productSet returned no variant with SKU {spec.sku!r} ({product['id']})"
+        )
+    return SyncedProduct(
+        sku=spec.sku,
+        handle=str(product["handle"]),
+        product_gid=str(product["id"]),
+        variant_gid=str(variant["id"]),
+        created=str(product["id"]) != known_product_gid,
+    )
+
+
+def product_set_input(spec: ProductSpec) -> dict[str, Any]:
+    """``productSet``'s ``input`` for a spec: one product with one variant (option "Title")."""
+    variant_input: dict[str, Any] = {
+        "optionValues": [{"optionName": DEFAULT_OPTION_NAME, "name": DEFAULT_OPTION_VALUE}],
+        "price": money_to_wire(spec.price),
+        "sku": spec.sku,
+    }
+    if spec.barcode is not None:
+        variant_input["barcode"] = spec.barcode
+    if spec.unit_cost is not None:
+        variant_input["inventoryItem"] = {"cost": money_to_wire(spec.unit_cost)}
+    product_input: dict[str, Any] = {
+        "handle": spec.handle,
+        "title": spec.title,
+        "status": spec.status,
+        "productOptions": [{"name": DEFAULT_OPTION_NAME, "position": 1, "values": [{"name": DEFAULT_OPTION_VALUE}]}],
+        "variants": [variant_input],
+    }
+    if spec.description is not None:
+        product_input["descriptionHtml"] = spec.description_html
+    if spec.vendor is not None:
+        product_input["vendor"] = spec.vendor
+    return product_input
 
 
 def _variant_from_node(node: dict[str, Any]) -> VariantInfo:

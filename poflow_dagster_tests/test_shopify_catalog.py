@@ -1,0 +1,195 @@
+"""Catalog read, variant updates and metafields: the real ShopifyClient against the emulator over HTTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from decimal import Decimal
+
+import pytest
+
+from poflow_dagster.shopify.client import (
+    CatalogVariant,
+    MetafieldInput,
+    ProductSpec,
+    ShopifyClient,
+    ShopifyUserError,
+    VariantUpdate,
+    catalog_search_query,
+    metafields_set_cost,
+)
+from poflow_dagster.shopify.emulator import EmulatorHandle, start_emulator
+from poflow_dagster.shopify.rate_budget import InProcessBudget
+
+TOKEN = "shpat_catalog_test"
+T0 = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+
+SEED_MUTATION = """
+mutation Seed($identifier: ProductSetIdentifiers!, $input: ProductSetInput!) {
+  productSet(identifier: $identifier, input: $input) { product { id } userErrors { field message } }
+}
+"""
+
+
+@pytest.fixture
+def emulator() -> Iterator[EmulatorHandle]:
+    with start_emulator(access_token=TOKEN, bucket_size=20000, restore_rate=5000) as handle:
+        yield handle
+
+
+@pytest.fixture
+def client(emulator: EmulatorHandle) -> Iterator[ShopifyClient]:
+    with ShopifyClient(emulator.url, TOKEN, timeout=10.0, backoff_base=0.01, budget=InProcessBudget(f"test:{emulator.url}")) as c:
+        yield c
+
+
+def seed_product(client: ShopifyClient, handle: str, variants: int, *, vendor: str = "Acme") -> str:
+    """One product with ``variants`` sizes (SKU ``{handle}-{n}``, price n, cost n/2, barcode 100000+n)."""
+    sizes = [str(n) for n in range(1, variants + 1)]
+    data = client.execute(SEED_MUTATION, {"identifier": {"handle": handle}, "input": {
+        "title": f"Product {handle}",
+        "vendor": vendor,
+        "productOptions": [{"name": "Size", "values": [{"name": s} for s in sizes]}],
+        "variants": [
+            {"optionValues": [{"optionName": "Size", "name": s}], "price": s, "sku": f"{handle}-{s}",
+             "barcode": str(100000 + int(s)), "inventoryItem": {"cost": str(Decimal(s) / 2)}}
+            for s in sizes
+        ],
+    }})
+    return str(data["productSet"]["product"]["id"])
+
+
+def whole_catalog(client: ShopifyClient, updated_after: dt.datetime | None = None) -> list[CatalogVariant]:
+    found: list[CatalogVariant] = []
+    cursor: str | None = None
+    while True:
+        page = client.catalog_page(updated_after, cursor)
+        found.extend(page.variants)
+        if page.next_cursor is None:
+            return found
+        cursor = page.next_cursor
+
+
+def test_product_set_stores_vendor_barcode_and_cost_read_back_typed(client: ShopifyClient) -> None:
+    spec = ProductSpec(sku="AB-1", title="Widget", price=Decimal("19.99"), handle="widget", vendor="Acme",
+                       barcode="4006381333931", unit_cost=Decimal("7.125"), status="ACTIVE")
+    synced = client.product_set(spec)
+    (variant,) = client.catalog_page().variants
+    assert variant.variant_gid == synced.variant_gid and variant.product_gid == synced.product_gid
+    assert variant.inventory_item_gid.startswith("gid://shopify/InventoryItem/")
+    assert (variant.sku, variant.barcode, variant.vendor) == ("AB-1", "4006381333931", "Acme")
+    assert (variant.product_title, variant.variant_title, variant.product_status) == ("Widget", "Default Title", "ACTIVE")
+    assert variant.price == Decimal("19.99") and isinstance(variant.price, Decimal)
+    assert variant.unit_cost == Decimal("7.125")
+    assert variant.updated_at.tzinfo == dt.timezone.utc
+
+
+def test_catalog_pages_over_more_than_250_variants_within_the_cost_limit(client: ShopifyClient) -> None:
+    for n in range(3):
+        seed_product(client, f"p{n}", 100)
+    first = client.catalog_page()
+    assert len(first.variants) == 250 and first.next_cursor is not None
+    assert client.throttle is not None and client.throttle.requested_query_cost == 752  # 2 + 250 x 3
+    second = client.catalog_page(after=first.next_cursor)
+    assert len(second.variants) == 50 and second.next_cursor is None
+    ids = [v.variant_gid for v in first.variants + second.variants]
+    assert len(set(ids)) == 300
+    assert ids == sorted(ids, key=lambda gid: int(gid.rsplit("/", 1)[1]))  # sortKey: ID
+    assert {v.sku for v in first.variants + second.variants} == {f"p{n}-{s}" for n in range(3) for s in range(1, 101)}
+
+
+def test_updated_after_returns_only_later_changes_inclusive_of_the_second(
+    client: ShopifyClient, emulator: EmulatorHandle
+) -> None:
+    emulator.set_clock(T0)
+    seed_product(client, "old", 3)
+    emulator.set_clock(T0 + dt.timedelta(hours=1))
+    seed_product(client, "new", 2)
+    assert len(whole_catalog(client)) == 5
+    later = whole_catalog(client, T0 + dt.timedelta(minutes=1))
+    assert {v.sku for v in later} == {"new-1", "new-2"}
+    boundary = whole_catalog(client, T0 + dt.timedelta(hours=1, microseconds=500))
+    assert {v.sku for v in boundary} == {"new-1", "new-2"}  # same second: read again, never missed
+    assert whole_catalog(client, T0 + dt.timedelta(hours=2)) == []
+
+
+def test_catalog_search_query_is_utc_and_refuses_naive_times() -> None:
+    cet = dt.timezone(dt.timedelta(hours=1))
+    assert catalog_search_query(dt.datetime(2026, 1, 1, 1, 0, 0, 900, tzinfo=cet)) == "updated_at:>='2026-01-01T00:00:00Z'"
+    assert catalog_search_query(None) is None
+    with pytest.raises(ValueError):
+        catalog_search_query(dt.datetime(2026, 1, 1))
+
+
+def test_update_variants_changes_price_barcode_and_cost(client: ShopifyClient, emulator: EmulatorHandle) -> None:
+    emulator.set_clock(T0)
+    product = seed_product(client, "u", 2)
+    one, two = client.catalog_page().variants
+    emulator.set_clock(T0 + dt.timedelta(days=1))
+    updated = client.update_variants(product, [
+        VariantUpdate(one.variant_gid, price=Decimal("12.50"), unit_cost=Decimal("4.20")),
+        VariantUpdate(two.variant_gid, barcode="999"),
+    ])
+    assert [u.variant_gid for u in updated] == [one.variant_gid, two.variant_gid]
+    after = {v.variant_gid: v for v in client.catalog_page().variants}
+    assert (after[one.variant_gid].price, after[one.variant_gid].unit_cost) == (Decimal("12.50"), Decimal("4.20"))
+    assert after[one.variant_gid].barcode == one.barcode
+    assert (after[two.variant_gid].barcode, after[two.variant_gid].price) == ("999", two.price)
+    assert after[two.variant_gid].updated_at == T0 + dt.timedelta(days=1)
+
+
+def test_update_variants_is_idempotent_and_atomic(client: ShopifyClient, emulator: EmulatorHandle) -> None:
+    emulator.set_clock(T0)
+    product = seed_product(client, "i", 1)
+    (variant,) = client.catalog_page().variants
+    emulator.set_clock(T0 + dt.timedelta(days=1))
+    client.update_variants(product, [VariantUpdate(variant.variant_gid, price=variant.price, barcode=variant.barcode)])
+    (again,) = client.catalog_page().variants
+    assert again == variant  # the same values: nothing changed, not even updatedAt
+    with pytest.raises(ShopifyUserError) as refused:
+        client.update_variants(product, [
+            VariantUpdate(variant.variant_gid, price=Decimal("1.00")),
+            VariantUpdate("gid://shopify/ProductVariant/999999", price=Decimal("2.00")),
+        ])
+    assert refused.value.user_errors[0]["code"] == "PRODUCT_VARIANT_DOES_NOT_EXIST"
+    assert refused.value.user_errors[0]["field"] == ["variants", "1", "id"]
+    assert client.catalog_page().variants[0].price == variant.price  # all or nothing
+
+
+METAFIELD_QUERY = """
+query Meta($id: ID!, $ns: String!, $key: String!) {
+  node(id: $id) { ... on ProductVariant { metafield(namespace: $ns, key: $key) { id type value updatedAt } } }
+}
+"""
+
+
+def test_set_metafields_readable_on_the_variant_and_idempotent(client: ShopifyClient, emulator: EmulatorHandle) -> None:
+    emulator.set_clock(T0)
+    seed_product(client, "m", 1)
+    (variant,) = client.catalog_page().variants
+    wanted = MetafieldInput(variant.variant_gid, "poflow", "supplier_sku", "single_line_text_field", "SUP-77")
+    (stored,) = client.set_metafields([wanted])
+    read = client.execute(METAFIELD_QUERY, {"id": variant.variant_gid, "ns": "poflow", "key": "supplier_sku"})
+    assert read["node"]["metafield"] == {"id": stored.gid, "type": "single_line_text_field", "value": "SUP-77",
+                                         "updatedAt": "2026-01-01T12:00:00Z"}
+    emulator.set_clock(T0 + dt.timedelta(days=1))
+    (again,) = client.set_metafields([wanted])
+    assert again == stored
+    read = client.execute(METAFIELD_QUERY, {"id": variant.variant_gid, "ns": "poflow", "key": "supplier_sku"})
+    assert read["node"]["metafield"]["updatedAt"] == "2026-01-01T12:00:00Z"  # same value: unchanged
+
+
+def test_set_metafields_chunks_by_25_and_refuses_bad_values(client: ShopifyClient, emulator: EmulatorHandle) -> None:
+    seed_product(client, "c", 1)
+    (variant,) = client.catalog_page().variants
+    many = [MetafieldInput(variant.variant_gid, "poflow", f"k{n}", "number_integer", str(n)) for n in range(30)]
+    assert [m.key for m in client.set_metafields(many)] == [f"k{n}" for n in range(30)]
+    assert emulator.stats.operations["metafieldsSet"] == 2
+    # 10 + 2 for the one distinct variant owner (Shopify's dynamic cost), and the client expected as much.
+    assert client.throttle is not None and client.throttle.requested_query_cost == 12
+    assert metafields_set_cost([variant.variant_gid] * 5) == 12
+    assert metafields_set_cost([variant.variant_gid, variant.product_gid, "gid://shopify/Collection/1"]) == 16
+    with pytest.raises(ShopifyUserError) as refused:
+        client.set_metafields([MetafieldInput(variant.variant_gid, "poflow", "n", "number_integer", "1.5")])
+    assert refused.value.user_errors[0]["code"] == "INVALID_VALUE"
+    assert refused.value.user_errors[0]["elementIndex"] == 0
