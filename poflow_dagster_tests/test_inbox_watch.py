@@ -54,7 +54,7 @@ def test_the_watcher_submits_an_inbox_files_run_and_leaves_nothing_for_the_senso
     try:
         order = samples["acme-po-1001.csv"].read_bytes()
         _drop(home, "acme", "order.csv", order)
-        _wait(lambda: server.requests)
+        _wait(lambda: submitted)  # the watcher has the webserver's answer (the request itself arrives earlier)
         (_path, request), = server.requests
         upload_id = request["variables"]["partition"]
         with db.session() as session:
