@@ -98,6 +98,15 @@ def test_catalog_pages_over_more_than_250_variants_within_the_cost_limit(client:
     assert {v.sku for v in first.variants + second.variants} == {f"p{n}-{s}" for n in range(3) for s in range(1, 101)}
 
 
+def test_a_small_bucket_gets_smaller_catalog_pages() -> None:
+    with start_emulator(access_token=TOKEN, bucket_size=400, restore_rate=400) as small, \
+            ShopifyClient(small.url, TOKEN, timeout=10.0, budget=InProcessBudget(f"test:{small.url}")) as client:
+        seed_product(client, "s", 200)  # teaches the client the bucket size (400)
+        first = client.catalog_page()
+        assert len(first.variants) == 132 and first.next_cursor is not None  # 2 + 132 x 3 = 398 <= 400
+        assert len(whole_catalog(client)) == 200
+
+
 def test_updated_after_returns_only_later_changes_inclusive_of_the_second(
     client: ShopifyClient, emulator: EmulatorHandle
 ) -> None:

@@ -254,3 +254,23 @@ def test_nodes_by_ids_with_shopify_cost(emu: EmulatorHandle) -> None:
     dear = "query($ids: [ID!]!) { nodes(ids: $ids) { ... on Product { id variants(first: 10) { nodes { id } } } } }"
     refused = post(emu, dear, {"ids": [product_id] * 100}).json()
     assert refused["errors"][0]["extensions"]["code"] == "MAX_COST_EXCEEDED"
+
+
+def test_product_variants_sort_by_sku_and_filter_by_date(emu: EmulatorHandle) -> None:
+    for sku in ("C-3", "A-1", "B-2"):
+        post(emu, SET, {"identifier": {"handle": sku.lower()}, "input": product_input(sku, "1", sku)})
+    by_sku = post(emu, '{ productVariants(first: 5, sortKey: SKU) { nodes { sku } } }').json()
+    assert [n["sku"] for n in by_sku["data"]["productVariants"]["nodes"]] == ["A-1", "B-2", "C-3"]
+    by_id = post(emu, '{ productVariants(first: 5, reverse: true) { nodes { sku } } }').json()
+    assert [n["sku"] for n in by_id["data"]["productVariants"]["nodes"]] == ["B-2", "A-1", "C-3"]
+    future = post(emu, """{ productVariants(first: 5, query: "updated_at:>'2999-01-01T00:00:00Z'") { nodes { sku } } }""")
+    past = post(emu, """{ productVariants(first: 5, query: "updated_at:<=2999-01-01 sku:B") { nodes { sku } } }""")
+    assert future.json()["data"]["productVariants"]["nodes"] == []
+    assert past.json()["data"]["productVariants"]["nodes"] == [{"sku": "B-2"}]
+
+
+def test_variants_bulk_update_of_an_unknown_product(emu: EmulatorHandle) -> None:
+    query = """mutation { productVariantsBulkUpdate(productId: "gid://shopify/Product/1", variants: [{price: "1"}]) {
+        product { id } userErrors { field code message } } }"""
+    errors = post(emu, query).json()["data"]["productVariantsBulkUpdate"]["userErrors"]
+    assert errors == [{"field": ["productId"], "code": "PRODUCT_DOES_NOT_EXIST", "message": "Product does not exist"}]

@@ -1074,10 +1074,12 @@ class ShopifyClient:
         ``updated_after`` keeps variants updated at or after that instant (Shopify's ``updatedAt`` has whole
         seconds, so the bound is inclusive: a variant updated in the same second as the last sync is read
         again rather than missed). Pass ``next_cursor`` as ``after`` until it is ``None``. A page of 250 costs
-        ``2 + 250 x`` :data:`CATALOG_VARIANT_COST` points (752), under the single-query limit.
+        ``2 + 250 x`` :data:`CATALOG_VARIANT_COST` points (752), under the single-query limit; a shop whose
+        bucket is smaller gets smaller pages (``first`` is lowered to what one query may cost there).
         """
         if not 1 <= first <= MAX_NODE_IDS:
             raise ValueError(f"first must be between 1 and {MAX_NODE_IDS}, got {first}")
+        first = max(1, min(first, int((self.max_query_cost() - 2) // CATALOG_VARIANT_COST)))
         variables = {"first": first, "after": after, "query": catalog_search_query(updated_after)}
         data = self.execute(CATALOG_QUERY, variables, expected_cost=2 + first * CATALOG_VARIANT_COST)
         connection = data.get("productVariants") or {}

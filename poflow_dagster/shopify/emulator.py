@@ -31,6 +31,9 @@
 * State lives in SQLite (WAL) at ``state_path`` (in memory when ``None``), so several processes
   pointing at one file see one store. GIDs look like ``gid://shopify/Product/1001``; an inventory item has
   its variant's number (``gid://shopify/InventoryItem/2001`` belongs to ``.../ProductVariant/2001``).
+* Staged uploads, bulk operations and their result files live in the serving process's memory (not in
+  the state file); uploads go to ``/staged-uploads/`` (multipart POST), results are served at
+  ``/bulk-results/<id>.jsonl``; up to five bulk mutations run at once (one before API 2026-01).
 * Test hooks on :class:`EmulatorHandle`: injected HTTP failures, dropped answers (the request is applied,
   the connection closes unanswered), a frozen clock for ``updatedAt``, extra locations.
 
@@ -861,7 +864,8 @@ class _Root:
         def level(_info: Any, locationId: str) -> dict[str, Any] | None:  # noqa: N803 - GraphQL arg name
             number = _gid_number(locationId, LOCATION_GID)
             found = self.store.query(
-                "SELECT l.*, v.* FROM inventory_levels l JOIN variants v ON v.id = l.item_id "
+                "SELECT v.*, l.item_id, l.location_id, l.available, l.on_hand, l.updated_at AS level_updated_at "
+                "FROM inventory_levels l JOIN variants v ON v.id = l.item_id "
                 "WHERE l.item_id = ? AND l.location_id = ?", (item_id, number),
             ) if number is not None else []
             return self.level_obj(found[0]) if found else None
@@ -880,7 +884,7 @@ class _Root:
         }
 
     def level_obj(self, row: sqlite3.Row) -> dict[str, Any]:
-        """An inventory level (a joined ``inventory_levels`` + ``variants`` row)."""
+        """An inventory level (a ``variants`` row joined with its ``inventory_levels`` columns)."""
         item_id, location_id = row["item_id"], row["location_id"]
         stored = {"available": row["available"], "on_hand": row["on_hand"]}
         level_gid = f"gid://shopify/InventoryLevel/{item_id}?inventory_item_id={item_id}&location_id={location_id}"
@@ -890,7 +894,7 @@ class _Root:
             if unknown:
                 raise GraphQLError(f"Invalid quantity names: {', '.join(unknown)}", extensions={"code": "BAD_REQUEST"})
             return [
-                {"id": f"{level_gid}&name={n}", "name": n, "quantity": stored[n], "updatedAt": row["updated_at"]}
+                {"id": f"{level_gid}&name={n}", "name": n, "quantity": stored[n], "updatedAt": row["level_updated_at"]}
                 for n in names
             ]
 
@@ -900,7 +904,7 @@ class _Root:
             "item": self.inventory_item_obj(row),
             "location": lambda _info: self.node(_info, f"{LOCATION_GID}{location_id}"),
             "quantities": quantities,
-            "updatedAt": row["updated_at"],
+            "updatedAt": row["level_updated_at"],
         }
 
     def metafield_of(self, owner_gid: str, _info: Any, key: str, namespace: str | None = None) -> dict[str, Any] | None:
