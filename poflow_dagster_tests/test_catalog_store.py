@@ -81,7 +81,8 @@ def test_catalog_upsert_is_idempotent_and_keeps_keys_money_and_time_exact(db):
 def test_a_newer_page_updates_a_variant_and_a_late_older_page_does_not(db):
     save_po(db)
     upsert_catalog_variants(db, "m1", SHOP, CATALOG[:1])
-    newer = dataclasses.replace(CATALOG[0], price=Decimal("10.49"), sku="OO-0500", updated_at=T0 + dt.timedelta(hours=1))
+    newer = dataclasses.replace(CATALOG[0], price=Decimal("10.49"), sku="OO-0500",
+                                updated_at=T0 + dt.timedelta(hours=1))
     upsert_catalog_variants(db, "m1", SHOP, [newer, CATALOG[0]])  # one page with both versions: the newer wins
     upsert_catalog_variants(db, "m1", SHOP, [CATALOG[0]])  # a late page with the old version
     [row] = table_rows(db, CatalogVariantRow)

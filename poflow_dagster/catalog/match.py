@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from rapidfuzz import fuzz, process
 
 from poflow_dagster.catalog.config import MatchConfig
-from poflow_dagster.catalog.models import Candidate, CatalogVariant, LineMatch, MatchableLine, Method
+from poflow_dagster.catalog.models import Candidate, CatalogVariant, LineMatch, MatchableLine, Method, full_title
 from poflow_dagster.catalog.normalize import barcode_key, sku_key, supplier_key, title_key
 
 EXACT_SCORE = 100.0
@@ -80,7 +80,7 @@ class CatalogIndex:
         if (key := barcode_key(variant.barcode)) is not None:
             self.by_barcode[key].append(variant)
         vendor = self.vendor_of[variant.variant_gid] = supplier_key(variant.vendor)
-        title = title_key(variant.title)
+        title = title_key(full_title(variant))
         if vendor is not None and title.words:
             group = self.fuzzy[(vendor, title.attributes)]
             group.words.append(title.words)
@@ -151,5 +151,5 @@ class _LineMatcher:
 
 
 def _candidate(variant: CatalogVariant, score: float, method: Method) -> Candidate:
-    return Candidate(variant_gid=variant.variant_gid, sku=variant.sku, title=variant.title,
+    return Candidate(variant_gid=variant.variant_gid, sku=variant.sku, title=full_title(variant),
                      vendor=variant.vendor, score=score, method=method)

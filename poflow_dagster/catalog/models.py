@@ -34,10 +34,15 @@ class CatalogVariant:
 
     @property
     def title(self) -> str:
-        """Product and variant title as one name (``Tee`` + ``Red / M``); Shopify's ``Default Title`` left out."""
-        if not self.variant_title or self.variant_title == DEFAULT_VARIANT_TITLE:
-            return self.product_title
-        return f"{self.product_title} {self.variant_title}"
+        return full_title(self)
+
+
+def full_title(variant: CatalogVariant) -> str:
+    """Product and variant title as one name (``Tee`` + ``Red / M``); Shopify's ``Default Title`` left out.
+    A function, so variants of another class with the same fields (``shopify.client.CatalogVariant``) work too."""
+    if not variant.variant_title or variant.variant_title == DEFAULT_VARIANT_TITLE:
+        return variant.product_title
+    return f"{variant.product_title} {variant.variant_title}"
 
 
 class MatchableLine(Protocol):

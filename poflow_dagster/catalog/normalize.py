@@ -115,7 +115,8 @@ _COLOURS = {
 }
 #: Apparel sizes (as whole words): ``XL`` and ``X-Large`` are one size.
 _SIZES = {
-    "xxs": "xxs", "xs": "xs", "s": "s", "small": "s", "m": "m", "medium": "m", "l": "l", "large": "l",
+    "xxs": "xxs", "xxsmall": "xxs", "xs": "xs", "xsmall": "xs", "s": "s", "small": "s", "m": "m", "medium": "m",
+    "l": "l", "large": "l",
     "xl": "xl", "xlarge": "xl", "xxl": "xxl", "2xl": "xxl", "xxlarge": "xxl", "xxxl": "xxxl", "3xl": "xxxl",
     "4xl": "4xl", "5xl": "5xl",
 }
