@@ -90,8 +90,9 @@ def test_catalog_pages_over_more_than_250_variants_within_the_cost_limit(client:
     first = client.catalog_page()
     assert len(first.variants) == 250 and first.next_cursor is not None
     assert client.throttle is not None and client.throttle.requested_query_cost == 752  # 2 + 250 x 3
+    variants, cursor = client.catalog_page(after=first.next_cursor)  # unpacks like the sync's FetchPage
     second = client.catalog_page(after=first.next_cursor)
-    assert len(second.variants) == 50 and second.next_cursor is None
+    assert second == (variants, cursor) and len(variants) == 50 and cursor is None
     ids = [v.variant_gid for v in first.variants + second.variants]
     assert len(set(ids)) == 300
     assert ids == sorted(ids, key=lambda gid: int(gid.rsplit("/", 1)[1]))  # sortKey: ID
@@ -202,3 +203,28 @@ def test_set_metafields_chunks_by_25_and_refuses_bad_values(client: ShopifyClien
         client.set_metafields([MetafieldInput(variant.variant_gid, "poflow", "n", "number_integer", "1.5")])
     assert refused.value.user_errors[0]["code"] == "INVALID_VALUE"
     assert refused.value.user_errors[0]["elementIndex"] == 0
+
+
+def test_catalog_page_drives_the_catalog_sync(client: ShopifyClient, emulator: EmulatorHandle, db) -> None:  # type: ignore[no-untyped-def]
+    """The contract with ``catalog.sync``: ``client.catalog_page`` is its ``fetch_page`` as it stands."""
+    from poflow_dagster.catalog.store import catalog_candidates
+    from poflow_dagster.catalog.sync import sync_catalog
+    from poflow_dagster.store.merchants import ensure_merchant
+
+    with db.session() as session:
+        ensure_merchant(session, "m1")
+    emulator.set_clock(T0)
+    product = seed_product(client, "sync", 260)
+    first = sync_catalog(db, "m1", emulator.url, client.catalog_page)
+    assert (first.pages, first.variants, first.complete, first.cursor) == (2, 260, True, T0)
+    changed = next(v for v in client.catalog_page().variants if v.sku == "sync-7")
+    emulator.set_clock(T0 + dt.timedelta(days=1))
+    client.update_variants(product, [VariantUpdate(changed.variant_gid, price=Decimal("70.00"))])
+    second = sync_catalog(db, "m1", emulator.url, client.catalog_page)  # from T0 - OVERLAP: all 260 again
+    assert (second.variants, second.cursor) == (260, T0 + dt.timedelta(days=1))
+    (stored,) = catalog_candidates(db, "m1", emulator.url, variant_gids=[changed.variant_gid])
+    assert stored.price == Decimal("70.00") and stored.unit_cost == Decimal("3.5")
+    emulator.set_clock(T0 + dt.timedelta(days=2))
+    client.update_variants(product, [VariantUpdate(changed.variant_gid, barcode="0123")])
+    third = sync_catalog(db, "m1", emulator.url, client.catalog_page)
+    assert (third.pages, third.variants, third.cursor) == (1, 1, T0 + dt.timedelta(days=2))  # only the change

@@ -7,6 +7,11 @@ Shopify is reached only through ``{shop_url}/admin/api/{version}/graphql.json`` 
 cost there and sleeps until the bucket should hold it. ``THROTTLED``/429 answers are retried within a
 time budget, 502/503/504 and connection errors a bounded number of times (see :class:`ShopifyClient`).
 
+Operations: ``productSet`` upserts (:meth:`ShopifyClient.product_set`; many at once through a bulk operation in
+:mod:`poflow_dagster.shopify.bulk`), read-backs, the catalog read for incremental sync
+(:meth:`~ShopifyClient.catalog_page`), variant updates, metafields, locations, inventory levels and idempotent
+stock adjustments (:meth:`~ShopifyClient.adjust_inventory`).
+
 Money is :class:`~decimal.Decimal` in Python and a decimal string on the wire, never a float.
 The access token is never logged, repr'd or put in an error message.
 """
@@ -28,7 +33,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
@@ -259,9 +264,11 @@ class CatalogVariant:
     updated_at: dt.datetime
 
 
-@dataclass(frozen=True)
-class CatalogPage:
-    """One page of :meth:`ShopifyClient.catalog_page`; ``next_cursor`` is ``None`` on the last page."""
+class CatalogPage(NamedTuple):
+    """One page of :meth:`ShopifyClient.catalog_page`; ``next_cursor`` is ``None`` on the last page.
+
+    A named tuple, so it unpacks as ``variants, next_cursor`` (the catalog sync's ``FetchPage`` shape).
+    """
 
     variants: tuple[CatalogVariant, ...]
     next_cursor: str | None
