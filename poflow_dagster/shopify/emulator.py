@@ -2351,7 +2351,8 @@ class EmulatorHandle:
         return self._server.app.store.count_products()
 
     def reset(self) -> None:
-        """Delete every product and variant, refill the cost bucket and zero the counters."""
+        """Delete every product, variant, stock level, metafield, idempotency key and bulk operation (locations
+        back to the configured ones), refill the cost bucket and zero the counters."""
         app = self._server.app
         app.store.reset(app.locations)
         app.bucket.reset()
