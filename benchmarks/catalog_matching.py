@@ -180,6 +180,7 @@ class Case:
     line: POLine
     barcode: str | None
     expected: str | None  # variant GID, None for a new product
+    detail: str = ""  # new products: option (not offered) | sibling (another title) | longer (title + a word)
 
 
 def make_cases(rng: random.Random, catalog: list[CatalogVariant], products: list[Product], absent: list[Product],
@@ -193,10 +194,12 @@ def make_cases(rng: random.Random, catalog: list[CatalogVariant], products: list
         titles[product.vendor].add(frozenset(product.title.lower().split()))
     no = 0
 
-    def add(kind: str, vendor: str, sku: str | None, description: str, barcode: str | None, expected: str | None):
+    def add(kind: str, vendor: str, sku: str | None, description: str, barcode: str | None, expected: str | None,
+            detail: str = ""):
         nonlocal no
         no += 1
-        cases.append(Case(kind, vendor, POLine(line_no=no, sku=sku, description=description), barcode, expected))
+        cases.append(Case(kind, vendor, POLine(line_no=no, sku=sku, description=description), barcode, expected,
+                          detail))
 
     for variant in rng.sample(catalog, per_kind):
         add("sku", variant.vendor, retype_sku(rng, variant.sku), noisy_title(rng, variant, titles), None,
@@ -214,7 +217,8 @@ def make_cases(rng: random.Random, catalog: list[CatalogVariant], products: list
         add("title", variant.vendor, rng.choice([None, supplier_sku(rng)]), noisy_title(rng, variant, titles), None,
             variant.variant_gid)
     for _ in range(per_kind):
-        add("new", *new_product_line(rng, products, absent), None, None)
+        detail, vendor, description = new_product_line(rng, products, absent)
+        add("new", vendor, None, description, None, None, detail)
     return cases, learned
 
 
@@ -292,17 +296,18 @@ def typo(rng: random.Random, word: str) -> str:
     return word[:i] + word[i] + word[i:]
 
 
-def new_product_line(rng: random.Random, products: list[Product], absent: list[Product]) -> tuple[str, None, str]:
-    """A product the store lacks: an option not offered, a sibling title of the vendor, or a longer name."""
+def new_product_line(rng: random.Random, products: list[Product], absent: list[Product]) -> tuple[str, str, str]:
+    """A product the store lacks (kind, vendor, description): an option not offered, a sibling title of the
+    vendor, or a longer name."""
     kind = rng.choice(["option", "sibling", "longer"])
     if kind == "sibling" and absent:
         product = rng.choice(absent)
-        return product.vendor, None, noisy(rng, product.title, rng.choice(product.missing))
+        return kind, product.vendor, noisy(rng, product.title, rng.choice(product.missing))
     product = rng.choice([p for p in products if p.missing])
     if kind == "option":
-        return product.vendor, None, noisy(rng, product.title, rng.choice(product.missing))
+        return kind, product.vendor, noisy(rng, product.title, rng.choice(product.missing))
     longer = f"{product.title} {rng.choice(['Refill', 'Gift Set', 'Mini', 'Sampler', 'Travel Kit'])}"
-    return product.vendor, None, noisy(rng, longer, rng.choice(product.options))
+    return "longer", product.vendor, noisy(rng, longer, rng.choice(product.options))
 
 
 # --- running and scoring ---------------------------------------------------------------------------------------
@@ -384,7 +389,7 @@ def report_kinds(results) -> None:
 
 def sweep(cases, catalog, learned, suppliers, thresholds) -> None:
     print("\n| threshold | overall precision | overall recall | title-line recall | fuzzy matches | fuzzy wrong | "
-          "new products matched |")
+          "new products matched: option / sibling / longer |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for threshold in thresholds:
         results = run(cases, catalog, learned, suppliers, MatchConfig(fuzzy_threshold=threshold))
@@ -392,8 +397,10 @@ def sweep(cases, catalog, learned, suppliers, thresholds) -> None:
         fuzzy = [(c, m) for c, m in results if m.status == "matched" and m.method == "fuzzy_title"]
         wrong = sum(m.variant_gid != c.expected for c, m in fuzzy)
         mark = " (default)" if threshold == DEFAULT_FUZZY_THRESHOLD else ""
+        new = Counter(c.detail for c, m in results if c.kind == "new" and m.status == "matched")
         print(f"| {threshold:g}{mark} | {fmt(overall['overall'].precision)} | {fmt(overall['overall'].recall)} | "
-              f"{fmt(overall['title'].recall)} | {len(fuzzy)} | {wrong} | {overall['new'].predicted} |")
+              f"{fmt(overall['title'].recall)} | {len(fuzzy)} | {wrong} | "
+              f"{new['option']} / {new['sibling']} / {new['longer']} |")
 
 
 def margin_sweep(cases, catalog, learned, suppliers, margins) -> None:
@@ -492,12 +499,15 @@ def main() -> None:
     report_kinds(run(cases, catalog, learned, suppliers, MatchConfig()))
     sweep(cases, catalog, learned, suppliers, [60, 70, 75, 80, 85, 88, 90, 92, 95, 98])
     margin_sweep(cases, catalog, learned, suppliers, [0, 2, 5, 10, 15])
-    print("\n| seed | overall precision | overall recall | title-line recall | wrong | new products matched |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("\n| seed | overall precision | overall recall | title-line recall | fuzzy precision | wrong | "
+          "new products matched |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for seed in [args.seed] + [int(s) for s in args.seeds.split(",") if s]:
         results = run(*build(seed), MatchConfig())
         t = tallies(results, lambda c, m: c.kind)
+        fuzzy = tallies(((c, m) for c, m in results if m.method == "fuzzy_title"), lambda c, m: m.method)
         print(f"| {seed} | {fmt(t['overall'].precision)} | {fmt(t['overall'].recall)} | {fmt(t['title'].recall)} | "
+              f"{fmt(fuzzy['overall'].precision)} ({fuzzy['overall'].right}/{fuzzy['overall'].predicted}) | "
               f"{t['overall'].predicted - t['overall'].right} | {t['new'].predicted} |")
     timing(cases, catalog, learned, suppliers, args.repeat)
 
