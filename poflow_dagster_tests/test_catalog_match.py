@@ -173,3 +173,10 @@ def test_results_do_not_depend_on_catalog_order():
     assert forward == backward
     assert [m.line_no for m in forward] == [1, 2, 3]
     assert forward[0].status == "ambiguous" and len(forward[0].candidates) == 3
+
+
+def test_the_lines_own_sku_in_its_description_does_not_stop_a_title_match():
+    catalog = [variant("1", "Olive Oil 500 ml", sku="OWN-1")]
+    result = match_one(line(sku="SUP-0042", description="sup-0042 Olive Oil 500 ml"), catalog)
+    assert (result.status, result.method, result.variant_gid) == ("matched", "fuzzy_title", gid("1"))
+    assert match_one(line(sku="SUP-0042", description="SUP-0043 Olive Oil 500 ml"), catalog).status == "unmatched"

@@ -238,3 +238,7 @@ def test_a_full_sync_removes_variants_deleted_in_shopify_and_an_incremental_one_
     assert (finished.resumed, finished.full, finished.deleted) == (True, True, 1)
     assert sorted(row.variant_gid for row in table_rows(db, CatalogVariantRow)) == [gid(1), gid(2), gid(4)]
     assert sync_state(db, "m1", SHOP).last_full_sync_at is not None
+
+    shop.variants.clear()  # a fetch that answers nothing proves nothing: a full pass keeps the catalog
+    assert sync_catalog(db, "m1", SHOP, shop, full=True).deleted == 0
+    assert len(table_rows(db, CatalogVariantRow)) == 3

@@ -19,6 +19,7 @@ catalog order.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -123,7 +124,7 @@ class _LineMatcher:
 
     def _fuzzy(self, line: MatchableLine) -> LineMatch:
         """The vendor's variants with the same title attributes, scored on the remaining words."""
-        scored = self._scored(line.description)
+        scored = self._scored(_without_sku(line.description, line.sku))
         config = self.config
         if not scored or scored[0].score < config.fuzzy_threshold:
             return LineMatch(line_no=line.line_no, method="none", score=scored[0].score if scored else 0.0,
@@ -148,6 +149,13 @@ class _LineMatcher:
                                score_cutoff=self.config.suggest_floor, limit=None)
         scored = [_candidate(group.variants[i], round(score, 1), "fuzzy_title") for _, score, i in hits]
         return sorted(scored, key=lambda c: (-c.score, c.variant_gid))
+
+
+def _without_sku(description: str | None, sku: str | None) -> str | None:
+    """The description without the line's own SKU (``ABC-123 Olive Oil 500 ml``): a code is not a title word."""
+    if not description or not sku or not sku.strip():
+        return description
+    return re.sub(re.escape(sku.strip()), " ", description, flags=re.IGNORECASE)
 
 
 def _candidate(variant: CatalogVariant, score: float, method: Method) -> Candidate:

@@ -231,11 +231,12 @@ def record_line_matches(db: Database, upload_id: str, matches: Sequence[LineMatc
         line_ids = _line_ids(session, upload_id)
         connection = session.connection()
         now = utcnow()
+        latest = {match.line_no: match for match in matches}  # ON CONFLICT may touch a row only once
         rows = sorted(({
             "line_item_id": line_ids[match.line_no], "upload_id": upload_id, "method": match.method,
             "score": match.score, "variant_gid": match.variant_gid, "status": match.status,
             "candidates": [candidate.to_json() for candidate in match.candidates], "matched_at": now,
-        } for match in matches), key=lambda row: row["line_item_id"])
+        } for match in latest.values()), key=lambda row: row["line_item_id"])
         if not rows:
             return 0
         insert = _insert(connection)(_MATCHES)
