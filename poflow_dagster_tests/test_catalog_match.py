@@ -71,6 +71,7 @@ def test_title_keys_keep_sizes_units_packs_and_colours_as_exact_attributes():
     assert title_key("Olive Oil 500 ML").attributes == title_key("olive oil 500ml").attributes
     assert title_key("Olive Oil 500 ml").attributes != title_key("Olive Oil 0.5 l").attributes
     assert title_key("Cola 12 x 330ml").attributes == title_key("Cola 330 ml (pack of 12)").attributes
+    assert title_key("Cola 330ml 1-pack").attributes == title_key("Cola 330ml").attributes
     assert title_key("Tee X-Large Gray").attributes == title_key("tee grey XL").attributes
     assert title_key("Tee Red M").attributes != title_key("Tee Blue M").attributes
     assert title_key("Drill A200").attributes != title_key("Drill A300").attributes

@@ -147,9 +147,9 @@ def title_key(title: str | None) -> TitleKey:
     text = _JOINERS.sub("", _plain(title or "").replace("&", " and "))
     attributes: set[str] = set()
     text = _MEASURE.sub(lambda m: _mark(attributes, _number(m[1]) + _UNITS.get(m[2] or "floz", "floz")), text)
-    text = _PACK_BEFORE.sub(lambda m: _mark(attributes, "pack" + str(int(m[1]))), text)
-    text = _PACK_AFTER.sub(lambda m: _mark(attributes, "pack" + str(int(m[1]))), text)
-    text = _TIMES.sub(lambda m: _mark(attributes, "pack" + str(int(m[1] or m[2]))), text)
+    text = _PACK_BEFORE.sub(lambda m: _mark(attributes, _pack(m[1])), text)
+    text = _PACK_AFTER.sub(lambda m: _mark(attributes, _pack(m[1])), text)
+    text = _TIMES.sub(lambda m: _mark(attributes, _pack(m[1] or m[2])), text)
     words: list[str] = []
     for token in _TOKEN.findall(text):
         if token in _COLOURS:
@@ -165,10 +165,16 @@ def title_key(title: str | None) -> TitleKey:
     return TitleKey(words=" ".join(words), attributes=frozenset(attributes))
 
 
-def _mark(attributes: set[str], attribute: str) -> str:
-    """Record an attribute and take it out of the text (replaced by a space)."""
-    attributes.add(attribute)
+def _mark(attributes: set[str], attribute: str | None) -> str:
+    """Record an attribute (if any) and take its text out (replaced by a space)."""
+    if attribute:
+        attributes.add(attribute)
     return " "
+
+
+def _pack(count: str) -> str | None:
+    """``pack12``; a pack of one is the item itself (no attribute)."""
+    return None if int(count) == 1 else f"pack{int(count)}"
 
 
 def _number(text: str) -> str:
