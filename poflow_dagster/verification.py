@@ -11,12 +11,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from poflow_dagster.catalog.po_matching import recorded_matching, verify_matched_costs
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.shopify.client import ShopifyClient
 from poflow_dagster.shopify.connection import ShopTarget
 from poflow_dagster.shopify.publish import verify_published
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.drafts import drafts_for_upload
+from poflow_dagster.store.purchase_orders import saved_lines
 from poflow_dagster.store.schema import Merchant
 from poflow_dagster.store.uploads import merchant_for_upload
 
@@ -66,14 +68,20 @@ def _verify(db: Database, upload_id: str, shops: ShopAccess, *, held_for_review:
         return UploadVerification("skipped", "held for review: not synced yet", drafts=len(drafts))
     if not merchant.shopify_sync_enabled:
         return UploadVerification("skipped", f"Shopify sync is off for merchant {merchant.id}", drafts=len(drafts))
+    matching = recorded_matching(db, upload_id)
+    lines = saved_lines(db, upload_id)
+    existing = matching.matched_skus(lines)  # existing variants: their cost is checked, not a product of ours
+    own = [draft for draft in drafts if draft.sku not in existing]
     target = shops.target_for(merchant)
     with shops.client_for(target) as client:
-        result = verify_published(db, client, target.url, merchant.id, drafts)
-    problems = result.problems
-    message = f"{result.checked} products match" if not problems else (
+        result = verify_published(db, client, target.url, merchant.id, own)
+        cost_problems, cost_requests = verify_matched_costs(client, lines, matching)
+    problems = result.problems + cost_problems
+    checked = result.checked + len(matching.matched)
+    message = f"{checked} products match" if not problems else (
         f"{len(problems)} mismatch{'es' if len(problems) > 1 else ''}: " + "; ".join(problems[:5])
     )
     return UploadVerification(
-        "failed" if problems else "passed", message, problems=problems, drafts=result.checked,
-        requests=result.requests, shop_url=target.url,
+        "failed" if problems else "passed", message, problems=problems, drafts=checked,
+        requests=result.requests + cost_requests, shop_url=target.url,
     )

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from poflow_dagster.catalog.po_matching import match_po, update_matched_costs
 from poflow_dagster.domain.models import ParsedPO
 from poflow_dagster.domain.reconcile import needs_review, review_reasons
 from poflow_dagster.domain.stages import Stage
@@ -30,7 +31,9 @@ class SyncSummary:
     products: list[tuple[str, str]] = field(default_factory=list)  # (sku, product gid)
     created: int = 0
     skipped_reason: str | None = None
-    held_for_review: list[str] = field(default_factory=list)  # error issues nobody approved yet
+    held_for_review: list[str] = field(default_factory=list)  # error issues / ambiguous matches nobody decided yet
+    matched: int = 0  # lines that are existing variants of the merchant's catalog (no new product)
+    cost_updates: int = 0  # matched variants whose cost per item changed to the PO's unit cost
 
 
 class ParsingConfig(dg.Config):
@@ -197,19 +200,34 @@ def shopify_sync(
             with shopify.client_for(target) as client:
                 before = (client.stats.requests, client.stats.points,
                           client.stats.paced_seconds + client.stats.throttled_seconds)
-                synced = publish_drafts(database, client, target.url, merchant.id, drafts,
-                                        on_progress=stage.report_fraction)
+                matching = match_po(database, client, merchant.id, target.url, context.partition_key, parsed)
+                if matching.ambiguous and not is_approved(database, context.partition_key):
+                    synced, cost_updates = [], 0
+                    summary = SyncSummary(shop_url=None, skipped_reason="held for review: ambiguous catalog matches",
+                                          held_for_review=matching.review_reasons(parsed))
+                else:
+                    existing = matching.matched_skus(parsed.lines)
+                    cost_updates = update_matched_costs(database, client, merchant.id, target.url, parsed, matching)
+                    synced = publish_drafts(database, client, target.url, merchant.id,
+                                            [d for d in drafts if d.sku not in existing],
+                                            on_progress=stage.report_fraction)
+                    summary = SyncSummary(
+                        shop_url=target.url,
+                        products=[(p.sku, p.product_gid) for p in synced],
+                        created=sum(p.created for p in synced),
+                        matched=len(matching.matched),
+                        cost_updates=cost_updates,
+                    )
                 stage.signals.update(
                     shopify_requests=client.stats.requests - before[0],
                     shopify_points=round(client.stats.points - before[1], 3),
                     shopify_throttled_s=round(client.stats.paced_seconds + client.stats.throttled_seconds - before[2], 3),
+                    catalog_matched=len(matching.matched), catalog_ambiguous=len(matching.ambiguous),
                 )
-            stage.items = len(synced)
-            summary = SyncSummary(
-                shop_url=target.url,
-                products=[(p.sku, p.product_gid) for p in synced],
-                created=sum(p.created for p in synced),
-            )
+            if summary.skipped_reason:
+                stage.outcome, stage.items = "skipped", 0
+            else:
+                stage.items = len(synced) + len(matching.matched)
         if summary.skipped_reason:  # the stage_skipped event says why
             stage.notes = [summary.skipped_reason]
     meta: dict[str, dg.RawMetadataValue] = {**stage.metadata(), "products": len(summary.products)}
@@ -220,6 +238,8 @@ def shopify_sync(
     else:
         meta["shop"] = summary.shop_url or ""
         meta["products_created"] = summary.created
+        meta["matched_existing_variants"] = summary.matched
+        meta["variant_cost_updates"] = summary.cost_updates
         meta["shopify_products"] = dg.MetadataValue.md(
             "\n".join(["| SKU | Product |", "|---|---|"] + [f"| {md_text(s)} | `{g}` |" for s, g in summary.products])
         )

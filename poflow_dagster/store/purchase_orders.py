@@ -295,3 +295,12 @@ def find_duplicate_po(db: Database, upload_id: str, parsed: ParsedPO) -> str | N
             .order_by(PurchaseOrder.id)
             .limit(1)
         )
+
+
+def saved_lines(db: Database, upload_id: str) -> list[LineItem]:
+    """The upload's saved PO lines in line order (detached, read-only use); none when nothing was saved."""
+    with db.session() as session:
+        return list(session.scalars(
+            select(LineItem).join(PurchaseOrder, LineItem.po_id == PurchaseOrder.id)
+            .where(PurchaseOrder.upload_id == upload_id).order_by(LineItem.line_no)
+        ))

@@ -42,6 +42,12 @@ def approve_upload(db: Database, upload_id: str, approved_by: str) -> Approval:
         return Approval(upload_id, upload.approved_at)
 
 
+def awaiting_review(db: Database, upload_id: str) -> bool:
+    """Whether the upload is held for review (``needs_review``); an unknown upload raises ``unknown_upload``."""
+    with db.session() as session:
+        return get_upload(session, upload_id).status == UploadStatus.NEEDS_REVIEW
+
+
 def pending_approvals(db: Database, limit: int) -> list[Approval]:
     """Approved uploads whose continuation run has not started yet."""
     with db.session() as session:

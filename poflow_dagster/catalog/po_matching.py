@@ -1,0 +1,180 @@
+"""One PO against the merchant's Shopify catalog: sync the catalog, match the lines, update matched variants' cost.
+
+Called by the ``shopify_sync`` stage before anything is written to Shopify:
+
+1. ``sync_catalog`` brings the app database's copy of the shop's variants up to date (incremental after the first,
+   full pass: only variants updated since the last sync are read).
+2. The PO's lines are matched (``match_lines``: SKU -> barcode -> learned supplier SKU -> fuzzy title within the
+   supplier's vendor) and recorded in ``line_matches`` (a reviewer's approved matches are kept).
+   Products poflow itself created for this merchant are not "the existing catalog": a line whose SKU poflow already
+   turned into a product keeps going through ``productSet`` by handle (idempotent), never a cost update.
+3. ``matched`` (and ``approved``) lines are existing variants: their cost per item is set to the PO's unit cost
+   (``productVariantsBulkUpdate``, only where it differs), no new product is made for them. ``ambiguous`` lines hold
+   the PO for review (``AMBIGUOUS_MATCH``) until a person picks (``poflow approve --match LINE=VARIANT``) or approves
+   as is (then they become new products). ``unmatched`` lines become DRAFT products as before.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Protocol
+
+from sqlalchemy import select
+
+from poflow_dagster.catalog.config import MatchConfig
+from poflow_dagster.catalog.match import match_lines
+from poflow_dagster.catalog.models import CatalogVariant, LineMatch
+from poflow_dagster.catalog.store import catalog_candidates, line_matches_for_upload, load_match_inputs, record_line_matches
+from poflow_dagster.catalog.sync import sync_catalog
+from poflow_dagster.domain.models import ParsedPO
+from poflow_dagster.shopify.client import MAX_NODE_IDS, ShopifyClient, VariantUpdate, money_from_wire, money_to_wire
+from poflow_dagster.store.db import Database
+from poflow_dagster.store.schema import ShopifyProduct
+
+#: The review reason code of a line that could be several existing variants.
+AMBIGUOUS_MATCH = "AMBIGUOUS_MATCH"
+
+
+@dataclass(frozen=True)
+class PoMatching:
+    """The outcome for one PO: every line's match, which lines are existing variants, which wait for a person."""
+
+    matches: list[LineMatch]
+    matched: dict[int, str] = field(default_factory=dict)  # line_no -> variant gid (matched or approved)
+    ambiguous: list[LineMatch] = field(default_factory=list)
+    catalog_variants_read: int = 0
+
+    def matched_skus(self, lines: Iterable[PricedLine]) -> set[str]:
+        """SKUs of the PO's lines that are existing variants (no new product for them)."""
+        return {line.sku for line in lines if line.line_no in self.matched and line.sku}
+
+    def review_reasons(self, parsed: ParsedPO) -> list[str]:
+        """One ``AMBIGUOUS_MATCH`` line per undecided line, naming its candidates."""
+        by_no = {line.line_no: line for line in parsed.lines}
+        reasons = []
+        for match in self.ambiguous:
+            line = by_no.get(match.line_no)
+            what = f"SKU {line.sku}" if line is not None and line.sku else "no SKU"
+            options = ", ".join(f"{c.variant_gid} ({c.sku or 'no SKU'}, {c.title!r}, {c.method} {c.score:g})"
+                                for c in match.candidates)
+            reasons.append(f"{AMBIGUOUS_MATCH}: line {match.line_no} ({what}) could be {options}; "
+                           f"pick one with `poflow approve UPLOAD --match {match.line_no}=VARIANT_GID`")
+        return reasons
+
+
+def match_po(
+    db: Database, client: ShopifyClient, merchant_id: str, shop_url: str, upload_id: str, parsed: ParsedPO,
+    *, config: MatchConfig | None = None,
+) -> PoMatching:
+    """Steps 1 and 2 of the module docstring; returns what to do with each line."""
+    synced = sync_catalog(db, merchant_id, shop_url, client.catalog_page)
+    inputs = load_match_inputs(db, merchant_id, shop_url, parsed.supplier_name, parsed.lines)
+    own = _own_variant_gids(db, shop_url, [variant.variant_gid for variant in inputs.catalog])
+    catalog = [variant for variant in inputs.catalog if variant.variant_gid not in own]
+    supplier_map = {key: gid for key, gid in inputs.supplier_map.items() if gid not in own}
+    found = match_lines(parsed.lines, catalog, supplier_map, supplier=parsed.supplier_name,
+                        config=config or MatchConfig.from_env())
+    if found:
+        record_line_matches(db, upload_id, found)
+    final = [stored.match for stored in line_matches_for_upload(db, upload_id)]
+    return PoMatching(
+        matches=final,
+        matched={m.line_no: m.variant_gid for m in final if m.status in ("matched", "approved") and m.variant_gid},
+        ambiguous=[m for m in final if m.status == "ambiguous"],
+        catalog_variants_read=synced.variants,
+    )
+
+
+def update_matched_costs(
+    db: Database, client: ShopifyClient, merchant_id: str, shop_url: str, parsed: ParsedPO, matching: PoMatching,
+) -> int:
+    """Step 3: set each matched variant's cost per item to the PO's unit cost where it differs (one
+    ``productVariantsBulkUpdate`` per product). Returns the variants changed; a re-run changes none."""
+    wanted = _wanted_costs(parsed.lines, matching)
+    if not wanted:
+        return 0
+    current = {v.variant_gid: v for v in catalog_candidates(db, merchant_id, shop_url, variant_gids=wanted)}
+    by_product: dict[str, list[VariantUpdate]] = defaultdict(list)
+    for variant_gid, cost in wanted.items():
+        variant = current.get(variant_gid)
+        if variant is not None and variant.unit_cost != cost:
+            by_product[variant.product_gid].append(VariantUpdate(variant_gid=variant_gid, unit_cost=cost))
+    changed: list[CatalogVariant] = []
+    for product_gid, updates in sorted(by_product.items()):
+        changed.extend(client.update_variants(product_gid, updates))
+    if changed:  # the local copy follows at once (the next incremental sync would read them again anyway)
+        from poflow_dagster.catalog.store import upsert_catalog_variants
+
+        upsert_catalog_variants(db, merchant_id, shop_url, changed)
+    return sum(len(updates) for updates in by_product.values())
+
+
+def recorded_matching(db: Database, upload_id: str) -> PoMatching:
+    """The matching recorded for an upload (for the read-back check: no Shopify call, no new matching)."""
+    final = [stored.match for stored in line_matches_for_upload(db, upload_id)]
+    return PoMatching(
+        matches=final,
+        matched={m.line_no: m.variant_gid for m in final if m.status in ("matched", "approved") and m.variant_gid},
+        ambiguous=[m for m in final if m.status == "ambiguous"],
+    )
+
+
+_COSTS_QUERY = """
+query PoflowMatchedCosts($ids: [ID!]!) {
+  nodes(ids: $ids) { ... on ProductVariant { id inventoryItem { unitCost { amount } } } }
+}
+"""
+
+
+def verify_matched_costs(client: ShopifyClient, lines: Iterable[PricedLine], matching: PoMatching) -> tuple[list[str], int]:
+    """Read the matched variants back (by id, up to 250 a request): mismatch lines where Shopify's cost per item
+    is not the PO's unit cost, or the variant is gone; and the number of requests made."""
+    wanted = _wanted_costs(lines, matching)
+    gids = sorted(wanted)
+    problems: list[str] = []
+    requests = 0
+    for start in range(0, len(gids), MAX_NODE_IDS):
+        batch = gids[start:start + MAX_NODE_IDS]
+        nodes = client.execute(_COSTS_QUERY, {"ids": batch})["nodes"]
+        requests += 1
+        for gid, node in zip(batch, nodes, strict=True):
+            if node is None:
+                problems.append(f"matched variant {gid}: gone from Shopify")
+                continue
+            cost = (node.get("inventoryItem") or {}).get("unitCost")
+            have = money_from_wire(cost["amount"]) if cost else None
+            if have != wanted[gid]:
+                shown = "no cost" if have is None else money_to_wire(have)
+                problems.append(f"matched variant {gid}: cost differs (expected {money_to_wire(wanted[gid])}, "
+                                f"Shopify has {shown})")
+    return problems, requests
+
+
+class PricedLine(Protocol):
+    """A PO line as matching's cost step reads it (a ``POLine`` or a saved ``LineItem``)."""
+
+    line_no: int
+    sku: str | None
+    unit_cost: Decimal | None
+
+
+def _wanted_costs(lines: Iterable[PricedLine], matching: PoMatching) -> dict[str, Decimal]:
+    """Variant gid -> the unit cost the PO gives it (the first line of a variant that has a cost)."""
+    wanted: dict[str, Decimal] = {}
+    for line in lines:
+        variant_gid = matching.matched.get(line.line_no)
+        if variant_gid and line.unit_cost is not None:
+            wanted.setdefault(variant_gid, line.unit_cost)
+    return wanted
+
+
+def _own_variant_gids(db: Database, shop_url: str, variant_gids: list[str]) -> set[str]:
+    """Of these variants, the ones poflow created (recorded in ``shopify_products`` for this shop)."""
+    if not variant_gids:
+        return set()
+    with db.session() as session:
+        return set(session.scalars(select(ShopifyProduct.variant_gid).where(
+            ShopifyProduct.shop_url == shop_url, ShopifyProduct.variant_gid.in_(variant_gids))))
