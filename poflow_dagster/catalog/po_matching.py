@@ -67,9 +67,10 @@ class PoMatching:
 
 def match_po(
     db: Database, client: ShopifyClient, merchant_id: str, shop_url: str, upload_id: str, parsed: ParsedPO,
-    *, config: MatchConfig | None = None,
+    *, config: MatchConfig | None = None, record: bool = True,
 ) -> PoMatching:
-    """Steps 1 and 2 of the module docstring; returns what to do with each line."""
+    """Steps 1 and 2 of the module docstring; returns what to do with each line. ``record=False`` (a dry run)
+    matches without recording: recorded decisions (a reviewer's picks) still count, new results are not kept."""
     synced = sync_catalog(db, merchant_id, shop_url, client.catalog_page)
     inputs = load_match_inputs(db, merchant_id, shop_url, parsed.supplier_name, parsed.lines)
     own = _own_variant_gids(db, shop_url, [variant.variant_gid for variant in inputs.catalog])
@@ -77,9 +78,12 @@ def match_po(
     supplier_map = {key: gid for key, gid in inputs.supplier_map.items() if gid not in own}
     found = match_lines(parsed.lines, catalog, supplier_map, supplier=parsed.supplier_name,
                         config=config or MatchConfig.from_env())
-    if found:
+    if found and record:
         record_line_matches(db, upload_id, found)
     final = [stored.match for stored in line_matches_for_upload(db, upload_id)]
+    if not record:  # the reviewer's approvals win, as record_line_matches would keep them
+        approved = {m.line_no: m for m in final if m.status == "approved"}
+        final = [approved.get(m.line_no, m) for m in found]
     return PoMatching(
         matches=final,
         matched={m.line_no: m.variant_gid for m in final if m.status in ("matched", "approved") and m.variant_gid},
@@ -93,7 +97,7 @@ def update_matched_costs(
 ) -> int:
     """Step 3: set each matched variant's cost per item to the PO's unit cost where it differs (one
     ``productVariantsBulkUpdate`` per product). Returns the variants changed; a re-run changes none."""
-    wanted = _wanted_costs(parsed.lines, matching)
+    wanted = wanted_costs(parsed.lines, matching)
     if not wanted:
         return 0
     current = {v.variant_gid: v for v in catalog_candidates(db, merchant_id, shop_url, variant_gids=wanted)}
@@ -132,7 +136,7 @@ query PoflowMatchedCosts($ids: [ID!]!) {
 def verify_matched_costs(client: ShopifyClient, lines: Iterable[PricedLine], matching: PoMatching) -> tuple[list[str], int]:
     """Read the matched variants back (by id, up to 250 a request): mismatch lines where Shopify's cost per item
     is not the PO's unit cost, or the variant is gone; and the number of requests made."""
-    wanted = _wanted_costs(lines, matching)
+    wanted = wanted_costs(lines, matching)
     gids = sorted(wanted)
     problems: list[str] = []
     requests = 0
@@ -161,7 +165,7 @@ class PricedLine(Protocol):
     unit_cost: Decimal | None
 
 
-def _wanted_costs(lines: Iterable[PricedLine], matching: PoMatching) -> dict[str, Decimal]:
+def wanted_costs(lines: Iterable[PricedLine], matching: PoMatching) -> dict[str, Decimal]:
     """Variant gid -> the unit cost the PO gives it (the first line of a variant that has a cost)."""
     wanted: dict[str, Decimal] = {}
     for line in lines:

@@ -30,3 +30,10 @@ def store_parse(db: Database, upload_id: str, sha256: str, parsed: ParsedPO) -> 
         row.extractor = parsed.extractor
         row.parsed_json = parsed.model_dump_json()
         session.add(row)
+
+
+def cached_parse(db: Database, upload_id: str) -> ParsedPO | None:
+    """The upload's kept parse, whatever bytes it was of (``None``: never parsed)."""
+    with db.session() as session:
+        row = session.get(ParseResult, upload_id)
+        return None if row is None else ParsedPO.model_validate_json(row.parsed_json)
