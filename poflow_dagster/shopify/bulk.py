@@ -6,12 +6,17 @@ there as a multipart form (without the shop's access token: the URL is a signed 
 ``bulkOperationRunMutation`` runs ``productSet`` once per line in the background, costing the cost bucket
 only the mutation call itself; the operation is polled by id until it ends; its result file has one JSON
 line per input line, in no particular order, each carrying ``__lineNumber`` (from 0).
+
+Shopify runs a limited number of bulk mutations per shop at once (five since API 2026-01, one before) and
+refuses another with ``OPERATION_IN_PROGRESS``; the run is then tried again, with the same staged file, for a
+bounded time (:class:`ShopifyBulkBusyError` after it).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +34,7 @@ from poflow_dagster.shopify.client import (
     synced_product,
 )
 
-__all__ = ["BulkLineErrors", "ShopifyBulkError", "bulk_product_set"]
+__all__ = ["BulkLineErrors", "ShopifyBulkBusyError", "ShopifyBulkError", "bulk_product_set"]
 
 BULK_PRODUCT_SET_MUTATION = (
     "mutation PoflowBulkProductSet($identifier: ProductSetIdentifiers!, $input: ProductSetInput!) { "
@@ -69,6 +74,10 @@ class ShopifyBulkError(ShopifyError):
     """``shopify_bulk_failed``: the bulk operation itself failed, was cancelled, expired or timed out."""
 
 
+class ShopifyBulkBusyError(ShopifyBulkError):
+    """``shopify_bulk_busy``: the shop kept refusing a new bulk mutation (``OPERATION_IN_PROGRESS``)."""
+
+
 class BulkLineErrors(ShopifyUserError):
     """Some lines of a bulk ``productSet`` were refused; the others were applied.
 
@@ -102,20 +111,24 @@ def bulk_product_set(
     *,
     poll_interval_s: float = 1.0,
     timeout_s: float = 3600.0,
+    busy_wait_s: float = 60.0,
     known_product_gids: dict[str, str] | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
 ) -> list[SyncedProduct]:
     """Upsert every spec by handle in one bulk operation; the outcomes in input order.
 
     ``known_product_gids`` (handle -> product GID the caller already recorded) decides ``created`` as in
-    :meth:`ShopifyClient.product_set`. Raises :class:`BulkLineErrors` (with the lines that did succeed) when
-    some lines were refused, :class:`ShopifyBulkError` when the operation fails or does not finish within
-    ``timeout_s``.
+    :meth:`ShopifyClient.product_set`. ``on_progress(lines done, lines)`` is called at each poll while the
+    operation runs (Shopify's ``objectCount``). Raises :class:`BulkLineErrors` (with the lines that did
+    succeed) when some lines were refused; :class:`ShopifyBulkBusyError` when the shop still refuses a new bulk
+    mutation after ``busy_wait_s`` (polling every ``poll_interval_s``); :class:`ShopifyBulkError` when the
+    operation fails or does not finish within ``timeout_s``.
     """
     if not specs:
         return []
     path = _upload(client, _jsonl(specs))
-    operation_id = _run(client, path)
-    url = _wait(client, operation_id, poll_interval_s, timeout_s)
+    operation_id = _run(client, path, poll_interval_s, busy_wait_s)
+    url = _wait(client, operation_id, poll_interval_s, timeout_s, _ProgressOf(len(specs), on_progress))
     lines = _results(client, url)
     known = known_product_gids or {}
     results: list[SyncedProduct | None] = []
@@ -169,20 +182,49 @@ def _upload(client: ShopifyClient, body: bytes) -> str:
     raise ShopifyUnreachableError("shopify_unreachable", f"{problem} (gave up)")
 
 
-def _run(client: ShopifyClient, path: str) -> str:
-    data = client.execute(RUN_MUTATION, {"mutation": BULK_PRODUCT_SET_MUTATION, "path": path})
-    operation = (data.get("bulkOperationRunMutation") or {}).get("bulkOperation")
-    if not operation:
-        raise ShopifyBulkError("shopify_bulk_failed", "bulkOperationRunMutation returned no operation")
-    return str(operation["id"])
+def _run(client: ShopifyClient, path: str, retry_every_s: float, busy_wait_s: float) -> str:
+    """Start the bulk mutation on the staged file, trying again while the shop has no free slot."""
+    deadline = time.monotonic() + busy_wait_s
+    while True:
+        try:
+            data = client.execute(RUN_MUTATION, {"mutation": BULK_PRODUCT_SET_MUTATION, "path": path})
+        except ShopifyUserError as refused:
+            if not any(e.get("code") == "OPERATION_IN_PROGRESS" for e in refused.user_errors):
+                raise
+            if time.monotonic() + retry_every_s > deadline:
+                raise ShopifyBulkBusyError(
+                    "shopify_bulk_busy", f"the shop refused a new bulk mutation for {busy_wait_s:g}s "
+                    f"(other bulk operations in progress): {refused.message}",
+                ) from refused
+            time.sleep(retry_every_s)
+            continue
+        operation = (data.get("bulkOperationRunMutation") or {}).get("bulkOperation")
+        if not operation:
+            raise ShopifyBulkError("shopify_bulk_failed", "bulkOperationRunMutation returned no operation")
+        return str(operation["id"])
 
 
-def _wait(client: ShopifyClient, operation_id: str, poll_interval_s: float, timeout_s: float) -> str | None:
+class _ProgressOf:
+    """``on_progress`` fed with a poll's ``objectCount`` (a string on the wire), never past ``total``."""
+
+    def __init__(self, total: int, on_progress: Callable[[int, int], None] | None) -> None:
+        self.total, self.on_progress = total, on_progress
+
+    def __call__(self, node: dict[str, Any]) -> None:
+        if self.on_progress is not None:
+            self.on_progress(min(int(node.get("objectCount") or 0), self.total), self.total)
+
+
+def _wait(
+    client: ShopifyClient, operation_id: str, poll_interval_s: float, timeout_s: float, progress: _ProgressOf
+) -> str | None:
     """Poll the operation until it completes; its result URL (``None`` when it had no objects)."""
     deadline = time.monotonic() + timeout_s
     while True:
         node = client.execute(POLL_QUERY, {"id": operation_id}).get("node") or {}
         status = node.get("status")
+        if node:
+            progress(node)
         if status == "COMPLETED":
             return node.get("url")
         if status in _FINISHED_BADLY or not node:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import threading
+import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -10,12 +11,14 @@ from dataclasses import dataclass, replace
 from sqlalchemy import select
 
 from poflow_dagster.shopify.client import ProductSpec, ShopifyClient, SyncedProduct, handle_for_sku
-from poflow_dagster.shopify.sync import sync_products, verify_products
+from poflow_dagster.shopify.sync import DEFAULT_BULK_THRESHOLD, ProductsNotSynced, upsert_products, verify_products
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.drafts import DraftRecord, current_drafts, record_shopify_links
 from poflow_dagster.store.schema import ShopifyProduct
 
 PRODUCT_STATUS = "DRAFT"  # products arrive as drafts; the merchant publishes them in Shopify
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,53 +67,52 @@ def recorded_links(db: Database, shop_url: str, drafts: list[DraftRecord]) -> di
         return {row.handle: ShopifyLink(row.handle, row.product_gid, row.variant_gid) for row in rows}
 
 
+def bulk_threshold() -> int:
+    """``POFLOW_SHOPIFY_BULK_THRESHOLD``: POs with more products than this sync through a bulk mutation
+    (default 250; a value that is not a whole number >= 0 falls back to the default with a warning)."""
+    raw = (os.environ.get("POFLOW_SHOPIFY_BULK_THRESHOLD") or "").strip()
+    if not raw:
+        return DEFAULT_BULK_THRESHOLD
+    if not raw.isdigit():
+        logger.warning("POFLOW_SHOPIFY_BULK_THRESHOLD=%r is not a whole number of products; using %d",
+                       raw, DEFAULT_BULK_THRESHOLD)
+        return DEFAULT_BULK_THRESHOLD
+    return int(raw)
+
+
 def publish_drafts(
     db: Database, client: ShopifyClient, shop_url: str, merchant_id: str, drafts: list[DraftRecord],
-    *, on_progress: Callable[[int, int], None] | None = None,
+    *, on_progress: Callable[[int, int], None] | None = None, threshold: int | None = None,
+    poll_interval_s: float = 1.0,
 ) -> list[SyncedProduct]:
     """Upsert every draft as a Shopify product (idempotent by handle) and remember the GIDs.
-    ``on_progress(products done, products)`` is called (from the sync's threads) as each product is upserted.
 
-    A product counts as created unless this shop already had it recorded for the draft under the same GID.
+    More than ``threshold`` products (default :func:`bulk_threshold`) go through one bulk mutation, polled
+    every ``poll_interval_s``; fewer, one ``productSet`` each. ``on_progress(done, total)`` follows the
+    products upserted (direct) or the bulk operation's processed lines. A product counts as created unless
+    this shop already had it recorded for the draft under the same GID. Products some of which Shopify
+    refused (in bulk, then once more directly) raise :class:`ProductsNotSynced` naming the SKUs, after the
+    others' links are recorded.
+
     Drafts are shared by every PO of the merchant with the same SKU, and two such POs may sync at once:
     each pushes the drafts as the database holds them *now*, then pushes again any draft another PO changed
     meanwhile, so whichever finishes last leaves Shopify holding the latest draft (never a stale one).
     """
     known = {handle: link.product_gid for handle, link in recorded_links(db, shop_url, drafts).items()}
+    push = _Pusher(db, client, shop_url, merchant_id, known,
+                   bulk_threshold() if threshold is None else threshold, poll_interval_s)
     pushed = current_drafts(db, drafts)
-    counting = _CountingClient(client, len({handle_for_sku(merchant_id, d.sku) for d in pushed}), on_progress)
-    synced = _push(db, counting if on_progress is not None else client, shop_url, merchant_id, pushed, known)
+    synced = push(pushed, on_progress)
     for _ in range(CATCH_UP_ROUNDS):
         latest = current_drafts(db, drafts)
         changed = [i for i, (now, then) in enumerate(zip(latest, pushed)) if _content(now) != _content(then)]
         if not changed:
             break
-        again = _push(db, client, shop_url, merchant_id, [latest[i] for i in changed], known)
+        again = push([latest[i] for i in changed], None)
         for i, product in zip(changed, again, strict=True):
             synced[i] = replace(product, created=synced[i].created)
         pushed = latest
     return synced
-
-
-class _CountingClient:
-    """The client, counting upserts as they finish for ``on_progress`` (every other call passes through)."""
-
-    def __init__(self, client: ShopifyClient, total: int, on_progress: Callable[[int, int], None] | None) -> None:
-        self._client, self._total, self._on_progress = client, total, on_progress
-        self._done = 0
-        self._lock = threading.Lock()
-
-    def product_set(self, *args, **kwargs) -> SyncedProduct:
-        product = self._client.product_set(*args, **kwargs)
-        with self._lock:
-            self._done += 1
-            done = min(self._done, self._total)
-        if self._on_progress is not None:
-            self._on_progress(done, self._total)
-        return product
-
-    def __getattr__(self, name: str):
-        return getattr(self._client, name)
 
 
 #: How often a sync catches up with drafts another PO changed while it was pushing.
@@ -121,20 +123,41 @@ def _content(draft: DraftRecord) -> tuple[object, ...]:
     return (draft.title, draft.description, draft.price)
 
 
-def _push(
-    db: Database, client: ShopifyClient, shop_url: str, merchant_id: str, drafts: list[DraftRecord],
-    known: dict[str, str],
-) -> list[SyncedProduct]:
-    synced = sync_products(client, product_specs(merchant_id, drafts), known_products=known)
-    record_shopify_links(
-        db,
-        shop_url,
-        [
-            (draft.id, product.handle, product.product_gid, product.variant_gid, draft.price)
-            for draft, product in zip(drafts, synced, strict=True)
-        ],
-    )
-    return synced
+@dataclass(frozen=True)
+class _Pusher:
+    """One push of drafts to the shop (direct or bulk by their number), its links recorded."""
+
+    db: Database
+    client: ShopifyClient
+    shop_url: str
+    merchant_id: str
+    known: dict[str, str]
+    threshold: int
+    poll_interval_s: float
+
+    def __call__(
+        self, drafts: list[DraftRecord], on_progress: Callable[[int, int], None] | None
+    ) -> list[SyncedProduct]:
+        try:
+            synced = upsert_products(self.client, product_specs(self.merchant_id, drafts), known_products=self.known,
+                                     on_progress=on_progress, bulk_threshold=self.threshold,
+                                     poll_interval_s=self.poll_interval_s)
+        except ProductsNotSynced as partial:
+            self._record(drafts, partial.synced)  # what did sync is linked, so a re-run counts it as known
+            raise
+        self._record(drafts, synced)
+        return synced
+
+    def _record(self, drafts: list[DraftRecord], synced: list[SyncedProduct] | list[SyncedProduct | None]) -> None:
+        record_shopify_links(
+            self.db,
+            self.shop_url,
+            [
+                (draft.id, product.handle, product.product_gid, product.variant_gid, draft.price)
+                for draft, product in zip(drafts, synced, strict=True)
+                if product is not None
+            ],
+        )
 
 
 def verify_published(

@@ -1,23 +1,64 @@
-"""Push product specs to Shopify and read them back: the two Shopify steps the pipeline calls."""
+"""Push product specs to Shopify and read them back: the two Shopify steps the pipeline calls.
+
+Small pushes go through the direct path (one ``productSet`` per product on a few threads, paced by the shop's
+rate budget); pushes of more than a threshold of products go through one bulk mutation
+(:mod:`~poflow_dagster.shopify.bulk`), which costs the bucket a few points however many products it holds.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import threading
+from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 
 from poflow_dagster.domain.errors import PoflowError
+from poflow_dagster.shopify.bulk import BulkLineErrors, ShopifyBulkError, bulk_product_set
 from poflow_dagster.shopify.client import (
     MAX_NODE_IDS,
     VARIANT_NODE_COST,
     ProductSpec,
     ShopifyClient,
+    ShopifyError,
     ShopifyGraphQLError,
     SyncedProduct,
     VariantInfo,
     money_to_wire,
 )
 
-__all__ = ["sync_products", "verify_batch_size", "verify_products"]
+__all__ = [
+    "DEFAULT_BULK_THRESHOLD", "ProductsNotSynced", "sync_products", "sync_products_in_bulk", "upsert_products",
+    "verify_batch_size", "verify_products",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Pushes of more products than this go through a bulk mutation.
+DEFAULT_BULK_THRESHOLD = 250
+
+Progress = Callable[[int, int], None]
+
+
+class ProductsNotSynced(PoflowError):
+    """``shopify_products_failed``: some products were refused in bulk and again directly; the others synced.
+
+    ``synced`` follows the input specs (``None`` where the product failed); ``failed`` maps each failed SKU
+    to why Shopify refused it the second time.
+    """
+
+    def __init__(self, synced: list[SyncedProduct | None], failed: dict[str, str]) -> None:
+        skus = ", ".join(failed)
+        first_sku, first_reason = next(iter(failed.items()))
+        super().__init__(
+            "shopify_products_failed",
+            f"{len(failed)} of {len(synced)} products could not be synced to Shopify (refused in bulk, then "
+            f"directly): SKUs {skus} (first: {first_sku}: {first_reason})",
+        )
+        self.synced = synced
+        self.failed = failed
+
+    def __reduce__(self):  # pickled as a plain PoflowError: the partial results stay in this process
+        return (PoflowError, (self.code, self.message))
 
 
 def _unique_by_handle(specs: list[ProductSpec]) -> dict[str, ProductSpec]:
@@ -46,12 +87,31 @@ def _unique_by_handle(specs: list[ProductSpec]) -> dict[str, ProductSpec]:
     return by_handle
 
 
+def upsert_products(
+    client: ShopifyClient,
+    specs: list[ProductSpec],
+    *,
+    known_products: Mapping[str, str] | None = None,
+    on_progress: Progress | None = None,
+    bulk_threshold: int = DEFAULT_BULK_THRESHOLD,
+    poll_interval_s: float = 1.0,
+) -> list[SyncedProduct]:
+    """Upsert every spec by handle: :func:`sync_products_in_bulk` when there are more than ``bulk_threshold``
+    distinct products, else :func:`sync_products`. Same results (input order, ``created`` decided by
+    ``known_products``) and the same products in Shopify either way."""
+    if len(_unique_by_handle(specs)) > bulk_threshold:
+        return sync_products_in_bulk(client, specs, known_products=known_products, on_progress=on_progress,
+                                     poll_interval_s=poll_interval_s)
+    return sync_products(client, specs, known_products=known_products, on_progress=on_progress)
+
+
 def sync_products(
     client: ShopifyClient,
     specs: list[ProductSpec],
     *,
     max_workers: int = 4,
     known_products: Mapping[str, str] | None = None,
+    on_progress: Progress | None = None,
 ) -> list[SyncedProduct]:
     """Upsert every spec (one ``productSet`` by handle each, nothing read first) on ``max_workers`` threads.
 
@@ -59,6 +119,7 @@ def sync_products(
     gets the same result). ``known_products`` maps handles to the product GIDs the caller recorded
     earlier; it decides ``created`` (see :meth:`ShopifyClient.product_set`). Idempotent: running it again
     changes nothing in Shopify. Threads share the shop's rate budget with every other sync of the shop.
+    ``on_progress(products done, products)`` is called from those threads as each upsert finishes.
     On the first failure (after the client's own retries) the not-yet-started upserts are cancelled and
     that error is raised.
     """
@@ -68,9 +129,10 @@ def sync_products(
     known = known_products or {}
     workers = max(1, min(max_workers, len(unique)))
     results: dict[str, SyncedProduct] = {}
+    counted = _Counter(len(unique), on_progress)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="shopify-sync") as pool:
         futures: dict[Future[SyncedProduct], str] = {
-            pool.submit(client.product_set, spec, known_product_gid=known.get(handle)): handle
+            pool.submit(counted.after, client.product_set, spec, known_product_gid=known.get(handle)): handle
             for handle, spec in unique.items()
         }
         done, pending = wait(futures, return_when=FIRST_EXCEPTION)
@@ -85,6 +147,76 @@ def sync_products(
         for future, handle in futures.items():
             results[handle] = future.result()
     return [results[spec.handle] for spec in specs]
+
+
+class _Counter:
+    """Counts finished upserts for ``on_progress`` (thread-safe)."""
+
+    def __init__(self, total: int, on_progress: Progress | None) -> None:
+        self.total, self.on_progress = total, on_progress
+        self.done = 0
+        self.lock = threading.Lock()
+
+    def after(self, upsert: Callable[..., SyncedProduct], *args, **kwargs) -> SyncedProduct:
+        product = upsert(*args, **kwargs)
+        with self.lock:
+            self.done += 1
+            done = self.done
+        if self.on_progress is not None:
+            self.on_progress(done, self.total)
+        return product
+
+
+def sync_products_in_bulk(
+    client: ShopifyClient,
+    specs: list[ProductSpec],
+    *,
+    known_products: Mapping[str, str] | None = None,
+    on_progress: Progress | None = None,
+    poll_interval_s: float = 1.0,
+    busy_wait_s: float = 60.0,
+) -> list[SyncedProduct]:
+    """Upsert every spec by handle through one bulk ``productSet`` mutation; results as :func:`sync_products`.
+
+    ``on_progress`` follows the operation's processed lines at each poll. Lines Shopify refused are tried
+    once more directly; those refused again raise :class:`ProductsNotSynced` (carrying the products that did
+    sync). When the bulk operation itself fails, or the shop still has no free bulk slot after
+    ``busy_wait_s`` (other operations in progress), everything goes through the direct path instead —
+    upserts by handle, so whatever the bulk operation had already applied is updated, never duplicated.
+    """
+    if not specs:
+        return []
+    unique = list(_unique_by_handle(specs).values())
+    known = dict(known_products or {})
+    try:
+        results = bulk_product_set(client, unique, poll_interval_s=poll_interval_s, busy_wait_s=busy_wait_s,
+                                   known_product_gids=known, on_progress=on_progress)
+    except BulkLineErrors as partial:
+        results = _retry_directly(client, unique, partial, known, specs)
+    except ShopifyBulkError as error:
+        logger.warning("bulk productSet of %d products did not run (%s); using the direct path", len(unique), error)
+        return sync_products(client, specs, known_products=known, on_progress=on_progress)
+    by_handle = {spec.handle: product for spec, product in zip(unique, results, strict=True)}
+    return [by_handle[spec.handle] for spec in specs]
+
+
+def _retry_directly(
+    client: ShopifyClient, unique: list[ProductSpec], partial: BulkLineErrors, known: Mapping[str, str],
+    specs: list[ProductSpec],
+) -> list[SyncedProduct]:
+    """One direct ``productSet`` for each line the bulk operation refused; raises if any is refused again."""
+    results = list(partial.results)
+    failed: dict[str, str] = {}
+    for index in sorted(partial.line_errors):
+        spec = unique[index]
+        try:
+            results[index] = client.product_set(spec, known_product_gid=known.get(spec.handle))
+        except ShopifyError as error:
+            failed[spec.sku] = error.message
+    if failed:
+        by_handle = {s.handle: r for s, r in zip(unique, results, strict=True)}
+        raise ProductsNotSynced([by_handle[spec.handle] for spec in specs], failed)
+    return [r for r in results if r is not None]
 
 
 def _differences(spec: ProductSpec, variant: VariantInfo) -> list[str]:
