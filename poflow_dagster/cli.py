@@ -382,7 +382,12 @@ def merchant() -> None:
               "POFLOW_SHOPIFY_ALLOWED_HOSTS lists it).")
 @click.option("--token-env", help="NAME of the environment variable holding the shop's access token: "
               "POFLOW_SHOPIFY_TOKEN_<NAME> (or SHOPIFY_ACCESS_TOKEN).")
-def merchant_set(merchant_id, name, markup, sync, shop_url, token_env) -> None:
+@click.option("--receive-stock/--no-receive-stock", "receive_stock", default=None,
+              help="Apply received PO quantities to Shopify stock (all of them when the PO syncs; "
+              "`poflow receive` for parts). Needs --location.")
+@click.option("--location", help="The Shopify location receiving stock, gid://shopify/Location/<n> (checked "
+              "against the shop's locations when a shop is configured).")
+def merchant_set(merchant_id, name, markup, sync, shop_url, token_env, receive_stock, location) -> None:
     """Create or update a merchant."""
     from poflow_dagster.store.merchants import configure_merchant
     from poflow_dagster.store.schema import Merchant
@@ -393,16 +398,36 @@ def merchant_set(merchant_id, name, markup, sync, shop_url, token_env) -> None:
         raise PoflowError("invalid_markup", f"{markup!r} is not a number") from None
     database = _db()
     with database.session() as session:
-        configure_merchant(
+        m = configure_merchant(
             session, merchant_id, name=name, markup_percent=markup_value, shopify_sync_enabled=sync,
-            shop_url=shop_url, shopify_token_env=token_env,
+            shop_url=shop_url, shopify_token_env=token_env, receive_stock=receive_stock, stock_location_gid=location,
         )
+        if location:
+            _check_location(m)
     with database.session() as session:  # print what was stored, read back
         m = session.get(Merchant, merchant_id)
+        stock = f"on at {m.stock_location_gid}" if m.receive_stock else "off"
         click.echo(
             f"{m.id}: markup {m.markup_percent}%, shopify sync {'on' if m.shopify_sync_enabled else 'off'}, "
-            f"shop {m.shop_url or 'default'}, token env {m.shopify_token_env or '-'}"
+            f"shop {m.shop_url or 'default'}, token env {m.shopify_token_env or '-'}, receive stock {stock}"
         )
+
+
+def _check_location(merchant) -> None:
+    """``unknown_location`` unless the merchant's configured shop has its stock location (not checked against the
+    bundled emulator, which starts empty in every process)."""
+    from poflow_dagster.resources import ShopifyResource
+
+    shops = ShopifyResource()
+    target = shops.target_for(merchant)
+    if target.is_emulator:
+        return
+    with shops.client_for(target) as client:
+        known = {found.gid: found.name for found in client.locations()}
+    if merchant.stock_location_gid not in known:
+        listed = ", ".join(f"{gid} ({name})" for gid, name in known.items()) or "none"
+        raise PoflowError("unknown_location", f"{target.url} has no location {merchant.stock_location_gid}; "
+                                              f"its locations: {listed}")
 
 
 @merchant.command("token")
@@ -443,6 +468,79 @@ def merchant_revoke_token(merchant_id: str, token: str | None, token_id: int | N
 
     count = revoke_tokens(_db(), merchant_id, token=token, token_id=token_id, label=label, all_tokens=all_tokens)
     click.echo(f"revoked {count} token{'s' if count != 1 else ''} of merchant {merchant_id}")
+
+
+@main.command()
+@click.argument("upload_id")
+@click.option("--line", "line_nos", multiple=True, type=int, help="A PO line number (repeatable, each with --qty).")
+@click.option("--qty", "quantities", multiple=True, help="Units of that --line received now (repeatable).")
+@click.option("--all", "receive_all", is_flag=True, help="Receive the rest of every line (ordered - received).")
+@click.option("--allow-over", is_flag=True, help="Allow receiving more than was ordered.")
+@click.option("--by", "received_by", default=lambda: os.environ.get("USER") or "unknown", help="Who received it.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def receive(upload_id: str, line_nos: tuple[int, ...], quantities: tuple[str, ...], receive_all: bool,
+            allow_over: bool, received_by: str, fmt: str) -> None:
+    """Receive stock against UPLOAD's PO into the merchant's Shopify location (`poflow merchant set ID
+    --receive-stock --location GID`): some units of some lines (--line N --qty Q ...), or the rest (--all).
+    Receipts an earlier attempt left unconfirmed are finished first, under the same keys: stock never moves
+    twice. Prints each receipt and what each line has received; exit 2 with one line when a receipt is refused."""
+    from poflow_dagster import receiving
+
+    lines = _receive_lines(line_nos, quantities, receive_all)
+    database = _db()
+    with _receiving_client(database, upload_id) as client:
+        result = receiving.receive(database, client, upload_id, lines, allow_over=allow_over, applied_by=received_by)
+    totals = receiving.received_lines(database, upload_id)
+    if fmt == "json":
+        click.echo(json.dumps({"upload_id": upload_id, "receipts": [r.to_json() for r in result.receipts],
+                               "unsynced": list(result.unsynced),
+                               "lines": [{"line_no": t.line_no, "sku": t.sku, "ordered": _text(t.ordered),
+                                          "received": str(t.received)} for t in totals]}, indent=2))
+    else:
+        _print_receipts(upload_id, result, totals)
+    if result.failed:
+        raise PoflowError("receipt_refused", f"Shopify refused {len(result.failed)} receipt(s) of {upload_id}: "
+                                             f"{result.failed[0].error}")
+
+
+def _receive_lines(line_nos: tuple[int, ...], quantities: tuple[str, ...], receive_all: bool) -> dict | None:
+    """``{line_no: units}`` from the --line/--qty pairs, or ``None`` for --all."""
+    if receive_all == bool(line_nos or quantities):
+        raise PoflowError("option_conflict", "give either --line N --qty Q (repeatable) or --all")
+    if receive_all:
+        return None
+    if len(line_nos) != len(quantities) or len(set(line_nos)) != len(line_nos):
+        raise PoflowError("option_conflict", "give each --line once, each with one --qty")
+    try:
+        return {n: Decimal(q) for n, q in zip(line_nos, quantities)}
+    except InvalidOperation:
+        raise PoflowError("invalid_quantity", f"--qty {' '.join(quantities)}: not a number") from None
+
+
+def _receiving_client(database, upload_id: str):
+    """A Shopify client for the shop of the upload's merchant (who must receive stock)."""
+    from poflow_dagster.receiving import receiving_merchant
+    from poflow_dagster.resources import ShopifyResource
+
+    merchant = receiving_merchant(database, upload_id)
+    shops = ShopifyResource()
+    return shops.client_for(shops.target_for(merchant))
+
+
+def _print_receipts(upload_id: str, result, totals) -> None:
+    for r in result.receipts:
+        note = " (finished from an earlier attempt)" if r.resumed else ""
+        click.echo(f"line {r.line_no}: +{r.quantity} {r.status}{note}" + (f": {r.error}" if r.error else ""))
+    for line_no in result.unsynced:
+        click.echo(f"line {line_no}: not received: no Shopify variant yet")
+    if not result.receipts:
+        click.echo(f"{upload_id}: nothing to receive")
+    for t in totals:
+        click.echo(f"line {t.line_no} {t.sku or '-'}: received {t.received} of {_text(t.ordered)}")
+
+
+def _text(value) -> str:
+    return "-" if value is None else str(value)
 
 
 @main.command()

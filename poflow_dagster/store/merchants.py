@@ -13,12 +13,21 @@ from poflow_dagster.shopify.connection import validate_shop_url, validate_token_
 from poflow_dagster.store.schema import Merchant
 
 _MERCHANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_LOCATION_GID = re.compile(r"^gid://shopify/Location/[0-9]{1,20}$")
 
 
 def validate_merchant_id(merchant_id: str) -> str:
     if not _MERCHANT_ID.match(merchant_id or ""):
         raise PoflowError("invalid_merchant", f"merchant id {merchant_id!r} must be 1-64 letters, digits, '.', '_' or '-'")
     return merchant_id
+
+
+def validate_location_gid(gid: str) -> str:
+    """``gid`` if it is a Shopify location GID, else ``PoflowError("invalid_location")``."""
+    if not _LOCATION_GID.match(gid.strip()):
+        raise PoflowError("invalid_location", f"location {gid!r} is not a Shopify location GID "
+                                              "(gid://shopify/Location/<n>)")
+    return gid.strip()
 
 
 def ensure_merchant(session: Session, merchant_id: str) -> Merchant:
@@ -45,12 +54,17 @@ def configure_merchant(
     shopify_sync_enabled: bool | None = None,
     shop_url: str | None = None,
     shopify_token_env: str | None = None,
+    receive_stock: bool | None = None,
+    stock_location_gid: str | None = None,
 ) -> Merchant:
     """Create or update a merchant's settings. The token is never stored: only its env var's name.
 
     The token variable must be ``POFLOW_SHOPIFY_TOKEN_<NAME>`` or ``SHOPIFY_ACCESS_TOKEN``
     (``invalid_token_env``); the shop URL ``https://<name>.myshopify.com`` unless its host is listed in
     ``POFLOW_SHOPIFY_ALLOWED_HOSTS`` (``shop_url_not_allowed``). An empty string clears either setting.
+
+    Receiving stock needs a location: a ``gid://shopify/Location/<n>`` (``invalid_location``), set now or
+    before (``stock_location_missing``); whether the shop has it is the caller's check (it needs Shopify).
     """
     merchant = ensure_merchant(session, merchant_id)
     if name is not None:
@@ -65,5 +79,12 @@ def configure_merchant(
         merchant.shop_url = validate_shop_url(shop_url) if shop_url.strip() else None
     if shopify_token_env is not None:
         merchant.shopify_token_env = validate_token_env(shopify_token_env) if shopify_token_env else None
+    if stock_location_gid is not None:
+        merchant.stock_location_gid = validate_location_gid(stock_location_gid) if stock_location_gid else None
+    if receive_stock is not None:
+        merchant.receive_stock = receive_stock
+    if merchant.receive_stock and not merchant.stock_location_gid:
+        raise PoflowError("stock_location_missing", f"merchant {merchant_id} receives stock but has no location: "
+                                                    "set one with --location gid://shopify/Location/<n>")
     session.flush()
     return merchant

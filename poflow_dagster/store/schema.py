@@ -9,7 +9,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, MetaData, String, Text, UniqueConstraint, false, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from poflow_dagster.store.types import Money, Quantity, UTCDateTime, utcnow
@@ -38,6 +38,9 @@ class Merchant(Base):
     shop_url: Mapped[str | None] = mapped_column(String(500))
     #: The *name* of the environment variable holding this shop's access token (never the token).
     shopify_token_env: Mapped[str | None] = mapped_column(String(200))
+    #: Apply received PO quantities to Shopify stock (``poflow receive``; all of it on sync), at this location.
+    receive_stock: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    stock_location_gid: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
@@ -456,3 +459,35 @@ class LineMatchRow(Base):
     decided_by: Mapped[str | None] = mapped_column(String(200))
     decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     matched_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class StockReceipt(Base):
+    """Units of one PO line received into Shopify stock (``receiving.py``); a line may be received in parts.
+
+    ``idempotency_key`` is the receipt's identity (a hash of upload, line and ``receipt_no``); ``adjustment_key``
+    is the ``@idempotent`` key of the ``inventoryAdjustQuantities`` call carrying it (one call holds up to 250
+    receipts) and ``change_from_quantity`` the quantity expected there before it: both are written *before*
+    the call, so a retry re-sends exactly the same request and Shopify applies it once. ``status``:
+    pending (sent or about to be; outcome unknown) | applied | failed (Shopify refused it: nothing applied)."""
+
+    __tablename__ = "stock_receipts"
+    __table_args__ = (
+        UniqueConstraint("upload_id", "line_no", "receipt_no", name="uq_stock_receipts_upload_line_receipt"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    upload_id: Mapped[str] = mapped_column(ForeignKey("uploads.id"), index=True)
+    line_no: Mapped[int] = mapped_column(Integer)
+    receipt_no: Mapped[int] = mapped_column(Integer)
+    quantity: Mapped[Decimal] = mapped_column(Quantity())
+    variant_gid: Mapped[str | None] = mapped_column(String(100))
+    inventory_item_gid: Mapped[str] = mapped_column(String(100))
+    location_gid: Mapped[str] = mapped_column(String(100))
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    adjustment_key: Mapped[str | None] = mapped_column(String(64), index=True)
+    change_from_quantity: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(20))  # pending | applied | failed
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    applied_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    applied_by: Mapped[str | None] = mapped_column(String(200))
