@@ -227,7 +227,7 @@ def _variants_for(
     the variant poflow made for its SKU. Lines with neither are left out."""
     matched = {m.match.line_no: m.match.variant_gid for m in line_matches_for_upload(db, upload_id)
                if m.match.line_no in lines and m.match.variant_gid and m.match.status in ("matched", "approved")}
-    skus = {line.sku: n for n, line in lines.items() if n not in matched and line.sku}
+    skus = {n: line.sku for n, line in lines.items() if n not in matched and line.sku}
     with db.session() as session:
         items = dict(session.execute(
             select(CatalogVariantRow.variant_gid, CatalogVariantRow.inventory_item_gid).where(
@@ -235,10 +235,10 @@ def _variants_for(
         ).all()) if matched else {}
         made = dict(session.execute(
             select(ProductDraft.sku, ShopifyProduct.variant_gid).join(ShopifyProduct, ShopifyProduct.draft_id == ProductDraft.id)
-            .where(ProductDraft.merchant_id == merchant_id, ProductDraft.sku.in_(skus))
+            .where(ProductDraft.merchant_id == merchant_id, ProductDraft.sku.in_(set(skus.values())))
         ).all()) if skus else {}
     found = {n: (gid, items.get(gid) or None) for n, gid in matched.items()}
-    found.update({n: (made[sku], None) for sku, n in skus.items() if sku in made})
+    found.update({n: (made[sku], None) for n, sku in skus.items() if sku in made})
     return found
 
 
@@ -434,7 +434,8 @@ def receive_on_sync(db: Database, client: ShopifyClient, upload_id: str) -> Rece
     Once means once: when the upload has receipts already (this ran before, or the merchant received by hand),
     only receipts left pending are finished; a re-run or re-executed run moves no stock again."""
     with db.session() as session:
-        merchant = session.get(Merchant, session.scalar(select(Upload.merchant_id).where(Upload.id == upload_id)))
+        merchant = session.scalar(select(Merchant).join(Upload, Upload.merchant_id == Merchant.id)
+                                  .where(Upload.id == upload_id))
         if merchant is None or not merchant.receive_stock:
             return None
         received_before = session.scalar(select(func.count()).where(StockReceipt.upload_id == upload_id))

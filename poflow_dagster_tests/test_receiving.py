@@ -171,6 +171,17 @@ def test_stale_level_is_read_again_and_sent_under_a_new_key(db, client, shop) ->
     assert row.change_from_quantity == -1
 
 
+def test_receipts_beyond_one_call_go_in_several_calls_each_with_its_key(db, client, shop, monkeypatch) -> None:
+    upload = save_po(db, client)
+    monkeypatch.setattr(receiving, "MAX_CHANGES", 1)
+    before = shop.stats.operations.get("inventoryAdjustQuantities", 0)
+    result = receiving.receive(db, client, upload, None)
+    assert [(r.line_no, r.status) for r in result.receipts] == [(1, "applied"), (2, "applied")]
+    assert shop.stats.operations["inventoryAdjustQuantities"] == before + 2
+    assert len({r.adjustment_key for r in rows(db)}) == 2
+    assert (stock(client, "RCV-1"), stock(client, "CAT-2")) == (5, 3)
+
+
 def test_over_receipt_and_bad_requests_are_refused_with_codes(db, client) -> None:
     upload = save_po(db, client)
     receiving.receive(db, client, upload, {1: Decimal(4)})
