@@ -357,15 +357,81 @@ def samples(directory: Path) -> None:
 @click.argument("upload_id")
 @click.option("--by", "approved_by", default=lambda: os.environ.get("USER") or "unknown", help="Who approves.")
 @click.option("--now", is_flag=True, help="Continue the PO in this process instead of waiting for the sensor.")
-def approve(upload_id: str, approved_by: str, now: bool) -> None:
+@click.option("--match", "choices", multiple=True, metavar="LINE=VARIANT_GID",
+              help="This PO line is that existing Shopify variant (an AMBIGUOUS_MATCH pick; repeatable). The "
+                   "supplier's SKU is learned for its next POs. Lines left ambiguous become new products.")
+def approve(upload_id: str, approved_by: str, now: bool, choices: tuple[str, ...]) -> None:
     """Let a PO waiting for review (needs_review) continue to Shopify sync in a new run."""
     from poflow_dagster.store.review import approve_upload
 
-    approve_upload(_db(), upload_id, approved_by)
+    database = _db()
+    picks = [_parse_match_choice(choice) for choice in choices]
+    if picks:
+        from poflow_dagster.catalog.store import approve_match
+        from poflow_dagster.store.review import awaiting_review
+
+        if not awaiting_review(database, upload_id):  # nothing is recorded for a PO that is not waiting
+            approve_upload(database, upload_id, approved_by)  # raises the clear not_awaiting_review error
+        for line_no, variant_gid in picks:
+            try:
+                approve_match(database, upload_id, line_no, variant_gid, approved_by)
+            except LookupError as error:
+                raise PoflowError("unknown_match", str(error)) from None
+    approve_upload(database, upload_id, approved_by)
     if now:
         _run_now(upload_id)
     else:
         click.echo(f"{upload_id}: approved; upload_sensor starts its continuation run")
+
+
+def _parse_match_choice(choice: str) -> tuple[int, str]:
+    line, _, variant_gid = choice.partition("=")
+    if not line.strip().isdigit() or not variant_gid.strip().startswith("gid://shopify/ProductVariant/"):
+        raise PoflowError("invalid_match", f"--match takes LINE=gid://shopify/ProductVariant/N, not {choice!r}")
+    return int(line), variant_gid.strip()
+
+
+@main.group()
+def shopify() -> None:
+    """Shopify: what a PO's sync would change."""
+
+
+@shopify.command("diff")
+@click.argument("upload_id")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def shopify_diff_command(upload_id: str, fmt: str) -> None:
+    """Print what syncing UPLOAD would change in its merchant's shop — products created or updated (field by
+    field), existing variants' cost, lines awaiting a pick, units to receive — without writing to Shopify."""
+    from poflow_dagster.resources import ShopifyResource
+    from poflow_dagster.shopify_diff import shopify_diff
+    from poflow_dagster.store.uploads import merchant_for_upload
+
+    database = _db()
+    merchant_row = merchant_for_upload(database, upload_id)
+    if not merchant_row.shopify_sync_enabled:
+        raise PoflowError("sync_off", f"Shopify sync is off for merchant {merchant_row.id}: nothing would change")
+    shops = ShopifyResource()
+    target = shops.target_for(merchant_row)
+    with shops.client_for(target) as client:
+        diff = shopify_diff(database, client, merchant_row, target.url, upload_id)
+    if fmt == "json":
+        click.echo(json.dumps(diff.to_json(), indent=2, ensure_ascii=False))
+        return
+    click.echo(f"{upload_id} -> {diff.shop_url}")
+    for title, products in (("products", diff.products), ("existing variants", diff.matched)):
+        for product in products:
+            click.echo(f"  {product.action:<9} {title[:-1] if title == 'products' else 'variant'} {product.sku} "
+                       f"({product.target})")
+            for change in product.changes:
+                click.echo(f"            {change.field}: {change.old or '-'} -> {change.new or '-'}")
+    for reason in diff.awaiting_pick:
+        click.echo(f"  waiting   {reason}")
+    for line_no, variant, quantity in diff.receipts:
+        click.echo(f"  receive   line {line_no}: {format(quantity, 'f')} units ({variant})")
+    counts = (sum(p.action == "create" for p in diff.products), sum(p.action == "update" for p in diff.products),
+              sum(p.action == "update" for p in diff.matched))
+    click.echo(f"{counts[0]} to create, {counts[1]} to update, {counts[2]} variant costs to change, "
+               f"{len(diff.awaiting_pick)} lines awaiting a pick; nothing was written")
 
 
 @main.group()

@@ -14,6 +14,7 @@ from poflow_dagster.parsing import parse_upload
 from poflow_dagster.pipeline.metadata import md_text, po_lines_markdown
 from poflow_dagster.pipeline.run_history import po_timeline_metadata
 from poflow_dagster.pipeline.stage_runner import run_stage
+from poflow_dagster.receiving import receive_on_sync
 from poflow_dagster.resources import DatabaseResource, LLMResource, ProgressResource, ShopifyResource
 from poflow_dagster.shopify.publish import publish_drafts
 from poflow_dagster.store.drafts import DraftRecord, create_drafts_for_po
@@ -34,6 +35,8 @@ class SyncSummary:
     held_for_review: list[str] = field(default_factory=list)  # error issues / ambiguous matches nobody decided yet
     matched: int = 0  # lines that are existing variants of the merchant's catalog (no new product)
     cost_updates: int = 0  # matched variants whose cost per item changed to the PO's unit cost
+    receipts: int | None = None  # stock receipts applied at sync (None: the merchant does not receive stock)
+    receipts_failed: int | None = None  # of those, refused by Shopify (e.g. item not stocked at the location)
 
 
 class ParsingConfig(dg.Config):
@@ -211,12 +214,15 @@ def shopify_sync(
                     synced = publish_drafts(database, client, target.url, merchant.id,
                                             [d for d in drafts if d.sku not in existing],
                                             on_progress=stage.report_fraction)
+                    received = receive_on_sync(database, client, context.partition_key)  # None: receiving off
                     summary = SyncSummary(
                         shop_url=target.url,
                         products=[(p.sku, p.product_gid) for p in synced],
                         created=sum(p.created for p in synced),
                         matched=len(matching.matched),
                         cost_updates=cost_updates,
+                        receipts=None if received is None else len(received.receipts),
+                        receipts_failed=None if received is None else len(received.failed),
                     )
                 stage.signals.update(
                     shopify_requests=client.stats.requests - before[0],
@@ -240,6 +246,9 @@ def shopify_sync(
         meta["products_created"] = summary.created
         meta["matched_existing_variants"] = summary.matched
         meta["variant_cost_updates"] = summary.cost_updates
+        if summary.receipts is not None:
+            meta["stock_receipts"] = summary.receipts
+            meta["stock_receipts_failed"] = summary.receipts_failed or 0
         meta["shopify_products"] = dg.MetadataValue.md(
             "\n".join(["| SKU | Product |", "|---|---|"] + [f"| {md_text(s)} | `{g}` |" for s, g in summary.products])
         )
