@@ -76,7 +76,7 @@ def _verify(db: Database, upload_id: str, shops: ShopAccess, *, held_for_review:
     with shops.client_for(target) as client:
         result = verify_published(db, client, target.url, merchant.id, own)
         cost_problems, cost_requests = verify_matched_costs(client, lines, matching)
-    problems = result.problems + cost_problems
+    problems = result.problems + cost_problems + unfinished_receipts(db, upload_id)
     checked = result.checked + len(matching.matched)
     message = f"{checked} products match" if not problems else (
         f"{len(problems)} mismatch{'es' if len(problems) > 1 else ''}: " + "; ".join(problems[:5])
@@ -85,3 +85,19 @@ def _verify(db: Database, upload_id: str, shops: ShopAccess, *, held_for_review:
         "failed" if problems else "passed", message, problems=problems, drafts=checked,
         requests=result.requests + cost_requests, shop_url=target.url,
     )
+
+
+def unfinished_receipts(db: Database, upload_id: str) -> list[str]:
+    """Stock receipts of the upload Shopify has not confirmed (pending) or refused (failed): stock differs from
+    what the PO says was received until they are finished (``poflow receive`` finishes pending ones)."""
+    from sqlalchemy import select
+
+    from poflow_dagster.store.schema import StockReceipt
+
+    with db.session() as session:
+        rows = session.execute(select(StockReceipt.line_no, StockReceipt.quantity, StockReceipt.status,
+                                      StockReceipt.error).where(StockReceipt.upload_id == upload_id,
+                                                                StockReceipt.status != "applied")
+                               .order_by(StockReceipt.line_no, StockReceipt.receipt_no)).all()
+    return [f"line {line_no}: receipt of {format(quantity, 'f')} units {status}" + (f" ({error})" if error else "")
+            for line_no, quantity, status, error in rows]

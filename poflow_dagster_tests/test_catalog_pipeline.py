@@ -233,3 +233,21 @@ def test_a_merchant_receiving_stock_gets_each_ordered_unit_once_at_sync(home, db
     assert available() == 4
     again = run_upload(defs, instance, db, upload.id, with_images=False)  # a re-run receives nothing twice
     assert again.success and available() == 4
+
+
+def test_the_read_back_check_reports_receipts_shopify_refused(home, db, shop, instance, tmp_path):
+    from poflow_dagster.store.merchants import configure_merchant
+
+    back_room = shop.add_location("Back room")  # nothing is stocked there: every receipt is refused
+    with db.session() as session:
+        configure_merchant(session, "acme", receive_stock=True, stock_location_gid=back_room)
+    path = tmp_path / "po-506.csv"
+    path.write_text(PO.replace("PO-501", "PO-506"))
+    upload = upload_file(db, home, "acme", path)
+
+    result = run_upload(defs, instance, db, upload.id, with_images=False)
+
+    assert result.summary["status"] == "completed"  # the PO itself is done; its stock is not
+    assert result.checks["shopify_matches_drafts"] is False
+    verdict = verify_upload(db, upload.id, ShopifyResource(), held_for_review=False)
+    assert verdict.status == "failed" and len([p for p in verdict.problems if "receipt of" in p]) == 3, verdict
