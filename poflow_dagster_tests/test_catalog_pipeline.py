@@ -251,3 +251,25 @@ def test_the_read_back_check_reports_receipts_shopify_refused(home, db, shop, in
     assert result.checks["shopify_matches_drafts"] is False
     verdict = verify_upload(db, upload.id, ShopifyResource(), held_for_review=False)
     assert verdict.status == "failed" and len([p for p in verdict.problems if "receipt of" in p]) == 3, verdict
+
+
+def test_products_poflow_made_are_never_taken_for_the_existing_catalog(home, db, shop, instance, tmp_path):
+    """Several merchants share the bundled emulator, and a concurrent run may not have recorded its links yet: a
+    product whose handle is poflow's for one of the shop's merchants is not matched (no AMBIGUOUS_MATCH, no cost
+    update of another merchant's product); every merchant gets its own products."""
+    from poflow_dagster.store.merchants import configure_merchant
+
+    with db.session() as session:
+        configure_merchant(session, "other")
+    # "other"'s run created these and has not recorded them yet (the race), or they are simply another merchant's.
+    _existing(shop, [_spec("NW-100", "Espresso Beans 1kg", "11.00", handle_for_sku("other", "NW-100")),
+                     _spec("NW-100", "Espresso Beans 1kg", "11.00", handle_for_sku("acme", "NW-100"))])
+    path = tmp_path / "po-507.csv"
+    path.write_text(PO.replace("PO-501", "PO-507"))
+    upload = upload_file(db, home, "acme", path)
+
+    result = run_upload(defs, instance, db, upload.id, with_images=False)
+
+    assert result.success and result.summary["status"] == "completed", result.error
+    assert {m.match.status for m in line_matches_for_upload(db, upload.id)} == {"unmatched"}
+    assert all(result.checks.values())

@@ -6,8 +6,9 @@ Called by the ``shopify_sync`` stage before anything is written to Shopify:
    full pass: only variants updated since the last sync are read).
 2. The PO's lines are matched (``match_lines``: SKU -> barcode -> learned supplier SKU -> fuzzy title within the
    supplier's vendor) and recorded in ``line_matches`` (a reviewer's approved matches are kept).
-   Products poflow itself created for this merchant are not "the existing catalog": a line whose SKU poflow already
-   turned into a product keeps going through ``productSet`` by handle (idempotent), never a cost update.
+   Products poflow itself created (recognised by their handle) are not "the existing catalog": a line whose SKU
+   poflow already turned into a product keeps going through ``productSet`` by handle (idempotent), never a cost
+   update.
 3. ``matched`` (and ``approved``) lines are existing variants: their cost per item is set to the PO's unit cost
    (``productVariantsBulkUpdate``, only where it differs), no new product is made for them. ``ambiguous`` lines hold
    the PO for review (``AMBIGUOUS_MATCH``) until a person picks (``poflow approve --match LINE=VARIANT``) or approves
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from poflow_dagster.catalog.config import MatchConfig
 from poflow_dagster.catalog.match import match_lines
@@ -30,9 +31,11 @@ from poflow_dagster.catalog.models import CatalogVariant, LineMatch
 from poflow_dagster.catalog.store import catalog_candidates, line_matches_for_upload, load_match_inputs, record_line_matches
 from poflow_dagster.catalog.sync import sync_catalog
 from poflow_dagster.domain.models import ParsedPO
-from poflow_dagster.shopify.client import MAX_NODE_IDS, ShopifyClient, VariantUpdate, money_from_wire, money_to_wire
+from poflow_dagster.shopify.client import (
+    MAX_NODE_IDS, ShopifyClient, VariantUpdate, handle_for_sku, money_from_wire, money_to_wire,
+)
 from poflow_dagster.store.db import Database
-from poflow_dagster.store.schema import ShopifyProduct
+from poflow_dagster.store.schema import Merchant
 
 #: The review reason code of a line that could be several existing variants.
 AMBIGUOUS_MATCH = "AMBIGUOUS_MATCH"
@@ -71,12 +74,9 @@ def match_po(
 ) -> PoMatching:
     """Steps 1 and 2 of the module docstring; returns what to do with each line. ``record=False`` (a dry run)
     matches without recording: recorded decisions (a reviewer's picks) still count, new results are not kept."""
-    synced = sync_catalog(db, merchant_id, shop_url, client.catalog_page)
+    synced = sync_catalog(db, merchant_id, shop_url, _without_poflow_products(client, _shop_merchants(db, shop_url)))
     inputs = load_match_inputs(db, merchant_id, shop_url, parsed.supplier_name, parsed.lines)
-    own = _own_variant_gids(db, shop_url, [variant.variant_gid for variant in inputs.catalog])
-    catalog = [variant for variant in inputs.catalog if variant.variant_gid not in own]
-    supplier_map = {key: gid for key, gid in inputs.supplier_map.items() if gid not in own}
-    found = match_lines(parsed.lines, catalog, supplier_map, supplier=parsed.supplier_name,
+    found = match_lines(parsed.lines, inputs.catalog, inputs.supplier_map, supplier=parsed.supplier_name,
                         config=config or MatchConfig.from_env())
     if found and record:
         record_line_matches(db, upload_id, found)
@@ -175,10 +175,22 @@ def wanted_costs(lines: Iterable[PricedLine], matching: PoMatching) -> dict[str,
     return wanted
 
 
-def _own_variant_gids(db: Database, shop_url: str, variant_gids: list[str]) -> set[str]:
-    """Of these variants, the ones poflow created (recorded in ``shopify_products`` for this shop)."""
-    if not variant_gids:
-        return set()
+def _without_poflow_products(client: ShopifyClient, merchant_ids: list[str]):
+    """``client.catalog_page`` without the products poflow made itself: their handle is ``handle_for_sku`` of one of
+    the merchants using this shop and the variant's SKU. They are never "the existing catalog" (a line whose SKU
+    poflow already turned into a product keeps being upserted by handle), even while a concurrent run is still
+    recording its links, and even where several merchants share one shop (the bundled emulator)."""
+    def fetch_page(updated_after, after):
+        page, next_cursor = client.catalog_page(updated_after, after)
+        kept = [variant for variant in page if not variant.sku or variant.product_handle not in
+                {handle_for_sku(merchant_id, variant.sku) for merchant_id in merchant_ids}]
+        return kept, next_cursor
+
+    return fetch_page
+
+
+def _shop_merchants(db: Database, shop_url: str) -> list[str]:
+    """Merchants whose products may be in this shop: those configured for it, and those on the default shop."""
     with db.session() as session:
-        return set(session.scalars(select(ShopifyProduct.variant_gid).where(
-            ShopifyProduct.shop_url == shop_url, ShopifyProduct.variant_gid.in_(variant_gids))))
+        return list(session.scalars(select(Merchant.id).where(
+            or_(Merchant.shop_url == shop_url, Merchant.shop_url.is_(None)))))

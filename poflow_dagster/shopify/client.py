@@ -262,6 +262,7 @@ class CatalogVariant:
     price: Decimal
     product_status: str
     updated_at: dt.datetime
+    product_handle: str | None = None
 
 
 class CatalogPage(NamedTuple):
@@ -606,7 +607,7 @@ _CATALOG_FIELDS = """
       price
       updatedAt
       inventoryItem { id unitCost { amount currencyCode } }
-      product { id title vendor status }
+      product { id title vendor status handle }
 """
 
 CATALOG_QUERY = """
@@ -1257,6 +1258,7 @@ def _catalog_variant(node: dict[str, Any]) -> CatalogVariant:
         price=money_from_wire(node["price"]),
         product_status=str(product.get("status", "")),
         updated_at=_utc_from_wire(node["updatedAt"]),
+        product_handle=product.get("handle"),
     )
 
 
