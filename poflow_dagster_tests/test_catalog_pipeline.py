@@ -95,12 +95,17 @@ def _sync_metadata(instance, run_id: str) -> dict:
     raise AssertionError("no shopify_sync output in the run")
 
 
-def test_an_ambiguous_line_holds_the_po_until_a_person_picks(home, db, shop, instance, tmp_path):
+def _ambiguous_upload(home, db, shop, tmp_path, po_number: str):
+    """Two existing products share SKU NW-100 (line 1 of the PO): (their variant gids, the upload)."""
     one = _existing(shop, [_spec("NW-100", "Espresso Beans 1kg", "11.00", "espresso-a")])["NW-100"]
     two = _existing(shop, [_spec("NW-100", "Espresso Beans 1kg (old)", "11.00", "espresso-b")])["NW-100"]
-    path = tmp_path / "po-502.csv"
-    path.write_text(PO.replace("PO-501", "PO-502"))
-    upload = upload_file(db, home, "acme", path)
+    path = tmp_path / f"{po_number}.csv"
+    path.write_text(PO.replace("PO-501", po_number))
+    return one, two, upload_file(db, home, "acme", path)
+
+
+def test_an_ambiguous_line_holds_the_po_until_a_person_picks(home, db, shop, instance, tmp_path):
+    one, two, upload = _ambiguous_upload(home, db, shop, tmp_path, "PO-502")
 
     first = run_upload(defs, instance, db, upload.id, with_images=False)
 
@@ -144,11 +149,7 @@ def test_the_dry_run_diff_says_what_would_change_and_writes_nothing(home, db, sh
     from poflow_dagster.shopify_diff import shopify_diff
     from poflow_dagster.store.uploads import merchant_for_upload
 
-    one = _existing(shop, [_spec("NW-100", "Espresso Beans 1kg", "11.00", "espresso-a")])["NW-100"]
-    two = _existing(shop, [_spec("NW-100", "Espresso Beans 1kg (old)", "11.00", "espresso-b")])["NW-100"]
-    path = tmp_path / "po-503.csv"
-    path.write_text(PO.replace("PO-501", "PO-503"))
-    upload = upload_file(db, home, "acme", path)
+    one, two, upload = _ambiguous_upload(home, db, shop, tmp_path, "PO-503")
     held = run_upload(defs, instance, db, upload.id, with_images=False)
     assert held.summary["status"] == "needs_review"
     mutations = {"productSet", "productVariantsBulkUpdate", "inventoryAdjustQuantities", "metafieldsSet"}
