@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from poflow_dagster.catalog.po_matching import match_po, update_matched_costs
 from poflow_dagster.domain.models import ParsedPO
 from poflow_dagster.domain.reconcile import needs_review, review_reasons
 from poflow_dagster.domain.stages import Stage
@@ -14,9 +13,8 @@ from poflow_dagster.parsing import parse_upload
 from poflow_dagster.pipeline.metadata import md_text, po_lines_markdown
 from poflow_dagster.pipeline.run_history import po_timeline_metadata
 from poflow_dagster.pipeline.stage_runner import run_stage
-from poflow_dagster.receiving import receive_on_sync
 from poflow_dagster.resources import DatabaseResource, LLMResource, ProgressResource, ShopifyResource
-from poflow_dagster.shopify.publish import publish_drafts
+from poflow_dagster.shop_sync import sync_po_to_shop
 from poflow_dagster.store.drafts import DraftRecord, create_drafts_for_po
 from poflow_dagster.store.purchase_orders import SavedPO, save_purchase_order
 from poflow_dagster.store.review import is_approved
@@ -183,10 +181,12 @@ def shopify_sync(
     shopify: ShopifyResource,
     progress: ProgressResource,
 ) -> SyncSummary:
-    """Upsert every draft into Shopify through the Admin GraphQL API (``productSet`` by handle: idempotent).
+    """Bring the PO into the merchant's Shopify store: lines that are existing variants of the store's catalog get
+    their cost per item updated (no duplicate product), the other drafts become DRAFT products (``productSet`` by
+    handle, a bulk operation for large POs: idempotent), and stock is received for merchants who opted in.
 
-    Held back, and says why, while the PO has error-severity issues nobody approved (``poflow approve``);
-    skipped, and says so, when the merchant has Shopify sync turned off.
+    Held back, and says why, while the PO has error-severity issues or ambiguous catalog matches nobody decided
+    (``poflow approve [--match LINE=VARIANT]``); skipped, and says so, when the merchant has Shopify sync off.
     """
     with run_stage(context, Stage.SHOPIFY_SYNC, db, progress) as stage:
         database = stage.database
@@ -203,37 +203,27 @@ def shopify_sync(
             with shopify.client_for(target) as client:
                 before = (client.stats.requests, client.stats.points,
                           client.stats.paced_seconds + client.stats.throttled_seconds)
-                matching = match_po(database, client, merchant.id, target.url, context.partition_key, parsed)
-                if matching.ambiguous and not is_approved(database, context.partition_key):
-                    synced, cost_updates = [], 0
-                    summary = SyncSummary(shop_url=None, skipped_reason="held for review: ambiguous catalog matches",
-                                          held_for_review=matching.review_reasons(parsed))
-                else:
-                    existing = matching.matched_skus(parsed.lines)
-                    cost_updates = update_matched_costs(database, client, merchant.id, target.url, parsed, matching)
-                    synced = publish_drafts(database, client, target.url, merchant.id,
-                                            [d for d in drafts if d.sku not in existing],
-                                            on_progress=stage.report_fraction)
-                    received = receive_on_sync(database, client, context.partition_key)  # None: receiving off
-                    summary = SyncSummary(
-                        shop_url=target.url,
-                        products=[(p.sku, p.product_gid) for p in synced],
-                        created=sum(p.created for p in synced),
-                        matched=len(matching.matched),
-                        cost_updates=cost_updates,
-                        receipts=None if received is None else len(received.receipts),
-                        receipts_failed=None if received is None else len(received.failed),
-                    )
+                done = sync_po_to_shop(database, client, merchant.id, target.url, context.partition_key, parsed,
+                                       drafts, on_progress=stage.report_fraction)
+                summary = SyncSummary(
+                    shop_url=None if done.held_for_review else target.url,
+                    products=[(p.sku, p.product_gid) for p in done.synced],
+                    created=sum(p.created for p in done.synced),
+                    skipped_reason="held for review: ambiguous catalog matches" if done.held_for_review else None,
+                    held_for_review=done.held_for_review,
+                    matched=done.matched, cost_updates=done.cost_updates,
+                    receipts=done.receipts, receipts_failed=done.receipts_failed,
+                )
                 stage.signals.update(
                     shopify_requests=client.stats.requests - before[0],
                     shopify_points=round(client.stats.points - before[1], 3),
                     shopify_throttled_s=round(client.stats.paced_seconds + client.stats.throttled_seconds - before[2], 3),
-                    catalog_matched=len(matching.matched), catalog_ambiguous=len(matching.ambiguous),
+                    catalog_matched=done.matched, catalog_ambiguous=done.ambiguous,
                 )
             if summary.skipped_reason:
                 stage.outcome, stage.items = "skipped", 0
             else:
-                stage.items = len(synced) + len(matching.matched)
+                stage.items = len(done.synced) + done.matched
         if summary.skipped_reason:  # the stage_skipped event says why
             stage.notes = [summary.skipped_reason]
     meta: dict[str, dg.RawMetadataValue] = {**stage.metadata(), "products": len(summary.products)}
