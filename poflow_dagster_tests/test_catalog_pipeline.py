@@ -29,6 +29,13 @@ NEW-1,Chai Spice 250g,3,4.00,12.00
 """
 
 
+def _upload(home, db, tmp_path, po_number: str):
+    """The test PO under ``po_number`` as an upload of merchant acme."""
+    path = tmp_path / f"{po_number}.csv"
+    path.write_text(PO.replace("PO-501", po_number))
+    return upload_file(db, home, "acme", path)
+
+
 def _existing(shop, specs: list[ProductSpec]) -> dict[str, str]:
     """Products the merchant already had in Shopify before poflow (not poflow's handles): SKU -> variant gid."""
     with ShopifyClient(shop.url, "test-token") as client:
@@ -51,9 +58,7 @@ def test_existing_products_are_matched_and_their_cost_updated_not_duplicated(hom
     existing = _existing(shop, [_spec("NW-100", "Espresso Beans 1kg", "11.00", "espresso-beans"),
                                 _spec("nw200", "Green Tea 500g", "7.25", "green-tea")])  # SKU written differently
     before = shop.count_products()
-    path = tmp_path / "po-501.csv"
-    path.write_text(PO)
-    upload = upload_file(db, home, "acme", path)
+    upload = _upload(home, db, tmp_path, "PO-501")
 
     result = run_upload(defs, instance, db, upload.id, with_images=False)
 
@@ -99,9 +104,7 @@ def _ambiguous_upload(home, db, shop, tmp_path, po_number: str):
     """Two existing products share SKU NW-100 (line 1 of the PO): (their variant gids, the upload)."""
     one = _existing(shop, [_spec("NW-100", "Espresso Beans 1kg", "11.00", "espresso-a")])["NW-100"]
     two = _existing(shop, [_spec("NW-100", "Espresso Beans 1kg (old)", "11.00", "espresso-b")])["NW-100"]
-    path = tmp_path / f"{po_number}.csv"
-    path.write_text(PO.replace("PO-501", po_number))
-    return one, two, upload_file(db, home, "acme", path)
+    return one, two, _upload(home, db, tmp_path, po_number)
 
 
 def test_an_ambiguous_line_holds_the_po_until_a_person_picks(home, db, shop, instance, tmp_path):
@@ -186,9 +189,7 @@ def _shop_url_of_merchant(db) -> str:
 
 def test_shopify_diff_command_prints_the_plan_and_refuses_an_undrafted_upload(home, db, shop, instance, tmp_path):
     _existing(shop, [_spec("NW-100", "Espresso Beans 1kg", "11.00", "espresso-beans")])
-    path = tmp_path / "po-504.csv"
-    path.write_text(PO.replace("PO-501", "PO-504"))
-    upload = upload_file(db, home, "acme", path)
+    upload = _upload(home, db, tmp_path, "PO-504")
     env = {**os.environ, "POFLOW_DATABASE_URL": db.url}
     command = [sys.executable, "-m", "poflow_dagster.cli", "shopify", "diff", upload.id]
     early = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
@@ -216,9 +217,7 @@ def test_a_merchant_receiving_stock_gets_each_ordered_unit_once_at_sync(home, db
         location = client.locations()[0].gid
     with db.session() as session:
         configure_merchant(session, "acme", receive_stock=True, stock_location_gid=location)
-    path = tmp_path / "po-505.csv"
-    path.write_text(PO.replace("PO-501", "PO-505"))
-    upload = upload_file(db, home, "acme", path)
+    upload = _upload(home, db, tmp_path, "PO-505")
 
     first = run_upload(defs, instance, db, upload.id, with_images=False)
     assert first.success and first.summary["status"] == "completed", first.error
@@ -242,9 +241,7 @@ def test_the_read_back_check_reports_receipts_shopify_refused(home, db, shop, in
     back_room = shop.add_location("Back room")  # nothing is stocked there: every receipt is refused
     with db.session() as session:
         configure_merchant(session, "acme", receive_stock=True, stock_location_gid=back_room)
-    path = tmp_path / "po-506.csv"
-    path.write_text(PO.replace("PO-501", "PO-506"))
-    upload = upload_file(db, home, "acme", path)
+    upload = _upload(home, db, tmp_path, "PO-506")
 
     result = run_upload(defs, instance, db, upload.id, with_images=False)
 
@@ -265,9 +262,7 @@ def test_products_poflow_made_are_never_taken_for_the_existing_catalog(home, db,
     # "other"'s run created these and has not recorded them yet (the race), or they are simply another merchant's.
     _existing(shop, [_spec("NW-100", "Espresso Beans 1kg", "11.00", handle_for_sku("other", "NW-100")),
                      _spec("NW-100", "Espresso Beans 1kg", "11.00", handle_for_sku("acme", "NW-100"))])
-    path = tmp_path / "po-507.csv"
-    path.write_text(PO.replace("PO-501", "PO-507"))
-    upload = upload_file(db, home, "acme", path)
+    upload = _upload(home, db, tmp_path, "PO-507")
 
     result = run_upload(defs, instance, db, upload.id, with_images=False)
 

@@ -28,7 +28,9 @@ from sqlalchemy import or_, select
 from poflow_dagster.catalog.config import MatchConfig
 from poflow_dagster.catalog.match import match_lines
 from poflow_dagster.catalog.models import CatalogVariant, LineMatch
-from poflow_dagster.catalog.store import catalog_candidates, line_matches_for_upload, load_match_inputs, record_line_matches
+from poflow_dagster.catalog.store import (
+    catalog_candidates, line_matches_for_upload, load_match_inputs, record_line_matches, upsert_catalog_variants,
+)
 from poflow_dagster.catalog.sync import sync_catalog
 from poflow_dagster.domain.models import ParsedPO
 from poflow_dagster.shopify.client import (
@@ -110,8 +112,6 @@ def update_matched_costs(
     for product_gid, updates in sorted(by_product.items()):
         changed.extend(client.update_variants(product_gid, updates))
     if changed:  # the local copy follows at once (the next incremental sync would read them again anyway)
-        from poflow_dagster.catalog.store import upsert_catalog_variants
-
         upsert_catalog_variants(db, merchant_id, shop_url, changed)
     return sum(len(updates) for updates in by_product.values())
 
