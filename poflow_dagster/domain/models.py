@@ -30,6 +30,7 @@ class POLine(BaseModel):
 
     line_no: int
     sku: str | None = None
+    barcode: str | None = None  # UPC / EAN / GTIN as printed
     description: str | None = None
     quantity: Decimal | None = None
     unit_cost: Decimal | None = None

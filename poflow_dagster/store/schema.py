@@ -41,6 +41,11 @@ class Merchant(Base):
     #: Apply received PO quantities to Shopify stock (``poflow receive``; all of it on sync), at this location.
     receive_stock: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     stock_location_gid: Mapped[str | None] = mapped_column(String(100))
+    #: When stock is received: ``manual`` (``poflow receive`` / the API, as goods arrive) or ``sync`` (every
+    #: ordered unit when the PO syncs: for merchants who upload delivery documents).
+    receive_on: Mapped[str] = mapped_column(String(10), default="manual", server_default="manual")
+    #: Matched existing variants also get the PO's price (unit cost with the markup), not only its cost.
+    update_price: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
@@ -152,6 +157,7 @@ class LineItem(Base):
     po_id: Mapped[int] = mapped_column(ForeignKey("purchase_orders.id", ondelete="CASCADE"), index=True)
     line_no: Mapped[int] = mapped_column(Integer)
     sku: Mapped[str | None] = mapped_column(String(100))
+    barcode: Mapped[str | None] = mapped_column(String(64))  # as printed (UPC / EAN / GTIN)
     description: Mapped[str | None] = mapped_column(Text)
     quantity: Mapped[Decimal | None] = mapped_column(Quantity())
     unit_cost: Mapped[Decimal | None] = mapped_column(Money())
@@ -169,6 +175,7 @@ class ProductDraft(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
     sku: Mapped[str] = mapped_column(String(100))
+    barcode: Mapped[str | None] = mapped_column(String(64))
     title: Mapped[str] = mapped_column(String(500))
     description: Mapped[str | None] = mapped_column(Text)
     unit_cost: Mapped[Decimal] = mapped_column(Money())
@@ -397,6 +404,8 @@ class CatalogVariantRow(Base):
     price: Mapped[Decimal] = mapped_column(Money())
     product_status: Mapped[str] = mapped_column(String(20))  # ACTIVE | DRAFT | ARCHIVED
     shopify_updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    #: The variant's ``poflow.supplier_skus`` metafield: JSON list of ``"supplier_key|supplier_sku_key"``.
+    supplier_skus: Mapped[str | None] = mapped_column(Text)
     synced_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
@@ -436,6 +445,8 @@ class SupplierSkuMap(Base):
     shop_url: Mapped[str] = mapped_column(String(500))
     learned_from_upload_id: Mapped[str | None] = mapped_column(ForeignKey("uploads.id"))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: When this entry reached the variant's ``poflow.supplier_skus`` metafield (``None``: not yet).
+    metafield_written_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
 
 
 class LineMatchRow(Base):
