@@ -46,7 +46,7 @@ def match_lines(
 
     ``supplier_map`` is this supplier's learned ``{sku_key: variant_gid}`` (``learned_supplier_skus``);
     ``supplier`` the PO's supplier name (fuzzy matching looks only at variants whose vendor has the same
-    ``supplier_key``); ``barcodes`` the lines' barcodes by ``line_no`` (PO lines carry no barcode field yet);
+    ``supplier_key``); ``barcodes`` the lines' barcodes by ``line_no`` (``POLine.barcode``);
     ``config`` the thresholds (``None``: the defaults; the pipeline passes ``MatchConfig.from_env()``)."""
     index = CatalogIndex(catalog)
     matcher = _LineMatcher(index, supplier_map, supplier_key(supplier), config or MatchConfig())

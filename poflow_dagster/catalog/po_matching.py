@@ -77,9 +77,10 @@ def match_po(
     """Steps 1 and 2 of the module docstring; returns what to do with each line. ``record=False`` (a dry run)
     matches without recording: recorded decisions (a reviewer's picks) still count, new results are not kept."""
     synced = sync_catalog(db, merchant_id, shop_url, _without_poflow_products(client, _shop_merchants(db, shop_url)))
-    inputs = load_match_inputs(db, merchant_id, shop_url, parsed.supplier_name, parsed.lines)
+    barcodes = {line.line_no: line.barcode for line in parsed.lines if line.barcode}
+    inputs = load_match_inputs(db, merchant_id, shop_url, parsed.supplier_name, parsed.lines, barcodes)
     found = match_lines(parsed.lines, inputs.catalog, inputs.supplier_map, supplier=parsed.supplier_name,
-                        config=config or MatchConfig.from_env())
+                        config=config or MatchConfig.from_env(), barcodes=barcodes)
     if found and record:
         record_line_matches(db, upload_id, found)
     final = [stored.match for stored in line_matches_for_upload(db, upload_id)]
