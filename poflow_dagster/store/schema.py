@@ -502,3 +502,7 @@ class StockReceipt(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
     applied_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     applied_by: Mapped[str | None] = mapped_column(String(200))
+
+
+# Models kept in modules of their own, registered on ``Base`` here so migrations and the model test see them.
+from poflow_dagster.store import api_requests as _api_requests  # noqa: E402,F401
