@@ -1,6 +1,8 @@
 """Incoming stock: the quantities received against a PO, applied to Shopify once (issue 10, part 2).
 
-A merchant opts in (``receive_stock`` with a ``stock_location_gid``). A receipt is some units of one PO line;
+A merchant opts in (``receive_stock`` with a ``stock_location_gid``) and says when (``receive_on``): ``manual``
+(the default: ``poflow receive`` as goods arrive, for POs uploaded at order time) or ``sync`` (every ordered unit
+when the PO syncs, for merchants who upload delivery documents). A receipt is some units of one PO line;
 a line may be received in parts (receipt 1, 2, …). Each receipt is recorded ``pending`` with its keys *before*
 Shopify is called; ``inventoryAdjustQuantities`` (reason ``received``) then carries an ``@idempotent`` key
 derived from the receipts it holds (upload, line, receipt number), so a retry, a re-run or a re-executed run
@@ -428,21 +430,27 @@ def receive(
 
 
 def receive_on_sync(db: Database, client: ShopifyClient, upload_id: str) -> ReceiveResult | None:
-    """After the PO's products are synced: receive every ordered unit once, for merchants who receive stock
-    (``None`` for the others). Lines with no Shopify variant are left out (``unsynced``).
+    """After the PO's products are synced: receive every ordered unit once, for merchants who receive stock on
+    sync (``None`` for the others: a ``manual`` merchant receives with ``poflow receive`` as goods arrive). Lines
+    with no Shopify variant are left out (``unsynced``).
 
     Once means once: when the upload has receipts already (this ran before, or the merchant received by hand),
     only receipts left pending are finished; a re-run or re-executed run moves no stock again."""
     with db.session() as session:
         merchant = session.scalar(select(Merchant).join(Upload, Upload.merchant_id == Merchant.id)
                                   .where(Upload.id == upload_id))
-        if merchant is None or not merchant.receive_stock:
+        if not receives_on_sync(merchant):
             return None
         received_before = session.scalar(select(func.count()).where(StockReceipt.upload_id == upload_id))
     if received_before:
         return ReceiveResult(tuple(resume_pending(db, client, upload_id, applied_by=SYNC_ACTOR)))
     plan = plan_receipt(db, upload_id, None, skip_unsynced=True)
     return ReceiveResult(tuple(apply_receipts(db, client, plan.receipts, applied_by=SYNC_ACTOR)), plan.unsynced)
+
+
+def receives_on_sync(merchant: Merchant | None) -> bool:
+    """Whether the merchant's stock is received when a PO syncs (receiving on, mode ``sync``)."""
+    return merchant is not None and bool(merchant.receive_stock) and merchant.receive_on == "sync"
 
 
 @dataclass(frozen=True)

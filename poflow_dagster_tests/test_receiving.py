@@ -38,7 +38,8 @@ def client(shop) -> Iterator[ShopifyClient]:
         yield c
 
 
-def save_po(db, client: ShopifyClient, *, receive_stock: bool = True, location: str | None = None) -> str:
+def save_po(db, client: ShopifyClient, *, receive_stock: bool = True, location: str | None = None,
+            receive_on: str | None = None) -> str:
     """A PO of three lines: 1 (SKU RCV-1, 5 units) becomes a poflow product; 2 (supplier SKU SUP-2, 3 units) is
     matched to the catalog's CAT-2; 3 (no SKU, 1 unit) has no Shopify variant."""
     upload = register_upload(db, MERCHANT, StoredFile(sha256="c" * 64, size_bytes=1, mime_type="text/csv",
@@ -51,7 +52,7 @@ def save_po(db, client: ShopifyClient, *, receive_stock: bool = True, location: 
     save_purchase_order(db, upload.id, po)
     with db.session() as session:
         configure_merchant(session, MERCHANT, receive_stock=receive_stock,
-                           stock_location_gid=location or client.locations()[0].gid)
+                           stock_location_gid=location or client.locations()[0].gid, receive_on=receive_on)
     drafts = [d for d in create_drafts_for_po(db, upload.id, po).drafts if d.sku == "RCV-1"]
     publish_drafts(db, client, client.shop_url, MERCHANT, drafts)
     catalog = client.product_set(ProductSpec(sku="CAT-2", title="Gadget", price=Decimal("9.00"), handle="cat-2"))
@@ -78,7 +79,7 @@ def rows(db) -> list[StockReceipt]:
 
 
 def test_full_receive_on_sync_applies_every_line_once(db, client, shop) -> None:
-    upload = save_po(db, client)
+    upload = save_po(db, client, receive_on="sync")
     result = receiving.receive_on_sync(db, client, upload)
     assert result is not None
     assert [(r.line_no, r.quantity, r.status) for r in result.receipts] == [(1, 5, "applied"), (2, 3, "applied")]
@@ -97,7 +98,7 @@ def test_full_receive_on_sync_applies_every_line_once(db, client, shop) -> None:
 
 
 def test_partial_then_the_rest(db, client) -> None:
-    upload = save_po(db, client)
+    upload = save_po(db, client, receive_on="sync")
     first = receiving.receive(db, client, upload, {1: Decimal(2)}, applied_by="ana")
     assert [(r.line_no, r.receipt_no, r.quantity, r.status) for r in first.receipts] == [(1, 1, 2, "applied")]
     assert stock(client, "RCV-1") == 2
@@ -239,7 +240,15 @@ def test_cli_receive_and_merchant_set(home, db_url, db, client, shop) -> None:
         "error: stock_location_missing: ")
     on = poflow(["merchant", "set", MERCHANT, "--receive-stock", "--location", location], home, db_url)
     assert on.returncode == 0, on.stderr
-    assert f"receive stock on at {location}" in on.stdout
+    assert f"receive stock on at {location}, receive on manual" in on.stdout  # newly enabled: manual
+    assert "update price off" in on.stdout
+    bad_mode = poflow(["merchant", "set", MERCHANT, "--receive-on", "later"], home, db_url)
+    assert bad_mode.returncode == 2 and bad_mode.stderr.startswith("error: invalid_receive_on: "), bad_mode.stderr
+    synced = poflow(["merchant", "set", MERCHANT, "--receive-on", "sync", "--update-price"], home, db_url)
+    assert f"receive stock on at {location}, receive on sync" in synced.stdout, synced.stderr
+    assert "update price on" in synced.stdout
+    back = poflow(["merchant", "set", MERCHANT, "--receive-on", "manual", "--no-update-price"], home, db_url)
+    assert "receive on manual" in back.stdout and "update price off" in back.stdout
 
     part = poflow(["receive", upload, "--line", "1", "--qty", "2", "--by", "ana"], home, db_url)
     assert part.returncode == 0, part.stderr

@@ -14,6 +14,8 @@ from poflow_dagster.store.schema import Merchant
 
 _MERCHANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _LOCATION_GID = re.compile(r"^gid://shopify/Location/[0-9]{1,20}$")
+#: When a receiving merchant's stock is received: by hand as goods arrive, or every ordered unit at sync.
+RECEIVE_MODES = ("manual", "sync")
 
 
 def validate_merchant_id(merchant_id: str) -> str:
@@ -28,6 +30,14 @@ def validate_location_gid(gid: str) -> str:
         raise PoflowError("invalid_location", f"location {gid!r} is not a Shopify location GID "
                                               "(gid://shopify/Location/<n>)")
     return gid.strip()
+
+
+def validate_receive_on(mode: str) -> str:
+    """``mode`` if it is a receive mode (``manual`` | ``sync``), else ``PoflowError("invalid_receive_on")``."""
+    value = (mode or "").strip().lower()
+    if value not in RECEIVE_MODES:
+        raise PoflowError("invalid_receive_on", f"receive mode {mode!r} must be one of {', '.join(RECEIVE_MODES)}")
+    return value
 
 
 def ensure_merchant(session: Session, merchant_id: str) -> Merchant:
@@ -56,6 +66,8 @@ def configure_merchant(
     shopify_token_env: str | None = None,
     receive_stock: bool | None = None,
     stock_location_gid: str | None = None,
+    receive_on: str | None = None,
+    update_price: bool | None = None,
 ) -> Merchant:
     """Create or update a merchant's settings. The token is never stored: only its env var's name.
 
@@ -65,6 +77,9 @@ def configure_merchant(
 
     Receiving stock needs a location: a ``gid://shopify/Location/<n>`` (``invalid_location``), set now or
     before (``stock_location_missing``); whether the shop has it is the caller's check (it needs Shopify).
+    ``receive_on`` is ``manual`` (``poflow receive`` as goods arrive) or ``sync`` (every ordered unit when the PO
+    syncs), else ``invalid_receive_on``; turning receiving on without it starts ``manual``. ``update_price``: matched
+    existing variants also get the PO's price (unit cost with the markup), not only its cost.
     """
     merchant = ensure_merchant(session, merchant_id)
     if name is not None:
@@ -81,8 +96,15 @@ def configure_merchant(
         merchant.shopify_token_env = validate_token_env(shopify_token_env) if shopify_token_env else None
     if stock_location_gid is not None:
         merchant.stock_location_gid = validate_location_gid(stock_location_gid) if stock_location_gid else None
+    mode = validate_receive_on(receive_on) if receive_on is not None else None
     if receive_stock is not None:
+        if receive_stock and not merchant.receive_stock:
+            merchant.receive_on = "manual"  # newly enabled: received by hand unless told otherwise
         merchant.receive_stock = receive_stock
+    if mode is not None:
+        merchant.receive_on = mode
+    if update_price is not None:
+        merchant.update_price = update_price
     if merchant.receive_stock and not merchant.stock_location_gid:
         raise PoflowError("stock_location_missing", f"merchant {merchant_id} receives stock but has no location: "
                                                     "set one with --location gid://shopify/Location/<n>")
