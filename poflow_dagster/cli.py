@@ -449,11 +449,16 @@ def merchant() -> None:
 @click.option("--token-env", help="NAME of the environment variable holding the shop's access token: "
               "POFLOW_SHOPIFY_TOKEN_<NAME> (or SHOPIFY_ACCESS_TOKEN).")
 @click.option("--receive-stock/--no-receive-stock", "receive_stock", default=None,
-              help="Apply received PO quantities to Shopify stock (all of them when the PO syncs; "
-              "`poflow receive` for parts). Needs --location.")
+              help="Apply received PO quantities to Shopify stock (see --receive-on). Needs --location.")
 @click.option("--location", help="The Shopify location receiving stock, gid://shopify/Location/<n> (checked "
               "against the shop's locations when a shop is configured).")
-def merchant_set(merchant_id, name, markup, sync, shop_url, token_env, receive_stock, location) -> None:
+@click.option("--receive-on", "receive_on", metavar="manual|sync",
+              help="When stock is received: manual (`poflow receive` as goods arrive; the default) or sync "
+              "(every ordered unit when the PO syncs, for POs uploaded on delivery).")
+@click.option("--update-price/--no-update-price", "update_price", default=None,
+              help="Matched existing variants also get the PO's price (unit cost with the markup), not only cost.")
+def merchant_set(merchant_id, name, markup, sync, shop_url, token_env, receive_stock, location, receive_on,
+                 update_price) -> None:
     """Create or update a merchant."""
     from poflow_dagster.store.merchants import configure_merchant
     from poflow_dagster.store.schema import Merchant
@@ -467,15 +472,17 @@ def merchant_set(merchant_id, name, markup, sync, shop_url, token_env, receive_s
         m = configure_merchant(
             session, merchant_id, name=name, markup_percent=markup_value, shopify_sync_enabled=sync,
             shop_url=shop_url, shopify_token_env=token_env, receive_stock=receive_stock, stock_location_gid=location,
+            receive_on=receive_on, update_price=update_price,
         )
         if location:
             _check_location(m)
     with database.session() as session:  # print what was stored, read back
         m = session.get(Merchant, merchant_id)
-        stock = f"on at {m.stock_location_gid}" if m.receive_stock else "off"
+        stock = f"on at {m.stock_location_gid}, receive on {m.receive_on}" if m.receive_stock else "off"
         click.echo(
             f"{m.id}: markup {m.markup_percent}%, shopify sync {'on' if m.shopify_sync_enabled else 'off'}, "
-            f"shop {m.shop_url or 'default'}, token env {m.shopify_token_env or '-'}, receive stock {stock}"
+            f"shop {m.shop_url or 'default'}, token env {m.shopify_token_env or '-'}, receive stock {stock}, "
+            f"update price {'on' if m.update_price else 'off'}"
         )
 
 
