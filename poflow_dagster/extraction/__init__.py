@@ -25,6 +25,9 @@ message:
 * ``no_line_items`` - no item table, or a table without items;
 * ``unreadable_file`` - the stored file cannot be read (missing, permissions);
 * ``extraction_failed`` - an unexpected internal error (logged with its traceback).
+
+Every extracted PO is checked before it is returned: a line whose barcode is not a valid GTIN gets a warning
+``INVALID_BARCODE`` issue (:func:`.barcodes.check_barcodes`), then the numbers are reconciled.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import Issue, ParsedPO
 from poflow_dagster.domain.reconcile import reconcile
 from poflow_dagster.extraction import spreadsheet
+from poflow_dagster.extraction.barcodes import check_barcodes
 from poflow_dagster.extraction.sniff import (
     FORMAT_DESCRIPTIONS,
     decode_text,
@@ -262,11 +266,11 @@ def _guarded(display: str, work: Callable[[], _T]) -> _T:
 
 
 def _finish(po: ParsedPO, display: str, filename: str | None) -> ParsedPO:
-    """``no_line_items`` for an empty PO; otherwise note an odd extension and reconcile."""
+    """``no_line_items`` for an empty PO; otherwise note an odd extension, check barcodes and reconcile."""
     if not po.lines:
         raise PoflowError("no_line_items", f"{display} has no order lines: it does not look like a purchase order")
     _note_extension_mismatch(po, filename)
-    return reconcile(po)
+    return reconcile(check_barcodes(po))
 
 
 def _extract(path: Path, display: str, llm: LLMSettings | None, on_progress: ProgressCallback | None) -> ParsedPO:

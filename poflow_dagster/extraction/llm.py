@@ -106,6 +106,8 @@ currency symbols, codes or thousands separators (e.g. "1234.56", "12").
 - Use null for anything that is not on these pages or cannot be read.
 - Subtotal, tax/VAT, shipping/freight and total rows are totals, never item lines.
 - Item lines in reading order; keep SKUs exactly as printed (leading zeros included).
+- barcode: the item's UPC / EAN / GTIN (a column such as EAN, UPC, GTIN, Barcode), digits as printed \
+with leading zeros; null if the line has none. The supplier's item code is the SKU, not the barcode.
 - confidence: 0 to 1, how sure you are the values are exactly what is printed.
 """
 

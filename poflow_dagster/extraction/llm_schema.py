@@ -20,6 +20,7 @@ from decimal import Decimal
 from pydantic import BaseModel, ConfigDict, Field
 
 from poflow_dagster.domain.models import Issue, POLine, ParsedPO
+from poflow_dagster.extraction.barcodes import clean_barcode
 from poflow_dagster.extraction.numbers import detect_currency, parse_date, parse_decimal
 
 __all__ = ["LLMExtraction", "LLMLine", "merged_confidence", "to_parsed_po"]
@@ -39,6 +40,11 @@ class LLMLine(BaseModel):
 
     sku: str | None = Field(
         description="Supplier item code / SKU exactly as printed (keep leading zeros); null if none."
+    )
+    barcode: str | None = Field(
+        default=None,
+        description="The item's barcode (UPC / EAN / GTIN / JAN digits) exactly as printed, keeping leading "
+        "zeros; null if none. Never the supplier item code.",
     )
     description: str | None = Field(description="Item description as printed; null if none.")
     quantity: str | None = Field(description="Ordered quantity as a plain decimal string; null if absent.")
@@ -106,9 +112,11 @@ def merged_confidence(extractions: Iterable[LLMExtraction]) -> float | None:
 def _line(line_no: int, line: LLMLine, issues: list[Issue]) -> POLine:
     """Convert one line; number problems are reported with the line number."""
     where = f"line {line_no}"
+    barcode = clean_barcode(_clean(line.barcode))
     return POLine(
         line_no=line_no,
-        sku=_clean(line.sku),
+        sku=_clean(line.sku) or barcode,  # items known only by their barcode: it is the SKU (as in tables)
+        barcode=barcode,
         description=_clean(line.description),
         quantity=_number(line.quantity, f"{where} quantity", issues),
         unit_cost=_number(line.unit_cost, f"{where} unit cost", issues),

@@ -20,7 +20,8 @@ Repeated header lines (continued pages) re-anchor the columns, page footers such
 ``Page 1 of 2`` are dropped, Subtotal/Tax/Shipping/Total lines fill the totals, and
 after a grand total no more items are read until the header repeats. Header fields
 (PO number, supplier, date, currency) are ``Label: value`` pairs (same cell, next
-cell, or the cell below) outside the item table. No arithmetic is done here.
+cell, or the cell below) outside the item table. No arithmetic is done here. A column headed
+EAN / UPC / GTIN / Barcode fills the lines' ``barcode`` (the SKU too when there is no SKU column).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from typing import Any
 
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import Issue, ParsedPO, POLine
+from poflow_dagster.extraction.barcodes import clean_barcode
 from poflow_dagster.extraction.numbers import (
     detect_currency,
     guess_decimal_comma,
@@ -859,7 +861,7 @@ def _looks_like_item(row: _Row, label_cell: _Cell, *, exact: bool, ctx: ParseCon
     has_qty = number_in("quantity")
     if not exact or not has_qty:
         return has_qty
-    other_names = {"sku", "description"} - {label_column}
+    other_names = {"sku", "barcode", "description"} - {label_column}
     return number_in("unit_cost") or any(row.text(name) for name in other_names)
 
 
@@ -882,8 +884,12 @@ def _apply_summary(table: _Table, outcome: tuple[str, Decimal, list[str]]) -> bo
 
 
 def _item(row: _Row, ctx: ParseContext, *, line_no: int, issues: list[Issue]) -> POLine | None:
-    """A POLine if the row has an SKU or description and at least one number."""
-    sku, description = row.text("sku"), row.text("description")
+    """A POLine if the row has an SKU or description and at least one number.
+
+    An EAN/UPC/GTIN column fills ``barcode``; it is the SKU as well when the table has no SKU column."""
+    barcode = row.text("barcode")
+    sku = row.text("sku") if "sku" in _fields(row.columns) else barcode
+    description = row.text("description")
     if sku is None and description is None:
         return None
     raw = {name: row.text(name) for name in ("quantity", "unit_cost", "line_total")}
@@ -894,7 +900,7 @@ def _item(row: _Row, ctx: ParseContext, *, line_no: int, issues: list[Issue]) ->
         if value is None and raw[name] is not None:
             message = f"line {line_no}: could not read {name.replace('_', ' ')} {raw[name]!r}"
             issues.append(Issue(code="UNREADABLE_NUMBER", message=message))
-    return POLine(line_no=line_no, sku=sku, description=description, **parsed)
+    return POLine(line_no=line_no, sku=sku, barcode=clean_barcode(barcode), description=description, **parsed)
 
 
 def _continue_description(row: _Row, last: tuple[POLine, _Line, _Cell]) -> bool:

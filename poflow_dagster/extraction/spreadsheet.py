@@ -16,7 +16,9 @@ The sheet is seen as a grid of cells. The extractor
 
 Numbers are parsed with :mod:`poflow_dagster.extraction.numbers`, using the
 document's own decimal style (decimal comma or point, voted over all its cells).
-SKUs are kept as text, so ``00123`` stays ``00123``.
+SKUs are kept as text, so ``00123`` stays ``00123``. A barcode column (EAN, UPC, GTIN, JAN, Strichcode,
+código de barras, ...) fills ``barcode`` (:func:`.barcodes.clean_barcode`: leading zeros kept, Excel's
+float forms undone from the cell's real value); when the table has no SKU column it is the SKU as well.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pathlib import Path
 
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import Issue, ParsedPO, POLine
+from poflow_dagster.extraction.barcodes import clean_barcode
 from poflow_dagster.extraction.numbers import (
     as_money,
     ISO_CURRENCIES,
@@ -56,6 +59,7 @@ __all__ = [
     "header_columns",
     "lookup_synonym",
     "normalize_label",
+    "sku_column",
     "synonym_index",
     "MAX_COLUMNS",
     "MAX_ROWS",
@@ -121,8 +125,26 @@ COLUMN_SYNONYMS: dict[str, tuple[str, ...]] = {
         "artikelcode", "productcode", "referentie", "artikel nummer",
         # pt
         "codigo do produto", "codigo do artigo", "ref produto",
-        # barcodes last: only used when there is no better SKU column
-        "ean", "upc", "gtin", "barcode",
+    ),
+    # UPC / EAN / GTIN: read into ``barcode``; a barcode column is the SKU too when there is no SKU column.
+    "barcode": (
+        # en (``EAN-13``, ``GTIN-14``, ``UPC-A`` lose their digits in normalize_label: ``ean``, ``gtin``, ``upc a``)
+        "barcode", "bar code", "barcode no", "barcode number", "ean", "ean13", "ean8", "ean code", "ean no",
+        "ean number", "ean upc", "ean gtin", "upc", "upca", "upc a", "upc code", "upc no", "upc number",
+        "upc ean", "gtin", "gtin13", "gtin14", "gtin12", "gtin8", "gtin code", "gtin no", "gtin number",
+        "gtin ean", "jan", "jan code", "isbn", "item upc", "item ean", "item barcode", "item gtin",
+        "product barcode", "product ean", "product upc", "product gtin", "unit upc", "unit barcode",
+        "retail upc", "consumer upc",
+        # de
+        "strichcode", "ean nummer", "ean nr", "ean code nr", "barcode nummer",
+        # fr
+        "code ean", "code barre", "code barres", "code a barres", "code gtin", "code upc", "gencod",
+        # es / pt
+        "codigo de barras", "codigo ean", "codigo barras", "cod barras", "codigo gtin", "codigo upc",
+        # it
+        "codice a barre", "codice ean", "codice gtin",
+        # nl
+        "streepjescode", "barcodenummer",
     ),
     "description": (
         # en
@@ -440,7 +462,7 @@ def header_columns(row: Sequence[Cell]) -> dict[str, int] | None:
             if isinstance(value, str) and col not in columns.values() and normalize_label(value) in _ITEM_AS_SKU:
                 columns["sku"] = col
                 break
-    has_name = "sku" in columns or "description" in columns
+    has_name = "sku" in columns or "description" in columns or "barcode" in columns
     has_figure = "quantity" in columns or "unit_cost" in columns
     return columns if has_name and has_figure else None
 
@@ -561,7 +583,7 @@ def _looks_like_item(row: Row, header: _Header, *, label_col: int, exact: bool, 
     has_qty = number_in("quantity")
     if not exact or not has_qty:
         return has_qty
-    name_cols = {header.columns.get("sku"), header.columns.get("description")} - {None, label_col}
+    name_cols = {sku_column(header.columns), header.columns.get("description")} - {None, label_col}
     return number_in("unit_cost") or any(_text(_cell(row, col)) is not None for col in name_cols)
 
 
@@ -723,9 +745,21 @@ def _apply_summary(po: ParsedPO, summary: _Summary, ctx: ParseContext) -> None:
         )
 
 
+def sku_column(columns: dict[str, int]) -> int | None:
+    """The SKU column: the one headed as such, else the barcode column (a PO that identifies items only by
+    their EAN/UPC uses it as the SKU, as it always has)."""
+    return columns.get("sku", columns.get("barcode"))
+
+
+def _barcode(value: Cell) -> str | None:
+    """A barcode cell: numbers as their digits (a numeric cell's real value), text as printed, cleaned."""
+    return clean_barcode(value if isinstance(value, (int, float, Decimal)) else _text(value))
+
+
 def _item_line(row: Row, cols: dict[str, int], ctx: ParseContext, *, line_no: int) -> POLine | None:
     """Build a POLine from an item row, or None if the row is not an item."""
-    sku = _text(_cell(row, cols.get("sku")))
+    sku = _text(_cell(row, sku_column(cols)))
+    barcode = _barcode(_cell(row, cols.get("barcode")))
     description = _text(_cell(row, cols.get("description")))
     if sku is None and description is None:
         return None
@@ -751,6 +785,7 @@ def _item_line(row: Row, cols: dict[str, int], ctx: ParseContext, *, line_no: in
     return POLine(
         line_no=line_no,
         sku=sku,
+        barcode=barcode,
         description=description,
         quantity=quantity,
         unit_cost=unit_cost,

@@ -17,6 +17,7 @@ Mapping (``Order`` / ``Invoice``):
   ``cbc:InvoicedQuantity``, ``cac:Price/cbc:PriceAmount`` divided by ``cbc:BaseQuantity``
   when that is not 1, ``cbc:LineExtensionAmount`` -> line_total, ``cac:Item/cbc:Name``
   (else ``cbc:Description``), SKU from Sellers-, Buyers-, then StandardItemIdentification;
+  barcode from ``StandardItemIdentification/cbc:ID`` with ``schemeID`` 0160 (GTIN) or ``GTIN``;
 * ``AnticipatedMonetaryTotal`` / ``LegalMonetaryTotal``: ``LineExtensionAmount`` ->
   subtotal, ``PayableAmount`` -> total; ``cac:TaxTotal/cbc:TaxAmount`` -> tax; document
   level freight charges (``ChargeIndicator`` true) -> shipping.
@@ -39,6 +40,7 @@ import defusedxml
 import defusedxml.ElementTree as safe_et
 
 from poflow_dagster.domain.errors import PoflowError
+from poflow_dagster.extraction.barcodes import clean_barcode
 from poflow_dagster.extraction.numbers import as_money
 from poflow_dagster.domain.models import Issue, ParsedPO, POLine
 
@@ -88,6 +90,9 @@ _FREIGHT_WORDS = re.compile(
     r"\b(freight|shipping|shipment|delivery|carriage|postage|transport|fracht|versand|porto|frakt|livraison)\b",
     re.IGNORECASE,
 )
+_GTIN_PATH = "cac:Item/cac:StandardItemIdentification/cbc:ID"
+#: ``schemeID`` values of a GTIN: 0160 is GS1's GTIN in the ISO 6523 ICD code list Peppol uses.
+_GTIN_SCHEMES = frozenset({"0160", "GTIN", "EAN", "UPC"})
 _SKU_PATHS = (
     "cac:Item/cac:SellersItemIdentification/cbc:ID",
     "cac:Item/cac:BuyersItemIdentification/cbc:ID",
@@ -263,6 +268,7 @@ class _Reader:
         return POLine(
             line_no=line_no,
             sku=next((sku for sku in (_find_text(el, p) for p in _SKU_PATHS) if sku), None),
+            barcode=_gtin(el),
             description=_find_text(el, "cac:Item/cbc:Name") or _find_text(el, "cac:Item/cbc:Description"),
             quantity=quantity,
             unit_cost=unit_cost,
@@ -324,6 +330,20 @@ class _Reader:
             message = f"allowances/charges not mapped to shipping: {', '.join(others)}"
             self.issues.append(Issue(code="CHARGES_NOT_APPLIED", message=message))
         return as_money(sum(freight, Decimal(0))) if freight else None
+
+
+def _gtin(line: Element) -> str | None:
+    """The item's GTIN: ``StandardItemIdentification/ID`` whose ``schemeID`` is 0160 (GS1 GTIN in the ISO 6523
+    ICD list) or ``GTIN`` (also EAN/UPC spelled out), or that has no scheme and is all digits (8 to 14)."""
+    for element in line.findall(_GTIN_PATH, NAMESPACES):
+        value = _text(element)
+        scheme = (element.get("schemeID") or "").strip().upper()
+        if value is None or (scheme and scheme not in _GTIN_SCHEMES):
+            continue
+        barcode = clean_barcode(value)
+        if scheme or (barcode is not None and barcode.isdigit() and 8 <= len(barcode) <= 14):
+            return barcode
+    return None
 
 
 def _is_charge(charge: Element) -> bool:

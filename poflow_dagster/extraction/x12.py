@@ -14,7 +14,9 @@ Mapping (first ``ST*850`` transaction set of the interchange):
 * ``PO1``: quantity ``PO102``, unit of measure ``PO103`` (kept in ``stats["line_units"]``),
   unit price ``PO104`` (per hundred/thousand when ``PO105`` is HP/TP/HT), product IDs in
   qualifier/ID pairs from ``PO106/PO107`` on. The SKU is the first of VP, VN, SK, BP, IN,
-  UP found (else the first ID); zero padding is kept. ``PID*F`` ``PID05`` -> description.
+  UP found (else the first ID); zero padding is kept. The barcode is the first of UP (UPC-A),
+  EN (EAN-13), UI (UPC without check digit), EO (EAN-8), UK (GTIN-14), UA (case code without
+  check digit) found; UI/UA get their check digit. ``PID*F`` ``PID05`` -> description.
   line_total = quantity x unit price, rounded to cents;
 * ``CTT01`` must equal the number of ``PO1`` segments (else ``LINE_COUNT_MISMATCH``);
 * ``AMT*TT`` -> total, ``TXI02`` -> tax (header/summary level; line level when that is
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 
 from poflow_dagster.domain.errors import PoflowError
+from poflow_dagster.extraction.barcodes import clean_barcode, with_check_digit
 from poflow_dagster.extraction.numbers import as_money
 from poflow_dagster.domain.models import Issue, ParsedPO, POLine
 
@@ -47,6 +50,13 @@ Segment = tuple[str, ...]
 
 #: Product/Service ID qualifiers usable as the SKU, best first.
 SKU_QUALIFIERS: tuple[str, ...] = ("VP", "VN", "SK", "BP", "IN", "UP")
+
+#: Product/Service ID qualifiers (element 235) that carry a GTIN, the consumer unit's first:
+#: UP UCC-12 (UPC-A), EN EAN/UCC-13, UI U.P.C. consumer package code (1-5-5, no check digit),
+#: EO EAN/UCC-8, UK GTIN-14 (EAN/UCC-14), UA U.P.C./EAN case code (2-5-5, no check digit).
+BARCODE_QUALIFIERS: tuple[str, ...] = ("UP", "EN", "UI", "EO", "UK", "UA")
+#: Qualifiers whose code is sent without its check digit, and the length it then has.
+_NO_CHECK_DIGIT = {"UI": 11, "UA": 12}
 
 #: SAC02 codes that mean freight / shipping (code list 1300).
 FREIGHT_CODES = frozenset({"D240", "D200", "D230", "G821", "G830", "C040", "C030"})
@@ -413,9 +423,11 @@ class _Reader:
         line_total = None
         if quantity is not None and unit_cost is not None:
             line_total = (quantity * unit_cost).quantize(CENT, rounding=ROUND_HALF_UP)
+        ids = self._product_ids(seg)
         line = POLine(
             line_no=line_no,
-            sku=self._sku(seg),
+            sku=_sku(ids),
+            barcode=_barcode(ids),
             description="; ".join(draft.descriptions) or None,
             quantity=quantity,
             unit_cost=unit_cost,
@@ -423,16 +435,14 @@ class _Reader:
         )
         return line, self.el(seg, 3) or None
 
-    def _sku(self, seg: Segment) -> str | None:
-        """Pick the SKU from the PO106/PO107... qualifier/ID pairs (strings, zero padding kept)."""
+    def _product_ids(self, seg: Segment) -> dict[str, str]:
+        """The PO106/PO107... qualifier/ID pairs in order (the first ID of each qualifier; strings as sent)."""
         ids: dict[str, str] = {}
-        first: str | None = None
         for index in range(6, len(seg) - 1, 2):
             qualifier, value = self.el(seg, index).upper(), self.el(seg, index + 1)
             if value:
                 ids.setdefault(qualifier, value)
-                first = first or value
-        return next((ids[q] for q in SKU_QUALIFIERS if q in ids), first)
+        return ids
 
     def _check_line_count(self) -> None:
         """CTT01 must equal the number of PO1 segments."""
@@ -479,6 +489,23 @@ class _Reader:
     def _unreadable(self, what: str, raw: str) -> None:
         """Record that a value could not be read."""
         self.issues.append(Issue(code="UNREADABLE_NUMBER", message=f"could not read {what} {raw!r}"))
+
+
+def _sku(ids: dict[str, str]) -> str | None:
+    """The SKU: the first of ``SKU_QUALIFIERS`` present, else the first ID (zero padding kept)."""
+    return next((ids[q] for q in SKU_QUALIFIERS if q in ids), next(iter(ids.values()), None))
+
+
+def _barcode(ids: dict[str, str]) -> str | None:
+    """The line's GTIN: the first of ``BARCODE_QUALIFIERS`` present; a UI/UA code sent in its documented form
+    without a check digit (11/12 digits) gets it appended."""
+    qualifier = next((q for q in BARCODE_QUALIFIERS if q in ids), None)
+    if qualifier is None:
+        return None
+    barcode = clean_barcode(ids[qualifier])
+    if barcode is not None and barcode.isdigit() and len(barcode) == _NO_CHECK_DIGIT.get(qualifier):
+        barcode = with_check_digit(barcode)
+    return barcode
 
 
 def _is_freight(charge: _Charge) -> bool:

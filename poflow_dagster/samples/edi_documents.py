@@ -322,7 +322,7 @@ def _item(line: LineSpec) -> Node:
                 cac("SellersItemIdentification", cbc("ID", line.sku))]
     elif line.ubl_sku_source == "buyers":
         ids.append(cac("BuyersItemIdentification", cbc("ID", line.sku)))
-    standard = line.sku if line.ubl_sku_source == "standard" else "7350000000013"
+    standard = line.sku if line.ubl_sku_source == "standard" else "7350000000016"  # a valid GTIN-13 (check digit 6)
     ids.append(cac("StandardItemIdentification", cbc("ID", standard, schemeID="0160")))
     long_text = cbc("Description", line.description + " (long description)")
     return cac("Item", long_text, cbc("Name", line.description), *ids)
