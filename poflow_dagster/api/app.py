@@ -17,6 +17,7 @@ from poflow_dagster.api.auth import current_merchant, stream_merchant
 from poflow_dagster.api.errors import ApiError, install_error_handlers
 from poflow_dagster.api.events import TableEventHub, event_stream
 from poflow_dagster.api.page import PAGE_HTML
+from poflow_dagster.api.review_routes import install_review_routes
 from poflow_dagster.api.queries import LIST_STATUSES, list_uploads, merchant_stats, merchant_upload_status
 from poflow_dagster.api.settings import ApiSettings
 from poflow_dagster.api.upload_stream import receive_upload
@@ -65,7 +66,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app = FastAPI(
         title="poflow API",
         version="1",
-        description="Upload purchase orders, follow their progress live (server-sent events), read their status. "
+        description="Upload purchase orders, follow their progress live (server-sent events), read their status; "
+        "review catalog matches and approve held POs, receive stock, preview a PO's Shopify sync (dry run). "
         "Every request carries a merchant's API token: `Authorization: Bearer <token>` "
         "(issue one with `poflow merchant token ID`).",
         lifespan=lifespan,
@@ -82,9 +84,10 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Last-Event-ID", "Content-Type"],
+            allow_headers=["Authorization", "Last-Event-ID", "Content-Type", "Idempotency-Key"],
         )
     _routes(app, settings, db, bus)
+    install_review_routes(app, settings, db)
     return app
 
 

@@ -19,6 +19,25 @@ _STATUS_BY_CODE = {
     "unknown_upload": 404,
     "file_too_large": 413,
     "upload_conflict": 409,
+    # review and receiving (api/review_routes.py)
+    "not_awaiting_review": 409,
+    "invalid_match": 422,
+    "unknown_match": 422,
+    "receiving_off": 409,
+    "over_receipt": 409,
+    "not_synced": 409,
+    "no_purchase_order": 409,
+    "receipt_conflict": 409,
+    "unknown_line": 422,
+    "invalid_quantity": 422,
+    "option_conflict": 422,
+    "receipt_refused": 422,
+    "receive_incomplete": 503,
+    "invalid_idempotency_key": 400,
+    "idempotency_key_reused": 422,
+    "idempotency_in_progress": 409,
+    "sync_off": 409,
+    "not_drafted": 409,
 }
 
 _CODE_BY_STATUS = {

@@ -5,11 +5,13 @@
 from dataclasses import dataclass, field
 
 import dagster as dg
+from pydantic import Field
 
 from poflow_dagster.domain.models import ParsedPO
 from poflow_dagster.domain.reconcile import needs_review, review_reasons
 from poflow_dagster.domain.stages import Stage
 from poflow_dagster.parsing import parse_upload
+from poflow_dagster.pipeline.dry_run import diff_counts, diff_markdown, dry_run_reason, preview_sync
 from poflow_dagster.pipeline.metadata import md_text, po_lines_markdown
 from poflow_dagster.pipeline.run_history import po_timeline_metadata
 from poflow_dagster.pipeline.stage_runner import run_stage
@@ -35,6 +37,7 @@ class SyncSummary:
     cost_updates: int = 0  # matched variants whose cost per item changed to the PO's unit cost
     receipts: int | None = None  # stock receipts applied at sync (None: the merchant does not receive stock)
     receipts_failed: int | None = None  # of those, refused by Shopify (e.g. item not stocked at the location)
+    dry_run: dict | None = None  # the diff (``poflow shopify diff --format json``) of a dry run; nothing was written
 
 
 class ParsingConfig(dg.Config):
@@ -170,11 +173,22 @@ def product_draft_creation(
     return outcome.drafts
 
 
+class SyncConfig(dg.Config):
+    dry_run: bool = Field(
+        default=False,
+        description="Preview only: compute what this PO's sync would change in Shopify (products to create or update, "
+        "field by field; existing variants' cost; units to receive) and write nothing to Shopify — no products, cost "
+        "updates, receipts or shopify_products links. The diff goes into this step's metadata and the PO is held for "
+        "review (DRY_RUN), never reported completed; approve it or run it again without dry_run to sync.",
+    )
+
+
 # No op retry: the Shopify client owns Shopify retries (THROTTLED within a time budget, 5xx/transport with
 # backoff); an error it gives up on fails the stage cleanly with its code.
 @dg.op(tags={"poflow/stage": Stage.SHOPIFY_SYNC.value}, pool="shopify")
 def shopify_sync(
     context: dg.OpExecutionContext,
+    config: SyncConfig,
     parsed: ParsedPO,
     drafts: list[DraftRecord],
     db: DatabaseResource,
@@ -187,11 +201,21 @@ def shopify_sync(
 
     Held back, and says why, while the PO has error-severity issues or ambiguous catalog matches nobody decided
     (``poflow approve [--match LINE=VARIANT]``); skipped, and says so, when the merchant has Shopify sync off.
+    With ``dry_run`` (config) it only computes the diff (``poflow shopify diff``), shows it in its metadata and holds
+    the PO for review (``DRY_RUN``): nothing is written to Shopify.
     """
     with run_stage(context, Stage.SHOPIFY_SYNC, db, progress) as stage:
         database = stage.database
         merchant = merchant_for_upload(database, context.partition_key)
-        if needs_review(parsed) and not is_approved(database, context.partition_key):
+        held = needs_review(parsed) and not is_approved(database, context.partition_key)
+        if config.dry_run and merchant.shopify_sync_enabled:  # reads only: the diff goes into the metadata
+            target = shopify.target_for(merchant)
+            with shopify.client_for(target) as client:
+                summary = _dry_run(database, client, merchant, target.url, context.partition_key,
+                                   review_reasons(parsed) if held else [])
+                stage.signals.update(shopify_requests=client.stats.requests)
+            stage.outcome, stage.items = "skipped", 0
+        elif held:
             stage.outcome, stage.items = "skipped", 0
             summary = SyncSummary(shop_url=None, skipped_reason="held for review: the PO has error-severity issues",
                                   held_for_review=review_reasons(parsed))
@@ -227,6 +251,10 @@ def shopify_sync(
         if summary.skipped_reason:  # the stage_skipped event says why
             stage.notes = [summary.skipped_reason]
     meta: dict[str, dg.RawMetadataValue] = {**stage.metadata(), "products": len(summary.products)}
+    if summary.dry_run is not None:
+        meta.update({"dry_run": True, **diff_counts(summary.dry_run),
+                     "diff": dg.MetadataValue.md(diff_markdown(summary.dry_run)),
+                     "diff_json": dg.MetadataValue.json(summary.dry_run)})
     if summary.skipped_reason:
         meta["skipped"] = summary.skipped_reason
         if summary.held_for_review:
@@ -244,6 +272,16 @@ def shopify_sync(
         )
     context.add_output_metadata(meta)
     return summary
+
+
+def _dry_run(database, client, merchant, shop_url: str, upload_id: str, issues: list[str]) -> SyncSummary:
+    """The dry run's summary: the diff, and the PO held for review with a ``DRY_RUN`` reason (plus its unapproved
+    error ``issues`` and the lines still awaiting a pick), so it is never reported completed. Nothing is written to
+    Shopify."""
+    diff = preview_sync(database, client, merchant, shop_url, upload_id)
+    return SyncSummary(shop_url=None, skipped_reason="dry run: nothing was written to Shopify",
+                       held_for_review=[dry_run_reason(diff_counts(diff)), *issues, *(diff.get("awaiting_pick") or [])],
+                       dry_run=diff)
 
 
 @dg.op(tags={"poflow/stage": Stage.STATUS_UPDATE.value})

@@ -4,9 +4,10 @@ A client that retries a POST (a timeout, a dropped connection) sends the same ``
 first request claims the key (``in_progress``), does its work and stores its answer (``done``); a repeat gets
 that stored answer instead of doing the work again. Keys are per merchant. The same key with another request
 (another path or body) is refused (``idempotency_key_reused``); a repeat while the first is still working is
-refused (``idempotency_in_progress``: retry shortly). A request that ends without an answer worth replaying (a
-refusal before anything happened, Shopify unreachable) releases its key, so the retry does the work.
-A claim left ``in_progress`` by a process that died is taken over after :data:`STALE_AFTER`.
+refused (``idempotency_in_progress``: retry shortly). A request refused before it did anything releases its key, so
+the retry does the work. A request that started work it could not confirm (Shopify unreachable mid-receipt) leaves
+its key ``incomplete``: the retry only finishes that work (``Claim.resume``), it never starts it a second time.
+A claim left ``in_progress`` by a process that died is taken over after :data:`STALE_AFTER` (as a resume).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ class ApiIdempotencyKey(Base):
     merchant_id: Mapped[str] = mapped_column(String(64))
     idempotency_key: Mapped[str] = mapped_column(String(MAX_KEY_CHARS))
     request_sha256: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(20))  # in_progress | done
+    status: Mapped[str] = mapped_column(String(20))  # in_progress | incomplete | done
     response_status: Mapped[int | None] = mapped_column(Integer)
     response_body: Mapped[Any | None] = mapped_column(JSON)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -72,15 +73,24 @@ def check_key(key: str) -> str:
     return key
 
 
-def claim_key(db: Database, merchant_id: str, key: str, fingerprint: str) -> StoredAnswer | None:
-    """Claim ``key`` for this request: ``None`` when this request may do the work (it must then
-    :func:`store_answer` or :func:`release_key`), or the stored answer of the first request to replay."""
+@dataclass(frozen=True)
+class Claim:
+    """What a request may do with its key: replay ``answer``; or do the work (``resume``: only finish what an
+    earlier request with this key started). A claimant must end with :func:`store_answer`, :func:`release_key`
+    or :func:`mark_incomplete`."""
+
+    answer: StoredAnswer | None = None
+    resume: bool = False
+
+
+def claim_key(db: Database, merchant_id: str, key: str, fingerprint: str) -> Claim:
+    """Claim ``key`` for this request (see :class:`Claim`); refuses a reused or busy key."""
     now = utcnow()
     try:
         with db.session() as session:
             session.add(ApiIdempotencyKey(merchant_id=merchant_id, idempotency_key=key, request_sha256=fingerprint,
                                           status="in_progress", created_at=now))
-        return None
+        return Claim()
     except IntegrityError:
         pass
     with db.session() as session:
@@ -92,16 +102,16 @@ def claim_key(db: Database, merchant_id: str, key: str, fingerprint: str) -> Sto
             raise PoflowError("idempotency_key_reused", "this Idempotency-Key was used for another request; use a "
                                                         "new key for a new request")
         if row.status == "done":
-            return StoredAnswer(int(row.response_status or 200), row.response_body)
-        if now - row.created_at < STALE_AFTER:
+            return Claim(answer=StoredAnswer(int(row.response_status or 200), row.response_body))
+        if row.status == "in_progress" and now - row.created_at < STALE_AFTER:
             raise PoflowError("idempotency_in_progress", "a request with this Idempotency-Key is still being "
                                                          "processed; retry in a moment")
         taken = session.execute(update(ApiIdempotencyKey).where(
-            ApiIdempotencyKey.id == row.id, ApiIdempotencyKey.status == "in_progress",
-            ApiIdempotencyKey.created_at == row.created_at).values(created_at=now))
+            ApiIdempotencyKey.id == row.id, ApiIdempotencyKey.status == row.status,
+            ApiIdempotencyKey.created_at == row.created_at).values(status="in_progress", created_at=now))
         if taken.rowcount != 1:
             raise PoflowError("idempotency_in_progress", "another retry took over this Idempotency-Key; retry")
-    return None
+    return Claim(resume=True)
 
 
 def store_answer(db: Database, merchant_id: str, key: str, status: int, body: Any) -> None:
@@ -110,6 +120,14 @@ def store_answer(db: Database, merchant_id: str, key: str, status: int, body: An
         session.execute(update(ApiIdempotencyKey).where(
             ApiIdempotencyKey.merchant_id == merchant_id, ApiIdempotencyKey.idempotency_key == key,
         ).values(status="done", response_status=status, response_body=body, completed_at=utcnow()))
+
+
+def mark_incomplete(db: Database, merchant_id: str, key: str) -> None:
+    """The claimed request started work it could not confirm: the next request with the key finishes it."""
+    with db.session() as session:
+        session.execute(update(ApiIdempotencyKey).where(
+            ApiIdempotencyKey.merchant_id == merchant_id, ApiIdempotencyKey.idempotency_key == key,
+        ).values(status="incomplete"))
 
 
 def release_key(db: Database, merchant_id: str, key: str) -> None:
