@@ -70,12 +70,13 @@ def _verify(db: Database, upload_id: str, shops: ShopAccess, *, held_for_review:
         return UploadVerification("skipped", f"Shopify sync is off for merchant {merchant.id}", drafts=len(drafts))
     matching = recorded_matching(db, upload_id)
     lines = saved_lines(db, upload_id)
-    existing = matching.matched_skus(lines)  # existing variants: their cost is checked, not a product of ours
+    existing = matching.matched_skus(lines)  # existing variants: cost (and opted-in price) checked, not ours
     own = [draft for draft in drafts if draft.sku not in existing]
     target = shops.target_for(merchant)
     with shops.client_for(target) as client:
         result = verify_published(db, client, target.url, merchant.id, own)
-        cost_problems, cost_requests = verify_matched_costs(client, lines, matching)
+        cost_problems, cost_requests = verify_matched_costs(
+            client, lines, matching, price_markup=merchant.markup_percent if merchant.update_price else None)
     problems = result.problems + cost_problems + unfinished_receipts(db, upload_id)
     checked = result.checked + len(matching.matched)
     message = f"{checked} products match" if not problems else (

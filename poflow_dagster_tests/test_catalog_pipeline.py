@@ -216,7 +216,7 @@ def test_a_merchant_receiving_stock_gets_each_ordered_unit_once_at_sync(home, db
     with ShopifyClient(shop.url, "test-token") as client:
         location = client.locations()[0].gid
     with db.session() as session:
-        configure_merchant(session, "acme", receive_stock=True, stock_location_gid=location)
+        configure_merchant(session, "acme", receive_stock=True, stock_location_gid=location, receive_on="sync")
     upload = _upload(home, db, tmp_path, "PO-505")
 
     first = run_upload(defs, instance, db, upload.id, with_images=False)
@@ -240,7 +240,7 @@ def test_the_read_back_check_reports_receipts_shopify_refused(home, db, shop, in
 
     back_room = shop.add_location("Back room")  # nothing is stocked there: every receipt is refused
     with db.session() as session:
-        configure_merchant(session, "acme", receive_stock=True, stock_location_gid=back_room)
+        configure_merchant(session, "acme", receive_stock=True, stock_location_gid=back_room, receive_on="sync")
     upload = _upload(home, db, tmp_path, "PO-506")
 
     result = run_upload(defs, instance, db, upload.id, with_images=False)

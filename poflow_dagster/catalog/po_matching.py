@@ -10,7 +10,9 @@ Called by the ``shopify_sync`` stage before anything is written to Shopify:
    poflow already turned into a product keeps going through ``productSet`` by handle (idempotent), never a cost
    update.
 3. ``matched`` (and ``approved``) lines are existing variants: their cost per item is set to the PO's unit cost
-   (``productVariantsBulkUpdate``, only where it differs), no new product is made for them. ``ambiguous`` lines hold
+   and, for a merchant who opts in (``update_price``), their price to the price poflow would give a new draft
+   (``retail_price``: unit cost with the merchant's markup), in one ``productVariantsBulkUpdate`` per product, only
+   where a value differs; no new product is made for them. ``ambiguous`` lines hold
    the PO for review (``AMBIGUOUS_MATCH``) until a person picks (``poflow approve --match LINE=VARIANT``) or approves
    as is (then they become new products). ``unmatched`` lines become DRAFT products as before.
 """
@@ -32,6 +34,7 @@ from poflow_dagster.catalog.store import (
     catalog_candidates, line_matches_for_upload, load_match_inputs, record_line_matches, upsert_catalog_variants,
 )
 from poflow_dagster.catalog.sync import sync_catalog
+from poflow_dagster.domain.drafts import retail_price
 from poflow_dagster.domain.models import ParsedPO
 from poflow_dagster.shopify.client import (
     MAX_NODE_IDS, ShopifyClient, VariantUpdate, handle_for_sku, money_from_wire, money_to_wire,
@@ -98,23 +101,43 @@ def match_po(
 def update_matched_costs(
     db: Database, client: ShopifyClient, merchant_id: str, shop_url: str, parsed: ParsedPO, matching: PoMatching,
 ) -> int:
-    """Step 3: set each matched variant's cost per item to the PO's unit cost where it differs (one
-    ``productVariantsBulkUpdate`` per product). Returns the variants changed; a re-run changes none."""
+    """Step 3: set each matched variant's cost per item to the PO's unit cost, and its price too when the merchant
+    opts in (``update_price``), where they differ (one ``productVariantsBulkUpdate`` per product, cost and price
+    together). Returns the variants changed; a re-run changes none. Price is never touched otherwise."""
     wanted = wanted_costs(parsed.lines, matching)
     if not wanted:
         return 0
+    prices = wanted_prices(wanted, _price_markup(db, merchant_id))
     current = {v.variant_gid: v for v in catalog_candidates(db, merchant_id, shop_url, variant_gids=wanted)}
     by_product: dict[str, list[VariantUpdate]] = defaultdict(list)
     for variant_gid, cost in wanted.items():
         variant = current.get(variant_gid)
-        if variant is not None and variant.unit_cost != cost:
-            by_product[variant.product_gid].append(VariantUpdate(variant_gid=variant_gid, unit_cost=cost))
+        update = _variant_update(variant, cost, prices.get(variant_gid)) if variant is not None else None
+        if update is not None:
+            by_product[variant.product_gid].append(update)
     changed: list[CatalogVariant] = []
     for product_gid, updates in sorted(by_product.items()):
         changed.extend(client.update_variants(product_gid, updates))
     if changed:  # the local copy follows at once (the next incremental sync would read them again anyway)
         upsert_catalog_variants(db, merchant_id, shop_url, changed)
     return sum(len(updates) for updates in by_product.values())
+
+
+def _variant_update(variant: CatalogVariant, cost: Decimal, price: Decimal | None) -> VariantUpdate | None:
+    """What to change on one matched variant: its cost and (``price`` given) its price where they differ;
+    ``None`` when it already has both."""
+    new_cost = cost if variant.unit_cost != cost else None
+    new_price = price if price is not None and price != variant.price else None
+    if new_cost is None and new_price is None:
+        return None
+    return VariantUpdate(variant_gid=variant.variant_gid, price=new_price, unit_cost=new_cost)
+
+
+def _price_markup(db: Database, merchant_id: str) -> Decimal | None:
+    """The merchant's markup if matched variants get the PO's price (``update_price``), else ``None``."""
+    with db.session() as session:
+        merchant = session.get(Merchant, merchant_id)
+        return merchant.markup_percent if merchant is not None and merchant.update_price else None
 
 
 def recorded_matching(db: Database, upload_id: str) -> PoMatching:
@@ -129,15 +152,19 @@ def recorded_matching(db: Database, upload_id: str) -> PoMatching:
 
 _COSTS_QUERY = """
 query PoflowMatchedCosts($ids: [ID!]!) {
-  nodes(ids: $ids) { ... on ProductVariant { id inventoryItem { unitCost { amount } } } }
+  nodes(ids: $ids) { ... on ProductVariant { id price inventoryItem { unitCost { amount } } } }
 }
 """
 
 
-def verify_matched_costs(client: ShopifyClient, lines: Iterable[PricedLine], matching: PoMatching) -> tuple[list[str], int]:
+def verify_matched_costs(
+    client: ShopifyClient, lines: Iterable[PricedLine], matching: PoMatching, *, price_markup: Decimal | None = None,
+) -> tuple[list[str], int]:
     """Read the matched variants back (by id, up to 250 a request): mismatch lines where Shopify's cost per item
-    is not the PO's unit cost, or the variant is gone; and the number of requests made."""
+    is not the PO's unit cost, where (``price_markup`` given: the merchant opts in to price updates) its price is
+    not the PO's price, or where the variant is gone; and the number of requests made."""
     wanted = wanted_costs(lines, matching)
+    prices = wanted_prices(wanted, price_markup)
     gids = sorted(wanted)
     problems: list[str] = []
     requests = 0
@@ -150,12 +177,17 @@ def verify_matched_costs(client: ShopifyClient, lines: Iterable[PricedLine], mat
                 problems.append(f"matched variant {gid}: gone from Shopify")
                 continue
             cost = (node.get("inventoryItem") or {}).get("unitCost")
-            have = money_from_wire(cost["amount"]) if cost else None
-            if have != wanted[gid]:
-                shown = "no cost" if have is None else money_to_wire(have)
-                problems.append(f"matched variant {gid}: cost differs (expected {money_to_wire(wanted[gid])}, "
-                                f"Shopify has {shown})")
+            problems.extend(_differs(gid, "cost", wanted[gid], money_from_wire(cost["amount"]) if cost else None))
+            if gid in prices:
+                problems.extend(_differs(gid, "price", prices[gid], money_from_wire(node["price"])))
     return problems, requests
+
+
+def _differs(gid: str, what: str, expected: Decimal, have: Decimal | None) -> list[str]:
+    if have == expected:
+        return []
+    shown = f"no {what}" if have is None else money_to_wire(have)
+    return [f"matched variant {gid}: {what} differs (expected {money_to_wire(expected)}, Shopify has {shown})"]
 
 
 class PricedLine(Protocol):
@@ -174,6 +206,14 @@ def wanted_costs(lines: Iterable[PricedLine], matching: PoMatching) -> dict[str,
         if variant_gid and line.unit_cost is not None:
             wanted.setdefault(variant_gid, line.unit_cost)
     return wanted
+
+
+def wanted_prices(costs: dict[str, Decimal], markup_percent: Decimal | None) -> dict[str, Decimal]:
+    """Variant gid -> the price a new draft of that line would get (``retail_price`` of its unit cost with the
+    merchant's markup); empty when ``markup_percent`` is ``None`` (the merchant does not opt in)."""
+    if markup_percent is None:
+        return {}
+    return {gid: retail_price(cost, markup_percent) for gid, cost in costs.items()}
 
 
 def _without_poflow_products(client: ShopifyClient, merchant_ids: list[str]):
