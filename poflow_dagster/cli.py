@@ -713,5 +713,40 @@ def demo(merchant_id: str | None) -> None:
     sys.exit(run_demo(merchant_id))
 
 
+
+@main.group()
+def catalog() -> None:
+    """The merchants' Shopify catalogs as poflow keeps them (for matching PO lines)."""
+
+
+@catalog.command("sync")
+@click.argument("merchant_id", required=False)
+@click.option("--all", "all_merchants", is_flag=True, help="Every merchant with Shopify sync on.")
+@click.option("--full", is_flag=True, help="Read every variant and remove those of products deleted in Shopify.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def catalog_sync(merchant_id: str | None, all_merchants: bool, full: bool, fmt: str) -> None:
+    """Bring MERCHANT's (or --all merchants') synced Shopify catalog up to date: variants and products changed since
+    the last pass (resumes an interrupted pass), or everything with --full. The scheduled catalog_sync_job does the
+    same hourly (incremental) and nightly (full)."""
+    from poflow_dagster.catalog.shop_catalog import merchants_to_sync, sync_merchants
+    from poflow_dagster.resources import ShopifyResource
+
+    if bool(merchant_id) == all_merchants:
+        raise PoflowError("bad_arguments", "give one MERCHANT or --all")
+    database = _db()
+    done = sync_merchants(database, ShopifyResource(), merchants_to_sync(database, merchant_id), full=full)
+    if fmt == "json":
+        click.echo(json.dumps([item.to_json() for item in done], indent=2, ensure_ascii=False))
+    for item in done:
+        if fmt != "json" and item.result is not None:
+            r = item.result
+            click.echo(f"{item.merchant_id} {item.shop_url}: {r.pages} pages, {r.variants} variants, {r.products} "
+                       f"products, {r.deleted} deleted, {'complete' if r.complete else 'incomplete'}, cursor "
+                       f"{r.cursor.isoformat() if r.cursor else '-'}" + (" (full)" if r.full else ""))
+        if item.error is not None:
+            click.echo(f"error: {item.error.code}: {item.merchant_id}: {item.error.message}", err=True)
+    if any(item.error is not None for item in done):
+        sys.exit(2)
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -19,6 +19,7 @@ from poflow_dagster.pipeline.analytics_assets import analytics_assets
 from poflow_dagster.pipeline.analytics_checks import analytics_checks
 from poflow_dagster.pipeline.analytics_schedules import analytics_job, analytics_schedule
 from poflow_dagster.pipeline.assets import purchase_order
+from poflow_dagster.pipeline.catalog_sync import catalog_full_sync_schedule, catalog_sync_job, catalog_sync_schedule
 from poflow_dagster.pipeline.checks import po_saved_correctly, shopify_matches_drafts
 from poflow_dagster.pipeline.images import product_images
 from poflow_dagster.pipeline.jobs import po_job
@@ -69,8 +70,8 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
 defs = dg.Definitions(
     assets=[purchase_order, product_images, *analytics_assets],
     asset_checks=[po_saved_correctly, shopify_matches_drafts, *analytics_checks],
-    jobs=[po_job, analytics_job, partition_retention_job],
-    schedules=[analytics_schedule, partition_retention_schedule],
+    jobs=[po_job, analytics_job, partition_retention_job, catalog_sync_job],
+    schedules=[analytics_schedule, partition_retention_schedule, catalog_sync_schedule, catalog_full_sync_schedule],
     sensors=[upload_sensor, po_failure_sensor, workflow_reconciler],
     resources=build_resources(),
 )

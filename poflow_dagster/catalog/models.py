@@ -17,7 +17,7 @@ DEFAULT_VARIANT_TITLE = "Default Title"
 @dataclass(frozen=True)
 class CatalogVariant:
     """One variant of the merchant's Shopify catalog, as a catalog page returns it (``ShopifyClient.catalog_page``
-    builds these, with exactly these field names). ``updated_at`` is the product's ``updatedAt`` (UTC)."""
+    builds these, with exactly these field names). ``updated_at`` is the variant's ``updatedAt`` (UTC)."""
 
     product_gid: str
     variant_gid: str
@@ -31,6 +31,8 @@ class CatalogVariant:
     price: Decimal
     product_status: str  # ACTIVE | DRAFT | ARCHIVED
     updated_at: dt.datetime
+    #: The variant's ``poflow.supplier_skus`` metafield: ``"supplier_key|supplier_sku_key"`` entries.
+    supplier_skus: tuple[str, ...] = ()
 
     @property
     def title(self) -> str:
@@ -82,3 +84,29 @@ class LineMatch:
     status: Status
     variant_gid: str | None = None
     candidates: tuple[Candidate, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class CatalogProduct:
+    """A product's own fields (``ShopifyClient.catalog_products_page`` builds these with the same field names):
+    what a product-level edit changes on every one of its variants' rows."""
+
+    product_gid: str
+    title: str
+    vendor: str | None
+    status: str
+    updated_at: dt.datetime
+
+
+#: One ``poflow.supplier_skus`` entry: a supplier key and one of its SKU keys (supplier keys hold no ``|``).
+SUPPLIER_SKU_SEPARATOR = "|"
+
+
+def supplier_sku_entry(supplier_key: str, supplier_sku_key: str) -> str:
+    return f"{supplier_key}{SUPPLIER_SKU_SEPARATOR}{supplier_sku_key}"
+
+
+def split_supplier_sku_entry(entry: str) -> tuple[str, str] | None:
+    """``(supplier_key, supplier_sku_key)`` of an entry, or ``None`` for one that is not of that form."""
+    supplier, separator, sku = entry.partition(SUPPLIER_SKU_SEPARATOR)
+    return (supplier, sku) if separator and supplier and sku else None

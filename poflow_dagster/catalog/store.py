@@ -13,13 +13,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, String, bindparam, cast, func, select, union
+from sqlalchemy import Connection, String, bindparam, case, cast, func, select, union
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from poflow_dagster.catalog.models import Candidate, CatalogVariant, LineMatch, MatchableLine
+from poflow_dagster.catalog.models import (
+    Candidate, CatalogProduct, CatalogVariant, LineMatch, MatchableLine, split_supplier_sku_entry,
+)
 from poflow_dagster.catalog.normalize import barcode_key, sku_key, supplier_key
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.schema import (
@@ -27,7 +29,7 @@ from poflow_dagster.store.schema import (
 )
 from poflow_dagster.store.types import utcnow
 
-#: Rows per ``INSERT`` statement: 500 variants × 19 columns stays far below SQLite's 32,766 parameters.
+#: Rows per ``INSERT`` statement: 500 variants × 20 columns stays far below SQLite's 32,766 parameters.
 CHUNK_ROWS = 500
 
 _VARIANTS = CatalogVariantRow.__table__
@@ -43,7 +45,7 @@ def _insert(connection: Connection):
 
 _VARIANT_UPDATED = ("merchant_id", "product_gid", "inventory_item_gid", "sku", "sku_key", "barcode", "barcode_key",
                     "product_title", "variant_title", "vendor", "vendor_key", "unit_cost", "price", "product_status",
-                    "shopify_updated_at", "synced_at")
+                    "shopify_updated_at", "supplier_skus", "synced_at")
 
 
 def upsert_catalog_variants(db: Database, merchant_id: str, shop_url: str, variants: Iterable[CatalogVariant]) -> int:
@@ -95,7 +97,33 @@ def _variant_row(merchant_id: str, shop_url: str, variant: CatalogVariant, now: 
         "vendor": variant.vendor, "vendor_key": supplier_key(variant.vendor),
         "unit_cost": variant.unit_cost, "price": variant.price, "product_status": variant.product_status,
         "shopify_updated_at": variant.updated_at, "synced_at": now,
+        "supplier_skus": supplier_skus_text(getattr(variant, "supplier_skus", ())),
     }
+
+
+def supplier_skus_text(entries) -> str | None:
+    """``catalog_variants.supplier_skus``: the metafield's entries as a sorted JSON list (``None``: none)."""
+    return json.dumps(sorted(set(entries))) if entries else None
+
+
+def write_catalog_products(connection: Connection, merchant_id: str, shop_url: str,
+                           products: Iterable[CatalogProduct]) -> int:
+    """Carry product-level edits (title, vendor, status) to the rows of the products' variants already in the
+    catalog; returns the variant rows changed. Products with no synced variant (poflow's own, or new ones
+    whose variants the variants query brings) change nothing."""
+    rows = [{"gid": product.product_gid, "title": product.title, "vendor": product.vendor,
+             "vendor_key": supplier_key(product.vendor), "status": product.status} for product in products]
+    if not rows:
+        return 0
+    update = _VARIANTS.update().where(
+        _VARIANTS.c.merchant_id == merchant_id, _VARIANTS.c.shop_url == shop_url,
+        _VARIANTS.c.product_gid == bindparam("gid"),
+    ).values(product_title=bindparam("title"), vendor=bindparam("vendor"), vendor_key=bindparam("vendor_key"),
+             product_status=bindparam("status"))
+    changed = 0
+    for first in range(0, len(rows), CHUNK_ROWS):
+        changed += connection.execute(update, rows[first:first + CHUNK_ROWS]).rowcount or 0
+    return changed
 
 
 def delete_variants_not_synced_since(connection: Connection, merchant_id: str, shop_url: str,
@@ -198,10 +226,37 @@ def learned_supplier_skus(db: Database, merchant_id: str, shop_url: str, supplie
     return dict(rows)
 
 
+def seed_supplier_skus(connection: Connection, merchant_id: str, shop_url: str,
+                       variants: Iterable[CatalogVariant], now: dt.datetime | None = None) -> int:
+    """Learn the supplier SKUs found in variants' ``poflow.supplier_skus`` metafields that the app database lacks
+    (a new database, or another installation taught them). What the database already maps stays as it is;
+    an entry it maps to this same variant is marked as on the metafield. Returns the entries seen."""
+    now = now or utcnow()
+    rows = [{"merchant_id": merchant_id, "supplier_key": supplier, "supplier_sku_key": sku, "shop_url": shop_url,
+             "variant_gid": variant.variant_gid, "learned_from_upload_id": None, "created_at": now,
+             "metafield_written_at": now}
+            for variant in variants for entry in getattr(variant, "supplier_skus", ())
+            if (parts := split_supplier_sku_entry(entry)) is not None for supplier, sku in [parts]]
+    latest = {(row["supplier_key"], row["supplier_sku_key"]): row for row in rows}  # once per statement
+    if not latest:
+        return 0
+    insert = _insert(connection)(_MAP)
+    upsert = insert.on_conflict_do_update(
+        index_elements=["merchant_id", "supplier_key", "supplier_sku_key", "shop_url"],
+        set_={"metafield_written_at": insert.excluded.metafield_written_at},
+        where=(_MAP.c.variant_gid == insert.excluded.variant_gid) & _MAP.c.metafield_written_at.is_(None),
+    )
+    ordered = [latest[key] for key in sorted(latest)]
+    for first in range(0, len(ordered), CHUNK_ROWS):
+        connection.execute(upsert, ordered[first:first + CHUNK_ROWS])
+    return len(ordered)
+
+
 def learn_supplier_sku(connection: Connection, merchant_id: str, shop_url: str, supplier: str | None,
                        supplier_sku: str | None, variant_gid: str, upload_id: str | None) -> bool:
     """Remember that this supplier's SKU is this variant (replacing what was learned before). ``False`` when
-    there is nothing to learn from: no supplier name or no SKU on the line."""
+    there is nothing to learn from: no supplier name or no SKU on the line. An entry moved to another variant
+    waits for its metafield again (``metafield_written_at`` cleared; ``write_supplier_sku_metafields``)."""
     supplier_k, sku_k = supplier_key(supplier), sku_key(supplier_sku)
     if supplier_k is None or sku_k is None:
         return False
@@ -211,7 +266,9 @@ def learn_supplier_sku(connection: Connection, merchant_id: str, shop_url: str, 
         variant_gid=variant_gid, learned_from_upload_id=upload_id, created_at=utcnow(),
     ).on_conflict_do_update(
         index_elements=["merchant_id", "supplier_key", "supplier_sku_key", "shop_url"],
-        set_={name: insert.excluded[name] for name in ("variant_gid", "learned_from_upload_id", "created_at")},
+        set_={**{name: insert.excluded[name] for name in ("variant_gid", "learned_from_upload_id", "created_at")},
+              "metafield_written_at": case((_MAP.c.variant_gid == insert.excluded.variant_gid,
+                                            _MAP.c.metafield_written_at), else_=None)},
     ))
     return True
 

@@ -93,8 +93,15 @@ PRODUCT_SET_VARIANT_COST = 0.2
 VARIANT_NODE_COST = 2.0
 #: ``nodes(ids:)`` takes at most this many ids.
 MAX_NODE_IDS = 250
-#: Points one variant of a catalog page costs (the variant, its inventory item + unit cost, its product).
-CATALOG_VARIANT_COST = 3.0
+#: Points one variant of a catalog page costs (the variant, its inventory item + unit cost, its product, its
+#: ``poflow.supplier_skus`` metafield).
+CATALOG_VARIANT_COST = 4.0
+#: Points one product of a catalog products page costs (the product; its fields are scalars).
+CATALOG_PRODUCT_COST = 1.0
+#: The variant metafield holding the supplier SKUs learned for it: a JSON list of ``"supplier_key|sku_key"``.
+SUPPLIER_SKUS_NAMESPACE = "poflow"
+SUPPLIER_SKUS_KEY = "supplier_skus"
+SUPPLIER_SKUS_TYPE = "json"
 #: Points one ``nodes(ids:)`` entry costs in the inventory-levels query (item, level, quantities).
 INVENTORY_NODE_COST = 3.0
 #: ``metafieldsSet`` takes at most this many metafields per call; it costs 10 plus, per distinct owner,
@@ -263,6 +270,27 @@ class CatalogVariant:
     product_status: str
     updated_at: dt.datetime
     product_handle: str | None = None
+    #: The variant's ``poflow.supplier_skus`` metafield (``"supplier_key|sku_key"`` entries; empty: none).
+    supplier_skus: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class CatalogProduct:
+    """A product's own fields as the catalog keeps them (title, vendor and status are not variant fields)."""
+
+    product_gid: str
+    title: str
+    vendor: str
+    status: str
+    handle: str | None
+    updated_at: dt.datetime
+
+
+class CatalogProductsPage(NamedTuple):
+    """One page of :meth:`ShopifyClient.catalog_products_page`; ``next_cursor`` is ``None`` on the last page."""
+
+    products: tuple[CatalogProduct, ...]
+    next_cursor: str | None
 
 
 class CatalogPage(NamedTuple):
@@ -608,7 +636,8 @@ _CATALOG_FIELDS = """
       updatedAt
       inventoryItem { id unitCost { amount currencyCode } }
       product { id title vendor status handle }
-"""
+      supplierSkus: metafield(namespace: "%s", key: "%s") { value }
+""" % (SUPPLIER_SKUS_NAMESPACE, SUPPLIER_SKUS_KEY)
 
 CATALOG_QUERY = """
 query PoflowCatalog($first: Int!, $after: String, $query: String) {
@@ -618,6 +647,26 @@ query PoflowCatalog($first: Int!, $after: String, $query: String) {
   }
 }
 """ % _CATALOG_FIELDS
+
+#: Products updated since a moment: product-level edits (title, vendor, status) need not touch the variants'
+#: ``updatedAt``, so the variants query alone would miss them (``catalog.sync`` runs both).
+CATALOG_PRODUCTS_QUERY = """
+query PoflowCatalogProducts($first: Int!, $after: String, $query: String) {
+  products(first: $first, after: $after, query: $query) {
+    nodes { id title vendor status handle updatedAt }
+    pageInfo { hasNextPage endCursor }
+  }
+}
+"""
+
+#: The ``poflow.supplier_skus`` metafield of variants by id (what is there before a merge).
+SUPPLIER_SKUS_QUERY = """
+query PoflowSupplierSkus($ids: [ID!]!) {
+  nodes(ids: $ids) {
+    ... on ProductVariant { id supplierSkus: metafield(namespace: "%s", key: "%s") { value } }
+  }
+}
+""" % (SUPPLIER_SKUS_NAMESPACE, SUPPLIER_SKUS_KEY)
 
 VARIANTS_BULK_UPDATE_MUTATION = """
 mutation PoflowVariantsUpdate($productId: ID!, $variants: [ProductVariantsBulkInput!]!) {
@@ -1097,6 +1146,35 @@ class ShopifyClient:
             next_cursor=str(page["endCursor"]) if page.get("hasNextPage") and page.get("endCursor") else None,
         )
 
+    def catalog_products_page(
+        self, updated_after: dt.datetime | None = None, after: str | None = None, first: int = 250
+    ) -> CatalogProductsPage:
+        """One page of the shop's products updated at or after ``updated_after`` (all when ``None``), with their
+        own fields only (``2 + first`` points). The catalog sync's second incremental step: a product's title,
+        vendor or status edited in the admin changes the product's ``updatedAt``, not its variants'."""
+        if not 1 <= first <= MAX_NODE_IDS:
+            raise ValueError(f"first must be between 1 and {MAX_NODE_IDS}, got {first}")
+        variables = {"first": first, "after": after, "query": catalog_search_query(updated_after)}
+        data = self.execute(CATALOG_PRODUCTS_QUERY, variables, expected_cost=2 + first * CATALOG_PRODUCT_COST)
+        connection = data.get("products") or {}
+        page = connection.get("pageInfo") or {}
+        return CatalogProductsPage(
+            products=tuple(_catalog_product(node) for node in connection.get("nodes") or []),
+            next_cursor=str(page["endCursor"]) if page.get("hasNextPage") and page.get("endCursor") else None,
+        )
+
+    def supplier_skus_of(self, variant_gids: Iterable[str]) -> dict[str, tuple[str, ...] | None]:
+        """The ``poflow.supplier_skus`` entries each variant carries now (up to 250 ids a request); ``None`` for a
+        variant Shopify no longer has."""
+        gids = sorted(set(variant_gids))
+        found: dict[str, tuple[str, ...] | None] = {}
+        for start in range(0, len(gids), MAX_NODE_IDS):
+            batch = gids[start:start + MAX_NODE_IDS]
+            nodes = self.execute(SUPPLIER_SKUS_QUERY, {"ids": batch}, expected_cost=len(batch) * 2.0)["nodes"]
+            for gid, node in zip(batch, nodes, strict=True):
+                found[gid] = None if node is None else supplier_skus_from_wire(node.get("supplierSkus"))
+        return found
+
     def update_variants(self, product_gid: str, updates: list[VariantUpdate]) -> list[CatalogVariant]:
         """Change price, barcode and/or unit cost of variants of one product (``productVariantsBulkUpdate``).
 
@@ -1240,6 +1318,27 @@ def _utc_from_wire(value: object) -> dt.datetime:
     return (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
 
 
+def supplier_skus_from_wire(metafield: dict[str, Any] | None) -> tuple[str, ...]:
+    """A ``poflow.supplier_skus`` metafield's entries, sorted and unique; an absent or unreadable value (someone
+    edited it by hand) has none."""
+    if not metafield or metafield.get("value") is None:
+        return ()
+    try:
+        value = json.loads(str(metafield["value"]))
+    except ValueError:
+        return ()
+    if not isinstance(value, list):
+        return ()
+    return tuple(sorted({entry for entry in value if isinstance(entry, str) and "|" in entry}))
+
+
+def _catalog_product(node: dict[str, Any]) -> CatalogProduct:
+    return CatalogProduct(
+        product_gid=str(node["id"]), title=str(node.get("title") or ""), vendor=str(node.get("vendor") or ""),
+        status=str(node.get("status") or ""), handle=node.get("handle"), updated_at=_utc_from_wire(node["updatedAt"]),
+    )
+
+
 def _catalog_variant(node: dict[str, Any]) -> CatalogVariant:
     """A ``ProductVariant`` answer with the catalog fields as a :class:`CatalogVariant`."""
     product = node.get("product") or {}
@@ -1259,6 +1358,7 @@ def _catalog_variant(node: dict[str, Any]) -> CatalogVariant:
         product_status=str(product.get("status", "")),
         updated_at=_utc_from_wire(node["updatedAt"]),
         product_handle=product.get("handle"),
+        supplier_skus=supplier_skus_from_wire(node.get("supplierSkus")),
     )
 
 

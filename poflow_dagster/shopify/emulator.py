@@ -9,7 +9,9 @@
     ``updatedAt``, ``inventoryItem { id tracked unitCost { amount currencyCode } }``), ``product``,
     ``productByIdentifier``, ``products``, ``productVariants(first, after, query, reverse, sortKey: ID|SKU)``
     (search terms ``sku:``, ``barcode:``, ``product_id:``, ``product_status:``, ``title:``, ``vendor:``,
-    ``id:`` and dates ``updated_at:>'2026-01-01T00:00:00Z'`` / ``created_at:`` with ``> >= < <=``),
+    ``id:`` and dates ``updated_at:>'2026-01-01T00:00:00Z'`` / ``created_at:`` with ``> >= < <=``; ``products``
+    takes the same dates). A product-only edit (``productSet`` without variants: title, vendor, status) moves
+    the product's ``updatedAt`` and not its variants', as Shopify keeps them apart,
     ``node``/``nodes`` (products, variants, inventory items, locations, metafields), ``shop``;
   - ``productSet`` (upsert by handle or id; ``vendor``, and per variant ``barcode`` and
     ``inventoryItem { cost tracked sku }``), ``productVariantsBulkUpdate`` (price, compareAtPrice, barcode,
@@ -1000,6 +1002,8 @@ class _Root:
             hit = any(_match_text(value, s) for s in skus)
         elif name == "id":
             hit = str(row["id"]) == value
+        elif name in ("updated_at", "created_at"):
+            hit = _compare_time(row[name], term)
         else:
             hit = True  # unknown filters are ignored, as on Shopify
         return hit != term.negated

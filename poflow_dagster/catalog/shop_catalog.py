@@ -1,0 +1,107 @@
+"""The catalog sync against a real shop: ``sync_catalog`` fed by a ``ShopifyClient``, poflow's own products left out.
+
+Used by a PO run (``po_matching.match_po``), ``poflow catalog sync`` and the scheduled ``catalog_sync_job``, so all
+three keep the same copy of the shop's catalog.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy import or_, select
+
+from poflow_dagster.catalog.sync import FetchPage, SyncResult, sync_catalog
+from poflow_dagster.domain.errors import PoflowError
+from poflow_dagster.shopify.client import ShopifyClient, handle_for_sku
+from poflow_dagster.shopify.connection import ShopTarget
+from poflow_dagster.store.db import Database
+from poflow_dagster.store.schema import Merchant
+
+
+def sync_shop_catalog(db: Database, client: ShopifyClient, merchant_id: str, shop_url: str, *, full: bool = False,
+                      max_pages: int | None = None) -> SyncResult:
+    """One (resumable) catalog sync of the merchant's shop: variants updated since the last pass, then the products
+    whose own fields changed (``full``: every variant, pruning the deleted)."""
+    fetch_page = without_poflow_products(client, shop_merchants(db, shop_url))
+    return sync_catalog(db, merchant_id, shop_url, fetch_page, fetch_products=client.catalog_products_page,
+                        full=full, max_pages=max_pages)
+
+
+def without_poflow_products(client: ShopifyClient, merchant_ids: list[str]) -> FetchPage:
+    """``client.catalog_page`` without the products poflow made itself: their handle is ``handle_for_sku`` of one of
+    the merchants using this shop and the variant's SKU. They are never "the existing catalog" (a line whose SKU
+    poflow already turned into a product keeps being upserted by handle), even while a concurrent run is still
+    recording its links, and even where several merchants share one shop (the bundled emulator)."""
+    def fetch_page(updated_after, after):
+        page, next_cursor = client.catalog_page(updated_after, after)
+        kept = [variant for variant in page if not variant.sku or variant.product_handle not in
+                {handle_for_sku(merchant_id, variant.sku) for merchant_id in merchant_ids}]
+        return kept, next_cursor
+
+    return fetch_page
+
+
+def shop_merchants(db: Database, shop_url: str) -> list[str]:
+    """Merchants whose products may be in this shop: those configured for it, and those on the default shop."""
+    with db.session() as session:
+        return list(session.scalars(select(Merchant.id).where(
+            or_(Merchant.shop_url == shop_url, Merchant.shop_url.is_(None)))))
+
+
+def merchants_to_sync(db: Database, merchant_id: str | None = None) -> list[Merchant]:
+    """The merchant asked for (``unknown_merchant`` / ``sync_off`` when it cannot be synced), or every merchant with
+    Shopify sync on (``merchant_id`` ``None``), in id order."""
+    with db.session() as session:
+        if merchant_id is None:
+            return list(session.scalars(select(Merchant).where(Merchant.shopify_sync_enabled.is_(True))
+                                        .order_by(Merchant.id)))
+        merchant = session.get(Merchant, merchant_id)
+    if merchant is None:
+        raise PoflowError("unknown_merchant", f"no merchant {merchant_id!r}")
+    if not merchant.shopify_sync_enabled:
+        raise PoflowError("sync_off", f"Shopify sync is off for merchant {merchant_id}: no catalog to sync")
+    return [merchant]
+
+
+class ShopClients(Protocol):
+    """Where each merchant's shop is and a client for it (``resources.ShopifyResource`` fits)."""
+
+    def target_for(self, merchant: Merchant) -> ShopTarget: ...
+
+    def client_for(self, target: ShopTarget) -> ShopifyClient: ...
+
+
+@dataclass(frozen=True)
+class MerchantSync:
+    """One merchant's catalog sync: its result, or the one-line failure that stopped it."""
+
+    merchant_id: str
+    shop_url: str
+    result: SyncResult | None = None
+    error: PoflowError | None = None
+
+    def to_json(self) -> dict[str, object]:
+        data: dict[str, object] = {"merchant": self.merchant_id, "shop_url": self.shop_url}
+        if self.result is not None:
+            data.update(self.result.to_json())
+        if self.error is not None:
+            data["error"] = {"code": self.error.code, "message": self.error.message}
+        return data
+
+
+def sync_merchants(db: Database, shops: ShopClients, merchants: list[Merchant], *, full: bool = False
+                   ) -> list[MerchantSync]:
+    """Sync each merchant's shop in turn; a merchant whose shop fails (``PoflowError``: unreachable, bad token,
+    throttled...) is reported and the others still run (its pass resumes next time)."""
+    done: list[MerchantSync] = []
+    for merchant in merchants:
+        target = shops.target_for(merchant)
+        try:
+            with shops.client_for(target) as client:
+                result = sync_shop_catalog(db, client, merchant.id, target.url, full=full)
+        except PoflowError as error:
+            done.append(MerchantSync(merchant.id, target.url, error=error))
+            continue
+        done.append(MerchantSync(merchant.id, target.url, result=result))
+    return done
