@@ -228,3 +228,65 @@ def test_catalog_page_drives_the_catalog_sync(client: ShopifyClient, emulator: E
     client.update_variants(product, [VariantUpdate(changed.variant_gid, barcode="0123")])
     third = sync_catalog(db, "m1", emulator.url, client.catalog_page)
     assert (third.pages, third.variants, third.cursor) == (1, 1, T0 + dt.timedelta(days=2))  # only the change
+
+
+RENAME_MUTATION = """
+mutation Rename($input: ProductSetInput!, $identifier: ProductSetIdentifiers!) {
+  productSet(input: $input, identifier: $identifier) { product { id } userErrors { field message } }
+}
+"""
+
+
+def test_a_product_level_edit_moves_the_product_not_its_variants_and_the_sync_picks_it_up(
+    client: ShopifyClient, emulator: EmulatorHandle, db  # type: ignore[no-untyped-def]
+) -> None:
+    """Title, vendor and status live on the product: editing them moves the product's ``updatedAt`` only, so the
+    variants query alone misses the edit; the incremental pass's products step carries it to every variant row."""
+    from poflow_dagster.catalog.shop_catalog import sync_shop_catalog
+    from poflow_dagster.catalog.store import catalog_candidates
+    from poflow_dagster.store.merchants import ensure_merchant
+
+    with db.session() as session:
+        ensure_merchant(session, "m1")
+    emulator.set_clock(T0)
+    product = seed_product(client, "tee", 3, vendor="Acme")
+    cap = seed_product(client, "cap", 1, vendor="Acme")
+    first = sync_shop_catalog(db, client, "m1", emulator.url)
+    assert (first.full, first.variants, first.products, first.cursor) == (True, 4, 0, T0)  # a full pass: no step 2
+    emulator.set_clock(T0 + dt.timedelta(hours=1))
+    (cap_variant,) = [v for v in client.catalog_page().variants if v.product_gid == cap]
+    client.update_variants(cap, [VariantUpdate(cap_variant.variant_gid, price=Decimal("9.00"))])
+    moved = sync_shop_catalog(db, client, "m1", emulator.url)
+    assert moved.cursor == T0 + dt.timedelta(hours=1)  # the tee's variants are older than the next window
+
+    later = T0 + dt.timedelta(hours=2)
+    emulator.set_clock(later)
+    client.execute(RENAME_MUTATION, {"identifier": {"id": product}, "input": {
+        "title": "Organic Tee", "vendor": "Blue Mill", "status": "ARCHIVED"}})
+    assert whole_catalog(client, later) == []  # no variant's updatedAt moved
+    (renamed,) = client.catalog_products_page(later).products
+    assert (renamed.product_gid, renamed.title, renamed.vendor, renamed.status, renamed.updated_at) == (
+        product, "Organic Tee", "Blue Mill", "ARCHIVED", later)
+
+    second = sync_shop_catalog(db, client, "m1", emulator.url)
+    assert (second.full, second.variants, second.products, second.complete, second.cursor) == (
+        False, 1, 2, True, later)  # the cap's variant and product again (overlap), and the renamed tee product
+    rows = catalog_candidates(db, "m1", emulator.url, vendor_key="blue mill")
+    assert sorted(v.sku for v in rows) == ["tee-1", "tee-2", "tee-3"]
+    assert {(v.product_title, v.vendor, v.product_status) for v in rows} == {("Organic Tee", "Blue Mill", "ARCHIVED")}
+    (kept,) = catalog_candidates(db, "m1", emulator.url, sku_keys=["CAP1"])
+    assert (kept.product_title, kept.vendor, kept.price) == ("Product cap", "Acme", Decimal("9.00"))
+
+
+def test_catalog_page_reads_the_supplier_skus_metafield(client: ShopifyClient, emulator: EmulatorHandle) -> None:
+    seed_product(client, "sup", 2)
+    one, two = client.catalog_page().variants
+    assert one.supplier_skus == () and two.supplier_skus == ()
+    client.set_metafields([
+        MetafieldInput(one.variant_gid, "poflow", "supplier_skus", "json", '["acme|B-2", "acme|A-1", "acme|A-1"]'),
+        MetafieldInput(two.variant_gid, "poflow", "supplier_skus", "json", '{"not": "a list"}'),
+    ])
+    one, two = client.catalog_page().variants
+    assert one.supplier_skus == ("acme|A-1", "acme|B-2") and two.supplier_skus == ()  # sorted, unique; junk ignored
+    assert client.supplier_skus_of([one.variant_gid, "gid://shopify/ProductVariant/999999"]) == {
+        one.variant_gid: ("acme|A-1", "acme|B-2"), "gid://shopify/ProductVariant/999999": None}
