@@ -11,10 +11,10 @@ import pytest
 import sqlalchemy as sa
 
 from poflow_dagster.catalog.match import match_lines
-from poflow_dagster.catalog.models import CatalogVariant
+from poflow_dagster.catalog.models import CatalogProduct, CatalogVariant
 from poflow_dagster.catalog.store import (
-    approve_match, catalog_candidates, learned_supplier_skus, line_matches_for_upload, load_match_inputs,
-    record_line_matches, upsert_catalog_variants,
+    approve_match, catalog_candidates, learn_supplier_sku, learned_supplier_skus, line_matches_for_upload,
+    load_match_inputs, record_line_matches, upsert_catalog_variants,
 )
 from poflow_dagster.catalog.sync import OVERLAP, sync_catalog, sync_state
 from poflow_dagster.domain.models import ParsedPO, POLine
@@ -242,3 +242,126 @@ def test_a_full_sync_removes_variants_deleted_in_shopify_and_an_incremental_one_
     shop.variants.clear()  # a fetch that answers nothing proves nothing: a full pass keeps the catalog
     assert sync_catalog(db, "m1", SHOP, shop, full=True).deleted == 0
     assert len(table_rows(db, CatalogVariantRow)) == 3
+
+
+class InterleavedShop(FakeShop):
+    """A FakeShop that, on call number ``at``, lets another sync run (``meanwhile``) before answering."""
+
+    def __init__(self, variants, size: int = 2) -> None:
+        super().__init__(variants, size)
+        self.at: int | None = None
+        self.meanwhile = None
+
+    def __call__(self, updated_after, after_cursor):
+        if self.at is not None and len(self.calls) + 1 == self.at:
+            self.at, meanwhile = None, self.meanwhile
+            meanwhile()
+        return super().__call__(updated_after, after_cursor)
+
+
+def test_a_full_pass_started_during_an_incremental_one_is_never_fed_its_pages(db):
+    """The scheduled full pass replaces a PO run's incremental pass under way: the incremental call's next page is
+    refused (its cursor belongs to another query), so the full pass reads and prunes from its own pages only."""
+    save_po(db)
+    later = T0 + dt.timedelta(days=1)
+    shop = InterleavedShop(CATALOG + [variant(5, "Walnut Oil", sku="WO-1", updated_at=later),
+                                      variant(6, "Hazelnut Oil", sku="HO-1", updated_at=later)])
+    sync_catalog(db, "m1", SHOP, FakeShop(CATALOG))  # the first (full) pass: 4 variants at T0
+    full_shop = FakeShop(shop.variants, size=3)
+    full_results = []
+    shop.at = 2  # the incremental call stored page 1; before its page 2, the full pass runs to its end
+    shop.meanwhile = lambda: full_results.append(sync_catalog(db, "m1", SHOP, full_shop, full=True))
+    incremental = sync_catalog(db, "m1", SHOP, shop)
+    (full,) = full_results
+    assert (full.full, full.complete, full.variants, full.deleted) == (True, True, 6, 0)
+    assert (incremental.complete, incremental.resumed, incremental.pages, incremental.cursor) == (True, True, 2, later)
+    assert incremental.variants == 2  # its second page was dropped, not stored under the full pass
+    state = sync_state(db, "m1", SHOP)
+    assert (state.pass_started_at, state.pass_cursor, state.last_updated_at) == (None, None, later)
+    assert len(table_rows(db, CatalogVariantRow)) == 6
+
+
+def test_two_calls_on_one_pass_share_it_and_store_each_page_once(db):
+    """A PO run joining the scheduled pass under way: whoever stores a page first advances the pass; the other
+    drops its copy and goes on from there; both end when the pass is finished."""
+    save_po(db)
+    shop = InterleavedShop(CATALOG + [variant(n, f"Item {n}", sku=f"I-{n}") for n in range(5, 11)], size=2)
+    helper = FakeShop(shop.variants, size=2)
+    joined = []
+    shop.at = 3  # after two pages of its own, a second caller runs the rest of the same pass
+    shop.meanwhile = lambda: joined.append(sync_catalog(db, "m1", SHOP, helper))
+    first = sync_catalog(db, "m1", SHOP, shop)
+    (second,) = joined
+    assert second.resumed and second.complete and helper.calls[0] == (None, "4")  # it went on from page 3
+    assert (second.variants, first.variants) == (6, 4) and first.complete and first.resumed
+    assert len(table_rows(db, CatalogVariantRow)) == 10
+    assert sync_state(db, "m1", SHOP).pass_cursor is None
+
+
+def test_the_cursor_never_passes_the_start_of_the_pass(db):
+    """A variant whose updatedAt is after the pass began (edited while a long pass ran) is read again next time."""
+    save_po(db)
+    future = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+    shop = FakeShop([*CATALOG, variant(9, "Edited meanwhile", sku="EM-1", updated_at=future)])
+    done = sync_catalog(db, "m1", SHOP, shop)
+    assert done.complete and done.cursor < future
+    shop.calls.clear()
+    again = sync_catalog(db, "m1", SHOP, shop)
+    assert shop.calls[0][0] < future and again.variants >= 1
+
+
+def test_products_step_carries_product_fields_and_resumes_from_its_own_cursor(db):
+    save_po(db)
+    sync_catalog(db, "m1", SHOP, FakeShop(CATALOG))
+    later = T0 + dt.timedelta(days=1)
+    edits = [CatalogProduct(f"gid://shopify/Product/{n}", f"Renamed {n}", "New Vendor", "DRAFT", later)
+             for n in (1, 2, 3)]
+    calls = []
+
+    def products(updated_after, after_cursor):
+        calls.append((updated_after, after_cursor))
+        start = int(after_cursor or 0)
+        return edits[start:start + 2], ("2" if start == 0 else None)
+
+    partial = sync_catalog(db, "m1", SHOP, FakeShop([]), fetch_products=products, max_pages=2)
+    assert (partial.complete, partial.products, sync_state(db, "m1", SHOP).pass_cursor) == (False, 2, "products:2")
+    rest = sync_catalog(db, "m1", SHOP, FakeShop([]), fetch_products=products)
+    assert (rest.resumed, rest.complete, rest.products, rest.cursor) == (True, True, 1, later)
+    assert calls == [(T0 - OVERLAP, None), (T0 - OVERLAP, "2")]  # step 2 resumed from its own cursor
+    rows = {row.variant_gid: row for row in table_rows(db, CatalogVariantRow)}
+    assert (rows[gid(3)].product_title, rows[gid(3)].vendor, rows[gid(3)].vendor_key, rows[gid(3)].product_status) \
+        == ("Renamed 3", "New Vendor", "new vendor", "DRAFT")
+    assert rows[gid(4)].product_title == "Sea Salt Flakes 250 g"
+
+
+# --- supplier SKUs from the variants' metafields ---------------------------------------------------------------
+
+def test_the_sync_seeds_missing_supplier_skus_from_metafields_and_keeps_what_the_database_maps(db):
+    upload_id = save_po(db)
+    with db.session() as session:  # the database already maps acme foods|SUP77 to variant 2
+        learn_supplier_sku(session.connection(), "m1", SHOP, "ACME Foods Inc.", "SUP-77", gid(2), upload_id)
+    tagged = [dataclasses.replace(CATALOG[0], supplier_skus=("acme foods|SUP77", "acme foods|SUP99")),
+              dataclasses.replace(CATALOG[1], supplier_skus=("acme foods|SUP77",)), *CATALOG[2:]]
+    sync_catalog(db, "m1", SHOP, FakeShop(tagged))
+    mapped = {(r.supplier_key, r.supplier_sku_key): r for r in table_rows(db, SupplierSkuMap)}
+    assert {key: row.variant_gid for key, row in mapped.items()} == {
+        ("acme foods", "SUP77"): gid(2), ("acme foods", "SUP99"): gid(1)}
+    assert all(row.metafield_written_at is not None for row in mapped.values())  # both are on a metafield already
+    assert mapped[("acme foods", "SUP77")].learned_from_upload_id == upload_id
+    rows = {row.variant_gid: row for row in table_rows(db, CatalogVariantRow)}
+    assert rows[gid(1)].supplier_skus == '["acme foods|SUP77", "acme foods|SUP99"]' and rows[gid(3)].supplier_skus is None
+
+
+def test_relearning_a_supplier_sku_for_another_variant_waits_for_its_metafield_again(db):
+    upload_id = save_po(db)
+    upsert_catalog_variants(db, "m1", SHOP, CATALOG)
+    with db.session() as session:
+        learn_supplier_sku(session.connection(), "m1", SHOP, "ACME Foods", "SUP-77", gid(1), upload_id)
+        session.execute(sa.update(SupplierSkuMap).values(metafield_written_at=T0))
+    with db.session() as session:  # the same variant again: still written
+        learn_supplier_sku(session.connection(), "m1", SHOP, "ACME Foods", "SUP-77", gid(1), upload_id)
+    assert table_rows(db, SupplierSkuMap)[0].metafield_written_at == T0
+    with db.session() as session:
+        learn_supplier_sku(session.connection(), "m1", SHOP, "ACME Foods", "SUP-77", gid(2), upload_id)
+    (row,) = table_rows(db, SupplierSkuMap)
+    assert (row.variant_gid, row.metafield_written_at) == (gid(2), None)
