@@ -4,6 +4,7 @@ only the merchant's own uploads (another merchant's is a 404, ``unknown_upload``
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal, InvalidOperation
 from typing import Annotated
 
@@ -61,9 +62,7 @@ def install_review_routes(app: FastAPI, settings: ApiSettings, db: Database) -> 
     """Add the review (``matches``, ``approve``), receiving (``receipts``) and dry-run (``diff``) routes."""
 
     def shops():
-        from poflow_dagster.resources import ShopifyResource
-
-        return ShopifyResource(home=str(settings.home))
+        return shopify_access(settings)
 
     @app.get("/api/uploads/{upload_id}/matches", tags=["review"], responses=_ERRORS)
     def matches(upload_id: str, merchant_id: Merchant) -> dict:
@@ -110,6 +109,21 @@ def install_review_routes(app: FastAPI, settings: ApiSettings, db: Database) -> 
         create or update (field by field), existing variants whose cost would change, lines awaiting a pick, units
         to receive. Reads only: nothing is written to Shopify."""
         return upload_diff(db, shops(), merchant_id, upload_id)
+
+
+def shopify_access(settings: ApiSettings):
+    """Shopify access as the pipeline's resource has it: the shop and token from the environment (or the merchant's
+    own), the bundled emulator under the API's home otherwise, and ``POFLOW_SHOPIFY_MAX_ATTEMPTS`` /
+    ``POFLOW_SHOPIFY_THROTTLE_TIMEOUT`` when set."""
+    from poflow_dagster.resources import ShopifyResource
+
+    fields: dict[str, object] = {"home": str(settings.home)}
+    for field, name in (("max_attempts", "POFLOW_SHOPIFY_MAX_ATTEMPTS"),
+                        ("throttle_timeout", "POFLOW_SHOPIFY_THROTTLE_TIMEOUT")):
+        value = (os.environ.get(name) or "").strip()
+        if value.isdigit() and int(value) > 0:
+            fields[field] = int(value)
+    return ShopifyResource(**fields)
 
 
 def _lines(body: ReceiptsBody) -> dict[int, Decimal] | None:
