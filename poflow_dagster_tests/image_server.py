@@ -17,12 +17,14 @@ Paths (``GET``):
 
 Every request is counted per path (``hits``), with its arrival time (``hit_times``) and headers (``seen``); the
 server records the most requests in flight at once, overall (``max_in_flight``) and per ``Host`` name
-(``max_in_flight_by_host``). Use :func:`start_image_server` as a context manager, or the ``image_server`` fixture.
+(``max_in_flight_by_host``). With :func:`make_certificates` it serves HTTPS (a throw-away CA). Use :func:`start_image_server` as a context manager, or the ``image_server`` fixture.
 """
 
 from __future__ import annotations
 
 import io
+import os
+import ssl
 import struct
 import threading
 import time
@@ -30,6 +32,8 @@ import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -40,7 +44,9 @@ from PIL import Image, ImageDraw
 __all__ = [
     "ImageServer",
     "image_server",
+    "TlsFiles",
     "jpeg_bytes",
+    "make_certificates",
     "picture",
     "png_bytes",
     "start_image_server",
@@ -212,11 +218,72 @@ class _Server(ThreadingHTTPServer):
     owner: ImageServer
 
 
-class ImageServer:
-    """The running server's address and what it has seen."""
+@dataclass(frozen=True)
+class TlsFiles:
+    """A throw-away CA and a server certificate for ``names`` signed by it (PEM files in ``directory``)."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    ca_file: str
+    cert_file: str
+    key_file: str
+
+    def client_context(self) -> ssl.SSLContext:
+        """An SSL context that trusts only the test CA (hostname checking on)."""
+        return ssl.create_default_context(cafile=self.ca_file)
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+
+def make_certificates(directory: str, names: list[str]) -> TlsFiles:
+    """Create a CA and a certificate for the DNS ``names`` (no IP addresses in it) under ``directory``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.now(timezone.utc)
+
+    def build(subject: str, issuer: x509.Name | None, key, signer, ca: bool) -> x509.Certificate:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        builder = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(issuer or name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if ca:
+            builder = builder.add_extension(
+                x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                              data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                              encipher_only=False, decipher_only=False), critical=True)
+        else:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
+                                            critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = build("poflow test CA", None, ca_key, ca_key, True)
+    cert = build(names[0], ca.subject, key, ca_key, False)
+    paths = {n: os.path.join(directory, n) for n in ("ca.pem", "cert.pem", "key.pem")}
+    for name, blob in (("ca.pem", ca.public_bytes(serialization.Encoding.PEM)),
+                       ("cert.pem", cert.public_bytes(serialization.Encoding.PEM)),
+                       ("key.pem", key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                     serialization.NoEncryption()))):
+        with open(paths[name], "wb") as handle:
+            handle.write(blob)
+    return TlsFiles(paths["ca.pem"], paths["cert.pem"], paths["key.pem"])
+
+
+class ImageServer:
+    """The running server's address and what it has seen (HTTPS when given certificates)."""
+
+    def __init__(self, host: str = "127.0.0.1", tls: TlsFiles | None = None) -> None:
         self._httpd = _Server((host, 0), _Handler)
+        self.scheme = "https" if tls else "http"
+        if tls:
+            self._httpd.socket = tls.server_context().wrap_socket(self._httpd.socket, server_side=True)
         self._httpd.owner = self
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="image-server", daemon=True)
         self._lock = threading.Lock()
@@ -233,7 +300,7 @@ class ImageServer:
         return int(self._httpd.server_address[1])
 
     def url(self, path: str, host: str = "127.0.0.1") -> str:
-        return f"http://{host}:{self.port}{path}"
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     def _enter(self, path: str, host: str, headers: dict[str, str]) -> int:
         with self._lock:
@@ -268,9 +335,9 @@ class ImageServer:
 
 
 @contextmanager
-def start_image_server() -> Iterator[ImageServer]:
+def start_image_server(tls: TlsFiles | None = None) -> Iterator[ImageServer]:
     """Run an :class:`ImageServer` on a random port for the duration of the block."""
-    with ImageServer() as server:
+    with ImageServer(tls=tls) as server:
         yield server
 
 

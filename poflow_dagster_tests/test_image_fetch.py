@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import socket
 import threading
 from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
@@ -27,6 +28,7 @@ from poflow_dagster_tests.image_server import (  # noqa: F401
     image_server,
     jpeg_bytes,
     png_bytes,
+    make_certificates,
     start_image_server,
 )
 
@@ -165,6 +167,39 @@ def test_connection_goes_to_the_checked_address_without_a_second_lookup(image_se
     assert result.status == "fetched" and result.redirects == 1
     assert calls == ["images.example", "images.example"]  # once per hop, by the policy only
     assert [h["Host"] for _, h in image_server.seen] == [f"images.example:{image_server.port}"] * 2
+
+
+def test_https_is_pinned_to_the_checked_address_and_verified_for_the_name(tmp_path):
+    tls = make_certificates(str(tmp_path), ["images.example"])
+    resolve = _resolver({"images.example": ["127.0.0.1"], "other.example": ["127.0.0.1"]})
+    settings = FetchSettings(allow=AllowList.parse("127.0.0.0/8"), resolver=resolve, verify=tls.client_context(),
+                             retries=2, backoff=0.01)
+    with start_image_server(tls=tls) as server:
+        # The certificate names images.example only (no IP): it verifies because SNI and the check use the name.
+        [ok] = fetch_images([ImageRequest(server.url("/png", host="images.example"))], settings=settings)
+        assert (ok.status, ok.final_url) == ("fetched", server.url("/png", host="images.example"))
+        [wrong] = fetch_images([ImageRequest(server.url("/jpeg", host="other.example"))], settings=settings)
+        assert (wrong.reason, wrong.attempts) == ("tls_error", 1)  # a bad certificate is not retried
+        assert "certificate" in wrong.detail.lower()
+        assert server.hits == {"/png": 1}
+
+
+def test_refused_connections_are_retried_then_reported():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again below: nothing listens there
+    [result] = fetch_images([ImageRequest(f"http://127.0.0.1:{port}/png")], settings=_settings(retries=2))
+    assert (result.status, result.reason, result.attempts) == ("failed", "connection_error", 3)
+
+
+def test_a_changed_image_replaces_the_cached_etag(image_server):
+    cache = MemoryEtagCache()
+    url = image_server.url("/etag.png")
+    cache.put(url, '"v0"', "0" * 64)
+    [result] = fetch_images([ImageRequest(url)], cache=cache, settings=_settings())
+    assert (result.status, result.etag) == ("fetched", '"v1"')
+    assert cache.get(url) == ('"v1"', result.sha256)
+    assert image_server.seen[0][1]["If-None-Match"] == '"v0"'
 
 
 def test_etag_is_sent_and_304_answers_not_modified_with_the_cached_hash(image_server):

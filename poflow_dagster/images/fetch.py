@@ -16,7 +16,7 @@ Timeouts, connection errors, 429 (``Retry-After`` honoured up to a cap) and 5xx 
 backoff and jitter; other 4xx are not. The bytes are then checked by :func:`validate_image`.
 
 Every outcome is a :class:`FetchResult`; failures carry a stable ``reason`` (``http_404``, ``timeout``,
-``connection_error``, ``too_large``, ``blocked_address``, ``redirect_blocked``, ``too_many_redirects``,
+``connection_error``, ``tls_error``, ``too_large``, ``blocked_address``, ``redirect_blocked``, ``too_many_redirects``,
 ``not_an_image``, ``decode_error``, ``too_many_pixels``, ``too_small``, ...). Nothing here raises for a bad image.
 """
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import random
+import ssl
 import threading
 import time
 from collections import Counter, deque
@@ -147,6 +148,7 @@ class FetchSettings:
     user_agent: str = USER_AGENT
     allow: AllowList = field(default_factory=AllowList)
     resolver: Resolver | None = None
+    verify: ssl.SSLContext | bool = True  # TLS verification (tests pass a context trusting their own CA)
 
     @classmethod
     def from_env(cls, **overrides: object) -> FetchSettings:
@@ -205,6 +207,7 @@ class _Clients:
                 self._clients[key] = httpx.Client(
                     follow_redirects=False,
                     trust_env=False,  # a proxy from the environment would do its own DNS lookup
+                    verify=self._settings.verify,
                     headers={"User-Agent": self._settings.user_agent, "Accept": ACCEPT},
                     limits=httpx.Limits(max_connections=self._settings.per_host, max_keepalive_connections=2),
                 )
@@ -298,6 +301,18 @@ def _one_hop(
         return _Body(code, target.url, 0, etag=response.headers.get("etag"), data=data)
 
 
+def _tls_failure(exc: BaseException) -> str | None:
+    """The SSL error behind a transport error (a bad certificate is not worth retrying), if any."""
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLError):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _get_chain(
     clients: _Clients, url: str, headers: dict[str, str], attempt: int, settings: FetchSettings, deadline: float,
 ) -> _Body:
@@ -309,6 +324,8 @@ def _get_chain(
         except httpx.TimeoutException as exc:
             raise _Retryable("timeout", f"{type(exc).__name__} from {target.host}") from None
         except httpx.TransportError as exc:
+            if _tls_failure(exc):
+                raise _Failed("tls_error", f"TLS with {target.host} failed: {_tls_failure(exc)}") from None
             raise _Retryable("connection_error", f"{type(exc).__name__}: {exc}") from None
         if body.status not in _REDIRECTS:
             body.redirects = hop
