@@ -110,6 +110,10 @@ def test_pinned_target_connects_to_the_checked_address_with_the_name_in_host_and
     assert target.connect_url(target.addresses[1]) == "https://[2606:2800:220:1:248:1893:25c8:1946]:8443/img/a.png?x=1"
     assert (target.host_header, target.sni_hostname()) == ("cdn.shop.test:8443", "cdn.shop.test")
     assert check_url("http://93.184.216.34:80/", allow=AllowList()).host_header == "93.184.216.34"
+    calls: list[str] = []
+    idn = check_url("https://bücher.example/a.png", allow=AllowList(),
+                    resolver=_resolver({"xn--bcher-kva.example": ["93.184.216.34"]}, calls))
+    assert (idn.host_header, idn.sni_hostname(), calls) == ("xn--bcher-kva.example",) * 2 + (["xn--bcher-kva.example"],)
 
 
 def test_allow_list_entries_by_ip_cidr_name_and_port():

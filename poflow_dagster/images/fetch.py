@@ -30,7 +30,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from datetime import datetime, timezone
 from typing import Protocol
@@ -367,13 +367,12 @@ def _fetch_one(clients: _Clients, request: ImageRequest, settings: FetchSettings
     deadline = started + settings.deadline
     cached = cache.get(request.url) if cache is not None else None
     headers = {"If-None-Match": cached[0]} if cached else {}
-    done = dict(request=request)
     try:
         body, attempts = _download(clients, request, headers, settings, deadline)
     except _Failed as exc:
-        return FetchResult(**done, status=FAILED, reason=exc.reason, detail=exc.detail, http_status=exc.http_status,
+        return FetchResult(request=request, status=FAILED, reason=exc.reason, detail=exc.detail, http_status=exc.http_status,
                            attempts=exc.attempts, elapsed_ms=_ms(started))
-    common = dict(done, final_url=body.final_url, http_status=body.status, attempts=attempts,
+    common = dict(request=request, final_url=body.final_url, http_status=body.status, attempts=attempts,
                   redirects=body.redirects)
     if body.status == 304:
         if not cached:
@@ -455,11 +454,10 @@ def fetch_images(
     """
     settings = settings or FetchSettings.from_env(timeout=timeout, deadline=deadline, retries=retries)
     overrides = {k: v for k, v in {"concurrency": concurrency, "per_host": per_host}.items() if v is not None}
-    if overrides:
-        settings = FetchSettings(**{**settings.__dict__, **overrides})
-    results: list[FetchResult | None] = [None] * len(requests)
+    settings = replace(settings, **overrides)
     if not requests:
         return []
+    results: list[FetchResult | None] = [None] * len(requests)
     scheduler = _Scheduler(requests, settings.per_host)
     clients = _Clients(settings)
     deliver = threading.Lock()

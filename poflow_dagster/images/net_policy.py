@@ -189,7 +189,11 @@ def _parse(url: str) -> tuple[SplitResult, str, int]:
         raise BlockedUrl("credentials_in_url", "URLs with a user name or password are not fetched")
     if not host:
         raise BlockedUrl("bad_url", f"no host in {url!r}")
-    return parts, host.rstrip(".").lower(), port or _DEFAULT_PORTS[scheme]
+    try:
+        ascii_host = host.rstrip(".").encode("idna").decode("ascii").lower() if not _as_ip(host) else host
+    except UnicodeError:
+        raise BlockedUrl("bad_url", f"host {host!r} is not a valid domain name") from None
+    return parts, ascii_host, port or _DEFAULT_PORTS[scheme]
 
 
 def check_url(url: str, *, allow: AllowList | None = None, resolver: Resolver | None = None) -> PinnedTarget:
