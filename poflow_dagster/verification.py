@@ -13,11 +13,11 @@ from typing import Protocol
 
 from poflow_dagster.catalog.po_matching import recorded_matching, verify_matched_costs
 from poflow_dagster.domain.errors import PoflowError
-from poflow_dagster.shopify.client import ShopifyClient
+from poflow_dagster.shopify.client import MAX_NODE_IDS, ShopifyClient, handle_for_sku
 from poflow_dagster.shopify.connection import ShopTarget
-from poflow_dagster.shopify.publish import verify_published
+from poflow_dagster.shopify.publish import recorded_links, verify_published
 from poflow_dagster.store.db import Database
-from poflow_dagster.store.drafts import drafts_for_upload
+from poflow_dagster.store.drafts import DraftRecord, current_drafts, drafts_for_upload
 from poflow_dagster.store.purchase_orders import saved_lines
 from poflow_dagster.store.schema import Merchant
 from poflow_dagster.store.uploads import merchant_for_upload
@@ -75,17 +75,50 @@ def _verify(db: Database, upload_id: str, shops: ShopAccess, *, held_for_review:
     target = shops.target_for(merchant)
     with shops.client_for(target) as client:
         result = verify_published(db, client, target.url, merchant.id, own)
+        barcode_problems, barcode_requests = verify_barcodes(db, client, target.url, merchant.id, own)
         cost_problems, cost_requests = verify_matched_costs(
             client, lines, matching, price_markup=merchant.markup_percent if merchant.update_price else None)
-    problems = result.problems + cost_problems + unfinished_receipts(db, upload_id)
+    problems = result.problems + barcode_problems + cost_problems + unfinished_receipts(db, upload_id)
     checked = result.checked + len(matching.matched)
     message = f"{checked} products match" if not problems else (
         f"{len(problems)} mismatch{'es' if len(problems) > 1 else ''}: " + "; ".join(problems[:5])
     )
     return UploadVerification(
         "failed" if problems else "passed", message, problems=problems, drafts=checked,
-        requests=result.requests + cost_requests, shop_url=target.url,
+        requests=result.requests + barcode_requests + cost_requests, shop_url=target.url,
     )
+
+
+_BARCODES_QUERY = """
+query PoflowVariantBarcodes($ids: [ID!]!) {
+  nodes(ids: $ids) { ... on ProductVariant { id barcode } }
+}
+"""
+
+
+def verify_barcodes(
+    db: Database, client: ShopifyClient, shop_url: str, merchant_id: str, drafts: list[DraftRecord]
+) -> tuple[list[str], int]:
+    """Drafts that carry a barcode: the variant recorded for each in this shop holds exactly that barcode (read by
+    id, up to 250 a request). Returns the mismatch lines and the number of requests. A draft with no recorded
+    variant is left to :func:`verify_published` (which reports it missing)."""
+    wanted = {handle_for_sku(merchant_id, d.sku): d for d in current_drafts(db, drafts) if d.barcode}
+    links = recorded_links(db, shop_url, list(wanted.values()))
+    by_gid = {link.variant_gid: wanted[handle] for handle, link in links.items() if handle in wanted}
+    gids = sorted(by_gid)
+    problems: list[str] = []
+    requests = 0
+    for start in range(0, len(gids), MAX_NODE_IDS):
+        batch = gids[start:start + MAX_NODE_IDS]
+        nodes = client.execute(_BARCODES_QUERY, {"ids": batch})["nodes"]
+        requests += 1
+        for gid, node in zip(batch, nodes, strict=True):
+            draft = by_gid[gid]
+            have = (node or {}).get("barcode") or None
+            if node is not None and have != draft.barcode:
+                problems.append(f"SKU {draft.sku}: barcode differs (expected {draft.barcode}, "
+                                f"Shopify has {have or 'none'})")
+    return problems, requests
 
 
 def unfinished_receipts(db: Database, upload_id: str) -> list[str]:

@@ -85,6 +85,7 @@ class ParsedPO(BaseModel):
             "lines": [
                 {
                     "sku": line.sku,
+                    "barcode": line.barcode,
                     "description": line.description,
                     "quantity": s(line.quantity),
                     "unit_cost": s(line.unit_cost),

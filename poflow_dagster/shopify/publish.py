@@ -40,6 +40,7 @@ class Verification:
 
 
 def product_specs(merchant_id: str, drafts: list[DraftRecord], vendor: str | None = None) -> list[ProductSpec]:
+    """One DRAFT product per draft; a draft's barcode (GTIN) becomes its variant's ``barcode``."""
     return [
         ProductSpec(
             sku=draft.sku,
@@ -49,6 +50,7 @@ def product_specs(merchant_id: str, drafts: list[DraftRecord], vendor: str | Non
             status=PRODUCT_STATUS,
             description=draft.description,
             vendor=vendor,
+            barcode=draft.barcode,
         )
         for draft in drafts
     ]
@@ -120,7 +122,7 @@ CATCH_UP_ROUNDS = 3
 
 
 def _content(draft: DraftRecord) -> tuple[object, ...]:
-    return (draft.title, draft.description, draft.price)
+    return (draft.title, draft.description, draft.price, draft.barcode)
 
 
 @dataclass(frozen=True)

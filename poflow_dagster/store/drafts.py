@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import cache
@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from poflow_dagster.domain.drafts import DraftPlan, plan_drafts
 from poflow_dagster.domain.models import ParsedPO
+from poflow_dagster.catalog.normalize import barcode_key
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.schema import LineItem, ProductDraft, PurchaseOrder, ShopifyProduct
 from poflow_dagster.store.types import utcnow
@@ -33,10 +34,11 @@ class DraftRecord:
     unit_cost: Decimal
     created: bool  # False: an existing draft of this SKU was updated (or left as it was)
     changed: bool = True  # False: the draft already said exactly this; nothing was written
+    barcode: str | None = None  # the product's GTIN (UPC / EAN), sent to Shopify as the variant's barcode
 
 
 #: Drafts are written in about this many chunks (``on_progress`` is called after each), at most
-#: ``MAX_CHUNK_DRAFTS`` a chunk: 1,000 drafts × 11 parameters stays far below SQLite's limit (PostgreSQL gets a
+#: ``MAX_CHUNK_DRAFTS`` a chunk: 1,000 drafts × 12 parameters stays far below SQLite's limit (PostgreSQL gets a
 #: chunk as one JSON parameter).
 DRAFT_CHUNKS = 50
 MAX_CHUNK_DRAFTS = 1000
@@ -44,9 +46,12 @@ MAX_CHUNK_DRAFTS = 1000
 
 def upsert_drafts(
     db: Database, merchant_id: str, upload_id: str, plans: list[DraftPlan],
-    on_progress: Callable[..., None] | None = None,
+    on_progress: Callable[..., None] | None = None, *, barcodes: Mapping[str, str] | None = None,
 ) -> list[DraftRecord]:
     """Create or update one draft per planned SKU, in one transaction, and return them in plan order.
+
+    ``barcodes`` (SKU -> GTIN) gives drafts their barcode; a draft keeps the barcode it has when this PO gives
+    its SKU none (a PO without an EAN column never erases what an earlier PO said).
 
     Set-based: the merchant's drafts for these SKUs are read in one query, drafts that already say exactly
     this are left alone (``changed=False``), and the rest are written with one
@@ -63,27 +68,29 @@ def upsert_drafts(
     with db.session() as session:
         connection = session.connection()
         existing = _existing_drafts(connection, merchant_id, [plan.sku for plan in plans])
-        write = _writer(connection, merchant_id, upload_id, existing)
+        codes = dict(barcodes or {})
+        write = _writer(connection, merchant_id, upload_id, existing, codes)
         in_sku_order = sorted(plans, key=lambda plan: plan.sku)
         for first in range(0, total, chunk):
             to_write: list[DraftPlan] = []
             for plan in in_sku_order[first:first + chunk]:
                 draft = existing.get(plan.sku)
+                barcode = codes.get(plan.sku) or (draft[6] if draft is not None else None)
                 if draft is not None and draft[1:] == (plan.title, plan.description, plan.unit_cost, plan.price,
-                                                       plan.currency):
-                    draft_id, title, description, unit_cost, price, _ = draft
+                                                       plan.currency, barcode):
+                    draft_id, title, description, unit_cost, price, _, _ = draft
                     records[plan.sku] = DraftRecord(id=draft_id, sku=plan.sku, title=title,
                                                     description=description, price=price, unit_cost=unit_cost,
-                                                    created=False, changed=False)
+                                                    created=False, changed=False, barcode=barcode)
                 else:
                     to_write.append(plan)
             if to_write:
                 written = write(to_write)
                 for plan in to_write:
-                    draft_id, created = written[plan.sku]
+                    draft_id, created, barcode = written[plan.sku]
                     records[plan.sku] = DraftRecord(
                         id=draft_id, sku=plan.sku, title=plan.title, description=plan.description,
-                        price=plan.price, unit_cost=plan.unit_cost, created=created,
+                        price=plan.price, unit_cost=plan.unit_cost, created=created, barcode=barcode,
                     )
             if on_progress is not None:
                 done = min(first + chunk, total)
@@ -93,7 +100,7 @@ def upsert_drafts(
 
 _DRAFTS = ProductDraft.__table__
 _EXISTING_COLUMNS = (_DRAFTS.c.id, _DRAFTS.c.sku, _DRAFTS.c.title, _DRAFTS.c.description, _DRAFTS.c.unit_cost,
-                     _DRAFTS.c.price, _DRAFTS.c.currency)
+                     _DRAFTS.c.price, _DRAFTS.c.currency, _DRAFTS.c.barcode)
 #: The merchant's drafts for a list of SKUs, the list bound as one JSON array (one small statement whatever the
 #: PO's size, nothing for the driver to adapt per SKU).
 _EXISTING = {
@@ -109,7 +116,8 @@ _EXISTING = {
 
 
 def _existing_drafts(connection: Connection, merchant_id: str, skus: list[str]) -> dict[str, tuple[Any, ...]]:
-    """The merchant's drafts for these SKUs: ``{sku: (id, title, description, unit_cost, price, currency)}``
+    """The merchant's drafts for these SKUs: ``{sku: (id, title, description, unit_cost, price, currency,
+    barcode)}``
     (read through the columns' types: exact decimals, as the ORM reads them)."""
     rows = connection.execute(_EXISTING[connection.dialect.name], {
         "merchant_id": merchant_id, "skus": json.dumps(skus, ensure_ascii=False),
@@ -119,60 +127,64 @@ def _existing_drafts(connection: Connection, merchant_id: str, skus: list[str]) 
 
 #: The columns a new draft is written with, and those an existing draft takes from this PO (its ``status`` and
 #: ``created_at`` are kept).
-_INSERTED = ("merchant_id", "sku", "title", "description", "unit_cost", "price", "currency", "status",
+_INSERTED = ("merchant_id", "sku", "title", "description", "unit_cost", "price", "currency", "barcode", "status",
              "source_upload_id", "created_at", "updated_at")
 _UPDATED = ("title", "description", "unit_cost", "price", "currency", "source_upload_id", "updated_at")
 _INSERT_INTO = f"INSERT INTO product_drafts ({', '.join(_INSERTED)}) "
+#: A PO that gives the SKU no barcode leaves the draft's barcode as it is.
 _ON_CONFLICT = "ON CONFLICT (merchant_id, sku) DO UPDATE SET " + ", ".join(
-    f"{name} = excluded.{name}" for name in _UPDATED
+    [f"{name} = excluded.{name}" for name in _UPDATED]
+    + ["barcode = COALESCE(excluded.barcode, product_drafts.barcode)"]
 )
-#: PostgreSQL: a chunk as one JSON array of ``[sku, title, description, unit_cost, price, currency]`` rows (one
-#: parameter the drivers pass as it is; the decimals as text, parsed exactly by NUMERIC), inserted in SKU order
-#: (``COLLATE "C"``: code-point order, as Python sorts the chunks). A fresh row has no ``xmax``: ``inserted`` is
+#: PostgreSQL: a chunk as one JSON array of ``[sku, title, description, unit_cost, price, currency, barcode]``
+#: rows (one parameter the drivers pass as it is; the decimals as text, parsed exactly by NUMERIC), inserted in SKU
+#: order (``COLLATE "C"``: code-point order, as Python sorts the chunks). A fresh row has no ``xmax``: ``inserted`` is
 #: right even if a concurrent PO inserted the SKU after this one read.
 _POSTGRESQL_UPSERT = (
     _INSERT_INTO + "SELECT %(merchant_id)s, d->>0, d->>1, d->>2, (d->>3)::numeric, (d->>4)::numeric, d->>5, "
-    "'draft', %(upload_id)s, %(now)s, %(now)s FROM jsonb_array_elements(%(drafts)s::jsonb) AS d "
-    'ORDER BY (d->>0) COLLATE "C" ' + _ON_CONFLICT + " RETURNING id, sku, xmax = 0"
+    "d->>6, 'draft', %(upload_id)s, %(now)s, %(now)s FROM jsonb_array_elements(%(drafts)s::jsonb) AS d "
+    'ORDER BY (d->>0) COLLATE "C" ' + _ON_CONFLICT + " RETURNING id, sku, xmax = 0, barcode"
 )
 
-#: Writes a chunk of drafts (in SKU order); returns ``{sku: (draft id, created)}``.
-_Writer = Callable[[list[DraftPlan]], dict[str, tuple[int, bool]]]
+#: Writes a chunk of drafts (in SKU order); returns ``{sku: (draft id, created, barcode now stored)}``.
+_Writer = Callable[[list[DraftPlan]], dict[str, tuple[int, bool, str | None]]]
 
 
 def _writer(
-    connection: Connection, merchant_id: str, upload_id: str, existing: dict[str, tuple[Any, ...]]
+    connection: Connection, merchant_id: str, upload_id: str, existing: dict[str, tuple[Any, ...]],
+    barcodes: Mapping[str, str],
 ) -> _Writer:
     """The dialect's chunk writer, with this call's constants (merchant, upload, one ``now``) converted once."""
     dialect = connection.dialect
     unit_cost, price = _bind_processor(_DRAFTS.c.unit_cost, dialect), _bind_processor(_DRAFTS.c.price, dialect)
     now = _bind_processor(_DRAFTS.c.updated_at, dialect)(utcnow())
 
-    def write_sqlite(plans: list[DraftPlan]) -> dict[str, tuple[int, bool]]:
+    def write_sqlite(plans: list[DraftPlan]) -> dict[str, tuple[int, bool, str | None]]:
         # SQLite has no ``xmax``: a draft not among those read above is reported as created.
         params: list[Any] = []
         for plan in plans:
             params += (merchant_id, plan.sku, plan.title, plan.description, unit_cost(plan.unit_cost),
-                       price(plan.price), plan.currency, "draft", upload_id, now, now)
+                       price(plan.price), plan.currency, barcodes.get(plan.sku), "draft", upload_id, now, now)
         rows = connection.exec_driver_sql(_sqlite_upsert(len(plans)), tuple(params))
-        return {sku: (draft_id, sku not in existing) for draft_id, sku in rows}
+        return {sku: (draft_id, sku not in existing, barcode) for draft_id, sku, barcode in rows}
 
-    def write_postgresql(plans: list[DraftPlan]) -> dict[str, tuple[int, bool]]:
+    def write_postgresql(plans: list[DraftPlan]) -> dict[str, tuple[int, bool, str | None]]:
         drafts = json.dumps([(plan.sku, plan.title, plan.description, str(unit_cost(plan.unit_cost)),
-                              str(price(plan.price)), plan.currency) for plan in plans], ensure_ascii=False)
+                              str(price(plan.price)), plan.currency, barcodes.get(plan.sku)) for plan in plans],
+                            ensure_ascii=False)
         rows = connection.exec_driver_sql(_POSTGRESQL_UPSERT, {
             "merchant_id": merchant_id, "upload_id": upload_id, "now": now, "drafts": drafts,
         })
-        return {sku: (draft_id, inserted) for draft_id, sku, inserted in rows}
+        return {sku: (draft_id, inserted, barcode) for draft_id, sku, inserted, barcode in rows}
 
     return write_sqlite if dialect.name == "sqlite" else write_postgresql
 
 
 @cache
 def _sqlite_upsert(rows: int) -> str:
-    """SQLite: ``INSERT … VALUES`` of ``rows`` drafts ``ON CONFLICT DO UPDATE … RETURNING id, sku``."""
+    """SQLite: ``INSERT … VALUES`` of ``rows`` drafts ``ON CONFLICT DO UPDATE … RETURNING id, sku, barcode``."""
     row = "(" + ", ".join("?" * len(_INSERTED)) + ")"
-    return _INSERT_INTO + "VALUES " + ", ".join([row] * rows) + " " + _ON_CONFLICT + " RETURNING id, sku"
+    return _INSERT_INTO + "VALUES " + ", ".join([row] * rows) + " " + _ON_CONFLICT + " RETURNING id, sku, barcode"
 
 
 def _bind_processor(column: Column[Any], dialect: Dialect) -> Callable[[Any], Any]:
@@ -220,7 +232,8 @@ def current_drafts(db: Database, drafts: list[DraftRecord]) -> list[DraftRecord]
             for row in session.scalars(select(ProductDraft).where(ProductDraft.id.in_([d.id for d in drafts])))
         }
     return [
-        replace(draft, title=row.title, description=row.description, price=row.price, unit_cost=row.unit_cost)
+        replace(draft, title=row.title, description=row.description, price=row.price, unit_cost=row.unit_cost,
+                barcode=row.barcode)
         if (row := rows.get(draft.id)) is not None else draft
         for draft in drafts
     ]
@@ -276,6 +289,7 @@ def _record(draft: ProductDraft, created: bool, changed: bool = True) -> DraftRe
         unit_cost=draft.unit_cost,
         created=created,
         changed=changed,
+        barcode=draft.barcode,
     )
 
 
@@ -285,18 +299,32 @@ class DraftOutcome:
     skipped: list[str]  # lines that got no draft, and why
 
 
+def sku_barcodes(po: ParsedPO) -> dict[str, str]:
+    """SKU -> the barcode of the SKU's first line that has a valid GTIN (an ``INVALID_BARCODE`` one stays on the
+    line and is never sent to Shopify). SKUs are keyed as drafts are (stripped)."""
+    found: dict[str, str] = {}
+    for line in po.lines:
+        sku = (line.sku or "").strip()
+        if sku and line.barcode and barcode_key(line.barcode) is not None:
+            found.setdefault(sku, line.barcode)
+    return found
+
+
 def create_drafts_for_po(
     db: Database, upload_id: str, po: ParsedPO, *, on_progress: Callable[..., None] | None = None
 ) -> DraftOutcome:
-    """One draft per distinct SKU of the PO, priced with the merchant's markup; re-runs update, never add.
+    """One draft per distinct SKU of the PO, priced with the merchant's markup and carrying the SKU's barcode
+    (:func:`sku_barcodes`); re-runs update, never add.
     ``on_progress(drafts done, drafts, message)`` is called as each chunk of drafts is written."""
     from poflow_dagster.store.uploads import merchant_for_upload
 
     merchant = merchant_for_upload(db, upload_id)
     plans, skipped = plan_drafts(po, merchant.markup_percent)
+    barcodes = sku_barcodes(po)
     for attempt in range(3):  # ON CONFLICT absorbs a concurrent PO's same SKU; retried for any other race
         try:
-            return DraftOutcome(upsert_drafts(db, merchant.id, upload_id, plans, on_progress), skipped)
+            return DraftOutcome(upsert_drafts(db, merchant.id, upload_id, plans, on_progress, barcodes=barcodes),
+                                skipped)
         except IntegrityError:
             if attempt == 2:
                 raise

@@ -69,12 +69,12 @@ def ensure_supplier(session: Session, merchant_id: str, name: str | None) -> Sup
 #: Lines are written in about this many chunks (``on_progress`` is called after each): 2 % of the lines a chunk,
 #: so a 5,000-line PO reports 50 steps.
 SAVE_CHUNKS = 50
-#: At most this many lines in one executemany chunk: 2,000 lines × 7 columns stays far below SQLite's 32,766
+#: At most this many lines in one executemany chunk: 2,000 lines × 8 columns stays far below SQLite's 32,766
 #: and PostgreSQL's 65,535 bound parameters, and a 100,000-line PO never holds more than one chunk's rows.
 MAX_CHUNK_LINES = 2000
 
 #: How each parsed line maps onto ``line_items`` (besides ``po_id``).
-_LINE_COLUMNS = ("line_no", "sku", "description", "quantity", "unit_cost", "line_total")
+_LINE_COLUMNS = ("line_no", "sku", "barcode", "description", "quantity", "unit_cost", "line_total")
 
 
 def save_purchase_order(
@@ -298,7 +298,8 @@ def find_duplicate_po(db: Database, upload_id: str, parsed: ParsedPO) -> str | N
 
 
 def saved_lines(db: Database, upload_id: str) -> list[LineItem]:
-    """The upload's saved PO lines in line order (detached, read-only use); none when nothing was saved."""
+    """The upload's saved PO lines in line order (detached, read-only use; ``barcode`` as printed); none when
+    nothing was saved."""
     with db.session() as session:
         return list(session.scalars(
             select(LineItem).join(PurchaseOrder, LineItem.po_id == PurchaseOrder.id)
