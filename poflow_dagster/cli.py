@@ -428,6 +428,9 @@ def shopify_diff_command(upload_id: str, fmt: str) -> None:
         click.echo(f"  waiting   {reason}")
     for line_no, variant, quantity in diff.receipts:
         click.echo(f"  receive   line {line_no}: {format(quantity, 'f')} units ({variant})")
+    for line in diff.received_manually:
+        click.echo(f"  manual    line {line.line_no}: received manually, not at sync ({line.received} of "
+                   f"{_text(line.ordered)} received so far)")
     counts = (sum(p.action == "create" for p in diff.products), sum(p.action == "update" for p in diff.products),
               sum(p.action == "update" for p in diff.matched))
     click.echo(f"{counts[0]} to create, {counts[1]} to update, {counts[2]} variant costs to change, "
