@@ -17,7 +17,8 @@ Paths (``GET``):
 
 Every request is counted per path (``hits``), with its arrival time (``hit_times``) and headers (``seen``); the
 server records the most requests in flight at once, overall (``max_in_flight``) and per ``Host`` name
-(``max_in_flight_by_host``). With :func:`make_certificates` it serves HTTPS (a throw-away CA). Use :func:`start_image_server` as a context manager, or the ``image_server`` fixture.
+(``max_in_flight_by_host``). Given :func:`make_certificates` it serves HTTPS (a throw-away CA).
+Use :func:`start_image_server` as a context manager, or the ``image_server`` fixture.
 """
 
 from __future__ import annotations

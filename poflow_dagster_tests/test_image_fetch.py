@@ -86,7 +86,8 @@ def test_non_public_addresses_are_blocked_in_every_spelling(url):
     [
         ("ftp://93.184.216.34/x.png", "bad_scheme"), ("file:///etc/passwd", "bad_scheme"),
         ("gopher://93.184.216.34/", "bad_scheme"), ("javascript:alert(1)", "bad_scheme"), ("x.png", "bad_scheme"),
-        ("http://user:pw@93.184.216.34/x.png", "credentials_in_url"), ("http://user@93.184.216.34/", "credentials_in_url"),
+        ("http://user:pw@93.184.216.34/x.png", "credentials_in_url"),
+        ("http://user@93.184.216.34/", "credentials_in_url"),
         ("http:///x.png", "bad_url"), ("http://[::1/x.png", "bad_url"),
     ],
 )

@@ -362,7 +362,9 @@ def _download(
             raise
 
 
-def _fetch_one(clients: _Clients, request: ImageRequest, settings: FetchSettings, cache: EtagCache | None) -> FetchResult:
+def _fetch_one(
+    clients: _Clients, request: ImageRequest, settings: FetchSettings, cache: EtagCache | None,
+) -> FetchResult:
     started = time.monotonic()
     deadline = started + settings.deadline
     cached = cache.get(request.url) if cache is not None else None
@@ -370,8 +372,8 @@ def _fetch_one(clients: _Clients, request: ImageRequest, settings: FetchSettings
     try:
         body, attempts = _download(clients, request, headers, settings, deadline)
     except _Failed as exc:
-        return FetchResult(request=request, status=FAILED, reason=exc.reason, detail=exc.detail, http_status=exc.http_status,
-                           attempts=exc.attempts, elapsed_ms=_ms(started))
+        return FetchResult(request=request, status=FAILED, reason=exc.reason, detail=exc.detail,
+                           http_status=exc.http_status, attempts=exc.attempts, elapsed_ms=_ms(started))
     common = dict(request=request, final_url=body.final_url, http_status=body.status, attempts=attempts,
                   redirects=body.redirects)
     if body.status == 304:
@@ -483,13 +485,16 @@ def fetch_images(
     return [r for r in results if r is not None]
 
 
-def _safe_fetch(clients: _Clients, request: ImageRequest, settings: FetchSettings, cache: EtagCache | None) -> FetchResult:
+def _safe_fetch(
+    clients: _Clients, request: ImageRequest, settings: FetchSettings, cache: EtagCache | None,
+) -> FetchResult:
     """:func:`_fetch_one`, but a bug becomes a failed result (``internal_error``), never a failed PO."""
     try:
         return _fetch_one(clients, request, settings, cache)
     except Exception as exc:  # noqa: BLE001 - an image must never fail the caller
         log.exception("image fetch of %s failed unexpectedly", request.url)
-        return FetchResult(request=request, status=FAILED, reason="internal_error", detail=f"{type(exc).__name__}: {exc}")
+        detail = f"{type(exc).__name__}: {exc}"
+        return FetchResult(request=request, status=FAILED, reason="internal_error", detail=detail)
 
 
 def _call(on_result: Callable[[FetchResult], None], result: FetchResult) -> None:
