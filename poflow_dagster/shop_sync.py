@@ -1,5 +1,6 @@
-"""A PO's Shopify stage without Dagster: match the catalog, hold ambiguous lines, update matched variants' cost,
-publish the rest as DRAFT products, receive stock for merchants who do. ``pipeline/ops.shopify_sync`` calls it."""
+"""A PO's Shopify stage without Dagster: match the catalog, hold ambiguous lines, update matched variants' cost
+(and price, for merchants who opt in), publish the rest as DRAFT products, receive stock for merchants who receive
+on sync (``manual`` merchants receive with ``poflow receive``). ``pipeline/ops.shopify_sync`` calls it."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ class ShopSync:
     matched: int = 0
     ambiguous: int = 0
     cost_updates: int = 0
-    receipts: int | None = None  # None: the merchant does not receive stock
+    receipts: int | None = None  # None: the merchant does not receive stock at sync (off, or manual)
     receipts_failed: int | None = None
 
 
@@ -34,7 +35,8 @@ def sync_po_to_shop(
     drafts: list[DraftRecord], *, on_progress: Callable[[int, int], None] | None = None,
 ) -> ShopSync:
     """Match the PO's lines to the shop's catalog; while a line is ambiguous and nobody approved the PO, hold it;
-    otherwise update matched variants' cost, publish the other drafts and receive stock (once)."""
+    otherwise update matched variants' cost (and opted-in price), publish the other drafts and, for a merchant who
+    receives on sync, receive stock (once)."""
     matching = match_po(db, client, merchant_id, shop_url, upload_id, parsed)
     if matching.ambiguous and not is_approved(db, upload_id):
         return ShopSync(held_for_review=matching.review_reasons(parsed), matched=len(matching.matched),

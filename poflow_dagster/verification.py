@@ -123,7 +123,10 @@ def verify_barcodes(
 
 def unfinished_receipts(db: Database, upload_id: str) -> list[str]:
     """Stock receipts of the upload Shopify has not confirmed (pending) or refused (failed): stock differs from
-    what the PO says was received until they are finished (``poflow receive`` finishes pending ones)."""
+    what the PO says was received until they are finished (``poflow receive`` finishes pending ones).
+
+    Only receipts someone made count: a line with none is not a problem (a ``manual`` merchant's goods may not
+    have arrived yet; a ``sync`` merchant's receipts are made by the sync and show up here if they went wrong)."""
     from sqlalchemy import select
 
     from poflow_dagster.store.schema import StockReceipt

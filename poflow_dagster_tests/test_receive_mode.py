@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from poflow_dagster import receiving
@@ -12,8 +14,6 @@ from poflow_dagster.store.schema import Merchant
 from poflow_dagster.verification import unfinished_receipts
 
 from .test_receiving import MERCHANT, client, rows, save_po, stock  # noqa: F401 - fixtures and helpers
-
-__all__ = ["client"]
 
 
 def _mode(db) -> tuple[bool, str]:
@@ -64,3 +64,13 @@ def test_mode_is_validated_and_re_enabling_starts_manual(db, client) -> None:
     with db.session() as session:
         configure_merchant(session, MERCHANT, receive_stock=True)  # newly enabled again: manual
     assert _mode(db) == (True, "manual")
+
+
+def test_a_manual_merchants_refused_receipts_are_still_reported(db, client, shop) -> None:
+    back_room = shop.add_location("Back room")  # stocks nothing: Shopify refuses every receipt there
+    upload = save_po(db, client, location=back_room)
+    assert unfinished_receipts(db, upload) == []  # nothing received yet: no problem
+    result = receiving.receive(db, client, upload, {1: Decimal(2)}, applied_by="ana")
+    assert [r.status for r in result.receipts] == ["failed"]
+    [problem] = unfinished_receipts(db, upload)
+    assert problem.startswith("line 1: receipt of 2 units failed (item_not_stocked: ")
