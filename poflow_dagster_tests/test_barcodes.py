@@ -227,3 +227,113 @@ def test_the_json_contract_keeps_its_keys_and_adds_barcode() -> None:
     lines = po.to_contract()["lines"]
     assert [line["barcode"] for line in lines] == [UPC, None]
     assert list(lines[0]) == ["sku", "barcode", "description", "quantity", "unit_cost", "line_total"]
+
+
+# --- saving and drafts (both databases) ----------------------------------------------------------------------
+
+
+def test_lines_save_their_barcode_and_drafts_carry_the_skus_first_valid_one(home, db, tmp_path: Path) -> None:
+    from poflow_dagster.intake import upload_file
+    from poflow_dagster.store.drafts import create_drafts_for_po, drafts_for_upload
+    from poflow_dagster.store.purchase_orders import save_purchase_order, saved_lines
+
+    path = _csv(tmp_path, f"""PO Number,PO-1
+Supplier,Northwind Traders
+SKU,UPC,Description,Qty,Unit Price
+A,012345678906,Typo first,1,1.00
+A,{UPC},Cup,2,1.00
+B,,No barcode,1,2.00
+""")
+    upload = upload_file(db, home, "acme", path)
+    po = extract_file(path)
+    save_purchase_order(db, upload.id, po)
+    assert [(line.sku, line.barcode) for line in saved_lines(db, upload.id)] == [
+        ("A", "012345678906"), ("A", UPC), ("B", None)]  # as printed, the invalid one too
+
+    first = create_drafts_for_po(db, upload.id, po).drafts
+    assert {d.sku: d.barcode for d in first} == {"A": UPC, "B": None}  # the invalid GTIN never reaches a draft
+    again = create_drafts_for_po(db, upload.id, po).drafts
+    assert [d.changed for d in again] == [False, False]  # a re-run writes nothing
+
+    later = _csv(tmp_path, "PO Number,PO-2\nSupplier,Northwind Traders\nSKU,Description,Qty,Unit Price\n"
+                           f"A,Cup,2,1.50\n", name="later.csv")
+    second = upload_file(db, home, "acme", later)
+    later_po = extract_file(later)
+    save_purchase_order(db, second.id, later_po)
+    [draft] = create_drafts_for_po(db, second.id, later_po).drafts
+    assert (draft.changed, draft.unit_cost, draft.barcode) == (True, Decimal("1.50"), UPC)  # not erased
+    assert {d.sku: d.barcode for d in drafts_for_upload(db, upload.id)} == {"A": UPC, "B": None}
+
+
+# --- end to end: matching and Shopify (both databases) -------------------------------------------------------
+
+PO_WITH_BARCODES = f"""PO Number,PO-601
+Supplier,Northwind Traders
+SKU,EAN,Description,Qty,Unit Cost,Amount
+NW-100,{EAN},Espresso Beans 1kg,4,12.50,50.00
+NEW-1,{EAN_PADDED},Chai Spice 250g,3,4.00,12.00
+NEW-2,,Rooibos 100g,1,3.00,3.00
+"""
+
+
+def _variant_barcodes(shop, gids: list[str]) -> dict[str, str | None]:
+    from poflow_dagster.shopify.client import ShopifyClient
+
+    with ShopifyClient(shop.url, "test-token") as client:
+        nodes = client.execute("query($ids: [ID!]!) { nodes(ids: $ids) { ... on ProductVariant { id barcode } } }",
+                               {"ids": gids})["nodes"]
+    return {node["id"]: node["barcode"] for node in nodes}
+
+
+def test_a_line_whose_sku_differs_is_matched_by_barcode_and_new_products_carry_theirs(
+    home, db, shop, instance, tmp_path: Path
+) -> None:
+    import sqlalchemy as sa
+
+    from poflow_dagster.catalog.store import line_matches_for_upload
+    from poflow_dagster.definitions import defs
+    from poflow_dagster.intake import upload_file
+    from poflow_dagster.pipeline.local import run_upload
+    from poflow_dagster.resources import ShopifyResource
+    from poflow_dagster.shopify.client import ProductSpec, ShopifyClient, VariantUpdate, handle_for_sku
+    from poflow_dagster.store.schema import ShopifyProduct
+    from poflow_dagster.verification import verify_upload
+    from poflow_dagster_tests.test_catalog_pipeline import _costs, _existing, _sync_metadata
+
+    # The shop sells the espresso under its own SKU; only the EAN says it is the supplier's NW-100.
+    existing = _existing(shop, [ProductSpec(sku="SHOP-ESP-1", title="Our house espresso", price=Decimal("30.00"),
+                                            handle="house-espresso", status="ACTIVE", vendor="Someone Else",
+                                            barcode=EAN, unit_cost=Decimal("11.00"))])["SHOP-ESP-1"]
+    before = shop.count_products()
+    path = _csv(tmp_path, PO_WITH_BARCODES)
+    upload = upload_file(db, home, "acme", path)
+
+    result = run_upload(defs, instance, db, upload.id, with_images=False)
+
+    assert result.success and result.summary["status"] == "completed", result.error
+    assert result.checks == {"po_saved_correctly": True, "shopify_matches_drafts": True}
+    matches = {m.match.line_no: m.match for m in line_matches_for_upload(db, upload.id)}
+    assert (matches[1].status, matches[1].method, matches[1].variant_gid) == ("matched", "barcode", existing)
+    assert matches[2].status == matches[3].status == "unmatched"
+    assert shop.count_products() == before + 2  # NEW-1 and NEW-2; no duplicate of the espresso
+    assert _costs(shop, [existing]) == {existing: Decimal("12.50")}
+    with db.session() as session:
+        links = dict(session.execute(sa.select(ShopifyProduct.handle, ShopifyProduct.variant_gid)).all())
+    new_1, new_2 = links[handle_for_sku("acme", "NEW-1")], links[handle_for_sku("acme", "NEW-2")]
+    assert _variant_barcodes(shop, [new_1, new_2, existing]) == {new_1: EAN_PADDED, new_2: None, existing: EAN}
+
+    products_before = shop.stats.operations.get("productSet", 0)
+    again = run_upload(defs, instance, db, upload.id, with_images=False)  # idempotent
+    assert again.success and all(again.checks.values())
+    assert shop.count_products() == before + 2
+    assert _sync_metadata(instance, again.run_id)["variant_cost_updates"] == 0
+    assert _variant_barcodes(shop, [new_1]) == {new_1: EAN_PADDED}
+    assert shop.stats.operations.get("productSet", 0) - products_before <= 2  # the same two products, upserted
+
+    # Someone edits the new product's barcode in Shopify: the read-back check lists it like any other field.
+    with ShopifyClient(shop.url, "test-token") as client:
+        product_gid = client.get_product(handle_for_sku("acme", "NEW-1")).product_gid
+        client.update_variants(product_gid, [VariantUpdate(variant_gid=new_1, barcode="96385074")])
+    verdict = verify_upload(db, upload.id, ShopifyResource(), held_for_review=False)
+    assert verdict.status == "failed"
+    assert verdict.problems == [f"SKU NEW-1: barcode differs (expected {EAN_PADDED}, Shopify has 96385074)"]
