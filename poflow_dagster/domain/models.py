@@ -35,6 +35,9 @@ class POLine(BaseModel):
     quantity: Decimal | None = None
     unit_cost: Decimal | None = None
     line_total: Decimal | None = None
+    #: Product image URLs the document gives for this line (a picture column, UBL item attachments); bytes
+    #: embedded in the document are kept as ``data:<mime>;base64,...`` URIs.
+    image_urls: list[str] = Field(default_factory=list)
 
 
 class ParsedPO(BaseModel):
@@ -90,6 +93,7 @@ class ParsedPO(BaseModel):
                     "quantity": s(line.quantity),
                     "unit_cost": s(line.unit_cost),
                     "line_total": s(line.line_total),
+                    "image_urls": [u if not u.startswith("data:") else u.split(",", 1)[0] + ",..." for u in line.image_urls],
                 }
                 for line in self.lines
             ],

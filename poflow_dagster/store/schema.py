@@ -47,6 +47,8 @@ class Merchant(Base):
     #: Matched existing variants also get the PO's price (unit cost with the markup), not only its cost.
     update_price: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    #: The supplier's image feed (SKU -> image URLs, CSV or JSON) at an http(s) URL or a local path.
+    image_feed_url: Mapped[str | None] = mapped_column(Text)
 
 
 class Supplier(Base):
@@ -506,3 +508,72 @@ class StockReceipt(Base):
 
 # Models kept in modules of their own, registered on ``Base`` here so migrations and the model test see them.
 from poflow_dagster.store import api_requests as _api_requests  # noqa: E402,F401
+
+
+class ImageRow(Base):
+    """One image of a merchant, stored once by content (``images/store.py``): the file lives at
+    ``POFLOW_HOME/images/<sha256[:2]>/<sha256>.<ext>`` (``storage_path``, relative to ``POFLOW_HOME``)."""
+
+    __tablename__ = "images"
+    __table_args__ = (UniqueConstraint("merchant_id", "sha256", name="uq_images_merchant_sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    sha256: Mapped[str] = mapped_column(String(64))
+    phash: Mapped[str] = mapped_column(String(16))
+    mime_type: Mapped[str] = mapped_column(String(50))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    byte_size: Mapped[int] = mapped_column(Integer)
+    storage_path: Mapped[str] = mapped_column(String(500))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ImageUrlRow(Base):
+    """What one URL gave a merchant last time (``url_sha256`` keys the index; URLs can be long): its ETag, the
+    image (``sha256``) and how the last fetch went. The database's ETag cache, and the reason one image is never
+    fetched twice across POs: a known URL with an image is reused without a request until it is older than
+    ``POFLOW_IMAGE_REVALIDATE_HOURS``, then re-validated with ``If-None-Match``."""
+
+    __tablename__ = "image_urls"
+    __table_args__ = (UniqueConstraint("merchant_id", "url_sha256", name="uq_image_urls_merchant_url_sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    url_sha256: Mapped[str] = mapped_column(String(64))
+    url: Mapped[str] = mapped_column(Text)
+    etag: Mapped[str | None] = mapped_column(String(500))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(20))  # fetched | not_modified | failed
+    reason: Mapped[str | None] = mapped_column(String(100))
+    fetched_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class DraftImage(Base):
+    """One image candidate of a product draft: where it came from (``source``: document | feed | search, its
+    ``url``; none for bytes embedded in the document), its ``position`` among the draft's candidates, and where
+    it stands (``state``: found | fetched | duplicate | rejected | attached | skipped | failed, ``reason``).
+    ``candidate_key`` (sha256 of the URL, or ``embedded:<sha256>``) makes a re-run find the same row.
+    Deleted with its draft."""
+
+    __tablename__ = "draft_images"
+    __table_args__ = (UniqueConstraint("draft_id", "candidate_key", name="uq_draft_images_draft_candidate"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    draft_id: Mapped[int] = mapped_column(ForeignKey("product_drafts.id", ondelete="CASCADE"), index=True)
+    image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id"))
+    merchant_id: Mapped[str] = mapped_column(String(64))
+    upload_id: Mapped[str | None] = mapped_column(ForeignKey("uploads.id"), index=True)
+    candidate_key: Mapped[str] = mapped_column(String(80))
+    source: Mapped[str] = mapped_column(String(10))
+    url: Mapped[str | None] = mapped_column(Text)
+    position: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(12))
+    reason: Mapped[str | None] = mapped_column(Text)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    #: For a ``duplicate``: the sha256 of the draft's image it duplicates (the one kept).
+    duplicate_of: Mapped[str | None] = mapped_column(String(64))
+    media_gid: Mapped[str | None] = mapped_column(String(100))
+    attached_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
