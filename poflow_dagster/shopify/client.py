@@ -828,11 +828,13 @@ class ShopifyClient:
         *,
         expected_cost: float | None = None,
         first_guess: float | None = None,
+        max_attempts: int | None = None,
     ) -> dict[str, Any]:
         """Run one GraphQL document and return its ``data`` (retrying as the class docstring says).
 
         The call reserves ``expected_cost`` points if given, else what this query cost last time, else
-        ``first_guess`` (default 10).
+        ``first_guess`` (default 10). ``max_attempts`` overrides the client's for connection errors and
+        502/503/504 (``1`` for a mutation that is not safe to send twice: the caller checks, then retries).
 
         Raises :class:`ShopifyUserError` when any top-level mutation payload carries
         ``userErrors``, :class:`ShopifyGraphQLError` for other GraphQL errors,
@@ -859,7 +861,7 @@ class ShopifyClient:
                     )
             else:
                 failures += 1
-                if failures >= self.max_attempts:
+                if failures >= (max_attempts or self.max_attempts):
                     plural = "s" if failures > 1 else ""
                     raise ShopifyUnreachableError(
                         "shopify_unreachable", f"{outcome} (gave up after {failures} attempt{plural})"

@@ -36,6 +36,8 @@
 * Staged uploads, bulk operations and their result files live in the serving process's memory (not in
   the state file); uploads go to ``/staged-uploads/`` (multipart POST), results are served at
   ``/bulk-results/<id>.jsonl``; up to five bulk mutations run at once (one before API 2026-01).
+* Product media (``stagedUploadsCreate`` for ``IMAGE``, ``productUpdate(media:)``, ``Product.media``,
+  ``productDelete``): see :mod:`poflow_dagster.shopify.emulator_media`.
 * Test hooks on :class:`EmulatorHandle`: injected HTTP failures, dropped answers (the request is applied,
   the connection closes unanswered), a frozen clock for ``updatedAt``, extra locations.
 
@@ -102,6 +104,13 @@ from graphql import (
     validate,
 )
 from graphql.utilities import get_operation_ast
+
+from poflow_dagster.shopify.emulator_media import (
+    MEDIA_IMAGE_GID,
+    MEDIA_SDL,
+    MediaRootMixin,
+    image_upload_problem,
+)
 
 __all__ = ["EmulatorHandle", "EmulatorStats", "serve_forever", "start_emulator", "SCHEMA_SDL"]
 
@@ -443,7 +452,7 @@ def _parse_money_literal(node: Any, _variables: Any = None) -> str:
 
 
 def _build_schema() -> GraphQLSchema:
-    schema = build_schema(SCHEMA_SDL)
+    schema = build_schema(SCHEMA_SDL + MEDIA_SDL)
     for name in ("Money", "Decimal"):
         scalar = schema.type_map[name]
         scalar.serialize = lambda value: _money_str(Decimal(str(value)))  # type: ignore[attr-defined]
@@ -785,7 +794,7 @@ def _connection(
     }
 
 
-class _Root:
+class _Root(MediaRootMixin):
     """Root value for queries and mutations over one store."""
 
     def __init__(
@@ -830,6 +839,7 @@ class _Root:
             "variants": lambda _info, first=None, after=None, reverse=False: _connection(
                 self.store.variants_of(pid), partial(self.variant_obj, product_row=row), first, after, reverse
             ),
+            "media": partial(self.media_of, pid),
         }
 
     def variant_obj(self, row: sqlite3.Row, product_row: sqlite3.Row | None = None) -> dict[str, Any]:
@@ -948,6 +958,8 @@ class _Root:
             return self.variant_obj(rows[0]) if rows else None
         if id.startswith(PRODUCT_GID):
             return self.product(_info, id)
+        if id.startswith(MEDIA_IMAGE_GID):
+            return self.media_node(id)
         return None
 
     def nodes(self, _info: Any, ids: list[str]) -> list[dict[str, Any] | None]:
@@ -1131,6 +1143,9 @@ class _Root:
             return {"stagedTargets": None, "userErrors": errors}
         targets = []
         for target in input:
+            if target["resource"] == "IMAGE":  # product images: see emulator_media
+                targets.append(self.image_target(target))
+                continue
             key = self.bulk.stage(target["filename"])
             parameters = {"key": key, "Content-Type": target["mimeType"], "success_action_status": "201",
                           "acl": "private", "policy": base64.b64encode(key.encode()).decode()}
@@ -2252,6 +2267,10 @@ class _Handler(BaseHTTPRequestHandler):
         """A staged upload (multipart form: ``key`` and the other parameters, then ``file``)."""
         fields = _multipart_fields(self.headers.get("Content-Type") or "", raw)
         key = fields.get("key", b"").decode("utf-8", errors="replace")
+        too_large = image_upload_problem(key, fields.get("file", b""))
+        if too_large is not None:
+            self._send(400, {"errors": too_large})
+            return
         if "file" not in fields or not self.server.app.bulk.receive(key, fields["file"]):
             self._send(403, {"errors": "unknown or missing staged upload key, or no file"})
             return
