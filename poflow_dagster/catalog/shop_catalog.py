@@ -96,12 +96,14 @@ def sync_merchants(db: Database, shops: ShopClients, merchants: list[Merchant], 
     throttled...) is reported and the others still run (its pass resumes next time)."""
     done: list[MerchantSync] = []
     for merchant in merchants:
-        target = shops.target_for(merchant)
+        shop_url = merchant.shop_url or ""
         try:
+            target = shops.target_for(merchant)
+            shop_url = target.url
             with shops.client_for(target) as client:
                 result = sync_shop_catalog(db, client, merchant.id, target.url, full=full)
-        except PoflowError as error:
-            done.append(MerchantSync(merchant.id, target.url, error=error))
+        except PoflowError as error:  # a bad token, an unreachable or throttled shop: one line, the others go on
+            done.append(MerchantSync(merchant.id, shop_url, error=error))
             continue
-        done.append(MerchantSync(merchant.id, target.url, result=result))
+        done.append(MerchantSync(merchant.id, shop_url, result=result))
     return done
