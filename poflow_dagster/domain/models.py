@@ -93,9 +93,14 @@ class ParsedPO(BaseModel):
                     "quantity": s(line.quantity),
                     "unit_cost": s(line.unit_cost),
                     "line_total": s(line.line_total),
-                    "image_urls": [u if not u.startswith("data:") else u.split(",", 1)[0] + ",..." for u in line.image_urls],
+                    "image_urls": [_short_uri(u) for u in line.image_urls],
                 }
                 for line in self.lines
             ],
             "issues": [issue.model_dump() for issue in self.issues],
         }
+
+
+def _short_uri(uri: str) -> str:
+    """An image URL as printed: an embedded image (``data:`` URI) shows its type only, not its bytes."""
+    return uri.split(",", 1)[0] + ",..." if uri.startswith("data:") else uri
