@@ -460,8 +460,11 @@ def merchant() -> None:
               "(every ordered unit when the PO syncs, for POs uploaded on delivery).")
 @click.option("--update-price/--no-update-price", "update_price", default=None,
               help="Matched existing variants also get the PO's price (unit cost with the markup), not only cost.")
+@click.option("--image-feed", "image_feed", metavar="URL_OR_PATH",
+              help="The supplier's image feed (SKU -> image URLs, CSV or JSON) at an http(s) URL or a local path; "
+              "'' turns it off.")
 def merchant_set(merchant_id, name, markup, sync, shop_url, token_env, receive_stock, location, receive_on,
-                 update_price) -> None:
+                 update_price, image_feed) -> None:
     """Create or update a merchant."""
     from poflow_dagster.store.merchants import configure_merchant
     from poflow_dagster.store.schema import Merchant
@@ -475,7 +478,7 @@ def merchant_set(merchant_id, name, markup, sync, shop_url, token_env, receive_s
         m = configure_merchant(
             session, merchant_id, name=name, markup_percent=markup_value, shopify_sync_enabled=sync,
             shop_url=shop_url, shopify_token_env=token_env, receive_stock=receive_stock, stock_location_gid=location,
-            receive_on=receive_on, update_price=update_price,
+            receive_on=receive_on, update_price=update_price, image_feed_url=image_feed,
         )
         if location:
             _check_location(m)
@@ -485,7 +488,7 @@ def merchant_set(merchant_id, name, markup, sync, shop_url, token_env, receive_s
         click.echo(
             f"{m.id}: markup {m.markup_percent}%, shopify sync {'on' if m.shopify_sync_enabled else 'off'}, "
             f"shop {m.shop_url or 'default'}, token env {m.shopify_token_env or '-'}, receive stock {stock}, "
-            f"update price {'on' if m.update_price else 'off'}"
+            f"update price {'on' if m.update_price else 'off'}, image feed {m.image_feed_url or '-'}"
         )
 
 

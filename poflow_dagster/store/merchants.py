@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from pathlib import Path
+from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
@@ -40,6 +42,20 @@ def validate_receive_on(mode: str) -> str:
     return value
 
 
+def validate_image_feed(location: str) -> str:
+    """An image feed location: an http(s) URL with a host, or a local file (stored as an absolute path)."""
+    value = location.strip()
+    parts = urlsplit(value)
+    if parts.scheme.lower() in ("http", "https"):
+        if not parts.hostname:
+            raise PoflowError("invalid_image_feed", f"image feed {location!r} has no host")
+        return value
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise PoflowError("invalid_image_feed", f"image feed {location!r} is neither an http(s) URL nor a file")
+    return str(path.resolve())
+
+
 def ensure_merchant(session: Session, merchant_id: str) -> Merchant:
     """The merchant, created with default settings on first use."""
     merchant = session.get(Merchant, validate_merchant_id(merchant_id))
@@ -68,6 +84,7 @@ def configure_merchant(
     stock_location_gid: str | None = None,
     receive_on: str | None = None,
     update_price: bool | None = None,
+    image_feed_url: str | None = None,
 ) -> Merchant:
     """Create or update a merchant's settings. The token is never stored: only its env var's name.
 
@@ -80,6 +97,7 @@ def configure_merchant(
     ``receive_on`` is ``manual`` (``poflow receive`` as goods arrive) or ``sync`` (every ordered unit when the PO
     syncs), else ``invalid_receive_on``; turning receiving on without it starts ``manual``. ``update_price``: matched
     existing variants also get the PO's price (unit cost with the markup), not only its cost.
+    ``image_feed_url``: the supplier's image feed, an http(s) URL or an existing local file (``invalid_image_feed``).
     """
     merchant = ensure_merchant(session, merchant_id)
     if name is not None:
@@ -105,6 +123,8 @@ def configure_merchant(
         merchant.receive_on = mode
     if update_price is not None:
         merchant.update_price = update_price
+    if image_feed_url is not None:
+        merchant.image_feed_url = validate_image_feed(image_feed_url) if image_feed_url.strip() else None
     if merchant.receive_stock and not merchant.stock_location_gid:
         raise PoflowError("stock_location_missing", f"merchant {merchant_id} receives stock but has no location: "
                                                     "set one with --location gid://shopify/Location/<n>")
