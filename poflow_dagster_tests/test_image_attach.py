@@ -16,7 +16,7 @@ from poflow_dagster.images.attach import ImageToAttach, attach_image, attach_ima
 from poflow_dagster.shopify import emulator_media
 from poflow_dagster.shopify.client import ProductSpec, ShopifyClient
 from poflow_dagster.shopify.emulator import EmulatorHandle, start_emulator
-from poflow_dagster.shopify.media import list_product_media
+from poflow_dagster.shopify.media import add_product_media, list_product_media
 from poflow_dagster.shopify.rate_budget import InProcessBudget
 
 TOKEN = "shpat_attach_test"
@@ -198,3 +198,28 @@ def test_without_waiting_a_processing_media_is_attached_and_pending(
     result = attach_image(client, product_gid, image(png("blue")), wait_ready_s=0)
     assert (result.outcome, result.status) == ("attached", "PROCESSING")
     assert attach_image(client, product_gid, image(png("blue")), wait_ready_s=0).outcome == "already"
+
+
+def test_lost_answer_while_the_media_is_still_processing_is_recognised_by_its_source(
+    client: ShopifyClient, emulator: EmulatorHandle, product_gid: str
+) -> None:
+    emulator_media.set_processing_delay(emulator, 60)  # no CDN image yet: only originalSource names the file
+    emulator.drop_answers(1, only="productUpdate")
+    result = attach_image(client, product_gid, image(png("blue")), wait_ready_s=0)
+    assert (result.outcome, result.status) == ("attached", "PROCESSING")
+    assert ops(emulator, "productUpdate") == 1 and len(emulator_media.media_rows(emulator, product_gid)) == 1
+
+
+def test_a_product_at_the_media_limit_fails_new_images_without_uploading(
+    client: ShopifyClient, emulator: EmulatorHandle, product_gid: str
+) -> None:
+    filler = attach_image(client, product_gid, image(png("blue")))
+    source = emulator_media.media_rows(emulator, product_gid)[0]["source_url"]
+    for _ in range(249 // 83 + 1):
+        room = 250 - len(emulator_media.media_rows(emulator, product_gid))
+        if room:
+            add_product_media(client, product_gid, [{"originalSource": source, "alt": None}] * min(room, 83))
+    assert filler.outcome == "attached" and len(emulator_media.media_rows(emulator, product_gid)) == 250
+    result = attach_image(client, product_gid, image(png("red")))
+    assert (result.outcome, result.reason) == ("failed", "media_limit")
+    assert ops(emulator, "stagedUploadsCreate") == 1  # only the first image was ever staged

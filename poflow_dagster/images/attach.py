@@ -55,12 +55,14 @@ class ImageToAttach:
     sha256: str
     mime_type: str
     byte_size: int
-    source: Path | Callable[[], bytes]
+    source: Path | str | Callable[[], bytes]
     alt: str
     known_media_gid: str | None = None
 
     def read(self) -> bytes:
-        return self.source.read_bytes() if isinstance(self.source, Path) else self.source()
+        if isinstance(self.source, (str, Path)):
+            return Path(self.source).read_bytes()
+        return self.source()
 
 
 @dataclass(frozen=True)
@@ -213,7 +215,12 @@ def _found_new(batch: _Batch, image: ImageToAttach) -> bool:
 
 
 def _stage(client: ShopifyClient, batch: _Batch, items: list[tuple[ImageToAttach, bytes]]) -> list[tuple[ImageToAttach, str]]:
-    staged = stage_images(client, [StagedImage(media_filename(i), i.mime_type, d) for i, d in items])
+    try:
+        staged: list[str | Exception] = stage_images(
+            client, [StagedImage(media_filename(i), i.mime_type, d) for i, d in items]
+        )
+    except ShopifyUserError as exc:  # e.g. a MIME type Shopify does not stage
+        staged = [exc] * len(items)
     sources = []
     for (image, _data), outcome in zip(items, staged):
         if isinstance(outcome, Exception):
