@@ -223,7 +223,7 @@ class _Collector:
             if not candidates:
                 continue
             rows = self._ensure_rows(draft, source.name, candidates)
-            work = _DraftWork(draft, rows or {}, candidates, gone=rows is None)
+            work = _DraftWork(draft, rows or {}, candidates=candidates, gone=rows is None)
             if work.gone:
                 self._skip_gone(work)
             works[draft.id] = work
