@@ -60,7 +60,7 @@ def upload_matches(db: Database, merchant_id: str, upload_id: str) -> dict:
     awaiting = upload.status == UploadStatus.NEEDS_REVIEW
     return {
         "upload_id": upload_id, "status": upload.status, "awaiting_review": awaiting,
-        "review_reasons": [r.strip() for r in (upload.error_message or "").split("; ") if r.strip()] if awaiting else [],
+        "review_message": upload.error_message if awaiting else None,  # the reasons, as `poflow status` shows them
         "approved_at": _iso(upload.approved_at), "approved_by": upload.approved_by,
         "lines": [_line_json(line, stored.get(line.line_no), variants) for line in lines],
     }

@@ -68,7 +68,7 @@ def install_review_routes(app: FastAPI, settings: ApiSettings, db: Database) -> 
     def matches(upload_id: str, merchant_id: Merchant) -> dict:
         """Every PO line's catalog match: ``status`` (matched, ambiguous, unmatched, approved; ``null`` before
         matching ran), ``method``, ``score``, the matched ``variant`` and the ``candidates`` (title, SKU, score) a
-        reviewer may pick from; ``awaiting_review`` says whether the PO is held (``needs_review``) and why."""
+        reviewer may pick from; ``awaiting_review`` says whether the PO is held (``needs_review``) and ``review_message`` why."""
         return review.upload_matches(db, merchant_id, upload_id)
 
     @app.post("/api/uploads/{upload_id}/approve", tags=["review"], responses={
