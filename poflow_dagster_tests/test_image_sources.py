@@ -128,8 +128,9 @@ def test_json_feeds_as_a_map_or_a_list():
     as_map = parse_feed(json.dumps({"X-1": ["https://c.example/x.jpg"], "Y": "https://c.example/y.jpg"}).encode(),
                         "f.json")
     assert as_map.urls_for("x1") == ["https://c.example/x.jpg"] and as_map.urls_for("y") == ["https://c.example/y.jpg"]
-    as_list = parse_feed(json.dumps([{"sku": "Z", "images": ["https://c.example/z1.jpg", {"url": "https://c.example/z2.jpg"}]},
-                                     {"sku": "W", "image_urls": ["https://c.example/w.jpg"]}, {"no": "sku"}]).encode(), "f.json")
+    items = [{"sku": "Z", "images": ["https://c.example/z1.jpg", {"url": "https://c.example/z2.jpg"}]},
+             {"sku": "W", "image_urls": ["https://c.example/w.jpg"]}, {"no": "sku"}]
+    as_list = parse_feed(json.dumps(items).encode(), "f.json")
     assert as_list.urls_for("z") == ["https://c.example/z1.jpg", "https://c.example/z2.jpg"]
     assert as_list.urls_for("w") == ["https://c.example/w.jpg"]
     with pytest.raises(PoflowError):

@@ -53,12 +53,16 @@ def choose(images: Sequence[Hashed]) -> Verdict:
     order = sorted(range(len(images)), key=lambda i: (-_rank(images[i])[0], -_rank(images[i])[1], i))
     kept: list[int] = []
     duplicate_of: dict[int, str] = {}
+    winner_by_sha: dict[str, str] = {}  # sha256 seen -> sha256 of the image kept for it
     for index in order:
         image = images[index]
-        winner = next((k for k in kept if images[k].sha256 == image.sha256
-                       or phash_distance(images[k].phash, image.phash) <= PHASH_MAX_DISTANCE), None)
+        if image.sha256 in winner_by_sha:
+            duplicate_of[index] = winner_by_sha[image.sha256]
+            continue
+        winner = next((k for k in kept if phash_distance(images[k].phash, image.phash) <= PHASH_MAX_DISTANCE), None)
         if winner is None:
             kept.append(index)
+            winner_by_sha[image.sha256] = image.sha256
         else:
-            duplicate_of[index] = images[winner].sha256
+            duplicate_of[index] = winner_by_sha[image.sha256] = images[winner].sha256
     return Verdict(kept=sorted(kept), duplicate_of=duplicate_of)
