@@ -18,7 +18,8 @@ Numbers are parsed with :mod:`poflow_dagster.extraction.numbers`, using the
 document's own decimal style (decimal comma or point, voted over all its cells).
 SKUs are kept as text, so ``00123`` stays ``00123``. A barcode column (EAN, UPC, GTIN, JAN, Strichcode,
 código de barras, ...) fills ``barcode`` (:func:`.barcodes.clean_barcode`: leading zeros kept, Excel's
-float forms undone from the cell's real value); when the table has no SKU column it is the SKU as well.
+float forms undone from the cell's real value); when the table has no SKU column it is the SKU as well, and
+a table without a barcode column whose SKUs are all 12-14 digit GTINs has them as barcodes too.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from pathlib import Path
 
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import Issue, ParsedPO, POLine
-from poflow_dagster.extraction.barcodes import clean_barcode
+from poflow_dagster.extraction.barcodes import clean_barcode, gtin_or_none
 from poflow_dagster.extraction.numbers import (
     as_money,
     ISO_CURRENCIES,
@@ -682,9 +683,20 @@ def extract_rows(
         votes.update(currency_hints)
         if votes:
             po.currency = votes.most_common(1)[0][0]
+    if "barcode" not in cols:
+        _gtin_skus_as_barcodes(po.lines)
     _check(po, ctx)
     po.issues[:0] = ctx.issues
     return po
+
+
+def _gtin_skus_as_barcodes(lines: list[POLine]) -> None:
+    """A table without a barcode column whose SKUs are all UPC/EAN/GTIN numbers (12 to 14 digits, check digits
+    right) identifies its items by GTIN: each SKU is the line's barcode too (the SKU itself is unchanged)."""
+    skus = [line.sku for line in lines if line.sku]
+    if skus and all(len(sku) in (12, 13, 14) and sku.isdigit() and gtin_or_none(sku) for sku in skus):
+        for line in lines:
+            line.barcode = line.sku
 
 
 def _fields_repeated_on_rows(rows: Sequence[Row], header: _Header) -> dict[str, Cell]:
