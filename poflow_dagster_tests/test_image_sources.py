@@ -8,6 +8,7 @@ import json
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -225,3 +226,48 @@ def test_merchant_image_feed_setting(db, tmp_path):
         with pytest.raises(PoflowError) as caught:
             configure_merchant(session, "m1", image_feed_url=str(tmp_path / "nope.csv"))
         assert caught.value.code == "invalid_image_feed"
+
+
+def test_spreadsheet_picture_columns_fill_image_urls():
+    from poflow_dagster.extraction.spreadsheet import extract_delimited
+
+    text = ("SKU,Description,Qty,Unit Cost,Image URL,Photo 2,Bild\n"
+            "A-1,Mug,2,3.00,https://x.example/a.jpg | https://x.example/b.jpg,https://x.example/c.jpg;"
+            "https://x.example/a.jpg,\n"
+            "B,Cup,1,1.00,,,not a url\n")
+    po = extract_delimited(text, delimiter=",", source_format="csv")
+    assert [line.image_urls for line in po.lines] == [
+        ["https://x.example/a.jpg", "https://x.example/b.jpg", "https://x.example/c.jpg"], []]
+    assert [line.unit_cost for line in po.lines] == [Decimal("3.00"), Decimal("1.00")]  # columns still right
+    assert po.to_contract()["lines"][0]["image_urls"][0] == "https://x.example/a.jpg"
+
+
+def test_ubl_item_attachments_give_urls_and_embedded_images():
+    from poflow_dagster.extraction.ubl import extract_ubl
+
+    b64 = base64.b64encode(png_bytes()).decode()
+
+    def ref(body: str) -> str:
+        return f"<cac:ItemSpecificationDocumentReference><cbc:ID>x</cbc:ID><cac:Attachment>{body}</cac:Attachment>" \
+               "</cac:ItemSpecificationDocumentReference>"
+
+    refs = (ref("<cac:ExternalReference><cbc:URI>https://cdn.example.com/m1.jpg</cbc:URI></cac:ExternalReference>")
+            + ref(f'<cbc:EmbeddedDocumentBinaryObject mimeCode="image/png" filename="m.png">{b64}'
+                  "</cbc:EmbeddedDocumentBinaryObject>")
+            + ref('<cbc:EmbeddedDocumentBinaryObject mimeCode="application/pdf">JVBERi0='
+                  "</cbc:EmbeddedDocumentBinaryObject>")
+            + ref("<cac:ExternalReference><cbc:URI>file:///etc/passwd</cbc:URI></cac:ExternalReference>"))
+    xml = (
+        '<Order xmlns="urn:oasis:names:specification:ubl:schema:xsd:Order-2" '
+        'xmlns:cac="urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2" '
+        'xmlns:cbc="urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2">'
+        "<cbc:ID>PO-9</cbc:ID><cbc:DocumentCurrencyCode>EUR</cbc:DocumentCurrencyCode>"
+        "<cac:OrderLine><cac:LineItem><cbc:ID>1</cbc:ID><cbc:Quantity>2</cbc:Quantity>"
+        '<cac:Price><cbc:PriceAmount currencyID="EUR">3.00</cbc:PriceAmount></cac:Price>'
+        f"<cac:Item><cbc:Name>Mug</cbc:Name><cac:SellersItemIdentification><cbc:ID>M-1</cbc:ID>"
+        f"</cac:SellersItemIdentification>{refs}</cac:Item></cac:LineItem></cac:OrderLine></Order>")
+    [line] = extract_ubl(xml.encode()).lines
+    assert line.image_urls[0] == "https://cdn.example.com/m1.jpg" and len(line.image_urls) == 2
+    assert decode_data_uri(line.image_urls[1]) == ("image/png", png_bytes())
+    [_, embedded] = DocumentSource(ParsedPO(lines=[line])).candidates(_draft("m1"))
+    assert embedded.url is None and embedded.data == png_bytes()

@@ -19,7 +19,9 @@ document's own decimal style (decimal comma or point, voted over all its cells).
 SKUs are kept as text, so ``00123`` stays ``00123``. A barcode column (EAN, UPC, GTIN, JAN, Strichcode,
 código de barras, ...) fills ``barcode`` (:func:`.barcodes.clean_barcode`: leading zeros kept, Excel's
 float forms undone from the cell's real value); when the table has no SKU column it is the SKU as well, and
-a table without a barcode column whose SKUs are all 12-14 digit GTINs has them as barcodes too.
+a table without a barcode column whose SKUs are all 12-14 digit GTINs has them as barcodes too. Picture
+columns (Image, Image URL, Picture, Photo, Bild, Imagen, ...: :mod:`.image_refs`) fill ``image_urls``; a cell
+may hold several URLs separated by whitespace, ``,``, ``;`` or ``|``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from pathlib import Path
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import Issue, ParsedPO, POLine
 from poflow_dagster.extraction.barcodes import clean_barcode, gtin_or_none
+from poflow_dagster.extraction.image_refs import image_columns, split_urls
 from poflow_dagster.extraction.numbers import (
     as_money,
     ISO_CURRENCIES,
@@ -653,6 +656,7 @@ def extract_rows(
     _apply_header_fields(po, fields, ctx)
 
     cols = header.columns
+    pictures = image_columns(rows[header.row_index], set(cols.values()))
     skipped = 0
     for row in rows[header.row_index + 1 :]:
         if _is_blank(row):
@@ -662,6 +666,8 @@ def extract_rows(
             _apply_summary(po, summary, ctx)
             continue
         line = _item_line(row, cols, ctx, line_no=len(po.lines) + 1)
+        if line is not None and pictures:
+            line.image_urls = _picture_urls(row, pictures)
         if line is None:
             if header_columns(row) is None:  # a repeated header (printed pages) is not news
                 skipped += 1
@@ -761,6 +767,11 @@ def sku_column(columns: dict[str, int]) -> int | None:
     """The SKU column: the one headed as such, else the barcode column (a PO that identifies items only by
     their EAN/UPC uses it as the SKU, as it always has)."""
     return columns.get("sku", columns.get("barcode"))
+
+
+def _picture_urls(row: Row, columns: list[int]) -> list[str]:
+    """The image URLs in a row's picture columns, left to right, each once."""
+    return list(dict.fromkeys(url for col in columns for url in split_urls(_text(_cell(row, col)))))
 
 
 def _barcode(value: Cell) -> str | None:

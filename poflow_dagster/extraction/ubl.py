@@ -18,6 +18,9 @@ Mapping (``Order`` / ``Invoice``):
   when that is not 1, ``cbc:LineExtensionAmount`` -> line_total, ``cac:Item/cbc:Name``
   (else ``cbc:Description``), SKU from Sellers-, Buyers-, then StandardItemIdentification;
   barcode from ``StandardItemIdentification/cbc:ID`` with ``schemeID`` 0160 (GTIN) or ``GTIN``;
+  product images from ``cac:Item/cac:ItemSpecificationDocumentReference/cac:Attachment``: an
+  ``ExternalReference/cbc:URI`` (http/https) -> ``image_urls``, an ``EmbeddedDocumentBinaryObject`` with an
+  image ``mimeCode`` -> a ``data:`` URI there (used without any request);
 * ``AnticipatedMonetaryTotal`` / ``LegalMonetaryTotal``: ``LineExtensionAmount`` ->
   subtotal, ``PayableAmount`` -> total; ``cac:TaxTotal/cbc:TaxAmount`` -> tax; document
   level freight charges (``ChargeIndicator`` true) -> shipping.
@@ -269,6 +272,7 @@ class _Reader:
             line_no=line_no,
             sku=next((sku for sku in (_find_text(el, p) for p in _SKU_PATHS) if sku), None),
             barcode=_gtin(el),
+            image_urls=_images(el),
             description=_find_text(el, "cac:Item/cbc:Name") or _find_text(el, "cac:Item/cbc:Description"),
             quantity=quantity,
             unit_cost=unit_cost,
@@ -330,6 +334,24 @@ class _Reader:
             message = f"allowances/charges not mapped to shipping: {', '.join(others)}"
             self.issues.append(Issue(code="CHARGES_NOT_APPLIED", message=message))
         return as_money(sum(freight, Decimal(0))) if freight else None
+
+
+_ATTACHMENT_PATH = "cac:Item/cac:ItemSpecificationDocumentReference/cac:Attachment"
+_IMAGE_MIME = re.compile(r"^image/(png|jpeg|jpg|gif|webp)$")
+
+
+def _images(line: Element) -> list[str]:
+    """The item's pictures: external http(s) URIs and embedded base64 images (as ``data:`` URIs), in order."""
+    found: list[str] = []
+    for attachment in line.findall(_ATTACHMENT_PATH, NAMESPACES):
+        uri = _find_text(attachment, "cac:ExternalReference/cbc:URI")
+        if uri and uri.lower().startswith(("http://", "https://")):
+            found.append(uri)
+        embedded = attachment.find("cbc:EmbeddedDocumentBinaryObject", NAMESPACES)
+        mime = (embedded.get("mimeCode") or "").strip().lower() if embedded is not None else ""
+        if embedded is not None and embedded.text and _IMAGE_MIME.match(mime):
+            found.append(f"data:{mime};base64," + "".join(embedded.text.split()))
+    return list(dict.fromkeys(found))
 
 
 def _gtin(line: Element) -> str | None:

@@ -16,7 +16,6 @@ import csv
 import hashlib
 import io
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,31 +23,10 @@ from urllib.parse import urlsplit
 
 from poflow_dagster.catalog.normalize import sku_key
 from poflow_dagster.domain.errors import PoflowError
+from poflow_dagster.extraction.image_refs import is_image_header, split_urls
 from poflow_dagster.images.fetch import FetchSettings, ImageRequest, _Clients, _download, _Failed
 
 __all__ = ["Feed", "FetchedText", "fetch_text", "is_image_header", "load_feed", "parse_feed", "split_urls"]
-
-_IMAGE_HEADER = re.compile(
-    r"^(?:(?:product|main|item|additional|alt|extra)[ _-]*)?"
-    r"(?:image|img|picture|pic|photo|foto|bild|imagen|imagem|immagine)s?"
-    r"(?:[ _-]*(?:url|uri|link|src|source))?s?(?:[ _-]*\d+)?$"
-)
-_URL_SEPARATORS = re.compile(r"[\s,;|]+")
-
-
-def is_image_header(header: str) -> bool:
-    """True for a column heading that names image URLs (``Image``, ``Photo URL``, ``Bild``, ``image_2``...)."""
-    return bool(_IMAGE_HEADER.match(" ".join((header or "").strip().lower().split())))
-
-
-def split_urls(cell: str | None) -> list[str]:
-    """The http(s) URLs in one cell, separated by whitespace, ``,``, ``;`` or ``|`` (anything else ignored)."""
-    urls = []
-    for part in _URL_SEPARATORS.split(cell or ""):
-        if urlsplit(part).scheme.lower() in ("http", "https") and urlsplit(part).netloc:
-            urls.append(part)
-    return list(dict.fromkeys(urls))
-
 
 @dataclass
 class Feed:
