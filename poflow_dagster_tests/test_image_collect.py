@@ -18,7 +18,6 @@ import sqlalchemy as sa
 from poflow_dagster.domain.models import ParsedPO, POLine
 from poflow_dagster.images.collect import ImageSettings, collect_images
 from poflow_dagster.images.fetch import FetchSettings
-from poflow_dagster.images.net_policy import AllowList
 from poflow_dagster.images.store import StoredImage
 from poflow_dagster.store.drafts import DraftRecord, create_drafts_for_po
 from poflow_dagster.store.merchants import configure_merchant

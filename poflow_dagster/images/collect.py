@@ -165,30 +165,32 @@ class _Collector:
         self.attach, self.on_event = attach, on_event
         self.root = settings.root or image_root()
         self.result = ImageRun()
-        self.merchant_id, self.feed_location, self.vendor = self._upload_context()
+        self.merchant_id, self.feed_location = self._upload_context()
+        self.vendor: str | None = None
         self.cache = DbEtagCache(db, self.merchant_id) if self.merchant_id else None
 
     # -- context -----------------------------------------------------------------------------------------------
 
-    def _upload_context(self) -> tuple[str | None, str | None, str | None]:
+    def _upload_context(self) -> tuple[str | None, str | None]:
+        """The upload's merchant and that merchant's image feed (``None, None``: no such upload)."""
         with self.db.session() as session:
             upload = session.scalar(select(Upload).where(Upload.id == self.upload_id))
             if upload is None:
-                return None, None, None
+                return None, None
             merchant = session.get(Merchant, upload.merchant_id)
-            return upload.merchant_id, merchant.image_feed_url if merchant else None, None
-
-    def _sources(self, parsed_vendor: str | None) -> list[Callable[[], ImageSource]]:
-        self.vendor = parsed_vendor
-        return [lambda: self._document, self._load_feed, lambda: SearchSource(self.settings.search)]
+            return upload.merchant_id, merchant.image_feed_url if merchant else None
 
     def _load_feed(self) -> ImageSource:
+        """The merchant's feed, read once per run (only when some draft gets that far)."""
         if not self.feed_location:
             return FeedSource(None)
         try:
             return FeedSource(load_feed(self.feed_location, self.settings.fetch, self.root / "feeds"))
         except PoflowError as exc:
             return FeedSource(None, [f"image feed not used: {exc}"])
+        except Exception as exc:  # noqa: BLE001 - a broken feed never stops the other sources
+            log.exception("image feed %s could not be read", self.feed_location)
+            return FeedSource(None, [f"image feed not used: {type(exc).__name__}: {exc}"])
 
     # -- the run -------------------------------------------------------------------------------------------------
 
@@ -199,9 +201,11 @@ class _Collector:
         drafts = drafts_for_upload(self.db, self.upload_id)
         self.result.drafts = len(drafts)
         parsed = cached_parse(self.db, self.upload_id)
-        self._document = DocumentSource(parsed)
+        self.vendor = parsed.supplier_name if parsed else None
+        sources: list[Callable[[], ImageSource]] = [
+            lambda: DocumentSource(parsed), self._load_feed, lambda: SearchSource(self.settings.search)]
         pending = drafts
-        for make_source in self._sources(parsed.supplier_name if parsed else None):
+        for make_source in sources:
             if not pending:
                 break
             started = time.monotonic()

@@ -141,4 +141,7 @@ class SearchSource:
         except PoflowError as exc:
             self.notes.append(f"{draft.sku}: image search failed ({exc})")
             return []
+        except Exception as exc:  # noqa: BLE001 - a provider's bug costs this draft its search, nothing more
+            self.notes.append(f"{draft.sku}: image search failed ({type(exc).__name__}: {exc})")
+            return []
         return [Candidate(SEARCH, url) for url in dict.fromkeys(urls)]
