@@ -1,4 +1,4 @@
-"""Catalog sync outside PO runs: ``poflow catalog sync`` as users run it, and ``catalog_sync_job`` with its schedules."""
+"""Catalog sync outside PO runs: ``poflow catalog sync`` as users run it, ``catalog_sync_job`` and its schedules."""
 
 from __future__ import annotations
 
@@ -46,7 +46,9 @@ def merchants(db, shop) -> ShopifyClient:  # type: ignore[no-untyped-def]
         yield client
 
 
-def test_catalog_sync_command_syncs_one_merchant_then_incrementally(home, db, shop, merchants) -> None:  # type: ignore[no-untyped-def]
+def test_catalog_sync_command_syncs_one_merchant_then_incrementally(  # type: ignore[no-untyped-def]
+    home, db, shop, merchants,
+) -> None:
     first = _run(["catalog", "sync", "m1", "--format", "json"])
     assert first.returncode == 0, first.stderr
     (data,) = json.loads(first.stdout)
@@ -75,13 +77,17 @@ def test_catalog_sync_all_and_full(home, db, shop, merchants) -> None:  # type: 
     (["catalog", "sync", "nobody"], "unknown_merchant"),
     (["catalog", "sync", "m3"], "sync_off"),
 ])
-def test_catalog_sync_errors_are_one_line_with_a_code(home, db, shop, merchants, args, code) -> None:  # type: ignore[no-untyped-def]
+def test_catalog_sync_errors_are_one_line_with_a_code(  # type: ignore[no-untyped-def]
+    home, db, shop, merchants, args, code,
+) -> None:
     result = _run(args)
     assert result.returncode == 2
     assert result.stderr.startswith(f"error: {code}: ") and result.stderr.count("\n") == 1
 
 
-def test_a_failing_shop_is_reported_and_the_other_merchants_still_sync(db, shop, merchants) -> None:  # type: ignore[no-untyped-def]
+def test_a_failing_shop_is_reported_and_the_other_merchants_still_sync(  # type: ignore[no-untyped-def]
+    db, shop, merchants,
+) -> None:
     from poflow_dagster.catalog.shop_catalog import merchants_to_sync, sync_merchants
     from poflow_dagster.resources import ShopifyResource
 
@@ -95,7 +101,9 @@ def test_a_failing_shop_is_reported_and_the_other_merchants_still_sync(db, shop,
     assert done[1].result.complete and done[0].to_json()["error"]["code"] == "shopify_token_missing"
 
 
-def test_catalog_sync_job_syncs_every_merchant_with_sync_on(home, db, shop, merchants) -> None:  # type: ignore[no-untyped-def]
+def test_catalog_sync_job_syncs_every_merchant_with_sync_on(  # type: ignore[no-untyped-def]
+    home, db, shop, merchants,
+) -> None:
     from poflow_dagster.pipeline.catalog_sync import catalog_sync_job
     from poflow_dagster.resources import DatabaseResource, ShopifyResource
 
@@ -108,7 +116,9 @@ def test_catalog_sync_job_syncs_every_merchant_with_sync_on(home, db, shop, merc
     assert sync_state(db, "m3", shop.url) is None
 
 
-def test_schedules_request_hourly_incremental_and_nightly_full_runs_and_skip_while_one_runs(instance) -> None:  # type: ignore[no-untyped-def]
+def test_schedules_ask_hourly_incremental_and_nightly_full_runs_and_skip_while_one_runs(  # type: ignore
+    instance,
+) -> None:
     from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
 
     from poflow_dagster.definitions import defs

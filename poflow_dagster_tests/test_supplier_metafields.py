@@ -61,9 +61,12 @@ def map_rows(db: Database) -> list[SupplierSkuMap]:
         return list(session.scalars(sa.select(SupplierSkuMap).order_by(SupplierSkuMap.supplier_sku_key)))
 
 
-def test_entries_are_merged_into_the_variants_metafield_once(db, client, emulator) -> None:  # type: ignore[no-untyped-def]
+def test_entries_are_merged_into_the_variants_metafield_once(  # type: ignore[no-untyped-def]
+    db, client, emulator,
+) -> None:
     one, two, three = synced(db, client, emulator)
-    client.set_metafields([MetafieldInput(one, "poflow", "supplier_skus", "json", '["other co|X9"]')])  # by someone else
+    theirs = MetafieldInput(one, "poflow", "supplier_skus", "json", '["other co|X9"]')  # written by someone else
+    client.set_metafields([theirs])
     learn(db, emulator.url, "SUP-1", one)
     learn(db, emulator.url, "SUP-2", one)
     learn(db, emulator.url, "SUP-3", two)
@@ -80,7 +83,9 @@ def test_entries_are_merged_into_the_variants_metafield_once(db, client, emulato
     assert emulator.stats.operations.get("metafieldsSet", 0) == calls
 
 
-def test_an_entry_relearned_for_another_variant_moves_between_metafields(db, client, emulator) -> None:  # type: ignore[no-untyped-def]
+def test_an_entry_relearned_for_another_variant_moves_between_metafields(  # type: ignore[no-untyped-def]
+    db, client, emulator,
+) -> None:
     one, two, _ = synced(db, client, emulator)
     learn(db, emulator.url, "SUP-1", one)
     write_supplier_sku_metafields(db, client, "m1", emulator.url)
@@ -100,7 +105,9 @@ def test_more_than_25_variants_are_written_in_calls_of_25(db, client, emulator) 
     assert all(len(entries or ()) == 1 for entries in on_shop(client, gids).values())
 
 
-def test_a_new_app_database_learns_the_map_back_from_the_shop(db, client, emulator, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_new_app_database_learns_the_map_back_from_the_shop(  # type: ignore[no-untyped-def]
+    db, client, emulator, tmp_path,
+) -> None:
     one, two, _ = synced(db, client, emulator)
     learn(db, emulator.url, "SUP-1", one)
     learn(db, emulator.url, "SUP-2", two)

@@ -212,8 +212,9 @@ def _advance(state: CatalogSyncState, variants: Sequence[CatalogVariant], produc
 
 
 def _finish_pass(connection: Connection, state: CatalogSyncState) -> int:
-    """Move the cursor to the pass's newest ``updatedAt`` (at most its start); after a full pass, drop the variants it did not see
-    (unless it saw none at all: a shop whose every product is gone is far rarer than a fetch that went wrong)."""
+    """Move the cursor to the pass's newest ``updatedAt`` (at most its start); after a full pass, drop the variants
+    it did not see (unless it saw none at all: a shop whose every product is gone is far rarer than a fetch that
+    went wrong)."""
     deleted = 0
     if state.pass_full and state.pass_max_updated_at is not None:  # an empty answer is no proof of an empty shop
         deleted = delete_variants_not_synced_since(connection, state.merchant_id, state.shop_url,
