@@ -7,6 +7,9 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from decimal import Decimal
@@ -273,3 +276,31 @@ def test_without_attach_images_are_fetched_and_recorded(db, image_server, allowe
     assert (run.drafts, run.found, run.fetched, run.attached) == (1, 1, 1, 0)
     assert [row.state for row in _rows(db).values()] == ["fetched"]
     assert set(run.to_dict()) >= {"sources_s", "fetch_s", "attach_s", "rejected", "deduplicated", "reused"}
+
+
+def test_an_unreadable_feed_leaves_a_note_and_search_still_runs(db, image_server, allowed, tmp_path):
+    bad = tmp_path / "feed.csv"
+    bad.write_text("name,price\nx,1\n")  # no sku / image columns
+    with db.session() as session:
+        configure_merchant(session, "m1", image_feed_url=str(bad))
+
+    class Search:
+        def search(self, *, sku: str, title: str, vendor: str | None) -> list[str]:
+            return [image_server.url("/png")]
+
+    run = collect_images(db, _upload(db, {"A": []}), settings=_settings(tmp_path, search=Search()), attach=_Attach())
+    assert any(note.startswith("image feed not used: bad_image_feed") for note in run.notes)
+    assert run.attached == 1 and [row.source for row in _rows(db).values()] == ["search"]
+
+
+def test_cli_merchant_set_image_feed(home, db_url, tmp_path):
+    feed = tmp_path / "feed.json"
+    feed.write_text("{}")
+    env = {**os.environ, "POFLOW_HOME": str(home), "POFLOW_DATABASE_URL": db_url}
+    run = [sys.executable, "-m", "poflow_dagster.cli", "merchant", "set", "acme", "--image-feed"]
+    ok = subprocess.run([*run, str(feed)], capture_output=True, text=True, env=env, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert f"image feed {feed.resolve()}" in ok.stdout
+    bad = subprocess.run([*run, "ftp://x.example/f.csv"], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode != 0 and "invalid_image_feed" in bad.stderr + bad.stdout
+    assert "Traceback" not in bad.stderr
