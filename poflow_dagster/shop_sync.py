@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from poflow_dagster.catalog.po_matching import match_po, update_matched_costs
+from poflow_dagster.catalog.supplier_metafields import write_supplier_sku_metafields
 from poflow_dagster.domain.models import ParsedPO
 from poflow_dagster.receiving import receive_on_sync
 from poflow_dagster.shopify.client import ShopifyClient, SyncedProduct
@@ -43,6 +44,7 @@ def sync_po_to_shop(
                         ambiguous=len(matching.ambiguous))
     existing = matching.matched_skus(parsed.lines)
     cost_updates = update_matched_costs(db, client, merchant_id, shop_url, parsed, matching)
+    write_supplier_sku_metafields(db, client, merchant_id, shop_url)  # what reviewers taught, kept in the shop too
     synced = publish_drafts(db, client, shop_url, merchant_id, [d for d in drafts if d.sku not in existing],
                             on_progress=on_progress)
     received = receive_on_sync(db, client, upload_id)

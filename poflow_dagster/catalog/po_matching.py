@@ -2,7 +2,7 @@
 
 Called by the ``shopify_sync`` stage before anything is written to Shopify:
 
-1. ``sync_catalog`` brings the app database's copy of the shop's variants up to date (incremental after the first,
+1. ``sync_shop_catalog`` brings the app database's copy of the shop's catalog up to date (incremental after the first,
    full pass: only variants updated since the last sync are read).
 2. The PO's lines are matched (``match_lines``: SKU -> barcode -> learned supplier SKU -> fuzzy title within the
    supplier's vendor) and recorded in ``line_matches`` (a reviewer's approved matches are kept).
@@ -25,19 +25,17 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
-from sqlalchemy import or_, select
-
 from poflow_dagster.catalog.config import MatchConfig
 from poflow_dagster.catalog.match import match_lines
 from poflow_dagster.catalog.models import CatalogVariant, LineMatch
+from poflow_dagster.catalog.shop_catalog import sync_shop_catalog
 from poflow_dagster.catalog.store import (
     catalog_candidates, line_matches_for_upload, load_match_inputs, record_line_matches, upsert_catalog_variants,
 )
-from poflow_dagster.catalog.sync import sync_catalog
 from poflow_dagster.domain.drafts import retail_price
 from poflow_dagster.domain.models import ParsedPO
 from poflow_dagster.shopify.client import (
-    MAX_NODE_IDS, ShopifyClient, VariantUpdate, handle_for_sku, money_from_wire, money_to_wire,
+    MAX_NODE_IDS, ShopifyClient, VariantUpdate, money_from_wire, money_to_wire,
 )
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.schema import Merchant
@@ -79,7 +77,7 @@ def match_po(
 ) -> PoMatching:
     """Steps 1 and 2 of the module docstring; returns what to do with each line. ``record=False`` (a dry run)
     matches without recording: recorded decisions (a reviewer's picks) still count, new results are not kept."""
-    synced = sync_catalog(db, merchant_id, shop_url, _without_poflow_products(client, _shop_merchants(db, shop_url)))
+    synced = sync_shop_catalog(db, client, merchant_id, shop_url)
     barcodes = {line.line_no: line.barcode for line in parsed.lines if line.barcode}
     inputs = load_match_inputs(db, merchant_id, shop_url, parsed.supplier_name, parsed.lines, barcodes)
     found = match_lines(parsed.lines, inputs.catalog, inputs.supplier_map, supplier=parsed.supplier_name,
@@ -214,24 +212,3 @@ def wanted_prices(costs: dict[str, Decimal], markup_percent: Decimal | None) -> 
     if markup_percent is None:
         return {}
     return {gid: retail_price(cost, markup_percent) for gid, cost in costs.items()}
-
-
-def _without_poflow_products(client: ShopifyClient, merchant_ids: list[str]):
-    """``client.catalog_page`` without the products poflow made itself: their handle is ``handle_for_sku`` of one of
-    the merchants using this shop and the variant's SKU. They are never "the existing catalog" (a line whose SKU
-    poflow already turned into a product keeps being upserted by handle), even while a concurrent run is still
-    recording its links, and even where several merchants share one shop (the bundled emulator)."""
-    def fetch_page(updated_after, after):
-        page, next_cursor = client.catalog_page(updated_after, after)
-        kept = [variant for variant in page if not variant.sku or variant.product_handle not in
-                {handle_for_sku(merchant_id, variant.sku) for merchant_id in merchant_ids}]
-        return kept, next_cursor
-
-    return fetch_page
-
-
-def _shop_merchants(db: Database, shop_url: str) -> list[str]:
-    """Merchants whose products may be in this shop: those configured for it, and those on the default shop."""
-    with db.session() as session:
-        return list(session.scalars(select(Merchant.id).where(
-            or_(Merchant.shop_url == shop_url, Merchant.shop_url.is_(None)))))
