@@ -410,7 +410,7 @@ def shopify_diff_command(upload_id: str, fmt: str) -> None:
     merchant_row = merchant_for_upload(database, upload_id)
     if not merchant_row.shopify_sync_enabled:
         raise PoflowError("sync_off", f"Shopify sync is off for merchant {merchant_row.id}: nothing would change")
-    shops = ShopifyResource()
+    shops = ShopifyResource.from_env()
     target = shops.target_for(merchant_row)
     with shops.client_for(target) as client:
         diff = shopify_diff(database, client, merchant_row, target.url, upload_id)
@@ -497,7 +497,7 @@ def _check_location(merchant) -> None:
     bundled emulator, which starts empty in every process)."""
     from poflow_dagster.resources import ShopifyResource
 
-    shops = ShopifyResource()
+    shops = ShopifyResource.from_env()
     target = shops.target_for(merchant)
     if target.is_emulator:
         return
@@ -602,7 +602,7 @@ def _receiving_client(database, upload_id: str):
     from poflow_dagster.resources import ShopifyResource
 
     merchant = receiving_merchant(database, upload_id)
-    shops = ShopifyResource()
+    shops = ShopifyResource.from_env()
     return shops.client_for(shops.target_for(merchant))
 
 
@@ -740,7 +740,7 @@ def catalog_sync(merchant_id: str | None, all_merchants: bool, full: bool, fmt: 
     if bool(merchant_id) == all_merchants:
         raise PoflowError("bad_arguments", "give one MERCHANT or --all")
     database = _db()
-    done = sync_merchants(database, ShopifyResource(), merchants_to_sync(database, merchant_id), full=full)
+    done = sync_merchants(database, ShopifyResource.from_env(), merchants_to_sync(database, merchant_id), full=full)
     if fmt == "json":
         click.echo(json.dumps([item.to_json() for item in done], indent=2, ensure_ascii=False))
     for item in done:

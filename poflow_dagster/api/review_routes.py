@@ -4,7 +4,6 @@ only the merchant's own uploads (another merchant's is a 404, ``unknown_upload``
 
 from __future__ import annotations
 
-import os
 from decimal import Decimal, InvalidOperation
 from typing import Annotated
 
@@ -117,13 +116,7 @@ def shopify_access(settings: ApiSettings):
     ``POFLOW_SHOPIFY_THROTTLE_TIMEOUT`` when set."""
     from poflow_dagster.resources import ShopifyResource
 
-    fields: dict[str, object] = {"home": str(settings.home)}
-    for field, name in (("max_attempts", "POFLOW_SHOPIFY_MAX_ATTEMPTS"),
-                        ("throttle_timeout", "POFLOW_SHOPIFY_THROTTLE_TIMEOUT")):
-        value = (os.environ.get(name) or "").strip()
-        if value.isdigit() and int(value) > 0:
-            fields[field] = int(value)
-    return ShopifyResource(**fields)
+    return ShopifyResource.from_env(home=str(settings.home))
 
 
 def _lines(body: ReceiptsBody) -> dict[int, Decimal] | None:

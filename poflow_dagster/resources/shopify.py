@@ -6,9 +6,13 @@ import dagster as dg
 from pydantic import Field
 
 from poflow_dagster import config
+from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.shopify.client import ShopifyClient
 from poflow_dagster.shopify.connection import ShopTarget, resolve_shop
 from poflow_dagster.store.schema import Merchant
+
+#: The resource's integer settings and the environment variables they come from.
+INT_SETTINGS = {"max_attempts": "POFLOW_SHOPIFY_MAX_ATTEMPTS", "throttle_timeout": "POFLOW_SHOPIFY_THROTTLE_TIMEOUT"}
 
 
 class ShopifyResource(dg.ConfigurableResource):
@@ -33,6 +37,20 @@ class ShopifyResource(dg.ConfigurableResource):
         "dg.EnvVar has no float form).",
     )
 
+    @classmethod
+    def from_env(cls, **fields: object) -> ShopifyResource:
+        """The resource as the environment configures it now, for code outside Dagster (the CLI, the HTTP API):
+        ``POFLOW_SHOPIFY_MAX_ATTEMPTS`` and ``POFLOW_SHOPIFY_THROTTLE_TIMEOUT`` when set (the shop, token, API
+        version and home are read from theirs when used), then ``fields`` (e.g. ``home``) on top.
+
+        A setting that is not a whole number above zero is ``bad_config`` (one line), never a traceback."""
+        settings: dict[str, object] = {}
+        for field, name in INT_SETTINGS.items():
+            raw = (os.environ.get(name) or "").strip()
+            if raw:
+                settings[field] = _positive_int(name, raw)
+        return cls(**{**settings, **fields})
+
     def target_for(self, merchant: Merchant) -> ShopTarget:
         from pathlib import Path
 
@@ -53,3 +71,9 @@ class ShopifyResource(dg.ConfigurableResource):
             max_attempts=self.max_attempts,
             throttle_timeout=self.throttle_timeout,
         )
+
+
+def _positive_int(name: str, raw: str) -> int:
+    if not raw.isdigit() or int(raw) <= 0:
+        raise PoflowError("bad_config", f"{name} must be a whole number above zero, not {raw!r}")
+    return int(raw)
