@@ -21,24 +21,13 @@ from decimal import Decimal
 
 from sqlalchemy import select
 
-from poflow_dagster.catalog.po_matching import (
-    PoMatching,
-    match_po,
-    wanted_costs,
-    wanted_prices,
-)
+from poflow_dagster.catalog.po_matching import PoMatching, match_po, wanted_costs, wanted_prices
 from poflow_dagster.catalog.store import catalog_candidates
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import ParsedPO
 from poflow_dagster.receiving import plan_receipt, received_lines, receives_on_sync
 from poflow_dagster.shopify.client import (
-    MAX_NODE_IDS,
-    ProductInfo,
-    ProductSpec,
-    ShopifyClient,
-    VariantInfo,
-    handle_for_sku,
-    money_from_wire,
+    MAX_NODE_IDS, ProductInfo, ProductSpec, ShopifyClient, VariantInfo, handle_for_sku, money_from_wire,
     money_to_wire,
 )
 from poflow_dagster.shopify.publish import product_specs

@@ -1,6 +1,7 @@
 """The dry-run diff of a big PO reads the shop in batches (a handful of requests, not one per product) and still
 says exactly what would change: products created or updated, matched variants' cost and opted-in price, and the
-stock a manual merchant has received so far (the sync receives none)."""
+stock a manual merchant has received so far (the sync receives none). Small POs: barcodes (a new product's, a
+changed one), and what a receive-on-sync merchant's sync would receive (from the diff's own matching)."""
 
 from __future__ import annotations
 
@@ -10,16 +11,17 @@ from decimal import Decimal
 import pytest
 
 from poflow_dagster import receiving
-from poflow_dagster.catalog.store import upsert_catalog_variants
+from poflow_dagster.catalog.po_matching import match_po
+from poflow_dagster.catalog.store import line_matches_for_upload, upsert_catalog_variants
 from poflow_dagster.domain.drafts import retail_price
 from poflow_dagster.domain.models import ParsedPO, POLine
 from poflow_dagster.shopify.client import ProductSpec, ShopifyClient, VariantUpdate, handle_for_sku
 from poflow_dagster.shopify.publish import publish_drafts
 from poflow_dagster.shopify.rate_budget import InProcessBudget
 from poflow_dagster.shopify_diff import shopify_diff
-from poflow_dagster.store.drafts import create_drafts_for_po
+from poflow_dagster.store.drafts import create_drafts_for_po, drafts_for_upload
 from poflow_dagster.store.merchants import configure_merchant
-from poflow_dagster.store.parse_cache import store_parse
+from poflow_dagster.store.parse_cache import cached_parse, store_parse
 from poflow_dagster.store.purchase_orders import save_purchase_order
 from poflow_dagster.store.schema import Merchant
 from poflow_dagster.store.uploads import StoredFile, register_upload
@@ -108,3 +110,90 @@ def test_without_the_price_opt_in_the_diff_shows_cost_only(db, client, shop) -> 
 def _writes(shop) -> dict[str, int]:
     return {k: v for k, v in shop.stats.operations.items() if k in MUTATIONS}
 
+
+
+EAN = "4006381333931"  # a valid EAN-13
+UPC = "012345678905"  # a valid UPC-A
+
+
+def _small_po(db, client: ShopifyClient, merchant: str, lines: list[POLine], **settings) -> str:
+    """A saved and drafted PO of ``merchant`` (as far as a run gets before the Shopify stage)."""
+    upload = register_upload(db, merchant, StoredFile(sha256="e" * 64, size_bytes=1, mime_type="text/csv",
+                                                      stored_path="/tmp/small.csv", original_filename="small.csv"))
+    po = ParsedPO(po_number="PO-SMALL", supplier_name="Small Co", source_format="csv", extractor="test", lines=lines)
+    save_purchase_order(db, upload.id, po)
+    store_parse(db, upload.id, "e" * 64, po)
+    with db.session() as session:
+        configure_merchant(session, merchant, markup_percent=Decimal(40), **settings)
+    create_drafts_for_po(db, upload.id, po)
+    return upload.id
+
+
+def _merchant_row(db, merchant: str) -> Merchant:
+    with db.session() as session:
+        return session.get(Merchant, merchant)
+
+
+def test_the_diff_shows_a_new_products_barcode_and_a_changed_one(db, client, shop) -> None:
+    upload = _small_po(db, client, "codes", [
+        POLine(line_no=1, sku="BC-1", description="Item one", quantity=Decimal(1), unit_cost=Decimal("5.00"),
+               barcode=EAN),
+        POLine(line_no=2, sku="BC-2", description="Item two", quantity=Decimal(1), unit_cost=Decimal("5.00"),
+               barcode=UPC),
+        POLine(line_no=3, sku="BC-3", description="Item three", quantity=Decimal(1), unit_cost=Decimal("5.00"))])
+    drafts = drafts_for_upload(db, upload)
+    [synced] = publish_drafts(db, client, client.shop_url, "codes", [d for d in drafts if d.sku == "BC-1"])
+    client.update_variants(synced.product_gid, [VariantUpdate(synced.variant_gid, barcode="96385074")])  # edited
+
+    diff = shopify_diff(db, client, _merchant_row(db, "codes"), client.shop_url, upload)
+
+    changes = {p.sku: (p.action, [(c.field, c.old, c.new) for c in p.changes if c.field == "barcode"])
+               for p in diff.products}
+    assert changes == {"BC-1": ("update", [("barcode", "96385074", EAN)]),  # the sync puts the draft's back
+                       "BC-2": ("create", [("barcode", None, UPC)]),
+                       "BC-3": ("create", [])}  # no barcode: none shown, none sent
+    assert {"field": "barcode", "old": None, "new": UPC} in diff.to_json()["products"][1]["changes"]
+
+
+def test_an_unchanged_barcode_is_no_change(db, client, shop) -> None:
+    upload = _small_po(db, client, "same", [POLine(line_no=1, sku="SC-1", description="Item", quantity=Decimal(1),
+                                                   unit_cost=Decimal("5.00"), barcode=EAN)])
+    publish_drafts(db, client, client.shop_url, "same", drafts_for_upload(db, upload))
+    [product] = shopify_diff(db, client, _merchant_row(db, "same"), client.shop_url, upload).products
+    assert (product.action, product.changes) == ("unchanged", ())
+
+
+def test_receive_on_sync_receipts_use_the_diffs_own_matching(db, client, shop) -> None:
+    """The dry run records no match, yet a matched line shows the units it would receive and the variant they
+    would go to; a new product's line shows its units and the product the sync creates."""
+    existing = client.product_set(ProductSpec(sku="SHOP-1", title="Shop item", price=Decimal("20.00"),
+                                              handle="shop-item", unit_cost=Decimal("4.00"))).variant_gid
+    location = client.locations()[0].gid
+    upload = _small_po(db, client, "onsync", [
+        POLine(line_no=1, sku="SHOP-1", description="Shop item", quantity=Decimal(6), unit_cost=Decimal("5.00")),
+        POLine(line_no=2, sku="NEW-9", description="New item", quantity=Decimal(2), unit_cost=Decimal("3.00")),
+        POLine(line_no=3, sku=None, description="Freight", quantity=Decimal(1), unit_cost=Decimal("9.00"))],
+        receive_stock=True, stock_location_gid=location, receive_on="sync")
+
+    diff = shopify_diff(db, client, _merchant_row(db, "onsync"), client.shop_url, upload)
+
+    assert diff.receive_on == "sync"
+    assert diff.receipts == [(1, existing, Decimal(6)), (2, f"new product {handle_for_sku('onsync', 'NEW-9')}",
+                                                         Decimal(2)), (3, "not received: no variant", Decimal(0))]
+    assert line_matches_for_upload(db, upload) == []  # still nothing recorded: the matching was in memory
+
+
+def test_a_po_received_already_shows_no_new_receipts(db, client, shop) -> None:
+    existing = client.product_set(ProductSpec(sku="SHOP-2", title="Shop item", price=Decimal("20.00"),
+                                              handle="shop-item-2", unit_cost=Decimal("4.00"))).variant_gid
+    location = client.locations()[0].gid
+    upload = _small_po(db, client, "twice", [POLine(line_no=1, sku="SHOP-2", description="Shop item",
+                                                    quantity=Decimal(6), unit_cost=Decimal("5.00"))],
+                       receive_stock=True, stock_location_gid=location, receive_on="sync")
+    merchant = _merchant_row(db, "twice")
+    match_po(db, client, "twice", client.shop_url, upload, cached_parse(db, upload))  # recorded, as a sync does
+    receiving.receive(db, client, upload, {1: Decimal(2)}, applied_by="ana")  # 2 of 6 received by hand
+
+    diff = shopify_diff(db, client, merchant, client.shop_url, upload)
+
+    assert existing and diff.receipts == []  # a PO with receipts is not received again by its sync
