@@ -157,12 +157,14 @@ def _report_upload(upload_id: str, duplicate_of: str | None, run: dict) -> None:
 @click.argument("upload_id")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 def status(upload_id: str, fmt: str) -> None:
-    """Print an upload's workflow row and its per-stage durations."""
+    """Print an upload's workflow row, its per-stage durations and its drafts' product images."""
+    from poflow_dagster.images.status import upload_image_status
     from poflow_dagster.status_view import render_status, status_json
     from poflow_dagster.store.workflow import status_report
 
     report = status_report(_db(), upload_id)
-    click.echo(json.dumps(status_json(report), indent=2) if fmt == "json" else render_status(report))
+    images = upload_image_status(_db(), upload_id)
+    click.echo(json.dumps(status_json(report, images), indent=2) if fmt == "json" else render_status(report, images))
 
 
 @main.command()

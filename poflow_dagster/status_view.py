@@ -11,9 +11,10 @@ from poflow_dagster.store.schema import WorkflowExecution
 from poflow_dagster.store.workflow import StatusReport
 
 
-def status_json(report: StatusReport) -> dict:
+def status_json(report: StatusReport, images: dict | None = None) -> dict:
+    """The upload's status as JSON; with ``images`` (``images.status.upload_image_status``) its product images."""
     upload, workflow = report.upload, report.workflow
-    return {
+    data = {
         "upload_id": upload.id,
         "merchant_id": upload.merchant_id,
         "file": upload.original_filename,
@@ -51,6 +52,9 @@ def status_json(report: StatusReport) -> dict:
             for s in report.stages
         ],
     }
+    if images is not None:
+        data["images"] = images
+    return data
 
 
 def _verification(workflow: WorkflowExecution | None) -> dict | None:
@@ -73,8 +77,8 @@ def eta_text(seconds: float, at: str | None, basis: str | None) -> str:
     return f"ETA {amount}{clock}" + (f" · {basis}" if basis else "")
 
 
-def render_status(report: StatusReport) -> str:
-    data = status_json(report)
+def render_status(report: StatusReport, images: dict | None = None) -> str:
+    data = status_json(report, images)
     lines = [
         f"upload      {data['upload_id']}  ({data['file']}, merchant {data['merchant_id']})",
         f"upload state {data['upload_status']}"
@@ -109,7 +113,34 @@ def render_status(report: StatusReport) -> str:
             seconds = "-" if s["duration_ms"] is None else f"{s['duration_ms'] / 1000:.3f}"
             items = "-" if s["items"] is None else str(s["items"])
             lines.append(f"{s['stage']:<24}{s['outcome']:<10}{s['attempts']:>9}{items:>7}{seconds:>10}")
+    if images is not None:
+        lines += render_images(images)
     return "\n".join(lines)
+
+
+def render_images(images: dict) -> list[str]:
+    """The status's images section: counts, refusals by reason, then per draft SKU each image's state."""
+    counts = images["counts"]
+    if not counts.get("drafts_with_images"):
+        return ["", f"images      none found for {counts.get('drafts', 0)} drafts"]
+    shown = ", ".join(f"{counts[state]} {state}" for state in _IMAGE_STATES if counts.get(state))
+    lines = ["", f"images      {shown}  ({counts['drafts_with_images']} of {counts['drafts']} drafts)"]
+    if images.get("rejected"):
+        lines.append("rejected    " + ", ".join(f"{reason} {n}" for reason, n in images["rejected"].items()))
+    for draft in images["drafts"]:
+        for image in draft["images"]:
+            where = image["media_gid"] if image["state"] == "attached" and image["media_gid"] else (
+                image["url"] or "(embedded)")
+            reason = f"  {image['reason']}" if image["reason"] and image["state"] != "attached" else ""
+            lines.append(f"  {draft['sku']:<22}{image['state']:<10}{image['source']:<9}{where}{reason}"[:240])
+        if draft["more"]:
+            lines.append(f"  {draft['sku']:<22}… {draft['more']} more images")
+    if images.get("drafts_more"):
+        lines.append(f"  … {images['drafts_more']} more drafts with images")
+    return lines
+
+
+_IMAGE_STATES = ("attached", "fetched", "found", "duplicate", "rejected", "skipped", "failed")
 
 
 #: ``poflow uploads`` (and the API's upload list) without ``--limit``.

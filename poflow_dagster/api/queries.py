@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.stages import UploadStatus, WorkflowStatus
+from poflow_dagster.images.status import upload_image_status
 from poflow_dagster.status_view import status_json
 from poflow_dagster.store import upload_list
 from poflow_dagster.store.db import Database
@@ -37,7 +38,7 @@ def merchant_upload_status(db: Database, merchant_id: str, upload_id: str) -> di
         raise
     if report.upload.merchant_id != merchant_id:
         raise PoflowError("unknown_upload", f"no upload with id {upload_id!r}")
-    return status_json(report)
+    return status_json(report, upload_image_status(db, upload_id))
 
 
 def list_uploads(

@@ -59,6 +59,9 @@ class StageRun:
     #: Progress inside the stage: call with (items done, items in all[, message]) as items finish (LLM windows,
     #: saved lines, drafts, Shopify products); any thread may call it, as often as it likes (it is throttled).
     report_fraction: Callable[..., None] = lambda done, total, message=None: None
+    #: One ``progress`` event per call, never throttled and never moving the PO's percent or ETA (a side stage's
+    #: items as they happen: each image found, fetched, attached...): call with (message[, items done]).
+    report_event: Callable[..., None] = lambda message, done=None: None
     #: The terminal event published after the stage ended well: (``completed`` | ``needs_review`` | ``duplicate``,
     #: message); set with ``finish_as``.
     terminal: tuple[str, str | None] | None = None
@@ -116,6 +119,7 @@ def run_stage(
             reporter = StageReporter(progress.bus_for(database), database, upload_id,
                                      upload_info(database, upload_id).merchant_id, run_id, stage)
             current.report_fraction = reporter.report
+            current.report_event = reporter.event
             reporter.stage_started(first_of_run=bool(new_run))
             try:
                 yield current
@@ -317,6 +321,13 @@ class StageReporter:
             self._submit("progress", percent, items_done=done, items_total=total,
                          message=message or template.format(done=done, total=total), fraction=done / total,
                          store_percent=True)
+
+    def event(self, message: str, done: int | None = None) -> None:
+        """One ``progress`` event saying ``message`` (``done``: the stage's items so far), sent as is: not
+        throttled, and it leaves the PO's percent, ETA and workflow row alone (any thread; cheap)."""
+        with self._lock:
+            percent = self.last_percent
+        self._submit("progress", percent, items_done=done, message=message[:200])
 
     def stage_ended(self, outcome: str, items: int | None, message: str | None = None) -> None:
         """The stage ended well (``success``, ``skipped`` or ``reused``), with ``items`` done (and why, if skipped)."""
