@@ -1,5 +1,6 @@
 """``dry_run`` of the PO job's Shopify stage on the emulator (SQLite and PostgreSQL): the diff in the step's metadata,
-not one mutation sent, nothing recorded as synced or received, the PO held (DRY_RUN); a later normal run syncs it."""
+not one mutation sent, nothing recorded as synced or received, a PO never synced held (DRY_RUN) until a later normal
+run syncs it; a completed PO stays completed."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from poflow_dagster.definitions import defs
 from poflow_dagster.intake import upload_file
 from poflow_dagster.pipeline.local import run_upload
 from poflow_dagster.pipeline.partitions import po_uploads
-from poflow_dagster.shopify.client import ProductSpec, ShopifyClient
+from poflow_dagster.shopify.client import ProductSpec, ShopifyClient, handle_for_sku
 from poflow_dagster.shopify.emulator import _build_schema
 from poflow_dagster.store.merchants import configure_merchant
 from poflow_dagster.store.schema import ShopifyProduct, StockReceipt
@@ -87,6 +88,11 @@ def test_dry_run_writes_nothing_to_shopify_then_a_normal_run_syncs(home, db, sho
     assert (meta["products_to_create"], meta["variants_to_update"]) == (2, 1)
     assert "| create | product | NEW-1 |" in meta["diff"] and "cost: 11.00 → 12.50" in meta["diff"]
     assert meta["diff_json"]["matched"][0]["target"] == existing
+    # The matching is not recorded in a dry run; the receipts still say where each line's units would go.
+    assert [(r["line_no"], r["variant"], r["quantity"]) for r in meta["diff_json"]["receipts"]] == [
+        (1, existing, "4"), (2, f"new product {handle_for_sku('acme', 'NEW-1')}", "3"),
+        (3, f"new product {handle_for_sku('acme', 'NEW-2')}", "2")]
+    assert meta["units_to_receive"] == 9 and f"| 1 | 4 | {existing} |" in meta["diff"]
     report = status_report(db, upload.id)
     assert (report.upload.status, report.workflow.status) == ("needs_review", "needs_review")  # never completed
     assert report.workflow.error_message.startswith("DRY_RUN: nothing was written to Shopify")
@@ -122,3 +128,45 @@ def test_dry_run_config_shows_in_the_launchpad_with_a_description():
     sync = config.fields["purchase_order"].config_type.fields["ops"].config_type.fields["shopify_sync"]
     field = sync.config_type.fields["config"].config_type.fields["dry_run"]
     assert field.default_value is False and "write nothing to Shopify" in field.description
+
+
+def test_dry_run_of_a_completed_po_leaves_it_completed(home, db, shop, instance, tmp_path):
+    with ShopifyClient(shop.url, "test-token") as client:
+        location = client.locations()[0].gid
+    with db.session() as session:
+        configure_merchant(session, "acme", receive_stock=True, stock_location_gid=location, receive_on="sync")
+    path = tmp_path / "po.csv"
+    path.write_text(PO)
+    upload = upload_file(db, home, "acme", path)
+    synced = run_upload(defs, instance, db, upload.id, with_images=False)
+    assert synced.summary["status"] == "completed", synced.error
+    products, mutations, receipts = shop.count_products(), _mutations(shop), _rows(db, StockReceipt)
+
+    for _ in range(2):  # a second dry run still sees the PO completed
+        result = _dry_run(instance, db, upload.id)
+
+        assert result.success and _mutations(shop) == mutations and shop.count_products() == products
+        report = status_report(db, upload.id)
+        assert (report.upload.status, report.workflow.status) == ("completed", "completed")
+        assert report.workflow.error_message is None  # no DRY_RUN reason
+        meta = _sync_metadata(result)
+        assert meta["dry_run"] is True and meta["products_to_update"] == 0 and meta["products_unchanged"] == 3
+        assert "dry run: nothing was written to Shopify; the PO was completed before" in meta["notes"]
+        assert meta["diff_json"]["receipts"] == [] and meta["units_to_receive"] == 0  # received once, at its sync
+        assert result.output_for_node("purchase_order")["status"] == "completed"
+    assert _rows(db, StockReceipt) == receipts
+
+
+def test_dry_run_after_a_held_run_keeps_the_po_held(home, db, shop, instance, tmp_path):
+    path = tmp_path / "po.csv"
+    path.write_text(PO.replace("NEW-2,Rooibos 100g,2,3.00,6.00", "NEW-2,Rooibos 100g,2,3.00,9.99"))  # wrong total
+    upload = upload_file(db, home, "acme", path)
+    held = run_upload(defs, instance, db, upload.id, with_images=False)  # never synced: held for review
+    assert held.summary["status"] == "needs_review"
+
+    result = _dry_run(instance, db, upload.id)
+
+    assert result.success and _sync_metadata(result)["dry_run"] is True
+    report = status_report(db, upload.id)
+    assert (report.upload.status, report.workflow.status) == ("needs_review", "needs_review")
+    assert report.workflow.error_message.startswith("DRY_RUN: ")

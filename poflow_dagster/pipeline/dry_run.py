@@ -4,14 +4,17 @@
 {purchase_order: {ops: {shopify_sync: {config: {dry_run: true}}}}}``) makes the stage build the diff of
 ``poflow shopify diff`` (``shopify_diff.shopify_diff``: reads only) instead of syncing: no product, cost, receipt
 or ``shopify_products`` link is written. The diff goes into the step's metadata (a markdown table and counts),
-and the PO is held as ``needs_review`` with reason ``DRY_RUN`` — never reported completed or synced — so a person
-reads the diff and then approves it (``poflow approve`` / ``POST /api/uploads/{id}/approve``), or a normal run of
-the partition syncs it.
+and a PO never synced is held as ``needs_review`` with reason ``DRY_RUN`` — never reported completed or synced — so
+a person reads the diff and then approves it (``poflow approve`` / ``POST /api/uploads/{id}/approve``), or a normal
+run of the partition syncs it. A PO whose last run completed it (:func:`completed_before`) stays completed: the dry
+run only adds its diff and a note that it was a dry run.
 """
 
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+
+import dagster as dg
 
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.pipeline.metadata import md_text
@@ -23,6 +26,28 @@ from poflow_dagster.store.schema import Merchant
 DRY_RUN = "DRY_RUN"
 #: Rows of the markdown table (the JSON metadata keeps everything).
 MAX_ROWS = 200
+#: The asset whose materializations say how each run of a PO ended (its ``status`` metadata).
+PO_ASSET = dg.AssetKey("purchase_order")
+
+
+def completed_before(instance: dg.DagsterInstance, job_name: str, upload_id: str, run_id: str) -> bool:
+    """Whether the PO was completed when this run started: the latest earlier run of ``job_name`` for the upload
+    is the one that last materialized the PO, with ``status`` completed. (The workflow row cannot say: every run
+    shows it processing from its first stage on.) A PO never run, held for review, or whose latest run failed
+    before it ended is not completed."""
+    this = instance.get_run_record_by_id(run_id)
+    runs = instance.get_run_records(dg.RunsFilter(
+        job_name=job_name, tags={"dagster/partition": upload_id},
+        created_before=this.create_timestamp if this is not None else None), limit=2)
+    earlier = next((r.dagster_run.run_id for r in runs if r.dagster_run.run_id != run_id), None)
+    if earlier is None:
+        return False
+    found = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=PO_ASSET, asset_partitions=[upload_id]),
+                                            limit=1).records
+    if not found or found[0].run_id != earlier:
+        return False
+    status = (found[0].asset_materialization.metadata or {}).get("status") if found[0].asset_materialization else None
+    return getattr(status, "value", status) == "completed"
 
 
 def preview_sync(db: Database, client: ShopifyClient, merchant: Merchant, shop_url: str, upload_id: str) -> dict:
@@ -60,6 +85,14 @@ def _units(value: object) -> Decimal:
         return Decimal(str(value)) if value is not None else Decimal(0)
     except InvalidOperation:
         return Decimal(0)
+
+
+def dry_run_note(counts: dict[str, int]) -> str:
+    """The note of a dry run of a completed PO (it stays completed)."""
+    return (f"dry run: nothing was written to Shopify; the PO was completed before and stays completed (the diff: "
+            f"{counts['products_to_create']} products to create, {counts['products_to_update']} to update, "
+            f"{counts['variants_to_update']} existing variants to update, {counts['units_to_receive']} units to "
+            "receive)")
 
 
 def dry_run_reason(counts: dict[str, int]) -> str:

@@ -11,7 +11,9 @@ from poflow_dagster.domain.models import ParsedPO
 from poflow_dagster.domain.reconcile import needs_review, review_reasons
 from poflow_dagster.domain.stages import Stage
 from poflow_dagster.parsing import parse_upload
-from poflow_dagster.pipeline.dry_run import diff_counts, diff_markdown, dry_run_reason, preview_sync
+from poflow_dagster.pipeline.dry_run import (
+    completed_before, diff_counts, diff_markdown, dry_run_note, dry_run_reason, preview_sync,
+)
 from poflow_dagster.pipeline.metadata import md_text, po_lines_markdown
 from poflow_dagster.pipeline.run_history import po_timeline_metadata
 from poflow_dagster.pipeline.stage_runner import run_stage
@@ -178,8 +180,9 @@ class SyncConfig(dg.Config):
         default=False,
         description="Preview only: compute what this PO's sync would change in Shopify (products to create or update, "
         "field by field; existing variants' cost; units to receive) and write nothing to Shopify — no products, cost "
-        "updates, receipts or shopify_products links. The diff goes into this step's metadata and the PO is held for "
-        "review (DRY_RUN), never reported completed; approve it or run it again without dry_run to sync.",
+        "updates, receipts or shopify_products links. The diff goes into this step's metadata; a PO never synced is held "
+        "for review (DRY_RUN), never reported completed (approve it or run it again without dry_run to sync), and a "
+        "completed PO stays completed.",
     )
 
 
@@ -202,7 +205,7 @@ def shopify_sync(
     Held back, and says why, while the PO has error-severity issues or ambiguous catalog matches nobody decided
     (``poflow approve [--match LINE=VARIANT]``); skipped, and says so, when the merchant has Shopify sync off.
     With ``dry_run`` (config) it only computes the diff (``poflow shopify diff``), shows it in its metadata and holds
-    the PO for review (``DRY_RUN``): nothing is written to Shopify.
+    a PO never synced for review (``DRY_RUN``; a completed PO stays completed): nothing is written to Shopify.
     """
     with run_stage(context, Stage.SHOPIFY_SYNC, db, progress) as stage:
         database = stage.database
@@ -210,9 +213,10 @@ def shopify_sync(
         held = needs_review(parsed) and not is_approved(database, context.partition_key)
         if config.dry_run and merchant.shopify_sync_enabled:  # reads only: the diff goes into the metadata
             target = shopify.target_for(merchant)
+            completed = completed_before(context.instance, context.job_name, context.partition_key, context.run_id)
             with shopify.client_for(target) as client:
                 summary = _dry_run(database, client, merchant, target.url, context.partition_key,
-                                   review_reasons(parsed) if held else [])
+                                   review_reasons(parsed) if held else [], completed=completed)
                 stage.signals.update(shopify_requests=client.stats.requests)
             stage.outcome, stage.items = "skipped", 0
         elif held:
@@ -274,11 +278,15 @@ def shopify_sync(
     return summary
 
 
-def _dry_run(database, client, merchant, shop_url: str, upload_id: str, issues: list[str]) -> SyncSummary:
+def _dry_run(database, client, merchant, shop_url: str, upload_id: str, issues: list[str], *,
+             completed: bool = False) -> SyncSummary:
     """The dry run's summary: the diff, and the PO held for review with a ``DRY_RUN`` reason (plus its unapproved
-    error ``issues`` and the lines still awaiting a pick), so it is never reported completed. Nothing is written to
-    Shopify."""
+    error ``issues`` and the lines still awaiting a pick), so it is never reported completed — unless it was
+    ``completed`` before this run: then its status is left alone and a note says it was a dry run. Nothing is
+    written to Shopify."""
     diff = preview_sync(database, client, merchant, shop_url, upload_id)
+    if completed:
+        return SyncSummary(shop_url=None, skipped_reason=dry_run_note(diff_counts(diff)), dry_run=diff)
     return SyncSummary(shop_url=None, skipped_reason="dry run: nothing was written to Shopify",
                        held_for_review=[dry_run_reason(diff_counts(diff)), *issues, *(diff.get("awaiting_pick") or [])],
                        dry_run=diff)
