@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 
 from poflow_dagster.api import create_app
 from poflow_dagster.api.settings import ApiSettings
+from poflow_dagster.images.status import upload_image_status
 from poflow_dagster.status_view import status_json
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.schema import Upload, WorkflowExecution
@@ -109,7 +110,8 @@ def test_upload_then_status_list_and_duplicate(client: TestClient, db: Database,
 
     shown = client.get(f"/api/uploads/{upload_id}", headers=_bearer(token))
     assert shown.status_code == 200
-    assert shown.json() == json.loads(json.dumps(status_json(status_report(db, upload_id))))  # = poflow status --format json
+    assert shown.json() == json.loads(json.dumps(status_json(status_report(db, upload_id),
+                                                             upload_image_status(db, upload_id))))  # = poflow status --format json
     assert shown.json()["file"] == "order 1.csv" and shown.json()["merchant_id"] == "shop-a"
     with db.session() as session:
         stored = session.scalar(select(Upload).where(Upload.id == upload_id))
