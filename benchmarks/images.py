@@ -29,7 +29,8 @@ Phases, each timed around ``collect_images`` only:
     floor, which tells the fetching apart from ``collect_images``' per-image writes (counted: ``commits``).
 
 Goal: wall (b) / wall (a) <= 0.15. SQLite (a temp file per phase) by default; ``--database-url`` runs on PostgreSQL
-instead (a fresh schema per phase, dropped after). ``--quick``: 40 drafts.
+instead (a fresh schema per phase, dropped after). ``--quick``: 40 drafts. ``--sqlite-synchronous NORMAL`` (a
+diagnosis, not the app's setting) shows how much of (b) is the fsync of each commit.
 """
 
 from __future__ import annotations
@@ -298,14 +299,18 @@ def write_po(path: Path, cat: Catalogue, ports: list[int], number: str) -> None:
 
 
 @contextmanager
-def fresh_database(database_url: str | None, home: Path) -> Iterator[Any]:
-    """A migrated database: a SQLite file under ``home``, or a new schema of ``database_url`` (dropped after)."""
+def fresh_database(database_url: str | None, home: Path, synchronous: str | None = None) -> Iterator[Any]:
+    """A migrated database: a SQLite file under ``home`` (``PRAGMA synchronous`` as given, else the app's), or a
+    new schema of ``database_url`` (dropped after)."""
     import sqlalchemy as sa
 
     from poflow_dagster.store.db import Database
 
     if not database_url:
         db = Database(f"sqlite:///{home}/poflow.sqlite3")
+        if synchronous:
+            sa.event.listen(db.engine, "connect",
+                            lambda connection, _record: connection.execute(f"PRAGMA synchronous={synchronous}"))
         db.migrate()
         try:
             yield db
@@ -437,7 +442,7 @@ def phase(name: str, args: argparse.Namespace, workdir: Path, po: Path, fetch: A
     home = workdir / name
     home.mkdir()
     os.environ["POFLOW_HOME"] = str(home)
-    with fresh_database(args.database_url, home) as db:
+    with fresh_database(args.database_url, home, args.sqlite_synchronous) as db:
         with db.session() as session:
             configure_merchant(session, MERCHANT, markup_percent=Decimal(40))
         root = home / "images"
@@ -481,7 +486,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "built_in": {"near_duplicates": cat.near, "exact_duplicates": cat.exact},
         "server_files": info["files"], "server_file_bytes": info["file_bytes"],
         "hosts": len(HOSTS), "latency_ms": "50-150", "bandwidth_bytes_s": args.bandwidth,
-        "database": "postgresql" if args.database_url else "sqlite",
+        "database": "postgresql" if args.database_url else (
+            f"sqlite, synchronous={args.sqlite_synchronous}" if args.sqlite_synchronous else "sqlite"),
         "settings": {"default": {"concurrency": default.concurrency, "per_host": default.per_host}},
         "rss_before_mb": round(rss_before, 1), "a": a, "b": b, "c": b.pop("second_po"), "d": d,
         "ratio_b_a": round(b["wall_s"] / a["wall_s"], 3), "ratio_d_a": round(d["wall_s"] / a["wall_s"], 3),
@@ -531,6 +537,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="40 drafts")
     parser.add_argument("--bandwidth", type=int, default=2 * 2**20, help="bytes/s per connection (2 MiB/s)")
     parser.add_argument("--database-url", help="PostgreSQL URL (a fresh schema per phase); default: SQLite files")
+    parser.add_argument("--sqlite-synchronous", choices=("FULL", "NORMAL", "OFF"),
+                        help="diagnosis: this PRAGMA synchronous on the SQLite files (default: the app's, FULL)")
     parser.add_argument("--json", type=Path, help="also write the result as JSON here")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
