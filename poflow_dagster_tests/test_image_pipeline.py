@@ -204,3 +204,37 @@ def test_no_image_anywhere_is_skipped_with_a_clear_note(home, db, shop, instance
     meta = _image_metadata(instance, result.run_id)
     assert meta["outcome"] == "skipped" and "no image source is configured" in meta["notes"]
     assert isinstance(meta["counts"], dict)
+
+
+def test_shopify_attach_skips_drafts_without_a_product_and_stops_asking_a_shop_that_is_away(
+        db, shop, image_server, allowed, tmp_path):
+    import socket
+
+    from poflow_dagster.images.collect import collect_images
+    from poflow_dagster.images.shopify_attach import NO_PRODUCT, OTHER_SHOP, ShopifyAttach
+    from poflow_dagster.images.store import stored_images
+    from poflow_dagster.shopify.client import ShopifyClient
+    from poflow_dagster.store.drafts import drafts_for_upload, record_shopify_links
+    from poflow_dagster_tests.test_image_collect import _settings, _upload
+
+    upload = _upload(db, {"A": [image_server.url("/png")], "B": [image_server.url("/png?b")]})
+    collect_images(db, upload, settings=_settings(tmp_path))  # fetched and stored, nothing attached
+    a, b = drafts_for_upload(db, upload)
+    image = stored_images(db, "m1", {hashlib.sha256(png_bytes()).hexdigest()}, tmp_path / "images").popitem()[1]
+    record_shopify_links(db, "https://elsewhere.myshopify.com",
+                         [(b.id, "b", "gid://shopify/Product/9", "gid://shopify/ProductVariant/9", 0)])
+    with ShopifyClient(shop.url, "test-token") as client:
+        attach = ShopifyAttach(db, client, shop.url)
+        assert (attach(a, image).outcome, attach(a, image).reason) == ("skipped", NO_PRODUCT)
+        assert (attach(b, image).outcome, attach(b, image).reason) == ("skipped", OTHER_SHOP)
+
+    with socket.socket() as probe:  # a port nobody listens on: the shop is away
+        probe.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    record_shopify_links(db, dead, [(a.id, "a", "gid://shopify/Product/1", "gid://shopify/ProductVariant/1", 0)])
+    with ShopifyClient(dead, "test-token", max_attempts=1, backoff_base=0.01) as client:
+        attach = ShopifyAttach(db, client, dead)
+        first = attach(a, image)
+        assert (first.outcome, first.reason) == ("failed", "shopify_unreachable")
+        second = attach(a, image)
+        assert (second.outcome, second.reason) == ("failed", first.reason) and "failed earlier" in second.note

@@ -40,7 +40,9 @@ class ShopifyAttach:
     db: Database
     client: ShopifyClient
     shop_url: str
-    wait_ready_s: float = 10.0
+    #: How long each new image's processing is awaited: a PO's images attach one after another, and an image
+    #: still processing is attached all the same (Shopify finishes it; its status shows on the product).
+    wait_ready_s: float = 3.0
     unavailable: str | None = None  # set after the shop failed once: later images fail without a request
 
     def __call__(self, draft: DraftRecord, image: StoredImage) -> AttachResult:
@@ -61,7 +63,7 @@ class ShopifyAttach:
         try:
             return attach_image(self.client, product_gid, wanted, wait_ready_s=self.wait_ready_s)
         except ShopifyError as error:
-            self.unavailable = f"shopify_{error.code}"
+            self.unavailable = error.code if error.code.startswith("shopify") else f"shopify_{error.code}"
             return AttachResult(image.sha256, "failed", reason=self.unavailable, note=error.message)
 
     def _link(self, draft_id: int) -> tuple[str, str] | None:

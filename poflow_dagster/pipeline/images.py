@@ -120,13 +120,22 @@ def _why_not_attached(database: Database, upload_id: str, sync_enabled: bool) ->
 @contextlib.contextmanager
 def _attach_fn(database: Database, shopify: ShopifyResource, merchant: Any,
                not_attaching: str | None) -> Iterator[AttachFn | None]:
-    """The Shopify attach function for the merchant's shop (its client closed afterwards), or ``None``."""
+    """The Shopify attach function for the merchant's shop, or ``None``. The shop is resolved and its client
+    opened on the first image to attach (a PO without images never talks to Shopify), and closed afterwards."""
     if not_attaching is not None:
         yield None
         return
-    target = shopify.target_for(merchant)
-    with shopify.client_for(target) as client:
-        yield shopify_attach(database, client, target.url)
+    with contextlib.ExitStack() as stack:
+        attach: list[AttachFn] = []
+
+        def lazily(draft, image):
+            if not attach:
+                target = shopify.target_for(merchant)
+                client = stack.enter_context(shopify.client_for(target))
+                attach.append(shopify_attach(database, client, target.url))
+            return attach[0](draft, image)
+
+        yield lazily
 
 
 class _EventCounter:
