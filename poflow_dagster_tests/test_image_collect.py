@@ -304,3 +304,58 @@ def test_cli_merchant_set_image_feed(home, db_url, tmp_path):
     bad = subprocess.run([*run, "ftp://x.example/f.csv"], capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode != 0 and "invalid_image_feed" in bad.stderr + bad.stdout
     assert "Traceback" not in bad.stderr
+
+
+def test_results_landing_together_are_stored_in_one_transaction(db, image_server, allowed, tmp_path):
+    lines = {f"S{i}": [image_server.url(f"/png?i={i}"), image_server.url(f"/jpeg?i={i}")] for i in range(12)}
+    upload = _upload(db, lines)
+    # a window longer than the whole fetch: every result lands in one batch
+    run = collect_images(db, upload, settings=_settings(tmp_path, batch_window=30.0), attach=_Attach())
+    assert (run.found, run.fetched, run.attached, run.deduplicated) == (24, 24, 12, 12)
+    assert run.transactions == 2  # the batch's images, URLs and states; then the 12 attach outcomes
+    rows = _rows(db)
+    assert Counter(row.state for row in rows.values()) == Counter({"attached": 12, "duplicate": 12})
+    with db.session() as session:
+        images = {i.sha256: i.id for i in session.scalars(sa.select(ImageRow))}
+        urls = session.scalars(sa.select(ImageUrlRow)).all()
+    assert len(images) == 2 and len(urls) == 24 and {u.status for u in urls} == {"fetched"}
+    assert all(row.image_id == images[row.sha256] for row in rows.values())  # ids of rows inserted in the batch
+    assert all((tmp_path / "images" / sha[:2]).is_dir() for sha in images)  # files written before their rows
+
+
+def test_a_batch_of_one_image_each_is_small(db, image_server, allowed, tmp_path):
+    upload = _upload(db, {"A": [image_server.url("/png")], "B": [image_server.url("/slow?ms=600")]})
+    run = collect_images(db, upload, settings=_settings(tmp_path, batch_window=0.05, batch_size=1), attach=_Attach())
+    assert run.attached == 2 and run.transactions == 4  # per batch: its rows, then its attach outcome
+
+
+def test_a_rerun_rewrites_no_unchanged_row_and_counts_only_what_it_did(db, image_server, allowed, tmp_path):
+    small, large = image_server.url("/pic-small.jpg"), image_server.url("/pic-large.jpg")
+    upload = _upload(db, {"A": [small, large], "B": [image_server.url("/missing")]})
+    first = collect_images(db, upload, settings=_settings(tmp_path), attach=_Attach())
+    assert (first.deduplicated, first.already_duplicate, first.attached) == (1, 0, 1)
+    before = {key: (row.state, row.updated_at) for key, row in _rows(db).items()}
+    events: list[str] = []
+    again = collect_images(db, upload, settings=_settings(tmp_path), attach=_Attach(),
+                           on_event=lambda kind, _payload: events.append(kind))
+    assert (again.deduplicated, again.already_duplicate, again.already_attached, again.attached) == (0, 1, 1, 0)
+    assert again.rejected == Counter({"http_404": 1})  # still refused, by reason
+    assert {key: (row.state, row.updated_at) for key, row in _rows(db).items()} == before  # nothing rewritten
+    assert again.transactions == 0 and events == []
+    third = collect_images(db, upload, settings=_settings(tmp_path))  # without attach: the same answer
+    assert (third.deduplicated, third.already_duplicate, third.transactions) == (0, 1, 0)
+
+
+def test_a_duplicate_of_an_image_now_refused_is_kept_and_attached(db, image_server, allowed, tmp_path):
+    small, large = image_server.url("/pic-small.jpg"), image_server.url("/pic-large.jpg")
+    upload = _upload(db, {"A": [small, large]})
+    collect_images(db, upload, settings=_settings(tmp_path))  # no attach: large kept, small a duplicate
+    with db.session() as session:  # the large one's URL was refused since, for good
+        session.execute(sa.update(ImageUrlRow).where(ImageUrlRow.url == large)
+                        .values(sha256=None, status="failed", reason="http_404"))
+    attach = _Attach()
+    run = collect_images(db, upload, settings=_settings(tmp_path), attach=attach)
+    rows = _rows(db)
+    assert (rows[("A", large)].state, rows[("A", small)].state) == ("rejected", "attached")
+    assert rows[("A", small)].duplicate_of is None
+    assert attach.calls == [("A", rows[("A", small)].sha256)] and run.already_duplicate == 0

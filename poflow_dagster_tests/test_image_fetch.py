@@ -361,3 +361,23 @@ def test_many_images_share_nothing_across_threads(image_server):
 
 def test_no_requests_no_threads():
     assert fetch_images([], settings=_settings()) == []
+
+
+def test_without_keep_data_the_returned_results_hold_no_bodies(image_server):
+    paths = ["/png", "/jpeg", "/missing"]
+    handed: dict[str, bytes | None] = {}
+
+    def on_result(result: FetchResult) -> None:
+        handed[result.request.url] = result.data
+
+    requests = [ImageRequest(image_server.url(p)) for p in paths]
+    results = fetch_images(requests, on_result=on_result, settings=_settings(), keep_data=False)
+    assert [r.status for r in results] == ["fetched", "fetched", "failed"]
+    assert [r.data for r in results] == [None, None, None]  # nothing kept for the return value
+    assert [r.sha256 for r in results[:2]] == [hashlib.sha256(png_bytes()).hexdigest(),
+                                               hashlib.sha256(jpeg_bytes()).hexdigest()]
+    assert results[0].image is not None and results[0].image.width == 400  # the facts stay, the bytes go
+    assert handed == {image_server.url("/png"): png_bytes(), image_server.url("/jpeg"): jpeg_bytes(),
+                      image_server.url("/missing"): None}  # on_result had the bodies
+    [kept] = fetch_images([ImageRequest(image_server.url("/png"))], settings=_settings())
+    assert kept.data == png_bytes()  # the default still returns them

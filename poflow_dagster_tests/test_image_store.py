@@ -109,3 +109,84 @@ def test_same_pixels_prefer_more_bytes_and_different_pictures_are_all_kept():
     assert verdict.duplicate_of == {0: "b" * 64, 3: "b" * 64}
     assert phash_distance("zz", "00") == 64
     assert choose([]).kept == []
+
+
+def test_a_batch_of_images_and_url_outcomes_goes_in_one_transaction(db, tmp_path):
+    from poflow_dagster.images.store import UrlOutcome, ensure_images, record_urls, write_image_file
+
+    merchant = _merchant(db)
+    images = [validate_image(png_bytes()), validate_image(jpeg_bytes()), validate_image(webp_bytes())]
+    for image, data in zip(images, [png_bytes(), jpeg_bytes(), webp_bytes()]):
+        write_image_file(image, data, tmp_path)
+    first = store_image(db, merchant, images[0], png_bytes(), tmp_path)  # one of them is there already
+    cache = DbEtagCache(db, merchant)
+    cache.record("https://c.example/a.png", status="fetched", etag='"e"', sha256=images[0].sha256)
+    commits: list[int] = []
+
+    def count(_connection) -> None:
+        commits.append(1)
+
+    sa.event.listen(db.engine, "commit", count)
+    try:
+        with db.session() as session:
+            stored = ensure_images(session, merchant, images + [images[1]], tmp_path)
+            record_urls(session, merchant, [
+                UrlOutcome("https://c.example/a.png", "failed", reason="timeout"),
+                UrlOutcome("https://c.example/b.jpg", "fetched", etag='"b"', sha256=images[1].sha256),
+                UrlOutcome("https://c.example/c.webp", "failed", reason="http_404"),
+                UrlOutcome("https://c.example/c.webp", "fetched", sha256=images[2].sha256)])  # the last one wins
+    finally:
+        sa.event.remove(db.engine, "commit", count)
+    assert len(commits) == 1
+    assert set(stored) == {i.sha256 for i in images} and stored[images[0].sha256].id == first.id
+    assert all(s.path.is_file() for s in stored.values())
+    with db.session() as session:
+        assert session.scalar(sa.select(sa.func.count(ImageRow.id))) == 3
+        rows = {r.url: r for r in session.scalars(sa.select(ImageUrlRow))}
+    assert (rows["https://c.example/a.png"].status, rows["https://c.example/a.png"].sha256) == (
+        "failed", images[0].sha256)  # a failure keeps what the earlier fetch gave
+    assert (rows["https://c.example/b.jpg"].etag, rows["https://c.example/b.jpg"].sha256) == ('"b"', images[1].sha256)
+    assert (rows["https://c.example/c.webp"].status, rows["https://c.example/c.webp"].reason) == ("fetched", None)
+
+
+def test_queued_writes_skip_a_deleted_draft_and_run_only_the_others_callbacks(db, tmp_path):
+    from decimal import Decimal
+
+    from poflow_dagster.domain.models import ParsedPO, POLine
+    from poflow_dagster.images.writes import Writes
+    from poflow_dagster.store.drafts import create_drafts_for_po
+    from poflow_dagster.store.purchase_orders import save_purchase_order
+    from poflow_dagster.store.schema import DraftImage, ProductDraft
+    from poflow_dagster.store.uploads import StoredFile, register_upload
+
+    merchant = _merchant(db)
+    upload = register_upload(db, merchant, StoredFile(sha256="f" * 64, size_bytes=1, mime_type="text/csv",
+                                                      stored_path="/tmp/x.csv", original_filename="x.csv"))
+    po = ParsedPO(po_number="PO-W", supplier_name="Acme", currency="USD", source_format="csv", extractor="test",
+                  lines=[POLine(line_no=i, sku=sku, description=sku, quantity=Decimal(1), unit_cost=Decimal("1.00"),
+                                line_total=Decimal("1.00")) for i, sku in enumerate(["KEEP", "GONE"], start=1)])
+    save_purchase_order(db, upload.id, po)
+    create_drafts_for_po(db, upload.id, po)
+    with db.session() as session:
+        drafts = {d.sku: d.id for d in session.scalars(sa.select(ProductDraft))}
+        rows = {sku: DraftImage(draft_id=draft_id, merchant_id=merchant, upload_id=upload.id, candidate_key=sku,
+                                source="document", url=f"https://c.example/{sku}", position=0, state="found")
+                for sku, draft_id in drafts.items()}
+        session.add_all(rows.values())
+    image = validate_image(png_bytes())
+    writes = Writes(db, merchant, tmp_path)
+    writes.add_image(image)
+    ran: list[str] = []
+    for sku, row in rows.items():
+        row.state, row.sha256 = "fetched", image.sha256
+        writes.touch(drafts[sku], row, lambda sku=sku: ran.append(sku))
+    with db.session() as session:
+        session.execute(sa.delete(ProductDraft).where(ProductDraft.sku == "GONE"))
+    flushed = writes.flush()
+    for callback in flushed.then:
+        callback()
+    assert flushed.gone == {drafts["GONE"]} and ran == ["KEEP"]
+    assert not writes and writes.transactions == 1 and writes.flush().images == {}
+    with db.session() as session:
+        [kept] = session.scalars(sa.select(DraftImage)).all()
+    assert (kept.candidate_key, kept.state, kept.image_id) == ("KEEP", "fetched", flushed.images[image.sha256].id)

@@ -3,18 +3,26 @@
 :func:`collect_images` works through the upload's drafts one source at a time (:mod:`.sources`: document, then
 feed, then search; a draft moves on only when a source gave it no usable image). For each source:
 
-1. candidates are recorded in ``draft_images`` (state ``found``; a re-run finds the same rows);
+1. candidates are recorded in ``draft_images`` (state ``found``; a re-run finds the same rows), all drafts' in one
+   transaction;
 2. a URL the merchant already fetched (``image_urls``) whose image is stored is reused WITHOUT a request while it
    is younger than ``POFLOW_IMAGE_REVALIDATE_HOURS`` (168); so is a URL that was refused for good (404, not an
    image...). Older ones are re-validated with ``If-None-Match``. Embedded bytes are validated directly;
 3. the rest are fetched concurrently (:func:`~poflow_dagster.images.fetch.fetch_images`, each URL once per run
-   however many drafts name it) in a background thread, while this thread stores each result as it lands;
-4. as soon as all of one draft's candidates are in, its images are de-duplicated (:mod:`.dedup`) and each kept
-   image is handed to ``attach`` (progressive: early drafts attach while others still download). An image
-   already ``attached`` is never attached again.
+   however many drafts name it) in a background thread, while this thread stores the results in batches: what
+   lands within :attr:`ImageSettings.batch_window` seconds (at most :attr:`ImageSettings.batch_size` images) is
+   written as files, then committed in ONE transaction (:mod:`.writes`: ``images``, ``image_urls`` and
+   ``draft_images`` rows). The fetcher keeps no bodies for its return value (``keep_data=False``) and its queue
+   is bounded, so memory holds the images in flight and one batch, not the whole run's;
+4. as soon as all of one draft's candidates are in, its images are de-duplicated (:mod:`.dedup`); once that batch
+   is committed each kept image is handed to ``attach`` (progressive: early drafts attach while others still
+   download), and the outcomes of a batch's attaches are committed together. An image already ``attached`` is
+   never attached again.
 
-Nothing here raises for an image-level problem: refusals are ``rejected`` with their reason, attach failures
-``failed``; a draft deleted meanwhile is ``skipped`` with a note. All database writes happen in the caller's thread.
+A re-run rewrites nothing that did not change (a duplicate found before stays as it is and is counted in
+``already_duplicate``, not ``deduplicated``): the counts say what this run did. Nothing here raises for an
+image-level problem: refusals are ``rejected`` with their reason, attach failures ``failed``; a draft deleted
+meanwhile is ``skipped`` with a note. All database writes happen in the caller's thread.
 """
 
 from __future__ import annotations
@@ -30,19 +38,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from poflow_dagster.domain.errors import PoflowError
-from poflow_dagster.images.dedup import choose
+from poflow_dagster.images.dedup import Facts, choose
 from poflow_dagster.images.feed import load_feed
 from poflow_dagster.images.fetch import (
     FAILED, FETCHED, NOT_MODIFIED, FetchResult, FetchSettings, ImageRequest, fetch_images,
 )
 from poflow_dagster.images.search import ImageSearchProvider, search_from_env
 from poflow_dagster.images.sources import Candidate, DocumentSource, DraftInfo, FeedSource, ImageSource, SearchSource
-from poflow_dagster.images.store import DbEtagCache, KnownUrl, StoredImage, image_root, store_image, stored_images
-from poflow_dagster.images.validate import ImageRejected, env_int, validate_image
+from poflow_dagster.images.store import (
+    DbEtagCache, KnownUrl, StoredImage, UrlOutcome, image_root, stored_images, write_image_file,
+)
+from poflow_dagster.images.validate import ImageRejected, ValidImage, env_int, validate_image
+from poflow_dagster.images.writes import Writes
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.drafts import DraftRecord, drafts_for_upload
 from poflow_dagster.store.parse_cache import cached_parse
@@ -57,6 +68,9 @@ REVALIDATE_HOURS_ENV = "POFLOW_IMAGE_REVALIDATE_HOURS"
 #: Fetch failures worth trying again on the next run; any other refusal of a URL is remembered like an image.
 RETRYABLE_REASONS = frozenset({"timeout", "connection_error", "internal_error", "http_429", "storage_error",
                                "stored_image_missing"})
+
+#: Drafts whose candidate rows one transaction records.
+_DRAFTS_PER_TRANSACTION = 500
 
 FOUND, FETCHED_STATE, DUPLICATE, REJECTED, ATTACHED, SKIPPED, ATTACH_FAILED = (
     "found", "fetched", "duplicate", "rejected", "attached", "skipped", "failed")
@@ -80,6 +94,9 @@ class ImageSettings:
     revalidate_after: dt.timedelta = dt.timedelta(hours=168)
     search: ImageSearchProvider | None = None
     root: Path | None = None
+    #: Results landing within this many seconds of a batch's first (at most ``batch_size``) share one transaction.
+    batch_window: float = 0.15
+    batch_size: int = 50
 
     @classmethod
     def from_env(cls, **fetch_overrides: object) -> ImageSettings:
@@ -98,6 +115,7 @@ class ImageRun:
     reused: int = 0
     not_modified: int = 0
     deduplicated: int = 0
+    already_duplicate: int = 0
     attached: int = 0
     already_attached: int = 0
     attach_failed: int = 0
@@ -107,6 +125,7 @@ class ImageRun:
     sources_s: float = 0.0
     fetch_s: float = 0.0
     attach_s: float = 0.0
+    transactions: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         data = {k: v for k, v in self.__dict__.items() if k not in ("rejected", "notes")}
@@ -119,7 +138,7 @@ class ImageRun:
 @dataclass
 class _Ready:
     key: str
-    image: StoredImage
+    image: Facts
     state: str
 
 
@@ -130,6 +149,7 @@ class _DraftWork:
     waiting: set[str] = field(default_factory=set)  # candidate keys still being fetched
     ready: list[_Ready] = field(default_factory=list)
     candidates: list[Candidate] = field(default_factory=list)
+    kept: list[_Ready] = field(default_factory=list)  # de-duplicated, to attach once committed
     gone: bool = False
     done: bool = False
     skipped: bool = False
@@ -168,6 +188,10 @@ class _Collector:
         self.merchant_id, self.feed_location = self._upload_context()
         self.vendor: str | None = None
         self.cache = DbEtagCache(db, self.merchant_id) if self.merchant_id else None
+        self.writes = Writes(db, self.merchant_id or "", self.root)
+        self.stored: dict[str, StoredImage] = {}  # the merchant's images this run knows, by sha256
+        self.works: dict[int, _DraftWork] = {}  # the current source's drafts
+        self.finished: list[_DraftWork] = []  # de-duplicated, to attach once their batch is committed
 
     # -- context -----------------------------------------------------------------------------------------------
 
@@ -215,57 +239,68 @@ class _Collector:
             self.result.notes.extend(source.notes)
             self._process(works)
             pending = [d for d in pending if (w := works.get(d.id)) is None or (not w.gone and not w.done)]
+        self.result.transactions = self.writes.transactions
         return self.result
 
     # -- candidates ----------------------------------------------------------------------------------------------
 
     def _gather(self, source: ImageSource, drafts: list[DraftRecord]) -> dict[int, _DraftWork]:
-        works: dict[int, _DraftWork] = {}
+        wanted: list[tuple[DraftRecord, list[Candidate]]] = []
         for draft in drafts:
             info = DraftInfo(draft.id, draft.sku, draft.title, self.vendor)
             candidates = list({c.key: c for c in source.candidates(info)}.values())
-            if not candidates:
-                continue
-            rows = self._ensure_rows(draft, source.name, candidates)
-            work = _DraftWork(draft, rows or {}, candidates=candidates, gone=rows is None)
-            if work.gone:
-                self._skip_gone(work)
-            works[draft.id] = work
+            if candidates:
+                wanted.append((draft, candidates))
+        works: dict[int, _DraftWork] = {}
+        for start in range(0, len(wanted), _DRAFTS_PER_TRANSACTION):
+            chunk = wanted[start:start + _DRAFTS_PER_TRANSACTION]
+            rows = self._ensure_rows(source.name, chunk)
+            for draft, candidates in chunk:
+                work = _DraftWork(draft, rows.get(draft.id) or {}, candidates=candidates, gone=draft.id not in rows)
+                if work.gone:
+                    self._skip_gone(work)
+                works[draft.id] = work
         return works
 
     def _ensure_rows(
-        self, draft: DraftRecord, source: str, candidates: list[Candidate],
-    ) -> dict[str, DraftImage] | None:
-        """The draft's rows for these candidates, inserting the new ones (``found``); None when the draft is gone."""
-        new: list[Candidate] = []
+        self, source: str, wanted: list[tuple[DraftRecord, list[Candidate]]],
+    ) -> dict[int, dict[str, DraftImage]]:
+        """These drafts' rows for their candidates, inserting the new ones (``found``), in one transaction; by draft
+        id, leaving out the drafts that are gone."""
+        new: list[tuple[DraftRecord, Candidate]] = []
 
-        def work(session) -> dict[str, DraftImage]:
+        def work(session: Session) -> dict[int, dict[str, DraftImage]]:
             new.clear()
-            existing = {row.candidate_key: row for row in session.scalars(
-                select(DraftImage).where(DraftImage.draft_id == draft.id))}
-            position = len(existing)
-            for candidate in candidates:
-                if candidate.key not in existing:
-                    row = DraftImage(draft_id=draft.id, merchant_id=self.merchant_id, upload_id=self.upload_id,
-                                     candidate_key=candidate.key, source=source, url=candidate.url,
-                                     position=position, state=FOUND)
-                    session.add(row)
-                    existing[candidate.key] = row
-                    new.append(candidate)
-                    position += 1
+            ids = [draft.id for draft, _ in wanted]
+            present = set(session.scalars(select(ProductDraft.id).where(ProductDraft.id.in_(ids))))
+            existing: dict[int, dict[str, DraftImage]] = {draft_id: {} for draft_id in present}
+            for row in session.scalars(select(DraftImage).where(DraftImage.draft_id.in_(sorted(present)))):
+                existing[row.draft_id][row.candidate_key] = row
+            for draft, candidates in wanted:
+                if draft.id in present:
+                    self._add_rows(session, draft, source, candidates, existing[draft.id], new)
             session.flush()
-            return {c.key: existing[c.key] for c in candidates}
+            return {draft.id: {c.key: existing[draft.id][c.key] for c in candidates}
+                    for draft, candidates in wanted if draft.id in present}
 
-        try:
-            rows = self.db.retry_on_conflict(work)
-        except IntegrityError:
-            if self._draft_exists(draft.id):
-                raise
-            return None
+        rows = self.db.retry_on_conflict(work)
         self.result.found += len(new)
-        for candidate in new:
+        for draft, candidate in new:
             self._event("found", draft, candidate.key, url=candidate.url, source=source)
         return rows
+
+    def _add_rows(self, session: Session, draft: DraftRecord, source: str, candidates: list[Candidate],
+                  existing: dict[str, DraftImage], new: list[tuple[DraftRecord, Candidate]]) -> None:
+        position = len(existing)
+        for candidate in candidates:
+            if candidate.key not in existing:
+                row = DraftImage(draft_id=draft.id, merchant_id=self.merchant_id, upload_id=self.upload_id,
+                                 candidate_key=candidate.key, source=source, url=candidate.url,
+                                 position=position, state=FOUND)
+                session.add(row)
+                existing[candidate.key] = row
+                new.append((draft, candidate))
+                position += 1
 
     def _draft_exists(self, draft_id: int) -> bool:
         with self.db.session() as session:
@@ -276,32 +311,44 @@ class _Collector:
     def _process(self, works: dict[int, _DraftWork]) -> None:
         started = time.monotonic()
         attach_before = self.result.attach_s
+        self.works = works
         by_url: dict[str, list[tuple[_DraftWork, str]]] = {}
+        self._know_attached(works)
         for work in works.values():
             if not work.gone:
                 self._prepare(work, by_url)
         known = self.cache.known(list(by_url)) if self.cache and by_url else {}
+        on_disk = stored_images(self.db, self.merchant_id, {k.sha256 for k in known.values() if k.sha256},
+                                self.root)
+        self.stored.update(on_disk)
         requests = []
         for url, waiters in by_url.items():
-            if self._reuse(url, known.get(url), waiters):
+            if self._reuse(url, known.get(url), waiters, on_disk):
                 continue
-            if url in known and known[url].sha256 and not self._stored(known[url].sha256):
+            if url in known and known[url].sha256 and known[url].sha256 not in on_disk:
                 del known[url]  # its file is gone: fetch it in full, no If-None-Match
             requests.append(ImageRequest(url, key=url))
+        fetching = _Fetching(requests, known, self.settings) if requests else None
         for work in works.values():
             self._maybe_finish(work)
-        if requests:
-            self._fetch(requests, known, by_url)
+        self._commit()  # what needed no request is attached while the fetches run
+        if fetching is not None:
+            self._drain(fetching, by_url)
         self.result.fetch_s += time.monotonic() - started - (self.result.attach_s - attach_before)
+
+    def _know_attached(self, works: dict[int, _DraftWork]) -> None:
+        """The stored images of every row already ``attached`` (one query for all drafts)."""
+        attached = {row.sha256 for work in works.values() if not work.gone for row in work.rows.values()
+                    if row.state == ATTACHED and row.sha256 and row.sha256 not in self.stored}
+        if attached:
+            self.stored.update(stored_images(self.db, self.merchant_id, attached, self.root, require_file=False))
 
     def _prepare(self, work: _DraftWork, by_url: dict[str, list[tuple[_DraftWork, str]]]) -> None:
         """Queue the draft's URLs; take its embedded images and images already attached directly."""
-        attached = {row.sha256 for row in work.rows.values() if row.state == ATTACHED and row.sha256}
-        stored = stored_images(self.db, self.merchant_id, attached, self.root, require_file=False) if attached else {}
         for candidate in work.candidates:
             row = work.rows[candidate.key]
-            if row.state == ATTACHED and row.sha256 in stored:
-                work.ready.append(_Ready(candidate.key, stored[row.sha256], ATTACHED))
+            if row.state == ATTACHED and row.sha256 in self.stored:
+                work.ready.append(_Ready(candidate.key, Facts.of(self.stored[row.sha256]), ATTACHED))
             elif candidate.data is not None:
                 self._take_embedded(work, candidate)
             elif candidate.url:
@@ -315,10 +362,24 @@ class _Collector:
         except ImageRejected as exc:
             self._reject(work, candidate.key, exc.reason, exc.detail)
             return
-        stored = store_image(self.db, self.merchant_id, image, candidate.data or b"", self.root)
-        self._accept(work, candidate.key, stored)
+        failure = self._keep(image, candidate.data or b"", f"embedded image of draft {work.record.id}")
+        if failure is not None:
+            self._reject(work, candidate.key, "storage_error", failure)
+            return
+        self._accept(work, candidate.key, Facts.of(image))
 
-    def _reuse(self, url: str, known: KnownUrl | None, waiters: list[tuple[_DraftWork, str]]) -> bool:
+    def _keep(self, image: ValidImage, data: bytes, what: str) -> str | None:
+        """Write the image's file and queue its row; why not (``None``: kept)."""
+        try:
+            write_image_file(image, data, self.root)
+        except Exception as exc:  # noqa: BLE001 - a storage problem fails this image, not the run
+            log.exception("storing the image from %s failed", what)
+            return f"{type(exc).__name__}: {exc}"
+        self.writes.add_image(image)
+        return None
+
+    def _reuse(self, url: str, known: KnownUrl | None, waiters: list[tuple[_DraftWork, str]],
+               on_disk: dict[str, StoredImage]) -> bool:
         """Answer a URL from what the merchant fetched before, without a request, when that is recent enough."""
         if known is None or utcnow() - known.fetched_at >= self.settings.revalidate_after:
             return False
@@ -328,90 +389,98 @@ class _Collector:
             for work, key in waiters:
                 self._reject(work, key, known.reason or "failed", "refused when fetched before")
             return True
-        image = self._stored(known.sha256)
+        image = on_disk.get(known.sha256)
         if image is None:
             return False
         self.result.reused += 1
         for work, key in waiters:
-            self._accept(work, key, image)
+            self._accept(work, key, Facts.of(image))
         return True
 
-    def _stored(self, sha256: str) -> StoredImage | None:
-        return stored_images(self.db, self.merchant_id, {sha256}, self.root).get(sha256)
-
-    def _fetch(self, requests: list[ImageRequest], known: dict[str, KnownUrl],
-               by_url: dict[str, list[tuple[_DraftWork, str]]]) -> None:
-        """Fetch in a background thread; store each result here as it lands and finish drafts as they complete."""
-        results: queue.Queue[FetchResult | None] = queue.Queue()
-        errors: list[BaseException] = []
-
-        def background() -> None:
-            try:
-                fetch_images(requests, cache=_Cache(known), on_result=results.put, settings=self.settings.fetch)
-            except BaseException as exc:  # noqa: BLE001 - reported below, in the caller's thread
-                errors.append(exc)
-            finally:
-                results.put(None)
-
-        thread = threading.Thread(target=background, name="poflow-image-fetch", daemon=True)
-        thread.start()
+    def _drain(self, fetching: _Fetching, by_url: dict[str, list[tuple[_DraftWork, str]]]) -> None:
+        """Land the fetcher's results batch by batch as they come; answer what it never answered."""
         seen: set[str] = set()
-        while (result := results.get()) is not None:
-            seen.add(result.request.url)
-            self._land(result, by_url.get(result.request.url, []))
-        thread.join()
-        for request in requests:
-            if request.url not in seen:  # fetch_images itself failed: these never got an answer
-                detail = f"{type(errors[0]).__name__}: {errors[0]}" if errors else "no answer"
-                self._land(FetchResult(request=request, status=FAILED, reason="internal_error", detail=detail),
-                           by_url.get(request.url, []))
+        while batch := fetching.next_batch(self.settings.batch_size, self.settings.batch_window):
+            seen.update(result.request.url for result in batch)
+            self._land(batch, by_url)
+        missing = [request for request in fetching.requests if request.url not in seen]
+        if missing:  # fetch_images itself failed: these never got an answer
+            detail = f"{type(fetching.errors[0]).__name__}: {fetching.errors[0]}" if fetching.errors else "no answer"
+            self._land([FetchResult(request=request, status=FAILED, reason="internal_error", detail=detail)
+                        for request in missing], by_url)
 
-    def _land(self, result: FetchResult, waiters: list[tuple[_DraftWork, str]]) -> None:
-        try:
-            outcome = self._store_result(result)
-        except Exception as exc:  # noqa: BLE001 - a storage problem fails this image, not the run
-            log.exception("storing the image from %s failed", result.request.url)
-            outcome = FetchResult(request=result.request, status=FAILED, reason="storage_error",
-                                  detail=f"{type(exc).__name__}: {exc}")
-        for work, key in waiters:
-            if isinstance(outcome, StoredImage):
-                self._accept(work, key, outcome)
-            else:
-                self._reject(work, key, outcome.reason or "failed", outcome.detail)
-            self._maybe_finish(work)
+    def _land(self, batch: list[FetchResult], by_url: dict[str, list[tuple[_DraftWork, str]]]) -> None:
+        """One batch of results: files written, rows queued, drafts finished; then committed and attached."""
+        unchanged = {r.sha256 for r in batch if r.status == NOT_MODIFIED and r.sha256}
+        on_disk = stored_images(self.db, self.merchant_id, unchanged, self.root) if unchanged else {}
+        self.stored.update(on_disk)
+        for result in batch:
+            outcome = self._store_result(result, on_disk)
+            waiters = by_url.get(result.request.url, [])
+            for work, key in waiters:
+                if isinstance(outcome, Facts):
+                    self._accept(work, key, outcome)
+                else:
+                    self._reject(work, key, outcome.reason or "failed", outcome.detail)
+            for work, _ in waiters:
+                self._maybe_finish(work)
+        self._commit()
 
-    def _store_result(self, result: FetchResult) -> StoredImage | FetchResult:
-        """The stored image of a fetched (or not modified) URL, or the failed result to reject it with."""
+    def _store_result(self, result: FetchResult, on_disk: dict[str, StoredImage]) -> Facts | FetchResult:
+        """The image of a fetched (or not modified) URL, or the failed result to reject it with; the URL's outcome
+        is queued either way."""
         url = result.request.url
         if result.status == FETCHED and result.image is not None and result.data is not None:
             self.result.fetched += 1
-            stored = store_image(self.db, self.merchant_id, result.image, result.data, self.root)
-            self.cache.record(url, status=FETCHED, etag=result.etag, sha256=stored.sha256)
-            return stored
-        if result.status == NOT_MODIFIED and result.sha256:
+            failure = self._keep(result.image, result.data, url)
+            if failure is None:
+                self.writes.add_url(UrlOutcome(url, FETCHED, etag=result.etag, sha256=result.image.sha256))
+                return Facts.of(result.image)
+            result = FetchResult(request=result.request, status=FAILED, reason="storage_error", detail=failure)
+        elif result.status == NOT_MODIFIED and result.sha256:
             self.result.not_modified += 1
-            image = stored_images(self.db, self.merchant_id, {result.sha256}, self.root).get(result.sha256)
+            image = on_disk.get(result.sha256)
             if image is not None:
-                self.cache.record(url, status=NOT_MODIFIED, etag=result.etag, sha256=result.sha256)
-                return image
+                self.writes.add_url(UrlOutcome(url, NOT_MODIFIED, etag=result.etag, sha256=result.sha256))
+                return Facts.of(image)
             result = FetchResult(request=result.request, status=FAILED, reason="stored_image_missing",
                                  detail="304 for an image whose file is gone (fetched in full next run)")
-        self.cache.record(url, status=FAILED, reason=result.reason)
+        self.writes.add_url(UrlOutcome(url, FAILED, reason=result.reason))
         return result
+
+    # -- committing ----------------------------------------------------------------------------------------------
+
+    def _commit(self) -> None:
+        """Commit what is queued; then attach the drafts that were finished, and commit their outcomes."""
+        self._flush()
+        finished, self.finished = self.finished, []
+        for work in finished:
+            for ready in work.kept:
+                if work.gone:
+                    break
+                self._attach(work, ready)
+        self._flush()
+
+    def _flush(self) -> None:
+        flushed = self.writes.flush()
+        self.stored.update(flushed.images)
+        for draft_id in sorted(flushed.gone):
+            if draft_id in self.works:
+                self._skip_gone(self.works[draft_id])
+        for callback in flushed.then:
+            callback()
 
     # -- states --------------------------------------------------------------------------------------------------
 
-    def _set(self, work: _DraftWork, key: str, **values: Any) -> bool:
-        """Update one candidate row; False (and the draft is skipped) when the draft was deleted meanwhile."""
-        if work.gone:
+    def _set(self, work: _DraftWork, key: str, then: Callable[[], None] | None = None, **values: Any) -> bool:
+        """Change one candidate row (written with its batch; ``then`` runs once that is committed). False when
+        nothing changed or the draft is known to be gone."""
+        row = work.rows[key]
+        if work.gone or all(getattr(row, name) == value for name, value in values.items()):
             return False
-        with self.db.session() as session:
-            changed = session.execute(
-                update(DraftImage).where(DraftImage.draft_id == work.record.id, DraftImage.candidate_key == key)
-                .values(**values, updated_at=utcnow())).rowcount
-        if not changed:
-            self._skip_gone(work)
-            return False
+        for name, value in values.items():
+            setattr(row, name, value)
+        self.writes.touch(work.record.id, row, then)
         return True
 
     def _skip_gone(self, work: _DraftWork) -> None:
@@ -422,26 +491,36 @@ class _Collector:
             self.result.notes.append(note)
             self._event("skipped", work.record, None, reason="draft_deleted", note=note)
 
-    def _accept(self, work: _DraftWork, key: str, image: StoredImage) -> None:
+    def _accept(self, work: _DraftWork, key: str, image: Facts) -> None:
         work.waiting.discard(key)
         row = work.rows[key]
-        if row.state == ATTACHED and row.sha256 == image.sha256:
-            work.ready.append(_Ready(key, image, ATTACHED))
+        if row.state in (ATTACHED, DUPLICATE) and row.sha256 == image.sha256:
+            work.ready.append(_Ready(key, image, row.state))  # as an earlier run left it
             return
-        if self._set(work, key, state=FETCHED_STATE, sha256=image.sha256, image_id=image.id, reason=None,
-                     duplicate_of=None):
-            work.ready.append(_Ready(key, image, FETCHED_STATE))
+        known = self.stored.get(image.sha256)
+        image_id = known.id if known else (row.image_id if row.sha256 == image.sha256 else None)
+
+        def fetched() -> None:
             self._event("fetched", work.record, key, url=row.url, sha256=image.sha256,
                         width=image.width, height=image.height)
+
+        self._set(work, key, fetched, state=FETCHED_STATE, sha256=image.sha256, image_id=image_id, reason=None,
+                  duplicate_of=None)
+        if not work.gone:
+            work.ready.append(_Ready(key, image, FETCHED_STATE))
 
     def _reject(self, work: _DraftWork, key: str, reason: str, detail: str) -> None:
         work.waiting.discard(key)
         self.result.rejected[reason] += 1
-        if self._set(work, key, state=REJECTED, reason=f"{reason}: {detail}"[:1000] if detail else reason):
-            self._event("rejected", work.record, key, url=work.rows[key].url, reason=reason)
+        row = work.rows[key]
+        if row.state == REJECTED and (row.reason or "").split(":")[0] == reason:
+            return  # refused for the same reason before: its first detail stays
+        url = row.url
+        self._set(work, key, lambda: self._event("rejected", work.record, key, url=url, reason=reason),
+                  state=REJECTED, reason=f"{reason}: {detail}"[:1000] if detail else reason)
 
     def _maybe_finish(self, work: _DraftWork) -> None:
-        """Once all of a draft's candidates are in: de-duplicate, then attach what is kept."""
+        """Once all of a draft's candidates are in: de-duplicate; what is kept is attached once committed."""
         if work.done or work.gone or work.waiting:
             return
         work.done = bool(work.ready)  # no usable image: the next source gets its turn
@@ -449,16 +528,29 @@ class _Collector:
             return
         verdict = choose([r.image for r in work.ready])
         for index, sha in verdict.duplicate_of.items():
-            ready = work.ready[index]
-            if ready.state != ATTACHED and self._set(work, ready.key, state=DUPLICATE, duplicate_of=sha,
-                                                     reason=f"same picture as {sha[:12]} (kept: larger)"):
-                self.result.deduplicated += 1
-                self._event("duplicate", work.record, ready.key, sha256=ready.image.sha256, duplicate_of=sha)
+            self._mark_duplicate(work, work.ready[index], sha)
         kept = {work.ready[i].image.sha256: work.ready[i] for i in verdict.kept}  # one attach per image
         for ready in kept.values():
-            if work.gone:
-                return
-            self._attach(work, ready)
+            if ready.state == DUPLICATE:  # an earlier run's duplicate is the one to keep now
+                self._set(work, ready.key, state=FETCHED_STATE, duplicate_of=None, reason=None)
+                ready.state = FETCHED_STATE
+        work.kept = list(kept.values())
+        self.finished.append(work)
+
+    def _mark_duplicate(self, work: _DraftWork, ready: _Ready, sha: str) -> None:
+        if ready.state == ATTACHED:
+            return
+        if ready.state == DUPLICATE and work.rows[ready.key].duplicate_of == sha:
+            self.result.already_duplicate += 1  # an earlier run found it: nothing to write
+            return
+
+        def counted() -> None:
+            self.result.deduplicated += 1
+            self._event("duplicate", work.record, ready.key, sha256=ready.image.sha256, duplicate_of=sha)
+
+        self._set(work, ready.key, counted, state=DUPLICATE, duplicate_of=sha,
+                  reason=f"same picture as {sha[:12]} (kept: larger)")
+        ready.state = DUPLICATE
 
     def _attach(self, work: _DraftWork, ready: _Ready) -> None:
         if ready.state == ATTACHED:
@@ -466,16 +558,20 @@ class _Collector:
             return
         if self.attach is None:
             return
+        image = self.stored.get(ready.image.sha256)
+        if image is None:  # not expected: every kept image was stored with its batch
+            self._record_attach(work, ready, "failed", None, "stored_image_missing")
+            return
         if not self._draft_exists(work.record.id):
             self._skip_gone(work)
             return
         started = time.monotonic()
         try:
-            answer = self.attach(work.record, ready.image)
+            answer = self.attach(work.record, image)
             outcome = str(_field(answer, "outcome", "status", "state") or "failed").lower()
             media_gid, reason = _field(answer, "media_gid"), _field(answer, "reason", "note", "error")
         except Exception as exc:  # noqa: BLE001 - one image's attach never stops the run
-            log.exception("attaching image %s to draft %s failed", ready.image.sha256, work.record.id)
+            log.exception("attaching image %s to draft %s failed", image.sha256, work.record.id)
             outcome, media_gid, reason = "failed", None, f"attach_error: {type(exc).__name__}: {exc}"
         finally:
             self.result.attach_s += time.monotonic() - started
@@ -483,21 +579,31 @@ class _Collector:
 
     def _record_attach(self, work: _DraftWork, ready: _Ready, outcome: str, media_gid: str | None,
                        reason: str | None) -> None:
+        record, sha = work.record, ready.image.sha256
         if outcome in ("attached", "already"):
-            if self._set(work, ready.key, state=ATTACHED, media_gid=media_gid, attached_at=utcnow(), reason=None):
-                ready.state = ATTACHED
+            def attached() -> None:
                 self.result.attached += 1
-                self._event("attached", work.record, ready.key, sha256=ready.image.sha256, media_gid=media_gid)
+                self._event("attached", record, ready.key, sha256=sha, media_gid=media_gid)
+
+            if self._set(work, ready.key, attached, state=ATTACHED, media_gid=media_gid, attached_at=utcnow(),
+                         reason=None):
+                ready.state = ATTACHED
         elif outcome in ("product_gone", "skipped"):
-            note = f"draft {work.record.id} ({work.record.sku}): image not attached ({reason or outcome})"
-            if self._set(work, ready.key, state=SKIPPED, reason=reason or outcome):
+            note = f"draft {record.id} ({record.sku}): image not attached ({reason or outcome})"
+
+            def skipped() -> None:
                 self.result.skipped += 1
                 self.result.notes.append(note)
-                self._event("skipped", work.record, ready.key, reason=reason or outcome, note=note)
+                self._event("skipped", record, ready.key, reason=reason or outcome, note=note)
+
+            self._set(work, ready.key, skipped, state=SKIPPED, reason=reason or outcome)
         else:
-            if self._set(work, ready.key, state=ATTACH_FAILED, reason=reason or outcome):
-                self.result.attach_failed += 1
-                self._event("failed", work.record, ready.key, reason=reason or outcome)
+            self._set(work, ready.key, lambda: self._count_failed(record, ready.key, reason or outcome),
+                      state=ATTACH_FAILED, reason=reason or outcome)
+
+    def _count_failed(self, record: DraftRecord, key: str, reason: str) -> None:
+        self.result.attach_failed += 1
+        self._event("failed", record, key, reason=reason)
 
     def _event(self, kind: str, draft: DraftRecord, key: str | None, **payload: Any) -> None:
         if self.on_event is None:
@@ -507,6 +613,52 @@ class _Collector:
                                  "candidate": key, **payload})
         except Exception:  # noqa: BLE001 - a progress listener never breaks the run
             log.exception("image event listener failed")
+
+
+class _Fetching:
+    """``fetch_images`` in a background thread, its results handed over through a bounded queue (a collector that
+    falls behind holds the fetchers back rather than letting bodies pile up)."""
+
+    def __init__(self, requests: list[ImageRequest], known: dict[str, KnownUrl], settings: ImageSettings) -> None:
+        self.requests = requests
+        self.errors: list[BaseException] = []
+        self._results: queue.Queue[FetchResult | None] = queue.Queue(maxsize=max(2 * settings.batch_size, 20))
+        self._done = False
+        self._thread = threading.Thread(target=self._run, args=(_Cache(known), settings.fetch),
+                                        name="poflow-image-fetch", daemon=True)
+        self._thread.start()
+
+    def _run(self, cache: _Cache, settings: FetchSettings) -> None:
+        try:
+            fetch_images(self.requests, cache=cache, on_result=self._results.put, settings=settings, keep_data=False)
+        except BaseException as exc:  # noqa: BLE001 - reported by the collector, in its own thread
+            self.errors.append(exc)
+        finally:
+            self._results.put(None)
+
+    def next_batch(self, size: int, window: float) -> list[FetchResult]:
+        """The next results: waits for one, then takes what lands within ``window`` seconds (at most ``size``);
+        empty once the fetcher is done."""
+        if self._done:
+            return []
+        first = self._results.get()
+        if first is None:
+            return self._finish([])
+        batch, until = [first], time.monotonic() + window
+        while len(batch) < size:
+            try:
+                item = self._results.get(timeout=max(until - time.monotonic(), 0.0))
+            except queue.Empty:
+                break
+            if item is None:
+                return self._finish(batch)
+            batch.append(item)
+        return batch
+
+    def _finish(self, batch: list[FetchResult]) -> list[FetchResult]:
+        self._done = True
+        self._thread.join()
+        return batch
 
 
 def _field(answer: Any, *names: str) -> Any:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-__all__ = ["PHASH_MAX_DISTANCE", "Hashed", "Verdict", "choose", "phash_distance"]
+__all__ = ["PHASH_MAX_DISTANCE", "Facts", "Hashed", "Verdict", "choose", "phash_distance"]
 
 #: Perceptual hashes at most this many bits apart (of 64) are one picture (resized, re-encoded).
 PHASH_MAX_DISTANCE = 6
@@ -23,6 +23,23 @@ class Hashed(Protocol):
     width: int
     height: int
     byte_size: int
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What de-duplication knows of an image, before (or without) its ``images`` row."""
+
+    sha256: str
+    phash: str
+    width: int
+    height: int
+    byte_size: int
+
+    @classmethod
+    def of(cls, image: Any) -> Facts:
+        """From a :class:`~.validate.ValidImage` (``byte_length``) or a stored image (``byte_size``)."""
+        size = image.byte_size if hasattr(image, "byte_size") else image.byte_length
+        return cls(image.sha256, image.phash, image.width, image.height, size)
 
 
 @dataclass(frozen=True)

@@ -447,8 +447,12 @@ def fetch_images(
     cache: EtagCache | None = None,
     on_result: Callable[[FetchResult], None] | None = None,
     settings: FetchSettings | None = None,
+    keep_data: bool = True,
 ) -> list[FetchResult]:
     """Fetch and validate every request; results in request order, each also passed to ``on_result`` as it lands.
+
+    ``keep_data=False`` (for a caller that takes the bytes in ``on_result``, as ``collect_images`` does): the
+    returned results carry no ``data``, so memory holds only the bodies in flight, not every body of the run.
 
     ``concurrency`` / ``per_host`` default to ``POFLOW_IMAGE_CONCURRENCY`` (10) / ``POFLOW_IMAGE_PER_HOST`` (4).
     ``settings`` (see :class:`FetchSettings`) sets everything at once; explicit ``concurrency`` / ``per_host``
@@ -470,7 +474,7 @@ def fetch_images(
                 result = _safe_fetch(clients, request, settings, cache)
             finally:
                 scheduler.release(host)
-            results[index] = result
+            results[index] = result if keep_data else replace(result, data=None)
             if on_result is not None:
                 with deliver:
                     _call(on_result, result)

@@ -1,9 +1,11 @@
 """Content-addressed image storage: one file and one ``images`` row per (merchant, sha256); the database's ETag cache.
 
 Files live under ``POFLOW_HOME/images/<sha256[:2]>/<sha256>.<ext>``: written to a temporary file in the same
-directory and renamed into place (atomic), never rewritten once there (same name = same bytes). Rows are inserted
-race-safely (a concurrent writer's row wins and is returned). :class:`DbEtagCache` implements
-:class:`~poflow_dagster.images.fetch.EtagCache` over ``image_urls``, and records every URL's last outcome.
+directory and renamed into place (atomic), never rewritten once there (same name = same bytes), always before the
+row that names them. Rows are inserted race-safely and in bulk (:func:`ensure_images`: ``INSERT ... ON CONFLICT DO
+NOTHING``, so a concurrent writer's row wins and is returned). :func:`record_urls` keeps many URLs' last outcomes in
+the caller's transaction; :class:`DbEtagCache` implements :class:`~poflow_dagster.images.fetch.EtagCache` over
+``image_urls`` (one short transaction per call).
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import datetime as dt
 import hashlib
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from poflow_dagster import config
@@ -24,7 +29,8 @@ from poflow_dagster.store.db import Database
 from poflow_dagster.store.schema import ImageRow, ImageUrlRow
 from poflow_dagster.store.types import utcnow
 
-__all__ = ["DbEtagCache", "KnownUrl", "StoredImage", "image_root", "store_image", "stored_images", "url_sha256"]
+__all__ = ["DbEtagCache", "KnownUrl", "StoredImage", "UrlOutcome", "ensure_images", "image_root", "record_urls",
+           "store_image", "stored_images", "url_sha256", "write_image_file"]
 
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
 
@@ -87,26 +93,51 @@ def _stored(row: ImageRow, root: Path) -> StoredImage:
                        path=root / row.storage_path)
 
 
+def write_image_file(image: ValidImage, data: bytes, root: Path | None = None) -> str:
+    """Write a validated image's file (atomically, once); its path relative to ``root``."""
+    relative = _relative_path(image.sha256, image.mime_type)
+    _write_once((root or image_root()) / relative, data)
+    return relative
+
+
+def _insert_ignoring_conflicts(session: Session, model: Any, keys: list[str]) -> Any:
+    """``INSERT ... ON CONFLICT (keys) DO NOTHING`` for the session's database (SQLite or PostgreSQL)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(model).on_conflict_do_nothing(index_elements=keys)
+    if dialect == "sqlite":
+        return sqlite.insert(model).on_conflict_do_nothing(index_elements=keys)
+    return insert(model)
+
+
+def ensure_images(
+    session: Session, merchant_id: str, images: Sequence[ValidImage], root: Path | None = None,
+) -> dict[str, StoredImage]:
+    """The ``images`` rows of these images (their files written already), inserting the missing ones in one
+    statement (rows another writer inserted first are kept); by sha256. Runs in the caller's transaction."""
+    unique = {image.sha256: image for image in images}
+    if not unique:
+        return {}
+    root = root or image_root()
+    now = utcnow()
+    session.execute(_insert_ignoring_conflicts(session, ImageRow, ["merchant_id", "sha256"]), [
+        {"merchant_id": merchant_id, "sha256": image.sha256, "phash": image.phash, "mime_type": image.mime_type,
+         "width": image.width, "height": image.height, "byte_size": image.byte_length,
+         "storage_path": _relative_path(image.sha256, image.mime_type), "created_at": now}
+        for image in unique.values()])
+    rows = session.scalars(select(ImageRow).where(ImageRow.merchant_id == merchant_id,
+                                                  ImageRow.sha256.in_(sorted(unique))))
+    return {row.sha256: _stored(row, root) for row in rows}
+
+
 def store_image(
     db: Database, merchant_id: str, image: ValidImage, data: bytes, root: Path | None = None,
 ) -> StoredImage:
     """Keep a validated image: its file (once) and its ``images`` row (once per merchant); the row either way."""
     root = root or image_root()
-    relative = _relative_path(image.sha256, image.mime_type)
-    _write_once(root / relative, data)
-
-    def work(session: Session) -> StoredImage:
-        row = session.scalar(select(ImageRow).where(ImageRow.merchant_id == merchant_id,
-                                                    ImageRow.sha256 == image.sha256))
-        if row is None:
-            row = ImageRow(merchant_id=merchant_id, sha256=image.sha256, phash=image.phash,
-                           mime_type=image.mime_type, width=image.width, height=image.height,
-                           byte_size=image.byte_length, storage_path=relative)
-            session.add(row)
-            session.flush()
-        return _stored(row, root)
-
-    return db.retry_on_conflict(work)
+    write_image_file(image, data, root)
+    with db.session() as session:
+        return ensure_images(session, merchant_id, [image], root)[image.sha256]
 
 
 def stored_images(
@@ -170,22 +201,48 @@ class DbEtagCache:
 
     def record(self, url: str, *, status: str, etag: str | None = None, sha256: str | None = None,
                reason: str | None = None) -> None:
-        """Remember the last outcome of ``url``. A failure keeps the image an earlier fetch gave (and its ETag):
-        a URL that once worked is not forgotten because a server had a bad minute."""
+        """Remember the last outcome of ``url`` (see :func:`record_urls`)."""
+        outcome = UrlOutcome(url, status, etag=etag, sha256=sha256, reason=reason)
+        self._db.retry_on_conflict(lambda session: record_urls(session, self._merchant_id, [outcome]))
 
-        def work(session: Session) -> None:
-            row = session.scalar(select(ImageUrlRow).where(ImageUrlRow.merchant_id == self._merchant_id,
-                                                           ImageUrlRow.url_sha256 == url_sha256(url)))
-            if row is None:
-                row = ImageUrlRow(merchant_id=self._merchant_id, url_sha256=url_sha256(url), url=url)
-                session.add(row)
-            row.status, row.reason = status, reason
-            if status != "failed":
-                row.sha256 = sha256 or row.sha256
-                row.etag = etag if etag is not None else (row.etag if status == "not_modified" else None)
-                row.fetched_at = utcnow()
-            elif row.fetched_at is None:
-                row.fetched_at = utcnow()
-            session.flush()
 
-        self._db.retry_on_conflict(work)
+@dataclass(frozen=True)
+class UrlOutcome:
+    """How one fetch of ``url`` went: ``fetched`` / ``not_modified`` (with the image) or ``failed`` (reason)."""
+
+    url: str
+    status: str
+    etag: str | None = None
+    sha256: str | None = None
+    reason: str | None = None
+
+
+def record_urls(session: Session, merchant_id: str, outcomes: Sequence[UrlOutcome]) -> None:
+    """Remember the last outcome of each URL (the last one given per URL wins), in the caller's transaction: one
+    query for the rows there are, one bulk insert for the new ones. A failure keeps the image an earlier fetch gave
+    (and its ETag): a URL that once worked is not forgotten because a server had a bad minute. A concurrent writer
+    inserting the same URL first raises ``IntegrityError``: run this under ``Database.retry_on_conflict``."""
+    by_key = {url_sha256(outcome.url): outcome for outcome in outcomes}
+    if not by_key:
+        return
+    rows = {row.url_sha256: row for row in session.scalars(select(ImageUrlRow).where(
+        ImageUrlRow.merchant_id == merchant_id, ImageUrlRow.url_sha256.in_(sorted(by_key))))}
+    now = utcnow()
+    for key, outcome in by_key.items():
+        row = rows.get(key)
+        if row is None:
+            row = ImageUrlRow(merchant_id=merchant_id, url_sha256=key, url=outcome.url)
+            session.add(row)
+        _apply(row, outcome, now)
+    session.flush()
+
+
+def _apply(row: ImageUrlRow, outcome: UrlOutcome, now: dt.datetime) -> None:
+    row.status, row.reason = outcome.status, outcome.reason
+    if outcome.status != "failed":
+        row.sha256 = outcome.sha256 or row.sha256
+        row.etag = outcome.etag if outcome.etag is not None else (
+            row.etag if outcome.status == "not_modified" else None)
+        row.fetched_at = now
+    elif row.fetched_at is None:
+        row.fetched_at = now
