@@ -19,9 +19,19 @@ from poflow_dagster.shopify import emulator_media
 from poflow_dagster.store.merchants import configure_merchant
 from poflow_dagster.store.progress_bus import ProgressBus
 from poflow_dagster.store.review import approve_upload
-from poflow_dagster.store.schema import DraftImage, ProductDraft, ShopifyProduct, StageMetric
+from poflow_dagster.store.schema import (
+    DraftImage,
+    ProductDraft,
+    ShopifyProduct,
+    StageMetric,
+)
 from poflow_dagster.store.workflow import status_report
-from poflow_dagster_tests.image_server import ImageServer, image_server, png_bytes, webp_bytes  # noqa: F401
+from poflow_dagster_tests.image_server import (  # noqa: F401
+    ImageServer,
+    image_server,
+    png_bytes,
+    webp_bytes,
+)
 
 
 @pytest.fixture
@@ -211,7 +221,11 @@ def test_shopify_attach_skips_drafts_without_a_product_and_stops_asking_a_shop_t
     import socket
 
     from poflow_dagster.images.collect import collect_images
-    from poflow_dagster.images.shopify_attach import NO_PRODUCT, OTHER_SHOP, ShopifyAttach
+    from poflow_dagster.images.shopify_attach import (
+        NO_PRODUCT,
+        OTHER_SHOP,
+        ShopifyAttach,
+    )
     from poflow_dagster.images.store import stored_images
     from poflow_dagster.shopify.client import ShopifyClient
     from poflow_dagster.store.drafts import drafts_for_upload, record_shopify_links

@@ -166,7 +166,8 @@ def _record(stage: StageRun, run: ImageRun, attach_note: str | None, configured:
         "images_attach_s": round(run.attach_s, 3),
     })
     notes = list(run.notes)
-    handled = (run.found, run.fetched, run.reused, run.not_modified, run.deduplicated, run.attached,
+    handled = (run.found, run.fetched, run.reused, run.not_modified, run.deduplicated,
+               run.already_duplicate, run.attached,
                run.already_attached, run.attach_failed, run.skipped, sum(run.rejected.values()))
     if not any(handled):
         stage.outcome = "skipped"
