@@ -359,3 +359,17 @@ def test_a_duplicate_of_an_image_now_refused_is_kept_and_attached(db, image_serv
     assert (rows[("A", large)].state, rows[("A", small)].state) == ("rejected", "attached")
     assert rows[("A", small)].duplicate_of is None
     assert attach.calls == [("A", rows[("A", small)].sha256)] and run.already_duplicate == 0
+
+
+def test_a_collector_that_stops_taking_results_never_leaves_the_fetcher_blocked(image_server, allowed, tmp_path):
+    from poflow_dagster.images.collect import _Fetching
+    from poflow_dagster.images.fetch import ImageRequest
+
+    requests = [ImageRequest(image_server.url(f"/png?i={i}")) for i in range(30)]
+    fetching = _Fetching(requests, {}, _settings(tmp_path, batch_size=1))  # a queue of 20: the rest must wait
+    first = fetching.next_batch(1, 0.0)
+    assert [r.status for r in first] == ["fetched"] and first[0].data == png_bytes()
+    fetching.close()  # as when storing a batch raised
+    fetching._thread.join(timeout=60)
+    assert not fetching._thread.is_alive()
+    assert sum(image_server.hits.values()) == 30  # every request was still made and its result dropped

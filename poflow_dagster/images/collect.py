@@ -400,9 +400,12 @@ class _Collector:
     def _drain(self, fetching: _Fetching, by_url: dict[str, list[tuple[_DraftWork, str]]]) -> None:
         """Land the fetcher's results batch by batch as they come; answer what it never answered."""
         seen: set[str] = set()
-        while batch := fetching.next_batch(self.settings.batch_size, self.settings.batch_window):
-            seen.update(result.request.url for result in batch)
-            self._land(batch, by_url)
+        try:
+            while batch := fetching.next_batch(self.settings.batch_size, self.settings.batch_window):
+                seen.update(result.request.url for result in batch)
+                self._land(batch, by_url)
+        finally:
+            fetching.close()  # an error here: the fetcher's later results are dropped, never waited for
         missing = [request for request in fetching.requests if request.url not in seen]
         if missing:  # fetch_images itself failed: these never got an answer
             detail = f"{type(fetching.errors[0]).__name__}: {fetching.errors[0]}" if fetching.errors else "no answer"
@@ -624,17 +627,31 @@ class _Fetching:
         self.errors: list[BaseException] = []
         self._results: queue.Queue[FetchResult | None] = queue.Queue(maxsize=max(2 * settings.batch_size, 20))
         self._done = False
+        self._closed = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(_Cache(known), settings.fetch),
                                         name="poflow-image-fetch", daemon=True)
         self._thread.start()
 
     def _run(self, cache: _Cache, settings: FetchSettings) -> None:
         try:
-            fetch_images(self.requests, cache=cache, on_result=self._results.put, settings=settings, keep_data=False)
+            fetch_images(self.requests, cache=cache, on_result=self._deliver, settings=settings, keep_data=False)
         except BaseException as exc:  # noqa: BLE001 - reported by the collector, in its own thread
             self.errors.append(exc)
         finally:
-            self._results.put(None)
+            self._deliver(None)
+
+    def _deliver(self, result: FetchResult | None) -> None:
+        """Hand a result over, waiting while the queue is full, unless the collector has stopped taking them."""
+        while not self._closed.is_set():
+            try:
+                self._results.put(result, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        """The collector takes no more results (idempotent)."""
+        self._closed.set()
 
     def next_batch(self, size: int, window: float) -> list[FetchResult]:
         """The next results: waits for one, then takes what lands within ``window`` seconds (at most ``size``);
