@@ -525,7 +525,8 @@ def print_report(r: dict[str, Any]) -> None:
               f"{st['bytes'] / mb:.1f} MB of {p['server']['body_bytes'] / mb:.1f} MB fetched")
     c = r["c"]
     print(f"(c) requests {c['server']['requests']}, reused without a request {c['run']['reused']}, already attached "
-          f"{c['run']['already_attached']}, attach calls {c['attach_calls']}, stored files after "
+          f"{c['run']['already_attached']}, new duplicates {c['run']['deduplicated']} (already recorded "
+          f"{c['run'].get('already_duplicate', 0)}), attach calls {c['attach_calls']}, stored files after "
           f"{c['stored']['files']} (unchanged: {c['stored']['files'] == r['b']['stored']['files']})")
     print(f"peak RSS: {r['rss_before_mb']:.0f} MB before the phases, {r['a']['peak_rss_mb']:.0f} MB after (a), "
           f"{r['b']['peak_rss_mb']:.0f} MB after (b), {c['peak_rss_mb']:.0f} MB after (c)")

@@ -22,7 +22,12 @@ from pathlib import Path
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from poflow_dagster.images.store import StoredImage, UrlOutcome, ensure_images, record_urls
+from poflow_dagster.images.store import (
+    StoredImage,
+    UrlOutcome,
+    ensure_images,
+    record_urls,
+)
 from poflow_dagster.images.validate import ValidImage
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.schema import DraftImage, ProductDraft
