@@ -6,7 +6,7 @@ import datetime as dt
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -124,10 +124,15 @@ def mark_run_requested(db: Database, upload_id: str) -> bool:
     for attempt in range(3):
         try:
             with db.session() as session:
-                upload = get_upload(session, upload_id)
-                first = upload.run_requested_at is None
-                if first:
-                    upload.run_requested_at = utcnow()
+                get_upload(session, upload_id)
+                # Compare-and-set, not read-then-write: a concurrent claim (upload_sensor's FOR UPDATE) that
+                # commits first makes this update match no row, so only one of them requests the run.
+                first = session.execute(
+                    update(Upload)
+                    .where(Upload.id == upload_id, Upload.run_requested_at.is_(None))
+                    .values(run_requested_at=utcnow())
+                    .execution_options(synchronize_session=False)
+                ).rowcount == 1
                 _ensure_workflow(session, upload_id)
             if first:  # the ``queued`` progress event (best effort), once the request is committed
                 from poflow_dagster.store.progress_bus import publish_upload_event
