@@ -18,7 +18,12 @@ from poflow_dagster.resources import DatabaseResource, StorageResource
 from poflow_dagster.store.db import close_database, get_database
 from poflow_dagster.store.schema import Upload
 from poflow_dagster.store.types import utcnow
-from poflow_dagster.store.uploads import register_upload
+from poflow_dagster.store.uploads import (
+    claim_uploads_for_runs,
+    clear_run_request,
+    mark_run_requested,
+    register_upload,
+)
 from poflow_dagster.store.workflow import stage_started, status_report
 from poflow_dagster.store.workflow_repair import (
     LOST_AFTER,
@@ -262,3 +267,24 @@ def test_a_repair_planned_before_a_new_run_started_is_not_written(home, db, samp
     assert apply_repair(db, repair) is False
     report = status_report(db, upload.id)
     assert (report.workflow.status, report.workflow.run_id) == ("processing", "run-new")
+
+
+def test_a_withdrawal_planned_for_an_old_request_leaves_a_newer_one_standing(home, db, samples):
+    """The reconciler planned to withdraw a request that never became a run; before it writes, that request is
+    gone and a new one was made (the sensor claimed the upload again, or a direct submit marked it) whose run may
+    be on its way. Withdrawing the new request would let the sensor ask a second time: it stands."""
+    upload = upload_file(db, home, "acme", samples["acme-po-1001.csv"])
+    assert claim_uploads_for_runs(db, 10) == [upload.id]
+    (workflow,) = open_workflows(db)
+    repair = plan_repair(workflow, [], utcnow() + RUN_REQUEST_GRACE)
+    assert repair is not None and repair.action == "rerequest"
+
+    assert clear_run_request(db, upload.id)  # the old request is withdrawn meanwhile...
+    assert mark_run_requested(db, upload.id)  # ...and a new one made
+    assert apply_repair(db, repair) is False
+    assert claim_uploads_for_runs(db, 10) == []  # the new request stands: the sensor does not ask again
+
+    (workflow,) = open_workflows(db)  # planned against the request as it is now, the withdrawal is written
+    repair = plan_repair(workflow, [], utcnow() + RUN_REQUEST_GRACE)
+    assert apply_repair(db, repair) is True
+    assert claim_uploads_for_runs(db, 10) == [upload.id]

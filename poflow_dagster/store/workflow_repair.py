@@ -6,8 +6,9 @@ its latest run really had:
 
 - latest run SUCCESS → the state its ops leave (``completed``, ``needs_review``, duplicate);
 - latest run FAILURE / CANCELED → ``failed`` with the run's reason (only if it is still the latest);
-- no run at all, ``RUN_REQUEST_GRACE`` after it was requested → the request is forgotten, so
-  ``upload_sensor`` asks again (run key = upload id: harmless if the run appears after all);
+- no run at all, ``RUN_REQUEST_GRACE`` after it was requested → that request (compared by its time, so a
+  newer request made meanwhile stands) is forgotten, so ``upload_sensor`` asks again (run key = upload id: the
+  daemon skips the request if a run with that key exists by then);
 - a run the workflow names but Dagster does not know, unchanged for ``LOST_AFTER`` → ``failed``
   (``run_lost``).
 - any run still queued or in progress → nothing (Dagster ends it; run monitoring / the code server
@@ -20,12 +21,11 @@ import datetime as dt
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from poflow_dagster.domain.stages import UploadStatus, WorkflowStatus
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.schema import PurchaseOrder, StageMetric, Upload, WorkflowExecution
-from poflow_dagster.store.uploads import clear_run_request
 from poflow_dagster.store.workflow import (
     mark_completed,
     mark_duplicate_po,
@@ -79,6 +79,8 @@ class Repair:
     #: The workflow's ``updated_at`` when the repair was planned: the repair is written only if the workflow
     #: has not changed since (a new run may have entered a stage meanwhile; then that run decides).
     seen_updated_at: dt.datetime | None = None
+    #: The upload's ``run_requested_at`` when the repair was planned: a ``rerequest`` withdraws only that request.
+    seen_requested_at: dt.datetime | None = None
 
 
 def open_workflows(db: Database, *, after_id: int = 0, limit: int = 100) -> list[OpenWorkflow]:
@@ -103,7 +105,9 @@ def open_workflows(db: Database, *, after_id: int = 0, limit: int = 100) -> list
 def plan_repair(workflow: OpenWorkflow, runs: list[RunState], now: dt.datetime) -> Repair | None:
     """What to do with ``workflow`` given all PO runs Dagster has for its partition (None: leave it)."""
     repair = _plan(workflow, runs, now)
-    return replace(repair, seen_updated_at=workflow.updated_at) if repair is not None else None
+    if repair is None:
+        return None
+    return replace(repair, seen_updated_at=workflow.updated_at, seen_requested_at=workflow.run_requested_at)
 
 
 def _plan(workflow: OpenWorkflow, runs: list[RunState], now: dt.datetime) -> Repair | None:
@@ -149,7 +153,7 @@ def apply_repair(
     (or, without one, Dagster's run-level message). Returns whether anything changed."""
     run = repair.run
     if repair.action == "rerequest":
-        return clear_run_request(db, repair.upload_id)
+        return _withdraw_request(db, repair.upload_id, repair.seen_requested_at)
     if repair.seen_updated_at is not None and not _unchanged_since(db, repair.upload_id, repair.seen_updated_at):
         return False
     if repair.action == "lost":
@@ -165,6 +169,21 @@ def apply_repair(
             run_started_at=run.started_at or run.created_at, canceled=repair.action == "canceled",
         )
     return _repair_succeeded(db, repair.upload_id, run.run_id)
+
+
+def _withdraw_request(db: Database, upload_id: str, seen: dt.datetime | None) -> bool:
+    """Forget the run request made at ``seen`` (compare-and-set): a request made since — a direct submit or a
+    sensor claim after an earlier withdrawal, whose run may be on its way — is left standing."""
+    if seen is None:
+        return False
+    with db.session() as session:
+        result = session.execute(
+            update(Upload)
+            .where(Upload.id == upload_id, Upload.status == UploadStatus.RECEIVED, Upload.run_requested_at == seen)
+            .values(run_requested_at=None)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1
 
 
 def _unchanged_since(db: Database, upload_id: str, seen: dt.datetime) -> bool:
