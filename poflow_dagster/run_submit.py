@@ -16,6 +16,7 @@ instead of an error (the upload itself succeeded). This module imports only the 
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
@@ -56,8 +57,9 @@ mutation Submit($partition: String!, $repository: RepositorySelector!, $params: 
 class Submitted:
     """What happened to the run of an upload: ``submitted`` (run id known), ``already_requested`` (a run was
     requested before: nothing sent), ``left_to_sensor`` (no webserver reached, or it refused: the sensor starts
-    it), ``unconfirmed`` (no answer in time: the run may exist; if none appears, workflow_reconciler withdraws the
-    request after its grace period and the sensor starts one — never two)."""
+    it), ``unconfirmed`` (the request went out but no answer in time, a dropped connection or a server error: the
+    run may exist; if none appears, workflow_reconciler withdraws the request after its grace period and the
+    sensor starts one)."""
 
     upload_id: str
     outcome: str
@@ -137,17 +139,7 @@ def _launch(url: str, upload_id: str, tags: dict[str, str], timeout_s: float) ->
     }
     body = json.dumps({"query": _SUBMIT, "variables": variables}).encode()
     request = urllib.request.Request(f"{url}/graphql", data=body, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            answer = json.loads(response.read())
-    except TimeoutError:
-        raise SubmitTimeout(f"no answer from the Dagster webserver within {timeout_s:g} s") from None
-    except urllib.error.URLError as error:
-        if isinstance(error.reason, TimeoutError):
-            raise SubmitTimeout(f"no answer from the Dagster webserver within {timeout_s:g} s") from None
-        raise SubmitError(f"no answer from the Dagster webserver: {error.reason}") from None
-    except (OSError, ValueError) as error:
-        raise SubmitError(f"no answer from the Dagster webserver: {getattr(error, 'reason', error)}") from None
+    answer = _post(request, timeout_s)
     if answer.get("errors"):
         raise SubmitError("; ".join(e.get("message", "?") for e in answer["errors"])[:300])
     data = answer.get("data") or {}
@@ -158,3 +150,26 @@ def _launch(url: str, upload_id: str, tags: dict[str, str], timeout_s: float) ->
     if launched.get("__typename") != "LaunchRunSuccess":
         raise SubmitError(f"run not launched: {launched.get('__typename')}: {launched.get('message')}")
     return launched["run"]["runId"]
+
+
+def _post(request: urllib.request.Request, timeout_s: float) -> dict:
+    """POST the GraphQL document. Only a failure before the request was sent, or an answer that the document was
+    invalid (4xx), proves the webserver launched nothing (:class:`SubmitError`); a failure once it was sent — no
+    answer in time, the connection dropped, a server error (5xx), an unreadable answer — may hide a launched run
+    (:class:`SubmitTimeout`: the request stands, and ``workflow_reconciler`` withdraws it only if no run appears)."""
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return json.loads(response.read())
+    except TimeoutError:
+        raise SubmitTimeout(f"no answer from the Dagster webserver within {timeout_s:g} s") from None
+    except urllib.error.HTTPError as error:  # an answer with an error status
+        if error.code >= 500:
+            raise SubmitTimeout(f"the Dagster webserver answered HTTP {error.code}; the run may exist") from None
+        raise SubmitError(f"the Dagster webserver refused the request: HTTP {error.code}") from None
+    except urllib.error.URLError as error:  # raised while connecting or sending: no complete request went out
+        if isinstance(error.reason, TimeoutError):
+            raise SubmitTimeout(f"no answer from the Dagster webserver within {timeout_s:g} s") from None
+        raise SubmitError(f"no answer from the Dagster webserver: {error.reason}") from None
+    except (OSError, http.client.HTTPException, ValueError) as error:  # sent, then no (readable) answer
+        raise SubmitTimeout(f"the Dagster webserver gave no answer ({type(error).__name__}); the run may exist") \
+            from None

@@ -150,3 +150,62 @@ def test_head_revision_is_alembics_head():
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     assert head_revision() == ScriptDirectory.from_config(config).get_current_head()
+
+
+class _Hangup:
+    """A webserver stand-in that reads the whole request, then drops the connection without an answer (or
+    answers with ``status``): whether it launched a run cannot be known."""
+
+    def __init__(self, status: int | None = None) -> None:
+        self.requests = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers["Content-Length"]))
+                outer.requests += 1
+                if status is None:
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("status", [None, 500, 502])
+def test_a_request_sent_but_not_answered_keeps_the_request(db, home, samples, status):
+    """The webserver got the request, then the connection dropped (or a server error came back): the run may
+    exist, so the request stands for the reconciler — withdrawing it would let the sensor start a second run."""
+    server = _Hangup(status)
+    try:
+        upload = upload_file(db, home, "acme", samples["acme-po-1001.csv"])
+        submitted = submit_upload_run(db, upload.id, url=server.url)
+    finally:
+        server.close()
+    assert server.requests == 1
+    assert submitted.outcome == "unconfirmed" and submitted.run_id is None
+    assert claim_uploads_for_runs(db, 10) == []
+
+
+def test_a_request_refused_as_invalid_is_left_to_the_sensor(db, home, samples):
+    server = _Hangup(400)
+    try:
+        upload = upload_file(db, home, "acme", samples["acme-po-1001.csv"])
+        submitted = submit_upload_run(db, upload.id, url=server.url)
+    finally:
+        server.close()
+    assert submitted.outcome == "left_to_sensor" and "HTTP 400" in submitted.detail
+    assert claim_uploads_for_runs(db, 10) == [upload.id]
