@@ -116,7 +116,7 @@ def test_a_batch_of_images_and_url_outcomes_goes_in_one_transaction(db, tmp_path
 
     merchant = _merchant(db)
     images = [validate_image(png_bytes()), validate_image(jpeg_bytes()), validate_image(webp_bytes())]
-    for image, data in zip(images, [png_bytes(), jpeg_bytes(), webp_bytes()]):
+    for image, data in zip(images, [png_bytes(), jpeg_bytes(), webp_bytes()], strict=True):
         write_image_file(image, data, tmp_path)
     first = store_image(db, merchant, images[0], png_bytes(), tmp_path)  # one of them is there already
     cache = DbEtagCache(db, merchant)
