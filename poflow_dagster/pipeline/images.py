@@ -30,7 +30,12 @@ from typing import Any
 import dagster as dg
 
 from poflow_dagster.domain.stages import Stage, UploadStatus
-from poflow_dagster.images.collect import AttachFn, ImageRun, ImageSettings, collect_images
+from poflow_dagster.images.collect import (
+    AttachFn,
+    ImageRun,
+    ImageSettings,
+    collect_images,
+)
 from poflow_dagster.images.shopify_attach import shopify_attach
 from poflow_dagster.pipeline.metadata import md_text
 from poflow_dagster.pipeline.partitions import po_uploads
