@@ -161,7 +161,7 @@ class _Hangup:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
+            def do_POST(self):
                 self.rfile.read(int(self.headers["Content-Length"]))
                 outer.requests += 1
                 if status is None:
