@@ -31,6 +31,9 @@ for _name in CONFIG_ENV:
 #: No direct run submits to whatever webserver may listen on this machine's port 3000: tests that submit
 #: start their own webserver and point POFLOW_DAGSTER_URL at it.
 os.environ["POFLOW_DAGSTER_URL"] = "off"
+#: Every PO run syncs the catalog: tests change the emulator's catalog between runs seconds apart. The skip window
+#: itself is tested in test_catalog_freshness.py.
+os.environ["POFLOW_CATALOG_MAX_AGE_SECONDS"] = "0"
 
 
 def _pg_schema_url(schema: str) -> str:

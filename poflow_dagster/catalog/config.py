@@ -44,3 +44,18 @@ def _points(name: str, default: float) -> float:
         log.warning("%s=%r is not a score from 0 to 100; using %s", name, raw, default)
         return default
     return value
+
+
+def seconds_from_env(name: str, default: float) -> float:
+    """A non-negative number of seconds from the environment, else ``default`` (a bad value is logged)."""
+    raw = (os.environ.get(name) or "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        log.warning("%s=%r is not a number of seconds; using %s", name, raw, default)
+        return default
+    return value

@@ -3,7 +3,8 @@
 Called by the ``shopify_sync`` stage before anything is written to Shopify:
 
 1. ``sync_shop_catalog`` brings the app database's copy of the shop's catalog up to date (incremental after the first,
-   full pass: only variants updated since the last sync are read).
+   full pass: only variants updated since the last sync are read), unless a pass finished within
+   ``POFLOW_CATALOG_MAX_AGE_SECONDS`` (``catalog_is_fresh``: one pass per shop per half minute in a burst).
 2. The PO's lines are matched (``match_lines``: SKU -> barcode -> learned supplier SKU -> fuzzy title within the
    supplier's vendor) and recorded in ``line_matches`` (a reviewer's approved matches are kept).
    Products poflow itself created (recognised by their handle) are not "the existing catalog": a line whose SKU
@@ -28,7 +29,7 @@ from typing import Protocol
 from poflow_dagster.catalog.config import MatchConfig
 from poflow_dagster.catalog.match import match_lines
 from poflow_dagster.catalog.models import CatalogVariant, LineMatch
-from poflow_dagster.catalog.shop_catalog import sync_shop_catalog
+from poflow_dagster.catalog.shop_catalog import catalog_is_fresh, sync_shop_catalog
 from poflow_dagster.catalog.store import (
     catalog_candidates, line_matches_for_upload, load_match_inputs, record_line_matches, upsert_catalog_variants,
 )
@@ -77,7 +78,8 @@ def match_po(
 ) -> PoMatching:
     """Steps 1 and 2 of the module docstring; returns what to do with each line. ``record=False`` (a dry run)
     matches without recording: recorded decisions (a reviewer's picks) still count, new results are not kept."""
-    synced = sync_shop_catalog(db, client, merchant_id, shop_url)
+    read = 0 if catalog_is_fresh(db, merchant_id, shop_url) else \
+        sync_shop_catalog(db, client, merchant_id, shop_url).variants
     barcodes = {line.line_no: line.barcode for line in parsed.lines if line.barcode}
     inputs = load_match_inputs(db, merchant_id, shop_url, parsed.supplier_name, parsed.lines, barcodes)
     found = match_lines(parsed.lines, inputs.catalog, inputs.supplier_map, supplier=parsed.supplier_name,
@@ -92,7 +94,7 @@ def match_po(
         matches=final,
         matched={m.line_no: m.variant_gid for m in final if m.status in ("matched", "approved") and m.variant_gid},
         ambiguous=[m for m in final if m.status == "ambiguous"],
-        catalog_variants_read=synced.variants,
+        catalog_variants_read=read,
     )
 
 

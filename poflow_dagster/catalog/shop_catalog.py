@@ -6,17 +6,21 @@ three keep the same copy of the shop's catalog.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy import or_, select
 
-from poflow_dagster.catalog.sync import FetchPage, SyncResult, sync_catalog
+from poflow_dagster.catalog.config import seconds_from_env
+from poflow_dagster.catalog.sync import FetchPage, SyncResult, sync_catalog, sync_state
 from poflow_dagster.domain.errors import PoflowError
-from poflow_dagster.shopify.client import ShopifyClient, handle_for_sku
+from poflow_dagster.shopify.client import MAX_NODE_IDS, ShopifyClient, handle_for_sku
 from poflow_dagster.shopify.connection import ShopTarget
 from poflow_dagster.store.db import Database
 from poflow_dagster.store.schema import Merchant
+from poflow_dagster.store.types import utcnow
 
 
 def sync_shop_catalog(db: Database, client: ShopifyClient, merchant_id: str, shop_url: str, *, full: bool = False,
@@ -24,8 +28,46 @@ def sync_shop_catalog(db: Database, client: ShopifyClient, merchant_id: str, sho
     """One (resumable) catalog sync of the merchant's shop: variants updated since the last pass, then the products
     whose own fields changed (``full``: every variant, pruning the deleted)."""
     fetch_page = without_poflow_products(client, shop_merchants(db, shop_url))
-    return sync_catalog(db, merchant_id, shop_url, fetch_page, fetch_products=client.catalog_products_page,
+    return sync_catalog(db, merchant_id, shop_url, fetch_page, fetch_products=_sized(client.catalog_products_page),
                         full=full, max_pages=max_pages)
+
+
+#: Variants (or products) asked for by the first page of an incremental pass. Shopify takes a query's *requested*
+#: cost from the bucket before it runs (``first`` x the per-node cost) and refunds the unused part afterwards, so a
+#: 250-node page needs ~750 points available although an incremental pass usually finds a handful of changes: with
+#: several PO runs per shop at standard limits (100 points/s) each run waited seconds for the bucket. The first page
+#: is small; a full one means more changed, and the pass goes on with full pages.
+INCREMENTAL_FIRST_PAGE = 10
+
+
+def page_size(updated_after, after) -> int:
+    """How many nodes to ask for: few on the first page of an incremental pass, else as many as a page may hold."""
+    return INCREMENTAL_FIRST_PAGE if updated_after is not None and after is None else MAX_NODE_IDS
+
+
+def _sized(fetch):
+    """``fetch(updated_after, after)`` asking for :func:`page_size` nodes."""
+    def sized(updated_after, after):
+        return fetch(updated_after, after, first=page_size(updated_after, after))
+
+    return sized
+
+
+#: A PO run skips its catalog pass when a pass of this shop finished less than this many seconds ago
+#: (``POFLOW_CATALOG_MAX_AGE_SECONDS``; 0: every run syncs). Every pass re-reads what changed in the last
+#: ``sync.OVERLAP`` (poflow's own new products included), so during a burst of POs one pass per shop every
+#: half minute, not one per run, keeps the Shopify bucket for the products themselves. ``catalog_sync_job`` and
+#: ``poflow catalog sync`` always sync.
+DEFAULT_MAX_AGE_SECONDS = 30.0
+
+
+def catalog_is_fresh(db: Database, merchant_id: str, shop_url: str) -> bool:
+    """Whether the shop's last pass finished within ``POFLOW_CATALOG_MAX_AGE_SECONDS`` and none is under way."""
+    max_age = seconds_from_env("POFLOW_CATALOG_MAX_AGE_SECONDS", DEFAULT_MAX_AGE_SECONDS)
+    state = sync_state(db, merchant_id, shop_url)
+    if max_age <= 0 or state is None or state.last_updated_at is None or state.pass_started_at is not None:
+        return False
+    return utcnow() - state.updated_at < dt.timedelta(seconds=max_age)
 
 
 def without_poflow_products(client: ShopifyClient, merchant_ids: list[str]) -> FetchPage:
@@ -34,7 +76,7 @@ def without_poflow_products(client: ShopifyClient, merchant_ids: list[str]) -> F
     poflow already turned into a product keeps being upserted by handle), even while a concurrent run is still
     recording its links, and even where several merchants share one shop (the bundled emulator)."""
     def fetch_page(updated_after, after):
-        page, next_cursor = client.catalog_page(updated_after, after)
+        page, next_cursor = client.catalog_page(updated_after, after, first=page_size(updated_after, after))
         kept = [variant for variant in page if not variant.sku or variant.product_handle not in
                 {handle_for_sku(merchant_id, variant.sku) for merchant_id in merchant_ids}]
         return kept, next_cursor
