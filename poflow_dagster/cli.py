@@ -151,6 +151,8 @@ def _report_upload(upload_id: str, duplicate_of: str | None, run: dict) -> None:
     elif outcome == "unconfirmed":
         click.echo(f"note: {detail or 'the webserver did not confirm in time'}; the run is being started "
                    "(check with `poflow status`)", err=True)
+    elif outcome == "already_requested":
+        click.echo("note: its run was already requested (upload_sensor got to it first)", err=True)
 
 
 @main.command()

@@ -190,3 +190,11 @@ def test_report_refresh_reads_the_runs_of_dagster_home(home, db_url, samples, tm
     without = _run(["report", "--refresh"], home, db_url, env_extra={"DAGSTER_HOME": ""})
     assert without.returncode == 0 and "refreshed stage_runs: 0 new runs" in without.stderr, without.stderr
     assert (home / "dagster" / "dagster.yaml").is_file()
+
+
+def test_upload_report_says_when_the_sensor_requested_the_run_first(capsys) -> None:  # type: ignore[no-untyped-def]
+    from poflow_dagster.cli import _report_upload
+
+    _report_upload("up-1", None, {"outcome": "already_requested"})
+    out, err = capsys.readouterr()
+    assert out == "up-1\n" and "already requested" in err and "upload_sensor" in err
