@@ -289,7 +289,8 @@ def test_redirects_are_followed_up_to_five(image_server):
 
 
 def test_ten_requests_are_in_flight_at_once(image_server):
-    requests = [ImageRequest(image_server.url(f"/slow?ms=700&i={i}")) for i in range(20)]
+    # Each answer takes 2 s, so all ten threads have started before the first answer even on a loaded machine.
+    requests = [ImageRequest(image_server.url(f"/slow?ms=2000&i={i}")) for i in range(20)]
     results = fetch_images(requests, settings=_settings(concurrency=10, per_host=10))
     assert [r.status for r in results] == ["fetched"] * 20
     assert image_server.max_in_flight == 10
