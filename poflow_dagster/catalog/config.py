@@ -33,21 +33,16 @@ class MatchConfig:
 
 
 def _points(name: str, default: float) -> float:
-    raw = (os.environ.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0 <= value <= 100:
-        log.warning("%s=%r is not a score from 0 to 100; using %s", name, raw, default)
-        return default
-    return value
+    return _number_from_env(name, default, 100.0, "a score from 0 to 100")
 
 
 def seconds_from_env(name: str, default: float) -> float:
     """A non-negative number of seconds from the environment, else ``default`` (a bad value is logged)."""
+    return _number_from_env(name, default, float("inf"), "a number of seconds")
+
+
+def _number_from_env(name: str, default: float, most: float, what: str) -> float:
+    """A number from 0 to ``most`` from the environment, else ``default`` (unset, or bad: logged)."""
     raw = (os.environ.get(name) or "").strip()
     if not raw:
         return default
@@ -55,7 +50,7 @@ def seconds_from_env(name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not value >= 0:
-        log.warning("%s=%r is not a number of seconds; using %s", name, raw, default)
+    if not 0 <= value <= most:
+        log.warning("%s=%r is not %s; using %s", name, raw, what, default)
         return default
     return value
