@@ -11,11 +11,12 @@ from poflow_dagster.catalog.shop_catalog import (
     INCREMENTAL_FIRST_PAGE, catalog_is_fresh, page_size, sync_shop_catalog,
 )
 from poflow_dagster.catalog.store import catalog_candidates
-from poflow_dagster.shopify.client import MAX_NODE_IDS, ShopifyClient
+from poflow_dagster.catalog.sync import sync_state
+from poflow_dagster.shopify.client import MAX_NODE_IDS, ShopifyClient, handle_for_sku
 from poflow_dagster.store.merchants import ensure_merchant
 from poflow_dagster.store.schema import CatalogSyncState
 
-from .test_shopify_catalog import seed_product
+from .test_shopify_catalog import SEED_MUTATION, seed_product
 
 T0 = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 
@@ -64,3 +65,36 @@ def test_an_incremental_pass_reads_every_change_past_its_small_first_page(db, sh
     skus = {v.sku for v in catalog_candidates(db, "m1", shop.url, vendor_key="acme")}
     assert {f"new{n}-1" for n in range(INCREMENTAL_FIRST_PAGE + 5)} <= skus
     assert client.stats.requests - requests >= 3  # two variant pages and the products step
+
+
+def _poflow_product(client: ShopifyClient, sku: str) -> None:
+    """A DRAFT product as poflow publishes one for merchant m1 (handle from the SKU)."""
+    client.execute(SEED_MUTATION, {"identifier": {"handle": handle_for_sku("m1", sku)}, "input": {
+        "title": f"Draft {sku}", "vendor": "Acme", "status": "DRAFT",
+        "productOptions": [{"name": "Title", "values": [{"name": "Default Title"}]}],
+        "variants": [{"optionValues": [{"optionName": "Title", "name": "Default Title"}], "price": "1.00",
+                      "sku": sku}],
+    }})
+
+
+def test_a_store_holding_only_poflow_products_is_synced_once_in_full_then_incrementally(  # type: ignore[no-untyped-def]
+        db, shop, client, monkeypatch) -> None:
+    """A new merchant's store (empty, or holding only what poflow published): the first pass is full and finds no
+    catalog; it still moves the cursor, so later runs are fresh / incremental with a small first page — not a full
+    250-node pass per PO run (which cost every run ~1,000 points at standard limits)."""
+    monkeypatch.setenv("POFLOW_CATALOG_MAX_AGE_SECONDS", "30")
+    first = sync_shop_catalog(db, client, "m1", shop.url)  # an empty store
+    assert first.full and first.complete and first.variants == 0
+    assert catalog_is_fresh(db, "m1", shop.url)
+    for n in range(3):
+        _poflow_product(client, f"OWN-{n}")
+    asked: list[int] = []
+    real_page = client.catalog_page
+    monkeypatch.setattr(client, "catalog_page", lambda *a, first=MAX_NODE_IDS: asked.append(first) or real_page(
+        *a, first=first))
+    second = sync_shop_catalog(db, client, "m1", shop.url)
+    assert not second.full and second.complete
+    assert asked == [INCREMENTAL_FIRST_PAGE]  # one small page read poflow's three products...
+    assert second.variants == 0 and catalog_candidates(db, "m1", shop.url, vendor_key="acme") == []  # ...not kept
+    state = sync_state(db, "m1", shop.url)
+    assert state.last_updated_at is not None and state.last_updated_at >= first.cursor  # the cursor moved past them

@@ -7,14 +7,15 @@ three keep the same copy of the shop's catalog.
 from __future__ import annotations
 
 import datetime as dt
-
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy import or_, select
 
 from poflow_dagster.catalog.config import seconds_from_env
-from poflow_dagster.catalog.sync import FetchPage, SyncResult, sync_catalog, sync_state
+from poflow_dagster.catalog.models import CatalogVariant
+from poflow_dagster.catalog.sync import SyncResult, sync_catalog, sync_state
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.shopify.client import MAX_NODE_IDS, ShopifyClient, handle_for_sku
 from poflow_dagster.shopify.connection import ShopTarget
@@ -27,9 +28,9 @@ def sync_shop_catalog(db: Database, client: ShopifyClient, merchant_id: str, sho
                       max_pages: int | None = None) -> SyncResult:
     """One (resumable) catalog sync of the merchant's shop: variants updated since the last pass, then the products
     whose own fields changed (``full``: every variant, pruning the deleted)."""
-    fetch_page = without_poflow_products(client, shop_merchants(db, shop_url))
-    return sync_catalog(db, merchant_id, shop_url, fetch_page, fetch_products=_sized(client.catalog_products_page),
-                        full=full, max_pages=max_pages)
+    return sync_catalog(db, merchant_id, shop_url, _sized(client.catalog_page),
+                        fetch_products=_sized(client.catalog_products_page), full=full, max_pages=max_pages,
+                        keep=not_poflow_product(shop_merchants(db, shop_url)))
 
 
 #: Variants (or products) asked for by the first page of an incremental pass. Shopify takes a query's *requested*
@@ -70,18 +71,17 @@ def catalog_is_fresh(db: Database, merchant_id: str, shop_url: str) -> bool:
     return utcnow() - state.updated_at < dt.timedelta(seconds=max_age)
 
 
-def without_poflow_products(client: ShopifyClient, merchant_ids: list[str]) -> FetchPage:
-    """``client.catalog_page`` without the products poflow made itself: their handle is ``handle_for_sku`` of one of
-    the merchants using this shop and the variant's SKU. They are never "the existing catalog" (a line whose SKU
-    poflow already turned into a product keeps being upserted by handle), even while a concurrent run is still
-    recording its links, and even where several merchants share one shop (the bundled emulator)."""
-    def fetch_page(updated_after, after):
-        page, next_cursor = client.catalog_page(updated_after, after, first=page_size(updated_after, after))
-        kept = [variant for variant in page if not variant.sku or variant.product_handle not in
-                {handle_for_sku(merchant_id, variant.sku) for merchant_id in merchant_ids}]
-        return kept, next_cursor
+def not_poflow_product(merchant_ids: list[str]) -> Callable[[CatalogVariant], bool]:
+    """Whether a variant is the merchant's own, not one of the products poflow made itself: their handle is
+    ``handle_for_sku`` of one of the merchants using this shop and the variant's SKU. They are never "the existing
+    catalog" (a line whose SKU poflow already turned into a product keeps being upserted by handle), even while a
+    concurrent run is still recording its links, and even where several merchants share one shop (the bundled
+    emulator). The sync still moves its cursor past them."""
+    def keep(variant: CatalogVariant) -> bool:
+        return not variant.sku or variant.product_handle not in {
+            handle_for_sku(merchant_id, variant.sku) for merchant_id in merchant_ids}
 
-    return fetch_page
+    return keep
 
 
 def shop_merchants(db: Database, shop_url: str) -> list[str]:

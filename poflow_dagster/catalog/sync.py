@@ -32,7 +32,7 @@ the shop it did not see. Run one periodically (nightly: ``catalog_sync_schedule`
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -105,9 +105,11 @@ class _Pass:
 
 def sync_catalog(db: Database, merchant_id: str, shop_url: str, fetch_page: FetchPage, *,
                  fetch_products: FetchProducts | None = None, full: bool = False,
-                 max_pages: int | None = None) -> SyncResult:
+                 max_pages: int | None = None, keep: Callable[[CatalogVariant], bool] | None = None) -> SyncResult:
     """Bring the shop's variants up to date: continue an unfinished pass, else start one (full when asked or
-    when the shop was never synced). Stops after ``max_pages`` pages if given (the next call continues)."""
+    when the shop was never synced). Stops after ``max_pages`` pages if given (the next call continues).
+    ``keep`` chooses the variants stored (poflow's own products are not "the catalog"); the cursor moves past
+    every variant read, kept or not, so the next pass does not read the others again."""
     state, resumed = _begin_pass(db, merchant_id, shop_url, full)
     run = _Pass(state.pass_started_at, state.pass_full, state.pass_updated_after)
     pages = variants = products = deleted = 0
@@ -124,7 +126,11 @@ def sync_catalog(db: Database, merchant_id: str, shop_url: str, fetch_page: Fetc
             step_two = fetch_products is not None and not run.full
             next_cursor = after if after is not None else (PRODUCTS_STEP if step_two else None)
         pages += 1
-        stored = _store_page(db, merchant_id, shop_url, run, cursor, next_cursor, found_variants, found_products)
+        newest = max((item.updated_at for item in (*found_variants, *found_products)), default=None)
+        if keep is not None:
+            found_variants = [variant for variant in found_variants if keep(variant)]
+        stored = _store_page(db, merchant_id, shop_url, run, cursor, next_cursor, found_variants, found_products,
+                             newest)
         if stored.moved:
             resumed = True
             if stored.finished:  # another call finished this pass
@@ -153,8 +159,9 @@ class _Stored:
 
 def _store_page(db: Database, merchant_id: str, shop_url: str, run: _Pass, cursor: str | None,
                 next_cursor: str | None, variants: Sequence[CatalogVariant],
-                products: Sequence[CatalogProduct]) -> _Stored:
-    """Store one page and advance the pass, if the pass still stands at ``cursor`` (compare and set)."""
+                products: Sequence[CatalogProduct], newest: dt.datetime | None) -> _Stored:
+    """Store one page and advance the pass, if the pass still stands at ``cursor`` (compare and set);
+    ``newest`` is the newest ``updatedAt`` the page read (stored or not)."""
     with db.session() as session:
         connection = session.connection()
         claimed = connection.execute(update(_STATE).where(
@@ -171,7 +178,7 @@ def _store_page(db: Database, merchant_id: str, shop_url: str, run: _Pass, curso
         write_catalog_variants(connection, merchant_id, shop_url, variants, now)
         seed_supplier_skus(connection, merchant_id, shop_url, variants, now)
         write_catalog_products(connection, merchant_id, shop_url, products)
-        _advance(state, variants, products, next_cursor)
+        _advance(state, newest, next_cursor)
         deleted = _finish_pass(connection, state) if next_cursor is None else 0
         return _Stored(moved=False, deleted=deleted, last_updated_at=state.last_updated_at)
 
@@ -201,10 +208,8 @@ def _ensure_state(connection: Connection, merchant_id: str, shop_url: str) -> No
     ).on_conflict_do_nothing(index_elements=["merchant_id", "shop_url"]))
 
 
-def _advance(state: CatalogSyncState, variants: Sequence[CatalogVariant], products: Sequence[CatalogProduct],
-             cursor: str | None) -> CatalogSyncState:
+def _advance(state: CatalogSyncState, newest: dt.datetime | None, cursor: str | None) -> CatalogSyncState:
     """Record a stored page: the next page's cursor and the newest ``updatedAt`` seen in the pass."""
-    newest = max((item.updated_at for item in (*variants, *products)), default=None)
     if newest is not None and (state.pass_max_updated_at is None or newest > state.pass_max_updated_at):
         state.pass_max_updated_at = newest
     state.pass_cursor = cursor
@@ -214,7 +219,9 @@ def _advance(state: CatalogSyncState, variants: Sequence[CatalogVariant], produc
 def _finish_pass(connection: Connection, state: CatalogSyncState) -> int:
     """Move the cursor to the pass's newest ``updatedAt`` (at most its start); after a full pass, drop the variants
     it did not see (unless it saw none at all: a shop whose every product is gone is far rarer than a fetch that
-    went wrong)."""
+    went wrong). A shop that never had a variant gets the pass's start (this machine's clock; ``OVERLAP`` covers a
+    skew with Shopify's): its next pass is incremental, not another full one — before this, every PO run of a new
+    merchant (an empty store, or one holding only poflow's products) re-read the whole store."""
     deleted = 0
     if state.pass_full and state.pass_max_updated_at is not None:  # an empty answer is no proof of an empty shop
         deleted = delete_variants_not_synced_since(connection, state.merchant_id, state.shop_url,
@@ -224,7 +231,7 @@ def _finish_pass(connection: Connection, state: CatalogSyncState) -> int:
     if newest is not None and state.pass_started_at is not None:
         newest = min(newest, state.pass_started_at)  # edits made while the pass ran are read again next time
     candidates = [moment for moment in (state.last_updated_at, newest) if moment is not None]
-    state.last_updated_at = max(candidates, default=None)
+    state.last_updated_at = max(candidates, default=state.pass_started_at)
     state.pass_started_at = state.pass_updated_after = state.pass_cursor = state.pass_max_updated_at = None
     state.pass_full = False
     return deleted
