@@ -44,3 +44,19 @@ def test_total_without_subtotal_uses_the_lines_and_reconcile_is_idempotent():
     bad = reconcile(reconcile(_po(("A", "a", "2", "5.00", "11.00"))))
     assert [i.code for i in bad.issues] == ["LINE_AMOUNT_MISMATCH"]
     assert review_reasons(bad) == ["LINE_AMOUNT_MISMATCH: line 1: 2 x 5.00 = 10.00, but the line says 11.00"]
+
+
+def test_a_line_discount_and_tax_inclusive_prices_are_compared_like_with_like():
+    from decimal import Decimal as D
+
+    from poflow_dagster.domain.models import ParsedPO, POLine
+    from poflow_dagster.domain.reconcile import reconcile
+
+    line = POLine(line_no=1, sku="A", quantity=D("4"), unit_cost=D("10.00"), discount=D("4.00"),
+                  line_total=D("36.00"))
+    gross = ParsedPO(lines=[line], subtotal=D("36.00"), tax=D("5.75"), total=D("36.00"), prices_include_tax=True)
+    assert [i.code for i in reconcile(gross).issues if i.severity == "error"] == []
+    net = gross.model_copy(update={"prices_include_tax": None})  # the same numbers read as net prices
+    assert [i.code for i in reconcile(net).issues] == ["TOTAL_MISMATCH"]
+    undiscounted = gross.model_copy(update={"lines": [line.model_copy(update={"discount": None})]})
+    assert "LINE_AMOUNT_MISMATCH" in [i.code for i in reconcile(undiscounted).issues]

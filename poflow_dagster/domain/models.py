@@ -34,7 +34,11 @@ class POLine(BaseModel):
     description: str | None = None
     quantity: Decimal | None = None
     unit_cost: Decimal | None = None
-    line_total: Decimal | None = None
+    line_total: Decimal | None = None  # what the line charges, after its discount
+    #: Unit of measure as printed after the quantity, normalised (``kg``, ``g``, ``l``, ``units``, ``days``...).
+    unit: str | None = None
+    #: Money taken off this line (a percentage is turned into its amount): quantity x unit cost - discount = total.
+    discount: Decimal | None = None
     #: Product image URLs the document gives for this line (a picture column, UBL item attachments); bytes
     #: embedded in the document are kept as ``data:<mime>;base64,...`` URIs.
     image_urls: list[str] = Field(default_factory=list)
@@ -47,6 +51,11 @@ class ParsedPO(BaseModel):
     supplier_name: str | None = None
     order_date: dt.date | None = None
     currency: str | None = None  # ISO 4217
+    #: What the document says it is: purchase_order | order_confirmation | invoice | delivery_note | quote
+    #: (None: not said). All carry the same item table; an invoice is read like a PO.
+    document_type: str | None = None
+    #: The line prices include tax (VAT-inclusive / gross): lines add up to the total, tax is a part of it.
+    prices_include_tax: bool | None = None
     subtotal: Decimal | None = None
     tax: Decimal | None = None
     shipping: Decimal | None = None
@@ -81,6 +90,8 @@ class ParsedPO(BaseModel):
             "supplier_name": self.supplier_name,
             "order_date": self.order_date.isoformat() if self.order_date else None,
             "currency": self.currency,
+            "document_type": self.document_type,
+            "prices_include_tax": self.prices_include_tax,
             "subtotal": s(self.subtotal),
             "tax": s(self.tax),
             "shipping": s(self.shipping),
@@ -93,6 +104,8 @@ class ParsedPO(BaseModel):
                     "quantity": s(line.quantity),
                     "unit_cost": s(line.unit_cost),
                     "line_total": s(line.line_total),
+                    "unit": line.unit,
+                    "discount": s(line.discount),
                     "image_urls": [_short_uri(u) for u in line.image_urls],
                 }
                 for line in self.lines

@@ -57,12 +57,13 @@ def _line_issues(po: ParsedPO) -> list[Issue]:
             issues.append(Issue(code=MISSING_SKU, severity="warning",
                                 message=f"line {line.line_no}: no SKU, so no product draft"))
         if None not in (line.quantity, line.unit_cost, line.line_total):
-            expected = line.quantity * line.unit_cost
+            expected = line.quantity * line.unit_cost - (line.discount or 0)
             if abs(expected - line.line_total) > TOLERANCE:
+                less = f" - {_s(line.discount)}" if line.discount else ""
                 issues.append(Issue(
                     code=LINE_AMOUNT_MISMATCH, severity="error",
-                    message=f"line {line.line_no}: {_s(line.quantity)} x {_s(line.unit_cost)} = {_s(expected)}, "
-                    f"but the line says {_s(line.line_total)}",
+                    message=f"line {line.line_no}: {_s(line.quantity)} x {_s(line.unit_cost)}{less} = "
+                    f"{_s(expected)}, but the line says {_s(line.line_total)}",
                 ))
     return issues
 
@@ -90,10 +91,13 @@ def _total_issues(po: ParsedPO) -> list[Issue]:
                             message=f"lines add up to {_s(lines_sum)}, the subtotal says {_s(po.subtotal)}"))
     if po.total is not None:
         base = po.subtotal if po.subtotal is not None else lines_sum
-        expected = base + (po.tax or 0) + (po.shipping or 0)
+        # Tax-inclusive prices: the tax printed is a part of the lines' amounts, never added on top.
+        tax = 0 if po.prices_include_tax else (po.tax or 0)
+        expected = base + tax + (po.shipping or 0)
         if abs(expected - po.total) > TOLERANCE:
+            what = "subtotal (tax included) + shipping" if po.prices_include_tax else "subtotal + tax + shipping"
             issues.append(Issue(code=TOTAL_MISMATCH, severity="error",
-                                message=f"subtotal + tax + shipping = {_s(expected)}, the total says {_s(po.total)}"))
+                                message=f"{what} = {_s(expected)}, the total says {_s(po.total)}"))
     return issues
 
 
