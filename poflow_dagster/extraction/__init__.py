@@ -10,8 +10,8 @@ message:
   ``spreadsheet.MAX_XLSX_UNCOMPRESSED_BYTES``, or more than ``spreadsheet.MAX_ROWS`` rows;
 * ``unsupported_format`` - formats no extractor reads (Word, legacy XLS, ODS, archives, HTML, JSON,
   binary data);
-* ``needs_ocr_or_llm`` - a scan or photo (or a document no deterministic extractor can map) and no
-  LLM configured (``OPENAI_API_KEY``);
+* ``needs_ocr_or_llm`` - a scan or photo (or a document where no deterministic extractor reads a header nor
+  lines) and no LLM configured (``OPENAI_API_KEY``);
 * PDF: ``encrypted_pdf``, ``corrupt_pdf``, ``too_many_pages``; EDI: ``malformed_edi``,
   ``unsupported_edi_transaction``; XML: ``malformed_xml``, ``unsafe_xml``, ``unsupported_xml``;
   LLM: ``llm_truncated``, ``llm_bad_response``, ``llm_refused``, ``llm_auth_failed``, ``llm_unavailable``,
@@ -22,9 +22,16 @@ message:
   or a page with megabytes of drawing instructions (:mod:`.pdf`); ``unsafe_xml`` also covers an xlsx DTD;
 * ``resource_limit`` - :func:`extract_file_bounded` only: parsing needed more memory or time than
   ``POFLOW_EXTRACT_MEMORY_MB`` / ``POFLOW_EXTRACT_TIMEOUT`` allow (see :mod:`.sandbox`);
-* ``no_line_items`` - no item table, or a table without items;
+* ``no_line_items`` - no item table, or a table without items (a text PDF whose header was read is not refused:
+  see below);
 * ``unreadable_file`` - the stored file cannot be read (missing, permissions);
 * ``extraction_failed`` - an unexpected internal error (logged with its traceback).
+
+Never refuse what is readable: a text PDF is read deterministically first. A reading that is complete and
+reconciles is used as it is (the LLM is never asked); otherwise, with an LLM configured, the LLM reads the
+document and :mod:`.hybrid` merges both readings (``po.stats["hybrid"]`` says what came from where). Offline,
+a PDF whose header was read but no lines comes back with what was read and an error issue ``LINES_NOT_FOUND``
+(the PO waits for a person, ``needs_review``), never refused.
 
 Every extracted PO is checked before it is returned: a line whose barcode is not a valid GTIN gets a warning
 ``INVALID_BARCODE`` issue (:func:`.barcodes.check_barcodes`), then the numbers are reconciled.
@@ -44,6 +51,7 @@ from poflow_dagster.domain.models import Issue, ParsedPO
 from poflow_dagster.domain.reconcile import reconcile
 from poflow_dagster.extraction import spreadsheet
 from poflow_dagster.extraction.barcodes import check_barcodes
+from poflow_dagster.extraction.hybrid import LINES_NOT_FOUND, gaps, has_header, lines_not_found, merge
 from poflow_dagster.extraction.sniff import (
     FORMAT_DESCRIPTIONS,
     decode_text,
@@ -154,7 +162,8 @@ def extract_file_bounded(
     if isinstance(outcome, _PendingScan):
         return _finish(_guarded(display, lambda: _scan_here(outcome, llm, on_progress)), display, filename)
     po = _guarded(display, lambda: _with_llm(
-        lambda: outcome.pages, outcome.source_format, display, llm, on_progress, why=outcome.why
+        lambda: outcome.pages, outcome.source_format, display, llm, on_progress, why=outcome.why,
+        partial=outcome.partial,
     ))
     return _finish(po, display, filename)
 
@@ -166,6 +175,7 @@ class _PendingLLM:
     pages: list[LLMPage]
     source_format: str
     why: str
+    partial: ParsedPO | None = None  # the deterministic reading the LLM's answer completes (:mod:`.hybrid`)
 
 
 @dataclass(frozen=True)
@@ -266,8 +276,9 @@ def _guarded(display: str, work: Callable[[], _T]) -> _T:
 
 
 def _finish(po: ParsedPO, display: str, filename: str | None) -> ParsedPO:
-    """``no_line_items`` for an empty PO; otherwise note an odd extension, check barcodes and reconcile."""
-    if not po.lines:
+    """``no_line_items`` for an empty PO (unless flagged ``LINES_NOT_FOUND`` for a person); otherwise note an
+    odd extension, check barcodes and reconcile."""
+    if not po.lines and not any(issue.code == LINES_NOT_FOUND for issue in po.issues):
         raise PoflowError("no_line_items", f"{display} has no order lines: it does not look like a purchase order")
     _note_extension_mismatch(po, filename)
     return reconcile(check_barcodes(po))
@@ -333,12 +344,18 @@ def _extract_pdf(path: Path, display: str, llm: LLMSettings | None, on_progress:
             raise _NeedsLLM(pending)
         return _scan_here(pending, llm, on_progress)
     po = pdf.extract_pdf_po(document)
-    if po is not None:
-        return po
-    return _with_llm(
-        lambda: [LLMPage(number=page.number, text=page.text) for page in document.pages],
-        "pdf", display, llm, on_progress, why="no order table could be found in its text",
-    )
+    if po is not None and not po.lines and not has_header(po):
+        po = None  # nothing readable: as if no reading
+
+    def text_pages() -> list[LLMPage]:  # a text layer goes to the LLM as text (cheaper than images)
+        return [LLMPage(number=page.number, text=page.text) for page in document.pages]
+
+    if po is None:
+        return _with_llm(text_pages, "pdf", display, llm, on_progress, why="no order table could be found in its text")
+    why = gaps(po)
+    if not why or llm is None:
+        return po if po.lines else lines_not_found(po, llm_tried=False)
+    return _with_llm(text_pages, "pdf", display, llm, on_progress, why="; ".join(why), partial=po)
 
 
 def _image_page(path: Path) -> LLMPage:
@@ -368,14 +385,26 @@ def _with_llm(
     on_progress: ProgressCallback | None,
     *,
     why: str,
+    partial: ParsedPO | None = None,
 ) -> ParsedPO:
+    """The LLM's reading of ``pages``; with ``partial`` (a deterministic reading with gaps), both merged."""
     if llm is None:
         raise PoflowError("needs_ocr_or_llm", f"{display} needs an LLM because {why}; set OPENAI_API_KEY")
     if _defer_llm.get():
-        raise _NeedsLLM(_PendingLLM(pages(), source_format, why))
+        raise _NeedsLLM(_PendingLLM(pages(), source_format, why, partial))
     from poflow_dagster.extraction.llm import extract_with_llm
 
-    return extract_with_llm(pages(), llm, source_format=source_format, on_progress=on_progress)
+    if partial is None:
+        return extract_with_llm(pages(), llm, source_format=source_format, on_progress=on_progress)
+    try:
+        po = extract_with_llm(pages(), llm, source_format=source_format, on_progress=on_progress)
+    except PoflowError as error:  # the deterministic reading stands: a person sees why it was not completed
+        logger.warning("LLM could not complete %s: %s", display, error.code)
+        issue = Issue(code="LLM_FAILED", severity="warning",
+                      message=f"the LLM could not complete the reading ({error.code}): {error.message}")
+        kept = partial.model_copy(update={"issues": [*partial.issues, issue]})
+        return kept if kept.lines else lines_not_found(kept, llm_tried=False)
+    return merge(partial, po, why=why.split("; "))
 
 
 def _has_overlong_line(path: Path) -> bool:

@@ -108,6 +108,10 @@ currency symbols, codes or thousands separators (e.g. "1234.56", "12").
 - Item lines in reading order; keep SKUs exactly as printed (leading zeros included).
 - barcode: the item's UPC / EAN / GTIN (a column such as EAN, UPC, GTIN, Barcode), digits as printed \
 with leading zeros; null if the line has none. The supplier's item code is the SKU, not the barcode.
+- document_type from the title (Purchase Order/Bestellung: purchase_order; Invoice/Rechnung/Facture: invoice; \
+Order confirmation: order_confirmation; Delivery note: delivery_note; Quote/Angebot: quote); null if untitled.
+- prices_include_tax: true only if the document says prices include VAT/tax, false if it says net/excl.
+- unit: the unit printed with a line's quantity (kg, pcs, h...); discount: money off a line, when printed.
 - confidence: 0 to 1, how sure you are the values are exactly what is printed.
 """
 
@@ -922,7 +926,7 @@ def _shorten(text: str, limit: int) -> str:
 
 # --- merge -------------------------------------------------------------------------------
 
-_HEADER_FIELDS = ("po_number", "supplier_name", "order_date", "currency")
+_HEADER_FIELDS = ("po_number", "supplier_name", "order_date", "currency", "document_type", "prices_include_tax")
 _TOTAL_FIELDS = ("subtotal", "tax", "shipping", "total")
 
 
@@ -952,8 +956,8 @@ def _merge(answers: list[LLMExtraction], *, source_format: str) -> tuple[ParsedP
     return po, removed
 
 
-def _present(value: str | None) -> bool:
-    return value is not None and bool(value.strip())
+def _present(value: str | bool | None) -> bool:
+    return value is not None and (not isinstance(value, str) or bool(value.strip()))
 
 
 def _dedupe(windows: list[list[LLMLine]]) -> tuple[list[LLMLine], int]:

@@ -16,6 +16,7 @@ import datetime as dt
 import re
 from collections.abc import Iterable
 from decimal import Decimal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,6 +32,9 @@ _MONEY = (
 )
 _CONFIDENCE = "Your confidence from 0 to 1 that the values above are exactly what the document says."
 _ISO_CODE_RE = re.compile(r"[A-Z]{3}")
+
+
+DocumentType = Literal["purchase_order", "order_confirmation", "invoice", "delivery_note", "quote"]
 
 
 class LLMLine(BaseModel):
@@ -50,6 +54,12 @@ class LLMLine(BaseModel):
     quantity: str | None = Field(description="Ordered quantity as a plain decimal string; null if absent.")
     unit_cost: str | None = Field(description="Unit price. " + _MONEY)
     line_total: str | None = Field(description="Line amount as printed (do not compute it). " + _MONEY)
+    unit: str | None = Field(
+        default=None, description="Unit of measure printed with the quantity (kg, pcs, h, ...); null if none."
+    )
+    discount: str | None = Field(
+        default=None, description="Money taken off this line when printed (a percentage: its amount). " + _MONEY
+    )
     confidence: float = Field(description=_CONFIDENCE)
 
 
@@ -64,6 +74,13 @@ class LLMExtraction(BaseModel):
     )
     order_date: str | None = Field(description="Order date as YYYY-MM-DD; null if not on these pages.")
     currency: str | None = Field(description="ISO 4217 code (USD, EUR, ...) of the amounts; null if it cannot be told.")
+    document_type: DocumentType | None = Field(
+        default=None, description="What the title says the document is; null if it does not say."
+    )
+    prices_include_tax: bool | None = Field(
+        default=None,
+        description="true if the document says its prices include VAT/tax (gross), false if it says net; else null.",
+    )
     subtotal: str | None = Field(description="Subtotal row. " + _MONEY)
     tax: str | None = Field(description="Tax / VAT row. " + _MONEY)
     shipping: str | None = Field(description="Shipping / freight row. " + _MONEY)
@@ -84,6 +101,8 @@ def to_parsed_po(extraction: LLMExtraction, *, source_format: str) -> ParsedPO:
         supplier_name=_clean(extraction.supplier_name),
         order_date=_date(extraction.order_date, issues),
         currency=_currency(extraction.currency, issues),
+        document_type=extraction.document_type,
+        prices_include_tax=extraction.prices_include_tax,
         subtotal=_number(extraction.subtotal, "subtotal", issues),
         tax=_number(extraction.tax, "tax", issues),
         shipping=_number(extraction.shipping, "shipping", issues),
@@ -121,7 +140,15 @@ def _line(line_no: int, line: LLMLine, issues: list[Issue]) -> POLine:
         quantity=_number(line.quantity, f"{where} quantity", issues),
         unit_cost=_number(line.unit_cost, f"{where} unit cost", issues),
         line_total=_number(line.line_total, f"{where} total", issues),
+        unit=_unit(line.unit),
+        discount=_number(line.discount, f"{where} discount", issues),
     )
+
+
+def _unit(value: str | None) -> str | None:
+    """A unit as printed, lower-cased, without a trailing dot (``"Stk."`` -> ``"stk"``)."""
+    text = _clean(value)
+    return text.lower().rstrip(".") or None if text else None
 
 
 def _clean(value: str | None) -> str | None:
