@@ -6,6 +6,7 @@ Every expectation comes from the :class:`POSpec` the fixture PDF was printed fro
 from __future__ import annotations
 
 import io
+from datetime import date
 from collections.abc import Callable
 from pathlib import Path
 
@@ -210,7 +211,10 @@ def test_too_many_pages(tmp_path: Path) -> None:
     assert error.code == "too_many_pages" and "3" in error.message
 
 
-def test_letter_is_not_a_po(tmp_path: Path) -> None:
+def test_letter_without_a_table_keeps_its_header(tmp_path: Path) -> None:
+    """A readable document is never refused: no item table -> the header fields it has and no lines."""
     doc = read_pdf(make_non_po_pdf(tmp_path / "letter.pdf"))
     assert not is_scanned(doc)
-    assert extract_pdf_po(doc) is None
+    po = extract_pdf_po(doc)
+    assert po is not None and po.lines == []
+    assert (po.po_number, po.order_date) == ("1001", date(2026, 3, 3))

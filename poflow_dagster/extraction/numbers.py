@@ -308,6 +308,28 @@ def _make_date(year: int, month: int, day: int) -> dt.date | None:
         return None
 
 
+#: Japanese era names and the Gregorian year before each era's first year (令和1 = 2019).
+_ERAS: dict[str, int] = {"令和": 2018, "平成": 1988, "昭和": 1925, "大正": 1911, "r": 2018, "h": 1988, "s": 1925}
+_CJK_DATE_RE = re.compile(r"(令和|平成|昭和|大正)?\s*(\d{1,4}|元)\s*年\s*(\d{1,2})\s*月\s*(\d{1,2})\s*日")
+_ERA_SHORT_RE = re.compile(r"([rhs])\s*(\d{1,2})[./](\d{1,2})[./](\d{1,2})")
+
+
+def _cjk_date(s: str) -> dt.date | None:
+    """``2022年1月1日``, era years ``令和4年1月1日`` / ``R4.1.1`` (full-width digits are folded already)."""
+    m = _CJK_DATE_RE.search(s)
+    if m:
+        year = 1 if m[2] == "元" else int(m[2])
+        if m[1]:
+            year += _ERAS[m[1]]
+        elif year < 100:
+            return None
+        return _make_date(year, int(m[3]), int(m[4]))
+    m = _ERA_SHORT_RE.fullmatch(s)
+    if m:
+        return _make_date(_ERAS[m[1]] + int(m[2]), int(m[3]), int(m[4]))
+    return None
+
+
 def parse_date(text: object, *, day_first: bool = False) -> dt.date | None:
     """Parse an order date in the usual PO spellings; ``None`` if it is not a date.
 
@@ -323,6 +345,10 @@ def parse_date(text: object, *, day_first: bool = False) -> dt.date | None:
     s = _fold(str(text).strip())
     if not s:
         return None
+
+    cjk = _cjk_date(s)
+    if cjk is not None:
+        return cjk
 
     m = re.fullmatch(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})(?:[t ].*)?", s)
     if m:  # ISO (with optional time)

@@ -47,6 +47,14 @@ from poflow_dagster.extraction.numbers import (
     parse_date,
     parse_decimal,
 )
+from poflow_dagster.extraction.pdf_lines import (
+    apply_discount,
+    code_from_description,
+    leading_codes,
+    quantity_and_unit,
+)
+from poflow_dagster.extraction.text_norm import is_rtl, logical_line, normalize_word
+from poflow_dagster.extraction.vocabulary import document_type_of, normalize_unit, tax_inclusion_of
 from poflow_dagster.extraction.spreadsheet import (
     COLUMN_INDEX,
     LABEL_INDEX,
@@ -334,7 +342,7 @@ def _read_page(page: Any, number: int) -> PdfPage:
     """Text, words and ruled tables of one pdfplumber page."""
     text = page.extract_text() or ""
     words = [
-        PdfWord(str(w["text"]), float(w["x0"]), float(w["x1"]), float(w["top"]), float(w["bottom"]))
+        PdfWord(normalize_word(str(w["text"])), float(w["x0"]), float(w["x1"]), float(w["top"]), float(w["bottom"]))
         for w in page.extract_words()
     ]
     chars = sum(1 for c in text if not c.isspace())
@@ -358,7 +366,7 @@ def _read_tables(page: Any) -> list[PdfTable]:
         rows = []
         for row, row_texts in zip(table.rows, texts):
             cells = [
-                PdfCell(" ".join(text.split()), float(box[0]), float(box[2]))
+                PdfCell(logical_line(text), float(box[0]), float(box[2]))
                 for box, text in zip(row.cells, row_texts)
                 if box is not None and text and text.strip()
             ]
@@ -580,7 +588,11 @@ def _word_line(page: int, words: list[PdfWord]) -> _Line:
 
 
 def _cell_of(words: Sequence[PdfWord]) -> _Cell:
-    return _Cell(" ".join(w.text for w in words), words[0].x0, max(w.x1 for w in words), tuple(words))
+    """A cell of words left to right; a right-to-left cell's words are joined right to left."""
+    text = " ".join(w.text for w in words)
+    if len(words) > 1 and is_rtl(text):
+        text = " ".join(w.text for w in reversed(words))
+    return _Cell(text, min(w.x0 for w in words), max(w.x1 for w in words), tuple(words))
 
 
 # --- the item header -------------------------------------------------------------------------
@@ -709,6 +721,8 @@ class _Table:
     money_texts: list[str] = field(default_factory=list)
     used: set[int] = field(default_factory=set)  # indexes of lines that belong to the table
     issues: list[Issue] = field(default_factory=list)
+    subtotals: list[Decimal] = field(default_factory=list)  # every Subtotal row, in order (sections too)
+    tentative: int = 0  # items read after a total: kept only if another totals row follows them
 
 
 @dataclass
@@ -788,21 +802,33 @@ def _read_table(lines: list[_Line], start: int, header: tuple[list[_Column], int
             table.used.add(index - 1)
             last_item = None
             if outcome[0] != "carry":
+                table.tentative = 0  # items between two totals rows are a section's
                 closed = _apply_summary(table, outcome) or closed
-            continue
-        if closed:
             continue
         if last_item is not None and _continue_description(row, last_item):
             table.used.add(index - 1)
             last_item = (last_item[0], line, last_item[2])
             continue
+        count = len(table.lines)
         last_item = _read_item(table, row, ctx, index - 1)
+        if closed:
+            table.tentative += len(table.lines) - count
+    _drop_tentative(table)
     return table
+
+
+def _drop_tentative(table: _Table) -> None:
+    """Forget the items read after the last total (no totals row confirmed them as a section)."""
+    if table.tentative:
+        del table.lines[-table.tentative :]
+        table.tentative = 0
 
 
 def _read_item(table: _Table, row: _Row, ctx: ParseContext, index: int) -> tuple[POLine, _Line, _Cell] | None:
     """Add the row as an item if it is one; return what a wrapped description line needs."""
     item = _item(row, ctx, line_no=len(table.lines) + 1, issues=table.issues)
+    if item is not None and item.description and item.description.strip().endswith(":") and item.quantity is None:
+        return None  # a section heading such as "Hardware:" with a stray number
     if item is None:
         return None
     table.lines.append(item)
@@ -871,7 +897,7 @@ def _apply_summary(table: _Table, outcome: tuple[str, Decimal, list[str]]) -> bo
     table.money_texts += texts
     totals = table.totals
     if kind == "subtotal":
-        totals.setdefault("subtotal", amount)
+        table.subtotals.append(amount)
     elif kind in ("tax", "shipping"):
         totals[kind] = totals.get(kind, Decimal(0)) + amount
     elif kind == "total":
@@ -893,14 +919,32 @@ def _item(row: _Row, ctx: ParseContext, *, line_no: int, issues: list[Issue]) ->
     if sku is None and description is None:
         return None
     raw = {name: row.text(name) for name in ("quantity", "unit_cost", "line_total")}
-    parsed = {name: ctx.parse(value, quantity=name == "quantity") for name, value in raw.items()}
+    parsed = {name: ctx.parse(value) for name, value in raw.items() if name != "quantity"}
+    quantity, unit = quantity_and_unit(raw["quantity"], ctx.parse, parsed["unit_cost"], parsed["line_total"])
+    parsed["quantity"] = quantity
     if all(value is None for value in parsed.values()):
         return None
     for name, value in parsed.items():
         if value is None and raw[name] is not None:
             message = f"line {line_no}: could not read {name.replace('_', ' ')} {raw[name]!r}"
             issues.append(Issue(code="UNREADABLE_NUMBER", message=message))
-    return POLine(line_no=line_no, sku=sku, barcode=clean_barcode(barcode), description=description, **parsed)
+    if sku is None:
+        sku, description = code_from_description(description)
+    line = POLine(line_no=line_no, sku=sku, barcode=clean_barcode(barcode), description=description, **parsed)
+    line.unit = _unit_cell(row.text("unit")) or unit
+    apply_discount(line, row.text("discount"), ctx.parse)
+    return line
+
+
+def _unit_cell(text: str | None) -> str | None:
+    """A unit-of-measure cell, normalised (``Stk`` -> ``units``); an unknown short word is kept lower-case."""
+    if not text:
+        return None
+    known = normalize_unit(text)
+    if known:
+        return known
+    word = text.strip().rstrip(".").lower()
+    return word if 0 < len(word) <= 10 and not any(ch.isdigit() for ch in word) else None
 
 
 def _continue_description(row: _Row, last: tuple[POLine, _Line, _Cell]) -> bool:
@@ -908,13 +952,15 @@ def _continue_description(row: _Row, last: tuple[POLine, _Line, _Cell]) -> bool:
     item, prev, desc_cell = last
     names = {row.columns[i].name for i in row.by_column}
     line = row.line
-    if names != {"description"} or line.page != prev.page or not desc_cell.words:
+    if "description" not in names or not names <= {"description", "sku"} or line.page != prev.page:
         return False
-    aligned = abs(line.cells[0].x0 - desc_cell.x0) <= 3.0
-    close = line.top - prev.bottom <= 0.6 * prev.height
+    if not desc_cell.words or _PAGE_RE.match(line.text.strip()):
+        return False
+    aligned = line.cells[0].x0 >= desc_cell.x0 - 3.0 and line.cells[0].x0 <= desc_cell.x1
+    close = line.top - prev.bottom <= 0.9 * prev.height
     if not (aligned and close):
         return False
-    item.description = f"{item.description} {row.text('description')}".strip()
+    item.description = f"{item.description or ''} {line.text}".strip()
     return True
 
 
@@ -1095,18 +1141,22 @@ def _currency(
 
 
 def extract_pdf_po(doc: PdfDocument) -> ParsedPO | None:
-    """Extract a PO from a text PDF; None when no item table with items is found."""
+    """Extract a PO from a text PDF.
+
+    Returns the header fields and the items when an item table is found; the header fields with
+    ``lines=[]`` when no item table is found but a PO number, date, supplier or total can be read
+    (the caller decides what happens next); ``None`` only when nothing at all is readable.
+    """
     lines = [line for line in _document_lines(doc) if line.cells]
     if not lines:
         return None
     ctx = ParseContext(decimal_comma=guess_decimal_comma(c.text for line in lines for c in line.cells))
     found = _find_table(lines, ctx)
-    if found is None:
-        return None
-    table, columns = found
-    header_index = min(table.used)
+    table, columns = found if found is not None else (_Table(), [])
     day_first = bool(ctx.decimal_comma)
     fields, bad_dates = _header_fields(lines, table.used, day_first)
+    if found is None:
+        _free_totals(lines, table, ctx)
 
     po = ParsedPO(source_format="pdf", extractor="pdf_text", stats={"pages": len(doc.pages)})
     po.po_number = fields.get("po_number")
@@ -1114,11 +1164,79 @@ def extract_pdf_po(doc: PdfDocument) -> ParsedPO | None:
     po.order_date = parse_date(fields["order_date"], day_first=day_first) if "order_date" in fields else None
     if po.order_date is None and bad_dates:
         ctx.issues.append(Issue(code="UNREADABLE_DATE", message=f"could not read the order date {bad_dates[0]!r}"))
+    header_index = min(table.used) if table.used else 0
     po.currency = _currency(fields, table, columns, lines[header_index : header_index + 2], lines, table.used)
-    po.subtotal = table.totals.get("subtotal")
+    po.document_type = _document_type(lines)
+    po.lines = table.lines
+    if not any(c.name == "sku" for c in columns):
+        leading_codes(po.lines)
+    _fill_totals(po, table)
+    po.prices_include_tax = _prices_include_tax(po, columns, lines, table)
+    po.issues = [*ctx.issues, *table.issues]
+    if not po.lines and not any((po.po_number, po.order_date, po.supplier_name, po.total)):
+        return None
+    return po
+
+
+def _fill_totals(po: ParsedPO, table: _Table) -> None:
+    """Totals from the summary rows; of several Subtotal rows (sections) the one that sums the lines, else the last."""
     po.tax = table.totals.get("tax")
     po.shipping = table.totals.get("shipping")
     po.total = table.totals.get("total")
-    po.lines = table.lines
-    po.issues = [*ctx.issues, *table.issues]
-    return po
+    if table.subtotals:
+        lines_sum = po.lines_sum()
+        matching = [s for s in table.subtotals if abs(s - lines_sum) <= Decimal("0.01")]
+        po.subtotal = matching[-1] if matching else table.subtotals[-1]
+
+
+def _free_totals(lines: list[_Line], table: _Table, ctx: ParseContext) -> None:
+    """Without an item table: the totals rows anywhere in the document (``Total: 1,234.00``)."""
+    for line in lines:
+        row = _Row(line, {i: [c] for i, c in enumerate(line.cells)}, [_Column(None, c.x0, c.x1) for c in line.cells])
+        outcome = _summary(row, ctx)
+        if outcome is not None and outcome[0] != "carry":
+            _apply_summary(table, outcome)
+
+
+#: How many lines from the top of the first page may hold the document's title.
+_TITLE_LINES = 25
+
+
+def _document_type(lines: list[_Line]) -> str | None:
+    """The type the document's title names (largest print first, then topmost), else None."""
+    first_page = lines[0].page
+    candidates = []
+    for order, line in enumerate(lines[:_TITLE_LINES]):
+        if line.page != first_page:
+            break
+        for cell in line.cells:
+            kind = document_type_of(cell.text)
+            if kind is not None:
+                candidates.append((-_cell_height(cell, line), order, kind))
+    return min(candidates)[2] if candidates else None
+
+
+def _cell_height(cell: _Cell, line: _Line) -> float:
+    return max((w.bottom - w.top for w in cell.words), default=line.bottom - line.top)
+
+
+def _prices_include_tax(po: ParsedPO, columns: list[_Column], lines: list[_Line], table: _Table) -> bool | None:
+    """Whether line prices include tax: said by a price column's header, else shown by the totals' arithmetic."""
+    header = [lines[i] for i in sorted(table.used)[:2]] if table.used else []
+    money = [c for c in columns if c.name in ("unit_cost", "line_total")]
+    for line in header:
+        for cell in line.cells:
+            if any(_overlap(cell.x0, cell.x1, c.x0, c.x1) > 0 for c in money):
+                said = tax_inclusion_of(cell.text)
+                if said is not None:
+                    return said
+    if not po.tax or po.total is None or not po.lines:
+        return None
+    shipping = po.shipping or Decimal(0)
+    net = po.subtotal if po.subtotal is not None else po.lines_sum()
+    cent = Decimal("0.01")
+    if abs(net + po.tax + shipping - po.total) <= cent:
+        return False
+    if abs(po.lines_sum() + shipping - po.total) <= cent:
+        return True
+    return None

@@ -129,6 +129,9 @@ COLUMN_SYNONYMS: dict[str, tuple[str, ...]] = {
         "artikelcode", "productcode", "referentie", "artikel nummer",
         # pt
         "codigo do produto", "codigo do artigo", "ref produto",
+        # ja / he / ar
+        "品番", "商品コード", "品目コード", "製品番号", "型番", "コード", "מק\"ט", "מקט", "קוד פריט", "קוד",
+        "رمز الصنف", "كود الصنف", "رقم الصنف", "الرمز", "كود",
     ),
     # UPC / EAN / GTIN: read into ``barcode``; a barcode column is the SKU too when there is no SKU column.
     "barcode": (
@@ -167,6 +170,9 @@ COLUMN_SYNONYMS: dict[str, tuple[str, ...]] = {
         "omschrijving", "beschrijving", "productnaam", "naam",
         # pt
         "descricao", "produto", "artigo", "designacao",
+        # ja / he / ar
+        "品名", "摘要", "商品名", "品目", "内容", "תיאור", "פריט", "שם פריט", "תאור", "الوصف", "البيان", "الصنف",
+        "اسم الصنف", "المنتج",
     ),
     "quantity": (
         # en
@@ -184,6 +190,8 @@ COLUMN_SYNONYMS: dict[str, tuple[str, ...]] = {
         "aantal", "hoeveelheid", "stuks",
         # pt
         "quantidade", "qtd", "qtde",
+        # ja / he / ar
+        "数量", "数", "כמות", "الكمية", "العدد",
     ),
     "unit_cost": (
         # en
@@ -205,6 +213,8 @@ COLUMN_SYNONYMS: dict[str, tuple[str, ...]] = {
         "stukprijs", "prijs", "eenheidsprijs", "prijs per stuk", "inkoopprijs",
         # pt
         "preco unitario", "preco", "custo unitario", "valor unitario",
+        # ja / he / ar
+        "単価", "価格", "מחיר יחידה", "מחיר ליחידה", "מחיר", "سعر الوحدة", "السعر", "سعر",
     ),
     "line_total": (
         # en
@@ -224,6 +234,18 @@ COLUMN_SYNONYMS: dict[str, tuple[str, ...]] = {
         "bedrag", "totaal", "totaalprijs", "regeltotaal",
         # pt
         "valor total", "preco total",
+        # ja / he / ar
+        "金額", "合計", "小計", "סכום", "סה\"כ", "סהכ", "סך הכל", "المبلغ", "الإجمالي", "المجموع", "القيمة",
+    ),
+    # Unit of measure printed in a column of its own (``kg``, ``pcs``): read into ``POLine.unit``.
+    "unit": (
+        "unit", "uom", "u m", "unit of measure", "units of measure", "measure", "einheit", "me", "mengeneinheit",
+        "unite", "unidad", "unita", "eenheid", "unidade", "単位", "יחידה", "יח", "الوحدة", "وحدة",
+    ),
+    # Money off the line, as an amount or a percentage.
+    "discount": (
+        "discount", "disc", "disc no", "discount no", "rabatt", "nachlass", "remise", "descuento", "dto",
+        "sconto", "korting", "desconto", "割引", "値引", "הנחה", "خصم",
     ),
 }
 
@@ -247,11 +269,14 @@ HEADER_FIELD_LABELS: dict[str, tuple[str, ...]] = {
         "inkoopordernummer",
         "numero do pedido", "numero da encomenda", "encomenda", "no encomenda",
         "n encomenda",
+        "注文番号", "発注番号", "注文no", "発注no", "伝票番号", "מספר הזמנה", "הזמנה מס", "رقم الطلب",
+        "رقم أمر الشراء",
     ),
     "supplier_name": (
         "supplier", "supplier name", "vendor", "vendor name", "seller", "sold by", "from",
         "lieferant", "lieferantenname", "verkaufer", "fournisseur", "vendeur",
         "proveedor", "fornitore", "leverancier", "fornecedor",
+        "仕入先", "発注先", "ספק", "المورد",
     ),
     "order_date": (
         "date", "order date", "po date", "date ordered", "issue date",
@@ -260,6 +285,7 @@ HEADER_FIELD_LABELS: dict[str, tuple[str, ...]] = {
         "fecha", "fecha de pedido", "fecha del pedido", "fecha pedido",
         "data", "data ordine", "data dell ordine", "data do pedido", "data da encomenda",
         "besteldatum", "orderdatum",
+        "注文日", "発注日", "日付", "発行日", "תאריך", "תאריך הזמנה", "التاريخ", "تاريخ الطلب",
     ),
     "currency": (
         "currency", "currency code", "wahrung", "devise", "monnaie", "moneda", "divisa",
@@ -275,12 +301,14 @@ SUMMARY_LABELS: dict[str, tuple[str, ...]] = {
         "sous total", "total ht", "montant ht", "total hors taxes",
         "base imponible", "suma", "imponibile", "totale imponibile", "totale parziale",
         "subtotaal", "totaal excl btw", "sub totaal",
+        "小計", "税抜合計", "סה\"כ לפני מע\"מ", "סכום ביניים", "المجموع الفرعي",
     ),
     "tax": (
         "tax", "taxes", "sales tax", "total tax", "tax amount", "vat", "gst", "hst", "pst",
         "mwst", "ust", "umsatzsteuer", "mehrwertsteuer", "steuer",
         "tva", "montant tva", "taxe", "iva", "igic", "impuesto", "impuestos", "imposta",
         "btw", "imposto",
+        "消費税", "税額", "מע\"מ", "ضريبة القيمة المضافة", "الضريبة",
     ),
     "shipping": (
         "shipping", "shipping handling", "shipping and handling", "s h", "freight",
@@ -289,6 +317,7 @@ SUMMARY_LABELS: dict[str, tuple[str, ...]] = {
         "frais de port", "port", "livraison", "frais de livraison", "transport",
         "envio", "gastos de envio", "portes", "spedizione", "trasporto",
         "spese di spedizione", "verzending", "verzendkosten", "frete",
+        "送料", "משלוח", "الشحن",
     ),
     "total": (
         "total", "grand total", "total due", "amount due", "order total", "total amount",
@@ -298,6 +327,8 @@ SUMMARY_LABELS: dict[str, tuple[str, ...]] = {
         "total ttc", "montant ttc", "montant total", "total general",
         "importe total", "total pedido", "totale", "totale generale", "totale ordine",
         "totaal", "totaal incl btw", "valor total", "total geral",
+        "合計", "総合計", "合計金額", "税込合計", "ご請求金額", "סה\"כ", "סה\"כ לתשלום", "סהכ", "الإجمالي",
+        "المجموع", "الإجمالي المستحق",
     ),
     "discount": ("discount", "rabatt", "nachlass", "remise", "descuento", "sconto", "korting", "desconto"),
     "paid": ("paid", "amount paid", "deposit", "bezahlt", "anzahlung", "acompte", "pagado"),
@@ -309,19 +340,16 @@ def synonym_index(table: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, int
     out: dict[str, tuple[str, int]] = {}
     for name, synonyms in table.items():
         for rank, synonym in enumerate(synonyms):
-            out.setdefault(synonym, (name, rank))
+            out.setdefault(synonym if synonym.isascii() else normalize_label(synonym), (name, rank))
     return out
 
 
-COLUMN_INDEX = synonym_index(COLUMN_SYNONYMS)
-LABEL_INDEX = synonym_index(HEADER_FIELD_LABELS)
-SUMMARY_INDEX = synonym_index(SUMMARY_LABELS)
 _LOWER_ISO = frozenset(code.lower() for code in ISO_CURRENCIES)
 
 
 _PARENS_RE = re.compile(r"\(.*?\)|\[.*?\]")
 _NUMERO_RE = re.compile(r"\bn\s*[°º]")
-_NON_ALNUM_RE = re.compile(r"[^a-z0-9]+")
+_NON_ALNUM_RE = re.compile(r"[\W_]+")
 _EXCEL_TEXT_RE = re.compile(r'="(.*)"')
 
 
@@ -334,13 +362,30 @@ def normalize_label(text: str) -> str:
     """
     s = text.lower()
     if not s.isascii():
-        s = "".join(c for c in unicodedata.normalize("NFKD", s) if not unicodedata.combining(c))
+        s = _strip_marks(s)
     s = _PARENS_RE.sub(" ", s)
     s = _NUMERO_RE.sub(" no ", s)
     s = s.replace("#", " no ")
     s = _NON_ALNUM_RE.sub(" ", s)
     tokens = [t for t in s.split() if not t.isdigit() and t not in _LOWER_ISO]
     return " ".join(tokens)
+
+
+#: Combining marks that are part of a letter (Japanese voicing marks: コード stays コード).
+_KEPT_MARKS = frozenset("\u3099\u309a")
+
+
+def _strip_marks(text: str) -> str:
+    """Accents and vowel points off (``é`` -> ``e``, Hebrew niqqud, Arabic harakat), compatibility forms
+    folded (full-width letters, Arabic presentation forms); other scripts' letters are kept."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    kept = "".join(c for c in decomposed if c in _KEPT_MARKS or not unicodedata.combining(c))
+    return unicodedata.normalize("NFC", kept).replace("ß", "ss")
+
+
+COLUMN_INDEX = synonym_index(COLUMN_SYNONYMS)
+LABEL_INDEX = synonym_index(HEADER_FIELD_LABELS)
+SUMMARY_INDEX = synonym_index(SUMMARY_LABELS)
 
 
 def lookup_synonym(
