@@ -47,6 +47,7 @@ from poflow_dagster.extraction.numbers import (
     parse_date,
     parse_decimal,
 )
+from poflow_dagster.extraction.layout import align_columns, bands_of
 from poflow_dagster.extraction.pdf_lines import (
     apply_discount,
     code_from_description,
@@ -780,6 +781,7 @@ def _drop_page_marks(line: _Line) -> _Line | None:
 def _read_table(lines: list[_Line], start: int, header: tuple[list[_Column], int], ctx: ParseContext) -> _Table:
     """Read items and totals from the lines after the header at ``lines[start]``."""
     columns, span = header
+    columns = _aligned(lines, start + span, columns, ctx)
     table = _Table(used=set(range(start, start + span)))
     main_fields = _fields(columns)
     closed = False
@@ -793,6 +795,7 @@ def _read_table(lines: list[_Line], start: int, header: tuple[list[_Column], int
         repeated = _header_at(lines, index - 1)
         if repeated is not None and len(_fields(repeated[0]) & main_fields) >= max(2, len(main_fields) - 1):
             (columns, span), closed, last_item = repeated, False, None
+            columns = _aligned(lines, index - 1 + span, columns, ctx)
             table.used.update(range(index - 1, index - 1 + span))
             index += span - 1
             continue
@@ -815,6 +818,56 @@ def _read_table(lines: list[_Line], start: int, header: tuple[list[_Column], int
             table.tentative += len(table.lines) - count
     _drop_tentative(table)
     return table
+
+
+#: How many lines below a header are looked at to find where the body's columns are.
+_ALIGN_LINES = 80
+
+
+def _aligned(lines: list[_Line], body: int, columns: list[_Column], ctx: ParseContext) -> list[_Column]:
+    """The header's columns moved onto the body's own columns (:mod:`.layout`): a column whose values line
+    up beside its label (a right-aligned amount under a centred ``QTY``) spans those values instead."""
+    rows = _body_rows(lines, body, ctx)
+    if not rows:
+        return columns
+    numeric = bands_of([[(c.x0, c.x1) for c in row if _is_number(c.text, ctx)] for row in rows])
+    text = [
+        (c.x0, c.x1)
+        for row in rows
+        for c in row
+        if not _is_number(c.text, ctx) and not any(_overlap(c.x0, c.x1, a, b) > 0 for a, b in numeric)
+    ]
+    bands = sorted(numeric + bands_of([text]))
+    owners = align_columns([(c.x0, c.x1) for c in columns], bands)
+    spans: dict[int, list[tuple[float, float]]] = {}
+    for band, owner in zip(bands, owners):
+        if owner is not None:
+            spans.setdefault(owner, []).append(band)
+    return [
+        _Column(c.name, min(b[0] for b in spans[i]), max(b[1] for b in spans[i])) if i in spans else c
+        for i, c in enumerate(columns)
+    ]
+
+
+def _body_rows(lines: list[_Line], body: int, ctx: ParseContext) -> list[tuple[_Cell, ...]]:
+    """The cells of the table rows below a header: lines with a number and two or more cells, up to the
+    first totals line or repeated header (same page)."""
+    rows = []
+    page = lines[body].page if body < len(lines) else None
+    for line in lines[body : body + _ALIGN_LINES]:
+        if line.page != page or _header_at(lines, lines.index(line)) is not None:
+            break
+        first = line.cells[0].text
+        if lookup_synonym(_label_and_amount(first, ctx)[0], SUMMARY_INDEX, prefix=True) and len(line.cells) <= 3:
+            break
+        if len(line.cells) >= 2 and any(_is_number(c.text, ctx) for c in line.cells):
+            rows.append(line.cells)
+    return rows
+
+
+def _is_number(text: str, ctx: ParseContext) -> bool:
+    """A money or quantity value (``1.000,00``, ``41,18 €``, ``30 Meter``)."""
+    return ctx.parse(text) is not None or quantity_and_unit(text, ctx.parse)[0] is not None
 
 
 def _drop_tentative(table: _Table) -> None:

@@ -170,6 +170,8 @@ COLUMN_SYNONYMS: dict[str, tuple[str, ...]] = {
         "omschrijving", "beschrijving", "productnaam", "naam",
         # pt
         "descricao", "produto", "artigo", "designacao",
+        # cs / pl
+        "polozka", "nazev", "popis", "nazwa", "opis", "towar",
         # ja / he / ar
         "品名", "摘要", "商品名", "品目", "内容", "תיאור", "פריט", "שם פריט", "תאור", "الوصف", "البيان", "الصنف",
         "اسم الصنف", "المنتج",
@@ -190,6 +192,9 @@ COLUMN_SYNONYMS: dict[str, tuple[str, ...]] = {
         "aantal", "hoeveelheid", "stuks",
         # pt
         "quantidade", "qtd", "qtde",
+        "qty hr", "qty hrs", "hours", "hrs",
+        # cs / pl
+        "pocet", "mnozstvi", "ilosc",
         # ja / he / ar
         "数量", "数", "כמות", "الكمية", "العدد",
     ),
@@ -213,6 +218,10 @@ COLUMN_SYNONYMS: dict[str, tuple[str, ...]] = {
         "stukprijs", "prijs", "eenheidsprijs", "prijs per stuk", "inkoopprijs",
         # pt
         "preco unitario", "preco", "custo unitario", "valor unitario",
+        "einzel", "e preis netto", "einzelpreis netto", "preis netto", "net unit price", "unit price excl vat",
+        "unit price excl", "unit price excl tax", "price excl vat",
+        # cs / pl
+        "cena za polozku", "cena za jednotku", "jednotkova cena", "cena", "cena jedn", "cena netto",
         # ja / he / ar
         "単価", "価格", "מחיר יחידה", "מחיר ליחידה", "מחיר", "سعر الوحدة", "السعر", "سعر",
     ),
@@ -234,13 +243,25 @@ COLUMN_SYNONYMS: dict[str, tuple[str, ...]] = {
         "bedrag", "totaal", "totaalprijs", "regeltotaal",
         # pt
         "valor total", "preco total",
+        "netto", "price w o tax", "amount w o tax", "total w o tax", "amount excl vat", "line amount excl vat",
+        "line amount", "net value", "total excl vat", "amount excl tax", "net", "gesamt netto", "betrag netto",
+        "gesamtpreis netto", "montant net", "total net",
+        # cs / pl
+        "celkem", "celkem bez dane", "cena celkem", "wartosc", "wartosc netto",
         # ja / he / ar
         "金額", "合計", "小計", "סכום", "סה\"כ", "סהכ", "סך הכל", "المبلغ", "الإجمالي", "المجموع", "القيمة",
     ),
     # Unit of measure printed in a column of its own (``kg``, ``pcs``): read into ``POLine.unit``.
     "unit": (
         "unit", "uom", "u m", "unit of measure", "units of measure", "measure", "einheit", "me", "mengeneinheit",
-        "unite", "unidad", "unita", "eenheid", "unidade", "単位", "יחידה", "יח", "الوحدة", "وحدة",
+        "unite", "unidad", "unita", "eenheid", "unidade", "mj", "jm", "jednostka", "単位", "יחידה", "יח", "الوحدة",
+        "وحدة",
+    ),
+    # The line's tax rate (read by no one; knowing the column keeps its values out of the others).
+    "tax_rate": (
+        "vat", "vat rate", "tax", "tax rate", "vat no", "tax no", "gst", "mwst", "ust", "mwst satz", "ust satz",
+        "steuer", "steuersatz", "tva", "taux tva", "iva", "btw", "dph", "vat code", "tax code", "税率", "מע מ",
+        "ضريبة",
     ),
     # Money off the line, as an amount or a percentage.
     "discount": (
@@ -295,7 +316,8 @@ HEADER_FIELD_LABELS: dict[str, tuple[str, ...]] = {
 
 SUMMARY_LABELS: dict[str, tuple[str, ...]] = {
     "subtotal": (
-        "subtotal", "sub total", "net total", "total net", "total excl tax",
+        "subtotal", "sub total", "net total", "total net", "total excl tax", "cena bez dane", "zaklad dane",
+        "positionssumme", "summe positionen", "total w o tax", "total without tax",
         "total excl vat", "merchandise total", "items total", "goods total",
         "zwischensumme", "nettosumme", "summe netto", "gesamt netto", "netto",
         "sous total", "total ht", "montant ht", "total hors taxes",
@@ -307,7 +329,7 @@ SUMMARY_LABELS: dict[str, tuple[str, ...]] = {
         "tax", "taxes", "sales tax", "total tax", "tax amount", "vat", "gst", "hst", "pst",
         "mwst", "ust", "umsatzsteuer", "mehrwertsteuer", "steuer",
         "tva", "montant tva", "taxe", "iva", "igic", "impuesto", "impuestos", "imposta",
-        "btw", "imposto",
+        "btw", "imposto", "dph", "vat total", "tax total", "total tax", "total vat", "total tva",
         "消費税", "税額", "מע\"מ", "ضريبة القيمة المضافة", "الضريبة",
     ),
     "shipping": (
@@ -326,7 +348,8 @@ SUMMARY_LABELS: dict[str, tuple[str, ...]] = {
         "gesamt brutto", "summe brutto", "brutto",
         "total ttc", "montant ttc", "montant total", "total general",
         "importe total", "total pedido", "totale", "totale generale", "totale ordine",
-        "totaal", "totaal incl btw", "valor total", "total geral",
+        "totaal", "totaal incl btw", "valor total", "total geral", "celkem", "celkem k uhrade", "k uhrade",
+        "gross total", "amount to pay", "net a payer", "total ttc", "zu zahlen", "zahlbetrag",
         "合計", "総合計", "合計金額", "税込合計", "ご請求金額", "סה\"כ", "סה\"כ לתשלום", "סהכ", "الإجمالي",
         "المجموع", "الإجمالي المستحق",
     ),
