@@ -31,6 +31,7 @@ MONEY_KEYS = ("subtotal", "tax", "shipping", "total")
 LINE_MONEY_KEYS = ("unit_cost", "line_total", "discount")
 LEGAL_FILE = re.compile(r"(LICEN[CS]E|NOTICE|COPYING|README)([._-].*)?", re.IGNORECASE)
 TOLERANCE = Decimal("0.01")
+MAX_TAX_FACTOR = Decimal("1.30")
 MIN_DOCUMENTS = 40
 MIN_SOURCES = 8
 
@@ -121,6 +122,7 @@ def test_expected_file_shape(path: Path):
     assert re.fullmatch(r"[a-z]{2}", data["language"]), data["language"]
     assert data["document_kind"] in DOCUMENT_KINDS, data["document_kind"]
     assert data["checked_by_hand"] is True
+    assert data.get("line_totals_include_tax", False) in (True, False)
     assert isinstance(data["origin_path"], str) and data["origin_path"]
     if data["format"] == "pdf":
         assert isinstance(data.get("text_layer"), bool), "PDF entries need text_layer true/false"
@@ -152,9 +154,12 @@ def test_expected_line_arithmetic(path: Path):
     """Where a line prints quantity, unit cost and amount: quantity x unit cost - discount = amount (± 0.01).
 
     Credit notes print positive quantities and prices with negative amounts, so they compare magnitudes.
+    Documents marked ``line_totals_include_tax`` print net unit prices beside VAT-inclusive amounts: there
+    the amount must lie between the net value and the net value plus at most 30 % tax.
     """
     data = _load(path)
     credit = data["document_kind"] == "credit_note"
+    gross_totals = data.get("line_totals_include_tax") is True
     for number, line in enumerate(data["expected"]["lines"], 1):
         if line["quantity"] is None or line["unit_cost"] is None or line["line_total"] is None:
             continue
@@ -163,6 +168,10 @@ def test_expected_line_arithmetic(path: Path):
         total = Decimal(line["line_total"])
         if credit:
             net, total = abs(net), abs(total)
+        if gross_totals:
+            assert net - TOLERANCE <= total <= net * MAX_TAX_FACTOR + TOLERANCE, (
+                f"line {number}: net {net} and VAT-inclusive amount {total} do not fit together")
+            continue
         assert abs(net - total) <= TOLERANCE, (
             f"line {number} ({line['description']!r}): {line['quantity']} x {line['unit_cost']} "
             f"- {line['discount'] or 0} = {net}, printed {line['line_total']}")
