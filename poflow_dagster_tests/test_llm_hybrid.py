@@ -245,3 +245,22 @@ def test_no_lines_in_either_reading_is_lines_not_found() -> None:
     merged = merge(reading([], **HEADER), llm_reading([]), why=["no lines"])
     [issue] = [issue for issue in merged.issues if issue.severity == "error"]
     assert issue.code == LINES_NOT_FOUND and "nor by the LLM" in issue.message and merged.po_number == "PO-5"
+
+
+def test_kept_lines_get_the_values_they_lack_from_the_llm_lines_that_agree() -> None:
+    deterministic = reading(RIGHT, **HEADER, subtotal=Decimal("35.00"))
+    deterministic.lines = [line.model_copy(update={"line_total": None, "sku": None}) for line in deterministic.lines]
+    merged = reconcile(merge(deterministic, llm_reading(RIGHT, subtotal=Decimal("35.00")), why=["missing sku"]))
+    assert [(line.sku, line.line_total) for line in merged.lines] == [("A-1", Decimal("20.00")), ("B-2", Decimal("15.00"))]
+    assert merged.stats["hybrid"]["sources"]["lines"] == "deterministic"
+    assert merged.stats["hybrid"]["line_values_filled"] == 4
+
+
+def test_lines_with_fewer_mismatches_win_when_neither_reading_fully_reconciles() -> None:
+    garbled = [("A-1", "19", "10.00", "190.00")]  # the text reader joined two rows
+    deterministic = reading(garbled, **HEADER, subtotal=Decimal("35.00"), total=Decimal("99.00"))
+    llm = llm_reading(RIGHT, subtotal=Decimal("35.00"), total=Decimal("41.00"))  # total off: a charge not read
+    merged = reconcile(merge(deterministic, llm, why=["subtotal_mismatch", "total_mismatch"]))
+    assert [line.sku for line in merged.lines] == ["A-1", "B-2"] and merged.total == Decimal("99.00")  # a tie: kept
+    assert merged.stats["hybrid"]["sources"]["lines"] == "llm"
+    assert [issue.code for issue in merged.issues if issue.severity == "error"] == ["TOTAL_MISMATCH"]

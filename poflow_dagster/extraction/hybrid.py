@@ -8,11 +8,12 @@ reading without gaps is used as it is: the LLM is never asked. Otherwise the LLM
 :func:`merge` combines both readings:
 
 * header fields and totals: the deterministic value when it has one, else the LLM's;
-* lines: the deterministic lines when they reconcile (each line, and their sum against the subtotal/total),
-  else the LLM's when those reconcile, else the deterministic lines when there are any (the mismatch goes to a
-  reviewer), else the LLM's;
-* totals that disagree with the chosen lines while the LLM's agree are taken from the LLM
-  (a misread subtotal never condemns right lines).
+* lines: the reading whose lines have the fewest arithmetic mismatches (each line, and their sum against the
+  subtotal/total), the deterministic lines on a tie (what remains goes to a reviewer); the merged totals are
+  tried first, then the LLM's totals, which are taken when only they agree with the lines (a misread
+  subtotal never condemns right lines);
+* deterministic lines that are kept get the values they lack (a line total, a SKU, a unit...) from the LLM's
+  same line, when both readings have as many lines and agree on every amount both read.
 
 ``po.stats["hybrid"]`` records why the LLM was asked, where each part came from (``"deterministic"`` or
 ``"llm"``), and the LLM's tokens and cost; an info issue ``LLM_COMPLETED`` tells the reviewer which parts the
@@ -42,6 +43,7 @@ HEADER_FIELDS = ("po_number", "supplier_name", "order_date", "currency", "docume
 TOTAL_FIELDS = ("subtotal", "tax", "shipping", "total")
 _ARITHMETIC = frozenset({LINE_AMOUNT_MISMATCH, SUBTOTAL_MISMATCH, TOTAL_MISMATCH})
 _DETERMINISTIC, _LLM = "deterministic", "llm"
+_FILLABLE = ("sku", "barcode", "quantity", "unit_cost", "line_total", "unit", "discount")
 
 
 def has_header(po: ParsedPO) -> bool:
@@ -85,6 +87,11 @@ def merge(deterministic: ParsedPO, llm: ParsedPO, *, why: list[str]) -> ParsedPO
     for name in totals_from_llm:
         fields[name], sources[name] = getattr(llm, name), _LLM
     sources["lines"] = lines_from
+    filled = 0
+    if lines_from == _DETERMINISTIC:
+        lines, filled = _filled(lines, llm.lines)
+        if filled:
+            sources["line_values"] = _LLM
     used_llm = sorted(name for name, source in sources.items() if source == _LLM)
     issues = _issues(deterministic, llm, used_llm, lines_from)
     po = deterministic.model_copy(update={
@@ -93,7 +100,8 @@ def merge(deterministic: ParsedPO, llm: ParsedPO, *, why: list[str]) -> ParsedPO
         "issues": issues,
         "extractor": f"{deterministic.extractor}+llm" if used_llm else deterministic.extractor,
         "confidence": llm.confidence if used_llm else deterministic.confidence,
-        "stats": {**deterministic.stats, **_llm_stats(llm), "hybrid": _hybrid_stats(llm, why, sources)},
+        "stats": {**deterministic.stats, **_llm_stats(llm),
+                  "hybrid": {**_hybrid_stats(llm, why, sources), "line_values_filled": filled}},
     })
     if not po.lines:
         return lines_not_found(po, llm_tried=True)
@@ -109,26 +117,44 @@ def _prefer(mine: Any, theirs: Any) -> tuple[Any, str | None]:
 
 
 def _pick_lines(deterministic: ParsedPO, llm: ParsedPO, fields: dict[str, Any]) -> tuple[list[POLine], str, list[str]]:
-    """(lines, where from, total fields to take from the LLM so they agree with those lines)."""
+    """(lines, where from, total fields to take from the LLM so they agree with those lines).
+
+    Candidates, in order of preference: the deterministic lines, then the LLM's, each against the merged
+    totals, then against the LLM's totals; the first with the fewest arithmetic mismatches wins (no lines at
+    all never wins while the other reading has some).
+    """
     llm_totals = {**fields, **{name: getattr(llm, name) for name in TOTAL_FIELDS if getattr(llm, name) is not None}}
-    for candidate, source in ((deterministic, _DETERMINISTIC), (llm, _LLM)):
-        if _reconciles(candidate.lines, fields):
-            return candidate.lines, source, []
-    for candidate, source in ((deterministic, _DETERMINISTIC), (llm, _LLM)):
-        if _reconciles(candidate.lines, llm_totals):
-            changed = [name for name in TOTAL_FIELDS if llm_totals[name] != fields[name]]
-            return candidate.lines, source, changed
-    if deterministic.lines:
-        return deterministic.lines, _DETERMINISTIC, []
-    return llm.lines, _LLM, []
+    candidates = [(lines, source, totals)
+                  for totals in (fields, llm_totals)
+                  for lines, source in ((deterministic.lines, _DETERMINISTIC), (llm.lines, _LLM)) if lines]
+    if not candidates:
+        return [], _DETERMINISTIC, []
+    lines, source, totals = min(candidates, key=lambda candidate: _mismatches(candidate[0], candidate[2]))
+    changed = [name for name in TOTAL_FIELDS if totals[name] != fields[name]]
+    return lines, source, changed
 
 
-def _reconciles(lines: list[POLine], fields: dict[str, Any]) -> bool:
-    """Lines that check out one by one and against the subtotal/total in ``fields``."""
-    if not lines:
-        return False
+def _mismatches(lines: list[POLine], fields: dict[str, Any]) -> int:
+    """Arithmetic issues of ``lines`` (each line, and their sum against the subtotal/total in ``fields``)."""
     probe = ParsedPO(lines=lines, **{name: fields[name] for name in TOTAL_FIELDS + ("prices_include_tax",)})
-    return not any(issue.code in _ARITHMETIC for issue in reconcile(probe).issues)
+    return sum(issue.code in _ARITHMETIC for issue in reconcile(probe).issues)
+
+
+def _filled(lines: list[POLine], llm_lines: list[POLine]) -> tuple[list[POLine], int]:
+    """Deterministic ``lines`` with the values they lack taken from the LLM's same line (as many lines, and
+    every amount both read agrees); returns the lines and how many values were filled."""
+    if len(lines) != len(llm_lines):
+        return lines, 0
+    for mine, theirs in zip(lines, llm_lines, strict=True):
+        if any(None not in (getattr(mine, n), getattr(theirs, n)) and getattr(mine, n) != getattr(theirs, n)
+               for n in ("quantity", "unit_cost", "line_total")):
+            return lines, 0
+    filled, count = [], 0
+    for mine, theirs in zip(lines, llm_lines, strict=True):
+        update = {n: getattr(theirs, n) for n in _FILLABLE if getattr(mine, n) is None and getattr(theirs, n) is not None}
+        count += len(update)
+        filled.append(mine.model_copy(update=update))
+    return filled, count
 
 
 def _renumbered(lines: list[POLine]) -> list[POLine]:
