@@ -89,6 +89,7 @@ _EXPECTED_EXTENSIONS: dict[str, frozenset[str]] = {
     "pdf": frozenset({".pdf"}),
     "x12": frozenset({".edi", ".x12", ".850", ".txt", ".dat"}),
     "ubl": frozenset({".xml", ".ubl"}),
+    "cii": frozenset({".xml"}),
 }
 
 
@@ -305,9 +306,9 @@ def _extract(path: Path, display: str, llm: LLMSettings | None, on_progress: Pro
     if fmt == "image":
         return _with_llm(lambda: [_image_page(path)], "image", display, llm, on_progress, why="it is an image")
     if fmt == "xml":
-        from poflow_dagster.extraction.ubl import extract_ubl
+        from poflow_dagster.extraction.cii import extract_xml
 
-        return extract_ubl(path.read_bytes())
+        return extract_xml(path.read_bytes())
     decoded = decode_text(path.read_bytes())
     if decoded is None:
         raise PoflowError(

@@ -48,6 +48,7 @@ from poflow_dagster.extraction.numbers import (
     parse_decimal,
 )
 from poflow_dagster.extraction.layout import align_columns, bands_of
+from poflow_dagster.extraction.parties import Phrase, clean_name, supplier_candidate, title_reference
 from poflow_dagster.extraction.pdf_lines import (
     apply_discount,
     code_from_description,
@@ -638,6 +639,10 @@ def _header_of(cells: Sequence[_Cell]) -> list[_Column] | None:
     if mapping is None:
         return None
     names = {index: name for name, index in mapping.items()}
+    for i, part in enumerate(parts):  # a second description column (``Produkt`` + ``Beschreibung``) joins the first
+        hit = lookup_synonym(part.text, COLUMN_INDEX, prefix=False) if i not in names else None
+        if hit is not None and hit[0] == "description":
+            names[i] = "description"
     return [_Column(names.get(i), c.x0, c.x1) for i, c in enumerate(parts)]
 
 
@@ -649,6 +654,10 @@ def _header_at(lines: Sequence[_Line], index: int) -> tuple[list[_Column], int] 
     the merged header maps more fields.
     """
     single = _header_of(lines[index].cells)
+    if single is not None and index > 0 and _stackable(lines[index], lines[index - 1], above=True):
+        lifted = _header_of(_stack(lines[index], lines[index - 1], above=True))
+        if lifted is not None and len(_fields(lifted)) > len(_fields(single)):
+            single = lifted
     if index + 1 < len(lines) and _stackable(lines[index], lines[index + 1]):
         double = _header_of(_stack(lines[index], lines[index + 1]))
         if double is not None and (single is None or len(_fields(double)) > len(_fields(single))):
@@ -656,17 +665,19 @@ def _header_at(lines: Sequence[_Line], index: int) -> tuple[list[_Column], int] 
     return (single, 1) if single is not None else None
 
 
-def _stackable(upper: _Line, lower: _Line) -> bool:
-    """True if ``lower`` can be the second line of a header printed on two lines."""
-    if lower.page != upper.page or lower.top - upper.bottom > 0.8 * upper.height:
+def _stackable(upper: _Line, lower: _Line, *, above: bool = False) -> bool:
+    """True if ``lower`` can be the second line of a header printed on two lines (``above``: ``lower`` is
+    the partial line printed above the header line ``upper``, as ``Unit Price`` over ``VAT``)."""
+    gap = upper.top - lower.bottom if above else lower.top - upper.bottom
+    if lower.page != upper.page or gap > 0.8 * upper.height or gap < -0.5 * upper.height:
         return False
     if any(ch.isdigit() for ch in lower.text):
         return False
     return all(any(_overlap(c.x0, c.x1, u.x0, u.x1) > 0 for u in upper.cells) for c in lower.cells)
 
 
-def _stack(upper: _Line, lower: _Line) -> list[_Cell]:
-    """Upper cells with the text of the lower cells under them appended."""
+def _stack(upper: _Line, lower: _Line, *, above: bool = False) -> list[_Cell]:
+    """Upper cells with the text of the lower cells under them appended (``above``: put in front)."""
     below: dict[int, list[_Cell]] = {}
     for cell in lower.cells:
         best = max(
@@ -680,7 +691,7 @@ def _stack(upper: _Line, lower: _Line) -> list[_Cell]:
         if not extra:
             stacked.append(cell)
             continue
-        parts = [cell, *extra]
+        parts = [*extra, cell] if above else [cell, *extra]
         stacked.append(
             _Cell(
                 " ".join(p.text for p in parts),
@@ -938,6 +949,8 @@ def _looks_like_item(row: _Row, label_cell: _Cell, *, exact: bool, ctx: ParseCon
         return label_column != name and ctx.parse(row.text(name), quantity=name == "quantity") is not None
 
     has_qty = number_in("quantity")
+    if number_in("unit_cost") and number_in("line_total"):
+        return True  # a priced row inside the table ("Transport | 120.00 | 120.00") is an item
     if not exact or not has_qty:
         return has_qty
     other_names = {"sku", "barcode", "description"} - {label_column}
@@ -1079,7 +1092,11 @@ def _clean_value(name: str, value: str | None, day_first: bool) -> str | None:
         return value if parse_date(value, day_first=day_first) is not None else None
     if name == "currency":
         return value if detect_currency(value) else None
-    ok = len(value) <= 80 and parse_decimal(value) is None
+    if name == "supplier_name":
+        if ":" in value.rstrip(":"):
+            return None
+        value = clean_name(value) or ""
+    ok = 0 < len(value) <= 80 and parse_decimal(value) is None
     return value if ok else None
 
 
@@ -1208,6 +1225,13 @@ def extract_pdf_po(doc: PdfDocument) -> ParsedPO | None:
     table, columns = found if found is not None else (_Table(), [])
     day_first = bool(ctx.decimal_comma)
     fields, bad_dates = _header_fields(lines, table.used, day_first)
+    _title_fields(lines, table.used, fields, day_first)
+    if "supplier_name" not in fields:
+        phrases = [Phrase(c.text, ln.page, c.x0, c.x1, ln.top) for i, ln in enumerate(lines) if i not in table.used
+                   for c in ln.cells]
+        supplier = supplier_candidate(phrases, doc.pages[0].height or 842.0)
+        if supplier:
+            fields["supplier_name"] = supplier
     if found is None:
         _free_totals(lines, table, ctx)
 
@@ -1229,6 +1253,23 @@ def extract_pdf_po(doc: PdfDocument) -> ParsedPO | None:
     if not po.lines and not any((po.po_number, po.order_date, po.supplier_name, po.total)):
         return None
     return po
+
+
+def _title_fields(lines: list[_Line], skip: set[int], fields: dict[str, str], day_first: bool) -> None:
+    """The number and date a title carries (``Rechnung Nr. 42 vom 1.2.2024``) when no label gave them."""
+    if "po_number" in fields and "order_date" in fields:
+        return
+    for i, line in enumerate(lines[:_TITLE_LINES]):
+        if i in skip:
+            continue
+        for text in (*(c.text for c in line.cells), line.text):
+            number, date = title_reference(text, day_first=day_first)
+            if number or date:
+                if number:
+                    fields.setdefault("po_number", number)
+                if date:
+                    fields.setdefault("order_date", date)
+                return
 
 
 def _fill_totals(po: ParsedPO, table: _Table) -> None:

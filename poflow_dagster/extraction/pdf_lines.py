@@ -58,14 +58,27 @@ def quantity_and_unit(text: str | None, parse: Parse, price: Decimal | None = No
     m = _QTY_UNIT_RE.match(text)
     if m:
         number, unit = parse(m.group(1)), m.group(2)
-        if number is not None and (unit is None or normalize_unit(unit) is not None or text.lower().startswith("x")):
-            return number, normalize_unit(unit) if unit else None
+        if number is not None and (unit is None or _unit_word(unit) is not None):
+            return number, _unit_word(unit) if unit else None
     m = _UNIT_QTY_RE.match(text)
     if m and normalize_unit(m.group(1)) is not None:
         number = parse(m.group(2))
         if number is not None:
             return number, normalize_unit(m.group(1))
     return None, None
+
+
+_UNIT_WORD_RE = re.compile(r"^[^\W\d_][\w]{0,7}(?:\(s\)|\.)?$")
+
+
+def _unit_word(text: str) -> str | None:
+    """A unit after a quantity: a known one normalised (``Stk`` -> ``units``), else a short code (``H87``,
+    ``Pauschal``) lower-cased; None for anything longer (a sentence is no unit)."""
+    known = normalize_unit(text)
+    if known:
+        return known
+    word = text.strip()
+    return word.lower().rstrip(".") if _UNIT_WORD_RE.match(word) else None
 
 
 def _product(m: re.Match[str], parse: Parse, price: Decimal | None,

@@ -1,4 +1,5 @@
-"""Read UBL 2.x Order and Invoice documents (incl. Peppol BIS 3) into a :class:`ParsedPO`.
+"""Read UBL 2.x Order, OrderResponse, Quotation, Invoice and CreditNote documents (incl. Peppol BIS 3) into a
+:class:`ParsedPO`.
 
 Parsing goes through :mod:`defusedxml` with DTDs forbidden, so entity expansion
 (billion laughs) and external entities (XXE) are refused before anything is read.
@@ -6,24 +7,29 @@ Elements are matched on namespace URIs, never on prefixes (``cbc:``/``cac:`` may
 spelled differently or be default namespaces). A Peppol Standard Business Document
 (SBDH) envelope around the payload is unwrapped.
 
-Mapping (``Order`` / ``Invoice``):
+Mapping (the root element gives document_type: Order -> purchase_order, OrderResponse ->
+order_confirmation, Quotation -> quote, Invoice and CreditNote -> invoice):
 
-* ``cbc:ID`` -> po_number (Invoice: ``cac:OrderReference/cbc:ID`` when present, an
-  info issue says which was used), ``cbc:IssueDate`` -> order_date;
+* ``cbc:ID`` -> po_number (the document's own number; an invoice's ``cac:OrderReference``
+  is named in an info issue and kept in ``stats["order_reference"]``), ``cbc:IssueDate`` -> order_date;
 * ``cbc:DocumentCurrencyCode`` -> currency (else the ``currencyID`` of the amounts);
-* ``SellerSupplierParty`` / ``AccountingSupplierParty`` ``cac:Party`` ``PartyName/Name``
-  (else ``PartyLegalEntity/RegistrationName``) -> supplier_name;
-* lines ``cac:OrderLine/cac:LineItem`` / ``cac:InvoiceLine``: ``cbc:Quantity`` /
-  ``cbc:InvoicedQuantity``, ``cac:Price/cbc:PriceAmount`` divided by ``cbc:BaseQuantity``
-  when that is not 1, ``cbc:LineExtensionAmount`` -> line_total, ``cac:Item/cbc:Name``
-  (else ``cbc:Description``), SKU from Sellers-, Buyers-, then StandardItemIdentification;
+* supplier_name: Order / OrderResponse / Quotation ``SellerSupplierParty`` ``PartyName/Name``, else
+  ``PartyLegalEntity/RegistrationName``; Invoice / CreditNote ``AccountingSupplierParty`` the other way
+  round (EN 16931's seller name is the legal name, the party name its trading name);
+* lines ``cac:OrderLine/cac:LineItem`` / ``cac:QuotationLine/cac:LineItem`` / ``cac:InvoiceLine`` /
+  ``cac:CreditNoteLine``: the quantity and its ``unitCode`` (UN/ECE Rec 20, read as a unit:
+  ``KGM`` -> kg, ``C62``/``EA``/``H87`` -> units...), ``cac:Price/cbc:PriceAmount`` divided by
+  ``cbc:BaseQuantity`` when that is not 1, ``cbc:LineExtensionAmount`` -> line_total, the line's
+  ``cac:AllowanceCharge`` allowances less charges -> discount when the line amount applies them,
+  ``cac:Item/cbc:Name`` (else ``cbc:Description``), SKU from Sellers-, Buyers-, then StandardItemIdentification;
   barcode from ``StandardItemIdentification/cbc:ID`` with ``schemeID`` 0160 (GTIN) or ``GTIN``;
   product images from ``cac:Item/cac:ItemSpecificationDocumentReference/cac:Attachment``: an
   ``ExternalReference/cbc:URI`` (http/https) -> ``image_urls``, an ``EmbeddedDocumentBinaryObject`` with an
   image ``mimeCode`` -> a ``data:`` URI there (used without any request);
-* ``AnticipatedMonetaryTotal`` / ``LegalMonetaryTotal``: ``LineExtensionAmount`` ->
-  subtotal, ``PayableAmount`` -> total; ``cac:TaxTotal/cbc:TaxAmount`` -> tax; document
-  level freight charges (``ChargeIndicator`` true) -> shipping.
+* ``AnticipatedMonetaryTotal`` / ``LegalMonetaryTotal`` / ``QuotedMonetaryTotal``: ``LineExtensionAmount`` ->
+  subtotal, ``TaxInclusiveAmount`` (else ``PayableAmount``, which leaves out prepaid amounts) -> total;
+  a tax-exclusive or tax-inclusive amount says the line amounts are net: prices_include_tax false;
+  ``cac:TaxTotal/cbc:TaxAmount`` -> tax; document level freight charges (``ChargeIndicator`` true) -> shipping.
 
 Errors (:class:`PoflowError`): ``malformed_xml``, ``unsafe_xml``, ``unsupported_xml``,
 ``no_line_items``.
@@ -47,7 +53,7 @@ from poflow_dagster.extraction.barcodes import clean_barcode
 from poflow_dagster.extraction.numbers import as_money
 from poflow_dagster.domain.models import Issue, ParsedPO, POLine
 
-__all__ = ["NAMESPACES", "extract_ubl"]
+__all__ = ["NAMESPACES", "extract_ubl", "parse_xml", "price_per_unit", "read_ubl", "unit_of_measure"]
 
 _UBL = "urn:oasis:names:specification:ubl:schema:xsd:"
 #: Prefixes used in this module's paths -> the namespace URIs they stand for.
@@ -55,7 +61,10 @@ NAMESPACES = {
     "cbc": _UBL + "CommonBasicComponents-2",
     "cac": _UBL + "CommonAggregateComponents-2",
     "order": _UBL + "Order-2",
+    "orderresponse": _UBL + "OrderResponse-2",
+    "quotation": _UBL + "Quotation-2",
     "invoice": _UBL + "Invoice-2",
+    "creditnote": _UBL + "CreditNote-2",
 }
 _SBDH = "http://www.unece.org/cefact/namespaces/StandardBusinessDocumentHeader"
 
@@ -65,22 +74,52 @@ _PRICE_PLACES = Decimal("0.000001")
 
 @dataclass(frozen=True)
 class _Layout:
-    """Where Order and Invoice keep the same information."""
+    """Where one UBL document type keeps the information every type has."""
 
     kind: str
+    document_type: str
     supplier: str
     line: str
     quantity: str
     totals: str
 
+    @property
+    def legal_name_first(self) -> bool:
+        """Invoices name the seller by its legal name (EN 16931 BT-27); orders by the party name."""
+        return self.document_type == "invoice"
 
+
+_ORDERING_LINE = ("cac:SellerSupplierParty", "cac:OrderLine/cac:LineItem", "cbc:Quantity")
+_BILLING_SUPPLIER = "cac:AccountingSupplierParty"
 _LAYOUTS = {
     f"{{{NAMESPACES['order']}}}Order": _Layout(
-        "order", "cac:SellerSupplierParty", "cac:OrderLine/cac:LineItem", "cbc:Quantity", "cac:AnticipatedMonetaryTotal"
+        "order", "purchase_order", *_ORDERING_LINE, "cac:AnticipatedMonetaryTotal"
+    ),
+    f"{{{NAMESPACES['orderresponse']}}}OrderResponse": _Layout(
+        "order_response", "order_confirmation", *_ORDERING_LINE, "cac:LegalMonetaryTotal"
+    ),
+    f"{{{NAMESPACES['quotation']}}}Quotation": _Layout(
+        "quotation", "quote", "cac:SellerSupplierParty", "cac:QuotationLine/cac:LineItem", "cbc:Quantity",
+        "cac:QuotedMonetaryTotal",
     ),
     f"{{{NAMESPACES['invoice']}}}Invoice": _Layout(
-        "invoice", "cac:AccountingSupplierParty", "cac:InvoiceLine", "cbc:InvoicedQuantity", "cac:LegalMonetaryTotal"
+        "invoice", "invoice", _BILLING_SUPPLIER, "cac:InvoiceLine", "cbc:InvoicedQuantity", "cac:LegalMonetaryTotal"
     ),
+    f"{{{NAMESPACES['creditnote']}}}CreditNote": _Layout(
+        "credit_note", "invoice", _BILLING_SUPPLIER, "cac:CreditNoteLine", "cbc:CreditedQuantity",
+        "cac:LegalMonetaryTotal",
+    ),
+}
+
+#: UN/ECE Recommendation 20 unit codes (UBL and CII ``unitCode``) -> the unit poflow prints; other codes are
+#: kept lower-cased.
+_UNIT_CODES = {
+    **dict.fromkeys(("C62", "EA", "H87", "NAR", "PCE", "XPP", "NMP", "NPL"), "units"),
+    "KGM": "kg", "GRM": "g", "MGM": "mg", "TNE": "t", "LBR": "lb", "ONZ": "oz",
+    "LTR": "l", "MLT": "ml", "CLT": "cl", "GLL": "gal",
+    "MTR": "m", "CMT": "cm", "MMT": "mm", "KMT": "km", "MTK": "m2", "MTQ": "m3",
+    "SEC": "s", "MIN": "min", "HUR": "h", "DAY": "days", "WEE": "weeks", "MON": "months", "ANN": "years",
+    "KWH": "kwh", "KWT": "kw", "DZN": "dozen", "PR": "pairs", "SET": "sets",
 }
 
 _DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
@@ -106,7 +145,7 @@ _SKU_PATHS = (
 # --- parsing ----------------------------------------------------------------------------------
 
 
-def _parse(data: bytes) -> Element:
+def parse_xml(data: bytes) -> Element:
     """Parse with defusedxml (no DTDs, entities or external references)."""
     try:
         return safe_et.fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
@@ -149,7 +188,8 @@ def _document(root: Element) -> tuple[Element, _Layout]:
         where = f"namespace {uri!r}" if uri else "no namespace"
         raise PoflowError(
             "unsupported_xml",
-            f"root element <{local}> in {where}; only UBL 2.x Order and Invoice documents can be read",
+            f"root element <{local}> in {where}; poflow reads UBL 2.x Order, OrderResponse, Quotation, Invoice and"
+            " CreditNote documents and UN/CEFACT Cross Industry Invoices",
         )
     return root, layout
 
@@ -204,25 +244,21 @@ class _Reader:
     # header
 
     def po_number(self) -> str | None:
-        """Order: cbc:ID. Invoice: the referenced order's ID, else the invoice number (info issue)."""
+        """The document's own number (cbc:ID); a referenced order's number is named in an info issue."""
         own = _find_text(self.doc, "cbc:ID")
-        if self.layout.kind == "order":
-            return own
         ordered = _find_text(self.doc, "cac:OrderReference/cbc:ID")
-        if ordered:
-            message = f"PO number taken from the invoice's order reference (cac:OrderReference); invoice {own}"
-            self.issues.append(Issue(code="PO_NUMBER_SOURCE", severity="info", message=message))
-            return ordered
-        message = "the invoice has no order reference; its invoice number (cbc:ID) is used as the PO number"
-        self.issues.append(Issue(code="PO_NUMBER_SOURCE", severity="info", message=message))
+        if ordered and ordered != own:
+            message = f"the {self.layout.kind.replace('_', ' ')} {own or ''} refers to order {ordered} (cac:OrderReference)"
+            self.issues.append(Issue(code="ORDER_REFERENCE", severity="info", message=" ".join(message.split())))
         return own
 
+    def order_reference(self) -> str | None:
+        """The referenced order's number (cac:OrderReference/cbc:ID), if any."""
+        return _find_text(self.doc, "cac:OrderReference/cbc:ID")
+
     def order_date(self) -> dt.date | None:
-        """cbc:IssueDate (an Invoice's OrderReference/IssueDate wins when present)."""
-        raw = None
-        if self.layout.kind == "invoice":
-            raw = _find_text(self.doc, "cac:OrderReference/cbc:IssueDate")
-        raw = raw or _find_text(self.doc, "cbc:IssueDate")
+        """cbc:IssueDate, the document's own date."""
+        raw = _find_text(self.doc, "cbc:IssueDate")
         if raw is None:
             return None
         value = _iso_date(raw)
@@ -244,13 +280,14 @@ class _Reader:
         return code.upper()
 
     def supplier(self) -> str | None:
-        """PartyName/Name, else PartyLegalEntity/RegistrationName of the supplier party."""
+        """The supplier party's PartyName/Name or PartyLegalEntity/RegistrationName, the layout's choice first."""
         party = self.doc.find(f"{self.layout.supplier}/cac:Party", NAMESPACES)
         if party is None:
             return None
-        return _find_text(party, "cac:PartyName/cbc:Name") or _find_text(
-            party, "cac:PartyLegalEntity/cbc:RegistrationName"
-        )
+        paths = ["cac:PartyName/cbc:Name", "cac:PartyLegalEntity/cbc:RegistrationName"]
+        if self.layout.legal_name_first:
+            paths.reverse()
+        return next((name for name in (_find_text(party, path) for path in paths) if name), None)
 
     # lines
 
@@ -264,10 +301,12 @@ class _Reader:
     def line(self, el: Element, line_no: int) -> POLine:
         """One POLine from a line element."""
         quantity = self.number(el, self.layout.quantity, f"line {line_no}: quantity")
-        unit_cost = self.unit_cost(el, line_no)
         line_total = self.number(el, "cbc:LineExtensionAmount", f"line {line_no}: line amount", money=True)
+        unit_cost = self.unit_cost(el, line_no, quantity, line_total)
+        discount = self.discount(el, line_no, quantity, unit_cost, line_total)
         if line_total is None and quantity is not None and unit_cost is not None:
-            line_total = (quantity * unit_cost).quantize(CENT, rounding=ROUND_HALF_UP)
+            line_total = (quantity * unit_cost - (discount or 0)).quantize(CENT, rounding=ROUND_HALF_UP)
+        quantity_el = el.find(self.layout.quantity, NAMESPACES)
         return POLine(
             line_no=line_no,
             sku=next((sku for sku in (_find_text(el, p) for p in _SKU_PATHS) if sku), None),
@@ -277,17 +316,38 @@ class _Reader:
             quantity=quantity,
             unit_cost=unit_cost,
             line_total=line_total,
+            unit=None if quantity_el is None else unit_of_measure(quantity_el.get("unitCode")),
+            discount=discount,
         )
 
-    def unit_cost(self, el: Element, line_no: int) -> Decimal | None:
+    def discount(
+        self, el: Element, line_no: int, quantity: Decimal | None, unit_cost: Decimal | None, total: Decimal | None
+    ) -> Decimal | None:
+        """The line's allowances less its charges, when positive and the line amount applies them (an info issue
+        names allowances/charges the line amount leaves out)."""
+        net = Decimal(0)
+        for charge in el.findall("cac:AllowanceCharge", NAMESPACES):
+            amount = self.number(charge, "cbc:Amount", f"line {line_no}: allowance/charge amount", money=True)
+            net += (amount or 0) * (-1 if _is_charge(charge) else 1)
+        if not net:
+            return None
+        if total is not None and quantity is not None and unit_cost is not None:
+            if abs(quantity * unit_cost - net - total) > CENT:
+                message = (f"line {line_no}: allowances less charges of {format(net, 'f')} are not applied in its"
+                           f" line amount {format(total, 'f')}")
+                self.issues.append(Issue(code="LINE_ALLOWANCE_NOT_APPLIED", severity="info", message=message))
+                return None
+        return as_money(net) if net > 0 else None
+
+    def unit_cost(
+        self, el: Element, line_no: int, quantity: Decimal | None, line_total: Decimal | None
+    ) -> Decimal | None:
         """Price/PriceAmount per one unit (divided by Price/BaseQuantity when that is not 1)."""
         price = self.number(el, "cac:Price/cbc:PriceAmount", f"line {line_no}: price", money=True)
         base = self.number(el, "cac:Price/cbc:BaseQuantity", f"line {line_no}: base quantity")
-        if price is None or base is None or base in (0, 1):
-            return price
-        message = f"line {line_no}: price {format(price, 'f')} is for {format(base, 'f')} units (cbc:BaseQuantity)"
-        self.issues.append(Issue(code="PRICE_PER_BASE_QUANTITY", severity="info", message=message))
-        return as_money((price / base).quantize(_PRICE_PLACES, rounding=ROUND_HALF_UP).normalize())
+        unit_cost, issue = price_per_unit(price, base, quantity, line_total, line_no=line_no, where="cbc:BaseQuantity")
+        self.issues.extend([issue] if issue else [])
+        return unit_cost
 
     # totals
 
@@ -296,18 +356,21 @@ class _Reader:
         block = self.doc.find(self.layout.totals, NAMESPACES)
         if block is not None:
             po.subtotal = self.number(block, "cbc:LineExtensionAmount", "line extension amount", money=True)
-            po.total = self.number(block, "cbc:PayableAmount", "payable amount", money=True)
+            po.total = self.number(block, "cbc:TaxInclusiveAmount", "tax inclusive amount", money=True)
             if po.total is None:
-                po.total = self.number(block, "cbc:TaxInclusiveAmount", "tax inclusive amount", money=True)
+                po.total = self.number(block, "cbc:PayableAmount", "payable amount", money=True)
+            if any(block.find(p, NAMESPACES) is not None for p in ("cbc:TaxExclusiveAmount", "cbc:TaxInclusiveAmount")):
+                po.prices_include_tax = False
             self._note_prepaid(block)
         po.tax = self.tax(po.currency)
         po.shipping = self.shipping()
 
     def _note_prepaid(self, block: Element) -> None:
-        """PayableAmount excludes prepaid amounts: say so when there is one."""
+        """The total is the grand total: name a prepaid amount (the payable amount leaves it out)."""
         prepaid = self.number(block, "cbc:PrepaidAmount", "prepaid amount", money=True)
         if prepaid:
-            message = f"{format(prepaid, 'f')} was prepaid; the total is the payable amount"
+            payable = self.number(block, "cbc:PayableAmount", "payable amount", money=True)
+            message = f"{format(prepaid, 'f')} was prepaid; {format(payable or 0, 'f')} is left to pay"
             self.issues.append(Issue(code="PREPAID_AMOUNT", severity="info", message=message))
 
     def tax(self, currency: str | None) -> Decimal | None:
@@ -388,6 +451,34 @@ def _describe_charge(charge: Element, amount: Decimal | None) -> str:
     return f"{kind} {reason or '?'} {value}"
 
 
+def price_per_unit(
+    price: Decimal | None, base: Decimal | None, quantity: Decimal | None, line_total: Decimal | None, *,
+    line_no: int, where: str,
+) -> tuple[Decimal | None, Issue | None]:
+    """The price of one unit when ``price`` is for ``base`` units, and an info issue saying what was done.
+
+    A base of 0 or 1 changes nothing. A base the line amount contradicts (quantity x price gives the line
+    amount, quantity x price / base does not) is ignored.
+    """
+    if price is None or base is None or base in (0, 1):
+        return price, None
+    divided = as_money((price / base).quantize(_PRICE_PLACES, rounding=ROUND_HALF_UP).normalize())
+    shown = f"line {line_no}: price {format(price, 'f')} is for {format(base, 'f')} units ({where})"
+    if quantity is not None and line_total is not None:
+        if abs(quantity * price - line_total) <= CENT < abs(quantity * divided - line_total):
+            message = f"{shown}, but the line amount {format(line_total, 'f')} is quantity x price: ignored"
+            return price, Issue(code="BASE_QUANTITY_IGNORED", severity="info", message=message)
+    return divided, Issue(code="PRICE_PER_BASE_QUANTITY", severity="info", message=shown)
+
+
+def unit_of_measure(code: str | None) -> str | None:
+    """A UN/ECE Rec 20 ``unitCode`` as a unit (``KGM`` -> ``kg``, ``C62`` -> ``units``); unknown codes lower-cased."""
+    code = (code or "").strip().upper()
+    if not code:
+        return None
+    return _UNIT_CODES.get(code, code.lower())
+
+
 def _units(lines: Iterable[Element], quantity_path: str) -> list[str | None]:
     """The unitCode of each line's quantity."""
     units: list[str | None] = []
@@ -401,14 +492,22 @@ def _units(lines: Iterable[Element], quantity_path: str) -> list[str | None]:
 
 
 def extract_ubl(data: bytes) -> ParsedPO:
-    """Extract a purchase order from a UBL 2.x Order or Invoice document.
+    """Extract a purchase order from a UBL 2.x Order, OrderResponse, Quotation, Invoice or CreditNote.
 
     Raises :class:`PoflowError` with ``malformed_xml``, ``unsafe_xml``,
     ``unsupported_xml`` or ``no_line_items``.
     """
-    doc, layout = _document(_parse(data))
+    return read_ubl(parse_xml(data))
+
+
+def read_ubl(root: Element) -> ParsedPO:
+    """Extract a purchase order from a parsed UBL root (an SBDH envelope is unwrapped).
+
+    Raises :class:`PoflowError` with ``unsupported_xml`` or ``no_line_items``.
+    """
+    doc, layout = _document(root)
     reader = _Reader(doc, layout)
-    po = ParsedPO(source_format="ubl", extractor="ubl")
+    po = ParsedPO(source_format="ubl", extractor="ubl", document_type=layout.document_type)
     po.po_number = reader.po_number()
     po.order_date = reader.order_date()
     po.currency = reader.currency()
@@ -417,5 +516,6 @@ def extract_ubl(data: bytes) -> ParsedPO:
     reader.totals(po)
     po.issues = reader.issues
     po.stats["document"] = layout.kind
+    po.stats["order_reference"] = reader.order_reference()
     po.stats["line_units"] = _units(doc.findall(layout.line, NAMESPACES), layout.quantity)
     return po

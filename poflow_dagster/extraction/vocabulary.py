@@ -14,7 +14,7 @@ import re
 
 from poflow_dagster.extraction.spreadsheet import normalize_label
 
-__all__ = ["DOCUMENT_TITLES", "document_type_of", "normalize_unit", "tax_inclusion_of"]
+__all__ = ["DOCUMENT_TITLES", "document_type_of", "is_title_phrase", "normalize_unit", "tax_inclusion_of"]
 
 #: Document titles per document type (most specific first: "order confirmation" before "order").
 DOCUMENT_TITLES: dict[str, tuple[str, ...]] = {
@@ -39,7 +39,8 @@ DOCUMENT_TITLES: dict[str, tuple[str, ...]] = {
     ),
     "invoice": (
         "invoice", "tax invoice", "commercial invoice", "sales invoice", "vat invoice", "receipt", "bill",
-        "rechnung", "steuerrechnung", "facture", "factuur", "factura", "fattura", "fatura", "nota fiscal",
+        "rechnung", "steuerrechnung", "handelsrechnung", "faktura", "faktura danovy doklad", "credit note",
+        "gutschrift", "avoir", "facture d avoir", "nota de credito", "creditnota", "facture", "factuur", "factura", "fattura", "fatura", "nota fiscal",
         "請求書", "納品請求書", "領収書", "חשבונית", "חשבונית מס", "קבלה", "فاتورة", "فاتورة ضريبية",
     ),
     "purchase_order": (
@@ -121,6 +122,11 @@ def normalize_unit(text: str) -> str | None:
 
 _TITLE_INDEX = {normalize_label(phrase): kind for kind, phrases in DOCUMENT_TITLES.items() for phrase in phrases}
 _LONGEST_TITLE = max(len(key.split()) for key in _TITLE_INDEX)
+
+
+def is_title_phrase(text: str) -> bool:
+    """True if ``text`` is exactly a document title phrase (``Invoice``, ``Bon de commande``)."""
+    return normalize_label(text) in _TITLE_INDEX
 
 
 def document_type_of(title: str) -> str | None:

@@ -11,7 +11,9 @@ Mapping (first ``ST*850`` transaction set of the interchange):
 * ``BEG03`` -> po_number, ``BEG05`` (CCYYMMDD) -> order_date, ``DTM*004`` as fallback;
 * ``CUR*BY*<code>`` -> currency (another ``CUR`` entity as fallback);
 * ``N1*SE`` (selling party), else ``N1*VN`` (vendor), else ``N1*SU`` -> supplier_name (``N102``);
-* ``PO1``: quantity ``PO102``, unit of measure ``PO103`` (kept in ``stats["line_units"]``),
+* the document_type is purchase_order (an 850);
+* ``PO1``: quantity ``PO102``, unit of measure ``PO103`` (code list 355, read as a unit: ``EA`` -> units,
+  ``LB`` -> lb...; the codes as sent are kept in ``stats["line_units"]``),
   unit price ``PO104`` (per hundred/thousand when ``PO105`` is HP/TP/HT), product IDs in
   qualifier/ID pairs from ``PO106/PO107`` on. The SKU is the first of VP, VN, SK, BP, IN,
   UP found (else the first ID); zero padding is kept. The barcode is the first of UP (UPC-A),
@@ -19,8 +21,9 @@ Mapping (first ``ST*850`` transaction set of the interchange):
   check digit) found; UI/UA get their check digit. ``PID*F`` ``PID05`` -> description.
   line_total = quantity x unit price, rounded to cents;
 * ``CTT01`` must equal the number of ``PO1`` segments (else ``LINE_COUNT_MISMATCH``);
-* ``AMT*TT`` -> total, ``TXI02`` -> tax (header/summary level; line level when that is
-  all there is), freight ``SAC`` charges (``SAC05`` has two implied decimals) -> shipping.
+* ``AMT*1`` (line item total) -> subtotal, ``AMT*TT`` -> total (else the line item total plus tax and
+  shipping), ``TXI02`` -> tax (header/summary level; line level when that is all there is), freight ``SAC``
+  charges (``SAC05`` has two implied decimals) -> shipping.
 
 Errors (:class:`PoflowError`): ``malformed_edi`` (no/short ISA, no ST, no BEG),
 ``unsupported_edi_transaction`` (no 850 set, e.g. only ``ST*810``), ``no_line_items``.
@@ -39,7 +42,7 @@ from poflow_dagster.extraction.barcodes import clean_barcode, with_check_digit
 from poflow_dagster.extraction.numbers import as_money
 from poflow_dagster.domain.models import Issue, ParsedPO, POLine
 
-__all__ = ["ISA_LENGTH", "Delimiters", "extract_x12_850", "read_delimiters", "split_segments"]
+__all__ = ["ISA_LENGTH", "Delimiters", "extract_x12_850", "read_delimiters", "split_segments", "unit_of_measure"]
 
 #: Length of the ISA segment including its terminator.
 ISA_LENGTH = 106
@@ -61,6 +64,14 @@ _NO_CHECK_DIGIT = {"UI": 11, "UA": 12}
 #: SAC02 codes that mean freight / shipping (code list 1300).
 FREIGHT_CODES = frozenset({"D240", "D200", "D230", "G821", "G830", "C040", "C030"})
 _FREIGHT_WORDS = re.compile(r"\b(freight|shipping|shipment|delivery|carriage|postage)\b", re.IGNORECASE)
+
+#: Unit of measurement codes (X12 element 355) -> the unit poflow prints; other codes are kept lower-cased.
+_UNIT_CODES = {
+    **dict.fromkeys(("EA", "PC", "UN", "EACH"), "units"),
+    "LB": "lb", "KG": "kg", "GR": "g", "OZ": "oz", "GA": "gal", "LT": "l", "ML": "ml",
+    "FT": "ft", "IN": "in", "YD": "yd", "MR": "m", "HR": "h", "DA": "days", "WK": "weeks", "MO": "months",
+    "DZ": "dozen", "PR": "pairs", "CA": "cases", "BX": "boxes", "PK": "packs", "RL": "rolls", "ST": "sets",
+}
 
 #: PO105 basis-of-unit-price codes whose price covers more than one unit.
 _PRICE_BASIS_DIVISORS = {"HP": Decimal(100), "TP": Decimal(1000), "HT": Decimal(100_000)}
@@ -248,7 +259,7 @@ class _Reader:
 
     def __init__(self, delimiters: Delimiters) -> None:
         self.component = delimiters.component
-        self.po = ParsedPO(source_format="x12", extractor="x12_850")
+        self.po = ParsedPO(source_format="x12", extractor="x12_850", document_type="purchase_order")
         self.issues: list[Issue] = []
         self.has_beg = False
         self.dtm_date: str | None = None
@@ -342,10 +353,13 @@ class _Reader:
             self.ctt = self.el(seg, 1)
 
     def _amt(self, seg: Segment) -> None:
-        """AMT*TT (total transaction amount) outside the line loops -> total."""
-        if self.in_line or self.el(seg, 1) != "TT" or self.po.total is not None:
+        """Outside the line loops: AMT*TT (total transaction amount) -> total, AMT*1 (line item total) -> subtotal."""
+        qualifier = self.el(seg, 1).upper()
+        if self.in_line or qualifier not in ("TT", "1"):
             return
-        self.po.total = self._number(self.el(seg, 2), "AMT*TT total", money=True)
+        field = "total" if qualifier == "TT" else "subtotal"
+        if getattr(self.po, field) is None:
+            setattr(self.po, field, self._number(self.el(seg, 2), f"AMT*{qualifier} {field}", money=True))
 
     def _sac(self, seg: Segment) -> None:
         """SAC: header/summary charges are kept; line-level ones are only counted."""
@@ -432,6 +446,7 @@ class _Reader:
             quantity=quantity,
             unit_cost=unit_cost,
             line_total=line_total,
+            unit=unit_of_measure(self.el(seg, 3)),
         )
         return line, self.el(seg, 3) or None
 
@@ -469,6 +484,8 @@ class _Reader:
         amounts = [c.amount for c in self.header_charges if _is_freight(c) and c.amount is not None]
         if amounts:
             self.po.shipping = as_money(sum(amounts, Decimal(0)))
+        if self.po.total is None and self.po.subtotal is not None:
+            self.po.total = self.po.subtotal + (self.po.tax or 0) + (self.po.shipping or 0)
         others = [c for c in self.header_charges if not _is_freight(c) and c.indicator in ("A", "C")]
         if others:
             listed = ", ".join(_describe_charge(c) for c in others)
@@ -489,6 +506,12 @@ class _Reader:
     def _unreadable(self, what: str, raw: str) -> None:
         """Record that a value could not be read."""
         self.issues.append(Issue(code="UNREADABLE_NUMBER", message=f"could not read {what} {raw!r}"))
+
+
+def unit_of_measure(code: str) -> str | None:
+    """A PO103 unit code as a unit (``EA`` -> ``units``, ``LB`` -> ``lb``); unknown codes lower-cased."""
+    code = code.strip().upper()
+    return _UNIT_CODES.get(code, code.lower()) if code else None
 
 
 def _sku(ids: dict[str, str]) -> str | None:
