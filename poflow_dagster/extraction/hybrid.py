@@ -46,9 +46,14 @@ _DETERMINISTIC, _LLM = "deterministic", "llm"
 _FILLABLE = ("sku", "barcode", "quantity", "unit_cost", "line_total", "unit", "discount")
 
 
+#: Fields that make a reading "a readable header": what an order states. A supplier name or a currency alone
+#: is not enough (any letter has a name-like line or a currency sign).
+IDENTIFYING_FIELDS = ("po_number", "order_date", "document_type", "subtotal", "tax", "total")
+
+
 def has_header(po: ParsedPO) -> bool:
-    """True when the reading found at least one header field or total."""
-    return any(getattr(po, name) is not None for name in HEADER_FIELDS + TOTAL_FIELDS)
+    """True when the reading found a field that identifies an order (:data:`IDENTIFYING_FIELDS`)."""
+    return any(getattr(po, name) is not None for name in IDENTIFYING_FIELDS)
 
 
 def gaps(po: ParsedPO) -> list[str]:
