@@ -547,7 +547,9 @@ def _document_lines(doc: PdfDocument) -> list[_Line]:
     for page in doc.pages:
         page_lines = [_table_line(page.number, row) for table in page.tables for row in table.rows]
         free = [w for w in page.words if not any(_inside(w, t.bbox) for t in page.tables)]
-        page_lines += [_word_line(page.number, row) for row in _group_rows(free)]
+        rows = _group_rows(free)
+        space = _word_space(rows)
+        page_lines += [_word_line(page.number, row, space) for row in rows]
         lines += sorted(page_lines, key=lambda line: (line.top, line.cells[0].x0))
     return lines
 
@@ -575,13 +577,34 @@ def _group_rows(words: Sequence[PdfWord]) -> list[list[PdfWord]]:
     return rows
 
 
-def _word_line(page: int, words: list[PdfWord]) -> _Line:
-    """A line of words split into cells wherever the gap is wider than about two spaces."""
+#: Word gap / font height above which a page counts as set with wide word spacing (normal text: ~0.25).
+_WIDE_SPACING = 0.4
+
+
+def _word_space(rows: Sequence[Sequence[PdfWord]]) -> float:
+    """The page's typical gap between two words of a phrase when the page sets words unusually far apart
+    (median of the gaps narrower than the font), else 0."""
+    ratios = []
+    for row in rows:
+        ordered = sorted(row, key=lambda w: w.x0)
+        for prev, word in zip(ordered, ordered[1:]):
+            gap, height = word.x0 - prev.x1, prev.bottom - prev.top
+            if 0 < gap < height:
+                ratios.append((gap / height, gap))
+    if len(ratios) < 5:
+        return 0.0
+    ratio, gap = sorted(ratios)[len(ratios) // 2]
+    return gap if ratio > _WIDE_SPACING else 0.0
+
+
+def _word_line(page: int, words: list[PdfWord], space: float = 0.0) -> _Line:
+    """A line of words split into cells wherever the gap is wider than about two spaces (of this page's
+    usual word spacing: some PDFs set words far apart)."""
     words = sorted(words, key=lambda w: w.x0)
     groups: list[list[PdfWord]] = [[words[0]]]
     for prev, word in zip(words, words[1:]):
         gap = word.x0 - prev.x1
-        if gap > max(3.0, 0.5 * (prev.bottom - prev.top)):
+        if gap > max(3.0, 0.5 * (prev.bottom - prev.top), 1.6 * space):
             groups.append([word])
         else:
             groups[-1].append(word)

@@ -124,6 +124,7 @@ _TITLE_INDEX = {normalize_label(phrase): kind for kind, phrases in DOCUMENT_TITL
 _LONGEST_TITLE = max(len(key.split()) for key in _TITLE_INDEX)
 
 
+
 def is_title_phrase(text: str) -> bool:
     """True if ``text`` is exactly a document title phrase (``Invoice``, ``Bon de commande``)."""
     return normalize_label(text) in _TITLE_INDEX
@@ -132,30 +133,36 @@ def is_title_phrase(text: str) -> bool:
 def document_type_of(title: str) -> str | None:
     """The document type a title names (``Auftragsbestätigung Nr. 4711`` -> ``order_confirmation``), else None.
 
-    The title must *start* with the phrase; what follows may only be a number, a label such as ``No.`` or a
-    date (``Purchase Order PO-1001``), not a sentence (``Order total`` is no title).
+    The title must *start* with the phrase; what follows may only be a reference: a number, a label such
+    as ``No.``, a date (``Handelsrechnung Nr. TX-471102 vom 30.10.2018``), not a sentence (``Order total``).
     """
-    key = normalize_label(title)
-    words = key.split()
-    if not words or len(words) > _LONGEST_TITLE + 3:
+    tokens = title.split()
+    if not tokens or len(tokens) > _LONGEST_TITLE + 6:
         return None
-    for n in range(min(len(words), _LONGEST_TITLE), 0, -1):
-        kind = _TITLE_INDEX.get(" ".join(words[:n]))
+    for n in range(min(len(tokens), _LONGEST_TITLE), 0, -1):
+        phrase = normalize_label(" ".join(tokens[:n]))
+        kind = _TITLE_INDEX.get(phrase)
         if kind is None:
             continue
-        rest = words[n:]
-        bare = " ".join(words[:n]) in _BARE_ONLY
-        if not rest or (not bare and _only_reference(rest, title)):
+        rest = tokens[n:]
+        if not rest or (phrase not in _BARE_ONLY and all(_is_reference_word(t) for t in rest)):
             return kind
         return None
     return None
 
 
-def _only_reference(rest: list[str], title: str) -> bool:
-    """True if the words after a title phrase are just a reference (``no``, ``nr``, codes with digits)."""
-    fillers = {"no", "nr", "number", "n", "num", "numero", "nummer", "ref", "id", "copy", "original", "draft"}
-    digits = any(ch.isdigit() for ch in title)
-    return all(word in fillers or any(ch.isdigit() for ch in word) for word in rest) or (digits and len(rest) <= 1)
+_REFERENCE_WORDS = frozenset(
+    {"no", "nr", "number", "n", "num", "numero", "nummer", "ref", "id", "c", "copy", "original", "draft",
+     "vom", "von", "du", "del", "of", "dated", "from", "le", "ze"}
+)
+
+
+def _is_reference_word(token: str) -> bool:
+    """A word of a title's reference part: a code or date (has a digit), ``No.``, ``#``, ``vom``..."""
+    if any(ch.isdigit() for ch in token):
+        return True
+    key = normalize_label(token)
+    return not key or key in _REFERENCE_WORDS
 
 
 def tax_inclusion_of(text: str) -> bool | None:
