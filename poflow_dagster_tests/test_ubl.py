@@ -11,7 +11,7 @@ import pytest
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import ParsedPO
 from poflow_dagster.extraction.sniff import detect_format
-from poflow_dagster.extraction.ubl import extract_ubl
+from poflow_dagster.extraction.ubl import extract_ubl, unit_of_measure
 from poflow_dagster.samples.edi_documents import (
     ALL_DEFAULT,
     CII_NS,
@@ -147,22 +147,22 @@ def test_missing_tax_and_shipping_stay_none() -> None:
 
 
 @pytest.mark.parametrize("prefixes", [ALL_DEFAULT, PREFIXED], ids=["all-default", "peppol-cbc-cac"])
-def test_peppol_invoice_uses_the_order_reference_as_po_number(prefixes: Prefixes) -> None:
+def test_peppol_invoice_keeps_its_own_number_and_names_the_order_reference(prefixes: Prefixes) -> None:
     spec = sample_spec(currency="EUR", order_date=dt.date(2024, 11, 13))
     po = extract_ubl(peppol_invoice(spec, invoice_number="INV-778", prefixes=prefixes))
-    assert_matches_spec(po, spec)
+    assert_matches_spec(po, spec, po_number="INV-778", supplier=spec.supplier_legal_name)
     (issue,) = po.issues
-    assert issue.code == "PO_NUMBER_SOURCE" and issue.severity == "info"
-    assert "OrderReference" in issue.message
-    assert po.stats["document"] == "invoice"
+    assert issue.code == "ORDER_REFERENCE" and issue.severity == "info"
+    assert "INV-778" in issue.message and spec.po_number in issue.message
+    assert po.stats["document"] == "invoice" and po.stats["order_reference"] == spec.po_number
+    assert (po.document_type, po.prices_include_tax) == ("invoice", False)
 
 
-def test_invoice_without_order_reference_uses_the_invoice_number() -> None:
+def test_invoice_without_order_reference_has_no_reference_issue() -> None:
     spec = sample_spec()
     po = extract_ubl(peppol_invoice(spec, invoice_number="INV-0099", order_reference=False))
-    assert_matches_spec(po, spec, po_number="INV-0099")
-    (issue,) = po.issues
-    assert issue.code == "PO_NUMBER_SOURCE" and issue.severity == "info" and "invoice number" in issue.message
+    assert_matches_spec(po, spec, po_number="INV-0099", supplier=spec.supplier_legal_name)
+    assert po.issues == [] and po.stats["order_reference"] is None
 
 
 def test_tax_in_the_document_currency_wins_over_the_tax_currency_copy() -> None:
@@ -203,7 +203,7 @@ def test_other_namespaced_xml_is_unsupported_with_its_namespace() -> None:
     assert "CrossIndustryInvoice" in error.message and CII_NS in error.message
 
 
-def test_ubl_credit_note_is_unsupported() -> None:
+def test_a_credit_note_element_in_the_order_namespace_is_unsupported() -> None:
     data = ubl_order(sample_spec()).replace(b"<Order ", b"<CreditNote ").replace(b"</Order>", b"</CreditNote>")
     assert error_of(data).code == "unsupported_xml"
 
@@ -219,3 +219,101 @@ def test_not_well_formed_is_malformed(data: bytes) -> None:
 def test_order_without_lines_has_no_line_items() -> None:
     spec = sample_spec(lines=())
     assert error_of(ubl_order(spec)).code == "no_line_items"
+
+
+# --- real documents (poflow_dagster_tests/corpus): document types, units, totals, allowances ----------------
+
+CORPUS = Path(__file__).parent / "corpus"
+
+
+def corpus_po(name: str) -> ParsedPO:
+    return extract_ubl((CORPUS / name).read_bytes())
+
+
+def test_oasis_order_reads_its_type_units_and_barcodes() -> None:
+    po = corpus_po("ph-ubl/UBL-Order-2.1-Example.xml")
+    assert (po.document_type, po.po_number, po.supplier_name, po.currency) == (
+        "purchase_order", "34", "Moderna Produkter AB", "SEK")
+    assert [(line.sku, line.barcode, line.unit) for line in po.lines] == [
+        ("SItemNo001", "1234567890123", "l"), ("SItemNo011", "123452340123", "units")]
+    assert po.prices_include_tax is None  # no tax-exclusive / tax-inclusive amount is given
+
+
+def test_order_response_is_an_order_confirmation_with_its_own_number() -> None:
+    po = corpus_po("ph-ubl/UBL-OrderResponse-2.1-Example.xml")
+    assert (po.document_type, po.po_number, po.order_date) == ("order_confirmation", "7", dt.date(2010, 1, 21))
+    assert po.stats["order_reference"] == "34"
+    assert len(po.lines) == 2 and all(line.quantity is None and line.sku is None for line in po.lines)
+    assert "ORDER_REFERENCE" in codes(po)
+
+
+def test_credit_note_is_read_like_an_invoice() -> None:
+    po = corpus_po("en16931-examples/ubl-tc434-creditnote1.xml")
+    assert (po.document_type, po.stats["document"]) == ("invoice", "credit_note")
+    assert (po.po_number, po.supplier_name, po.total) == ("018304 / 28865", "My Supplier Company", Decimal("100.11"))
+    [line] = po.lines
+    assert (line.sku, line.quantity, line.unit_cost, line.line_total, line.unit) == (
+        "V55", Decimal("1.00"), Decimal("100.11"), Decimal("100.11"), "units")
+
+
+def test_total_is_the_grand_total_and_a_prepaid_amount_is_named() -> None:
+    po = corpus_po("ph-ubl/UBL-Invoice-2.1-Example.xml")
+    assert (po.subtotal, po.tax, po.total) == (Decimal("1436.50"), Decimal("292.20"), Decimal("1729.00"))
+    assert po.prices_include_tax is False
+    [prepaid] = [issue for issue in po.issues if issue.code == "PREPAID_AMOUNT"]
+    assert "1000.00" in prepaid.message and "729.00" in prepaid.message
+
+
+def test_line_allowances_the_line_amount_leaves_out_are_reported_not_taken_off() -> None:
+    po = corpus_po("ph-ubl/UBL-Invoice-2.1-Example.xml")
+    assert po.lines[0].discount is None and po.lines[0].line_total == Decimal("1273.00")
+    [issue] = [issue for issue in po.issues if issue.code == "LINE_ALLOWANCE_NOT_APPLIED"]
+    assert issue.message.startswith("line 1:") and "2.00" in issue.message  # allowance 12 less charge 10
+
+
+def test_base_quantity_prices_become_unit_prices_on_a_real_invoice() -> None:
+    po = corpus_po("en16931-examples/ubl-tc434-example8.xml")
+    assert po.supplier_name == "Enexis B.V."  # the legal name, not the trading name "Enexis"
+    assert [line.unit_cost for line in po.lines[2:6]] == [Decimal("1.27"), Decimal("1.53"), Decimal("36.75"),
+                                                         Decimal("56.50")]
+    assert all(line.quantity * line.unit_cost == line.line_total for line in po.lines[2:])
+    assert [line.unit for line in po.lines[:6]] == ["kwh", "kwh", "kw", "kw", "months", "months"]
+
+
+_INVOICE_LINE = """<Invoice xmlns="urn:oasis:names:specification:ubl:schema:xsd:Invoice-2"
+ xmlns:cac="urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2"
+ xmlns:cbc="urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2">
+ <cbc:ID>INV-1</cbc:ID><cbc:IssueDate>2025-02-03</cbc:IssueDate><cbc:DocumentCurrencyCode>EUR</cbc:DocumentCurrencyCode>
+ <cac:InvoiceLine><cbc:ID>1</cbc:ID><cbc:InvoicedQuantity unitCode="KGM">4</cbc:InvoicedQuantity>
+  <cbc:LineExtensionAmount currencyID="EUR">{total}</cbc:LineExtensionAmount>{charges}
+  <cac:Item><cbc:Name>Coffee beans</cbc:Name></cac:Item>
+  <cac:Price><cbc:PriceAmount currencyID="EUR">{price}</cbc:PriceAmount>{base}</cac:Price>
+ </cac:InvoiceLine></Invoice>"""
+
+
+def _allowance(indicator: str, amount: str) -> str:
+    return (f"<cac:AllowanceCharge><cbc:ChargeIndicator>{indicator}</cbc:ChargeIndicator>"
+            f"<cbc:Amount currencyID=\"EUR\">{amount}</cbc:Amount></cac:AllowanceCharge>")
+
+
+def test_a_line_allowance_the_line_amount_applies_is_the_discount() -> None:
+    charges = _allowance("false", "6.00") + _allowance("true", "1.00")
+    xml = _INVOICE_LINE.format(total="35.00", charges=charges, price="10.00", base="")
+    [line] = extract_ubl(xml.encode()).lines
+    assert (line.quantity, line.unit_cost, line.discount, line.line_total, line.unit) == (
+        Decimal("4"), Decimal("10.00"), Decimal("5.00"), Decimal("35.00"), "kg")
+
+
+def test_a_base_quantity_the_line_amount_contradicts_is_ignored() -> None:
+    base = '<cbc:BaseQuantity unitCode="KGM">10</cbc:BaseQuantity>'
+    po = extract_ubl(_INVOICE_LINE.format(total="40.00", charges="", price="10.00", base=base).encode())
+    assert po.lines[0].unit_cost == Decimal("10.00")
+    assert codes(po) == ["BASE_QUANTITY_IGNORED"]
+    po = extract_ubl(_INVOICE_LINE.format(total="4.00", charges="", price="10.00", base=base).encode())
+    assert po.lines[0].unit_cost == Decimal("1.00") and codes(po) == ["PRICE_PER_BASE_QUANTITY"]
+
+
+@pytest.mark.parametrize(("code", "unit"), [("C62", "units"), ("H87", "units"), ("KGM", "kg"), ("LTR", "l"),
+                                            ("DAY", "days"), ("MTQ", "m3"), ("ZZ", "zz"), (None, None)])
+def test_rec_20_unit_codes_read_as_units(code: str | None, unit: str | None) -> None:
+    assert unit_of_measure(code) == unit

@@ -11,7 +11,7 @@ import pytest
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import ParsedPO
 from poflow_dagster.extraction.sniff import detect_format
-from poflow_dagster.extraction.x12 import extract_x12_850, read_delimiters
+from poflow_dagster.extraction.x12 import extract_x12_850, read_delimiters, unit_of_measure
 from poflow_dagster.samples.edi_documents import (
     PIPE_NEWLINE,
     STAR_TILDE,
@@ -252,3 +252,45 @@ def test_garbage_never_escapes_as_a_raw_exception() -> None:
     for text in ("", "ISA", "ISA*" + "x" * 200, "ISA*00*" + "*" * 120, isa_segment(STAR_TILDE) + "ST*850~BEG~"):
         with pytest.raises(PoflowError):
             extract_x12_850(text)
+
+
+# --- document type, units and the line item total (real 850s in the corpus) ----------------------------------
+
+CORPUS = Path(__file__).parent / "corpus" / "edi-engine"
+
+
+def test_an_850_is_a_purchase_order_with_its_units_read() -> None:
+    spec = sample_spec()
+    po = extract_x12_850(x12_850(spec))
+    assert po.document_type == "purchase_order"
+    assert [line.unit for line in po.lines] == ["units", "cases", "lb"]  # PO103 EA, CA, LB
+    assert po.stats["line_units"] == ["EA", "CA", "LB"]  # the codes as sent
+
+
+@pytest.mark.parametrize(("code", "unit"), [("EA", "units"), ("pc", "units"), ("KG", "kg"), ("DZ", "dozen"),
+                                            ("BG", "bg"), ("", None)])
+def test_po103_codes_read_as_units(code: str, unit: str | None) -> None:
+    assert unit_of_measure(code) == unit
+
+
+def test_amt_1_line_item_total_is_the_subtotal_and_the_total_without_amt_tt() -> None:
+    po = extract_x12_850((CORPUS / "850.OK.edi").read_text())
+    assert (po.po_number, po.order_date) == ("08292233294", dt.date(2010, 11, 27))
+    assert po.subtotal == po.total == Decimal("13045.94") == sum(line.line_total for line in po.lines)
+    assert [(line.sku, line.description, line.unit) for line in po.lines[:2]] == [
+        ("AB3542", "SMALL WIDGET", "units"), ("RD5322", "MEDIUM WIDGET", "units")]
+    assert po.issues == []
+
+
+def test_amt_tt_stays_the_total_next_to_amt_1() -> None:
+    spec = sample_spec()
+    text = x12_850(spec, STAR_TILDE).replace("AMT*TT*", "AMT*1*999.99~AMT*TT*", 1)
+    assert "AMT*1*999.99~" in text
+    po = extract_x12_850(text)
+    assert (po.subtotal, po.total) == (Decimal("999.99"), spec.total)
+
+
+def test_sln_sub_lines_are_not_ordered_lines() -> None:
+    po = extract_x12_850((CORPUS / "850.Composite.SLN.OK.edi").read_text())
+    assert [line.sku for line in po.lines] == ["AB3542", "RD5322"]
+    assert [line.quantity for line in po.lines] == [Decimal("120"), Decimal("220")]

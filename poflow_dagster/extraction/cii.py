@@ -1,0 +1,333 @@
+"""Read UN/CEFACT Cross Industry Invoices (CII D16B: XRechnung, Factur-X / ZUGFeRD 2.x) into a :class:`ParsedPO`.
+
+Parsing is the UBL reader's (:func:`~poflow_dagster.extraction.ubl.parse_xml`: :mod:`defusedxml`, DTDs, entities
+and external references refused). Elements are matched on namespace URIs, never on prefixes.
+
+Mapping (``rsm:CrossIndustryInvoice``):
+
+* ``rsm:ExchangedDocument``: ``ram:ID`` -> po_number (the invoice number; the buyer's order reference
+  ``BuyerOrderReferencedDocument/IssuerAssignedID`` is named in an info issue and kept in
+  ``stats["order_reference"]``), ``IssueDateTime/DateTimeString`` (format 102, ``CCYYMMDD``) -> order_date,
+  ``TypeCode`` (380 invoice, 381 credit note, 384 corrected...) -> document_type ``invoice``;
+* ``ApplicableHeaderTradeAgreement/SellerTradeParty/Name`` -> supplier_name;
+* ``ApplicableHeaderTradeSettlement``: ``InvoiceCurrencyCode`` -> currency; the monetary summation's
+  ``LineTotalAmount`` -> subtotal, ``TaxTotalAmount`` in the invoice currency -> tax, ``GrandTotalAmount`` ->
+  total (prepaid amounts are named in an info issue); a tax basis or grand total says the line amounts are net
+  (prices_include_tax false); header ``SpecifiedTradeAllowanceCharge`` charges whose reason says freight
+  (and ``SpecifiedLogisticsServiceCharge``) -> shipping, other allowances/charges -> an issue;
+* lines ``IncludedSupplyChainTradeLineItem``: ``SpecifiedTradeProduct`` ``SellerAssignedID`` (else
+  ``BuyerAssignedID``, else ``GlobalID``) -> sku, ``GlobalID`` with ``schemeID`` 0160 (GS1 GTIN) -> barcode,
+  ``Name`` (else ``Description``) -> description; ``BilledQuantity`` and its ``unitCode`` (UN/ECE Rec 20) ->
+  quantity and unit; ``NetPriceProductTradePrice/ChargeAmount`` divided by its ``BasisQuantity`` -> unit_cost;
+  ``LineTotalAmount`` -> line_total; the line's allowances less charges -> discount when the line amount
+  applies them.
+
+Errors (:class:`PoflowError`): ``malformed_xml``, ``unsafe_xml``, ``unsupported_xml``, ``no_line_items``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from decimal import ROUND_HALF_UP, Decimal
+from xml.etree.ElementTree import Element
+
+from poflow_dagster.domain.errors import PoflowError
+from poflow_dagster.domain.models import Issue, ParsedPO, POLine
+from poflow_dagster.extraction.barcodes import clean_barcode
+from poflow_dagster.extraction.numbers import as_money
+from poflow_dagster.extraction.ubl import (
+    FREIGHT_REASON_CODES,
+    parse_xml,
+    price_per_unit,
+    read_ubl,
+    unit_of_measure,
+)
+
+__all__ = ["CII_NAMESPACES", "extract_cii", "extract_xml", "is_cii", "read_cii"]
+
+_UNCEFACT = "urn:un:unece:uncefact:data:standard:"
+#: Prefixes used in this module's paths -> the namespace URIs they stand for (CII D16B, schema version 100).
+CII_NAMESPACES = {
+    "rsm": _UNCEFACT + "CrossIndustryInvoice:100",
+    "ram": _UNCEFACT + "ReusableAggregateBusinessInformationEntity:100",
+    "udt": _UNCEFACT + "UnqualifiedDataType:100",
+}
+_ROOT = f"{{{CII_NAMESPACES['rsm']}}}CrossIndustryInvoice"
+
+CENT = Decimal("0.01")
+_DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
+_CURRENCY = re.compile(r"[A-Z]{3}")
+_FREIGHT_WORDS = re.compile(
+    r"\b(freight|shipping|shipment|delivery|carriage|postage|fracht|versand\w*|porto|frakt|livraison|transport)\b",
+    re.IGNORECASE,
+)
+#: ``schemeID`` of a GTIN in ``GlobalID``: 0160 is GS1's GTIN in the ISO 6523 ICD list.
+_GTIN_SCHEMES = frozenset({"0160", "GTIN"})
+
+_SETTLEMENT = "rsm:SupplyChainTradeTransaction/ram:ApplicableHeaderTradeSettlement"
+_SUMMATION = f"{_SETTLEMENT}/ram:SpecifiedTradeSettlementHeaderMonetarySummation"
+_AGREEMENT = "rsm:SupplyChainTradeTransaction/ram:ApplicableHeaderTradeAgreement"
+_LINES = "rsm:SupplyChainTradeTransaction/ram:IncludedSupplyChainTradeLineItem"
+
+
+def is_cii(root: Element) -> bool:
+    """The parsed root is a CII D16B ``CrossIndustryInvoice``."""
+    return root.tag == _ROOT
+
+
+def _text(el: Element | None) -> str | None:
+    """Whitespace-normalised text; ``None`` when missing or blank."""
+    if el is None or el.text is None:
+        return None
+    return " ".join(el.text.split()) or None
+
+
+def _find_text(el: Element, path: str) -> str | None:
+    """Text at a namespace-aware path below ``el``."""
+    return _text(el.find(path, CII_NAMESPACES))
+
+
+def _cii_date(raw: str) -> dt.date | None:
+    """``CCYYMMDD`` (format 102) -> date; ``None`` when invalid."""
+    if not re.fullmatch(r"\d{8}", raw):
+        return None
+    try:
+        return dt.date(int(raw[:4]), int(raw[4:6]), int(raw[6:]))
+    except ValueError:
+        return None
+
+
+class _Reader:
+    """Reads values from one CII invoice and collects issues about them."""
+
+    def __init__(self, doc: Element) -> None:
+        self.doc = doc
+        self.issues: list[Issue] = []
+
+    def number(self, el: Element | None, path: str, what: str, *, money: bool = False) -> Decimal | None:
+        """A decimal at ``path``; an ``unreadable_number`` issue when present but invalid."""
+        raw = None if el is None else _find_text(el, path)
+        if raw is None:
+            return None
+        if not _DECIMAL.fullmatch(raw):
+            self.issues.append(Issue(code="UNREADABLE_NUMBER", message=f"could not read {what} {raw!r}"))
+            return None
+        value = Decimal(raw)
+        return as_money(value) if money else value
+
+    # header
+
+    def header(self, po: ParsedPO) -> None:
+        """Number, date, currency, supplier and the order reference."""
+        po.po_number = _find_text(self.doc, "rsm:ExchangedDocument/ram:ID")
+        raw = _find_text(self.doc, "rsm:ExchangedDocument/ram:IssueDateTime/udt:DateTimeString")
+        po.order_date = _cii_date(raw) if raw else None
+        if raw and po.order_date is None:
+            self.issues.append(Issue(code="UNREADABLE_DATE", message=f"could not read the issue date {raw!r}"))
+        po.currency = self.currency()
+        po.supplier_name = _find_text(self.doc, f"{_AGREEMENT}/ram:SellerTradeParty/ram:Name")
+        ordered = _find_text(self.doc, f"{_AGREEMENT}/ram:BuyerOrderReferencedDocument/ram:IssuerAssignedID")
+        po.stats["order_reference"] = ordered
+        if ordered and ordered != po.po_number:
+            message = f"the invoice {po.po_number or ''} refers to order {ordered} (BuyerOrderReferencedDocument)"
+            self.issues.append(Issue(code="ORDER_REFERENCE", severity="info", message=" ".join(message.split())))
+
+    def currency(self) -> str | None:
+        """InvoiceCurrencyCode (ISO 4217)."""
+        code = _find_text(self.doc, f"{_SETTLEMENT}/ram:InvoiceCurrencyCode")
+        if code is None:
+            return None
+        if not _CURRENCY.fullmatch(code.upper()):
+            self.issues.append(Issue(code="UNREADABLE_CURRENCY", message=f"unknown currency {code!r}"))
+            return None
+        return code.upper()
+
+    # lines
+
+    def lines(self) -> list[POLine]:
+        """Every IncludedSupplyChainTradeLineItem, numbered from 1."""
+        elements = self.doc.findall(_LINES, CII_NAMESPACES)
+        if not elements:
+            raise PoflowError("no_line_items", "the Cross Industry Invoice has no IncludedSupplyChainTradeLineItem")
+        return [self.line(el, line_no) for line_no, el in enumerate(elements, start=1)]
+
+    def line(self, el: Element, line_no: int) -> POLine:
+        """One POLine from a trade line item."""
+        product = el.find("ram:SpecifiedTradeProduct", CII_NAMESPACES)
+        billed = el.find("ram:SpecifiedLineTradeDelivery/ram:BilledQuantity", CII_NAMESPACES)
+        quantity = self.number(el, "ram:SpecifiedLineTradeDelivery/ram:BilledQuantity", f"line {line_no}: quantity")
+        settlement = el.find("ram:SpecifiedLineTradeSettlement", CII_NAMESPACES)
+        line_total = self.number(
+            settlement, "ram:SpecifiedTradeSettlementLineMonetarySummation/ram:LineTotalAmount",
+            f"line {line_no}: line amount", money=True,
+        )
+        unit_cost = self.unit_cost(el, line_no, quantity, line_total)
+        discount = self.discount(settlement, line_no, quantity, unit_cost, line_total)
+        if line_total is None and quantity is not None and unit_cost is not None:
+            line_total = (quantity * unit_cost - (discount or 0)).quantize(CENT, rounding=ROUND_HALF_UP)
+        return POLine(
+            line_no=line_no,
+            sku=_sku(product),
+            barcode=_gtin(product),
+            description=None if product is None else _find_text(product, "ram:Name")
+            or _find_text(product, "ram:Description"),
+            quantity=quantity,
+            unit_cost=unit_cost,
+            line_total=line_total,
+            unit=None if billed is None else unit_of_measure(billed.get("unitCode")),
+            discount=discount,
+        )
+
+    def unit_cost(
+        self, el: Element, line_no: int, quantity: Decimal | None, line_total: Decimal | None
+    ) -> Decimal | None:
+        """The net price per one unit (divided by its BasisQuantity when that is not 1)."""
+        price_el = el.find("ram:SpecifiedLineTradeAgreement/ram:NetPriceProductTradePrice", CII_NAMESPACES)
+        price = self.number(price_el, "ram:ChargeAmount", f"line {line_no}: net price", money=True)
+        base = self.number(price_el, "ram:BasisQuantity", f"line {line_no}: basis quantity")
+        unit_cost, issue = price_per_unit(price, base, quantity, line_total, line_no=line_no, where="BasisQuantity")
+        self.issues.extend([issue] if issue else [])
+        return unit_cost
+
+    def discount(
+        self, settlement: Element | None, line_no: int, quantity: Decimal | None, unit_cost: Decimal | None,
+        total: Decimal | None,
+    ) -> Decimal | None:
+        """The line's allowances less its charges, when positive and applied in the line amount."""
+        net = Decimal(0)
+        for charge in [] if settlement is None else settlement.findall("ram:SpecifiedTradeAllowanceCharge", CII_NAMESPACES):
+            amount = self.number(charge, "ram:ActualAmount", f"line {line_no}: allowance/charge amount", money=True)
+            net += (amount or 0) * (-1 if _is_charge(charge) else 1)
+        if not net:
+            return None
+        if total is not None and quantity is not None and unit_cost is not None:
+            if abs(quantity * unit_cost - net - total) > CENT:
+                message = (f"line {line_no}: allowances less charges of {format(net, 'f')} are not applied in its"
+                           f" line amount {format(total, 'f')}")
+                self.issues.append(Issue(code="LINE_ALLOWANCE_NOT_APPLIED", severity="info", message=message))
+                return None
+        return as_money(net) if net > 0 else None
+
+    # totals
+
+    def totals(self, po: ParsedPO) -> None:
+        """Subtotal, tax, total from the monetary summation; shipping from freight charges."""
+        block = self.doc.find(_SUMMATION, CII_NAMESPACES)
+        if block is not None:
+            po.subtotal = self.number(block, "ram:LineTotalAmount", "line total amount", money=True)
+            po.total = self.number(block, "ram:GrandTotalAmount", "grand total amount", money=True)
+            if po.total is None:
+                po.total = self.number(block, "ram:DuePayableAmount", "due payable amount", money=True)
+            if any(block.find(p, CII_NAMESPACES) is not None for p in ("ram:TaxBasisTotalAmount", "ram:GrandTotalAmount")):
+                po.prices_include_tax = False
+            po.tax = self.tax(block, po.currency)
+            self._note_prepaid(block)
+        po.shipping = self.shipping()
+
+    def tax(self, block: Element, currency: str | None) -> Decimal | None:
+        """TaxTotalAmount in the invoice currency (a tax-currency copy is skipped)."""
+        for amount in block.findall("ram:TaxTotalAmount", CII_NAMESPACES):
+            if currency and amount.get("currencyID", currency).strip().upper() != currency:
+                continue
+            raw = _text(amount)
+            if raw is not None and _DECIMAL.fullmatch(raw):
+                return as_money(Decimal(raw))
+            self.issues.append(Issue(code="UNREADABLE_NUMBER", message=f"could not read tax total amount {raw!r}"))
+        return None
+
+    def _note_prepaid(self, block: Element) -> None:
+        """Name a prepaid amount (the due amount leaves it out; the total is the grand total)."""
+        prepaid = self.number(block, "ram:TotalPrepaidAmount", "prepaid amount", money=True)
+        if prepaid:
+            due = self.number(block, "ram:DuePayableAmount", "due payable amount", money=True)
+            message = f"{format(prepaid, 'f')} was prepaid; {format(due or 0, 'f')} is left to pay"
+            self.issues.append(Issue(code="PREPAID_AMOUNT", severity="info", message=message))
+
+    def shipping(self) -> Decimal | None:
+        """Header freight charges and logistics service charges; other allowances/charges become an issue."""
+        settlement = self.doc.find(_SETTLEMENT, CII_NAMESPACES)
+        if settlement is None:
+            return None
+        freight: list[Decimal] = []
+        others: list[str] = []
+        for charge in settlement.findall("ram:SpecifiedTradeAllowanceCharge", CII_NAMESPACES):
+            amount = self.number(charge, "ram:ActualAmount", "allowance/charge amount", money=True)
+            if _is_charge(charge) and _is_freight(charge):
+                freight.extend([amount] if amount is not None else [])
+            else:
+                others.append(_describe_charge(charge, amount))
+        for service in settlement.findall("ram:SpecifiedLogisticsServiceCharge", CII_NAMESPACES):
+            amount = self.number(service, "ram:AppliedAmount", "logistics service charge", money=True)
+            freight.extend([amount] if amount is not None else [])
+        if others:
+            message = f"allowances/charges not mapped to shipping: {', '.join(others)}"
+            self.issues.append(Issue(code="CHARGES_NOT_APPLIED", message=message))
+        return as_money(sum(freight, Decimal(0))) if freight else None
+
+
+def _sku(product: Element | None) -> str | None:
+    """SellerAssignedID, else BuyerAssignedID, else GlobalID."""
+    if product is None:
+        return None
+    paths = ("ram:SellerAssignedID", "ram:BuyerAssignedID", "ram:GlobalID")
+    return next((sku for sku in (_find_text(product, p) for p in paths) if sku), None)
+
+
+def _gtin(product: Element | None) -> str | None:
+    """The product's GlobalID when its scheme is a GTIN (0160)."""
+    if product is None:
+        return None
+    for element in product.findall("ram:GlobalID", CII_NAMESPACES):
+        value = _text(element)
+        if value and (element.get("schemeID") or "").strip().upper() in _GTIN_SCHEMES:
+            return clean_barcode(value)
+    return None
+
+
+def _is_charge(charge: Element) -> bool:
+    """ChargeIndicator/Indicator is true (a charge, not an allowance)."""
+    return (_find_text(charge, "ram:ChargeIndicator/udt:Indicator") or "").lower() in ("true", "1")
+
+
+def _is_freight(charge: Element) -> bool:
+    """The reason code or text says freight / delivery / shipping."""
+    code = (_find_text(charge, "ram:ReasonCode") or "").upper()
+    return code in FREIGHT_REASON_CODES or bool(_FREIGHT_WORDS.search(_find_text(charge, "ram:Reason") or ""))
+
+
+def _describe_charge(charge: Element, amount: Decimal | None) -> str:
+    """``charge Insurance 25.00`` style label for an issue message."""
+    kind = "charge" if _is_charge(charge) else "allowance"
+    reason = _find_text(charge, "ram:Reason") or _find_text(charge, "ram:ReasonCode")
+    return f"{kind} {reason or '?'} {'?' if amount is None else format(amount, 'f')}"
+
+
+def read_cii(doc: Element) -> ParsedPO:
+    """Extract a purchase order from a parsed ``CrossIndustryInvoice`` root."""
+    reader = _Reader(doc)
+    po = ParsedPO(source_format="cii", extractor="cii", document_type="invoice")
+    reader.header(po)
+    po.lines = reader.lines()
+    reader.totals(po)
+    po.issues = reader.issues
+    po.stats["document"] = "invoice"
+    po.stats["type_code"] = _find_text(doc, "rsm:ExchangedDocument/ram:TypeCode")
+    return po
+
+
+def extract_cii(data: bytes) -> ParsedPO:
+    """Extract a purchase order from UN/CEFACT Cross Industry Invoice XML.
+
+    Raises :class:`PoflowError` with ``malformed_xml``, ``unsafe_xml``, ``unsupported_xml`` or ``no_line_items``.
+    """
+    root = parse_xml(data)
+    if not is_cii(root):
+        raise PoflowError("unsupported_xml", "the XML is not a UN/CEFACT CrossIndustryInvoice (CII D16B)")
+    return read_cii(root)
+
+
+def extract_xml(data: bytes) -> ParsedPO:
+    """Extract a purchase order from structured XML: a UN/CEFACT Cross Industry Invoice or a UBL document."""
+    root = parse_xml(data)
+    return read_cii(root) if is_cii(root) else read_ubl(root)
