@@ -85,6 +85,8 @@ def _is_plain_name(text: str) -> bool:
     """Letters, at most a few digits, no label, no title, no contact details: something a sender is called."""
     if ":" in text or _CONTACT_RE.search(text) or document_type_of(text) or len(text) > 60:
         return False
+    if len(text.split()) > 5 or re.search(r"[,;!?]|\.\s*$", text):
+        return False  # a sentence, not a name
     letters = sum(ch.isalpha() for ch in text)
     digits = sum(ch.isdigit() for ch in text)
     return letters >= 3 and digits == 0 and normalize_label(text) not in {"logo", "page", "seite"}
