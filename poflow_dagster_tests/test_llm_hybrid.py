@@ -264,3 +264,32 @@ def test_lines_with_fewer_mismatches_win_when_neither_reading_fully_reconciles()
     assert [line.sku for line in merged.lines] == ["A-1", "B-2"] and merged.total == Decimal("99.00")  # a tie: kept
     assert merged.stats["hybrid"]["sources"]["lines"] == "llm"
     assert [issue.code for issue in merged.issues if issue.severity == "error"] == ["TOTAL_MISMATCH"]
+
+
+def test_the_pipeline_completes_a_hybrid_reading_made_across_the_sandbox(
+    openai_server: OpenAIServer, llm: LLMSettings, home, db, shop, instance, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """po_job parses in the sandbox child: the text reading crosses to this process with the pages, is
+    completed by the LLM here, and the run ends completed with the LLM's usage in the stage metadata."""
+    from poflow_dagster.definitions import defs
+    from poflow_dagster.intake import upload_file
+    from poflow_dagster.pipeline.local import run_upload
+    from poflow_dagster.store.workflow import status_report
+
+    monkeypatch.setenv("POFLOW_EXTRACT_SANDBOX", "1")
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)  # the home fixture clears it
+    openai_server.behaviour = lambda body: Reply.json(llm_answer(SIMPLE_LINES), prompt_tokens=800, completion_tokens=90)
+    upload = upload_file(db, home, "acme", undated_po(tmp_path))
+    result = run_upload(defs, instance, db, upload.id, with_images=False)
+
+    assert result.success, result.error
+    assert status_report(db, upload.id).workflow.status == "completed" and len(openai_server.completion_requests()) == 1
+    assert result.summary["line_count"] == 4 and result.summary["po_number"] == "PO-1001"
+    parsing = next(
+        e.dagster_event.event_specific_data.metadata
+        for e in instance.all_logs(result.run_id)
+        if e.is_dagster_event and e.dagster_event.is_successful_output and e.dagster_event.step_key.endswith("ai_parsing")
+    )
+    assert parsing["extractor"].value == "pdf_text+llm"
+    assert parsing["extraction_prompt_tokens"].value == 800 and parsing["extraction_completion_tokens"].value == 90
