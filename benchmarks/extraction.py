@@ -469,33 +469,44 @@ def _share(part: int, whole: int) -> float | None:
     return None if whole == 0 else part / whole
 
 
-def run_summary(results: list[Result], settings: LLMSettings | None = None) -> dict[str, Any]:
-    """Everything one run reports (JSON-ready)."""
+def run_summary(results: list[Result], settings: LLMSettings | None = None,
+                offline: list[Result] | None = None) -> dict[str, Any]:
+    """Everything one run reports (JSON-ready); with ``offline``, the same documents' offline scores for
+    those that asked the LLM (what the LLM path changed)."""
+    prices = (settings.prices() if settings is not None else None) or (Decimal(0), Decimal(0))
     summary: dict[str, Any] = {
         "overall": _totals(results),
         "by_format": summarise(results, lambda r: r.document.format),
         "by_language": summarise(results, lambda r: r.document.language),
         "by_source": summarise(results, lambda r: r.document.source),
-        "documents": [_document_row(r) for r in results],
+        "documents": [_document_row(r, prices) for r in results],
     }
     if settings is not None:
         summary["llm"] = _llm_usage(results, settings)
+    if offline is not None:
+        asked = {r.document.label for r in results if r.llm_calls}
+        summary["asked_llm"] = {"offline": _totals([r for r in offline if r.document.label in asked] or offline[:0]),
+                                "with_llm": _totals([r for r in results if r.document.label in asked])}
     return summary
 
 
-def _document_row(result: Result) -> dict[str, Any]:
+def _cost(prompt: int, completion: int, prices: tuple[Decimal, Decimal]) -> Decimal:
+    return (Decimal(prompt) * prices[0] + Decimal(completion) * prices[1]) / 1000
+
+
+def _document_row(result: Result, prices: tuple[Decimal, Decimal]) -> dict[str, Any]:
+    cost = _cost(result.prompt_tokens, result.completion_tokens, prices)
     return {"document": result.document.label, "format": result.document.format,
             "language": result.document.language, "refused": result.refused, "extractor": result.extractor,
             "header": list(result.header), "lines": list(result.lines), "llm_calls": result.llm_calls,
             "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
-            "perturbation": result.perturbation}
+            "cost_usd": format(cost.quantize(Decimal("0.000001")), "f"), "perturbation": result.perturbation}
 
 
 def _llm_usage(results: list[Result], settings: LLMSettings) -> dict[str, Any]:
     used = [r for r in results if r.llm_calls]
     prompt, completion = sum(r.prompt_tokens for r in used), sum(r.completion_tokens for r in used)
-    price_in, price_out = settings.prices() or (Decimal(0), Decimal(0))
-    cost = (Decimal(prompt) * price_in + Decimal(completion) * price_out) / 1000
+    cost = _cost(prompt, completion, settings.prices() or (Decimal(0), Decimal(0)))
     per_document = cost / len(used) if used else Decimal(0)
     return {
         "documents_asking_llm": len(used), "calls": sum(r.llm_calls for r in used),
@@ -533,6 +544,11 @@ def print_run(title: str, summary: dict[str, Any]) -> None:
               f"{llm['completion_tokens']:,} completion tokens, ${llm['cost_usd']} "
               f"(${llm['cost_per_llm_document_usd']} and ~{llm['tokens_per_llm_document']:,} tokens per document "
               f"that asked); perturbations in those answers: {llm['perturbations']}")
+    if "asked_llm" in summary:
+        before, after = summary["asked_llm"]["offline"], summary["asked_llm"]["with_llm"]
+        print(f"  the {after['documents']} documents that asked it: header {_pct(before['header_accuracy'])} offline -> "
+              f"{_pct(after['header_accuracy'])}, lines {_pct(before['line_accuracy'])} -> "
+              f"{_pct(after['line_accuracy'])}, refused {before['refused']} -> {after['refused']}")
 
 
 def _print_row(name: str, row: dict[str, Any]) -> None:
@@ -553,10 +569,11 @@ def corpus_report(root: Path, seed: int, *, quiet: bool) -> dict[str, Any]:
         if not quiet:
             print(f"\n(c) no corpus documents under {root}")
         return {"documents": 0}
-    offline = run_summary(run_corpus(documents, seed=None))
+    offline_results = run_corpus(documents, seed=None)
+    offline = run_summary(offline_results)
     with simulated_llm(seed) as (_, settings):
         pass  # only for the price table of the settings the LLM run uses
-    online = run_summary(run_corpus(documents, seed=seed), settings)
+    online = run_summary(run_corpus(documents, seed=seed), settings, offline_results)
     if not quiet:
         sources = len({d.source for d in documents})
         print(f"\n(c) real-document corpus: {len(documents)} documents from {sources} sources ({root})")
