@@ -670,60 +670,62 @@ def _header_of(cells: Sequence[_Cell]) -> list[_Column] | None:
 
 
 def _header_at(lines: Sequence[_Line], index: int) -> tuple[list[_Column], int] | None:
-    """The header starting at ``lines[index]`` and how many lines it spans.
+    """The header at ``lines[index]`` and how many lines from there it spans.
 
-    A header may be printed on two lines (``Unit`` over ``Price``): the line below is
-    merged in when it is close, has no digits and sits under the header's cells, and
-    the merged header maps more fields.
+    A header may be printed on several lines (``Unit`` over ``Price``, ``Positions-`` / ``betrag`` /
+    ``ohne USt.``): the label lines right above and below (close, without digits) are merged column by
+    column when the merged header maps more fields than the line alone.
     """
     single = _header_of(lines[index].cells)
-    if single is not None and index > 0 and _stackable(lines[index], lines[index - 1], above=True):
-        lifted = _header_of(_stack(lines[index], lines[index - 1], above=True))
-        if lifted is not None and len(_fields(lifted)) > len(_fields(single)):
-            single = lifted
-    if index + 1 < len(lines) and _stackable(lines[index], lines[index + 1]):
-        double = _header_of(_stack(lines[index], lines[index + 1]))
-        if double is not None and (single is None or len(_fields(double)) > len(_fields(single))):
-            return double, 2
+    block = _label_block(lines, index)
+    if len(block) > 1:
+        merged = _header_of(_merge_block([lines[i] for i in block]))
+        if merged is not None and (single is None or len(_fields(merged)) > len(_fields(single))):
+            return merged, block[-1] - index + 1
     return (single, 1) if single is not None else None
 
 
-def _stackable(upper: _Line, lower: _Line, *, above: bool = False) -> bool:
-    """True if ``lower`` can be the second line of a header printed on two lines (``above``: ``lower`` is
-    the partial line printed above the header line ``upper``, as ``Unit Price`` over ``VAT``)."""
-    gap = upper.top - lower.bottom if above else lower.top - upper.bottom
-    if lower.page != upper.page or gap > 0.8 * upper.height or gap < -0.5 * upper.height:
-        return False
-    if any(ch.isdigit() for ch in lower.text):
-        return False
-    return all(any(_overlap(c.x0, c.x1, u.x0, u.x1) > 0 for u in upper.cells) for c in lower.cells)
+#: At most this many label lines above and below a header line are merged into it.
+_BLOCK_REACH = 2
 
 
-def _stack(upper: _Line, lower: _Line, *, above: bool = False) -> list[_Cell]:
-    """Upper cells with the text of the lower cells under them appended (``above``: put in front)."""
-    below: dict[int, list[_Cell]] = {}
-    for cell in lower.cells:
-        best = max(
-            range(len(upper.cells)),
-            key=lambda i: _overlap(cell.x0, cell.x1, upper.cells[i].x0, upper.cells[i].x1),
-        )
-        below.setdefault(best, []).append(cell)
-    stacked = []
-    for i, cell in enumerate(upper.cells):
-        extra = below.get(i, [])
-        if not extra:
-            stacked.append(cell)
-            continue
-        parts = [*extra, cell] if above else [cell, *extra]
-        stacked.append(
-            _Cell(
-                " ".join(p.text for p in parts),
-                min(p.x0 for p in parts),
-                max(p.x1 for p in parts),
-                tuple(w for p in parts for w in p.words),
-            )
-        )
-    return stacked
+def _label_block(lines: Sequence[_Line], index: int) -> list[int]:
+    """Indexes of the label lines around ``lines[index]`` that may belong to a header printed on several lines."""
+    if any(ch.isdigit() for ch in lines[index].text):
+        return [index]
+    block = [index]
+    for step in (1, -1):
+        current = index
+        for _ in range(_BLOCK_REACH):
+            nxt = current + step
+            if not 0 <= nxt < len(lines) or not _adjacent_labels(lines[current], lines[nxt]):
+                break
+            block.append(nxt)
+            current = nxt
+    return sorted(block)
+
+
+def _adjacent_labels(line: _Line, other: _Line) -> bool:
+    """True if ``other`` is a line of labels set right above or below ``line`` (no digits, close)."""
+    if other.page != line.page or any(ch.isdigit() for ch in other.text):
+        return False
+    gap = other.top - line.bottom if other.top >= line.top else line.top - other.bottom
+    return gap <= 0.8 * max(line.height, other.height)
+
+
+def _merge_block(block: Sequence[_Line]) -> list[_Cell]:
+    """One cell per column of a multi-line header: cells that overlap across the lines, read top to bottom
+    (``Positions-`` + ``betrag`` -> ``Positionsbetrag``)."""
+    cells = [cell for line in block for cell in line.cells]
+    merged = []
+    for x0, x1 in bands_of([[(c.x0, c.x1) for c in cells]]):
+        parts = [c for c in cells if c.x0 >= x0 and c.x1 <= x1]
+        words = tuple(w for c in parts for w in c.words)
+        text = ""
+        for part in parts:
+            text = text[:-1] + part.text if text.endswith("-") and text[-2:-1].isalpha() else f"{text} {part.text}"
+        merged.append(_Cell(text.strip(), x0, x1, words))
+    return merged
 
 
 def _fields(columns: Sequence[_Column]) -> set[str]:
@@ -937,7 +939,7 @@ def _summary(row: _Row, ctx: ParseContext) -> tuple[str, Decimal, list[str]] | N
         hit = lookup_synonym(label, SUMMARY_INDEX, prefix=True, suffix=True)
         if hit is None:
             continue
-        if _looks_like_item(row, cell, exact=hit[2], ctx=ctx):
+        if _looks_like_item(row, cell, exact=hit[2], ctx=ctx, kind=hit[0]):
             return None
         later = [
             c.text for c in cells[position + 1 :] if parse_decimal(c.text, decimal_comma=ctx.decimal_comma) is not None
@@ -964,16 +966,17 @@ def _label_and_amount(text: str, ctx: ParseContext) -> tuple[str, str | None]:
     return text, None
 
 
-def _looks_like_item(row: _Row, label_cell: _Cell, *, exact: bool, ctx: ParseContext) -> bool:
-    """Guard items such as ``SHIP-1 | Shipping box | 10`` (same rule as the spreadsheet reader)."""
+def _looks_like_item(row: _Row, label_cell: _Cell, *, exact: bool, ctx: ParseContext, kind: str = "") -> bool:
+    """Guard items such as ``SHIP-1 | Shipping box | 10`` (same rule as the spreadsheet reader); a priced
+    delivery row inside the table (``Transport | 120.00 | 120.00``) is an item too."""
     label_column = row.column_of(label_cell)
 
     def number_in(name: str) -> bool:
         return label_column != name and ctx.parse(row.text(name), quantity=name == "quantity") is not None
 
     has_qty = number_in("quantity")
-    if number_in("unit_cost") and number_in("line_total"):
-        return True  # a priced row inside the table ("Transport | 120.00 | 120.00") is an item
+    if kind == "shipping" and label_column == "description" and number_in("unit_cost") and number_in("line_total"):
+        return True
     if not exact or not has_qty:
         return has_qty
     other_names = {"sku", "barcode", "description"} - {label_column}
@@ -1354,6 +1357,6 @@ def _prices_include_tax(po: ParsedPO, columns: list[_Column], lines: list[_Line]
     cent = Decimal("0.01")
     if abs(net + po.tax + shipping - po.total) <= cent:
         return False
-    if abs(po.lines_sum() + shipping - po.total) <= cent:
+    if abs(po.lines_sum() + shipping - po.total) <= cent and (po.subtotal is None or po.subtotal == po.total):
         return True
     return None
