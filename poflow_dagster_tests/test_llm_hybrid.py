@@ -244,7 +244,7 @@ def test_an_llm_without_a_total_keeps_the_text_total() -> None:
 def test_no_lines_in_either_reading_is_lines_not_found() -> None:
     merged = merge(reading([], **HEADER), llm_reading([]), why=["no lines"])
     [issue] = [issue for issue in merged.issues if issue.severity == "error"]
-    assert issue.code == LINES_NOT_FOUND and "nor by the LLM" in issue.message and merged.po_number == "PO-5"
+    assert issue.code == LINES_NOT_FOUND and "not even by the LLM" in issue.message and merged.po_number == "PO-5"
 
 
 def test_kept_lines_get_the_values_they_lack_from_the_llm_lines_that_agree() -> None:

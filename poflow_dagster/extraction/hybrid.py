@@ -73,10 +73,9 @@ def gaps(po: ParsedPO) -> list[str]:
 
 def lines_not_found(po: ParsedPO, *, llm_tried: bool) -> ParsedPO:
     """``po`` (header read, no lines) with the error issue that sends it to a person instead of refusing it."""
-    how = "nor by the LLM: a person must add them" if llm_tried else \
-        "a person must add them, or configure an LLM (OPENAI_API_KEY) to read them"
-    issue = Issue(code=LINES_NOT_FOUND, severity="error",
-                  message=f"the header was read but no order lines could be found ({how})")
+    how = " (not even by the LLM): a person must add them" if llm_tried else \
+        ": a person must add them, or configure an LLM (OPENAI_API_KEY) to read them"
+    issue = Issue(code=LINES_NOT_FOUND, severity="error", message=f"the header was read but no order lines were found{how}")
     return po.model_copy(update={"issues": [*po.issues, issue]})
 
 
