@@ -168,3 +168,28 @@ def test_other_xml_is_not_a_cross_industry_invoice() -> None:
     with pytest.raises(PoflowError) as info:
         extract_cii(ubl_order(sample_spec()))
     assert info.value.code == "unsupported_xml" and "\n" not in info.value.message
+
+
+# --- Order-X (Cross Industry Order) --------------------------------------------------------------------------
+
+ORDER_X = CORPUS / "horstoeko-orderx" / "reader-order-x-comfort.xml"
+
+
+def test_order_x_is_a_purchase_order_read_like_an_invoice() -> None:
+    po = extract_file(ORDER_X)
+    assert (po.source_format, po.document_type, po.stats["document"]) == ("cii", "purchase_order", "order")
+    assert (po.po_number, po.supplier_name, po.order_date, po.currency) == (
+        "PO123456789", "SELLER_NAME", dt.date(2022, 12, 25), "EUR")
+    assert (po.subtotal, po.tax, po.shipping, po.total) == (
+        Decimal("310.00"), Decimal("60.00"), Decimal("21.00"), Decimal("360.00"))
+    assert [line.quantity for line in po.lines] == [Decimal("6.00"), Decimal("10.00"), Decimal("6.00")]  # Requested
+    assert [line.unit_cost for line in po.lines] == [Decimal("10.00"), Decimal("10.00"), Decimal("25.00")]
+    assert "ORDER_REFERENCE" not in codes(po)  # it refers to itself
+
+
+def test_order_x_response_and_a_date_with_its_time() -> None:
+    data = ORDER_X.read_bytes()
+    data = data.replace(b"<ram:TypeCode>220</ram:TypeCode>", b"<ram:TypeCode>231</ram:TypeCode>", 1)
+    data = data.replace(b'format="102">20221225<', b'format="203">202212251232<', 1)
+    po = extract_xml(data)
+    assert (po.document_type, po.order_date) == ("order_confirmation", dt.date(2022, 12, 25))

@@ -1,13 +1,19 @@
-"""Read UN/CEFACT Cross Industry Invoices (CII D16B: XRechnung, Factur-X / ZUGFeRD 2.x) into a :class:`ParsedPO`.
+"""Read UN/CEFACT Cross Industry Invoices (CII D16B: XRechnung, Factur-X / ZUGFeRD 2.x) and Cross Industry Orders
+(Order-X, CIO D20B) into a :class:`ParsedPO`.
 
 Parsing is the UBL reader's (:func:`~poflow_dagster.extraction.ubl.parse_xml`: :mod:`defusedxml`, DTDs, entities
 and external references refused). Elements are matched on namespace URIs, never on prefixes.
+
+An Order-X message (``rsm:SCRDMCCBDACIOMessageStructure``) uses the same aggregates in schema version 128: its
+namespaces are mapped onto CII's before reading. Its TypeCode gives the document_type (231 order response ->
+order_confirmation, else purchase_order), quantities are ``RequestedQuantity`` (or ``AgreedQuantity``) and the
+currency ``OrderCurrencyCode``.
 
 Mapping (``rsm:CrossIndustryInvoice``):
 
 * ``rsm:ExchangedDocument``: ``ram:ID`` -> po_number (the invoice number; the buyer's order reference
   ``BuyerOrderReferencedDocument/IssuerAssignedID`` is named in an info issue and kept in
-  ``stats["order_reference"]``), ``IssueDateTime/DateTimeString`` (format 102, ``CCYYMMDD``) -> order_date,
+  ``stats["order_reference"]``), ``IssueDateTime/DateTimeString`` (``CCYYMMDD``, a time may follow) -> order_date,
   ``TypeCode`` (380 invoice, 381 credit note, 384 corrected...) -> document_type ``invoice``;
 * ``ApplicableHeaderTradeAgreement/SellerTradeParty/Name`` -> supplier_name;
 * ``ApplicableHeaderTradeSettlement``: ``InvoiceCurrencyCode`` -> currency; the monetary summation's
@@ -54,6 +60,17 @@ CII_NAMESPACES = {
     "udt": _UNCEFACT + "UnqualifiedDataType:100",
 }
 _ROOT = f"{{{CII_NAMESPACES['rsm']}}}CrossIndustryInvoice"
+_ORDER_X_RSM = "urn:un:unece:uncefact:data:SCRDMCCBDACIOMessageStructure:100"
+_ORDER_X_ROOT = f"{{{_ORDER_X_RSM}}}SCRDMCCBDACIOMessageStructure"
+#: Order-X namespaces -> the CII ones this module's paths use.
+_ORDER_X_AS_CII = {
+    _ORDER_X_RSM: CII_NAMESPACES["rsm"],
+    _UNCEFACT + "ReusableAggregateBusinessInformationEntity:128": CII_NAMESPACES["ram"],
+    _UNCEFACT + "UnqualifiedDataType:128": CII_NAMESPACES["udt"],
+}
+#: Order-X TypeCodes (UNTDID 1001) that are not a purchase order.
+_ORDER_X_TYPES = {"231": "order_confirmation"}
+_QUANTITIES = ("ram:BilledQuantity", "ram:RequestedQuantity", "ram:AgreedQuantity")
 
 CENT = Decimal("0.01")
 _DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
@@ -72,8 +89,17 @@ _LINES = "rsm:SupplyChainTradeTransaction/ram:IncludedSupplyChainTradeLineItem"
 
 
 def is_cii(root: Element) -> bool:
-    """The parsed root is a CII D16B ``CrossIndustryInvoice``."""
-    return root.tag == _ROOT
+    """The parsed root is a CII D16B ``CrossIndustryInvoice`` or an Order-X ``SCRDMCCBDACIOMessageStructure``."""
+    return root.tag in (_ROOT, _ORDER_X_ROOT)
+
+
+def _as_cii(root: Element) -> None:
+    """Rename an Order-X tree's elements into the CII namespaces (same local names, same structure)."""
+    for el in root.iter():
+        if isinstance(el.tag, str) and el.tag.startswith("{"):
+            uri, _, local = el.tag[1:].partition("}")
+            if uri in _ORDER_X_AS_CII:
+                el.tag = f"{{{_ORDER_X_AS_CII[uri]}}}{local}"
 
 
 def _text(el: Element | None) -> str | None:
@@ -89,8 +115,8 @@ def _find_text(el: Element, path: str) -> str | None:
 
 
 def _cii_date(raw: str) -> dt.date | None:
-    """``CCYYMMDD`` (format 102) -> date; ``None`` when invalid."""
-    if not re.fullmatch(r"\d{8}", raw):
+    """``CCYYMMDD`` (format 102; 203/204 add the time) -> date; ``None`` when invalid."""
+    if not re.fullmatch(r"\d{8}(\d{4}(\d{2})?)?", raw):
         return None
     try:
         return dt.date(int(raw[:4]), int(raw[4:6]), int(raw[6:]))
@@ -130,12 +156,14 @@ class _Reader:
         ordered = _find_text(self.doc, f"{_AGREEMENT}/ram:BuyerOrderReferencedDocument/ram:IssuerAssignedID")
         po.stats["order_reference"] = ordered
         if ordered and ordered != po.po_number:
-            message = f"the invoice {po.po_number or ''} refers to order {ordered} (BuyerOrderReferencedDocument)"
+            message = f"the document {po.po_number or ''} refers to order {ordered} (BuyerOrderReferencedDocument)"
             self.issues.append(Issue(code="ORDER_REFERENCE", severity="info", message=" ".join(message.split())))
 
     def currency(self) -> str | None:
-        """InvoiceCurrencyCode (ISO 4217)."""
-        code = _find_text(self.doc, f"{_SETTLEMENT}/ram:InvoiceCurrencyCode")
+        """InvoiceCurrencyCode (an order's OrderCurrencyCode), ISO 4217."""
+        code = _find_text(self.doc, f"{_SETTLEMENT}/ram:InvoiceCurrencyCode") or _find_text(
+            self.doc, f"{_SETTLEMENT}/ram:OrderCurrencyCode"
+        )
         if code is None:
             return None
         if not _CURRENCY.fullmatch(code.upper()):
@@ -149,14 +177,16 @@ class _Reader:
         """Every IncludedSupplyChainTradeLineItem, numbered from 1."""
         elements = self.doc.findall(_LINES, CII_NAMESPACES)
         if not elements:
-            raise PoflowError("no_line_items", "the Cross Industry Invoice has no IncludedSupplyChainTradeLineItem")
+            raise PoflowError("no_line_items", "the Cross Industry document has no IncludedSupplyChainTradeLineItem")
         return [self.line(el, line_no) for line_no, el in enumerate(elements, start=1)]
 
     def line(self, el: Element, line_no: int) -> POLine:
         """One POLine from a trade line item."""
         product = el.find("ram:SpecifiedTradeProduct", CII_NAMESPACES)
-        billed = el.find("ram:SpecifiedLineTradeDelivery/ram:BilledQuantity", CII_NAMESPACES)
-        quantity = self.number(el, "ram:SpecifiedLineTradeDelivery/ram:BilledQuantity", f"line {line_no}: quantity")
+        delivery = el.find("ram:SpecifiedLineTradeDelivery", CII_NAMESPACES)
+        path = next((p for p in _QUANTITIES if delivery is not None and delivery.find(p, CII_NAMESPACES) is not None), None)
+        billed = None if path is None or delivery is None else delivery.find(path, CII_NAMESPACES)
+        quantity = None if path is None else self.number(delivery, path, f"line {line_no}: quantity")
         settlement = el.find("ram:SpecifiedLineTradeSettlement", CII_NAMESPACES)
         line_total = self.number(
             settlement, "ram:SpecifiedTradeSettlementLineMonetarySummation/ram:LineTotalAmount",
@@ -304,30 +334,35 @@ def _describe_charge(charge: Element, amount: Decimal | None) -> str:
 
 
 def read_cii(doc: Element) -> ParsedPO:
-    """Extract a purchase order from a parsed ``CrossIndustryInvoice`` root."""
+    """Extract a purchase order from a parsed ``CrossIndustryInvoice`` or Order-X root."""
+    is_order = doc.tag == _ORDER_X_ROOT
+    if is_order:
+        _as_cii(doc)
+    type_code = _find_text(doc, "rsm:ExchangedDocument/ram:TypeCode")
+    document_type = _ORDER_X_TYPES.get(type_code or "", "purchase_order") if is_order else "invoice"
     reader = _Reader(doc)
-    po = ParsedPO(source_format="cii", extractor="cii", document_type="invoice")
+    po = ParsedPO(source_format="cii", extractor="cii", document_type=document_type)
     reader.header(po)
     po.lines = reader.lines()
     reader.totals(po)
     po.issues = reader.issues
-    po.stats["document"] = "invoice"
-    po.stats["type_code"] = _find_text(doc, "rsm:ExchangedDocument/ram:TypeCode")
+    po.stats["document"] = "order" if is_order else "invoice"
+    po.stats["type_code"] = type_code
     return po
 
 
 def extract_cii(data: bytes) -> ParsedPO:
-    """Extract a purchase order from UN/CEFACT Cross Industry Invoice XML.
+    """Extract a purchase order from UN/CEFACT Cross Industry Invoice or Order-X XML.
 
     Raises :class:`PoflowError` with ``malformed_xml``, ``unsafe_xml``, ``unsupported_xml`` or ``no_line_items``.
     """
     root = parse_xml(data)
     if not is_cii(root):
-        raise PoflowError("unsupported_xml", "the XML is not a UN/CEFACT CrossIndustryInvoice (CII D16B)")
+        raise PoflowError("unsupported_xml", "the XML is neither a UN/CEFACT CrossIndustryInvoice nor an Order-X order")
     return read_cii(root)
 
 
 def extract_xml(data: bytes) -> ParsedPO:
-    """Extract a purchase order from structured XML: a UN/CEFACT Cross Industry Invoice or a UBL document."""
+    """Extract a purchase order from structured XML: UN/CEFACT CII or Order-X, else a UBL document."""
     root = parse_xml(data)
     return read_cii(root) if is_cii(root) else read_ubl(root)
