@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import POLine, ParsedPO
 from poflow_dagster.domain.reconcile import needs_review, reconcile
 from poflow_dagster.extraction import extract_file
@@ -293,3 +294,18 @@ def test_the_pipeline_completes_a_hybrid_reading_made_across_the_sandbox(
     )
     assert parsing["extractor"].value == "pdf_text+llm"
     assert parsing["extraction_prompt_tokens"].value == 800 and parsing["extraction_completion_tokens"].value == 90
+
+
+def test_a_csv_without_an_item_table_goes_to_the_llm_as_text(openai_server: OpenAIServer, llm: LLMSettings,
+                                                             tmp_path: Path) -> None:
+    path = tmp_path / "note.csv"
+    path.write_text("PO Number,PO-7731\nSupplier,Northwind Traders\n"
+                    "Note,Please send twelve boxes of A4 copy paper PAP-A4 at 4.50 and three desk lamps LMP-3 at 19.90\n")
+    with pytest.raises(PoflowError) as error:  # offline: nothing to read it with
+        extract_file(path)
+    assert error.value.code == "no_line_items"
+    openai_server.behaviour = lambda body: Reply.json(PARAGRAPH_ANSWER)
+    po = extract_file(path, llm=llm)
+    [request] = openai_server.completion_requests()
+    assert image_urls(request.body) == [] and "LMP-3" in request_text(request.body)
+    assert [line.sku for line in po.lines] == ["PAP-A4", "LMP-3"] and po.source_format == "csv"

@@ -31,7 +31,8 @@ Never refuse what is readable: a text PDF is read deterministically first. A rea
 reconciles is used as it is (the LLM is never asked); otherwise, with an LLM configured, the LLM reads the
 document and :mod:`.hybrid` merges both readings (``po.stats["hybrid"]`` says what came from where). Offline,
 a PDF whose header was read but no lines comes back with what was read and an error issue ``LINES_NOT_FOUND``
-(the PO waits for a person, ``needs_review``), never refused.
+(the PO waits for a person, ``needs_review``), never refused. A CSV/TSV without an item table goes to the LLM
+as text when one is configured (``no_line_items`` offline).
 
 Every extracted PO is checked before it is returned: a line whose barcode is not a valid GTIN gets a warning
 ``INVALID_BARCODE`` issue (:func:`.barcodes.check_barcodes`), then the numbers are reconciled.
@@ -324,7 +325,15 @@ def _extract(path: Path, display: str, llm: LLMSettings | None, on_progress: Pro
         return _with_llm(lambda: text_document_pages(decoded.text), "text", display, llm, on_progress,
                          why="it is free text without a table")
     delimiter = detect_delimiter(decoded.text) or ("\t" if fmt == "tsv" else ",")
-    return spreadsheet.extract_delimited(decoded.text, delimiter=delimiter, source_format=fmt)
+    try:
+        return spreadsheet.extract_delimited(decoded.text, delimiter=delimiter, source_format=fmt)
+    except PoflowError as error:  # readable text without an item table: the LLM may read it
+        if error.code != "no_line_items" or llm is None:
+            raise
+    from poflow_dagster.extraction.llm import text_document_pages
+
+    return _with_llm(lambda: text_document_pages(decoded.text), fmt, display, llm, on_progress,
+                     why="no item table could be found in it")
 
 
 def _extract_pdf(path: Path, display: str, llm: LLMSettings | None, on_progress: ProgressCallback | None) -> ParsedPO:
