@@ -119,7 +119,7 @@ def _cii_date(raw: str) -> dt.date | None:
     if not re.fullmatch(r"\d{8}(\d{4}(\d{2})?)?", raw):
         return None
     try:
-        return dt.date(int(raw[:4]), int(raw[4:6]), int(raw[6:]))
+        return dt.date(int(raw[:4]), int(raw[4:6]), int(raw[6:8]))
     except ValueError:
         return None
 
