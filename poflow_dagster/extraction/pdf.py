@@ -662,11 +662,30 @@ def _header_of(cells: Sequence[_Cell]) -> list[_Column] | None:
     if mapping is None:
         return None
     names = {index: name for name, index in mapping.items()}
-    for i, part in enumerate(parts):  # a second description column (``Produkt`` + ``Beschreibung``) joins the first
-        hit = lookup_synonym(part.text, COLUMN_INDEX, prefix=False) if i not in names else None
-        if hit is not None and hit[0] == "description":
-            names[i] = "description"
+    _second_columns(parts, names)
     return [_Column(names.get(i), c.x0, c.x1) for i, c in enumerate(parts)]
+
+
+def _second_columns(parts: Sequence[_Cell], names: dict[int, str]) -> None:
+    """Columns named twice: a second description column (``Produkt`` + ``Beschreibung``) joins the first;
+    a second price column right of the unit price is the amount (``Unit Price ... Price``) when there is
+    none; an ``Amount`` column left of the prices is the quantity when there is none."""
+    fields = {name: i for i, name in names.items()}
+    for i, part in enumerate(parts):
+        hit = lookup_synonym(part.text, COLUMN_INDEX, prefix=True) if i not in names else None
+        if hit is None:
+            continue
+        if hit[0] == "description":
+            names[i] = "description"
+        elif hit[0] == "unit_cost" and "line_total" not in fields and i > fields.get("unit_cost", len(parts)):
+            names[i] = "line_total"
+            fields["line_total"] = i
+    total, price = fields.get("line_total"), fields.get("unit_cost")
+    if "quantity" not in fields and total is not None and price is not None and total < price:
+        later = [i for i, part in enumerate(parts) if i > price and i not in names
+                 and (hit := lookup_synonym(part.text, COLUMN_INDEX, prefix=True)) and hit[0] == "line_total"]
+        if later:
+            names[total], names[later[0]] = "quantity", "line_total"
 
 
 def _header_at(lines: Sequence[_Line], index: int) -> tuple[list[_Column], int] | None:
@@ -820,7 +839,7 @@ def _read_table(lines: list[_Line], start: int, header: tuple[list[_Column], int
     columns = _aligned(lines, start + span, columns, ctx)
     table = _Table(used=set(range(start, start + span)))
     main_fields = _fields(columns)
-    closed = False
+    closed = foreign = False  # after a grand total / under another table's labels (a tax breakdown)
     last_item: tuple[POLine, _Line, _Cell] | None = None
     index = start + span
     while index < len(lines):
@@ -830,10 +849,13 @@ def _read_table(lines: list[_Line], start: int, header: tuple[list[_Column], int
             continue
         repeated = _header_at(lines, index - 1)
         if repeated is not None and len(_fields(repeated[0]) & main_fields) >= max(2, len(main_fields) - 1):
-            (columns, span), closed, last_item = repeated, False, None
+            (columns, span), closed, foreign, last_item = repeated, False, False, None
             columns = _aligned(lines, index - 1 + span, columns, ctx)
             table.used.update(range(index - 1, index - 1 + span))
             index += span - 1
+            continue
+        if _foreign_header(line):
+            foreign, last_item = True, None
             continue
         row = _assign(line, columns)
         outcome = _summary(row, ctx)
@@ -843,6 +865,8 @@ def _read_table(lines: list[_Line], start: int, header: tuple[list[_Column], int
             if outcome[0] != "carry":
                 table.tentative = 0  # items between two totals rows are a section's
                 closed = _apply_summary(table, outcome) or closed
+            continue
+        if foreign:
             continue
         if last_item is not None and _continue_description(row, last_item):
             table.used.add(index - 1)
@@ -854,6 +878,15 @@ def _read_table(lines: list[_Line], start: int, header: tuple[list[_Column], int
             table.tentative += len(table.lines) - count
     _drop_tentative(table)
     return table
+
+
+def _foreign_header(line: _Line) -> bool:
+    """True for a row of three or more short labels that is not an item header: another table (a tax
+    breakdown, payment terms) begins, and its rows are no items."""
+    cells = line.cells
+    if len(cells) < 3 or any(ch.isdigit() for ch in line.text) or any(len(c.text) > 30 for c in cells):
+        return False
+    return header_columns([c.text for c in cells]) is None
 
 
 #: How many lines below a header are looked at to find where the body's columns are.
@@ -1011,6 +1044,10 @@ def _item(row: _Row, ctx: ParseContext, *, line_no: int, issues: list[Issue]) ->
     if sku is None and description is None:
         return None
     raw = {name: row.text(name) for name in ("quantity", "unit_cost", "line_total")}
+    discount = row.text("discount")
+    price_and_rate = _PRICE_AND_RATE_RE.match(raw["unit_cost"] or "")
+    if price_and_rate and ctx.parse(raw["unit_cost"]) is None and discount is None:
+        raw["unit_cost"], discount = price_and_rate.group(1), price_and_rate.group(2)  # "4,55 € 10%" in one cell
     parsed = {name: ctx.parse(value) for name, value in raw.items() if name != "quantity"}
     quantity, unit = quantity_and_unit(raw["quantity"], ctx.parse, parsed["unit_cost"], parsed["line_total"])
     parsed["quantity"] = quantity
@@ -1024,8 +1061,11 @@ def _item(row: _Row, ctx: ParseContext, *, line_no: int, issues: list[Issue]) ->
         sku, description = code_from_description(description)
     line = POLine(line_no=line_no, sku=sku, barcode=clean_barcode(barcode), description=description, **parsed)
     line.unit = _unit_cell(row.text("unit")) or unit
-    apply_discount(line, row.text("discount"), ctx.parse)
+    apply_discount(line, discount, ctx.parse)
     return line
+
+
+_PRICE_AND_RATE_RE = re.compile(r"^(.*\d.*?)\s+(-?\d+(?:[.,]\d+)?\s*%)$")
 
 
 def _unit_cell(text: str | None) -> str | None:

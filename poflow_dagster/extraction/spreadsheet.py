@@ -259,13 +259,13 @@ COLUMN_SYNONYMS: dict[str, tuple[str, ...]] = {
     ),
     # The line's tax rate (read by no one; knowing the column keeps its values out of the others).
     "tax_rate": (
-        "vat", "vat rate", "tax", "tax rate", "vat no", "tax no", "gst", "mwst", "ust", "mwst satz", "ust satz",
+        "vat", "vat rate", "tax", "taxes", "tax rate", "vat no", "tax no", "gst", "mwst", "ust", "mwst satz", "ust satz",
         "steuer", "steuersatz", "tva", "taux tva", "iva", "btw", "dph", "vat code", "tax code", "税率", "מע מ",
         "ضريبة",
     ),
     # Money off the line, as an amount or a percentage.
     "discount": (
-        "discount", "disc", "disc no", "discount no", "rabatt", "nachlass", "remise", "descuento", "dto",
+        "discount", "disc", "disc no", "discount no", "rem", "rabais", "remise no", "rabatt no", "descuento no", "rabatt", "nachlass", "remise", "descuento", "dto",
         "sconto", "korting", "desconto", "割引", "値引", "הנחה", "خصم",
     ),
 }
@@ -329,7 +329,7 @@ SUMMARY_LABELS: dict[str, tuple[str, ...]] = {
         "tax", "taxes", "sales tax", "total tax", "tax amount", "vat", "gst", "hst", "pst",
         "mwst", "ust", "umsatzsteuer", "mehrwertsteuer", "steuer",
         "tva", "montant tva", "taxe", "iva", "igic", "impuesto", "impuestos", "imposta",
-        "btw", "imposto", "dph", "vat total", "tax total", "total tax", "total vat", "total tva",
+        "btw", "imposto", "dph", "steuerbetrag", "ust betrag", "mwst betrag", "umsatzsteuerbetrag", "tax amount", "vat total", "tax total", "total tax", "total vat", "total tva",
         "消費税", "税額", "מע\"מ", "ضريبة القيمة المضافة", "الضريبة",
     ),
     "shipping": (
@@ -349,12 +349,16 @@ SUMMARY_LABELS: dict[str, tuple[str, ...]] = {
         "total ttc", "montant ttc", "montant total", "total general",
         "importe total", "total pedido", "totale", "totale generale", "totale ordine",
         "totaal", "totaal incl btw", "valor total", "total geral", "celkem", "celkem k uhrade", "k uhrade",
-        "gross total", "amount to pay", "net a payer", "total ttc", "zu zahlen", "zahlbetrag",
+        "gross total", "amount to pay", "bruttosumme", "bruttobetrag", "rechnungssumme", "endbetrag",
+        "faelliger betrag", "falliger betrag", "net a payer", "total ttc", "zu zahlen", "zahlbetrag",
         "合計", "総合計", "合計金額", "税込合計", "ご請求金額", "סה\"כ", "סה\"כ לתשלום", "סהכ", "الإجمالي",
         "المجموع", "الإجمالي المستحق",
     ),
     "discount": ("discount", "rabatt", "nachlass", "remise", "descuento", "sconto", "korting", "desconto"),
-    "paid": ("paid", "amount paid", "deposit", "bezahlt", "anzahlung", "acompte", "pagado"),
+    "paid": (
+        "paid", "amount paid", "already paid", "deposit", "prepaid", "bezahlt", "bereits bezahlt", "anzahlung",
+        "anzahlungen", "erhaltene anzahlungen", "vorauszahlung", "acompte", "deja paye", "pagado", "anticipo",
+    ),
 }
 
 
