@@ -79,7 +79,6 @@ HEADER_FIELDS = ("po_number", "supplier_name", "order_date", "currency", "docume
 MONEY_FIELDS = frozenset({"subtotal", "tax", "shipping", "total"})
 DESCRIPTION_SIMILARITY = 85
 GOALS = {"header": 0.90, "lines": 0.85, "text_refused": 0.05}
-TOKENS_PER_IMAGE = 765
 
 
 
@@ -389,14 +388,13 @@ class SimulatedModel:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __call__(self, body: dict[str, Any]) -> Any:
-        from poflow_dagster_tests.openai_server import Reply, image_urls, request_text
+        from poflow_dagster_tests.openai_server import Reply, estimated_prompt_tokens
 
         document = self.document
         assert document is not None, "a request arrived between documents"
         perturbation = perturbation_for(document, self.seed)
         answer = simulated_answer(document.expected, perturbation, random.Random(f"{self.seed}:{document.label}:a"))
-        system = " ".join(str(m.get("content")) for m in body.get("messages", []) if m.get("role") == "system")
-        prompt = (len(system) + len(request_text(body))) // 4 + TOKENS_PER_IMAGE * len(image_urls(body))
+        prompt = estimated_prompt_tokens(body)
         completion = len(json.dumps(answer)) // 4
         with self._lock:
             counts = self.usage[document.label]

@@ -40,6 +40,7 @@ __all__ = [
     "RecordedRequest",
     "Reply",
     "decoded_images",
+    "estimated_prompt_tokens",
     "fail_first",
     "image_payloads",
     "image_urls",
@@ -351,6 +352,17 @@ def decoded_images(body: dict[str, Any]) -> list[Any]:
             raise AssertionError(f"the data URL says {mime_type}, the bytes are {image.format}")
         images.append(image)
     return images
+
+
+#: Prompt tokens a high-detail page image costs (OpenAI's 512-px tiles for a letter page at 150 dpi: ~765).
+TOKENS_PER_IMAGE = 765
+
+
+def estimated_prompt_tokens(body: dict[str, Any]) -> int:
+    """Prompt tokens a real model would bill for a request, roughly: every message's text / 4, plus
+    :data:`TOKENS_PER_IMAGE` per image (for usage proportional to what was sent)."""
+    system = sum(len(m["content"]) for m in body.get("messages", []) if isinstance(m.get("content"), str))
+    return (system + len(request_text(body))) // 4 + TOKENS_PER_IMAGE * len(image_urls(body))
 
 
 def max_overlap(requests: list[RecordedRequest]) -> int:

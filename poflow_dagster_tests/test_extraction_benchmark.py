@@ -97,3 +97,16 @@ def test_the_simulated_model_perturbs_reproducibly(bench: Any) -> None:
     missing = bench.simulated_answer(expected, "missing_field", random.Random(1))
     assert sum(missing[name] is None for name in ("po_number", "supplier_name", "order_date", "total")) == 1
     assert bench.simulated_answer(expected, "wrong_number", random.Random(1)) == wrong
+
+
+def test_the_simulated_usage_grows_with_the_text_and_the_images() -> None:
+    from poflow_dagster_tests.openai_server import TOKENS_PER_IMAGE, estimated_prompt_tokens
+
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+
+    def body(text: str, images: int) -> dict[str, Any]:
+        return {"messages": [{"role": "system", "content": "x" * 400},
+                             {"role": "user", "content": [{"type": "text", "text": text}] + [image] * images}]}
+
+    assert estimated_prompt_tokens(body("y" * 800, 0)) == 300
+    assert estimated_prompt_tokens(body("y" * 800, 2)) == 300 + 2 * TOKENS_PER_IMAGE
