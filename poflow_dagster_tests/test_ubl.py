@@ -317,3 +317,28 @@ def test_a_base_quantity_the_line_amount_contradicts_is_ignored() -> None:
                                             ("DAY", "days"), ("MTQ", "m3"), ("ZZ", "zz"), (None, None)])
 def test_rec_20_unit_codes_read_as_units(code: str | None, unit: str | None) -> None:
     assert unit_of_measure(code) == unit
+
+
+def test_an_order_change_is_read_as_a_purchase_order() -> None:
+    spec = sample_spec()
+    data = ubl_order(spec).replace(b"<Order ", b"<OrderChange ").replace(b"</Order>", b"</OrderChange>")
+    po = extract_ubl(data.replace(b"xsd:Order-2", b"xsd:OrderChange-2"))
+    assert_matches_spec(po, spec)
+    assert (po.document_type, po.stats["document"]) == ("purchase_order", "order_change")
+
+
+def test_a_despatch_advice_is_a_delivery_note_without_money() -> None:
+    xml = b"""<DespatchAdvice xmlns="urn:oasis:names:specification:ubl:schema:xsd:DespatchAdvice-2"
+     xmlns:cac="urn:oasis:names:specification:ubl:schema:xsd:CommonAggregateComponents-2"
+     xmlns:cbc="urn:oasis:names:specification:ubl:schema:xsd:CommonBasicComponents-2">
+     <cbc:ID>DA-9</cbc:ID><cbc:IssueDate>2025-03-04</cbc:IssueDate>
+     <cac:DespatchSupplierParty><cac:Party><cac:PartyName><cbc:Name>Acme Mill</cbc:Name></cac:PartyName>
+     </cac:Party></cac:DespatchSupplierParty>
+     <cac:DespatchLine><cbc:ID>1</cbc:ID><cbc:DeliveredQuantity unitCode="KGM">90</cbc:DeliveredQuantity>
+      <cac:Item><cbc:Name>Rye flour</cbc:Name><cac:SellersItemIdentification><cbc:ID>RF-25</cbc:ID>
+      </cac:SellersItemIdentification></cac:Item></cac:DespatchLine></DespatchAdvice>"""
+    po = extract_ubl(xml)
+    assert (po.document_type, po.po_number, po.supplier_name, po.total) == ("delivery_note", "DA-9", "Acme Mill", None)
+    [line] = po.lines
+    assert (line.sku, line.description, line.quantity, line.unit, line.unit_cost) == (
+        "RF-25", "Rye flour", Decimal("90"), "kg", None)

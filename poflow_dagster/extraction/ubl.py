@@ -1,5 +1,5 @@
-"""Read UBL 2.x Order, OrderResponse, Quotation, Invoice and CreditNote documents (incl. Peppol BIS 3) into a
-:class:`ParsedPO`.
+"""Read UBL 2.x ordering and billing documents (incl. Peppol BIS 3) into a :class:`ParsedPO`: Order, OrderChange,
+OrderResponse, Quotation, DespatchAdvice, Invoice, FreightInvoice, CreditNote, SelfBilledCreditNote, DebitNote.
 
 Parsing goes through :mod:`defusedxml` with DTDs forbidden, so entity expansion
 (billion laughs) and external entities (XXE) are refused before anything is read.
@@ -7,17 +7,17 @@ Elements are matched on namespace URIs, never on prefixes (``cbc:``/``cac:`` may
 spelled differently or be default namespaces). A Peppol Standard Business Document
 (SBDH) envelope around the payload is unwrapped.
 
-Mapping (the root element gives document_type: Order -> purchase_order, OrderResponse ->
-order_confirmation, Quotation -> quote, Invoice and CreditNote -> invoice):
+Mapping (the root element gives document_type: Order / OrderChange -> purchase_order, OrderResponse ->
+order_confirmation, Quotation -> quote, DespatchAdvice -> delivery_note, the billing documents -> invoice):
 
 * ``cbc:ID`` -> po_number (the document's own number; an invoice's ``cac:OrderReference``
   is named in an info issue and kept in ``stats["order_reference"]``), ``cbc:IssueDate`` -> order_date;
 * ``cbc:DocumentCurrencyCode`` -> currency (else the ``currencyID`` of the amounts);
-* supplier_name: Order / OrderResponse / Quotation ``SellerSupplierParty`` ``PartyName/Name``, else
-  ``PartyLegalEntity/RegistrationName``; Invoice / CreditNote ``AccountingSupplierParty`` the other way
-  round (EN 16931's seller name is the legal name, the party name its trading name);
-* lines ``cac:OrderLine/cac:LineItem`` / ``cac:QuotationLine/cac:LineItem`` / ``cac:InvoiceLine`` /
-  ``cac:CreditNoteLine``: the quantity and its ``unitCode`` (UN/ECE Rec 20, read as a unit:
+* supplier_name: ordering documents' ``SellerSupplierParty`` (DespatchAdvice: ``DespatchSupplierParty``)
+  ``PartyName/Name``, else ``PartyLegalEntity/RegistrationName``; billing documents' ``AccountingSupplierParty``
+  the other way round (EN 16931's seller name is the legal name, the party name its trading name);
+* lines ``cac:OrderLine/cac:LineItem`` / ``cac:QuotationLine/cac:LineItem`` / ``cac:DespatchLine`` /
+  ``cac:InvoiceLine`` / ``cac:CreditNoteLine`` / ``cac:DebitNoteLine``: the quantity and its ``unitCode`` (UN/ECE Rec 20, read as a unit:
   ``KGM`` -> kg, ``C62``/``EA``/``H87`` -> units...), ``cac:Price/cbc:PriceAmount`` divided by
   ``cbc:BaseQuantity`` when that is not 1, ``cbc:LineExtensionAmount`` -> line_total, the line's
   ``cac:AllowanceCharge`` allowances less charges -> discount when the line amount applies them,
@@ -61,10 +61,15 @@ NAMESPACES = {
     "cbc": _UBL + "CommonBasicComponents-2",
     "cac": _UBL + "CommonAggregateComponents-2",
     "order": _UBL + "Order-2",
+    "orderchange": _UBL + "OrderChange-2",
     "orderresponse": _UBL + "OrderResponse-2",
     "quotation": _UBL + "Quotation-2",
+    "despatchadvice": _UBL + "DespatchAdvice-2",
     "invoice": _UBL + "Invoice-2",
+    "freightinvoice": _UBL + "FreightInvoice-2",
     "creditnote": _UBL + "CreditNote-2",
+    "selfbilledcreditnote": _UBL + "SelfBilledCreditNote-2",
+    "debitnote": _UBL + "DebitNote-2",
 }
 _SBDH = "http://www.unece.org/cefact/namespaces/StandardBusinessDocumentHeader"
 
@@ -95,6 +100,9 @@ _LAYOUTS = {
     f"{{{NAMESPACES['order']}}}Order": _Layout(
         "order", "purchase_order", *_ORDERING_LINE, "cac:AnticipatedMonetaryTotal"
     ),
+    f"{{{NAMESPACES['orderchange']}}}OrderChange": _Layout(
+        "order_change", "purchase_order", *_ORDERING_LINE, "cac:AnticipatedMonetaryTotal"
+    ),
     f"{{{NAMESPACES['orderresponse']}}}OrderResponse": _Layout(
         "order_response", "order_confirmation", *_ORDERING_LINE, "cac:LegalMonetaryTotal"
     ),
@@ -102,12 +110,28 @@ _LAYOUTS = {
         "quotation", "quote", "cac:SellerSupplierParty", "cac:QuotationLine/cac:LineItem", "cbc:Quantity",
         "cac:QuotedMonetaryTotal",
     ),
+    f"{{{NAMESPACES['despatchadvice']}}}DespatchAdvice": _Layout(
+        "despatch_advice", "delivery_note", "cac:DespatchSupplierParty", "cac:DespatchLine", "cbc:DeliveredQuantity",
+        "cac:LegalMonetaryTotal",  # a despatch advice has no money: nothing is found
+    ),
     f"{{{NAMESPACES['invoice']}}}Invoice": _Layout(
         "invoice", "invoice", _BILLING_SUPPLIER, "cac:InvoiceLine", "cbc:InvoicedQuantity", "cac:LegalMonetaryTotal"
+    ),
+    f"{{{NAMESPACES['freightinvoice']}}}FreightInvoice": _Layout(
+        "freight_invoice", "invoice", _BILLING_SUPPLIER, "cac:InvoiceLine", "cbc:InvoicedQuantity",
+        "cac:LegalMonetaryTotal",
     ),
     f"{{{NAMESPACES['creditnote']}}}CreditNote": _Layout(
         "credit_note", "invoice", _BILLING_SUPPLIER, "cac:CreditNoteLine", "cbc:CreditedQuantity",
         "cac:LegalMonetaryTotal",
+    ),
+    f"{{{NAMESPACES['selfbilledcreditnote']}}}SelfBilledCreditNote": _Layout(
+        "self_billed_credit_note", "invoice", _BILLING_SUPPLIER, "cac:CreditNoteLine", "cbc:CreditedQuantity",
+        "cac:LegalMonetaryTotal",
+    ),
+    f"{{{NAMESPACES['debitnote']}}}DebitNote": _Layout(
+        "debit_note", "invoice", _BILLING_SUPPLIER, "cac:DebitNoteLine", "cbc:DebitedQuantity",
+        "cac:RequestedMonetaryTotal",
     ),
 }
 
@@ -188,8 +212,8 @@ def _document(root: Element) -> tuple[Element, _Layout]:
         where = f"namespace {uri!r}" if uri else "no namespace"
         raise PoflowError(
             "unsupported_xml",
-            f"root element <{local}> in {where}; poflow reads UBL 2.x Order, OrderResponse, Quotation, Invoice and"
-            " CreditNote documents and UN/CEFACT Cross Industry Invoices",
+            f"root element <{local}> in {where}; poflow reads UBL 2.x orders, order responses, quotations, despatch"
+            " advices, invoices, credit and debit notes, UN/CEFACT Cross Industry Invoices and Order-X orders",
         )
     return root, layout
 
@@ -492,7 +516,7 @@ def _units(lines: Iterable[Element], quantity_path: str) -> list[str | None]:
 
 
 def extract_ubl(data: bytes) -> ParsedPO:
-    """Extract a purchase order from a UBL 2.x Order, OrderResponse, Quotation, Invoice or CreditNote.
+    """Extract a purchase order from a UBL 2.x ordering or billing document (see the module docstring).
 
     Raises :class:`PoflowError` with ``malformed_xml``, ``unsafe_xml``,
     ``unsupported_xml`` or ``no_line_items``.
