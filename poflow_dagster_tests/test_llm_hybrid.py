@@ -309,3 +309,17 @@ def test_a_csv_without_an_item_table_goes_to_the_llm_as_text(openai_server: Open
     [request] = openai_server.completion_requests()
     assert image_urls(request.body) == [] and "LMP-3" in request_text(request.body)
     assert [line.sku for line in po.lines] == ["PAP-A4", "LMP-3"] and po.source_format == "csv"
+
+
+@pytest.mark.parametrize("sandbox", ["1", "0"])
+def test_bounded_extraction_merges_the_child_reading_in_the_parent(
+    openai_server: OpenAIServer, llm: LLMSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox: str
+) -> None:
+    from poflow_dagster.extraction import extract_file_bounded
+
+    monkeypatch.setenv("POFLOW_EXTRACT_SANDBOX", sandbox)
+    openai_server.behaviour = lambda body: Reply.json(llm_answer(SIMPLE_LINES[:2]))  # a partial answer
+    po = extract_file_bounded(undated_po(tmp_path), llm=llm)
+    assert len(openai_server.completion_requests()) == 1
+    assert po.order_date == dt.date(2026, 2, 14) and len(po.lines) == 4  # the text reader's four lines stay
+    assert po.stats["hybrid"]["sources"]["lines"] == "deterministic" and not needs_review(po)
