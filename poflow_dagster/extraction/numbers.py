@@ -146,6 +146,8 @@ def parse_decimal(
     if not s:
         return None
 
+    if s.endswith((",-", ".-", ",--", ".--", ",—", ",–")):  # "12.100,-": whole units, no cents
+        s = s.rstrip("-—–")[:-1]
     negative = False
     if s.startswith("(") and s.endswith(")"):
         negative, s = True, s[1:-1].strip()

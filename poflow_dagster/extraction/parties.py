@@ -19,7 +19,7 @@ from poflow_dagster.extraction.numbers import parse_date
 from poflow_dagster.extraction.spreadsheet import normalize_label
 from poflow_dagster.extraction.vocabulary import document_type_of, is_title_phrase
 
-__all__ = ["Phrase", "clean_name", "supplier_candidate", "title_reference"]
+__all__ = ["Phrase", "clean_name", "is_buyer_label", "supplier_candidate", "title_reference"]
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,15 @@ def clean_name(text: str) -> str | None:
     return name if name and any(ch.isalpha() for ch in name) and len(name) <= 80 else None
 
 
+def is_buyer_label(text: str) -> bool:
+    """True for ``Bill to`` / ``Kunde:`` / ``Käufer`` ...: a label of the buyer's block."""
+    return normalize_label(text.rstrip(":")) in _BUYER_LABELS
+
+
 def _in_buyer_block(phrase: Phrase, phrases: Sequence[Phrase]) -> bool:
     """True if a buyer label is on the phrase's own line to its left, or above it in the same column."""
     for other in phrases:
-        if other.page != phrase.page or normalize_label(other.text.rstrip(":")) not in _BUYER_LABELS:
+        if other.page != phrase.page or not is_buyer_label(other.text):
             continue
         same_line = abs(other.top - phrase.top) < 3 and other.x1 <= phrase.x0 + 2
         above = 0 < phrase.top - other.top <= _BLOCK_DEPTH and other.x0 - 30 <= phrase.x0 <= other.x1 + 30
@@ -89,7 +94,8 @@ def _is_plain_name(text: str) -> bool:
         return False  # a sentence, not a name
     letters = sum(ch.isalpha() for ch in text)
     digits = sum(ch.isdigit() for ch in text)
-    return letters >= 3 and digits == 0 and normalize_label(text) not in {"logo", "page", "seite"}
+    words = set(normalize_label(text).split())
+    return letters >= 3 and digits == 0 and not words & {"logo", "page", "seite"} and not is_buyer_label(text)
 
 
 def supplier_candidate(phrases: Sequence[Phrase], page_height: float) -> str | None:

@@ -48,7 +48,13 @@ from poflow_dagster.extraction.numbers import (
     parse_decimal,
 )
 from poflow_dagster.extraction.layout import align_columns, bands_of
-from poflow_dagster.extraction.parties import Phrase, clean_name, supplier_candidate, title_reference
+from poflow_dagster.extraction.parties import (
+    Phrase,
+    clean_name,
+    is_buyer_label,
+    supplier_candidate,
+    title_reference,
+)
 from poflow_dagster.extraction.pdf_lines import (
     apply_discount,
     code_from_description,
@@ -1111,15 +1117,28 @@ def _find_table(lines: list[_Line], ctx: ParseContext) -> tuple[_Table, list[_Co
 
 #: Extra header labels seen on PDFs (invoices, document numbers).
 _EXTRA_LABELS: dict[str, tuple[str, ...]] = {
-    "po_number": (
-        "invoice", "invoice no", "invoice number", "invoice id", "po ref", "po reference",
-        "purchase order ref", "document no", "document number", "rechnungsnummer", "rechnung nr",
-        "numero de facture", "facture no", "numero de factura", "factuurnummer",
+    "po_number": ("po ref", "po reference", "purchase order ref"),
+    # The document's own number (an invoice's, a quote's): the PO number of a document that is no PO.
+    "document_number": (
+        "invoice", "invoice no", "invoice number", "invoice id", "document no", "document number",
+        "rechnungsnummer", "rechnung nr", "rechnungsnr", "belegnummer", "beleg nr", "belegnr",
+        "numero de facture", "facture no", "no de facture", "n facture", "numero de factura", "factura no",
+        "factuurnummer", "numero fattura", "fattura n", "fattura no", "numero da fatura", "cislo faktury",
+        "quote no", "quote number", "quotation no", "quotation number", "angebotsnummer", "angebot nr",
+        "devis no", "numero de devis", "lieferscheinnummer", "lieferschein nr", "delivery note no",
+        "credit note no", "gutschriftsnummer", "請求書番号", "見積番号", "מספר חשבונית", "رقم الفاتورة",
     ),
-    "supplier_name": ("supplier details", "vendor details", "bill from", "remit to", "issued by"),
+    "supplier_name": (
+        "supplier details", "vendor details", "bill from", "remit to", "issued by", "seller", "provider",
+        "service provider", "prodejce", "dodavatel", "rechnungssteller", "auftragnehmer", "emetteur",
+        "emisor", "cedente prestatore", "発行元", "البائع",
+    ),
     "order_date": (
         "invoice date", "document date", "date of order", "date issued", "dated", "ordered on",
-        "rechnungsdatum", "date de facture", "fecha de factura", "factuurdatum",
+        "rechnungsdatum", "date de facture", "fecha de factura", "factuurdatum", "belegdatum", "datum vydani",
+        "datum vystaveni", "issue date", "date of issue", "quotation date", "quote date", "fecha de emision",
+        "data emissione", "data fattura", "datum faktury", "date d emission", "fakturadatum", "請求日",
+        "תאריך חשבונית", "تاريخ الفاتورة",
     ),
 }
 _FIELD_INDEX = {**synonym_index(_EXTRA_LABELS), **LABEL_INDEX}
@@ -1150,7 +1169,7 @@ def _clean_value(name: str, value: str | None, day_first: bool) -> str | None:
     value = value.strip().strip(":").strip()
     if not value or _is_label(value):
         return None
-    if name == "po_number":
+    if name in ("po_number", "document_number"):
         value = _PO_PREFIX_RE.sub("", value)
         ok = any(ch.isdigit() for ch in value) and len(value) <= 40 and value.count(" ") <= 2
         return value if ok else None
@@ -1159,7 +1178,7 @@ def _clean_value(name: str, value: str | None, day_first: bool) -> str | None:
     if name == "currency":
         return value if detect_currency(value) else None
     if name == "supplier_name":
-        if ":" in value.rstrip(":"):
+        if ":" in value.rstrip(":") or is_buyer_label(value):
             return None
         value = clean_name(value) or ""
     ok = 0 < len(value) <= 80 and parse_decimal(value) is None
@@ -1294,7 +1313,7 @@ def extract_pdf_po(doc: PdfDocument) -> ParsedPO | None:
     _title_fields(lines, table.used, fields, day_first)
     if "supplier_name" not in fields:
         phrases = [Phrase(c.text, ln.page, c.x0, c.x1, ln.top) for i, ln in enumerate(lines) if i not in table.used
-                   for c in ln.cells]
+                   for c in ln.cells if not _is_label(c.text)]
         supplier = supplier_candidate(phrases, doc.pages[0].height or 842.0)
         if supplier:
             fields["supplier_name"] = supplier
@@ -1302,14 +1321,14 @@ def extract_pdf_po(doc: PdfDocument) -> ParsedPO | None:
         _free_totals(lines, table, ctx)
 
     po = ParsedPO(source_format="pdf", extractor="pdf_text", stats={"pages": len(doc.pages)})
-    po.po_number = fields.get("po_number")
+    po.document_type = _document_type(lines)
+    po.po_number = _po_number(fields, po.document_type)
     po.supplier_name = fields.get("supplier_name")
     po.order_date = parse_date(fields["order_date"], day_first=day_first) if "order_date" in fields else None
     if po.order_date is None and bad_dates:
         ctx.issues.append(Issue(code="UNREADABLE_DATE", message=f"could not read the order date {bad_dates[0]!r}"))
     header_index = min(table.used) if table.used else 0
     po.currency = _currency(fields, table, columns, lines[header_index : header_index + 2], lines, table.used)
-    po.document_type = _document_type(lines)
     po.lines = table.lines
     if not any(c.name == "sku" for c in columns):
         leading_codes(po.lines)
@@ -1321,9 +1340,17 @@ def extract_pdf_po(doc: PdfDocument) -> ParsedPO | None:
     return po
 
 
+def _po_number(fields: dict[str, str], document_type: str | None) -> str | None:
+    """The PO number: an invoice, quote or delivery note is known by its own number, a PO by its order number."""
+    own, order = fields.get("document_number"), fields.get("po_number")
+    if own and (document_type not in (None, "purchase_order") or not order):
+        return own
+    return order
+
+
 def _title_fields(lines: list[_Line], skip: set[int], fields: dict[str, str], day_first: bool) -> None:
     """The number and date a title carries (``Rechnung Nr. 42 vom 1.2.2024``) when no label gave them."""
-    if "po_number" in fields and "order_date" in fields:
+    if "document_number" in fields and "order_date" in fields:
         return
     for i, line in enumerate(lines[:_TITLE_LINES]):
         if i in skip:
@@ -1332,7 +1359,7 @@ def _title_fields(lines: list[_Line], skip: set[int], fields: dict[str, str], da
             number, date = title_reference(text, day_first=day_first)
             if number or date:
                 if number:
-                    fields.setdefault("po_number", number)
+                    fields.setdefault("document_number", number)
                 if date:
                     fields.setdefault("order_date", date)
                 return
