@@ -342,3 +342,8 @@ def test_a_despatch_advice_is_a_delivery_note_without_money() -> None:
     [line] = po.lines
     assert (line.sku, line.description, line.quantity, line.unit, line.unit_cost) == (
         "RF-25", "Rye flour", Decimal("90"), "kg", None)
+
+
+def test_zero_allowances_and_charges_are_not_reported() -> None:
+    po = corpus_po("xrechnung-testsuite/02.01a-INVOICE_ubl.xml")  # a charge and an allowance of 0 each
+    assert "CHARGES_NOT_APPLIED" not in codes(po) and po.shipping is None

@@ -285,7 +285,7 @@ class _Reader:
             amount = self.number(charge, "ram:ActualAmount", "allowance/charge amount", money=True)
             if _is_charge(charge) and _is_freight(charge):
                 freight.extend([amount] if amount is not None else [])
-            else:
+            elif amount != 0:  # an allowance/charge of 0 changes nothing
                 others.append(_describe_charge(charge, amount))
         for service in settlement.findall("ram:SpecifiedLogisticsServiceCharge", CII_NAMESPACES):
             amount = self.number(service, "ram:AppliedAmount", "logistics service charge", money=True)

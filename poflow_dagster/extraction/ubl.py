@@ -415,7 +415,7 @@ class _Reader:
             if _is_charge(charge) and _is_freight(charge):
                 if amount is not None:
                     freight.append(amount)
-            else:
+            elif amount != 0:  # an allowance/charge of 0 changes nothing
                 others.append(_describe_charge(charge, amount))
         if others:
             message = f"allowances/charges not mapped to shipping: {', '.join(others)}"
