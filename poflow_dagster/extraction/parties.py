@@ -49,7 +49,8 @@ _BUYER_LABELS = frozenset(
         "leistungsempfänger", "lieferadresse", "rechnungsadresse", "empfänger", "acheteur", "destinataire",
         "adresse du client", "facturé à", "livré à", "adresse de livraison", "cliente", "comprador",
         "destinatario", "klant", "afnemer", "kupující", "odběratel", "請求先", "お客様", "לקוח", "العميل",
-        "invoicing and shipping address", "invoicing address", "shipping address",
+        "invoicing and shipping address", "invoicing address", "shipping address", "purchaser", "bill to party",
+        "warenempfanger", "customer details", "client details",
     )
 )
 _SPLIT_RE = re.compile(r"\s*(?:[•●·|]|\s-\s|\s–\s)\s*")

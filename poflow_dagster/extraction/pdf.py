@@ -1130,12 +1130,12 @@ _EXTRA_LABELS: dict[str, tuple[str, ...]] = {
     ),
     "supplier_name": (
         "supplier details", "vendor details", "bill from", "remit to", "issued by", "seller", "provider",
-        "service provider", "prodejce", "dodavatel", "rechnungssteller", "auftragnehmer", "emetteur",
+        "service provider", "seller trade name", "prodejce", "dodavatel", "rechnungssteller", "auftragnehmer", "emetteur",
         "emisor", "cedente prestatore", "発行元", "البائع",
     ),
     "order_date": (
         "invoice date", "document date", "date of order", "date issued", "dated", "ordered on",
-        "rechnungsdatum", "date de facture", "fecha de factura", "factuurdatum", "belegdatum", "datum vydani",
+        "rechnungsdatum", "date de facture", "fecha de factura", "factuurdatum", "belegdatum", "beleg datum", "datum vydani",
         "datum vystaveni", "issue date", "date of issue", "quotation date", "quote date", "fecha de emision",
         "data emissione", "data fattura", "datum faktury", "date d emission", "fakturadatum", "請求日",
         "תאריך חשבונית", "تاريخ الفاتورة",
@@ -1162,6 +1162,10 @@ def _is_label(text: str) -> bool:
     return _field_label(label) is not None
 
 
+#: Words printed where a name is expected that are no name (``Nummer: 549910`` under ``Seller:``).
+_NOT_NAMES = frozenset({"name", "nummer", "number", "no", "address", "adresse", "anschrift", "id", "logo"})
+
+
 def _clean_value(name: str, value: str | None, day_first: bool) -> str | None:
     """The value if it is plausible for the field (normalised), else None."""
     if value is None:
@@ -1171,14 +1175,15 @@ def _clean_value(name: str, value: str | None, day_first: bool) -> str | None:
         return None
     if name in ("po_number", "document_number"):
         value = _PO_PREFIX_RE.sub("", value)
-        ok = any(ch.isdigit() for ch in value) and len(value) <= 40 and value.count(" ") <= 2
+        spaced_digits = all(token.isdigit() for token in value.split())  # "1 24 0005 0001201345"
+        ok = any(ch.isdigit() for ch in value) and len(value) <= 40 and (value.count(" ") <= 2 or spaced_digits)
         return value if ok else None
     if name == "order_date":
         return value if parse_date(value, day_first=day_first) is not None else None
     if name == "currency":
         return value if detect_currency(value) else None
     if name == "supplier_name":
-        if ":" in value.rstrip(":") or is_buyer_label(value):
+        if ":" in value.rstrip(":") or is_buyer_label(value) or normalize_label(value) in _NOT_NAMES:
             return None
         value = clean_name(value) or ""
     ok = 0 < len(value) <= 80 and parse_decimal(value) is None
@@ -1186,19 +1191,24 @@ def _clean_value(name: str, value: str | None, day_first: bool) -> str | None:
 
 
 def _value_candidates(
-    lines: list[_Line], i: int, j: int, inline: str | None, colon: bool, label_row: bool
+    lines: list[_Line], i: int, j: int, inline: str | None, colon: bool, label_row: bool, name: str = ""
 ) -> list[str]:
     """Where a label's value may be: after the colon, the next cell right, the cell below.
 
     In a row of bare labels (``Vendor   Date   Terms``) the values are below, so the
-    cell below is tried before the cell to the right.
+    cell below is tried before the cell to the right. A supplier label heads a block: the first
+    of the three lines below that is a name (not ``Number: 123``) is its value.
     """
     cells = lines[i].cells
     right = [cells[j + 1].text] if j + 1 < len(cells) else []
     below: list[str] = []
-    if (colon or label_row) and i + 1 < len(lines) and lines[i + 1].page == lines[i].page:
+    supplier = name == "supplier_name"
+    if colon or label_row or supplier:
         label = cells[j]
-        below = [c.text for c in lines[i + 1].cells if _overlap(c.x0, c.x1, label.x0 - 2, label.x1 + 40) > 0][:1]
+        for line in lines[i + 1 : i + (4 if supplier else 2)]:
+            if line.page != lines[i].page:
+                break
+            below += [c.text for c in line.cells if _overlap(c.x0, c.x1, label.x0 - 2, label.x1 + 40) > 0][:1]
     if inline:
         return [inline]
     return below + right if label_row and not colon else right + below
@@ -1220,7 +1230,7 @@ def _header_fields(lines: list[_Line], skip: set[int], day_first: bool) -> tuple
                 continue
             if name in found:
                 continue
-            candidates = _value_candidates(lines, i, j, inline.strip() or None, bool(sep), label_row)
+            candidates = _value_candidates(lines, i, j, inline.strip() or None, bool(sep), label_row, name)
             candidates = [c for c in candidates if not _is_label(c)]
             value = next((v for c in candidates if (v := _clean_value(name, c, day_first)) is not None), None)
             if value is not None:
@@ -1308,7 +1318,7 @@ def extract_pdf_po(doc: PdfDocument) -> ParsedPO | None:
     ctx = ParseContext(decimal_comma=guess_decimal_comma(c.text for line in lines for c in line.cells))
     found = _find_table(lines, ctx)
     table, columns = found if found is not None else (_Table(), [])
-    day_first = bool(ctx.decimal_comma)
+    day_first = _day_first(lines, ctx.decimal_comma)
     fields, bad_dates = _header_fields(lines, table.used, day_first)
     _title_fields(lines, table.used, fields, day_first)
     if "supplier_name" not in fields:
@@ -1338,6 +1348,23 @@ def extract_pdf_po(doc: PdfDocument) -> ParsedPO | None:
     if not po.lines and not any((po.po_number, po.order_date, po.supplier_name, po.total)):
         return None
     return po
+
+
+_SLASHED_DATE_RE = re.compile(r"\b(\d{1,2})[/.-](\d{1,2})[/.-](?:\d{4}|\d{2})\b")
+
+
+def _day_first(lines: list[_Line], decimal_comma: bool | None) -> bool:
+    """Whether ``03/04/2026`` is day first: a date in the document with a day above 12 decides
+    (``19/03/2016`` or ``03/19/2016``), else European number style (decimal comma) means day first."""
+    day, month = 0, 0
+    for line in lines:
+        for m in _SLASHED_DATE_RE.finditer(line.text):
+            first, second = int(m.group(1)), int(m.group(2))
+            day += first > 12 >= second
+            month += second > 12 >= first
+    if day != month:
+        return day > month
+    return bool(decimal_comma)
 
 
 def _po_number(fields: dict[str, str], document_type: str | None) -> str | None:

@@ -126,8 +126,8 @@ _LONGEST_TITLE = max(len(key.split()) for key in _TITLE_INDEX)
 
 
 def is_title_phrase(text: str) -> bool:
-    """True if ``text`` is exactly a document title phrase (``Invoice``, ``Bon de commande``)."""
-    return normalize_label(text) in _TITLE_INDEX
+    """True if ``text`` is exactly a document title phrase (``Invoice``, ``Bon de commande``, ``Mietrechnung``)."""
+    return normalize_label(text) in _TITLE_INDEX or (" " not in text.strip() and _compound_title([text]) is not None)
 
 
 def document_type_of(title: str) -> str | None:
@@ -148,6 +148,24 @@ def document_type_of(title: str) -> str | None:
         if not rest or (phrase not in _BARE_ONLY and all(_is_reference_word(t) for t in rest)):
             return kind
         return None
+    return _compound_title(tokens)
+
+
+#: German compounds end with their kind: ``Mietrechnung``, ``Sammelbestellung``, ``Warenlieferschein``.
+_COMPOUND_ENDINGS = {
+    "rechnung": "invoice", "bestellung": "purchase_order", "lieferschein": "delivery_note", "angebot": "quote",
+    "bestatigung": "order_confirmation",
+}
+
+
+def _compound_title(tokens: list[str]) -> str | None:
+    """The type a one-word compound title names, followed by a reference only (``Mietrechnung Nr. 9``)."""
+    first = normalize_label(tokens[0])
+    if " " in first or not all(_is_reference_word(t) for t in tokens[1:]):
+        return None
+    for ending, kind in _COMPOUND_ENDINGS.items():
+        if first.endswith(ending) and len(first) > len(ending) + 2:
+            return kind
     return None
 
 
