@@ -323,3 +323,39 @@ def test_bounded_extraction_merges_the_child_reading_in_the_parent(
     assert len(openai_server.completion_requests()) == 1
     assert po.order_date == dt.date(2026, 2, 14) and len(po.lines) == 4  # the text reader's four lines stay
     assert po.stats["hybrid"]["sources"]["lines"] == "deterministic" and not needs_review(po)
+
+
+def mixed_po(path: Path) -> Path:
+    """Page 1: a text header; page 2: the item table as a scanned image (no text layer)."""
+    from fpdf import FPDF
+    from PIL import Image, ImageDraw, ImageFont
+
+    pdf = FPDF()
+    pdf.add_page()
+    pdf.set_font("Helvetica", "B", 16)
+    pdf.cell(0, 10, "PURCHASE ORDER", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Helvetica", size=11)
+    for text in ("PO Number: PO-7731", "Supplier: Northwind Traders", "Order Date: 2026-03-14", "Total: 113.70"):
+        pdf.cell(0, 7, text, new_x="LMARGIN", new_y="NEXT")
+    scan = Image.new("L", (1240, 1754), 255)
+    draw = ImageDraw.Draw(scan)
+    for row, text in enumerate(["SKU  Description  Qty  Price  Amount", "PAP-A4  A4 copy paper  12  4.50  54.00",
+                                "LMP-3  Desk lamp  3  19.90  59.70"]):
+        draw.text((100, 100 + row * 48), text, fill=0, font=ImageFont.load_default(size=30))
+    pdf.add_page()
+    pdf.image(scan, x=0, y=0, w=210)
+    pdf.output(str(path))
+    return path
+
+
+def test_a_scanned_page_inside_a_text_pdf_goes_as_an_image_the_text_pages_as_text(
+    openai_server: OpenAIServer, llm: LLMSettings, tmp_path: Path
+) -> None:
+    openai_server.behaviour = lambda body: Reply.json(PARAGRAPH_ANSWER)
+    po = extract_file(mixed_po(tmp_path / "mixed.pdf"), llm=llm)
+    [request] = openai_server.completion_requests()
+    assert len(image_urls(request.body)) == 1  # page 2, rendered
+    text = request_text(request.body)
+    assert "--- page 1 ---" in text and "PO-7731" in text and "--- page 2 (image) ---" in text
+    assert [line.sku for line in po.lines] == ["PAP-A4", "LMP-3"] and po.po_number == "PO-7731"
+    assert po.stats["hybrid"]["sources"]["lines"] == "llm" and not needs_review(po)

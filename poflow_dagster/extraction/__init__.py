@@ -62,6 +62,7 @@ from poflow_dagster.extraction.sniff import (
 
 if TYPE_CHECKING:
     from poflow_dagster.extraction.llm import LLMPage, LLMSettings, WindowFeed
+    from poflow_dagster.extraction.pdf import PdfDocument
     from poflow_dagster.extraction.sandbox import SandboxLimits, SandboxStats
     from poflow_dagster.extraction.scan_feed import ScanPlan
 
@@ -338,7 +339,6 @@ def _extract(path: Path, display: str, llm: LLMSettings | None, on_progress: Pro
 
 def _extract_pdf(path: Path, display: str, llm: LLMSettings | None, on_progress: ProgressCallback | None) -> ParsedPO:
     from poflow_dagster.extraction import pdf
-    from poflow_dagster.extraction.llm import LLMPage
 
     document = pdf.read_pdf(path)
     if pdf.is_scanned(document):
@@ -357,8 +357,8 @@ def _extract_pdf(path: Path, display: str, llm: LLMSettings | None, on_progress:
     if po is not None and not po.lines and not has_header(po):
         po = None  # nothing readable: as if no reading
 
-    def text_pages() -> list[LLMPage]:  # a text layer goes to the LLM as text (cheaper than images)
-        return [LLMPage(number=page.number, text=page.text) for page in document.pages]
+    def text_pages() -> list[LLMPage]:
+        return _text_layer_pages(path, document)
 
     if po is None:
         return _with_llm(text_pages, "pdf", display, llm, on_progress, why="no order table could be found in its text")
@@ -366,6 +366,21 @@ def _extract_pdf(path: Path, display: str, llm: LLMSettings | None, on_progress:
     if not why or llm is None:
         return po if po.lines else lines_not_found(po, llm_tried=False)
     return _with_llm(text_pages, "pdf", display, llm, on_progress, why="; ".join(why), partial=po)
+
+
+def _text_layer_pages(path: Path, document: PdfDocument) -> list[LLMPage]:
+    """A text PDF's pages for the LLM: those with a text layer as text (far cheaper than images), those
+    without one (a scanned page inside a text PDF) rendered as images, so nothing on them is lost."""
+    from poflow_dagster.extraction.llm import LLMPage
+    from poflow_dagster.extraction.pdf import render_page_images
+
+    without_text = [page.number for page in document.pages if not page.has_text]
+    images = dict(zip(without_text, render_page_images(path, without_text), strict=True)) if without_text else {}
+    return [
+        LLMPage(number=page.number, image=images[page.number][0], mime_type=images[page.number][1])
+        if page.number in images else LLMPage(number=page.number, text=page.text)
+        for page in document.pages
+    ]
 
 
 def _image_page(path: Path) -> LLMPage:
