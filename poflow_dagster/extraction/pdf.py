@@ -349,9 +349,13 @@ def _check_page_content(page: Any, number: int) -> None:
 def _read_page(page: Any, number: int) -> PdfPage:
     """Text, words and ruled tables of one pdfplumber page."""
     text = page.extract_text() or ""
+    raw = page.extract_words()
+    upright = [w for w in raw if w.get("upright", True)]
+    if len(upright) * 2 >= len(raw):  # sideways margin text (a copyright line up the edge) is no content
+        raw = upright
     words = [
         PdfWord(normalize_word(str(w["text"])), float(w["x0"]), float(w["x1"]), float(w["top"]), float(w["bottom"]))
-        for w in page.extract_words()
+        for w in raw
     ]
     chars = sum(1 for c in text if not c.isspace())
     tables = _read_tables(page) if words else []
@@ -547,12 +551,14 @@ class _Line:
         return sorted(heights)[len(heights) // 2] if heights else self.bottom - self.top
 
 
-def _document_lines(doc: PdfDocument) -> list[_Line]:
-    """All lines of the document in reading order (page, then top to bottom)."""
+def _document_lines(doc: PdfDocument, *, ruled: bool = True) -> list[_Line]:
+    """All lines of the document in reading order (page, then top to bottom); ``ruled=False`` reads the
+    words only, ignoring what pdfplumber took for ruled tables (a page frame is no table)."""
     lines: list[_Line] = []
     for page in doc.pages:
-        page_lines = [_table_line(page.number, row) for table in page.tables for row in table.rows]
-        free = [w for w in page.words if not any(_inside(w, t.bbox) for t in page.tables)]
+        tables = page.tables if ruled else []
+        page_lines = [_table_line(page.number, row) for table in tables for row in table.rows]
+        free = [w for w in page.words if not any(_inside(w, t.bbox) for t in tables)]
         rows = _group_rows(free)
         space = _word_space(rows)
         page_lines += [_word_line(page.number, row, space) for row in rows]
@@ -1317,6 +1323,11 @@ def extract_pdf_po(doc: PdfDocument) -> ParsedPO | None:
         return None
     ctx = ParseContext(decimal_comma=guess_decimal_comma(c.text for line in lines for c in line.cells))
     found = _find_table(lines, ctx)
+    if found is None and any(page.tables for page in doc.pages):
+        words_only = [line for line in _document_lines(doc, ruled=False) if line.cells]
+        found = _find_table(words_only, ctx)
+        if found is not None:
+            lines = words_only
     table, columns = found if found is not None else (_Table(), [])
     day_first = _day_first(lines, ctx.decimal_comma)
     fields, bad_dates = _header_fields(lines, table.used, day_first)
