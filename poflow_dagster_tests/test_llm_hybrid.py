@@ -359,3 +359,14 @@ def test_a_scanned_page_inside_a_text_pdf_goes_as_an_image_the_text_pages_as_tex
     assert "--- page 1 ---" in text and "PO-7731" in text and "--- page 2 (image) ---" in text
     assert [line.sku for line in po.lines] == ["PAP-A4", "LMP-3"] and po.po_number == "PO-7731"
     assert po.stats["hybrid"]["sources"]["lines"] == "llm" and not needs_review(po)
+
+
+def test_a_failing_llm_on_a_header_without_lines_leaves_it_for_a_person(
+    openai_server: OpenAIServer, llm: LLMSettings, tmp_path: Path
+) -> None:
+    openai_server.behaviour = lambda body: Reply.error(503)
+    po = extract_file(paragraph_po(tmp_path / "prose.pdf"), llm=llm)
+    assert po.po_number == "PO-7731" and po.lines == [] and needs_review(po)
+    codes = {issue.code: issue for issue in po.issues}
+    assert codes["LLM_FAILED"].severity == "warning" and "llm_unavailable" in codes["LLM_FAILED"].message
+    assert codes[LINES_NOT_FOUND].severity == "error" and "could not be asked" in codes[LINES_NOT_FOUND].message

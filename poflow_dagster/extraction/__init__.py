@@ -364,7 +364,7 @@ def _extract_pdf(path: Path, display: str, llm: LLMSettings | None, on_progress:
         return _with_llm(text_pages, "pdf", display, llm, on_progress, why="no order table could be found in its text")
     why = gaps(po)
     if not why or llm is None:
-        return po if po.lines else lines_not_found(po, llm_tried=False)
+        return po if po.lines else lines_not_found(po, llm="off")
     return _with_llm(text_pages, "pdf", display, llm, on_progress, why="; ".join(why), partial=po)
 
 
@@ -428,7 +428,7 @@ def _with_llm(
         issue = Issue(code="LLM_FAILED", severity="warning",
                       message=f"the LLM could not complete the reading ({error.code}): {error.message}")
         kept = partial.model_copy(update={"issues": [*partial.issues, issue]})
-        return kept if kept.lines else lines_not_found(kept, llm_tried=False)
+        return kept if kept.lines else lines_not_found(kept, llm="failed")
     return merge(partial, po, why=why.split("; "))
 
 

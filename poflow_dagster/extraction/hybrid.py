@@ -45,7 +45,6 @@ _ARITHMETIC = frozenset({LINE_AMOUNT_MISMATCH, SUBTOTAL_MISMATCH, TOTAL_MISMATCH
 _DETERMINISTIC, _LLM = "deterministic", "llm"
 _FILLABLE = ("sku", "barcode", "quantity", "unit_cost", "line_total", "unit", "discount")
 
-
 #: Fields that make a reading "a readable header": what an order states. A supplier name or a currency alone
 #: is not enough (any letter has a name-like line or a currency sign).
 IDENTIFYING_FIELDS = ("po_number", "order_date", "document_type", "subtotal", "tax", "total")
@@ -71,12 +70,20 @@ def gaps(po: ParsedPO) -> list[str]:
     return reasons
 
 
-def lines_not_found(po: ParsedPO, *, llm_tried: bool) -> ParsedPO:
-    """``po`` (header read, no lines) with the error issue that sends it to a person instead of refusing it."""
-    how = " (not even by the LLM): a person must add them" if llm_tried else \
-        ": a person must add them, or configure an LLM (OPENAI_API_KEY) to read them"
-    issue = Issue(code=LINES_NOT_FOUND, severity="error", message=f"the header was read but no order lines were found{how}")
-    return po.model_copy(update={"issues": [*po.issues, issue]})
+_NEXT_STEP = {
+    "off": ": a person must add them, or configure an LLM (OPENAI_API_KEY) to read them",
+    "tried": " (not even by the LLM): a person must add them",
+    "failed": " and the LLM could not be asked: a person must add them, or parse the upload again",
+}
+
+
+def lines_not_found(po: ParsedPO, *, llm: str) -> ParsedPO:
+    """``po`` (header read, no lines) with the error issue that sends it to a person instead of refusing it.
+
+    ``llm`` says what the LLM did: ``"off"`` (none configured), ``"tried"`` (it found none), ``"failed"``.
+    """
+    message = f"the header was read but no order lines were found{_NEXT_STEP[llm]}"
+    return po.model_copy(update={"issues": [*po.issues, Issue(code=LINES_NOT_FOUND, severity="error", message=message)]})
 
 
 def merge(deterministic: ParsedPO, llm: ParsedPO, *, why: list[str]) -> ParsedPO:
@@ -108,7 +115,7 @@ def merge(deterministic: ParsedPO, llm: ParsedPO, *, why: list[str]) -> ParsedPO
                   "hybrid": {**_hybrid_stats(llm, why, sources), "line_values_filled": filled}},
     })
     if not po.lines:
-        return lines_not_found(po, llm_tried=True)
+        return lines_not_found(po, llm="tried")
     return po
 
 
