@@ -193,3 +193,60 @@ def test_order_x_response_and_a_date_with_its_time() -> None:
     data = data.replace(b'format="102">20221225<', b'format="203">202212251232<', 1)
     po = extract_xml(data)
     assert (po.document_type, po.order_date) == ("order_confirmation", dt.date(2022, 12, 25))
+
+
+# --- ZUGFeRD 1.0 (CrossIndustryDocument) ---------------------------------------------------------------------
+
+_ZUGFERD_1 = """<rsm:CrossIndustryDocument xmlns:rsm="urn:ferd:CrossIndustryDocument:invoice:1p0"
+ xmlns:ram="urn:un:unece:uncefact:data:standard:ReusableAggregateBusinessInformationEntity:12"
+ xmlns:udt="urn:un:unece:uncefact:data:standard:UnqualifiedDataType:15">
+ <rsm:HeaderExchangedDocument><ram:ID>RE-1001</ram:ID><ram:TypeCode>380</ram:TypeCode>
+  <ram:IssueDateTime><udt:DateTimeString format="102">20140512</udt:DateTimeString></ram:IssueDateTime>
+ </rsm:HeaderExchangedDocument>
+ <rsm:SpecifiedSupplyChainTradeTransaction>
+  <ram:ApplicableSupplyChainTradeAgreement>
+   <ram:SellerTradeParty><ram:Name>Papierhandel Nord GmbH</ram:Name></ram:SellerTradeParty>
+   <ram:BuyerOrderReferencedDocument><ram:ID>B-77</ram:ID></ram:BuyerOrderReferencedDocument>
+  </ram:ApplicableSupplyChainTradeAgreement>
+  <ram:ApplicableSupplyChainTradeSettlement><ram:InvoiceCurrencyCode>EUR</ram:InvoiceCurrencyCode>
+   <ram:SpecifiedLogisticsServiceCharge><ram:Description>Versandkosten</ram:Description>
+    <ram:AppliedAmount>5.90</ram:AppliedAmount></ram:SpecifiedLogisticsServiceCharge>
+   <ram:SpecifiedTradeSettlementMonetarySummation>
+    <ram:LineTotalAmount currencyID="EUR">24.00</ram:LineTotalAmount>
+    <ram:TaxBasisTotalAmount currencyID="EUR">29.90</ram:TaxBasisTotalAmount>
+    <ram:TaxTotalAmount currencyID="EUR">5.68</ram:TaxTotalAmount>
+    <ram:GrandTotalAmount currencyID="EUR">35.58</ram:GrandTotalAmount>
+   </ram:SpecifiedTradeSettlementMonetarySummation>
+  </ram:ApplicableSupplyChainTradeSettlement>
+  <ram:IncludedSupplyChainTradeLineItem>
+   <ram:AssociatedDocumentLineDocument><ram:IncludedNote><ram:Content>Lieferung frei Haus</ram:Content>
+   </ram:IncludedNote></ram:AssociatedDocumentLineDocument>
+   <ram:SpecifiedSupplyChainTradeSettlement/>
+  </ram:IncludedSupplyChainTradeLineItem>
+  <ram:IncludedSupplyChainTradeLineItem>
+   <ram:SpecifiedSupplyChainTradeAgreement><ram:NetPriceProductTradePrice>
+    <ram:ChargeAmount currencyID="EUR">4.80</ram:ChargeAmount></ram:NetPriceProductTradePrice>
+   </ram:SpecifiedSupplyChainTradeAgreement>
+   <ram:SpecifiedSupplyChainTradeDelivery><ram:BilledQuantity unitCode="C62">5.0000</ram:BilledQuantity>
+   </ram:SpecifiedSupplyChainTradeDelivery>
+   <ram:SpecifiedSupplyChainTradeSettlement><ram:SpecifiedTradeSettlementMonetarySummation>
+    <ram:LineTotalAmount currencyID="EUR">24.00</ram:LineTotalAmount></ram:SpecifiedTradeSettlementMonetarySummation>
+   </ram:SpecifiedSupplyChainTradeSettlement>
+   <ram:SpecifiedTradeProduct><ram:SellerAssignedID>KP-A4</ram:SellerAssignedID>
+    <ram:Name>Kopierpapier A4</ram:Name></ram:SpecifiedTradeProduct>
+  </ram:IncludedSupplyChainTradeLineItem>
+ </rsm:SpecifiedSupplyChainTradeTransaction>
+</rsm:CrossIndustryDocument>"""
+
+
+def test_a_zugferd_1_invoice_is_read_through_the_cii_names() -> None:
+    po = extract_xml(_ZUGFERD_1.encode())
+    assert (po.source_format, po.document_type, po.po_number, po.supplier_name, po.order_date, po.currency) == (
+        "cii", "invoice", "RE-1001", "Papierhandel Nord GmbH", dt.date(2014, 5, 12), "EUR")
+    assert (po.subtotal, po.tax, po.shipping, po.total) == (
+        Decimal("24.00"), Decimal("5.68"), Decimal("5.90"), Decimal("35.58"))
+    assert po.stats["order_reference"] == "B-77"
+    [line] = po.lines  # the note-only line item is left out
+    assert (line.line_no, line.sku, line.description, line.quantity, line.unit_cost, line.line_total, line.unit) == (
+        1, "KP-A4", "Kopierpapier A4", Decimal("5.0000"), Decimal("4.80"), Decimal("24.00"), "units")
+    assert "NOTE_LINES_SKIPPED" in codes(po)

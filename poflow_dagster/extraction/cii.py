@@ -5,7 +5,9 @@ Parsing is the UBL reader's (:func:`~poflow_dagster.extraction.ubl.parse_xml`: :
 and external references refused). Elements are matched on namespace URIs, never on prefixes.
 
 An Order-X message (``rsm:SCRDMCCBDACIOMessageStructure``) uses the same aggregates in schema version 128: its
-namespaces are mapped onto CII's before reading. Its TypeCode gives the document_type (231 order response ->
+namespaces are mapped onto CII's before reading. A ZUGFeRD 1.0 invoice (``rsm:CrossIndustryDocument``) is mapped
+the same way, its older element names (``HeaderExchangedDocument``, ``ApplicableSupplyChainTradeSettlement``...)
+renamed to CII D16B's. Its TypeCode gives the document_type (231 order response ->
 order_confirmation, else purchase_order), quantities are ``RequestedQuantity`` (or ``AgreedQuantity``) and the
 currency ``OrderCurrencyCode``.
 
@@ -68,9 +70,38 @@ _ORDER_X_AS_CII = {
     _UNCEFACT + "ReusableAggregateBusinessInformationEntity:128": CII_NAMESPACES["ram"],
     _UNCEFACT + "UnqualifiedDataType:128": CII_NAMESPACES["udt"],
 }
+_ZUGFERD_1_RSM = "urn:ferd:CrossIndustryDocument:invoice:1p0"
+_ZUGFERD_1_ROOT = f"{{{_ZUGFERD_1_RSM}}}CrossIndustryDocument"
+#: ZUGFeRD 1.0 namespaces -> the CII ones.
+_ZUGFERD_1_AS_CII = {
+    _ZUGFERD_1_RSM: CII_NAMESPACES["rsm"],
+    _UNCEFACT + "ReusableAggregateBusinessInformationEntity:12": CII_NAMESPACES["ram"],
+    _UNCEFACT + "UnqualifiedDataType:15": CII_NAMESPACES["udt"],
+}
+#: ZUGFeRD 1.0 element names -> their CII D16B names (the summation is the header's or the line's by its parent).
+_ZUGFERD_1_NAMES = {
+    "HeaderExchangedDocument": "ExchangedDocument",
+    "SpecifiedSupplyChainTradeTransaction": "SupplyChainTradeTransaction",
+    "ApplicableSupplyChainTradeAgreement": "ApplicableHeaderTradeAgreement",
+    "ApplicableSupplyChainTradeDelivery": "ApplicableHeaderTradeDelivery",
+    "ApplicableSupplyChainTradeSettlement": "ApplicableHeaderTradeSettlement",
+    "SpecifiedSupplyChainTradeAgreement": "SpecifiedLineTradeAgreement",
+    "SpecifiedSupplyChainTradeDelivery": "SpecifiedLineTradeDelivery",
+    "SpecifiedSupplyChainTradeSettlement": "SpecifiedLineTradeSettlement",
+}
+_SUMMATION_BY_PARENT = {
+    "ApplicableSupplyChainTradeSettlement": "SpecifiedTradeSettlementHeaderMonetarySummation",
+    "SpecifiedSupplyChainTradeSettlement": "SpecifiedTradeSettlementLineMonetarySummation",
+}
 #: Order-X TypeCodes (UNTDID 1001) that are not a purchase order.
 _ORDER_X_TYPES = {"231": "order_confirmation"}
 _QUANTITIES = ("ram:BilledQuantity", "ram:RequestedQuantity", "ram:AgreedQuantity")
+#: What makes a trade line item an item rather than a note.
+_ITEM_EVIDENCE = (
+    "ram:SpecifiedTradeProduct",
+    *(f"ram:SpecifiedLineTradeDelivery/{q}" for q in _QUANTITIES),
+    "ram:SpecifiedLineTradeSettlement/ram:SpecifiedTradeSettlementLineMonetarySummation",
+)
 
 CENT = Decimal("0.01")
 _DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)")
@@ -89,17 +120,31 @@ _LINES = "rsm:SupplyChainTradeTransaction/ram:IncludedSupplyChainTradeLineItem"
 
 
 def is_cii(root: Element) -> bool:
-    """The parsed root is a CII D16B ``CrossIndustryInvoice`` or an Order-X ``SCRDMCCBDACIOMessageStructure``."""
-    return root.tag in (_ROOT, _ORDER_X_ROOT)
+    """The parsed root is a CII D16B ``CrossIndustryInvoice``, a ZUGFeRD 1.0 ``CrossIndustryDocument`` or an
+    Order-X ``SCRDMCCBDACIOMessageStructure``."""
+    return root.tag in (_ROOT, _ORDER_X_ROOT, _ZUGFERD_1_ROOT)
 
 
-def _as_cii(root: Element) -> None:
-    """Rename an Order-X tree's elements into the CII namespaces (same local names, same structure)."""
-    for el in root.iter():
-        if isinstance(el.tag, str) and el.tag.startswith("{"):
-            uri, _, local = el.tag[1:].partition("}")
-            if uri in _ORDER_X_AS_CII:
-                el.tag = f"{{{_ORDER_X_AS_CII[uri]}}}{local}"
+def _local(tag: object) -> tuple[str | None, str]:
+    """``{uri}Local`` -> (uri, Local)."""
+    if isinstance(tag, str) and tag.startswith("{"):
+        uri, _, local = tag[1:].partition("}")
+        return uri, local
+    return None, str(tag)
+
+
+def _as_cii(el: Element, namespaces: dict[str, str], names: dict[str, str] | None = None) -> None:
+    """Rename a tree's elements into the CII D16B namespaces and, for ZUGFeRD 1.0, element names."""
+    _, parent = _local(el.tag)
+    for child in el:
+        uri, local = _local(child.tag)
+        if uri in namespaces:
+            if names is not None:
+                summation = _SUMMATION_BY_PARENT.get(parent) if local == "SpecifiedTradeSettlementMonetarySummation" else None
+                ordered_id = parent == "BuyerOrderReferencedDocument" and local == "ID"
+                local = summation or ("IssuerAssignedID" if ordered_id else names.get(local, local))
+            _as_cii(child, namespaces, names)
+            child.tag = f"{{{namespaces[uri]}}}{local}"
 
 
 def _text(el: Element | None) -> str | None:
@@ -174,11 +219,16 @@ class _Reader:
     # lines
 
     def lines(self) -> list[POLine]:
-        """Every IncludedSupplyChainTradeLineItem, numbered from 1."""
+        """Every IncludedSupplyChainTradeLineItem with a product, quantity or amount, numbered from 1 (a line
+        that only carries a note is left out with an info issue)."""
         elements = self.doc.findall(_LINES, CII_NAMESPACES)
-        if not elements:
+        items = [el for el in elements if any(el.find(p, CII_NAMESPACES) is not None for p in _ITEM_EVIDENCE)]
+        if not items:
             raise PoflowError("no_line_items", "the Cross Industry document has no IncludedSupplyChainTradeLineItem")
-        return [self.line(el, line_no) for line_no, el in enumerate(elements, start=1)]
+        if len(items) < len(elements):
+            message = f"{len(elements) - len(items)} trade line item(s) with only a note left out"
+            self.issues.append(Issue(code="NOTE_LINES_SKIPPED", severity="info", message=message))
+        return [self.line(el, line_no) for line_no, el in enumerate(items, start=1)]
 
     def line(self, el: Element, line_no: int) -> POLine:
         """One POLine from a trade line item."""
@@ -337,7 +387,9 @@ def read_cii(doc: Element) -> ParsedPO:
     """Extract a purchase order from a parsed ``CrossIndustryInvoice`` or Order-X root."""
     is_order = doc.tag == _ORDER_X_ROOT
     if is_order:
-        _as_cii(doc)
+        _as_cii(doc, _ORDER_X_AS_CII)
+    elif doc.tag == _ZUGFERD_1_ROOT:
+        _as_cii(doc, _ZUGFERD_1_AS_CII, _ZUGFERD_1_NAMES)
     type_code = _find_text(doc, "rsm:ExchangedDocument/ram:TypeCode")
     document_type = _ORDER_X_TYPES.get(type_code or "", "purchase_order") if is_order else "invoice"
     reader = _Reader(doc)
@@ -358,7 +410,7 @@ def extract_cii(data: bytes) -> ParsedPO:
     """
     root = parse_xml(data)
     if not is_cii(root):
-        raise PoflowError("unsupported_xml", "the XML is neither a UN/CEFACT CrossIndustryInvoice nor an Order-X order")
+        raise PoflowError("unsupported_xml", "the XML is not a UN/CEFACT Cross Industry Invoice (CII, ZUGFeRD 1.0) or Order-X order")
     return read_cii(root)
 
 
