@@ -692,12 +692,14 @@ def _second_columns(parts: Sequence[_Cell], names: dict[int, str]) -> None:
         elif hit[0] == "unit_cost" and "line_total" not in fields and i > fields.get("unit_cost", len(parts)):
             names[i] = "line_total"
             fields["line_total"] = i
-    total, price = fields.get("line_total"), fields.get("unit_cost")
-    if "quantity" not in fields and total is not None and price is not None and total < price:
-        later = [i for i, part in enumerate(parts) if i > price and i not in names
-                 and (hit := lookup_synonym(part.text, COLUMN_INDEX, prefix=True)) and hit[0] == "line_total"]
-        if later:
-            names[total], names[later[0]] = "quantity", "line_total"
+    price = fields.get("unit_cost")
+    if "quantity" in fields or price is None:
+        return
+    amounts = [i for i, part in enumerate(parts) if (hit := lookup_synonym(part.text, COLUMN_INDEX, prefix=True))
+               and hit[0] == "line_total"]
+    left, right = [i for i in amounts if i < price], [i for i in amounts if i > price]
+    if left and right:  # "Amount | Product | Price | Total": the amount left of the prices is how many
+        names[left[0]], names[right[-1]] = "quantity", "line_total"
 
 
 def _header_at(lines: Sequence[_Line], index: int) -> tuple[list[_Column], int] | None:

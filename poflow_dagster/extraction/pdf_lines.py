@@ -68,12 +68,12 @@ def quantity_and_unit(text: str | None, parse: Parse, price: Decimal | None = No
     return None, None
 
 
-_UNIT_WORD_RE = re.compile(r"^[^\W\d_][\w]{0,7}(?:\(s\)|\.)?$")
+_UNIT_WORD_RE = re.compile(r"^(?:[^\W\d_]{1,4}\d{0,3}\.?|[^\W\d_]{1,10}\(s\))$")
 
 
 def _unit_word(text: str) -> str | None:
     """A unit after a quantity: a known one normalised (``Stk`` -> ``units``), else a short code (``H87``,
-    ``Pauschal``) lower-cased; None for anything longer (a sentence is no unit)."""
+    ``BX``, ``Liter(s)``) lower-cased; None for anything else (``4 Eisvogel`` is no quantity)."""
     known = normalize_unit(text)
     if known:
         return known
