@@ -316,6 +316,9 @@ _CJK_DATE_RE = re.compile(r"(令和|平成|昭和|大正)?\s*(\d{1,4}|元)\s*年
 _ERA_SHORT_RE = re.compile(r"([rhs])\s*(\d{1,2})[./](\d{1,2})[./](\d{1,2})")
 
 
+_TIME_RE = re.compile(r"[ t,]+\d{1,2}:\d{2}(?::\d{2})?(?:\.\d+)?\s*(?:[ap]\.?m\.?)?(?:\s*(?:z|utc|[+-]\d{2}:?\d{2}))?$")
+
+
 def _cjk_date(s: str) -> dt.date | None:
     """``2022年1月1日``, era years ``令和4年1月1日`` / ``R4.1.1`` (full-width digits are folded already)."""
     m = _CJK_DATE_RE.search(s)
@@ -348,6 +351,7 @@ def parse_date(text: object, *, day_first: bool = False) -> dt.date | None:
     if not s:
         return None
 
+    s = _TIME_RE.sub("", s).strip()  # "02/28/2017 21:29:06", "2022-01-05 10:00 am"
     cjk = _cjk_date(s)
     if cjk is not None:
         return cjk

@@ -117,7 +117,9 @@ def supplier_candidate(phrases: Sequence[Phrase], page_height: float) -> str | N
 
 
 _FILLERS = frozenset({"no", "nr", "number", "num", "numero", "nummer", "n", "c", "ref", "id"})
-_DATE_WORDS = frozenset({"vom", "von", "du", "del", "of", "dated", "from", "date", "le", "dd", "ze", "datum"})
+_DATE_WORDS = frozenset(
+    {"vom", "von", "du", "del", "of", "dated", "from", "date", "le", "dd", "ze", "datum", "issued", "at", "on", "en"}
+)
 
 
 def _is_filler(token: str) -> bool:
@@ -138,10 +140,11 @@ def title_reference(text: str, *, day_first: bool) -> tuple[str | None, str | No
         if not rest or not any(ch.isdigit() for ch in rest[0]):
             return None, None
         number = rest[0].strip(".,;:")
-        date = None
-        if len(rest) >= 3 and normalize_label(rest[1]) in _DATE_WORDS:
-            candidate = " ".join(rest[2:])
-            date = candidate if parse_date(candidate, day_first=day_first) else None
+        after = rest[1:]
+        while after and normalize_label(after[0]) in _DATE_WORDS:
+            after = after[1:]
+        candidate = " ".join(after)
+        date = candidate if len(after) < len(rest) - 1 and parse_date(candidate, day_first=day_first) else None
         if parse_date(number, day_first=day_first) is not None:
             return None, number
         return number, date

@@ -1158,8 +1158,23 @@ _PO_PREFIX_RE = re.compile(r"^(?:#|no\.?|nr\.?|n[°º])\s*", re.IGNORECASE)
 
 
 def _field_label(text: str) -> str | None:
+    """The header field a label names; a compound ending with a long label counts too
+    (``Liefer- und Rechnungsdatum`` -> ``Rechnungsdatum``), a short one does not (``Due date`` is no ``Date``)."""
     hit = lookup_synonym(text, _FIELD_INDEX, prefix=False)
-    return hit[0] if hit else None
+    if hit:
+        return hit[0]
+    words = normalize_label(text).split()
+    if len(words) > 4:
+        return None
+    for n in range(1, len(words)):
+        tail = " ".join(words[n:])
+        if len(tail) >= 8 and tail in _FIELD_INDEX and _FIELD_INDEX[tail][0] in _COMPOUND_FIELDS:
+            return _FIELD_INDEX[tail][0]
+    return None
+
+
+#: Fields whose labels are recognised at the end of a longer label (never names: ``Le Fournisseur``).
+_COMPOUND_FIELDS = frozenset({"order_date", "po_number", "document_number"})
 
 
 def _is_label(text: str) -> bool:
@@ -1191,7 +1206,7 @@ def _clean_value(name: str, value: str | None, day_first: bool) -> str | None:
     if name == "currency":
         return value if detect_currency(value) else None
     if name == "supplier_name":
-        if ":" in value.rstrip(":") or is_buyer_label(value) or normalize_label(value) in _NOT_NAMES:
+        if ":" in value or is_buyer_label(value) or normalize_label(value) in _NOT_NAMES:
             return None
         value = clean_name(value) or ""
     ok = 0 < len(value) <= 80 and parse_decimal(value) is None
@@ -1381,9 +1396,10 @@ def _day_first(lines: list[_Line], decimal_comma: bool | None) -> bool:
 
 
 def _po_number(fields: dict[str, str], document_type: str | None) -> str | None:
-    """The PO number: an invoice, quote or delivery note is known by its own number, a PO by its order number."""
+    """The PO number: an invoice, quote or delivery note (or an untitled document) is known by its own number,
+    a PO by its order number."""
     own, order = fields.get("document_number"), fields.get("po_number")
-    if own and (document_type not in (None, "purchase_order") or not order):
+    if own and (document_type != "purchase_order" or not order):
         return own
     return order
 
@@ -1395,14 +1411,15 @@ def _title_fields(lines: list[_Line], skip: set[int], fields: dict[str, str], da
     for i, line in enumerate(lines[:_TITLE_LINES]):
         if i in skip:
             continue
-        for text in (*(c.text for c in line.cells), line.text):
-            number, date = title_reference(text, day_first=day_first)
-            if number or date:
-                if number:
-                    fields.setdefault("document_number", number)
-                if date:
-                    fields.setdefault("order_date", date)
-                return
+        found = [title_reference(text, day_first=day_first) for text in (line.text, *(c.text for c in line.cells))]
+        numbers = [number for number, _ in found if number]
+        dates = [date for _, date in found if date]
+        if numbers:
+            fields.setdefault("document_number", numbers[0])
+        if dates:
+            fields.setdefault("order_date", dates[0])
+        if numbers or dates:
+            return
 
 
 def _fill_totals(po: ParsedPO, table: _Table) -> None:
