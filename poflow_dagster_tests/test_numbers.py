@@ -46,6 +46,7 @@ from poflow_dagster.extraction.numbers import (
         (".5", "0.5"),
         ("42", "42"),
         ("  7  ", "7"),
+        ("Kč 12.100,-", "12100"),  # whole units written with a dash for the cents
     ],
 )
 def test_parse_decimal_locales(text: str, expected: str) -> None:
@@ -109,6 +110,16 @@ def test_guess_decimal_comma() -> None:
         ("3 de marzo de 2026", dt.date(2026, 3, 3)),
         ("20 maggio 2026", dt.date(2026, 5, 20)),
         ("1 oktober 2026", dt.date(2026, 10, 1)),
+        ("Jan 1, 2022", dt.date(2022, 1, 1)),
+        ("1. Januar 2022", dt.date(2022, 1, 1)),
+        ("2022年1月1日", dt.date(2022, 1, 1)),
+        ("２０２２年１２月３日", dt.date(2022, 12, 3)),  # full-width digits
+        ("令和4年1月1日", dt.date(2022, 1, 1)),  # Japanese era years
+        ("平成元年1月8日", dt.date(1989, 1, 8)),
+        ("昭和64年1月7日", dt.date(1989, 1, 7)),
+        ("R4.1.1", dt.date(2022, 1, 1)),
+        ("02/28/2017 21:29:06", dt.date(2017, 2, 28)),  # a time after the date
+        ("Jan 1, 2022, 10:30 AM", dt.date(2022, 1, 1)),
     ],
 )
 def test_parse_date_formats(text: str, expected: dt.date) -> None:

@@ -15,7 +15,9 @@ Rules (kept deliberately simple so they can be explained to a merchant):
   when both parts are <= 12 the caller's ``day_first`` decides (the extractors
   pass "the document uses decimal commas", i.e. European documents are
   day-first, everything else month-first). Month names in en/de/fr/es/it/nl/pt
-  are understood (``March 3, 2026``, ``3 March 2026``, ``14. September 2026``).
+  are understood (``March 3, 2026``, ``3 March 2026``, ``14. September 2026``), so are CJK dates
+  (``2022年1月1日``, full-width digits too) and Japanese era years (``令和4年1月1日``, ``平成元年``,
+  ``R4.1.1``); a time after the date is ignored. ``12.100,-`` is 12100.
 * **Currency** - an ISO code in the text wins (``$12.90 CAD`` -> CAD), then
   prefixed dollar signs (``CA$`` -> CAD), then bare symbols (``$`` -> USD,
   ``€`` -> EUR, ``£`` -> GBP).

@@ -7,20 +7,27 @@
 * :func:`render_page_images` renders pages with pypdfium2 for the vision path, each encoded by
   :func:`encode_page_image` (PNG for ink on paper, JPEG for photo-like pages); :func:`iter_page_images`
   renders them one at a time, as they are needed (streaming scans).
-* :func:`extract_pdf_po` maps a text PDF to a :class:`ParsedPO`, or returns ``None``
-  when it finds no item table (another path takes over then).
+* :func:`extract_pdf_po` maps a text PDF to a :class:`ParsedPO`: the items when an item table is found,
+  else the header fields alone (``lines=[]``); ``None`` only when nothing at all can be read.
 
 How the extractor sees a page: a list of visual *lines* (top to bottom), each a list
 of *cells* with x positions. Ruled tables come from pdfplumber's table finder (one
 cell per table cell); all other text is grouped into lines by position and split
-into cells at wide horizontal gaps. The item header is the line whose cells best
-match the column synonyms of :mod:`.spreadsheet` (any of its languages); the cells
-of the following lines are assigned to the header's columns by horizontal overlap.
-Repeated header lines (continued pages) re-anchor the columns, page footers such as
-``Page 1 of 2`` are dropped, Subtotal/Tax/Shipping/Total lines fill the totals, and
-after a grand total no more items are read until the header repeats. Header fields
-(PO number, supplier, date, currency) are ``Label: value`` pairs (same cell, next
-cell, or the cell below) outside the item table. No arithmetic is done here. A column headed
+into cells at wide horizontal gaps (wider on pages that set words far apart). Words are
+normalised first (:mod:`.text_norm`: full-width forms folded, right-to-left words in reading
+order); sideways margin text is dropped. The item header is the line (or block of label lines,
+``Unit`` over ``Price``) whose cells best match the column synonyms of :mod:`.spreadsheet` (EN, DE,
+FR, NL, ES, IT, PT, JA, HE, AR ...). The body's own columns are then found from how its values line up
+and matched to the header's columns in order (:mod:`.layout`), and the cells of the following lines
+are assigned to the columns by horizontal overlap. What a row's cells mean (codes inside descriptions,
+units after quantities, discounts) is :mod:`.pdf_lines`. Repeated header lines (continued pages)
+re-anchor the columns, page footers such as ``Page 1 of 2`` are dropped, Subtotal/Tax/Shipping/Total
+lines fill the totals (of several Subtotal rows, the one that sums the lines), a row of another
+table's labels (a tax breakdown) ends the items, and after a grand total items are kept only when
+another totals row confirms them (sections). Header fields (PO number, supplier, date, currency) are
+``Label: value`` pairs (same cell, next cell, or the cell below) outside the item table, else the
+title (``Rechnung Nr. 42 vom 1.2.2024``) and the letterhead (:mod:`.parties`); the document type
+comes from the title (:mod:`.vocabulary`). No arithmetic is done here. A column headed
 EAN / UPC / GTIN / Barcode fills the lines' ``barcode`` (the SKU too when there is no SKU column).
 """
 

@@ -6,8 +6,8 @@
 * **Item codes inside descriptions** - ``[AB-1200] Desk Lamp``, ``*55501* Hand Soap``, ``Art.-Nr. 4711
   Schraube``, ``Desk Lamp (SKU: AB-1200)``: the code becomes the SKU when the table has no code column.
   A bare leading code (``AB-1200 Desk Lamp``) is taken only when most lines of the table start that way.
-* **Discounts** - a discount cell is an amount or a percentage of quantity x unit price; a line whose
-  quantity x price exceeds its total by a printed percentage is read the same way.
+* **Discounts** - a discount cell is an amount or a percentage of quantity x unit price; the line total
+  is what remains (a total column that shows the undiscounted amount is corrected).
 """
 
 from __future__ import annotations
@@ -125,23 +125,19 @@ def leading_codes(lines: Sequence[POLine]) -> None:
 
 
 def apply_discount(line: POLine, text: str | None, parse: Parse) -> None:
-    """Fill ``line.discount`` from a discount cell (``10%``, ``-5.00``) or from a total below quantity x price."""
-    gross = line.quantity * line.unit_cost if line.quantity is not None and line.unit_cost is not None else None
-    if text:
-        stripped = text.strip()
-        percent = stripped.endswith("%") or stripped.startswith("%")
-        value = parse(stripped.strip("%").strip())
-        if value is None or value == 0:
-            return
-        value = abs(value)
-        if percent:
-            if gross is None:
-                return
-            line.discount = (gross * value / 100).quantize(CENT)
-        else:
-            line.discount = value
-        if line.line_total is None and gross is not None:
-            line.line_total = gross - line.discount
-        elif line.line_total is not None and gross is not None and line.line_total == gross:
-            line.line_total = gross - line.discount  # the total column was before the discount
+    """Fill ``line.discount`` from a discount cell (``10%``, ``-5.00``); the line total is what remains."""
+    if not text:
         return
+    stripped = text.strip()
+    value = parse(stripped.strip("%").strip())
+    if value is None or value == 0:
+        return
+    gross = line.quantity * line.unit_cost if line.quantity is not None and line.unit_cost is not None else None
+    if "%" in stripped:
+        if gross is None:
+            return
+        line.discount = (gross * abs(value) / 100).quantize(CENT)
+    else:
+        line.discount = abs(value)
+    if gross is not None and (line.line_total is None or line.line_total == gross):
+        line.line_total = gross - line.discount  # none printed, or printed before the discount
