@@ -370,3 +370,13 @@ def test_a_failing_llm_on_a_header_without_lines_leaves_it_for_a_person(
     codes = {issue.code: issue for issue in po.issues}
     assert codes["LLM_FAILED"].severity == "warning" and "llm_unavailable" in codes["LLM_FAILED"].message
     assert codes[LINES_NOT_FOUND].severity == "error" and "could not be asked" in codes[LINES_NOT_FOUND].message
+
+
+def test_on_a_tie_the_lines_whose_numbers_can_be_checked_win() -> None:
+    unchecked = [("A-1", "2", "10.50", "20.00"), ("B-2", "3", "5.25", "15.00")]  # gross prices read as unit costs
+    deterministic = reading(unchecked, po_number="PO-5", supplier_name="Acme")
+    deterministic.lines = [line.model_copy(update={"quantity": None}) for line in deterministic.lines]
+    merged = reconcile(merge(deterministic, llm_reading(RIGHT, subtotal=Decimal("35.00")), why=["missing order_date"]))
+    assert merged.stats["hybrid"]["sources"]["lines"] == "llm"  # 0 mismatches each; the LLM's pass 3 checks, not 1
+    assert [(line.quantity, line.unit_cost) for line in merged.lines] == [(Decimal("2"), Decimal("10.00")),
+                                                                        (Decimal("3"), Decimal("5.00"))]

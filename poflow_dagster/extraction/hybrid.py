@@ -9,11 +9,12 @@ reading without gaps is used as it is: the LLM is never asked. Otherwise the LLM
 
 * header fields and totals: the deterministic value when it has one, else the LLM's;
 * lines: the reading whose lines have the fewest arithmetic mismatches (each line, and their sum against the
-  subtotal/total), the deterministic lines on a tie (what remains goes to a reviewer); the merged totals are
+  subtotal/total), on a tie the one whose numbers pass more checks, then the deterministic lines (what
+  remains goes to a reviewer); the merged totals are
   tried first, then the LLM's totals, which are taken when only they agree with the lines (a misread
   subtotal never condemns right lines);
-* deterministic lines that are kept get the values they lack (a line total, a SKU, a unit...) from the LLM's
-  same line, when both readings have as many lines and agree on every amount both read.
+* deterministic lines get the values they lack (a line total, a SKU, a unit...) from the LLM's same line
+  before they are compared, when both readings have as many lines and agree on every amount both read.
 
 ``po.stats["hybrid"]`` records why the LLM was asked, where each part came from (``"deterministic"`` or
 ``"llm"``), and the LLM's tokens and cost; an info issue ``LLM_COMPLETED`` tells the reviewer which parts the
@@ -94,15 +95,14 @@ def merge(deterministic: ParsedPO, llm: ParsedPO, *, why: list[str]) -> ParsedPO
         fields[name], source = _prefer(getattr(deterministic, name), getattr(llm, name))
         if source:
             sources[name] = source
-    lines, lines_from, totals_from_llm = _pick_lines(deterministic, llm, fields)
+    completed, filled = _filled(deterministic.lines, llm.lines)
+    lines, lines_from, totals_from_llm = _pick_lines(completed, llm.lines, fields, llm)
     for name in totals_from_llm:
         fields[name], sources[name] = getattr(llm, name), _LLM
     sources["lines"] = lines_from
-    filled = 0
-    if lines_from == _DETERMINISTIC:
-        lines, filled = _filled(lines, llm.lines)
-        if filled:
-            sources["line_values"] = _LLM
+    filled = filled if lines_from == _DETERMINISTIC else 0
+    if filled:
+        sources["line_values"] = _LLM
     used_llm = sorted(name for name, source in sources.items() if source == _LLM)
     issues = _issues(deterministic, llm, used_llm, lines_from)
     po = deterministic.model_copy(update={
@@ -127,28 +127,35 @@ def _prefer(mine: Any, theirs: Any) -> tuple[Any, str | None]:
     return None, None
 
 
-def _pick_lines(deterministic: ParsedPO, llm: ParsedPO, fields: dict[str, Any]) -> tuple[list[POLine], str, list[str]]:
+def _pick_lines(
+    deterministic: list[POLine], llm_lines: list[POLine], fields: dict[str, Any], llm: ParsedPO
+) -> tuple[list[POLine], str, list[str]]:
     """(lines, where from, total fields to take from the LLM so they agree with those lines).
 
     Candidates, in order of preference: the deterministic lines, then the LLM's, each against the merged
-    totals, then against the LLM's totals; the first with the fewest arithmetic mismatches wins (no lines at
-    all never wins while the other reading has some).
+    totals, then against the LLM's totals. The one with the fewest arithmetic mismatches wins; on a tie, the
+    one with the most checks that pass (lines whose quantity x unit cost = total can be checked, a subtotal and
+    a total to check them against), then the first (no lines at all never wins while the other reading has some).
     """
     llm_totals = {**fields, **{name: getattr(llm, name) for name in TOTAL_FIELDS if getattr(llm, name) is not None}}
     candidates = [(lines, source, totals)
                   for totals in (fields, llm_totals)
-                  for lines, source in ((deterministic.lines, _DETERMINISTIC), (llm.lines, _LLM)) if lines]
+                  for lines, source in ((deterministic, _DETERMINISTIC), (llm_lines, _LLM)) if lines]
     if not candidates:
         return [], _DETERMINISTIC, []
-    lines, source, totals = min(candidates, key=lambda candidate: _mismatches(candidate[0], candidate[2]))
+    lines, source, totals = min(candidates, key=lambda candidate: _arithmetic(candidate[0], candidate[2]))
     changed = [name for name in TOTAL_FIELDS if totals[name] != fields[name]]
     return lines, source, changed
 
 
-def _mismatches(lines: list[POLine], fields: dict[str, Any]) -> int:
-    """Arithmetic issues of ``lines`` (each line, and their sum against the subtotal/total in ``fields``)."""
+def _arithmetic(lines: list[POLine], fields: dict[str, Any]) -> tuple[int, int]:
+    """(mismatches, minus the checks that pass) of ``lines`` against the subtotal/total in ``fields``: lower is
+    better. Checks: each line with quantity, unit cost and total; the subtotal and the total when known."""
     probe = ParsedPO(lines=lines, **{name: fields[name] for name in TOTAL_FIELDS + ("prices_include_tax",)})
-    return sum(issue.code in _ARITHMETIC for issue in reconcile(probe).issues)
+    mismatches = sum(issue.code in _ARITHMETIC for issue in reconcile(probe).issues)
+    checks = sum(None not in (line.quantity, line.unit_cost, line.line_total) for line in lines)
+    checks += (fields["subtotal"] is not None) + (fields["total"] is not None)
+    return mismatches, mismatches - checks
 
 
 def _filled(lines: list[POLine], llm_lines: list[POLine]) -> tuple[list[POLine], int]:
