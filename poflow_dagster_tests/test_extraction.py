@@ -528,3 +528,16 @@ def test_a_file_with_several_pos_is_refused(tmp_path: Path) -> None:
     content = "PO Number,Item No,Description,Qty,Unit Cost\nPO-1,A,a,1,1.00\nPO-2,B,b,1,1.00\n"
     error = error_of(write(tmp_path, "two.csv", content))
     assert error.code == "multiple_pos" and "PO-1, PO-2" in error.message
+
+
+def test_spreadsheet_document_type_from_its_title() -> None:
+    """The title above a sheet's item table says what it is (purchase order, delivery note, invoice...)."""
+    from poflow_dagster.extraction.spreadsheet import extract_delimited
+
+    po = extract_delimited("Purchase Order PO-77\nSKU,Description,Qty,Price\nA1,Widget,2,3.00\n", delimiter=",",
+                           source_format="csv")
+    assert (po.document_type, po.po_number) == ("purchase_order", "PO-77")
+    po = extract_delimited("Lieferschein 4711\nArtikel,Menge\nA1,2\n", delimiter=",", source_format="csv")
+    assert po.document_type == "delivery_note"
+    po = extract_delimited("SKU,Qty\nA1,2\n", delimiter=",", source_format="csv")
+    assert po.document_type is None

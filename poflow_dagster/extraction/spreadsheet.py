@@ -724,6 +724,7 @@ def extract_rows(
     ctx = ParseContext(decimal_comma=guess_decimal_comma(c for row in rows for c in row))
     po = ParsedPO(source_format=source_format, extractor="spreadsheet")
 
+    po.document_type = _document_type(rows[: header.row_index])
     fields = _read_header_fields(rows[: header.row_index])
     for name, value in _fields_repeated_on_rows(rows, header).items():
         fields.setdefault(name, value)
@@ -768,6 +769,18 @@ def extract_rows(
     _check(po, ctx)
     po.issues[:0] = ctx.issues
     return po
+
+
+def _document_type(rows: Sequence[Row]) -> str | None:
+    """What the sheet's title above the item table says it is (``Invoice``, ``Auftragsbestätigung``...)."""
+    from poflow_dagster.extraction.vocabulary import document_type_of  # vocabulary builds on this module
+
+    for row in rows:
+        for value in row:
+            kind = document_type_of(value) if isinstance(value, str) and len(value) <= 80 else None
+            if kind:
+                return kind
+    return None
 
 
 def _gtin_skus_as_barcodes(lines: list[POLine]) -> None:
