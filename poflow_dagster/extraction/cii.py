@@ -46,6 +46,7 @@ from poflow_dagster.extraction.barcodes import clean_barcode
 from poflow_dagster.extraction.numbers import as_money
 from poflow_dagster.extraction.ubl import (
     FREIGHT_REASON_CODES,
+    line_discount,
     parse_xml,
     price_per_unit,
     read_ubl,
@@ -274,20 +275,15 @@ class _Reader:
         self, settlement: Element | None, line_no: int, quantity: Decimal | None, unit_cost: Decimal | None,
         total: Decimal | None,
     ) -> Decimal | None:
-        """The line's allowances less its charges, when positive and applied in the line amount."""
+        """The line's allowances less its charges (see :func:`~poflow_dagster.extraction.ubl.line_discount`)."""
         net = Decimal(0)
-        for charge in [] if settlement is None else settlement.findall("ram:SpecifiedTradeAllowanceCharge", CII_NAMESPACES):
+        charges = [] if settlement is None else settlement.findall("ram:SpecifiedTradeAllowanceCharge", CII_NAMESPACES)
+        for charge in charges:
             amount = self.number(charge, "ram:ActualAmount", f"line {line_no}: allowance/charge amount", money=True)
             net += (amount or 0) * (-1 if _is_charge(charge) else 1)
-        if not net:
-            return None
-        if total is not None and quantity is not None and unit_cost is not None:
-            if abs(quantity * unit_cost - net - total) > CENT:
-                message = (f"line {line_no}: allowances less charges of {format(net, 'f')} are not applied in its"
-                           f" line amount {format(total, 'f')}")
-                self.issues.append(Issue(code="LINE_ALLOWANCE_NOT_APPLIED", severity="info", message=message))
-                return None
-        return as_money(net) if net > 0 else None
+        discount, issue = line_discount(net, quantity, unit_cost, total, line_no=line_no)
+        self.issues.extend([issue] if issue else [])
+        return discount
 
     # totals
 

@@ -49,11 +49,11 @@ import defusedxml
 import defusedxml.ElementTree as safe_et
 
 from poflow_dagster.domain.errors import PoflowError
+from poflow_dagster.domain.models import Issue, ParsedPO, POLine
 from poflow_dagster.extraction.barcodes import clean_barcode
 from poflow_dagster.extraction.numbers import as_money
-from poflow_dagster.domain.models import Issue, ParsedPO, POLine
 
-__all__ = ["NAMESPACES", "extract_ubl", "parse_xml", "price_per_unit", "read_ubl", "unit_of_measure"]
+__all__ = ["NAMESPACES", "extract_ubl", "line_discount", "parse_xml", "price_per_unit", "read_ubl", "unit_of_measure"]
 
 _UBL = "urn:oasis:names:specification:ubl:schema:xsd:"
 #: Prefixes used in this module's paths -> the namespace URIs they stand for.
@@ -347,21 +347,14 @@ class _Reader:
     def discount(
         self, el: Element, line_no: int, quantity: Decimal | None, unit_cost: Decimal | None, total: Decimal | None
     ) -> Decimal | None:
-        """The line's allowances less its charges, when positive and the line amount applies them (an info issue
-        names allowances/charges the line amount leaves out)."""
+        """The line's cac:AllowanceCharge allowances less its charges (see :func:`line_discount`)."""
         net = Decimal(0)
         for charge in el.findall("cac:AllowanceCharge", NAMESPACES):
             amount = self.number(charge, "cbc:Amount", f"line {line_no}: allowance/charge amount", money=True)
             net += (amount or 0) * (-1 if _is_charge(charge) else 1)
-        if not net:
-            return None
-        if total is not None and quantity is not None and unit_cost is not None:
-            if abs(quantity * unit_cost - net - total) > CENT:
-                message = (f"line {line_no}: allowances less charges of {format(net, 'f')} are not applied in its"
-                           f" line amount {format(total, 'f')}")
-                self.issues.append(Issue(code="LINE_ALLOWANCE_NOT_APPLIED", severity="info", message=message))
-                return None
-        return as_money(net) if net > 0 else None
+        discount, issue = line_discount(net, quantity, unit_cost, total, line_no=line_no)
+        self.issues.extend([issue] if issue else [])
+        return discount
 
     def unit_cost(
         self, el: Element, line_no: int, quantity: Decimal | None, line_total: Decimal | None
@@ -488,11 +481,28 @@ def price_per_unit(
         return price, None
     divided = as_money((price / base).quantize(_PRICE_PLACES, rounding=ROUND_HALF_UP).normalize())
     shown = f"line {line_no}: price {format(price, 'f')} is for {format(base, 'f')} units ({where})"
-    if quantity is not None and line_total is not None:
-        if abs(quantity * price - line_total) <= CENT < abs(quantity * divided - line_total):
-            message = f"{shown}, but the line amount {format(line_total, 'f')} is quantity x price: ignored"
-            return price, Issue(code="BASE_QUANTITY_IGNORED", severity="info", message=message)
+    contradicted = quantity is not None and line_total is not None and (
+        abs(quantity * price - line_total) <= CENT < abs(quantity * divided - line_total)
+    )
+    if contradicted:
+        message = f"{shown}, but the line amount {format(line_total, 'f')} is quantity x price: ignored"
+        return price, Issue(code="BASE_QUANTITY_IGNORED", severity="info", message=message)
     return divided, Issue(code="PRICE_PER_BASE_QUANTITY", severity="info", message=shown)
+
+
+def line_discount(
+    net: Decimal, quantity: Decimal | None, unit_cost: Decimal | None, total: Decimal | None, *, line_no: int
+) -> tuple[Decimal | None, Issue | None]:
+    """A line's allowances less its charges as its discount, when positive and the line amount applies it
+    (quantity x unit cost - discount = line amount); an info issue when the line amount leaves it out."""
+    if not net:
+        return None, None
+    known = total is not None and quantity is not None and unit_cost is not None
+    if known and abs(quantity * unit_cost - net - total) > CENT:
+        message = (f"line {line_no}: allowances less charges of {format(net, 'f')} are not applied in its"
+                   f" line amount {format(total, 'f')}")
+        return None, Issue(code="LINE_ALLOWANCE_NOT_APPLIED", severity="info", message=message)
+    return (as_money(net) if net > 0 else None), None
 
 
 def unit_of_measure(code: str | None) -> str | None:

@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 
 from poflow_dagster.domain.errors import PoflowError
+from poflow_dagster.domain.models import Issue, ParsedPO, POLine
 from poflow_dagster.extraction.barcodes import clean_barcode, with_check_digit
 from poflow_dagster.extraction.numbers import as_money
-from poflow_dagster.domain.models import Issue, ParsedPO, POLine
 
 __all__ = ["ISA_LENGTH", "Delimiters", "extract_x12_850", "read_delimiters", "split_segments", "unit_of_measure"]
 
