@@ -800,6 +800,7 @@ class _Table:
     issues: list[Issue] = field(default_factory=list)
     subtotals: list[Decimal] = field(default_factory=list)  # every Subtotal row, in order (sections too)
     tentative: int = 0  # items read after a total: kept only if another totals row follows them
+    summary_labels: list[tuple[str, str]] = field(default_factory=list)  # (kind, label) of each totals row
 
 
 @dataclass
@@ -1041,6 +1042,7 @@ def _apply_summary(table: _Table, outcome: tuple[str, Decimal, list[str]]) -> bo
     """Store a totals value; True when it was the grand total (the item list ends)."""
     kind, amount, texts = outcome
     table.money_texts += texts
+    table.summary_labels.append((kind, texts[0]))
     totals = table.totals
     if kind == "subtotal":
         table.subtotals.append(amount)
@@ -1158,7 +1160,9 @@ _EXTRA_LABELS: dict[str, tuple[str, ...]] = {
 }
 _FIELD_INDEX = {**synonym_index(_EXTRA_LABELS), **LABEL_INDEX}
 _CURRENCY_HINT_RE = re.compile(
-    r"\b(?:currency|amounts? in|prices? in|w[äa]hrung|devise|moneda|valuta)\b", re.IGNORECASE
+    r"(?:currency|amounts? in|prices? in|w[äa]hrung|betr[äa]ge in|devise|montants en|moneda|importes en|"
+    r"valuta|moeda|通貨|מטבע|العملة)",
+    re.IGNORECASE,
 )
 _PO_TITLE_RE = re.compile(r"\bpurchase\s+order\s*[:#]?\s*([A-Z0-9][\w\-/.]*\d[\w\-/]*)\s*$", re.IGNORECASE)
 _PO_PREFIX_RE = re.compile(r"^(?:#|no\.?|nr\.?|n[°º])\s*", re.IGNORECASE)
@@ -1481,6 +1485,9 @@ def _prices_include_tax(po: ParsedPO, columns: list[_Column], lines: list[_Line]
                 said = tax_inclusion_of(cell.text)
                 if said is not None:
                     return said
+    said_by_totals = [tax_inclusion_of(label) for kind, label in table.summary_labels if kind in ("tax", "subtotal")]
+    if True in said_by_totals or False in said_by_totals:
+        return True in said_by_totals  # "enthaltene MwSt" / "darin enthalten" vs "zzgl. MwSt" / "Total HT"
     if not po.tax or po.total is None or not po.lines:
         return None
     shipping = po.shipping or Decimal(0)

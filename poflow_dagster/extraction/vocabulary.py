@@ -96,12 +96,16 @@ _TAX_INCLUSION: dict[bool, tuple[str, ...]] = {
         "tax included", "tax inclusive", "vat inclusive", "gst inclusive", "prices include", "gross price",
         "inkl mwst", "inkl ust", "incl mwst", "einschl mwst", "brutto", "bruttopreis", "ttc", "tva incluse",
         "tva comprise", "incl btw", "inclusief btw", "iva incluido", "iva incluida", "iva inclusa",
-        "iva compresa", "iva incluso", "com iva", "税込", "内税", "כולל מע מ", "شامل الضريبة",
+        "iva compresa", "iva incluso", "com iva", "税込", "内税", "כולל מע מ", "شامل الضريبة", "enthaltene mwst",
+        "enthaltene ust", "enthaltene umsatzsteuer", "darin enthalten", "darin enthaltene", "davon mwst",
+        "dont tva", "of which vat", "includes vat", "includes tax", "incluye iva", "inclusa iva",
     ),
     False: (
         "excl vat", "excl tax", "excluding vat", "excluding tax", "ex vat", "ex gst", "excl gst", "plus vat",
         "net of tax", "zzgl mwst", "zzgl ust", "exkl mwst", "netto", "nettopreis", "ht", "hors taxes",
         "excl btw", "exclusief btw", "sin iva", "iva excluido", "iva esclusa", "sem iva", "税抜", "外税",
+        "zuzuglich", "zuzueglich", "plus tax", "net total", "total net", "net amount", "subtotal net",
+        "montant ht", "total ht", "base imponible", "imponibile",
         "לא כולל מע מ", "غير شامل الضريبة",
     ),
 }
