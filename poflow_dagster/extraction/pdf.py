@@ -1003,7 +1003,8 @@ def _summary(row: _Row, ctx: ParseContext) -> tuple[str, Decimal, list[str]] | N
         amount = parse_decimal(text, decimal_comma=ctx.decimal_comma) if text else None
         if amount is None:
             continue
-        return hit[0], amount, [cell.text, text]
+        kind = "subtotal" if hit[0] == "total" and tax_inclusion_of(label) is False else hit[0]  # "Summe netto"
+        return kind, amount, [cell.text, text]
     return None
 
 

@@ -319,7 +319,9 @@ HEADER_FIELD_LABELS: dict[str, tuple[str, ...]] = {
 SUMMARY_LABELS: dict[str, tuple[str, ...]] = {
     "subtotal": (
         "subtotal", "sub total", "net total", "total net", "total excl tax", "cena bez dane", "zaklad dane",
-        "positionssumme", "summe positionen", "total w o tax", "total without tax",
+        "positionssumme", "summe positionen", "total w o tax", "total without tax", "total without taxes",
+        "total excl taxes", "nettobetrag", "netto summe", "positionen netto", "warenwert", "montant hors taxes",
+        "total hors tva", "importe neto", "untaxed amount", "amount before tax", "total before tax",
         "total excl vat", "merchandise total", "items total", "goods total",
         "zwischensumme", "nettosumme", "summe netto", "gesamt netto", "netto",
         "sous total", "total ht", "montant ht", "total hors taxes",
