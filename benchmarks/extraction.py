@@ -555,10 +555,12 @@ def _print_row(name: str, row: dict[str, Any]) -> None:
           f"{_pct(row['line_accuracy']):>8}{row['refused']:>9}")
 
 
-def print_sources(summary: dict[str, Any]) -> None:
-    print("\nper source (offline): documents, refused")
-    for name, row in summary["by_source"].items():
-        print(f"  {name:<40}{row['documents']:>4}{row['refused']:>4}")
+def print_sources(offline: dict[str, Any], online: dict[str, Any]) -> None:
+    print(f"\nper source{'':<31}{'docs':>5}{'refused':>9}{'with LLM':>10}{'lines offline':>15}{'with LLM':>10}")
+    for name, row in offline["by_source"].items():
+        llm = online["by_source"][name]
+        print(f"  {name:<39}{row['documents']:>5}{row['refused']:>9}{llm['refused']:>10}"
+              f"{_pct(row['line_accuracy']):>15}{_pct(llm['line_accuracy']):>10}")
 
 
 def corpus_report(root: Path, seed: int, *, quiet: bool) -> dict[str, Any]:
@@ -578,7 +580,7 @@ def corpus_report(root: Path, seed: int, *, quiet: bool) -> dict[str, Any]:
         print_run("offline (no LLM)", offline)
         print_run(f"with the LLM path (simulated model answering from the expected JSON, seed {seed}: "
                   "seeded wrong numbers, dropped lines, missing fields)", online)
-        print_sources(offline)
+        print_sources(offline, online)
     return {"documents": len(documents), "offline": offline, "llm": online, "seed": seed}
 
 
