@@ -294,3 +294,17 @@ def test_sln_sub_lines_are_not_ordered_lines() -> None:
     po = extract_x12_850((CORPUS / "850.Composite.SLN.OK.edi").read_text())
     assert [line.sku for line in po.lines] == ["AB3542", "RD5322"]
     assert [line.quantity for line in po.lines] == [Decimal("120"), Decimal("220")]
+
+
+def test_an_interchange_wrapped_into_80_character_lines_is_read() -> None:
+    spec = sample_spec()
+    flat = x12_850(spec, TILDE_ONE_LINE)
+    wrapped = "\r\n".join(flat[i:i + 80] for i in range(0, len(flat), 80))
+    assert "\r\n" in wrapped[:106]  # the break falls inside the ISA segment
+    po = extract_x12_850(wrapped)
+    assert_matches_spec(po, spec)
+    assert [issue.code for issue in po.issues] == ["LINE_BREAKS_REMOVED"]
+
+
+def test_a_wrapped_file_without_an_isa_keeps_the_first_error() -> None:
+    assert "must start with ISA" in error_of("GS*PO*A*B\r\nST*850*1~").message

@@ -3,7 +3,8 @@
 Separators come from the fixed-length (106 character) ``ISA`` interchange header:
 the element separator is the character at position 3, the component separator is
 ``ISA16`` and the segment terminator is the character after it (optionally followed
-by a newline / CRLF). Whitespace between segments is ignored; the repetition
+by a newline / CRLF). An interchange wrapped into fixed-width lines (line breaks inside the
+ISA segment) is read with its line breaks removed (info issue ``LINE_BREAKS_REMOVED``). Whitespace between segments is ignored; the repetition
 separator (``ISA11``) is not used by the elements read here.
 
 Mapping (first ``ST*850`` transaction set of the interchange):
@@ -160,6 +161,21 @@ def read_delimiters(text: str) -> Delimiters:
         )
     repetition = elements[11] if len(elements[11]) == 1 and not elements[11].isalnum() else None
     return Delimiters(element=element, component=component, segment=terminator, repetition=repetition)
+
+
+def _interchange(text: str) -> tuple[str, Delimiters, bool]:
+    """The text to read, its delimiters and whether line breaks were removed: an interchange wrapped into
+    fixed-width lines (breaks inside the ISA segment) is read with its line breaks taken out."""
+    try:
+        return text, read_delimiters(text), False
+    except PoflowError as original:
+        joined = text.replace("\r", "").replace("\n", "")
+        if joined == text:
+            raise
+        try:
+            return joined, read_delimiters(joined), True
+        except PoflowError:
+            raise original from None  # the first error describes the file as it is
 
 
 def split_segments(text: str, delimiters: Delimiters) -> list[Segment]:
@@ -554,11 +570,13 @@ def extract_x12_850(text: str) -> ParsedPO:
     Raises :class:`PoflowError` with ``malformed_edi``, ``unsupported_edi_transaction``
     or ``no_line_items``.
     """
-    text = text.lstrip("\ufeff \t\r\n")
-    delimiters = read_delimiters(text)
+    text, delimiters, unwrapped = _interchange(text.lstrip("\ufeff \t\r\n"))
     chosen, issues = _pick_850(_transaction_sets(split_segments(text, delimiters)))
     po = _Reader(delimiters).read(chosen.segments)
     po.issues.extend(issues)
+    if unwrapped:
+        message = "the interchange was wrapped into fixed-width lines; the line breaks were removed before reading"
+        po.issues.append(Issue(code="LINE_BREAKS_REMOVED", severity="info", message=message))
     po.stats["delimiters"] = {
         "element": delimiters.element,
         "component": delimiters.component,
