@@ -242,3 +242,20 @@ def test_readable_document_without_a_table_keeps_its_header(tmp_path: Path) -> N
     assert (po.po_number, po.order_date, po.lines) == ("2022-118", date(2022, 3, 4), [])
     empty = make_pdf(tmp_path / "nothing.pdf", [[(50, "Hello there, nothing to see in this note at all.")]])
     assert extract_pdf_po(read_pdf(empty)) is None
+
+
+def test_arabic_table_reads_in_reading_order(tmp_path: Path) -> None:
+    """Arabic labels and names printed in visual order are recognised and read back as written."""
+
+    def visual(text: str) -> str:
+        return text[::-1]
+
+    lines = [
+        [(50, "Invoice No: 7781")],
+        [(60, visual("الوصف")), (300, visual("الكمية")), (380, visual("السعر")), (470, visual("المبلغ"))],
+        [(60, visual("قهوة عربية")), (335, "3", "R"), (430, "12.00", "R"), (530, "36.00", "R")],
+        [(400, visual("الإجمالي")), (530, "36.00", "R")],
+    ]
+    po = extract(make_pdf(tmp_path / "arabic.pdf", lines))
+    assert rows(po) == [(None, "قهوة عربية", D("3"), D("12.00"), D("36.00"))]
+    assert (po.po_number, po.total) == ("7781", D("36.00"))

@@ -945,8 +945,9 @@ def _body_rows(lines: list[_Line], body: int, ctx: ParseContext) -> list[tuple[_
     first totals line or repeated header (same page)."""
     rows = []
     page = lines[body].page if body < len(lines) else None
-    for line in lines[body : body + _ALIGN_LINES]:
-        if line.page != page or _header_at(lines, lines.index(line)) is not None:
+    for index in range(body, min(len(lines), body + _ALIGN_LINES)):
+        line = lines[index]
+        if line.page != page or _header_at(lines, index) is not None:
             break
         first = line.cells[0].text
         if lookup_synonym(_label_and_amount(first, ctx)[0], SUMMARY_INDEX, prefix=True) and len(line.cells) <= 3:
@@ -973,6 +974,8 @@ def _read_item(table: _Table, row: _Row, ctx: ParseContext, index: int) -> tuple
     item = _item(row, ctx, line_no=len(table.lines) + 1, issues=table.issues)
     if item is not None and item.description and item.description.strip().endswith(":") and item.quantity is None:
         return None  # a section heading such as "Hardware:" with a stray number
+    if item is not None and item.quantity == 0 and item.unit_cost is None and item.line_total is None:
+        return None  # a note such as "Kennzeichen: M-MM 0000", not an item of nothing
     if item is None:
         return None
     table.lines.append(item)
