@@ -314,6 +314,7 @@ class Result:
     completion_tokens: int = 0
     llm_calls: int = 0
     perturbation: str | None = None
+    asked_because: list[str] = field(default_factory=list)  # the hybrid's reasons for asking the LLM
 
 
 def score_document(document: CorpusDocument, got: dict[str, Any] | None, refused: str | None = None) -> Result:
@@ -430,6 +431,7 @@ def _run_one(document: CorpusDocument, llm: LLMSettings | None, model: Simulated
     got, refused, po = extract_contract(document.path, llm)
     result = score_document(document, got, refused)
     result.extractor = po.extractor if po is not None else None
+    result.asked_because = list((po.stats.get("hybrid") or {}).get("asked_because") or []) if po is not None else []
     if model is not None:
         result.prompt_tokens, result.completion_tokens, result.llm_calls = model.usage.get(document.label, [0, 0, 0])
         if result.llm_calls:
@@ -513,7 +515,8 @@ def _llm_usage(results: list[Result], settings: LLMSettings) -> dict[str, Any]:
         "cost_per_llm_document_usd": format(per_document.quantize(Decimal("0.000001")), "f"),
         "tokens_per_llm_document": round((prompt + completion) / len(used)) if used else 0,
         "perturbations": dict(Counter(r.perturbation for r in used)),
-        "hybrid_documents": sum(bool(r.extractor and r.extractor.endswith("+llm")) for r in used),
+        "hybrid_documents": sum(bool(r.asked_because) for r in used),
+        "hybrid_asked_because": dict(Counter(reason for r in results for reason in r.asked_because).most_common()),
     }
 
 
@@ -538,10 +541,11 @@ def print_run(title: str, summary: dict[str, Any]) -> None:
     if "llm" in summary:
         llm = summary["llm"]
         print(f"  LLM (simulated, {llm['model']} prices): {llm['documents_asking_llm']} documents asked it "
-              f"({llm['hybrid_documents']} hybrid), {llm['calls']} calls, {llm['prompt_tokens']:,} prompt + "
+              f"({llm['hybrid_documents']} text readings it completed, the others read by it alone), {llm['calls']} calls, {llm['prompt_tokens']:,} prompt + "
               f"{llm['completion_tokens']:,} completion tokens, ${llm['cost_usd']} "
               f"(${llm['cost_per_llm_document_usd']} and ~{llm['tokens_per_llm_document']:,} tokens per document "
               f"that asked); perturbations in those answers: {llm['perturbations']}")
+        print(f"  why text readings asked it: {llm['hybrid_asked_because']}")
     if "asked_llm" in summary:
         before, after = summary["asked_llm"]["offline"], summary["asked_llm"]["with_llm"]
         print(f"  the {after['documents']} documents that asked it: header {_pct(before['header_accuracy'])} offline -> "
