@@ -29,7 +29,9 @@ message:
 
 Never refuse what is readable: a text PDF is read deterministically first. A reading that is complete and
 reconciles is used as it is (the LLM is never asked); otherwise, with an LLM configured, the LLM reads the
-document and :mod:`.hybrid` merges both readings (``po.stats["hybrid"]`` says what came from where). Offline,
+document (pages with a text layer as text, cheaper; pages without one as images) and :mod:`.hybrid` merges
+both readings (``po.stats["hybrid"]`` says what came from where); if the LLM fails, the deterministic reading
+stands with a warning ``LLM_FAILED``. Offline,
 a PDF whose header was read but no lines comes back with what was read and an error issue ``LINES_NOT_FOUND``
 (the PO waits for a person, ``needs_review``), never refused. A CSV/TSV without an item table goes to the LLM
 as text when one is configured (``no_line_items`` offline).
