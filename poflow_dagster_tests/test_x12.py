@@ -308,3 +308,23 @@ def test_an_interchange_wrapped_into_80_character_lines_is_read() -> None:
 
 def test_a_wrapped_file_without_an_isa_keeps_the_first_error() -> None:
     assert "must start with ISA" in error_of("GS*PO*A*B\r\nST*850*1~").message
+
+
+def test_a_line_sac_allowance_is_the_discount_and_a_price_per_pound_leaves_the_amount_open() -> None:
+    po = extract_x12_850((Path(__file__).parent / "corpus" / "bots-plugins" / "850-004010-18.x12").read_text())
+    first, second = po.lines
+    assert (first.quantity, first.unit_cost, first.discount, first.line_total, first.unit) == (
+        Decimal("20"), Decimal("226.56"), Decimal("451.20"), Decimal("4080.00"), "cases")
+    assert first.description == "GROCERY ITEM DESCRIPTION 24/360 ML"  # runs of spaces collapsed
+    assert (second.unit_cost, second.line_total, second.discount) == (Decimal("2.82"), None, None)
+    assert [issue.code for issue in po.issues] == ["PRICE_PER_WEIGHT"]
+
+
+def test_a_line_sac_charge_outweighing_its_allowances_is_reported_not_applied() -> None:
+    spec = sample_spec()
+    text = x12_850(spec, STAR_TILDE)
+    first_pid = text.index("PID*")
+    text = text[:first_pid] + "SAC*C*D500***300~" + text[first_pid:]
+    po = extract_x12_850(text)
+    assert po.lines[0].discount is None and po.lines[0].line_total == spec.lines[0].line_total
+    assert "LINE_CHARGES_IGNORED" in [issue.code for issue in po.issues]

@@ -15,12 +15,14 @@ Mapping (first ``ST*850`` transaction set of the interchange):
 * the document_type is purchase_order (an 850);
 * ``PO1``: quantity ``PO102``, unit of measure ``PO103`` (code list 355, read as a unit: ``EA`` -> units,
   ``LB`` -> lb...; the codes as sent are kept in ``stats["line_units"]``),
-  unit price ``PO104`` (per hundred/thousand when ``PO105`` is HP/TP/HT), product IDs in
+  unit price ``PO104`` (per hundred/thousand when ``PO105`` is HP/TP/HT; per pound when it is PP: then
+  the line amount of a quantity not in pounds is left empty), product IDs in
   qualifier/ID pairs from ``PO106/PO107`` on. The SKU is the first of VP, VN, SK, BP, IN,
   UP found (else the first ID); zero padding is kept. The barcode is the first of UP (UPC-A),
   EN (EAN-13), UI (UPC without check digit), EO (EAN-8), UK (GTIN-14), UA (case code without
   check digit) found; UI/UA get their check digit. ``PID*F`` ``PID05`` -> description.
-  line_total = quantity x unit price, rounded to cents;
+  a line's ``SAC`` allowances less charges (``SAC05``, two implied decimals) -> discount;
+  line_total = quantity x unit price - discount, rounded to cents;
 * ``CTT01`` must equal the number of ``PO1`` segments (else ``LINE_COUNT_MISMATCH``);
 * ``AMT*1`` (line item total) -> subtotal, ``AMT*TT`` -> total (else the line item total plus tax and
   shipping), ``TXI02`` -> tax (header/summary level; line level when that is all there is), freight ``SAC``
@@ -74,6 +76,9 @@ _UNIT_CODES = {
     "DZ": "dozen", "PR": "pairs", "CA": "cases", "BX": "boxes", "PK": "packs", "RL": "rolls", "ST": "sets",
 }
 
+#: PO105 basis-of-unit-price codes that price a weight (PP: price per pound) -> the PO103 unit that weight is in.
+_PRICE_PER_WEIGHT = {"PP": "LB"}
+
 #: PO105 basis-of-unit-price codes whose price covers more than one unit.
 _PRICE_BASIS_DIVISORS = {"HP": Decimal(100), "TP": Decimal(1000), "HT": Decimal(100_000)}
 
@@ -113,10 +118,11 @@ class _TransactionSet:
 
 @dataclass
 class _LineDraft:
-    """A PO1 loop being read: the PO1 segment plus its PID descriptions."""
+    """A PO1 loop being read: the PO1 segment, its PID descriptions and its SAC allowances less charges."""
 
     po1: Segment
     descriptions: list[str] = field(default_factory=list)
+    allowances: Decimal = Decimal(0)
 
 
 @dataclass
@@ -356,7 +362,7 @@ class _Reader:
 
     def _pid(self, seg: Segment) -> None:
         """PID*F (free-form) PID05 describes the current line."""
-        text = self.el(seg, 5)
+        text = " ".join(self.el(seg, 5).split())
         if self.in_line and self.el(seg, 1) == "F" and text:
             self.drafts[-1].descriptions.append(text)
 
@@ -378,14 +384,19 @@ class _Reader:
             setattr(self.po, field, self._number(self.el(seg, 2), f"AMT*{qualifier} {field}", money=True))
 
     def _sac(self, seg: Segment) -> None:
-        """SAC: header/summary charges are kept; line-level ones are only counted."""
-        if self.in_line:
-            self.line_charges += 1
-            return
+        """SAC: header/summary charges are kept; a line's allowances (A) less its charges (C) with an SAC05
+        amount become its discount, other line-level ones are counted."""
         raw = self.el(seg, 5)
         amount = _implied_cents(raw) if raw else None
         if raw and amount is None:
             self._unreadable("SAC05 amount", raw)
+        if self.in_line:
+            indicator = self.el(seg, 1).upper()
+            if amount is None or indicator not in ("A", "C"):
+                self.line_charges += 1
+            else:
+                self.drafts[-1].allowances += amount if indicator == "A" else -amount
+            return
         text = " ".join(v for v in (self.el(seg, 15), self.el(seg, 4)) if v)
         self.header_charges.append(_Charge(self.el(seg, 1).upper(), self.el(seg, 2).upper(), amount, text))
 
@@ -450,9 +461,12 @@ class _Reader:
             )
             price = price / divisor
         unit_cost = as_money(price)
+        discount = as_money(draft.allowances) if draft.allowances > 0 else None
+        if draft.allowances < 0:
+            self.line_charges += 1  # a net charge: the contract's line has no field for it
         line_total = None
-        if quantity is not None and unit_cost is not None:
-            line_total = (quantity * unit_cost).quantize(CENT, rounding=ROUND_HALF_UP)
+        if quantity is not None and unit_cost is not None and not self._priced_by_weight(seg, line_no):
+            line_total = (quantity * unit_cost - (discount or 0)).quantize(CENT, rounding=ROUND_HALF_UP)
         ids = self._product_ids(seg)
         line = POLine(
             line_no=line_no,
@@ -463,8 +477,19 @@ class _Reader:
             unit_cost=unit_cost,
             line_total=line_total,
             unit=unit_of_measure(self.el(seg, 3)),
+            discount=discount,
         )
         return line, self.el(seg, 3) or None
+
+    def _priced_by_weight(self, seg: Segment, line_no: int) -> bool:
+        """PO105 prices a weight (per pound) while PO103 counts something else: the line amount is unknown."""
+        weight_unit = _PRICE_PER_WEIGHT.get(self.el(seg, 5).upper())
+        if weight_unit is None or self.el(seg, 3).upper() == weight_unit:
+            return False
+        message = (f"line {line_no}: the price is per {weight_unit.lower()} (PO105 {self.el(seg, 5)}) but the"
+                   f" quantity is in {self.el(seg, 3) or 'no unit'}; the line amount is left empty")
+        self.issues.append(Issue(code="PRICE_PER_WEIGHT", severity="warning", message=message))
+        return True
 
     def _product_ids(self, seg: Segment) -> dict[str, str]:
         """The PO106/PO107... qualifier/ID pairs in order (the first ID of each qualifier; strings as sent)."""
