@@ -10,25 +10,22 @@
 * :func:`extract_pdf_po` maps a text PDF to a :class:`ParsedPO`: the items when an item table is found,
   else the header fields alone (``lines=[]``); ``None`` only when nothing at all can be read.
 
-How the extractor sees a page: a list of visual *lines* (top to bottom), each a list
-of *cells* with x positions. Ruled tables come from pdfplumber's table finder (one
-cell per table cell); all other text is grouped into lines by position and split
-into cells at wide horizontal gaps (wider on pages that set words far apart). Words are
-normalised first (:mod:`.text_norm`: full-width forms folded, right-to-left words in reading
-order); sideways margin text is dropped. The item header is the line (or block of label lines,
-``Unit`` over ``Price``) whose cells best match the column synonyms of :mod:`.spreadsheet` (EN, DE,
-FR, NL, ES, IT, PT, JA, HE, AR ...). The body's own columns are then found from how its values line up
-and matched to the header's columns in order (:mod:`.layout`), and the cells of the following lines
-are assigned to the columns by horizontal overlap. What a row's cells mean (codes inside descriptions,
-units after quantities, discounts) is :mod:`.pdf_lines`. Repeated header lines (continued pages)
-re-anchor the columns, page footers such as ``Page 1 of 2`` are dropped, Subtotal/Tax/Shipping/Total
-lines fill the totals (of several Subtotal rows, the one that sums the lines), a row of another
-table's labels (a tax breakdown) ends the items, and after a grand total items are kept only when
-another totals row confirms them (sections). Header fields (PO number, supplier, date, currency) are
-``Label: value`` pairs (same cell, next cell, or the cell below) outside the item table, else the
-title (``Rechnung Nr. 42 vom 1.2.2024``) and the letterhead (:mod:`.parties`); the document type
-comes from the title (:mod:`.vocabulary`). No arithmetic is done here. A column headed
-EAN / UPC / GTIN / Barcode fills the lines' ``barcode`` (the SKU too when there is no SKU column).
+How the extractor sees a page (:mod:`.layout`): a list of visual *lines* (top to bottom), each a list
+of *cells* with x positions, from pdfplumber's ruled tables or from the words (normalised first by
+:mod:`.text_norm`: full-width forms folded, right-to-left words in reading order; sideways margin text
+dropped). The item header is the line (or block of label lines, ``Unit`` over ``Price``) whose cells best
+match the column synonyms of :mod:`.spreadsheet` (EN, DE, FR, NL, ES, IT, PT, JA, HE, AR ...). The body's
+own columns are found from how its values line up and matched to the header's columns in order
+(:func:`.layout.align_columns`); the cells of the following lines are assigned to the columns by horizontal
+overlap, and what a row's cells mean (codes inside descriptions, units after quantities, discounts) is
+:mod:`.pdf_lines`. Repeated header lines (continued pages) re-anchor the columns, page footers such as
+``Page 1 of 2`` are dropped, Subtotal/Tax/Shipping/Total lines fill the totals (of several Subtotal rows,
+the one that sums the lines; a total labelled net is the subtotal), a row of another table's labels (a tax
+breakdown) ends the items, and after a grand total items are kept only when another totals row confirms
+them (sections). When pdfplumber's ruled tables hold no item table (a page frame), the words are read
+alone. Header fields, currency and document type come from :mod:`.pdf_header`; when no item table is
+found the header is returned with no lines. No arithmetic is done here. A column headed EAN / UPC /
+GTIN / Barcode fills the lines' ``barcode`` (the SKU too when there is no SKU column).
 """
 
 from __future__ import annotations
@@ -38,7 +35,6 @@ import math
 import re
 import threading
 import zlib
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -48,19 +44,26 @@ from typing import Any
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import Issue, ParsedPO, POLine
 from poflow_dagster.extraction.barcodes import clean_barcode
-from poflow_dagster.extraction.numbers import (
-    detect_currency,
-    guess_decimal_comma,
-    parse_date,
-    parse_decimal,
+from poflow_dagster.extraction.layout import (
+    Cell,
+    Column,
+    Line,
+    align_columns,
+    bands_of,
+    cell_of,
+    document_lines,
+    overlap,
 )
-from poflow_dagster.extraction.layout import align_columns, bands_of
-from poflow_dagster.extraction.parties import (
-    Phrase,
-    clean_name,
-    is_buyer_label,
-    supplier_candidate,
-    title_reference,
+from poflow_dagster.extraction.numbers import guess_decimal_comma, parse_date, parse_decimal
+from poflow_dagster.extraction.parties import Phrase, supplier_candidate
+from poflow_dagster.extraction.pdf_header import (
+    is_day_first,
+    is_label,
+    pick_po_number,
+    read_currency,
+    read_document_type,
+    read_header_fields,
+    read_title_fields,
 )
 from poflow_dagster.extraction.pdf_lines import (
     apply_discount,
@@ -68,19 +71,16 @@ from poflow_dagster.extraction.pdf_lines import (
     leading_codes,
     quantity_and_unit,
 )
-from poflow_dagster.extraction.text_norm import is_rtl, logical_line, normalize_word
-from poflow_dagster.extraction.vocabulary import document_type_of, normalize_unit, tax_inclusion_of
 from poflow_dagster.extraction.spreadsheet import (
     COLUMN_INDEX,
-    LABEL_INDEX,
     SUMMARY_INDEX,
-    TITLE_PO_RE,
     ParseContext,
     header_columns,
-    synonym_index,
     lookup_synonym,
     normalize_label,
 )
+from poflow_dagster.extraction.text_norm import logical_line, normalize_word
+from poflow_dagster.extraction.vocabulary import normalize_unit, tax_inclusion_of
 
 __all__ = [
     "MAX_PAGES",
@@ -526,135 +526,13 @@ def _all_grey(image: Any) -> bool:
     return ImageChops.difference(red, green).getbbox() is None and ImageChops.difference(green, blue).getbbox() is None
 
 
-# --- layout: lines of positioned cells -------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Cell:
-    """A run of text on one line (a phrase, or a ruled-table cell)."""
-
-    text: str
-    x0: float
-    x1: float
-    words: tuple[PdfWord, ...] = ()
-
-
-@dataclass(frozen=True)
-class _Line:
-    """One visual line (or ruled-table row) of a page, cells left to right."""
-
-    page: int
-    top: float
-    bottom: float
-    cells: tuple[_Cell, ...]
-
-    @property
-    def text(self) -> str:
-        return " ".join(cell.text for cell in self.cells)
-
-    @property
-    def height(self) -> float:
-        heights = [w.bottom - w.top for c in self.cells for w in c.words]
-        return sorted(heights)[len(heights) // 2] if heights else self.bottom - self.top
-
-
-def _document_lines(doc: PdfDocument, *, ruled: bool = True) -> list[_Line]:
-    """All lines of the document in reading order (page, then top to bottom); ``ruled=False`` reads the
-    words only, ignoring what pdfplumber took for ruled tables (a page frame is no table)."""
-    lines: list[_Line] = []
-    for page in doc.pages:
-        tables = page.tables if ruled else []
-        page_lines = [_table_line(page.number, row) for table in tables for row in table.rows]
-        free = [w for w in page.words if not any(_inside(w, t.bbox) for t in tables)]
-        rows = _group_rows(free)
-        space = _word_space(rows)
-        page_lines += [_word_line(page.number, row, space) for row in rows]
-        lines += sorted(page_lines, key=lambda line: (line.top, line.cells[0].x0))
-    return lines
-
-
-def _inside(word: PdfWord, bbox: tuple[float, float, float, float]) -> bool:
-    cx, cy = (word.x0 + word.x1) / 2, (word.top + word.bottom) / 2
-    return bbox[0] <= cx <= bbox[2] and bbox[1] <= cy <= bbox[3]
-
-
-def _table_line(page: int, row: PdfTableRow) -> _Line:
-    return _Line(page, row.top, row.bottom, tuple(_Cell(c.text, c.x0, c.x1) for c in row.cells))
-
-
-def _group_rows(words: Sequence[PdfWord]) -> list[list[PdfWord]]:
-    """Group words into visual lines (vertical centre within the line's band)."""
-    rows: list[list[PdfWord]] = []
-    band = (0.0, 0.0)
-    for word in sorted(words, key=lambda w: (w.top, w.x0)):
-        middle = (word.top + word.bottom) / 2
-        if rows and band[0] <= middle <= band[1]:
-            rows[-1].append(word)
-        else:
-            rows.append([word])
-            band = (word.top, word.bottom)
-    return rows
-
-
-#: Word gap / font height above which a page counts as set with wide word spacing (normal text: ~0.25).
-_WIDE_SPACING = 0.4
-
-
-def _word_space(rows: Sequence[Sequence[PdfWord]]) -> float:
-    """The page's typical gap between two words of a phrase when the page sets words unusually far apart
-    (median of the gaps narrower than the font), else 0."""
-    ratios = []
-    for row in rows:
-        ordered = sorted(row, key=lambda w: w.x0)
-        for prev, word in zip(ordered, ordered[1:]):
-            gap, height = word.x0 - prev.x1, prev.bottom - prev.top
-            if 0 < gap < height:
-                ratios.append((gap / height, gap))
-    if len(ratios) < 5:
-        return 0.0
-    ratio, gap = sorted(ratios)[len(ratios) // 2]
-    return gap if ratio > _WIDE_SPACING else 0.0
-
-
-def _word_line(page: int, words: list[PdfWord], space: float = 0.0) -> _Line:
-    """A line of words split into cells wherever the gap is wider than about two spaces (of this page's
-    usual word spacing: some PDFs set words far apart)."""
-    words = sorted(words, key=lambda w: w.x0)
-    groups: list[list[PdfWord]] = [[words[0]]]
-    for prev, word in zip(words, words[1:]):
-        gap = word.x0 - prev.x1
-        if gap > max(3.0, 0.5 * (prev.bottom - prev.top), 1.6 * space):
-            groups.append([word])
-        else:
-            groups[-1].append(word)
-    cells = tuple(_cell_of(group) for group in groups)
-    return _Line(page, min(w.top for w in words), max(w.bottom for w in words), cells)
-
-
-def _cell_of(words: Sequence[PdfWord]) -> _Cell:
-    """A cell of words left to right; a right-to-left cell's words are joined right to left."""
-    text = " ".join(w.text for w in words)
-    if len(words) > 1 and is_rtl(text):
-        text = " ".join(w.text for w in reversed(words))
-    return _Cell(text, min(w.x0 for w in words), max(w.x1 for w in words), tuple(words))
-
-
 # --- the item header -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Column:
-    """A header cell: the field it holds (None = a column we do not read) and its span."""
-
-    name: str | None
-    x0: float
-    x1: float
 
 
 _MAX_SYNONYM_WORDS = 4
 
 
-def _split_header_cell(cell: _Cell) -> list[_Cell]:
+def _split_header_cell(cell: Cell) -> list[Cell]:
     """Split a cell like ``Qty Unit Price`` (labels set close together) into one cell per label."""
     if len(cell.words) < 2 or normalize_label(cell.text) in COLUMN_INDEX:
         return [cell]
@@ -671,10 +549,10 @@ def _split_header_cell(cell: _Cell) -> list[_Cell]:
     if not starts or len(starts) < 2:
         return [cell]
     bounds = [*starts, len(words)]
-    return [_cell_of(words[a:b]) for a, b in zip(bounds, bounds[1:])]
+    return [cell_of(words[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
-def _header_of(cells: Sequence[_Cell]) -> list[_Column] | None:
+def _header_of(cells: Sequence[Cell]) -> list[Column] | None:
     """The columns if the cells qualify as an item header row, else None."""
     parts = [part for cell in cells for part in _split_header_cell(cell)]
     mapping = header_columns([c.text for c in parts])
@@ -682,10 +560,10 @@ def _header_of(cells: Sequence[_Cell]) -> list[_Column] | None:
         return None
     names = {index: name for name, index in mapping.items()}
     _second_columns(parts, names)
-    return [_Column(names.get(i), c.x0, c.x1) for i, c in enumerate(parts)]
+    return [Column(names.get(i), c.x0, c.x1) for i, c in enumerate(parts)]
 
 
-def _second_columns(parts: Sequence[_Cell], names: dict[int, str]) -> None:
+def _second_columns(parts: Sequence[Cell], names: dict[int, str]) -> None:
     """Columns named twice: a second description column (``Produkt`` + ``Beschreibung``) joins the first;
     a second price column right of the unit price is the amount (``Unit Price ... Price``) when there is
     none; an ``Amount`` column left of the prices is the quantity when there is none."""
@@ -709,7 +587,7 @@ def _second_columns(parts: Sequence[_Cell], names: dict[int, str]) -> None:
         names[left[0]], names[right[-1]] = "quantity", "line_total"
 
 
-def _header_at(lines: Sequence[_Line], index: int) -> tuple[list[_Column], int] | None:
+def _header_at(lines: Sequence[Line], index: int) -> tuple[list[Column], int] | None:
     """The header at ``lines[index]`` and how many lines from there it spans.
 
     A header may be printed on several lines (``Unit`` over ``Price``, ``Positions-`` / ``betrag`` /
@@ -729,7 +607,7 @@ def _header_at(lines: Sequence[_Line], index: int) -> tuple[list[_Column], int] 
 _BLOCK_REACH = 2
 
 
-def _label_block(lines: Sequence[_Line], index: int) -> list[int]:
+def _label_block(lines: Sequence[Line], index: int) -> list[int]:
     """Indexes of the label lines around ``lines[index]`` that may belong to a header printed on several lines."""
     if any(ch.isdigit() for ch in lines[index].text):
         return [index]
@@ -745,7 +623,7 @@ def _label_block(lines: Sequence[_Line], index: int) -> list[int]:
     return sorted(block)
 
 
-def _adjacent_labels(line: _Line, other: _Line) -> bool:
+def _adjacent_labels(line: Line, other: Line) -> bool:
     """True if ``other`` is a line of labels set right above or below ``line`` (no digits, close)."""
     if other.page != line.page or any(ch.isdigit() for ch in other.text):
         return False
@@ -753,7 +631,7 @@ def _adjacent_labels(line: _Line, other: _Line) -> bool:
     return gap <= 0.8 * max(line.height, other.height)
 
 
-def _merge_block(block: Sequence[_Line]) -> list[_Cell]:
+def _merge_block(block: Sequence[Line]) -> list[Cell]:
     """One cell per column of a multi-line header: cells that overlap across the lines, read top to bottom
     (``Positions-`` + ``betrag`` -> ``Positionsbetrag``)."""
     cells = [cell for line in block for cell in line.cells]
@@ -764,11 +642,11 @@ def _merge_block(block: Sequence[_Line]) -> list[_Cell]:
         text = ""
         for part in parts:
             text = text[:-1] + part.text if text.endswith("-") and text[-2:-1].isalpha() else f"{text} {part.text}"
-        merged.append(_Cell(text.strip(), x0, x1, words))
+        merged.append(Cell(text.strip(), x0, x1, words))
     return merged
 
 
-def _fields(columns: Sequence[_Column]) -> set[str]:
+def _fields(columns: Sequence[Column]) -> set[str]:
     return {c.name for c in columns if c.name}
 
 
@@ -807,62 +685,58 @@ class _Table:
 class _Row:
     """A body line with its cells assigned to the header's columns."""
 
-    line: _Line
-    by_column: dict[int, list[_Cell]]
-    columns: list[_Column]
+    line: Line
+    by_column: dict[int, list[Cell]]
+    columns: list[Column]
 
     def text(self, name: str) -> str | None:
         parts = [c.text for i, cells in sorted(self.by_column.items()) if self.columns[i].name == name for c in cells]
         joined = " ".join(parts).strip()
         return joined or None
 
-    def column_of(self, cell: _Cell) -> str | None:
+    def column_of(self, cell: Cell) -> str | None:
         for i, cells in self.by_column.items():
             if any(c is cell for c in cells):
                 return self.columns[i].name
         return None
 
 
-def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
-    return min(a1, b1) - max(a0, b0)
-
-
-def _best_column(x0: float, x1: float, columns: Sequence[_Column]) -> int:
+def _best_column(x0: float, x1: float, columns: Sequence[Column]) -> int:
     """The column overlapping ``[x0, x1]`` most, else the nearest one."""
-    scores = [_overlap(x0, x1, c.x0, c.x1) for c in columns]
+    scores = [overlap(x0, x1, c.x0, c.x1) for c in columns]
     return max(range(len(columns)), key=lambda i: scores[i])
 
 
-def _assign(line: _Line, columns: list[_Column]) -> _Row:
+def _assign(line: Line, columns: list[Column]) -> _Row:
     """Assign the line's cells (or, for a cell spanning several columns, its words) to columns."""
-    by_column: dict[int, list[_Cell]] = {}
+    by_column: dict[int, list[Cell]] = {}
     for cell in line.cells:
-        spanned = sum(1 for c in columns if _overlap(cell.x0, cell.x1, c.x0, c.x1) > 0)
-        parts = [_cell_of([w]) for w in cell.words] if spanned > 1 and len(cell.words) > 1 else [cell]
+        spanned = sum(1 for c in columns if overlap(cell.x0, cell.x1, c.x0, c.x1) > 0)
+        parts = [cell_of([w]) for w in cell.words] if spanned > 1 and len(cell.words) > 1 else [cell]
         for part in parts:
             by_column.setdefault(_best_column(part.x0, part.x1, columns), []).append(part)
     for index, cells in by_column.items():  # re-join words that went to the same column
         if len(cells) > 1 and all(len(c.words) == 1 for c in cells):
-            by_column[index] = [_cell_of([w for c in cells for w in c.words])]
+            by_column[index] = [cell_of([w for c in cells for w in c.words])]
     return _Row(line, by_column, columns)
 
 
-def _drop_page_marks(line: _Line) -> _Line | None:
+def _drop_page_marks(line: Line) -> Line | None:
     """The line without ``Page 1 of 2`` cells; None if nothing else is on it."""
     if _BARE_PAGE_RE.match(line.text.strip()) or _PAGE_RE.match(line.text.strip()):
         return None
     cells = tuple(c for c in line.cells if not _PAGE_RE.match(c.text.strip()))
-    return _Line(line.page, line.top, line.bottom, cells) if cells else None
+    return Line(line.page, line.top, line.bottom, cells) if cells else None
 
 
-def _read_table(lines: list[_Line], start: int, header: tuple[list[_Column], int], ctx: ParseContext) -> _Table:
+def _read_table(lines: list[Line], start: int, header: tuple[list[Column], int], ctx: ParseContext) -> _Table:
     """Read items and totals from the lines after the header at ``lines[start]``."""
     columns, span = header
     columns = _aligned(lines, start + span, columns, ctx)
     table = _Table(used=set(range(start, start + span)))
     main_fields = _fields(columns)
     closed = foreign = False  # after a grand total / under another table's labels (a tax breakdown)
-    last_item: tuple[POLine, _Line, _Cell] | None = None
+    last_item: tuple[POLine, Line, Cell] | None = None
     index = start + span
     while index < len(lines):
         line, index = _drop_page_marks(lines[index]), index + 1
@@ -902,7 +776,7 @@ def _read_table(lines: list[_Line], start: int, header: tuple[list[_Column], int
     return table
 
 
-def _foreign_header(line: _Line) -> bool:
+def _foreign_header(line: Line) -> bool:
     """True for a row of three or more short labels that is not an item header: another table (a tax
     breakdown, payment terms) begins, and its rows are no items."""
     cells = line.cells
@@ -915,7 +789,7 @@ def _foreign_header(line: _Line) -> bool:
 _ALIGN_LINES = 80
 
 
-def _aligned(lines: list[_Line], body: int, columns: list[_Column], ctx: ParseContext) -> list[_Column]:
+def _aligned(lines: list[Line], body: int, columns: list[Column], ctx: ParseContext) -> list[Column]:
     """The header's columns moved onto the body's own columns (:mod:`.layout`): a column whose values line
     up beside its label (a right-aligned amount under a centred ``QTY``) spans those values instead."""
     rows = _body_rows(lines, body, ctx)
@@ -926,7 +800,7 @@ def _aligned(lines: list[_Line], body: int, columns: list[_Column], ctx: ParseCo
         (c.x0, c.x1)
         for row in rows
         for c in row
-        if not _is_number(c.text, ctx) and not any(_overlap(c.x0, c.x1, a, b) > 0 for a, b in numeric)
+        if not _is_number(c.text, ctx) and not any(overlap(c.x0, c.x1, a, b) > 0 for a, b in numeric)
     ]
     bands = sorted(numeric + bands_of([text]))
     owners = align_columns([(c.x0, c.x1) for c in columns], bands)
@@ -935,12 +809,12 @@ def _aligned(lines: list[_Line], body: int, columns: list[_Column], ctx: ParseCo
         if owner is not None:
             spans.setdefault(owner, []).append(band)
     return [
-        _Column(c.name, min(b[0] for b in spans[i]), max(b[1] for b in spans[i])) if i in spans else c
+        Column(c.name, min(b[0] for b in spans[i]), max(b[1] for b in spans[i])) if i in spans else c
         for i, c in enumerate(columns)
     ]
 
 
-def _body_rows(lines: list[_Line], body: int, ctx: ParseContext) -> list[tuple[_Cell, ...]]:
+def _body_rows(lines: list[Line], body: int, ctx: ParseContext) -> list[tuple[Cell, ...]]:
     """The cells of the table rows below a header: lines with a number and two or more cells, up to the
     first totals line or repeated header (same page)."""
     rows = []
@@ -969,7 +843,7 @@ def _drop_tentative(table: _Table) -> None:
         table.tentative = 0
 
 
-def _read_item(table: _Table, row: _Row, ctx: ParseContext, index: int) -> tuple[POLine, _Line, _Cell] | None:
+def _read_item(table: _Table, row: _Row, ctx: ParseContext, index: int) -> tuple[POLine, Line, Cell] | None:
     """Add the row as an item if it is one; return what a wrapped description line needs."""
     item = _item(row, ctx, line_no=len(table.lines) + 1, issues=table.issues)
     if item is not None and item.description and item.description.strip().endswith(":") and item.quantity is None:
@@ -1025,7 +899,7 @@ def _label_and_amount(text: str, ctx: ParseContext) -> tuple[str, str | None]:
     return text, None
 
 
-def _looks_like_item(row: _Row, label_cell: _Cell, *, exact: bool, ctx: ParseContext, kind: str = "") -> bool:
+def _looks_like_item(row: _Row, label_cell: Cell, *, exact: bool, ctx: ParseContext, kind: str = "") -> bool:
     """Guard items such as ``SHIP-1 | Shipping box | 10`` (same rule as the spreadsheet reader); a priced
     delivery row inside the table (``Transport | 120.00 | 120.00``) is an item too."""
     label_column = row.column_of(label_cell)
@@ -1106,7 +980,7 @@ def _unit_cell(text: str | None) -> str | None:
     return word if 0 < len(word) <= 10 and not any(ch.isdigit() for ch in word) else None
 
 
-def _continue_description(row: _Row, last: tuple[POLine, _Line, _Cell]) -> bool:
+def _continue_description(row: _Row, last: tuple[POLine, Line, Cell]) -> bool:
     """Append a wrapped description line (only description text, aligned, right below) to the last item."""
     item, prev, desc_cell = last
     names = {row.columns[i].name for i in row.by_column}
@@ -1123,7 +997,7 @@ def _continue_description(row: _Row, last: tuple[POLine, _Line, _Cell]) -> bool:
     return True
 
 
-def _find_table(lines: list[_Line], ctx: ParseContext) -> tuple[_Table, list[_Column]] | None:
+def _find_table(lines: list[Line], ctx: ParseContext) -> tuple[_Table, list[Column]] | None:
     """The first header candidate (most columns first) whose table yields items."""
     candidates = [(i, found) for i in range(len(lines)) if (found := _header_at(lines, i)) is not None]
     candidates.sort(key=lambda c: (-len(_fields(c[1][0])), c[0]))
@@ -1131,212 +1005,6 @@ def _find_table(lines: list[_Line], ctx: ParseContext) -> tuple[_Table, list[_Co
         table = _read_table(lines, index, header, ctx)
         if table.lines:
             return table, header[0]
-    return None
-
-
-# --- header fields ---------------------------------------------------------------------------
-
-#: Extra header labels seen on PDFs (invoices, document numbers).
-_EXTRA_LABELS: dict[str, tuple[str, ...]] = {
-    "po_number": ("po ref", "po reference", "purchase order ref"),
-    # The document's own number (an invoice's, a quote's): the PO number of a document that is no PO.
-    "document_number": (
-        "invoice", "invoice no", "invoice number", "invoice id", "document no", "document number",
-        "rechnungsnummer", "rechnung nr", "rechnungsnr", "belegnummer", "beleg nr", "belegnr",
-        "numero de facture", "facture no", "no de facture", "n facture", "numero de factura", "factura no",
-        "factuurnummer", "numero fattura", "fattura n", "fattura no", "numero da fatura", "cislo faktury",
-        "quote no", "quote number", "quotation no", "quotation number", "angebotsnummer", "angebot nr",
-        "devis no", "numero de devis", "lieferscheinnummer", "lieferschein nr", "delivery note no",
-        "credit note no", "gutschriftsnummer", "請求書番号", "見積番号", "מספר חשבונית", "رقم الفاتورة",
-    ),
-    "supplier_name": (
-        "supplier details", "vendor details", "bill from", "remit to", "issued by", "seller", "provider",
-        "service provider", "seller trade name", "prodejce", "dodavatel", "rechnungssteller", "auftragnehmer", "emetteur",
-        "emisor", "cedente prestatore", "発行元", "البائع",
-    ),
-    "order_date": (
-        "invoice date", "document date", "date of order", "date issued", "dated", "ordered on",
-        "rechnungsdatum", "date de facture", "fecha de factura", "factuurdatum", "belegdatum", "beleg datum", "datum vydani",
-        "datum vystaveni", "issue date", "date of issue", "quotation date", "quote date", "fecha de emision",
-        "data emissione", "data fattura", "datum faktury", "date d emission", "fakturadatum", "請求日",
-        "תאריך חשבונית", "تاريخ الفاتورة",
-    ),
-}
-_FIELD_INDEX = {**synonym_index(_EXTRA_LABELS), **LABEL_INDEX}
-_CURRENCY_HINT_RE = re.compile(
-    r"(?:currency|amounts? in|prices? in|w[äa]hrung|betr[äa]ge in|devise|montants en|moneda|importes en|"
-    r"valuta|moeda|通貨|מטבע|العملة)",
-    re.IGNORECASE,
-)
-_PO_TITLE_RE = re.compile(r"\bpurchase\s+order\s*[:#]?\s*([A-Z0-9][\w\-/.]*\d[\w\-/]*)\s*$", re.IGNORECASE)
-_PO_PREFIX_RE = re.compile(r"^(?:#|no\.?|nr\.?|n[°º])\s*", re.IGNORECASE)
-
-
-def _field_label(text: str) -> str | None:
-    """The header field a label names; a compound ending with a long label counts too
-    (``Liefer- und Rechnungsdatum`` -> ``Rechnungsdatum``), a short one does not (``Due date`` is no ``Date``)."""
-    hit = lookup_synonym(text, _FIELD_INDEX, prefix=False)
-    if hit:
-        return hit[0]
-    words = normalize_label(text).split()
-    if len(words) > 4:
-        return None
-    for n in range(1, len(words)):
-        tail = " ".join(words[n:])
-        if len(tail) >= 8 and tail in _FIELD_INDEX and _FIELD_INDEX[tail][0] in _COMPOUND_FIELDS:
-            return _FIELD_INDEX[tail][0]
-    return None
-
-
-#: Fields whose labels are recognised at the end of a longer label (never names: ``Le Fournisseur``).
-_COMPOUND_FIELDS = frozenset({"order_date", "po_number", "document_number"})
-
-
-def _is_label(text: str) -> bool:
-    """True for ``PO Number`` / ``Date:`` (labels carry no digits unless they end with a colon)."""
-    label, sep, rest = text.partition(":")
-    if rest.strip() or (not sep and any(ch.isdigit() for ch in label)):
-        return False
-    return _field_label(label) is not None
-
-
-#: Words printed where a name is expected that are no name (``Nummer: 549910`` under ``Seller:``).
-_NOT_NAMES = frozenset({"name", "nummer", "number", "no", "address", "adresse", "anschrift", "id", "logo"})
-
-
-def _clean_value(name: str, value: str | None, day_first: bool) -> str | None:
-    """The value if it is plausible for the field (normalised), else None."""
-    if value is None:
-        return None
-    value = value.strip().strip(":").strip()
-    if not value or _is_label(value):
-        return None
-    if name in ("po_number", "document_number"):
-        value = _PO_PREFIX_RE.sub("", value)
-        spaced_digits = all(token.isdigit() for token in value.split())  # "1 24 0005 0001201345"
-        ok = any(ch.isdigit() for ch in value) and len(value) <= 40 and (value.count(" ") <= 2 or spaced_digits)
-        return value if ok else None
-    if name == "order_date":
-        return value if parse_date(value, day_first=day_first) is not None else None
-    if name == "currency":
-        return value if detect_currency(value) else None
-    if name == "supplier_name":
-        if ":" in value or is_buyer_label(value) or normalize_label(value) in _NOT_NAMES:
-            return None
-        value = clean_name(value) or ""
-    ok = 0 < len(value) <= 80 and parse_decimal(value) is None
-    return value if ok else None
-
-
-def _value_candidates(
-    lines: list[_Line], i: int, j: int, inline: str | None, colon: bool, label_row: bool, name: str = ""
-) -> list[str]:
-    """Where a label's value may be: after the colon, the next cell right, the cell below.
-
-    In a row of bare labels (``Vendor   Date   Terms``) the values are below, so the
-    cell below is tried before the cell to the right. A supplier label heads a block: the first
-    of the three lines below that is a name (not ``Number: 123``) is its value.
-    """
-    cells = lines[i].cells
-    right = [cells[j + 1].text] if j + 1 < len(cells) else []
-    below: list[str] = []
-    supplier = name == "supplier_name"
-    if colon or label_row or supplier:
-        label = cells[j]
-        for line in lines[i + 1 : i + (4 if supplier else 2)]:
-            if line.page != lines[i].page:
-                break
-            below += [c.text for c in line.cells if _overlap(c.x0, c.x1, label.x0 - 2, label.x1 + 40) > 0][:1]
-    if inline:
-        return [inline]
-    return below + right if label_row and not colon else right + below
-
-
-def _header_fields(lines: list[_Line], skip: set[int], day_first: bool) -> tuple[dict[str, str], list[str]]:
-    """Header fields from the lines outside the item table; also the raw unreadable dates."""
-    found: dict[str, str] = {}
-    bad_dates: list[str] = []
-    for i, line in enumerate(lines):
-        if i in skip:
-            continue
-        label_row = sum(1 for c in line.cells if _is_label(c.text)) >= 2
-        for j, cell in enumerate(line.cells):
-            label, sep, inline = cell.text.partition(":")
-            name = _field_label(label)
-            if name is None:
-                _inline_pair(cell.text, found, day_first)
-                continue
-            if name in found:
-                continue
-            candidates = _value_candidates(lines, i, j, inline.strip() or None, bool(sep), label_row, name)
-            candidates = [c for c in candidates if not _is_label(c)]
-            value = next((v for c in candidates if (v := _clean_value(name, c, day_first)) is not None), None)
-            if value is not None:
-                found[name] = value
-            elif name == "order_date" and candidates:
-                bad_dates.append(candidates[0])
-    if "po_number" not in found:
-        _po_from_title(lines, skip, found)
-    return found, bad_dates
-
-
-def _inline_pair(text: str, found: dict[str, str], day_first: bool) -> None:
-    """``Date 14.09.2026`` / ``PO No PO-1001`` written without a colon (strictly validated)."""
-    words = text.split()
-    for n in range(min(len(words) - 1, 4), 0, -1):
-        name = _field_label(" ".join(words[:n]))
-        if name is None or name in found or name == "supplier_name":
-            continue
-        value = _clean_value(name, " ".join(words[n:]), day_first)
-        if value is not None:
-            found[name] = value
-        return
-
-
-def _po_from_title(lines: list[_Line], skip: set[int], found: dict[str, str]) -> None:
-    """Fallback: a title such as ``Purchase Order #1001`` or ``PURCHASE ORDER PO-1001``."""
-    for i, line in enumerate(lines):
-        if i in skip:
-            continue
-        for cell in line.cells:
-            m = TITLE_PO_RE.search(cell.text) or _PO_TITLE_RE.search(cell.text)
-            if m:
-                found["po_number"] = next(g for g in m.groups() if g)
-                return
-
-
-# --- currency --------------------------------------------------------------------------------
-
-
-def _currency(
-    fields: dict[str, str],
-    table: _Table,
-    columns: list[_Column],
-    header: list[_Line],
-    lines: list[_Line],
-    skip: set[int],
-) -> str | None:
-    """Currency: the labelled field, else votes from money headers and cells, else a ``prices in`` note."""
-    if "currency" in fields:
-        return detect_currency(fields["currency"])
-    votes: Counter[str] = Counter()
-    money = [c for c in columns if c.name in ("unit_cost", "line_total")]
-    for cell in (c for line in header for c in line.cells):
-        if any(_overlap(cell.x0, cell.x1, c.x0, c.x1) > 0 for c in money):
-            code = detect_currency(cell.text)
-            if code:
-                votes[code] += 1
-    for text in table.money_texts:
-        code = detect_currency(text)
-        if code:
-            votes[code] += 1
-    if votes:
-        return votes.most_common(1)[0][0]
-    for i, line in enumerate(lines):
-        if i not in skip and _CURRENCY_HINT_RE.search(line.text):
-            code = detect_currency(line.text)
-            if code:
-                return code
     return None
 
 
@@ -1350,23 +1018,23 @@ def extract_pdf_po(doc: PdfDocument) -> ParsedPO | None:
     ``lines=[]`` when no item table is found but a PO number, date, supplier or total can be read
     (the caller decides what happens next); ``None`` only when nothing at all is readable.
     """
-    lines = [line for line in _document_lines(doc) if line.cells]
+    lines = [line for line in document_lines(doc) if line.cells]
     if not lines:
         return None
     ctx = ParseContext(decimal_comma=guess_decimal_comma(c.text for line in lines for c in line.cells))
     found = _find_table(lines, ctx)
     if found is None and any(page.tables for page in doc.pages):
-        words_only = [line for line in _document_lines(doc, ruled=False) if line.cells]
+        words_only = [line for line in document_lines(doc, ruled=False) if line.cells]
         found = _find_table(words_only, ctx)
         if found is not None:
             lines = words_only
     table, columns = found if found is not None else (_Table(), [])
-    day_first = _day_first(lines, ctx.decimal_comma)
-    fields, bad_dates = _header_fields(lines, table.used, day_first)
-    _title_fields(lines, table.used, fields, day_first)
+    day_first = is_day_first(lines, ctx.decimal_comma)
+    fields, bad_dates = read_header_fields(lines, table.used, day_first)
+    read_title_fields(lines, table.used, fields, day_first)
     if "supplier_name" not in fields:
         phrases = [Phrase(c.text, ln.page, c.x0, c.x1, ln.top) for i, ln in enumerate(lines) if i not in table.used
-                   for c in ln.cells if not _is_label(c.text)]
+                   for c in ln.cells if not is_label(c.text)]
         supplier = supplier_candidate(phrases, doc.pages[0].height or 842.0)
         if supplier:
             fields["supplier_name"] = supplier
@@ -1374,14 +1042,14 @@ def extract_pdf_po(doc: PdfDocument) -> ParsedPO | None:
         _free_totals(lines, table, ctx)
 
     po = ParsedPO(source_format="pdf", extractor="pdf_text", stats={"pages": len(doc.pages)})
-    po.document_type = _document_type(lines)
-    po.po_number = _po_number(fields, po.document_type)
+    po.document_type = read_document_type(lines)
+    po.po_number = pick_po_number(fields, po.document_type)
     po.supplier_name = fields.get("supplier_name")
     po.order_date = parse_date(fields["order_date"], day_first=day_first) if "order_date" in fields else None
     if po.order_date is None and bad_dates:
         ctx.issues.append(Issue(code="UNREADABLE_DATE", message=f"could not read the order date {bad_dates[0]!r}"))
     header_index = min(table.used) if table.used else 0
-    po.currency = _currency(fields, table, columns, lines[header_index : header_index + 2], lines, table.used)
+    po.currency = read_currency(fields, table.money_texts, columns, lines[header_index : header_index + 2], lines, table.used)
     po.lines = table.lines
     if not any(c.name == "sku" for c in columns):
         leading_codes(po.lines)
@@ -1391,50 +1059,6 @@ def extract_pdf_po(doc: PdfDocument) -> ParsedPO | None:
     if not po.lines and not any((po.po_number, po.order_date, po.supplier_name, po.total)):
         return None
     return po
-
-
-_SLASHED_DATE_RE = re.compile(r"\b(\d{1,2})[/.-](\d{1,2})[/.-](?:\d{4}|\d{2})\b")
-
-
-def _day_first(lines: list[_Line], decimal_comma: bool | None) -> bool:
-    """Whether ``03/04/2026`` is day first: a date in the document with a day above 12 decides
-    (``19/03/2016`` or ``03/19/2016``), else European number style (decimal comma) means day first."""
-    day, month = 0, 0
-    for line in lines:
-        for m in _SLASHED_DATE_RE.finditer(line.text):
-            first, second = int(m.group(1)), int(m.group(2))
-            day += first > 12 >= second
-            month += second > 12 >= first
-    if day != month:
-        return day > month
-    return bool(decimal_comma)
-
-
-def _po_number(fields: dict[str, str], document_type: str | None) -> str | None:
-    """The PO number: an invoice, quote or delivery note (or an untitled document) is known by its own number,
-    a PO by its order number."""
-    own, order = fields.get("document_number"), fields.get("po_number")
-    if own and (document_type != "purchase_order" or not order):
-        return own
-    return order
-
-
-def _title_fields(lines: list[_Line], skip: set[int], fields: dict[str, str], day_first: bool) -> None:
-    """The number and date a title carries (``Rechnung Nr. 42 vom 1.2.2024``) when no label gave them."""
-    if "document_number" in fields and "order_date" in fields:
-        return
-    for i, line in enumerate(lines[:_TITLE_LINES]):
-        if i in skip:
-            continue
-        found = [title_reference(text, day_first=day_first) for text in (line.text, *(c.text for c in line.cells))]
-        numbers = [number for number, _ in found if number]
-        dates = [date for _, date in found if date]
-        if numbers:
-            fields.setdefault("document_number", numbers[0])
-        if dates:
-            fields.setdefault("order_date", dates[0])
-        if numbers or dates:
-            return
 
 
 def _fill_totals(po: ParsedPO, table: _Table) -> None:
@@ -1448,44 +1072,22 @@ def _fill_totals(po: ParsedPO, table: _Table) -> None:
         po.subtotal = matching[-1] if matching else table.subtotals[-1]
 
 
-def _free_totals(lines: list[_Line], table: _Table, ctx: ParseContext) -> None:
+def _free_totals(lines: list[Line], table: _Table, ctx: ParseContext) -> None:
     """Without an item table: the totals rows anywhere in the document (``Total: 1,234.00``)."""
     for line in lines:
-        row = _Row(line, {i: [c] for i, c in enumerate(line.cells)}, [_Column(None, c.x0, c.x1) for c in line.cells])
+        row = _Row(line, {i: [c] for i, c in enumerate(line.cells)}, [Column(None, c.x0, c.x1) for c in line.cells])
         outcome = _summary(row, ctx)
         if outcome is not None and outcome[0] != "carry":
             _apply_summary(table, outcome)
 
 
-#: How many lines from the top of the first page may hold the document's title.
-_TITLE_LINES = 25
-
-
-def _document_type(lines: list[_Line]) -> str | None:
-    """The type the document's title names (largest print first, then topmost), else None."""
-    first_page = lines[0].page
-    candidates = []
-    for order, line in enumerate(lines[:_TITLE_LINES]):
-        if line.page != first_page:
-            break
-        for cell in line.cells:
-            kind = document_type_of(cell.text)
-            if kind is not None:
-                candidates.append((-_cell_height(cell, line), order, kind))
-    return min(candidates)[2] if candidates else None
-
-
-def _cell_height(cell: _Cell, line: _Line) -> float:
-    return max((w.bottom - w.top for w in cell.words), default=line.bottom - line.top)
-
-
-def _prices_include_tax(po: ParsedPO, columns: list[_Column], lines: list[_Line], table: _Table) -> bool | None:
+def _prices_include_tax(po: ParsedPO, columns: list[Column], lines: list[Line], table: _Table) -> bool | None:
     """Whether line prices include tax: said by a price column's header, else shown by the totals' arithmetic."""
     header = [lines[i] for i in sorted(table.used)[:2]] if table.used else []
     money = [c for c in columns if c.name in ("unit_cost", "line_total")]
     for line in header:
         for cell in line.cells:
-            if any(_overlap(cell.x0, cell.x1, c.x0, c.x1) > 0 for c in money):
+            if any(overlap(cell.x0, cell.x1, c.x0, c.x1) > 0 for c in money):
                 said = tax_inclusion_of(cell.text)
                 if said is not None:
                     return said
