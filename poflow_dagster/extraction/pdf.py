@@ -532,23 +532,39 @@ def _all_grey(image: Any) -> bool:
 _MAX_SYNONYM_WORDS = 4
 
 
+#: Words that qualify a label rather than name a column (``Price excl. VAT``, ``Betrag ohne USt.``).
+_QUALIFIERS = frozenset(
+    {"ohne", "excl", "incl", "inkl", "zzgl", "sans", "hors", "without", "with", "plus", "senza", "sin", "con", "sem",
+     "com", "netto", "brutto", "gross", "per", "pro", "each"}
+)
+
+
 def _split_header_cell(cell: Cell) -> list[Cell]:
-    """Split a cell like ``Qty Unit Price`` (labels set close together) into one cell per label."""
+    """Split a cell like ``Qty Unit Price`` or ``Pos Art-Nr-Kunde Beschreibung`` (labels set close together)
+    into one cell per label: the fewest unknown words, then the fewest labels; two known labels at least."""
     if len(cell.words) < 2 or normalize_label(cell.text) in COLUMN_INDEX:
         return [cell]
     words = cell.words
-    best: list[list[int] | None] = [None] * (len(words) + 1)  # end index -> segment starts
-    best[0] = []
+    # end index -> (unknown words, segments, segment starts, known segments)
+    best: list[tuple[int, int, list[int], int] | None] = [None] * (len(words) + 1)
+    best[0] = (0, 0, [], 0)
     for end in range(1, len(words) + 1):
         for start in range(max(0, end - _MAX_SYNONYM_WORDS), end):
+            prior = best[start]
+            if prior is None:
+                continue
             key = normalize_label(" ".join(w.text for w in words[start:end]))
-            prior, current = best[start], best[end]
-            if prior is not None and key in COLUMN_INDEX and (current is None or len(prior) + 1 < len(current)):
-                best[end] = [*prior, start]
-    starts = best[len(words)]
-    if not starts or len(starts) < 2:
+            known = key in COLUMN_INDEX
+            if not known and (end - start > 1 or len(key) < 4 or key in _QUALIFIERS):
+                continue  # an unknown label is one word of its own, not "sin" in "Unitario sin IVA"
+            option = (prior[0] + (not known), prior[1] + 1, [*prior[2], start], prior[3] + known)
+            current = best[end]
+            if current is None or option[:2] < current[:2]:
+                best[end] = option
+    result = best[len(words)]
+    if result is None or result[3] < 2:
         return [cell]
-    bounds = [*starts, len(words)]
+    bounds = [*result[2], len(words)]
     return [cell_of(words[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
