@@ -1,8 +1,8 @@
 """Who sent the document, when no ``Supplier:`` label says so, and the number and date a title carries.
 
 * :func:`supplier_candidate` - documents rarely label their sender: the letterhead, the small return-address
-  line above the recipient (``Acme GmbH • Europa-Allee 1 • Frankfurt``) and the footer name it. Candidates are
-  phrases with a legal form (GmbH, Ltd, Inc., SARL, S.A., B.V., 株式会社, בע"מ ...) outside the buyer's
+  line above the recipient (``Acme GmbH • Europa-Allee 1 • Frankfurt``, taken first) and the footer name it.
+  Other candidates are phrases with a legal form (GmbH, Ltd, Inc., SARL, S.A., B.V., 株式会社, בע"מ ...) outside the buyer's
   block (under ``Bill to`` / ``Kunde`` / ``Client`` ...); the topmost wins. Without any legal form, the first
   plain name at the top of the first page (not a title, label, number or address) is taken.
 * :func:`title_reference` - ``Rechnung Nr. 42``, ``Invoice R-2024/00001``, ``Quotation # SO008``,
@@ -102,6 +102,9 @@ def _is_plain_name(text: str) -> bool:
 def supplier_candidate(phrases: Sequence[Phrase], page_height: float) -> str | None:
     """The supplier's name from the first page (see the module docstring), or None."""
     first = [p for p in phrases if p.page == phrases[0].page] if phrases else []
+    sender = _sender_line([p for p in first if p.top <= 0.4 * page_height])
+    if sender:
+        return sender
     legal: list[tuple[float, str]] = []
     for phrase in first:
         for part in _SPLIT_RE.split(phrase.text):
@@ -114,6 +117,22 @@ def supplier_candidate(phrases: Sequence[Phrase], page_height: float) -> str | N
     top = [p for p in first if p.top <= 0.25 * page_height and _is_plain_name(p.text)]
     top = [p for p in top if not _in_buyer_block(p, first)]
     return min(top, key=lambda p: (p.top, p.x0)).text.strip() if top else None
+
+
+_SENDER_SEPARATORS_RE = re.compile(r"\s[•●·|]\s|\s[-–]\s")
+
+
+def _sender_line(phrases: Sequence[Phrase]) -> str | None:
+    """The return-address line printed above the recipient (``weclapp.com | Somestreet 42 | 08155 City``):
+    three or more parts, one with digits (the street or postcode); its first part names the sender."""
+    for phrase in phrases:
+        parts = [part.strip() for part in _SENDER_SEPARATORS_RE.split(phrase.text) if part.strip()]
+        if len(parts) < 3 or not any(ch.isdigit() for ch in " ".join(parts[1:])):
+            continue
+        name = clean_name(parts[0])
+        if name and not any(ch.isdigit() for ch in name) and ":" not in phrase.text and not is_buyer_label(name):
+            return name
+    return None
 
 
 _FILLERS = frozenset({"no", "nr", "number", "num", "numero", "nummer", "n", "c", "ref", "id"})
