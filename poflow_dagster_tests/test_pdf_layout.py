@@ -259,3 +259,32 @@ def test_arabic_table_reads_in_reading_order(tmp_path: Path) -> None:
     po = extract(make_pdf(tmp_path / "arabic.pdf", lines))
     assert rows(po) == [(None, "قهوة عربية", D("3"), D("12.00"), D("36.00"))]
     assert (po.po_number, po.total) == ("7781", D("36.00"))
+
+
+def test_invoice_layout_with_stacked_labels_and_a_tax_breakdown(tmp_path: Path) -> None:
+    """Return-address line, ``Rechnung Nr.`` title with date, a header printed over two lines with a
+    hyphenated label, a position column set close to the description, a tax breakdown after the items."""
+    lines = [
+        [(50, "Kraxi Drachen GmbH · Flugzeugallee 17 · 12345 Papierfeld")],
+        [(50, "Kunde AG")],
+        [(50, "Rechnung Nr. 2014-03 vom 11.07.2014")],
+        [],
+        [(60, "Pos. Artikelbeschreibung"), (300, "Menge"), (370, "Einzel-"), (470, "Positions-")],
+        [(370, "preis"), (470, "betrag")],
+        [(60, "1"), (85, "Superdrachen"), (335, "2", "R"), (420, "20,00", "R"), (530, "40,00", "R")],
+        [(60, "2"), (85, "Turbo Flyer"), (335, "5", "R"), (420, "40,00", "R"), (530, "200,00", "R")],
+        [(60, "Steuersatz"), (300, "Basis"), (470, "Steuer")],
+        [(60, "19 %"), (335, "240,00", "R"), (530, "45,60", "R")],
+        [(300, "Rechnungssumme netto"), (530, "240,00", "R")],
+        [(300, "MwSt. 19 %"), (530, "45,60", "R")],
+        [(300, "Rechnungssumme brutto"), (530, "285,60", "R")],
+    ]
+    po = extract(make_pdf(tmp_path / "rechnung.pdf", lines))
+    assert rows(po) == [
+        (None, "Superdrachen", D("2"), D("20.00"), D("40.00")),
+        (None, "Turbo Flyer", D("5"), D("40.00"), D("200.00")),
+    ]
+    assert (po.supplier_name, po.po_number, po.order_date, po.document_type) == (
+        "Kraxi Drachen GmbH", "2014-03", date(2014, 7, 11), "invoice",
+    )
+    assert (po.subtotal, po.tax, po.total, po.prices_include_tax) == (D("240.00"), D("45.60"), D("285.60"), False)

@@ -67,6 +67,7 @@ _CURRENCY_HINT_RE = re.compile(
     re.IGNORECASE,
 )
 _PO_TITLE_RE = re.compile(r"\bpurchase\s+order\s*[:#]?\s*([A-Z0-9][\w\-/.]*\d[\w\-/]*)\s*$", re.IGNORECASE)
+_DATED_RE = re.compile(r"^(\S+)\s+(?:vom|von|du|del|of|dated|from|issued(?:\s+at|\s+on)?|le)\s+(.+)$", re.IGNORECASE)
 _PO_PREFIX_RE = re.compile(r"^(?:#|no\.?|nr\.?|n[°º])\s*", re.IGNORECASE)
 
 
@@ -111,6 +112,9 @@ def _clean_value(name: str, value: str | None, day_first: bool) -> str | None:
         return None
     if name in ("po_number", "document_number"):
         value = _PO_PREFIX_RE.sub("", value)
+        dated = _DATED_RE.match(value)
+        if dated and parse_date(dated.group(2), day_first=day_first) is not None:
+            value = dated.group(1)  # "2014-03 vom 11.07.2014"
         spaced_digits = all(token.isdigit() for token in value.split())  # "1 24 0005 0001201345"
         ok = any(ch.isdigit() for ch in value) and len(value) <= 40 and (value.count(" ") <= 2 or spaced_digits)
         return value if ok else None
@@ -182,6 +186,8 @@ def _inline_pair(text: str, found: dict[str, str], day_first: bool) -> None:
     """``Date 14.09.2026`` / ``PO No PO-1001`` written without a colon (strictly validated)."""
     words = text.split()
     for n in range(min(len(words) - 1, 4), 0, -1):
+        if any(ch.isdigit() for ch in " ".join(words[:n])):
+            continue  # a label has no digits ("Rechnung Nr. 42" is no label of "vom 1.2.2024")
         name = _field_label(" ".join(words[:n]))
         if name is None or name in found or name == "supplier_name":
             continue
