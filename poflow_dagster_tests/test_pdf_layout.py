@@ -288,3 +288,22 @@ def test_invoice_layout_with_stacked_labels_and_a_tax_breakdown(tmp_path: Path) 
         "Kraxi Drachen GmbH", "2014-03", date(2014, 7, 11), "invoice",
     )
     assert (po.subtotal, po.tax, po.total, po.prices_include_tax) == (D("240.00"), D("45.60"), D("285.60"), False)
+
+
+def test_description_wrapped_around_its_numbers_row(tmp_path: Path) -> None:
+    """A description printed over two lines with the numbers row between them, and a hyphenated wrap."""
+    lines = [
+        [(60, "Description"), (240, "Reference"), (330, "Qty"), (400, "Price"), (480, "Total")],
+        [(60, "Mountain backpack 60L")],
+        [(240, "4449130"), (350, "1", "R"), (440, "66.11", "R"), (530, "66.11", "R")],
+        [(60, "rain cover included")],
+        [],
+        [(60, "Personen-"), (240, "5284409"), (350, "2", "R"), (440, "7.98", "R"), (530, "15.96", "R")],
+        [(60, "Unfallversicherung")],
+        [(400, "Total"), (530, "82.07", "R")],
+    ]
+    po = extract(make_pdf(tmp_path / "wrapped.pdf", lines, step=12))
+    assert [(l.sku, l.description) for l in po.lines] == [
+        ("4449130", "Mountain backpack 60L rain cover included"),
+        ("5284409", "Personen-Unfallversicherung"),
+    ]

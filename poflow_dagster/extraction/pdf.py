@@ -697,6 +697,10 @@ class _Table:
     summary_labels: list[tuple[str, str]] = field(default_factory=list)  # (kind, label) of each totals row
 
 
+#: The last item read, the line it was on and its description cell: what a wrapped description line needs.
+_LastItem = tuple[POLine, Line, "Cell | None"]
+
+
 @dataclass
 class _Row:
     """A body line with its cells assigned to the header's columns."""
@@ -752,7 +756,8 @@ def _read_table(lines: list[Line], start: int, header: tuple[list[Column], int],
     table = _Table(used=set(range(start, start + span)))
     main_fields = _fields(columns)
     closed = foreign = False  # after a grand total / under another table's labels (a tax breakdown)
-    last_item: tuple[POLine, Line, Cell] | None = None
+    last_item: _LastItem | None = None
+    above: _Row | None = None  # a description-only row right above the next item (text wrapped around it)
     index = start + span
     while index < len(lines):
         line, index = _drop_page_marks(lines[index]), index + 1
@@ -786,6 +791,11 @@ def _read_table(lines: list[Line], start: int, header: tuple[list[Column], int],
             continue
         count = len(table.lines)
         last_item = _read_item(table, row, ctx, index - 1)
+        if last_item is None:
+            above = row if {row.columns[i].name for i in row.by_column} == {"description"} else None
+            continue
+        _take_description_above(last_item, above, table, index - 2)
+        above = None
         if closed:
             table.tentative += len(table.lines) - count
     _drop_tentative(table)
@@ -852,6 +862,18 @@ def _is_number(text: str, ctx: ParseContext) -> bool:
     return ctx.parse(text) is not None or quantity_and_unit(text, ctx.parse)[0] is not None
 
 
+def _take_description_above(item: _LastItem, above: _Row | None, table: _Table, index: int) -> None:
+    """An item printed without a description, right below a description-only line, is described by it
+    (a description wrapped around the numbers row: one line above it, the rest below)."""
+    line, row_line = item[0], item[1]
+    if above is None or line.description is not None:
+        return
+    if row_line.top - above.line.bottom > 1.6 * above.line.height:
+        return
+    line.description = above.text("description")
+    table.used.add(index)
+
+
 def _drop_tentative(table: _Table) -> None:
     """Forget the items read after the last total (no totals row confirmed them as a section)."""
     if table.tentative:
@@ -859,7 +881,7 @@ def _drop_tentative(table: _Table) -> None:
         table.tentative = 0
 
 
-def _read_item(table: _Table, row: _Row, ctx: ParseContext, index: int) -> tuple[POLine, Line, Cell] | None:
+def _read_item(table: _Table, row: _Row, ctx: ParseContext, index: int) -> _LastItem | None:
     """Add the row as an item if it is one; return what a wrapped description line needs."""
     item = _item(row, ctx, line_no=len(table.lines) + 1, issues=table.issues)
     if item is not None and item.description and item.description.strip().endswith(":") and item.quantity is None:
@@ -872,7 +894,7 @@ def _read_item(table: _Table, row: _Row, ctx: ParseContext, index: int) -> tuple
     table.used.add(index)
     table.money_texts += [t for t in (row.text("unit_cost"), row.text("line_total")) if t]
     descriptions = [c for i, cells in row.by_column.items() if row.columns[i].name == "description" for c in cells]
-    return (item, row.line, descriptions[0]) if descriptions else None
+    return item, row.line, descriptions[0] if descriptions else None
 
 
 def _summary(row: _Row, ctx: ParseContext) -> tuple[str, Decimal, list[str]] | None:
@@ -996,20 +1018,24 @@ def _unit_cell(text: str | None) -> str | None:
     return word if 0 < len(word) <= 10 and not any(ch.isdigit() for ch in word) else None
 
 
-def _continue_description(row: _Row, last: tuple[POLine, Line, Cell]) -> bool:
+def _continue_description(row: _Row, last: _LastItem) -> bool:
     """Append a wrapped description line (only description text, aligned, right below) to the last item."""
     item, prev, desc_cell = last
     names = {row.columns[i].name for i in row.by_column}
     line = row.line
     if "description" not in names or not names <= {"description", "sku"} or line.page != prev.page:
         return False
-    if not desc_cell.words or _PAGE_RE.match(line.text.strip()):
-        return False
-    aligned = line.cells[0].x0 >= desc_cell.x0 - 3.0 and line.cells[0].x0 <= desc_cell.x1
+    if (desc_cell is not None and not desc_cell.words) or _PAGE_RE.match(line.text.strip()):
+        return False  # a ruled cell holds its whole text already
+    column = next(c for c in row.columns if c.name == "description")
+    x0, x1 = (desc_cell.x0, desc_cell.x1) if desc_cell is not None else (column.x0, column.x1)
+    aligned = x0 - 3.0 <= line.cells[0].x0 <= x1
     close = line.top - prev.bottom <= 0.9 * prev.height
     if not (aligned and close):
         return False
-    item.description = f"{item.description or ''} {line.text}".strip()
+    before = item.description or ""
+    hyphenated = before.endswith("-") and before[-2:-1].isalpha()  # "Personen-" + "Unfallversicherung"
+    item.description = f"{before}{'' if hyphenated else ' '}{line.text}".strip()
     return True
 
 
