@@ -307,3 +307,39 @@ def test_description_wrapped_around_its_numbers_row(tmp_path: Path) -> None:
         ("4449130", "Mountain backpack 60L rain cover included"),
         ("5284409", "Personen-Unfallversicherung"),
     ]
+
+
+def test_monospaced_plain_text_order(tmp_path: Path) -> None:
+    """A PO printed as plain text in Courier: one space inside a phrase, several between columns."""
+    text = [
+        "ACME SUPPLIES LTD",
+        "PURCHASE ORDER",
+        "PO Number: 4711-B",
+        "Order Date: 2022-03-04",
+        "",
+        "Product                        Qty   Unit Price      Total",
+        "Desk Lamp, brass                 2        19.90      39.80",
+        "Office Chair                     1       149.00     149.00",
+        "Cable ties (100 pack)           10         2.50      25.00",
+        "",
+        "                                      Subtotal      213.80",
+        "                                      Tax            21.38",
+        "                                      Total         235.18",
+    ]
+    pdf = FPDF(unit="pt", format="A4")
+    pdf.add_page()
+    pdf.set_font("Courier", size=10)
+    for n, line in enumerate(text):
+        pdf.text(40, 60 + 14 * n, line)
+    path = tmp_path / "courier.pdf"
+    path.write_bytes(bytes(pdf.output()))
+    po = extract(path)
+    assert rows(po) == [
+        (None, "Desk Lamp, brass", D("2"), D("19.90"), D("39.80")),
+        (None, "Office Chair", D("1"), D("149.00"), D("149.00")),
+        (None, "Cable ties (100 pack)", D("10"), D("2.50"), D("25.00")),
+    ]
+    assert (po.po_number, po.supplier_name, po.order_date, po.document_type) == (
+        "4711-B", "ACME SUPPLIES LTD", date(2022, 3, 4), "purchase_order",
+    )
+    assert (po.subtotal, po.tax, po.total) == (D("213.80"), D("21.38"), D("235.18"))
