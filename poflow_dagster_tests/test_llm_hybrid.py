@@ -380,3 +380,11 @@ def test_on_a_tie_the_lines_whose_numbers_can_be_checked_win() -> None:
     assert merged.stats["hybrid"]["sources"]["lines"] == "llm"  # 0 mismatches each; the LLM's pass 3 checks, not 1
     assert [(line.quantity, line.unit_cost) for line in merged.lines] == [(Decimal("2"), Decimal("10.00")),
                                                                         (Decimal("3"), Decimal("5.00"))]
+
+
+def test_the_models_plain_decimals_are_taken_as_written() -> None:
+    from poflow_dagster.extraction.llm_schema import LLMExtraction, to_parsed_po
+
+    answer = llm_answer([("B456", "Lâmpada", "5", "10.000", "50.00"), ("C1", "Cabo", "2", "1,234.50", "2469.00")])
+    po = to_parsed_po(LLMExtraction.model_validate(answer), source_format="pdf")
+    assert [line.unit_cost for line in po.lines] == [Decimal("10.000"), Decimal("1234.50")]  # ten; a stray comma read

@@ -5,7 +5,8 @@ and every property is *required but nullable*, as Structured Outputs' strict mod
 demands (``required`` lists every property, ``additionalProperties: false``; the
 ``openai`` SDK adds both when it turns these models into a JSON schema). Money and
 quantities travel as strings (``"1234.56"``) so no float rounding happens on the way,
-dates as ``"YYYY-MM-DD"``. Values are parsed with :mod:`.numbers`; a value that does not
+dates as ``"YYYY-MM-DD"``. A plain decimal is taken as it is (``"10.000"`` is ten: the format the model
+is asked for); anything else is parsed with :mod:`.numbers`; a value that does not
 parse becomes ``None`` plus a warning :class:`Issue` (``unreadable_number``,
 ``unreadable_date``, ``unreadable_currency``) - never a guess.
 """
@@ -32,6 +33,8 @@ _MONEY = (
 )
 _CONFIDENCE = "Your confidence from 0 to 1 that the values above are exactly what the document says."
 _ISO_CODE_RE = re.compile(r"[A-Z]{3}")
+#: The format the model is told to use: a plain decimal with a dot (``"10.000"`` is ten, not ten thousand).
+_PLAIN_DECIMAL_RE = re.compile(r"-?\d+(\.\d+)?")
 
 
 DocumentType = Literal["purchase_order", "order_confirmation", "invoice", "delivery_note", "quote"]
@@ -164,7 +167,7 @@ def _number(value: str | None, field: str, issues: list[Issue]) -> Decimal | Non
     text = _clean(value)
     if text is None:
         return None
-    number = parse_decimal(text)
+    number = Decimal(text) if _PLAIN_DECIMAL_RE.fullmatch(text) else parse_decimal(text)
     if number is None:
         issues.append(_warning("UNREADABLE_NUMBER", f"{field}: {_quote(text)} is not a number"))
     return number
