@@ -1064,24 +1064,9 @@ def extract_pdf_po(doc: PdfDocument) -> ParsedPO | None:
     if not lines:
         return None
     ctx = ParseContext(decimal_comma=guess_decimal_comma(c.text for line in lines for c in line.cells))
-    found = _find_table(lines, ctx)
-    if found is None and any(page.tables for page in doc.pages):
-        words_only = [line for line in document_lines(doc, ruled=False) if line.cells]
-        found = _find_table(words_only, ctx)
-        if found is not None:
-            lines = words_only
-    table, columns = found if found is not None else (_Table(), [])
+    lines, table, columns = _item_table(doc, lines, ctx)
     day_first = is_day_first(lines, ctx.decimal_comma)
-    fields, bad_dates = read_header_fields(lines, table.used, day_first)
-    read_title_fields(lines, table.used, fields, day_first)
-    if "supplier_name" not in fields:
-        phrases = [Phrase(c.text, ln.page, c.x0, c.x1, ln.top) for i, ln in enumerate(lines) if i not in table.used
-                   for c in ln.cells if not is_label(c.text)]
-        supplier = supplier_candidate(phrases, doc.pages[0].height or 842.0)
-        if supplier:
-            fields["supplier_name"] = supplier
-    if found is None:
-        _free_totals(lines, table, ctx)
+    fields, bad_dates = _header_values(lines, table, doc, day_first)
 
     po = ParsedPO(source_format="pdf", extractor="pdf_text", stats={"pages": len(doc.pages)})
     po.document_type = read_document_type(lines)
@@ -1090,8 +1075,8 @@ def extract_pdf_po(doc: PdfDocument) -> ParsedPO | None:
     po.order_date = parse_date(fields["order_date"], day_first=day_first) if "order_date" in fields else None
     if po.order_date is None and bad_dates:
         ctx.issues.append(Issue(code="UNREADABLE_DATE", message=f"could not read the order date {bad_dates[0]!r}"))
-    header_index = min(table.used) if table.used else 0
-    po.currency = read_currency(fields, table.money_texts, columns, lines[header_index : header_index + 2], lines, table.used)
+    header = min(table.used) if table.used else 0
+    po.currency = read_currency(fields, table.money_texts, columns, lines[header : header + 2], lines, table.used)
     po.lines = table.lines
     if not any(c.name == "sku" for c in columns):
         leading_codes(po.lines)
@@ -1101,6 +1086,41 @@ def extract_pdf_po(doc: PdfDocument) -> ParsedPO | None:
     if not po.lines and not any((po.po_number, po.order_date, po.supplier_name, po.total)):
         return None
     return po
+
+
+def _item_table(doc: PdfDocument, lines: list[Line], ctx: ParseContext) -> tuple[list[Line], _Table, list[Column]]:
+    """The lines read, the item table and its columns. When pdfplumber's ruled tables hold no item table
+    (a page frame taken for a table), the words are read alone; with no item table at all, the totals rows
+    anywhere in the document are still read (an empty table with no columns)."""
+    found = _find_table(lines, ctx)
+    if found is None and any(page.tables for page in doc.pages):
+        words_only = [line for line in document_lines(doc, ruled=False) if line.cells]
+        found = _find_table(words_only, ctx)
+        if found is not None:
+            lines = words_only
+    if found is not None:
+        return lines, found[0], found[1]
+    table = _Table()
+    _free_totals(lines, table, ctx)
+    return lines, table, []
+
+
+def _header_values(lines: list[Line], table: _Table, doc: PdfDocument, day_first: bool) -> tuple[dict[str, str], list[str]]:
+    """Header fields (labels, then the title, then the letterhead for the supplier) and unreadable dates."""
+    fields, bad_dates = read_header_fields(lines, table.used, day_first)
+    read_title_fields(lines, table.used, fields, day_first)
+    if "supplier_name" not in fields:
+        phrases = [
+            Phrase(c.text, line.page, c.x0, c.x1, line.top)
+            for i, line in enumerate(lines)
+            if i not in table.used
+            for c in line.cells
+            if not is_label(c.text)
+        ]
+        supplier = supplier_candidate(phrases, doc.pages[0].height or 842.0)
+        if supplier:
+            fields["supplier_name"] = supplier
+    return fields, bad_dates
 
 
 def _fill_totals(po: ParsedPO, table: _Table) -> None:
