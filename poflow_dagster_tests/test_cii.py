@@ -69,8 +69,9 @@ def test_freight_charge_is_shipping_and_other_allowances_are_reported() -> None:
         "TOSL108", "Salescompany ltd.", dt.date(2013, 6, 30), "NOK")
     assert (po.subtotal, po.tax, po.shipping, po.total) == (
         Decimal("1436.50"), Decimal("365.28"), Decimal("100.00"), Decimal("1801.78"))
-    [charges] = [issue for issue in po.issues if issue.code == "CHARGES_NOT_APPLIED"]
+    [charges] = [issue for issue in po.issues if issue.code == "DOCUMENT_ALLOWANCES_CHARGES"]
     assert "Promotion discount" in charges.message and "Freight" not in charges.message
+    assert po.discount is not None and po.discount > 0  # the promotion is applied to the total, not lost
     assert po.stats["order_reference"] == "123" and "ORDER_REFERENCE" in codes(po)
     assert "PREPAID_AMOUNT" in codes(po)
     assert [line.unit for line in po.lines] == ["units"] * 4 + ["m"]

@@ -65,7 +65,8 @@ def test_extract_json_contract_and_bad_document(home, db_url, samples, tmp_path)
     result = _run(["extract", str(samples["nordwind-bestellung-2002.tsv"]), "--format", "json"], home, db_url)
     data = json.loads(result.stdout)
     assert set(data) == {"po_number", "supplier_name", "order_date", "currency", "document_type",
-                         "prices_include_tax", "subtotal", "tax", "shipping", "total", "lines", "issues"}
+                         "prices_include_tax", "subtotal", "discount", "charges", "tax", "shipping", "total", "lines",
+                         "issues"}
     assert set(data["lines"][0]) == {"sku", "barcode", "description", "quantity", "unit_cost", "line_total", "unit",
                                      "discount", "image_urls"}
     assert isinstance(data["subtotal"], str) and all(isinstance(l["unit_cost"], str) for l in data["lines"])

@@ -60,3 +60,18 @@ def test_a_line_discount_and_tax_inclusive_prices_are_compared_like_with_like():
     assert [i.code for i in reconcile(net).issues] == ["TOTAL_MISMATCH"]
     undiscounted = gross.model_copy(update={"lines": [line.model_copy(update={"discount": None})]})
     assert "LINE_AMOUNT_MISMATCH" in [i.code for i in reconcile(undiscounted).issues]
+
+
+def test_document_allowances_and_charges_count_toward_the_total():
+    from decimal import Decimal as D
+
+    from poflow_dagster.domain.models import ParsedPO, POLine
+    from poflow_dagster.domain.reconcile import reconcile
+
+    line = POLine(line_no=1, sku="A", quantity=D("2"), unit_cost=D("50.00"), line_total=D("100.00"))
+    po = ParsedPO(lines=[line], subtotal=D("100.00"), discount=D("10.00"), charges=D("5.00"), tax=D("19.00"),
+                  shipping=D("6.00"), total=D("120.00"))
+    assert [i.code for i in reconcile(po).issues if i.severity == "error"] == []
+    ignored = po.model_copy(update={"discount": None})  # the promotion left out: 10.00 off the printed total
+    [mismatch] = [i for i in reconcile(ignored).issues if i.code == "TOTAL_MISMATCH"]
+    assert "130.00" in mismatch.message and "discount + charges" in mismatch.message

@@ -130,12 +130,14 @@ def test_supplier_falls_back_to_the_registration_name() -> None:
     assert_matches_spec(po, spec, supplier=spec.supplier_legal_name)
 
 
-def test_non_freight_charges_are_reported_not_applied() -> None:
+def test_non_freight_charges_are_the_pos_charges_and_named() -> None:
     spec = sample_spec(other_charges=(ChargeSpec("Insurance", Decimal("25.00")),))
     po = extract_ubl(ubl_order(spec))
     assert_matches_spec(po, spec)
+    assert (po.charges, po.discount) == (Decimal("25.00"), None)  # shipping stays the freight charge only
     (issue,) = po.issues
-    assert issue.code == "CHARGES_NOT_APPLIED" and "Insurance" in issue.message and "25.00" in issue.message
+    assert (issue.code, issue.severity) == ("DOCUMENT_ALLOWANCES_CHARGES", "info")
+    assert "Insurance" in issue.message and "25.00" in issue.message
 
 
 def test_missing_tax_and_shipping_stay_none() -> None:
@@ -346,4 +348,4 @@ def test_a_despatch_advice_is_a_delivery_note_without_money() -> None:
 
 def test_zero_allowances_and_charges_are_not_reported() -> None:
     po = corpus_po("xrechnung-testsuite/02.01a-INVOICE_ubl.xml")  # a charge and an allowance of 0 each
-    assert "CHARGES_NOT_APPLIED" not in codes(po) and po.shipping is None
+    assert "DOCUMENT_ALLOWANCES_CHARGES" not in codes(po) and po.shipping is None

@@ -140,12 +140,13 @@ def test_price_per_hundred_is_converted_to_a_unit_price() -> None:
     assert codes(po) == ["PRICE_BASIS_CONVERTED"] * len(spec.lines)
 
 
-def test_non_freight_charges_are_reported_not_applied() -> None:
+def test_non_freight_charges_are_the_pos_charges_and_named() -> None:
     spec = sample_spec(other_charges=(ChargeSpec("INSURANCE", Decimal("7.25")),))
     po = extract_x12_850(x12_850(spec))
     assert_matches_spec(po, spec)  # shipping is the freight charge only
+    assert po.charges == Decimal("7.25") and po.discount is None
     (issue,) = po.issues
-    assert issue.code == "CHARGES_NOT_APPLIED" and "D980" in issue.message and "7.25" in issue.message
+    assert issue.code == "DOCUMENT_ALLOWANCES_CHARGES" and "D980" in issue.message and "7.25" in issue.message
 
 
 def test_sac_amount_with_an_explicit_decimal_point_is_read_as_written() -> None:

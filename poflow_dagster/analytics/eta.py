@@ -59,7 +59,7 @@ RUN_STAGES: list[str] = [*PO_STAGES, "checks"]
 MIN_RUNS = 5
 #: A feature is kept only if it cuts the stage's mean absolute error by at least this share.
 MIN_IMPROVEMENT = 0.1
-DETERMINISTIC_FORMATS = ("csv", "tsv", "xlsx", "x12", "ubl")
+DETERMINISTIC_FORMATS = ("csv", "tsv", "xlsx", "x12", "ubl", "cii")
 ANY = "*"
 
 
@@ -143,7 +143,7 @@ class EtaModel:
 def _default_ratios() -> dict[str, dict[str, float]]:
     deterministic = dict.fromkeys(DETERMINISTIC_FORMATS, 0.0)
     return {
-        "lines_per_kb": {"csv": 10.0, "tsv": 10.0, "x12": 8.0, "xlsx": 2.0, "ubl": 1.0, "pdf": 0.3, ANY: 1.0},
+        "lines_per_kb": {"csv": 10.0, "tsv": 10.0, "x12": 8.0, "xlsx": 2.0, "ubl": 1.0, "cii": 1.0, "pdf": 0.3, ANY: 1.0},
         "pages_per_kb": {**deterministic, "pdf": 1 / 60, ANY: 1 / 120},
         "windows_per_page": {**deterministic, "pdf": 0.25, ANY: 0.25},
         "windows_per_kb": {**deterministic, "pdf": 1 / 240, ANY: 1 / 480},

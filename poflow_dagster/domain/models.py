@@ -57,12 +57,16 @@ class ParsedPO(BaseModel):
     #: The line prices include tax (VAT-inclusive / gross): lines add up to the total, tax is a part of it.
     prices_include_tax: bool | None = None
     subtotal: Decimal | None = None
+    #: Document-level allowances (money off the whole order, e.g. a promotion) and charges other than shipping
+    #: (insurance, handling...): total = subtotal - discount + charges + shipping + tax.
+    discount: Decimal | None = None
+    charges: Decimal | None = None
     tax: Decimal | None = None
     shipping: Decimal | None = None
     total: Decimal | None = None
     lines: list[POLine] = Field(default_factory=list)
     issues: list[Issue] = Field(default_factory=list)
-    source_format: str = "unknown"  # csv | tsv | xlsx | pdf | image | x12 | ubl | text
+    source_format: str = "unknown"  # csv | tsv | xlsx | pdf | image | x12 | ubl | cii | text
     extractor: str = "unknown"  # which extractor produced it: spreadsheet | pdf_text | x12_850 | ubl | llm
     #: 0..1 where the extractor can judge it (the LLM reports one); None = deterministic, fully trusted.
     confidence: float | None = None
@@ -93,6 +97,8 @@ class ParsedPO(BaseModel):
             "document_type": self.document_type,
             "prices_include_tax": self.prices_include_tax,
             "subtotal": s(self.subtotal),
+            "discount": s(self.discount),
+            "charges": s(self.charges),
             "tax": s(self.tax),
             "shipping": s(self.shipping),
             "total": s(self.total),

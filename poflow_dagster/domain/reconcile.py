@@ -93,9 +93,12 @@ def _total_issues(po: ParsedPO) -> list[Issue]:
         base = po.subtotal if po.subtotal is not None else lines_sum
         # Tax-inclusive prices: the tax printed is a part of the lines' amounts, never added on top.
         tax = 0 if po.prices_include_tax else (po.tax or 0)
-        expected = base + tax + (po.shipping or 0)
+        adjustments = (po.charges or 0) - (po.discount or 0)
+        expected = base + adjustments + tax + (po.shipping or 0)
         if abs(expected - po.total) > TOLERANCE:
             what = "subtotal (tax included) + shipping" if po.prices_include_tax else "subtotal + tax + shipping"
+            if adjustments:
+                what = what.replace("subtotal", "subtotal - discount + charges", 1)
             issues.append(Issue(code=TOTAL_MISMATCH, severity="error",
                                 message=f"{what} = {_s(expected)}, the total says {_s(po.total)}"))
     return issues

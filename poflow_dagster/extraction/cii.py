@@ -43,6 +43,7 @@ from xml.etree.ElementTree import Element
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import Issue, ParsedPO, POLine
 from poflow_dagster.extraction.barcodes import clean_barcode
+from poflow_dagster.extraction.charges import note_allowances_and_charges, sum_or_none
 from poflow_dagster.extraction.numbers import as_money
 from poflow_dagster.extraction.ubl import (
     FREIGHT_REASON_CODES,
@@ -299,7 +300,7 @@ class _Reader:
                 po.prices_include_tax = False
             po.tax = self.tax(block, po.currency)
             self._note_prepaid(block)
-        po.shipping = self.shipping()
+        po.shipping, po.discount, po.charges = self.allowances_and_charges()
 
     def tax(self, block: Element, currency: str | None) -> Decimal | None:
         """TaxTotalAmount in the invoice currency (a tax-currency copy is skipped)."""
@@ -320,26 +321,30 @@ class _Reader:
             message = f"{format(prepaid, 'f')} was prepaid; {format(due or 0, 'f')} is left to pay"
             self.issues.append(Issue(code="PREPAID_AMOUNT", severity="info", message=message))
 
-    def shipping(self) -> Decimal | None:
-        """Header freight charges and logistics service charges; other allowances/charges become an issue."""
+    def allowances_and_charges(self) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
+        """Header trade allowances/charges and logistics service charges: (freight = shipping, allowances =
+        discount, other charges); the allowances and other charges are also named in an info issue."""
         settlement = self.doc.find(_SETTLEMENT, CII_NAMESPACES)
         if settlement is None:
-            return None
+            return None, None, None
         freight: list[Decimal] = []
-        others: list[str] = []
+        allowances: list[Decimal] = []
+        charges: list[Decimal] = []
+        named: list[str] = []
         for charge in settlement.findall("ram:SpecifiedTradeAllowanceCharge", CII_NAMESPACES):
             amount = self.number(charge, "ram:ActualAmount", "allowance/charge amount", money=True)
+            if amount is None or amount == 0:  # an allowance/charge of 0 changes nothing
+                continue
             if _is_charge(charge) and _is_freight(charge):
-                freight.extend([amount] if amount is not None else [])
-            elif amount != 0:  # an allowance/charge of 0 changes nothing
-                others.append(_describe_charge(charge, amount))
+                freight.append(amount)
+                continue
+            (charges if _is_charge(charge) else allowances).append(amount)
+            named.append(_describe_charge(charge, amount))
         for service in settlement.findall("ram:SpecifiedLogisticsServiceCharge", CII_NAMESPACES):
             amount = self.number(service, "ram:AppliedAmount", "logistics service charge", money=True)
             freight.extend([amount] if amount is not None else [])
-        if others:
-            message = f"allowances/charges not mapped to shipping: {', '.join(others)}"
-            self.issues.append(Issue(code="CHARGES_NOT_APPLIED", message=message))
-        return as_money(sum(freight, Decimal(0))) if freight else None
+        note_allowances_and_charges(self.issues, named)
+        return sum_or_none(freight), sum_or_none(allowances), sum_or_none(charges)
 
 
 def _sku(product: Element | None) -> str | None:

@@ -51,6 +51,7 @@ import defusedxml.ElementTree as safe_et
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import Issue, ParsedPO, POLine
 from poflow_dagster.extraction.barcodes import clean_barcode
+from poflow_dagster.extraction.charges import note_allowances_and_charges, sum_or_none
 from poflow_dagster.extraction.numbers import as_money
 
 __all__ = ["NAMESPACES", "extract_ubl", "line_discount", "parse_xml", "price_per_unit", "read_ubl", "unit_of_measure"]
@@ -380,7 +381,7 @@ class _Reader:
                 po.prices_include_tax = False
             self._note_prepaid(block)
         po.tax = self.tax(po.currency)
-        po.shipping = self.shipping()
+        po.shipping, po.discount, po.charges = self.allowances_and_charges()
 
     def _note_prepaid(self, block: Element) -> None:
         """The total is the grand total: name a prepaid amount (the payable amount leaves it out)."""
@@ -399,21 +400,24 @@ class _Reader:
             return self.number(total, "cbc:TaxAmount", "tax amount", money=True)
         return None
 
-    def shipping(self) -> Decimal | None:
-        """Sum of document-level freight charges; other allowances/charges become an issue."""
+    def allowances_and_charges(self) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
+        """Document-level ``cac:AllowanceCharge``: (freight charges = shipping, allowances = discount, other
+        charges); the allowances and other charges are also named in an info issue."""
         freight: list[Decimal] = []
-        others: list[str] = []
+        allowances: list[Decimal] = []
+        charges: list[Decimal] = []
+        named: list[str] = []
         for charge in self.doc.findall("cac:AllowanceCharge", NAMESPACES):
             amount = self.number(charge, "cbc:Amount", "allowance/charge amount", money=True)
+            if amount is None or amount == 0:  # an allowance/charge of 0 changes nothing
+                continue
             if _is_charge(charge) and _is_freight(charge):
-                if amount is not None:
-                    freight.append(amount)
-            elif amount != 0:  # an allowance/charge of 0 changes nothing
-                others.append(_describe_charge(charge, amount))
-        if others:
-            message = f"allowances/charges not mapped to shipping: {', '.join(others)}"
-            self.issues.append(Issue(code="CHARGES_NOT_APPLIED", message=message))
-        return as_money(sum(freight, Decimal(0))) if freight else None
+                freight.append(amount)
+                continue
+            (charges if _is_charge(charge) else allowances).append(amount)
+            named.append(_describe_charge(charge, amount))
+        note_allowances_and_charges(self.issues, named)
+        return sum_or_none(freight), sum_or_none(allowances), sum_or_none(charges)
 
 
 _ATTACHMENT_PATH = "cac:Item/cac:ItemSpecificationDocumentReference/cac:Attachment"
