@@ -3,10 +3,12 @@
 The sheet is seen as a grid of cells. The extractor
 
 1. finds the **item header row**: the row whose cells best match the column
-   synonyms below (en, de, fr, es, it, nl, pt); it needs a description-or-SKU column
+   synonyms below (en, de, fr, es, it, nl, pt, ja, he, ar; cs, pl in part; labels in other scripts
+   are kept by :func:`normalize_label`); it needs a description-or-SKU column
    and a quantity-or-price column, columns may be in any order;
 2. reads **header fields** (PO number, supplier, date, currency) from the rows above
-   it, written ``Label: value`` in one cell or ``Label | value`` in adjacent cells;
+   it, written ``Label: value`` in one cell or ``Label | value`` in adjacent cells, and the
+   document type from a title there (:func:`.vocabulary.document_type_of`);
 3. reads **item rows** below it; rows labelled subtotal / tax / shipping / total
    (in any of the languages) fill the PO's money fields instead of becoming items
    (several tax or shipping rows are added up; the last total wins); discount and
@@ -389,7 +391,9 @@ def normalize_label(text: str) -> str:
     """Normalise a label: case, accents, punctuation, ``#``/``N°``, units and codes removed.
 
     ``"Prix unitaire (EUR)"`` -> ``"prix unitaire"``, ``"N° de commande"`` ->
-    ``"no de commande"``, ``"MwSt 19%"`` -> ``"mwst"``, ``"Art.-Nr."`` -> ``"art nr"``.
+    ``"no de commande"``, ``"MwSt 19%"`` -> ``"mwst"``, ``"Art.-Nr."`` -> ``"art nr"``. Letters of
+    other scripts are kept (``"商品コード"``, ``'מק"ט'`` -> ``"מק ט"``), full-width and Arabic
+    presentation forms folded.
     """
     s = text.lower()
     if not s.isascii():
