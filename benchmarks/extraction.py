@@ -357,7 +357,8 @@ def simulated_answer(expected: dict[str, Any], perturbation: str, rng: random.Ra
     """What the simulated model answers for a document: its expected JSON in the LLM schema, perturbed."""
     lines = [dict(line) for line in expected.get("lines") or []]
     answer: dict[str, Any] = {name: expected.get(name) for name in (
-        "po_number", "supplier_name", "order_date", "currency", "subtotal", "tax", "shipping", "total")}
+        "po_number", "supplier_name", "order_date", "currency", "subtotal", "discount", "charges", "tax", "shipping",
+        "total")}
     answer["document_type"] = expected.get("document_type") if expected.get("document_type") in _DOCUMENT_TYPES else None
     answer["prices_include_tax"] = expected.get("prices_include_tax")
     if perturbation == "wrong_number":

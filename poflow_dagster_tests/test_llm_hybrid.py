@@ -388,3 +388,12 @@ def test_the_models_plain_decimals_are_taken_as_written() -> None:
     answer = llm_answer([("B456", "Lâmpada", "5", "10.000", "50.00"), ("C1", "Cabo", "2", "1,234.50", "2469.00")])
     po = to_parsed_po(LLMExtraction.model_validate(answer), source_format="pdf")
     assert [line.unit_cost for line in po.lines] == [Decimal("10.000"), Decimal("1234.50")]  # ten; a stray comma read
+
+
+def test_a_document_level_discount_of_the_text_reading_counts_when_lines_are_compared() -> None:
+    deterministic = reading(RIGHT, po_number="PO-5", supplier_name="Acme", subtotal=Decimal("35.00"),
+                            discount=Decimal("5.00"), total=Decimal("30.00"))
+    llm = llm_reading(RIGHT[:1], order_date=dt.date(2026, 1, 5), subtotal=Decimal("35.00"), total=Decimal("30.00"))
+    merged = reconcile(merge(deterministic, llm, why=["missing order_date"]))
+    assert merged.discount == Decimal("5.00") and [line.sku for line in merged.lines] == ["A-1", "B-2"]
+    assert merged.stats["hybrid"]["sources"]["discount"] == "deterministic" and not needs_review(merged)

@@ -41,7 +41,7 @@ LINES_NOT_FOUND = "LINES_NOT_FOUND"
 #: Header fields a usable reading needs (a document that does not print one still asks the LLM once).
 ESSENTIAL_FIELDS = ("po_number", "supplier_name", "order_date")
 HEADER_FIELDS = ("po_number", "supplier_name", "order_date", "currency", "document_type", "prices_include_tax")
-TOTAL_FIELDS = ("subtotal", "tax", "shipping", "total")
+TOTAL_FIELDS = ("subtotal", "discount", "charges", "tax", "shipping", "total")
 _ARITHMETIC = frozenset({LINE_AMOUNT_MISMATCH, SUBTOTAL_MISMATCH, TOTAL_MISMATCH})
 _DETERMINISTIC, _LLM = "deterministic", "llm"
 _FILLABLE = ("sku", "barcode", "quantity", "unit_cost", "line_total", "unit", "discount")

@@ -112,6 +112,7 @@ with leading zeros; null if the line has none. The supplier's item code is the S
 Order confirmation: order_confirmation; Delivery note: delivery_note; Quote/Angebot: quote); null if untitled.
 - prices_include_tax: true only if the document says prices include VAT/tax, false if it says net/excl.
 - unit: the unit printed with a line's quantity (kg, pcs, h...); discount: money off a line, when printed.
+- Document-level discount (allowance) and charges (handling, insurance; not shipping) only when printed.
 - confidence: 0 to 1, how sure you are the values are exactly what is printed.
 """
 
@@ -927,7 +928,7 @@ def _shorten(text: str, limit: int) -> str:
 # --- merge -------------------------------------------------------------------------------
 
 _HEADER_FIELDS = ("po_number", "supplier_name", "order_date", "currency", "document_type", "prices_include_tax")
-_TOTAL_FIELDS = ("subtotal", "tax", "shipping", "total")
+_TOTAL_FIELDS = ("subtotal", "discount", "charges", "tax", "shipping", "total")
 
 
 def _merge(answers: list[LLMExtraction], *, source_format: str) -> tuple[ParsedPO, int]:

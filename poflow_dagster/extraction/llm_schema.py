@@ -85,6 +85,12 @@ class LLMExtraction(BaseModel):
         description="true if the document says its prices include VAT/tax (gross), false if it says net; else null.",
     )
     subtotal: str | None = Field(description="Subtotal row. " + _MONEY)
+    discount: str | None = Field(
+        default=None, description="Money taken off the whole order (an allowance row, not a line's). " + _MONEY
+    )
+    charges: str | None = Field(
+        default=None, description="Charges other than shipping added to the order (handling, insurance...). " + _MONEY
+    )
     tax: str | None = Field(description="Tax / VAT row. " + _MONEY)
     shipping: str | None = Field(description="Shipping / freight row. " + _MONEY)
     total: str | None = Field(description="Grand total row. " + _MONEY)
@@ -107,6 +113,8 @@ def to_parsed_po(extraction: LLMExtraction, *, source_format: str) -> ParsedPO:
         document_type=extraction.document_type,
         prices_include_tax=extraction.prices_include_tax,
         subtotal=_number(extraction.subtotal, "subtotal", issues),
+        discount=_number(extraction.discount, "discount", issues),
+        charges=_number(extraction.charges, "charges", issues),
         tax=_number(extraction.tax, "tax", issues),
         shipping=_number(extraction.shipping, "shipping", issues),
         total=_number(extraction.total, "total", issues),
