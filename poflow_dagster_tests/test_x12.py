@@ -329,3 +329,20 @@ def test_a_line_sac_charge_outweighing_its_allowances_is_reported_not_applied() 
     po = extract_x12_850(text)
     assert po.lines[0].discount is None and po.lines[0].line_total == spec.lines[0].line_total
     assert "LINE_CHARGES_IGNORED" in [issue.code for issue in po.issues]
+
+
+def test_control_characters_named_as_delimiters_in_isa_are_an_x12_file_not_binary(tmp_path: Path) -> None:
+    """FS / GS as segment terminator and element separator (a common choice of real trading partners): the
+    ISA segment names them, so the file is EDI and reads like its tilde-star twin."""
+    from poflow_dagster.extraction import extract_file
+
+    spec = sample_spec()
+    plain = x12_850(spec)
+    controlled = plain.replace("~", "\x1c").replace("*", "\x1d")
+    path = tmp_path / "po.edi"
+    path.write_text(controlled, encoding="ascii")
+    assert detect_format(path) == "edi"
+    assert_matches_spec(extract_file(path), spec)
+    binary = tmp_path / "junk.edi"  # control characters elsewhere still mean binary
+    binary.write_text("GS\x1c" + "\x1d\x1e\x1f" * 50 + plain, encoding="ascii")
+    assert detect_format(binary) == "unknown"

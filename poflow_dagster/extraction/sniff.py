@@ -106,8 +106,18 @@ def _looks_textual(text: str) -> bool:
     if not text:
         return True
     sample = text[:SNIFF_BYTES]
-    controls = sum(1 for c in sample if ord(c) < 32 and c not in "\t\r\n\f")
+    allowed = "\t\r\n\f" + _x12_delimiters(sample)
+    controls = sum(1 for c in sample if ord(c) < 32 and c not in allowed)
     return controls == 0 or controls / len(sample) < 0.01 and "\x00" not in sample
+
+
+def _x12_delimiters(text: str) -> str:
+    """An X12 interchange names its own delimiters in the fixed-width ISA segment (element separator at 3,
+    component separator at 104, segment terminator at 105); control characters (FS, GS, RS...) are common
+    choices and make no file binary."""
+    if text.startswith("ISA") and len(text) > 105:
+        return text[3] + text[104] + text[105]
+    return ""
 
 
 def detect_delimiter(text: str) -> str | None:
@@ -189,7 +199,7 @@ def _classify_text(text: str) -> str:
         return "html"
     if lowered.startswith("<") and re.match(r"<(?:!--|[a-z_][\w:.-]*[\s>/])", lowered):
         return "xml"
-    if re.match(r"ISA[^\w\s]", stripped) or stripped.startswith(("UNA:", "UNB+")):
+    if re.match(r"ISA[^\w \t\r\n]", stripped) or stripped.startswith(("UNA:", "UNB+")):
         return "edi"  # X12: the element separator is whatever follows "ISA"
     if stripped[:1] in "{[" and stripped.rstrip()[-1:] in "}]":
         return "json"

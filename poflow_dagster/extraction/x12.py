@@ -152,7 +152,7 @@ def read_delimiters(text: str) -> Delimiters:
             "malformed_edi", f"the ISA segment is cut short: {len(text)} characters, X12 requires {ISA_LENGTH}"
         )
     element = text[3]
-    if element.isalnum() or element.isspace():
+    if element.isalnum() or element in " \t\r\n":  # FS/GS/RS (control characters) are usable separators
         raise PoflowError("malformed_edi", f"unusable element separator {element!r} after ISA")
     elements = text[: ISA_LENGTH - 2].split(element)
     if len(elements) != 17:
