@@ -695,6 +695,7 @@ class _Table:
     subtotals: list[Decimal] = field(default_factory=list)  # every Subtotal row, in order (sections too)
     tentative: int = 0  # items read after a total: kept only if another totals row follows them
     summary_labels: list[tuple[str, str]] = field(default_factory=list)  # (kind, label) of each totals row
+    positions: dict[int, str | None] = field(default_factory=dict)  # id(item) -> its position cell
 
 
 #: The last item read, the line it was on and its description cell: what a wrapped description line needs.
@@ -891,6 +892,7 @@ def _read_item(table: _Table, row: _Row, ctx: ParseContext, index: int) -> _Last
     if item is None:
         return None
     table.lines.append(item)
+    table.positions[id(item)] = row.text("position")
     table.used.add(index)
     table.money_texts += [t for t in (row.text("unit_cost"), row.text("line_total")) if t]
     descriptions = [c for i, cells in row.by_column.items() if row.columns[i].name == "description" for c in cells]
@@ -1079,6 +1081,7 @@ def extract_pdf_po(doc: PdfDocument) -> ParsedPO | None:
     po.currency = read_currency(fields, table.money_texts, columns, lines[header : header + 2], lines, table.used)
     po.lines = table.lines
     if not any(c.name == "sku" for c in columns):
+        _positions_as_skus(po.lines, table.positions)
         leading_codes(po.lines)
     _fill_totals(po, table)
     po.prices_include_tax = _prices_include_tax(po, columns, lines, table)
@@ -1121,6 +1124,16 @@ def _header_values(lines: list[Line], table: _Table, doc: PdfDocument, day_first
         if supplier:
             fields["supplier_name"] = supplier
     return fields, bad_dates
+
+
+def _positions_as_skus(lines: list[POLine], positions: dict[int, str | None]) -> None:
+    """A ``No.`` column that holds codes (``1908-S``), not position numbers (1, 2, 3 or 10, 20), is the SKU."""
+    values = [positions.get(id(line)) for line in lines]
+    if not values or any(v is None for v in values) or all(v.strip().rstrip(".").isdigit() for v in values if v):
+        return
+    for line, value in zip(lines, values):
+        if line.sku is None and value:
+            line.sku = value.strip()
 
 
 def _fill_totals(po: ParsedPO, table: _Table) -> None:

@@ -259,8 +259,9 @@ COLUMN_SYNONYMS: dict[str, tuple[str, ...]] = {
         "unite", "unidad", "unita", "eenheid", "unidade", "mj", "jm", "jednostka", "単位", "יחידה", "יח", "الوحدة",
         "وحدة",
     ),
-    # The position number (read by no one; ``Pos. Artikelbeschreibung`` splits into two columns).
-    "position": ("pos", "position", "pos nr", "posnr", "pos no", "line no", "lfd nr", "ln", "poz"),
+    # The position number (``Pos. Artikelbeschreibung`` splits into two columns; a ``No.`` column holding
+    # codes rather than 1, 2, 3 is read as the SKU by the PDF reader).
+    "position": ("pos", "position", "pos nr", "posnr", "pos no", "line no", "lfd nr", "ln", "poz", "no", "nr"),
     # The line's tax rate (read by no one; knowing the column keeps its values out of the others).
     "tax_rate": (
         "vat", "vat rate", "tax", "taxes", "tax rate", "vat no", "tax no", "gst", "mwst", "ust", "mwst satz", "ust satz",
