@@ -26,7 +26,7 @@ from poflow_dagster.domain.models import Issue, ParsedPO
 from poflow_dagster.extraction.cii import extract_xml, is_cii
 from poflow_dagster.extraction.ubl import parse_xml
 
-__all__ = ["MAX_EMBEDDED_BYTES", "embedded_order_xml", "extract_embedded"]
+__all__ = ["MAX_EMBEDDED_BYTES", "embedded_order_file", "embedded_order_xml", "extract_embedded"]
 
 log = logging.getLogger(__name__)
 
