@@ -696,6 +696,7 @@ class _Table:
     tentative: int = 0  # items read after a total: kept only if another totals row follows them
     summary_labels: list[tuple[str, str]] = field(default_factory=list)  # (kind, label) of each totals row
     positions: dict[int, str | None] = field(default_factory=dict)  # id(item) -> its position cell
+    grand_totals: list[Decimal] = field(default_factory=list)  # every Total row, in order
 
 
 #: The last item read, the line it was on and its description cell: what a wrapped description line needs.
@@ -968,6 +969,7 @@ def _apply_summary(table: _Table, outcome: tuple[str, Decimal, list[str]]) -> bo
         totals[kind] = totals.get(kind, Decimal(0)) + amount
     elif kind == "total":
         totals["total"] = amount
+        table.grand_totals.append(amount)
         return True
     elif kind == "discount":
         message = f"a discount of {format(abs(amount), 'f')} is listed but not applied to the lines"
@@ -1137,14 +1139,21 @@ def _positions_as_skus(lines: list[POLine], positions: dict[int, str | None]) ->
 
 
 def _fill_totals(po: ParsedPO, table: _Table) -> None:
-    """Totals from the summary rows; of several Subtotal rows (sections) the one that sums the lines, else the last."""
+    """Totals from the summary rows: of several Subtotal rows (sections) the one that sums the lines, of
+    several Total rows (a tax breakdown's ``Total`` too) the one that is subtotal + tax + shipping; else the last."""
     po.tax = table.totals.get("tax")
     po.shipping = table.totals.get("shipping")
-    po.total = table.totals.get("total")
+    cent = Decimal("0.01")
     if table.subtotals:
         lines_sum = po.lines_sum()
-        matching = [s for s in table.subtotals if abs(s - lines_sum) <= Decimal("0.01")]
+        matching = [s for s in table.subtotals if abs(s - lines_sum) <= cent]
         po.subtotal = matching[-1] if matching else table.subtotals[-1]
+    po.total = table.totals.get("total")
+    if len(table.grand_totals) > 1:
+        net = po.subtotal if po.subtotal is not None else po.lines_sum()
+        expected = net + (po.tax or 0) + (po.shipping or 0)
+        adding_up = [t for t in table.grand_totals if abs(t - expected) <= cent]
+        po.total = adding_up[-1] if adding_up else table.grand_totals[-1]
 
 
 def _free_totals(lines: list[Line], table: _Table, ctx: ParseContext) -> None:
