@@ -158,12 +158,15 @@ def title_reference(text: str, *, day_first: bool) -> tuple[str | None, str | No
         rest = [t for t in tokens[n:] if not _is_filler(t)]
         if not rest or not any(ch.isdigit() for ch in rest[0]):
             return None, None
-        number = rest[0].strip(".,;:")
-        after = rest[1:]
+        taken = 1
+        while rest[0].isdigit() and taken < len(rest) and rest[taken].isdigit():
+            taken += 1  # a number printed in groups: "1 24 0005 0001201345"
+        number = " ".join(rest[:taken]).strip(".,;:")
+        after = rest[taken:]
         while after and normalize_label(after[0]) in _DATE_WORDS:
             after = after[1:]
         candidate = " ".join(after)
-        date = candidate if len(after) < len(rest) - 1 and parse_date(candidate, day_first=day_first) else None
+        date = candidate if len(after) < len(rest) - taken and parse_date(candidate, day_first=day_first) else None
         if parse_date(number, day_first=day_first) is not None:
             return None, number
         return number, date

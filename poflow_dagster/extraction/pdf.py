@@ -63,6 +63,7 @@ from poflow_dagster.extraction.pdf_header import (
     read_currency,
     read_document_type,
     read_header_fields,
+    read_lone_date,
     read_title_fields,
 )
 from poflow_dagster.extraction.pdf_lines import (
@@ -1114,6 +1115,7 @@ def _header_values(lines: list[Line], table: _Table, doc: PdfDocument, day_first
     """Header fields (labels, then the title, then the letterhead for the supplier) and unreadable dates."""
     fields, bad_dates = read_header_fields(lines, table.used, day_first)
     read_title_fields(lines, table.used, fields, day_first)
+    read_lone_date(lines, table.used, fields, day_first)
     if "supplier_name" not in fields:
         phrases = [
             Phrase(c.text, line.page, c.x0, c.x1, line.top)

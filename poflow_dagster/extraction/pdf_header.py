@@ -31,6 +31,7 @@ __all__ = [
     "read_currency",
     "read_document_type",
     "read_header_fields",
+    "read_lone_date",
     "read_title_fields",
 ]
 
@@ -74,6 +75,8 @@ _PO_PREFIX_RE = re.compile(r"^(?:#|no\.?|nr\.?|n[°º])\s*", re.IGNORECASE)
 def _field_label(text: str) -> str | None:
     """The header field a label names; a compound ending with a long label counts too
     (``Liefer- und Rechnungsdatum`` -> ``Rechnungsdatum``), a short one does not (``Due date`` is no ``Date``)."""
+    if any(ch.isdigit() for ch in text):
+        return None  # a label carries no digits: "Invoice 103767" is a label and its value
     hit = lookup_synonym(text, _FIELD_INDEX, prefix=False)
     if hit:
         return hit[0]
@@ -265,6 +268,21 @@ def pick_po_number(fields: dict[str, str], document_type: str | None) -> str | N
     if own and (document_type != "purchase_order" or not order):
         return own
     return order
+
+
+def read_lone_date(lines: list[Line], skip: set[int], fields: dict[str, str], day_first: bool) -> None:
+    """Without a labelled date, a cell that is nothing but a date above the item table on the first page
+    (``February 17, 2026`` under the title) is the document's date."""
+    if "order_date" in fields or not lines:
+        return
+    end = min(skip) if skip else len(lines)
+    for line in lines[:end]:
+        if line.page != lines[0].page:
+            return
+        for cell in line.cells:
+            if any(ch.isdigit() for ch in cell.text) and parse_date(cell.text, day_first=day_first) is not None:
+                fields["order_date"] = cell.text
+                return
 
 
 def read_title_fields(lines: list[Line], skip: set[int], fields: dict[str, str], day_first: bool) -> None:

@@ -131,6 +131,8 @@ _LONGEST_TITLE = max(len(key.split()) for key in _TITLE_INDEX)
 
 def is_title_phrase(text: str) -> bool:
     """True if ``text`` is exactly a document title phrase (``Invoice``, ``Bon de commande``, ``Mietrechnung``)."""
+    if any(ch.isdigit() for ch in text):
+        return False
     return normalize_label(text) in _TITLE_INDEX or (" " not in text.strip() and _compound_title([text]) is not None)
 
 
