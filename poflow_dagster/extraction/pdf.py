@@ -941,15 +941,25 @@ def _label_and_amount(text: str, ctx: ParseContext) -> tuple[str, str | None]:
     return text, None
 
 
+#: Columns whose text may look like a totals label inside an item row (``19 % VAT``, ``Discount 10 %``).
+_SIDE_COLUMNS = frozenset({"tax_rate", "unit", "discount", "position"})
+
+
 def _looks_like_item(row: _Row, label_cell: Cell, *, exact: bool, ctx: ParseContext, kind: str = "") -> bool:
     """Guard items such as ``SHIP-1 | Shipping box | 10`` (same rule as the spreadsheet reader); a priced
     delivery row inside the table (``Transport | 120.00 | 120.00``) is an item too."""
     label_column = row.column_of(label_cell)
 
     def number_in(name: str) -> bool:
-        return label_column != name and ctx.parse(row.text(name), quantity=name == "quantity") is not None
+        if label_column == name:
+            return False
+        if name == "quantity":
+            return quantity_and_unit(row.text(name), ctx.parse)[0] is not None
+        return ctx.parse(row.text(name)) is not None
 
     has_qty = number_in("quantity")
+    if label_column in _SIDE_COLUMNS and (row.text("description") or row.text("sku")):
+        return True  # "19 % VAT" in an item's tax-rate column
     if kind == "shipping" and label_column == "description" and number_in("unit_cost") and number_in("line_total"):
         return True
     if not exact or not has_qty:
