@@ -43,7 +43,7 @@ from typing import Any
 
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import Issue, ParsedPO, POLine
-from poflow_dagster.extraction.barcodes import clean_barcode
+from poflow_dagster.extraction.barcodes import clean_barcode, gtin_or_none
 from poflow_dagster.extraction.layout import (
     Cell,
     Column,
@@ -758,6 +758,7 @@ def _read_table(lines: list[Line], start: int, header: tuple[list[Column], int],
     columns = _aligned(lines, start + span, columns, ctx)
     table = _Table(used=set(range(start, start + span)))
     main_fields = _fields(columns)
+    labels = set(_label_block(lines, start))  # the header's own label lines are no repeated header
     closed = foreign = False  # after a grand total / under another table's labels (a tax breakdown)
     last_item: _LastItem | None = None
     above: _Row | None = None  # a description-only row right above the next item (text wrapped around it)
@@ -767,7 +768,7 @@ def _read_table(lines: list[Line], start: int, header: tuple[list[Column], int],
         if line is None:
             table.used.add(index - 1)
             continue
-        repeated = _header_at(lines, index - 1)
+        repeated = _header_at(lines, index - 1) if index - 1 not in labels else None
         if repeated is not None and len(_fields(repeated[0]) & main_fields) >= max(2, len(main_fields) - 1):
             (columns, span), closed, foreign, last_item = repeated, False, False, None
             columns = _aligned(lines, index - 1 + span, columns, ctx)
@@ -891,6 +892,8 @@ def _read_item(table: _Table, row: _Row, ctx: ParseContext, index: int) -> _Last
         return None  # a section heading such as "Hardware:" with a stray number
     if item is not None and item.quantity == 0 and item.unit_cost is None and item.line_total is None:
         return None  # a note such as "Kennzeichen: M-MM 0000", not an item of nothing
+    if item is not None and all(":" in cell.text for cell in row.line.cells):
+        return None  # "Bruttopreis: 1,50 € | Rabatt: -2,50 €": notes on the item above, not an item
     if item is None:
         return None
     table.lines.append(item)
@@ -1034,24 +1037,40 @@ def _unit_cell(text: str | None) -> str | None:
 
 
 def _continue_description(row: _Row, last: _LastItem) -> bool:
-    """Append a wrapped description line (only description text, aligned, right below) to the last item."""
+    """Take a wrapped line of the last item (text under its description or code only, right below):
+    description text is appended; under the code column, the item's code (when it had none) or its
+    barcode (a GTIN printed below the code)."""
     item, prev, desc_cell = last
     names = {row.columns[i].name for i in row.by_column}
     line = row.line
-    if "description" not in names or not names <= {"description", "sku"} or line.page != prev.page:
+    if not names or not names <= {"description", "sku"} or line.page != prev.page:
         return False
     if (desc_cell is not None and not desc_cell.words) or _PAGE_RE.match(line.text.strip()):
         return False  # a ruled cell holds its whole text already
-    column = next(c for c in row.columns if c.name == "description")
-    x0, x1 = (desc_cell.x0, desc_cell.x1) if desc_cell is not None else (column.x0, column.x1)
-    aligned = x0 - 3.0 <= line.cells[0].x0 <= x1
     close = line.top - prev.bottom <= 0.9 * prev.height
-    if not (aligned and close):
+    if not close or not (_aligned_with(line, row, desc_cell) or "description" not in names):
         return False
-    before = item.description or ""
-    hyphenated = before.endswith("-") and before[-2:-1].isalpha()  # "Personen-" + "Unfallversicherung"
-    item.description = f"{before}{'' if hyphenated else ' '}{line.text}".strip()
+    code = row.text("sku")
+    if code and item.sku is None:
+        item.sku = code
+    elif code and item.barcode is None and gtin_or_none(code):
+        item.barcode = gtin_or_none(code)  # a GTIN printed under the item's code
+    text = row.text("description")
+    if text:
+        before = item.description or ""
+        hyphenated = before.endswith("-") and before[-2:-1].isalpha()  # "Personen-" + "Unfallversicherung"
+        item.description = f"{before}{'' if hyphenated else ' '}{text}".strip()
     return True
+
+
+def _aligned_with(line: Line, row: _Row, desc_cell: Cell | None) -> bool:
+    """True if the line's description text starts within the item's description (cell or column)."""
+    column = next((c for c in row.columns if c.name == "description"), None)
+    if desc_cell is None and column is None:
+        return False
+    x0, x1 = (desc_cell.x0, desc_cell.x1) if desc_cell is not None else (column.x0, column.x1)  # type: ignore[union-attr]
+    starts = [c.x0 for i, cells in row.by_column.items() if row.columns[i].name == "description" for c in cells]
+    return bool(starts) and x0 - 3.0 <= min(starts) <= x1
 
 
 def _find_table(lines: list[Line], ctx: ParseContext) -> tuple[_Table, list[Column]] | None:

@@ -245,7 +245,7 @@ COLUMN_SYNONYMS: dict[str, tuple[str, ...]] = {
         "bedrag", "totaal", "totaalprijs", "regeltotaal",
         # pt
         "valor total", "preco total",
-        "netto", "entgelt", "price w o tax", "amount w o tax", "total w o tax", "amount excl vat", "line amount excl vat",
+        "netto", "nettowert", "entgelt", "price w o tax", "amount w o tax", "total w o tax", "amount excl vat", "line amount excl vat",
         "line amount", "net value", "total excl vat", "amount excl tax", "net", "gesamt netto", "betrag netto",
         "gesamtpreis netto", "montant net", "total net",
         # cs / pl
