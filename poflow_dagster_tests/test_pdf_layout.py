@@ -343,3 +343,22 @@ def test_monospaced_plain_text_order(tmp_path: Path) -> None:
         "4711-B", "ACME SUPPLIES LTD", date(2022, 3, 4), "purchase_order",
     )
     assert (po.subtotal, po.tax, po.total) == (D("213.80"), D("21.38"), D("235.18"))
+
+
+def test_code_and_gtin_printed_under_the_item_line(tmp_path: Path) -> None:
+    """A record printed over several lines: numbers on the first, the code and GTIN below, a note row."""
+    lines = [
+        [(60, "Art-Nr"), (150, "Beschreibung"), (300, "Menge"), (380, "Preis"), (470, "Betrag")],
+        [(150, "Kunstrasen"), (335, "3", "R"), (430, "3,33", "R"), (530, "10,00", "R")],
+        [(60, "KR3M"), (150, "grün 3m breit")],
+        [(60, "4012345001235")],
+        [(150, "Bruttopreis: 4,00"), (300, "Abschlag: 0,67")],
+        [(150, "Schweinesteak"), (335, "5", "R"), (430, "5,50", "R"), (530, "27,50", "R")],
+        [(60, "SFK5")],
+        [(400, "Summe"), (530, "37,50", "R")],
+    ]
+    po = extract(make_pdf(tmp_path / "records.pdf", lines, step=12))
+    assert [(l.sku, l.barcode, l.description, l.line_total) for l in po.lines] == [
+        ("KR3M", "4012345001235", "Kunstrasen grün 3m breit", D("10.00")),
+        ("SFK5", None, "Schweinesteak", D("27.50")),
+    ]
