@@ -1065,10 +1065,13 @@ def _continue_description(row: _Row, last: _LastItem) -> bool:
 
 def _aligned_with(line: Line, row: _Row, desc_cell: Cell | None) -> bool:
     """True if the line's description text starts within the item's description (cell or column)."""
-    column = next((c for c in row.columns if c.name == "description"), None)
-    if desc_cell is None and column is None:
-        return False
-    x0, x1 = (desc_cell.x0, desc_cell.x1) if desc_cell is not None else (column.x0, column.x1)  # type: ignore[union-attr]
+    if desc_cell is not None:
+        x0, x1 = desc_cell.x0, desc_cell.x1
+    else:
+        column = next((c for c in row.columns if c.name == "description"), None)
+        if column is None:
+            return False
+        x0, x1 = column.x0, column.x1
     starts = [c.x0 for i, cells in row.by_column.items() if row.columns[i].name == "description" for c in cells]
     return bool(starts) and x0 - 3.0 <= min(starts) <= x1
 
