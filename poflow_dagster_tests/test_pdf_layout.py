@@ -362,3 +362,16 @@ def test_code_and_gtin_printed_under_the_item_line(tmp_path: Path) -> None:
         ("KR3M", "4012345001235", "Kunstrasen grün 3m breit", D("10.00")),
         ("SFK5", None, "Schweinesteak", D("27.50")),
     ]
+
+
+def test_tax_printed_as_a_rate_only(tmp_path: Path) -> None:
+    """``Sales Tax 10%`` with no amount: the tax is what the total adds to the subtotal, when the rate agrees."""
+    lines = [
+        [(60, "Description"), (300, "Qty"), (380, "Price"), (470, "Line Total")],
+        [(60, "Manager Training"), (335, "1", "R"), (430, "3,500", "R"), (530, "3,500", "R")],
+        [(380, "Subtotal"), (530, "3,500", "R")],
+        [(380, "Sales Tax"), (530, "10%", "R")],
+        [(380, "Total"), (530, "3,850", "R")],
+    ]
+    po = extract(make_pdf(tmp_path / "rate.pdf", lines))
+    assert (po.subtotal, po.tax, po.total, po.prices_include_tax) == (D("3500"), D("350"), D("3850"), False)

@@ -923,11 +923,17 @@ def _summary(row: _Row, ctx: ParseContext) -> tuple[str, Decimal, list[str]] | N
         ]
         text = later[-1] if later else amount_text
         amount = parse_decimal(text, decimal_comma=ctx.decimal_comma) if text else None
+        rate = _RATE_RE.fullmatch(cells[-1].text.strip()) if hit[0] == "tax" and position + 1 < len(cells) else None
+        if amount is None and rate:
+            return "tax_rate", Decimal(rate.group(1).replace(",", ".")), [cell.text]  # "Sales Tax | 10%"
         if amount is None:
             continue
         kind = "subtotal" if hit[0] == "total" and tax_inclusion_of(label) is False else hit[0]  # "Summe netto"
         return kind, amount, [cell.text, text]
     return None
+
+
+_RATE_RE = re.compile(r"(\d{1,2}(?:[.,]\d{1,3})?)\s*%")
 
 
 def _label_and_amount(text: str, ctx: ParseContext) -> tuple[str, str | None]:
@@ -981,6 +987,8 @@ def _apply_summary(table: _Table, outcome: tuple[str, Decimal, list[str]]) -> bo
         table.subtotals.append(amount)
     elif kind in ("tax", "shipping"):
         totals[kind] = totals.get(kind, Decimal(0)) + amount
+    elif kind == "tax_rate":
+        totals.setdefault("tax_rate", amount)
     elif kind == "total":
         totals["total"] = amount
         table.grand_totals.append(amount)
@@ -1183,6 +1191,11 @@ def _fill_totals(po: ParsedPO, table: _Table) -> None:
         matching = [s for s in table.subtotals if abs(s - lines_sum) <= cent]
         po.subtotal = matching[-1] if matching else table.subtotals[-1]
     po.total = table.totals.get("total")
+    rate = table.totals.get("tax_rate")
+    if po.tax is None and rate is not None and po.subtotal is not None and po.total is not None:
+        rest = po.total - po.subtotal - (po.shipping or 0)  # the tax printed as a rate only ("Sales Tax 10%")
+        if abs(rest - po.subtotal * rate / 100) <= Decimal("0.01"):
+            po.tax = rest
     if len(table.grand_totals) > 1:
         net = po.subtotal if po.subtotal is not None else po.lines_sum()
         expected = net + (po.tax or 0) + (po.shipping or 0)
