@@ -375,3 +375,10 @@ def test_tax_printed_as_a_rate_only(tmp_path: Path) -> None:
     ]
     po = extract(make_pdf(tmp_path / "rate.pdf", lines))
     assert (po.subtotal, po.tax, po.total, po.prices_include_tax) == (D("3500"), D("350"), D("3850"), False)
+
+
+def test_page_text_for_the_llm_is_in_reading_order(tmp_path: Path) -> None:
+    """The page text handed on (to the LLM path) has right-to-left lines re-ordered too."""
+    path = make_pdf(tmp_path / "he_text.pdf", [[(60, "הזמנת רכש"[::-1])], [(60, "Plain line  kept")]])
+    text = read_pdf(path).pages[0].text
+    assert "הזמנת רכש" in text and "Plain line" in text

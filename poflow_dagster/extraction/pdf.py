@@ -356,7 +356,7 @@ def _check_page_content(page: Any, number: int) -> None:
 
 def _read_page(page: Any, number: int) -> PdfPage:
     """Text, words and ruled tables of one pdfplumber page."""
-    text = page.extract_text() or ""
+    text = _reading_order(page.extract_text() or "")
     raw = page.extract_words()
     upright = [w for w in raw if w.get("upright", True)]
     if len(upright) * 2 >= len(raw):  # sideways margin text (a copyright line up the edge) is no content
@@ -376,6 +376,18 @@ def _read_page(page: Any, number: int) -> PdfPage:
         height=float(page.height),
         tables=tables,
     )
+
+
+def _reading_order(text: str) -> str:
+    """A page's text with right-to-left lines in reading order and full-width forms folded (:mod:`.text_norm`);
+    text without such characters is returned as it is."""
+    if text.isascii():
+        return text
+    lines = []
+    for line in text.splitlines():
+        fixed = logical_line(line)
+        lines.append(line if fixed == " ".join(line.split()) else fixed)
+    return "\n".join(lines)
 
 
 def _read_tables(page: Any) -> list[PdfTable]:
