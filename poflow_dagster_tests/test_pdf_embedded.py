@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from fpdf import FPDF
 
+from poflow_dagster.domain.models import ParsedPO
 from poflow_dagster.extraction.pdf_embedded import MAX_EMBEDDED_BYTES, embedded_order_xml, extract_embedded
 from poflow_dagster.samples.edi_documents import billion_laughs_xml, cii_invoice_xml
 
@@ -195,3 +196,46 @@ def _pdf_with_external_file_spec(target: str) -> bytes:
     out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
     return bytes(out)
+
+
+def _po(**fields):  # type: ignore[no-untyped-def]
+    from decimal import Decimal as D
+
+    from poflow_dagster.domain.models import POLine
+
+    lines = fields.pop("lines", [POLine(line_no=1, sku="A-1", quantity=D("3"), unit_cost=D("3.33"),
+                                        line_total=D("10.00"), unit="stk")])
+    return ParsedPO(lines=lines, **fields)
+
+
+def test_combine_takes_the_xml_header_and_keeps_printed_lines_that_reconcile() -> None:
+    from decimal import Decimal as D
+
+    from poflow_dagster.domain.models import POLine
+    from poflow_dagster.extraction.pdf_embedded import combine_with_text
+
+    xml_line = POLine(line_no=1, sku=None, quantity=D("3"), unit_cost=D("3.3333"), line_total=D("10.00"),
+                      unit="units")
+    xml = _po(po_number="RE-1", supplier_name="Lieferant GmbH", subtotal=D("10.00"), tax=D("1.90"),
+              total=D("11.90"), lines=[xml_line])
+    text = _po(po_number="1", supplier_name=None, subtotal=D("10.00"), total=D("11.90"))  # misread number
+    both = combine_with_text(xml, text)
+    assert (both.po_number, both.supplier_name, both.tax) == ("RE-1", "Lieferant GmbH", D("1.90"))
+    assert [(line.sku, line.unit) for line in both.lines] == [("A-1", "stk")]  # the page's lines
+    assert not [issue for issue in both.issues if issue.severity == "error"]
+
+
+def test_combine_uses_the_xml_lines_when_the_page_gave_none_and_distrusts_an_xml_that_does_not_add_up() -> None:
+    from decimal import Decimal as D
+
+    from poflow_dagster.domain.models import Issue
+    from poflow_dagster.extraction.pdf_embedded import combine_with_text
+
+    xml = _po(po_number="RE-2", subtotal=D("10.00"), total=D("10.00"))
+    no_lines = _po(po_number="RE-2", lines=[], issues=[
+        Issue(code="LINES_NOT_FOUND", severity="error", message="no lines")])
+    assert [line.sku for line in combine_with_text(xml, no_lines).lines] == ["A-1"]
+    wrong = _po(po_number="RE-3", subtotal=D("99.00"), total=D("99.00"))  # the XML's subtotal contradicts its lines
+    text = _po(po_number="RE-3b", subtotal=D("10.00"), total=D("10.00"))
+    kept = combine_with_text(wrong, text)
+    assert kept.po_number == "RE-3b" and "EMBEDDED_XML_INCONSISTENT" in [issue.code for issue in kept.issues]

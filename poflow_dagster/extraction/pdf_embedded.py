@@ -2,8 +2,9 @@
 
 A hybrid PDF carries its document twice: a human-readable page and a UN/CEFACT CII (or UBL) XML file attached
 to the PDF (``factur-x.xml``, ``zugferd-invoice.xml``, ``xrechnung.xml``, ``order-x.xml``...). The XML is the
-legally binding e-invoice data; the page is only its rendering. So when the XML is there it is read instead of
-guessing the same values back from the text layer.
+legally binding e-invoice data; the page is only its rendering. So when the XML is there its header values are
+taken over what the text layer gives (:func:`combine_with_text`: an XML that does not add up is not trusted;
+the printed lines are kept when they reconcile).
 
 The attachment is found in the catalog's ``/Names /EmbeddedFiles`` name tree and in its ``/AF`` (associated
 files) array, read with :mod:`pdfminer` (already a dependency of the text-layer reader). Only files whose name
@@ -23,6 +24,7 @@ from typing import Any
 
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import Issue, ParsedPO
+from poflow_dagster.domain.reconcile import reconcile
 from poflow_dagster.extraction.cii import extract_xml, is_cii
 from poflow_dagster.extraction.ubl import parse_xml
 
@@ -79,6 +81,43 @@ def extract_embedded(path: Path) -> ParsedPO | None:
         )
     )
     return po
+
+
+#: Header fields the embedded XML gives when it has them (the legally binding values).
+_HEADER_FIELDS = ("po_number", "supplier_name", "order_date", "currency", "document_type", "prices_include_tax",
+                  "subtotal", "discount", "charges", "tax", "shipping", "total")
+_LINE_ERRORS = frozenset({"LINE_AMOUNT_MISMATCH", "SUBTOTAL_MISMATCH", "LINES_NOT_FOUND", "NEGATIVE_QUANTITY"})
+
+
+def combine_with_text(embedded: ParsedPO, text: ParsedPO | None) -> ParsedPO:
+    """One PO from a hybrid PDF's embedded XML and its text layer, both reconciled.
+
+    An XML that does not reconcile on its own is not trusted: the text reading stands (with an info issue). Else
+    the XML's header fields win; the lines are the text layer's when it read lines that reconcile (they are what
+    the page shows: printed codes, rounded prices, the printed unit words), the XML's otherwise; when the XML's
+    header makes the text lines disagree (``SUBTOTAL_MISMATCH``) the XML is taken whole.
+    """
+    xml = reconcile(embedded)
+    if text is None:
+        return xml
+    text = reconcile(text)
+    if _errors(xml):
+        note = Issue(code="EMBEDDED_XML_INCONSISTENT", severity="info",
+                     message=f"the e-invoice XML embedded in the PDF does not add up ({', '.join(_errors(xml))}); "
+                             "the printed page was read instead")
+        return text.model_copy(update={"issues": [*text.issues, note]})
+    text_lines_hold = bool(text.lines) and not (_errors(text) & _LINE_ERRORS)
+    if not text_lines_hold:
+        return xml
+    header = {name: getattr(xml, name) for name in _HEADER_FIELDS if getattr(xml, name) is not None}
+    read_from = [issue for issue in xml.issues if issue.code == "EMBEDDED_XML_READ"]
+    merged = reconcile(text.model_copy(update={**header, "issues": [*text.issues, *read_from],
+                                               "extractor": "pdf_embedded_xml+pdf_text"}))
+    return xml if _errors(merged) - _errors(text) else merged
+
+
+def _errors(po: ParsedPO) -> set[str]:
+    return {issue.code for issue in po.issues if issue.severity == "error"}
 
 
 # --- the PDF's attachments ---------------------------------------------------------------------
