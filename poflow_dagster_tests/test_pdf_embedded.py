@@ -239,3 +239,19 @@ def test_combine_uses_the_xml_lines_when_the_page_gave_none_and_distrusts_an_xml
     text = _po(po_number="RE-3b", subtotal=D("10.00"), total=D("10.00"))
     kept = combine_with_text(wrong, text)
     assert kept.po_number == "RE-3b" and "EMBEDDED_XML_INCONSISTENT" in [issue.code for issue in kept.issues]
+
+
+def test_extract_file_reads_a_hybrid_pdfs_xml_header_and_its_printed_lines() -> None:
+    """Through the entry point: the embedded XML's header values (the page's text layer misreads some), the lines
+    as printed, no error issue."""
+    from poflow_dagster.extraction import extract_file
+
+    path = CORPUS / "zugferd-corpus" / "ZUGFeRD_1p0_EXTENDED_Warenrechnung.pdf"
+    expected = json.loads(path.with_name(path.name + ".expected.json").read_text())["expected"]
+    po = extract_file(path)
+    assert "EMBEDDED_XML_READ" in [issue.code for issue in po.issues]
+    for name in ("po_number", "supplier_name", "currency", "total", "tax"):
+        got = getattr(po, name)
+        assert (str(got) if isinstance(got, Decimal) else got) == expected[name], name
+    assert po.order_date.isoformat() == expected["order_date"]
+    assert not [issue for issue in po.issues if issue.severity == "error"]

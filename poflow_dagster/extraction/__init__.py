@@ -341,9 +341,13 @@ def _extract(path: Path, display: str, llm: LLMSettings | None, on_progress: Pro
 
 def _extract_pdf(path: Path, display: str, llm: LLMSettings | None, on_progress: ProgressCallback | None) -> ParsedPO:
     from poflow_dagster.extraction import pdf
+    from poflow_dagster.extraction.pdf_embedded import combine_with_text, extract_embedded
 
     document = pdf.read_pdf(path)
+    embedded = extract_embedded(path)  # a Factur-X / ZUGFeRD / Order-X PDF's own XML: the binding data
     if pdf.is_scanned(document):
+        if embedded is not None:
+            return combine_with_text(embedded, None)
         why = "it is a scanned PDF without a text layer"
         if llm is None:
             raise PoflowError("needs_ocr_or_llm", f"{display} needs an LLM because {why}; set OPENAI_API_KEY")
@@ -358,6 +362,8 @@ def _extract_pdf(path: Path, display: str, llm: LLMSettings | None, on_progress:
     po = pdf.extract_pdf_po(document)
     if po is not None and not po.lines and not has_header(po):
         po = None  # nothing readable: as if no reading
+    if embedded is not None:
+        return combine_with_text(embedded, po if po is None or po.lines else lines_not_found(po, llm="off"))
 
     def text_pages() -> list[LLMPage]:
         return _text_layer_pages(path, document)
