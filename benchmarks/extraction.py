@@ -477,6 +477,8 @@ def run_summary(results: list[Result], settings: LLMSettings | None = None,
     prices = (settings.prices() if settings is not None else None) or (Decimal(0), Decimal(0))
     summary: dict[str, Any] = {
         "overall": _totals(results),
+        # Scans (no text layer) need an LLM by definition: the offline goals are read on the text documents.
+        "text_documents": _totals([r for r in results if r.document.is_text]),
         "by_format": summarise(results, lambda r: r.document.format),
         "by_language": summarise(results, lambda r: r.document.language),
         "by_source": summarise(results, lambda r: r.document.source),
@@ -531,7 +533,11 @@ def print_run(title: str, summary: dict[str, Any]) -> None:
     for group in ("by_format", "by_language"):
         for name, row in summary[group].items():
             _print_row(f"{group[3:]} {name}", row)
+    _print_row("text documents", summary["text_documents"])
     _print_row("overall", summary["overall"])
+    text = summary["text_documents"]
+    print(f"  text documents (scans need an LLM): header {_pct(text['header_accuracy'])}, "
+          f"lines {_pct(text['line_accuracy'])}")
     overall = summary["overall"]
     print(f"  header accuracy {_pct(overall['header_accuracy'])} (goal >= {GOALS['header']:.0%}), "
           f"line accuracy {_pct(overall['line_accuracy'])} (goal >= {GOALS['lines']:.0%}), "
