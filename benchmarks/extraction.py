@@ -116,10 +116,15 @@ def fixtures(folder: Path) -> list[tuple[str, Path, Truth]]:
         path = folder / f"po-{style_name}.edi"
         path.write_text(edi.x12_850(order, getattr(edi, style_name)))
         cases.append(("x12", path, _truth(order, supplier="supplier", unit_cost="unit_price", subtotal=False)))
-    for kind, document in (("ubl order", edi.ubl_order(order)), ("ubl invoice", edi.peppol_invoice(order))):
+    invoice_number = "INV-2024-0042"
+    for kind, document in (("ubl order", edi.ubl_order(order)),
+                           ("ubl invoice", edi.peppol_invoice(order, invoice_number=invoice_number))):
         path = folder / f"{kind.replace(' ', '-')}.xml"
         path.write_bytes(document if isinstance(document, bytes) else document.encode())
-        cases.append(("ubl", path, _truth(order, supplier="supplier", unit_cost="unit_price", subtotal=False)))
+        truth = _truth(order, supplier="supplier", unit_cost="unit_price", subtotal=False)
+        if kind == "ubl invoice":  # an invoice is known by its own number and the seller's legal name
+            truth.fields.update(po_number=invoice_number, supplier_name=order.supplier_legal_name)
+        cases.append(("ubl", path, truth))
     return cases
 
 
