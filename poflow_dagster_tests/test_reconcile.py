@@ -75,3 +75,15 @@ def test_document_allowances_and_charges_count_toward_the_total():
     ignored = po.model_copy(update={"discount": None})  # the promotion left out: 10.00 off the printed total
     [mismatch] = [i for i in reconcile(ignored).issues if i.code == "TOTAL_MISMATCH"]
     assert "130.00" in mismatch.message and "discount + charges" in mismatch.message
+
+
+def test_a_po_without_lines_gets_no_total_mismatch_next_to_its_own_issue():
+    from decimal import Decimal as D
+
+    from poflow_dagster.domain.models import ParsedPO
+    from poflow_dagster.domain.reconcile import reconcile
+
+    header_only = ParsedPO(po_number="PO-7", subtotal=D("100.00"), tax=D("19.00"), total=D("119.00"))
+    assert reconcile(header_only).issues == []
+    wrong = header_only.model_copy(update={"lines": [], "total": D("500.00")})
+    assert reconcile(wrong).issues == []  # without lines, nothing to add up yet

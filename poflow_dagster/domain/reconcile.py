@@ -84,6 +84,8 @@ def _duplicate_issues(po: ParsedPO) -> list[Issue]:
 
 
 def _total_issues(po: ParsedPO) -> list[Issue]:
+    if not po.lines:  # nothing to add up (a header read without its lines says so in its own issue)
+        return []
     issues: list[Issue] = []
     lines_sum = po.lines_sum()
     if po.subtotal is not None and abs(lines_sum - po.subtotal) > TOLERANCE:
