@@ -47,6 +47,7 @@ from poflow_dagster.extraction.charges import note_allowances_and_charges, sum_o
 from poflow_dagster.extraction.numbers import as_money
 from poflow_dagster.extraction.ubl import (
     FREIGHT_REASON_CODES,
+    element_text,
     line_discount,
     parse_xml,
     price_per_unit,
@@ -149,16 +150,9 @@ def _as_cii(el: Element, namespaces: dict[str, str], names: dict[str, str] | Non
             child.tag = f"{{{namespaces[uri]}}}{local}"
 
 
-def _text(el: Element | None) -> str | None:
-    """Whitespace-normalised text; ``None`` when missing or blank."""
-    if el is None or el.text is None:
-        return None
-    return " ".join(el.text.split()) or None
-
-
 def _find_text(el: Element, path: str) -> str | None:
     """Text at a namespace-aware path below ``el``."""
-    return _text(el.find(path, CII_NAMESPACES))
+    return element_text(el.find(path, CII_NAMESPACES))
 
 
 def _cii_date(raw: str) -> dt.date | None:
@@ -307,7 +301,7 @@ class _Reader:
         for amount in block.findall("ram:TaxTotalAmount", CII_NAMESPACES):
             if currency and amount.get("currencyID", currency).strip().upper() != currency:
                 continue
-            raw = _text(amount)
+            raw = element_text(amount)
             if raw is not None and _DECIMAL.fullmatch(raw):
                 return as_money(Decimal(raw))
             self.issues.append(Issue(code="UNREADABLE_NUMBER", message=f"could not read tax total amount {raw!r}"))
@@ -360,7 +354,7 @@ def _gtin(product: Element | None) -> str | None:
     if product is None:
         return None
     for element in product.findall("ram:GlobalID", CII_NAMESPACES):
-        value = _text(element)
+        value = element_text(element)
         if value and (element.get("schemeID") or "").strip().upper() in _GTIN_SCHEMES:
             return clean_barcode(value)
     return None

@@ -222,7 +222,7 @@ def _document(root: Element) -> tuple[Element, _Layout]:
 # --- values -----------------------------------------------------------------------------------
 
 
-def _text(el: Element | None) -> str | None:
+def element_text(el: Element | None) -> str | None:
     """Stripped text of an element; ``None`` when missing or blank."""
     if el is None or el.text is None:
         return None
@@ -231,7 +231,7 @@ def _text(el: Element | None) -> str | None:
 
 def _find_text(el: Element, path: str) -> str | None:
     """Text at a namespace-aware path below ``el``."""
-    return _text(el.find(path, NAMESPACES))
+    return element_text(el.find(path, NAMESPACES))
 
 
 
@@ -442,7 +442,7 @@ def _gtin(line: Element) -> str | None:
     """The item's GTIN: ``StandardItemIdentification/ID`` whose ``schemeID`` is 0160 (GS1 GTIN in the ISO 6523
     ICD list) or ``GTIN`` (also EAN/UPC spelled out), or that has no scheme and is all digits (8 to 14)."""
     for element in line.findall(_GTIN_PATH, NAMESPACES):
-        value = _text(element)
+        value = element_text(element)
         scheme = (element.get("schemeID") or "").strip().upper()
         if value is None or (scheme and scheme not in _GTIN_SCHEMES):
             continue
@@ -460,7 +460,7 @@ def _is_charge(charge: Element) -> bool:
 def _is_freight(charge: Element) -> bool:
     """The reason code or text says freight / delivery / shipping."""
     code = (_find_text(charge, "cbc:AllowanceChargeReasonCode") or "").upper()
-    reasons = " ".join(_text(el) or "" for el in charge.findall("cbc:AllowanceChargeReason", NAMESPACES))
+    reasons = " ".join(element_text(el) or "" for el in charge.findall("cbc:AllowanceChargeReason", NAMESPACES))
     return code in FREIGHT_REASON_CODES or bool(_FREIGHT_WORDS.search(reasons))
 
 
