@@ -6,6 +6,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import dagster as dg
+import pytest
 import sqlalchemy as sa
 
 from poflow_dagster.definitions import defs
@@ -72,14 +73,14 @@ def test_sample_po_end_to_end_and_rerun_is_idempotent(home, db, shop, instance, 
     assert metric_rows == 2  # one per run
 
 
-def test_every_sample_format_completes(home, db, shop, instance, samples):
-    for name, path in samples.items():
-        upload = upload_file(db, home, "multi", path)
-        result = run_upload(defs, instance, db, upload.id, with_images=False)
-        assert result.success, (name, result.error)
-        assert all(result.checks.values()) and len(result.checks) == 2
-        assert result.images is None  # with_images=False: the PO and its checks only
-        assert result.summary["line_count"] == SAMPLE_EXPECTATIONS[name]["line_count"]
+@pytest.mark.parametrize("name", sorted(SAMPLE_EXPECTATIONS))  # one test per sample: spread over the workers
+def test_every_sample_format_completes(home, db, shop, instance, samples, name):
+    upload = upload_file(db, home, "multi", samples[name])
+    result = run_upload(defs, instance, db, upload.id, with_images=False)
+    assert result.success, (name, result.error)
+    assert all(result.checks.values()) and len(result.checks) == 2
+    assert result.images is None  # with_images=False: the PO and its checks only
+    assert result.summary["line_count"] == SAMPLE_EXPECTATIONS[name]["line_count"]
 
 
 def test_sync_off_skips_shopify_and_says_so(home, db, shop, instance, samples):
