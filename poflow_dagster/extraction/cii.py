@@ -43,7 +43,7 @@ from xml.etree.ElementTree import Element
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import Issue, ParsedPO, POLine
 from poflow_dagster.extraction.barcodes import clean_barcode
-from poflow_dagster.extraction.charges import note_allowances_and_charges, sum_or_none
+from poflow_dagster.extraction.charges import DocumentCharge, apply_document_charges
 from poflow_dagster.extraction.numbers import as_money
 from poflow_dagster.extraction.ubl import (
     FREIGHT_REASON_CODES,
@@ -321,24 +321,15 @@ class _Reader:
         settlement = self.doc.find(_SETTLEMENT, CII_NAMESPACES)
         if settlement is None:
             return None, None, None
-        freight: list[Decimal] = []
-        allowances: list[Decimal] = []
-        charges: list[Decimal] = []
-        named: list[str] = []
+        found = []
         for charge in settlement.findall("ram:SpecifiedTradeAllowanceCharge", CII_NAMESPACES):
             amount = self.number(charge, "ram:ActualAmount", "allowance/charge amount", money=True)
-            if amount is None or amount == 0:  # an allowance/charge of 0 changes nothing
-                continue
-            if _is_charge(charge) and _is_freight(charge):
-                freight.append(amount)
-                continue
-            (charges if _is_charge(charge) else allowances).append(amount)
-            named.append(_describe_charge(charge, amount))
+            found.append(DocumentCharge(amount, _is_charge(charge), _is_freight(charge),
+                                        _describe_charge(charge, amount)))
         for service in settlement.findall("ram:SpecifiedLogisticsServiceCharge", CII_NAMESPACES):
             amount = self.number(service, "ram:AppliedAmount", "logistics service charge", money=True)
-            freight.extend([amount] if amount is not None else [])
-        note_allowances_and_charges(self.issues, named)
-        return sum_or_none(freight), sum_or_none(allowances), sum_or_none(charges)
+            found.append(DocumentCharge(amount, True, True, "logistics service charge"))
+        return apply_document_charges(self.issues, found)
 
 
 def _sku(product: Element | None) -> str | None:

@@ -51,7 +51,7 @@ import defusedxml.ElementTree as safe_et
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import Issue, ParsedPO, POLine
 from poflow_dagster.extraction.barcodes import clean_barcode
-from poflow_dagster.extraction.charges import note_allowances_and_charges, sum_or_none
+from poflow_dagster.extraction.charges import DocumentCharge, apply_document_charges
 from poflow_dagster.extraction.numbers import as_money
 
 __all__ = ["NAMESPACES", "extract_ubl", "line_discount", "parse_xml", "price_per_unit", "read_ubl", "unit_of_measure"]
@@ -403,21 +403,12 @@ class _Reader:
     def allowances_and_charges(self) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
         """Document-level ``cac:AllowanceCharge``: (freight charges = shipping, allowances = discount, other
         charges); the allowances and other charges are also named in an info issue."""
-        freight: list[Decimal] = []
-        allowances: list[Decimal] = []
-        charges: list[Decimal] = []
-        named: list[str] = []
+        found = []
         for charge in self.doc.findall("cac:AllowanceCharge", NAMESPACES):
             amount = self.number(charge, "cbc:Amount", "allowance/charge amount", money=True)
-            if amount is None or amount == 0:  # an allowance/charge of 0 changes nothing
-                continue
-            if _is_charge(charge) and _is_freight(charge):
-                freight.append(amount)
-                continue
-            (charges if _is_charge(charge) else allowances).append(amount)
-            named.append(_describe_charge(charge, amount))
-        note_allowances_and_charges(self.issues, named)
-        return sum_or_none(freight), sum_or_none(allowances), sum_or_none(charges)
+            found.append(DocumentCharge(amount, _is_charge(charge), _is_freight(charge),
+                                        _describe_charge(charge, amount)))
+        return apply_document_charges(self.issues, found)
 
 
 _ATTACHMENT_PATH = "cac:Item/cac:ItemSpecificationDocumentReference/cac:Attachment"

@@ -43,7 +43,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from poflow_dagster.domain.errors import PoflowError
 from poflow_dagster.domain.models import Issue, ParsedPO, POLine
 from poflow_dagster.extraction.barcodes import clean_barcode, with_check_digit
-from poflow_dagster.extraction.charges import note_allowances_and_charges, sum_or_none
+from poflow_dagster.extraction.charges import DocumentCharge, apply_document_charges
 from poflow_dagster.extraction.numbers import as_money
 
 __all__ = ["ISA_LENGTH", "Delimiters", "extract_x12_850", "read_delimiters", "split_segments", "unit_of_measure"]
@@ -523,14 +523,9 @@ class _Reader:
         taxes = self.header_taxes or self.line_taxes
         if taxes:
             self.po.tax = as_money(sum(taxes, Decimal(0)))
-        amounts = [c.amount for c in self.header_charges if _is_freight(c) and c.amount is not None]
-        if amounts:
-            self.po.shipping = as_money(sum(amounts, Decimal(0)))
-        others = [c for c in self.header_charges
-                  if not _is_freight(c) and c.indicator in ("A", "C") and c.amount]
-        self.po.discount = sum_or_none([c.amount for c in others if c.indicator == "A"])
-        self.po.charges = sum_or_none([c.amount for c in others if c.indicator == "C"])
-        note_allowances_and_charges(self.issues, [_describe_charge(c) for c in others])
+        self.po.shipping, self.po.discount, self.po.charges = apply_document_charges(self.issues, [
+            DocumentCharge(c.amount, c.indicator == "C", _is_freight(c), _describe_charge(c))
+            for c in self.header_charges if c.indicator in ("A", "C")])
         if self.po.total is None and self.po.subtotal is not None:
             self.po.total = (self.po.subtotal - (self.po.discount or 0) + (self.po.charges or 0)
                              + (self.po.tax or 0) + (self.po.shipping or 0))
